@@ -1,0 +1,132 @@
+"""themeshift command line: thin commands over pipeline.runner."""
+from __future__ import annotations
+
+import os
+
+# Models come from installed packages or local folders only; never from a hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import sys
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from pipeline.config import load_config
+from pipeline.errors import InputError
+
+app = typer.Typer(
+    help=(
+        "Find themes in interview transcripts, map them onto a framework and score how each "
+        "speaker's thinking shifted between interview waves. Everything runs offline.\n\n"
+        "Example: themeshift run examples/kt_study --out runs/demo"
+    ),
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML file overriding configs/default.toml.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summaries.")]
+SkipBadOpt = Annotated[bool, typer.Option("--skip-bad", help="Skip unreadable files; list them in rejected.parquet.")]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Run directory for the output tables.")]
+InputArg = Annotated[Path, typer.Argument(help="Folder of transcripts (.txt .md .docx .vtt .srt .json), read recursively.")]
+
+
+@contextmanager
+def _reporting(quiet: bool):
+    """Bad input ends in one 'error:' line and exit code 2; warnings are one line each."""
+    def show_warning(message, category, filename, lineno, file=None, line=None):
+        if not quiet:
+            err.print(f"[yellow]warning:[/] {message}", highlight=False)
+
+    old = warnings.showwarning
+    warnings.showwarning = show_warning
+    try:
+        yield
+    except InputError as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    finally:
+        warnings.showwarning = old
+
+
+@contextmanager
+def _progress(quiet: bool):
+    if quiet or not sys.stderr.isatty() and os.environ.get("THEMESHIFT_PROGRESS") != "1":
+        yield None
+        return
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True) as bar:
+        tasks: dict[str, int] = {}
+
+        def update(what: str, done: int, total: int) -> None:
+            stage = what.split(" ", 1)[0]
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total, description=what[:60])
+
+        yield update
+
+
+def _config(config: Optional[Path], skip_bad: bool = False):
+    overrides = {"run": {"skip_bad": True}} if skip_bad else None
+    return load_config(config, overrides)
+
+
+def _summary(quiet: bool, record: dict, run_dir: Path) -> None:
+    if quiet:
+        return
+    c = record["counts"]
+    excluded = ", ".join(f"{n} {why}" for why, n in c["excluded"].items()) or "none"
+    err.print(f"{c['files_read']} files, {c['turns']} turns -> {c['utterances']} utterances "
+              f"({c['coded']} coded; not coded: {excluded}); {c['files_rejected']} files rejected")
+    for w in record.get("warnings", []):
+        err.print(f"[yellow]warning:[/] {w}", highlight=False)
+    err.print(f"tables in {run_dir}/")
+
+
+@app.command()
+def segment(input_dir: InputArg, out: OutOpt, config: ConfigOpt = None,
+            skip_bad: SkipBadOpt = False, quiet: QuietOpt = False) -> None:
+    """Split transcripts into utterances ([bold]utterances.parquet[/]).
+
+    Reads manifest.csv and speakers.csv from the folder when present.
+
+    Example: themeshift segment interviews/ --out runs/study1
+    """
+    from pipeline.runner import run_segment
+
+    with _reporting(quiet):
+        cfg = _config(config, skip_bad)
+        with _progress(quiet) as update:
+            record = run_segment(input_dir, out, cfg, update)
+        _summary(quiet, record, out)
+
+
+@app.command()
+def run(input_dir: InputArg, out: OutOpt, config: ConfigOpt = None,
+        skip_bad: SkipBadOpt = False, quiet: QuietOpt = False) -> None:
+    """Run every stage on a folder of transcripts.
+
+    Example: themeshift run examples/kt_study --out runs/demo
+    """
+    from pipeline.runner import run_segment
+
+    with _reporting(quiet):
+        cfg = _config(config, skip_bad)
+        with _progress(quiet) as update:
+            record = run_segment(input_dir, out, cfg, update)
+        _summary(quiet, record, out)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,126 @@
+"""Read a folder of transcripts with its metadata and segment every file.
+
+The one entry point is `segment_corpus`; it returns Arrow tables and never writes.
+"""
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pyarrow as pa
+
+from pipeline import schema
+from pipeline.errors import InputError
+from pipeline.io.metadata import FileMeta, meta_from_filename, read_manifest, read_speakers, template_regex
+from pipeline.io.readers import FORMATS, label_key, read_document
+from pipeline.segment import SpeakerResolver, columns_to_table, load_sentence_splitter, segment_document
+
+
+@dataclass
+class Corpus:
+    utterances: pa.Table
+    sources: pa.Table
+    interviews: pa.Table
+    rejected: pa.Table
+    inputs: list[dict] = field(default_factory=list)  # every file read: path, sha256, bytes
+    warnings: list[str] = field(default_factory=list)
+
+
+def discover(folder: Path, cfg: dict) -> list[str]:
+    """Transcript candidates, relative POSIX paths, sorted; metadata and ignored files left out."""
+    inp = cfg["input"]
+    skip = {inp["manifest_file"].lower(), inp["speakers_file"].lower()}
+    found = []
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder)
+        if not path.is_file() or any(part.startswith(".") for part in rel.parts):
+            continue
+        if rel.name.lower() in skip or any(fnmatch.fnmatch(rel.name, g) for g in inp["ignore"]):
+            continue
+        found.append(rel.as_posix())
+    return found
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def segment_corpus(folder: str | Path, cfg: dict, on_file: Callable[[str], None] | None = None) -> Corpus:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError("input folder not found", folder)
+    inp, skip_bad = cfg["input"], cfg["run"]["skip_bad"]
+    inputs: list[dict] = []
+    manifest_path, speakers_path = folder / inp["manifest_file"], folder / inp["speakers_file"]
+    manifest = read_manifest(manifest_path, folder) if manifest_path.is_file() else None
+    speakers = read_speakers(speakers_path) if speakers_path.is_file() else {}
+    for meta_path in (manifest_path, speakers_path):
+        if meta_path.is_file():
+            data = meta_path.read_bytes()
+            inputs.append({"path": meta_path.name, "sha256": _sha256(data), "bytes": len(data)})
+    resolver = SpeakerResolver(
+        speakers,
+        {label_key(x) for x in cfg["speakers"]["interviewer_labels"]},
+        {label_key(x) for x in cfg["speakers"]["participant_labels"]},
+    )
+    template = template_regex(inp["filename_template"])
+    nlp = load_sentence_splitter(cfg["segment"]["sentence_splitter"])
+    files = discover(folder, cfg)
+    if manifest is not None:
+        files = sorted(set(files) | set(manifest))
+    if not files:
+        raise InputError("no transcript files found", folder)
+
+    parts, sources, interviews, rejected, warn = [], [], [], [], []
+    ids_seen: dict[str, str] = {}
+    for rel in files:
+        if on_file:
+            on_file(rel)
+        try:
+            if Path(rel).suffix.lower() not in [e.lower() for e in inp["extensions"]]:
+                raise InputError(f"unknown transcript format {Path(rel).suffix or '(none)'!r} "
+                                 f"(known: {', '.join(inp['extensions'])}; or add it to input.ignore)", rel)
+            if manifest is not None:
+                if rel not in manifest:
+                    raise InputError(f"not listed in {inp['manifest_file']}", rel)
+                meta: FileMeta = manifest[rel][0]
+            else:
+                meta = meta_from_filename(rel, template)
+            if meta.interview_id in ids_seen:
+                raise InputError(f"duplicate interview_id {meta.interview_id!r} (also {ids_seen[meta.interview_id]})", rel)
+            data = (folder / rel).read_bytes()
+            doc = read_document(folder / rel, rel, resolver.known_label_keys(), inp["fallback_encodings"])
+            cols = segment_document(doc, meta, rel, resolver, nlp, cfg)
+        except InputError as exc:
+            if not skip_bad:
+                raise
+            rejected.append({"source_file": rel, "line": exc.line, "reason": exc.message})
+            continue
+        ids_seen[meta.interview_id] = rel
+        warn.extend(doc.warnings)
+        inputs.append({"path": rel, "sha256": _sha256(data), "bytes": len(data)})
+        parts.append(cols)
+        sources.append({"interview_id": meta.interview_id, "source_file": rel, "format": doc.format,
+                        "encoding": doc.encoding, "sha256": _sha256(data), "source_text": doc.source_text})
+        interviews.append({"interview_id": meta.interview_id, "source_file": rel, "wave": meta.wave,
+                           "date": meta.date, "participant_id": meta.participant_id,
+                           "n_turns": len(doc.turns), "n_utterances": len(cols["utterance_id"]),
+                           "n_skipped_lines": doc.n_skipped_lines, **meta.extra})
+    if not parts:
+        raise InputError("no transcript could be read (see rejected files)", folder)
+    extra_cols = sorted({k for row in interviews for k in row} - set(schema.INTERVIEWS.names))
+    interviews_schema = schema.INTERVIEWS
+    for name in extra_cols:
+        interviews_schema = interviews_schema.append(
+            pa.field(name, pa.string(), nullable=True, metadata={"doc": "extra manifest column"}))
+    return Corpus(
+        utterances=columns_to_table(parts, schema.UTTERANCES),
+        sources=pa.Table.from_pylist(sources, schema=schema.SOURCES),
+        interviews=pa.Table.from_pylist(interviews, schema=interviews_schema),
+        rejected=pa.Table.from_pylist(rejected, schema=schema.REJECTED),
+        inputs=inputs,
+        warnings=warn,
+    )

@@ -1,0 +1,135 @@
+"""Corpus metadata: manifest.csv (one row per transcript), speakers.csv (one row per
+speaker) and the filename template used when a file has no manifest row."""
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.errors import InputError
+from pipeline.io.readers import label_key
+
+_TRUE = {"true", "yes", "y", "1", "t"}
+_FALSE = {"false", "no", "n", "0", "f", ""}
+
+
+@dataclass
+class FileMeta:
+    interview_id: str
+    wave: int | None = None
+    date: str | None = None
+    participant_id: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Speaker:
+    speaker_id: str
+    role: str | None
+    is_interviewer: bool
+
+
+def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise InputError("not UTF-8 text", path) from None
+    reader = csv.DictReader(text.splitlines())
+    fields = [f.strip().lower() for f in (reader.fieldnames or [])]
+    rows = []
+    for row in reader:
+        clean = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k is not None}
+        if any(clean.values()):
+            rows.append((reader.line_num, clean))
+    return fields, rows
+
+
+def parse_wave(value: str, path: Path | str, line: int | None) -> int | None:
+    value = value.strip()
+    if not value:
+        return None
+    m = re.fullmatch(r"(?:w|wave)?\s*(\d+)", value, re.I)
+    if not m:
+        raise InputError(f"wave must be a whole number, got {value!r}", path, line)
+    return int(m.group(1))
+
+
+def read_manifest(path: Path, folder: Path) -> dict[str, tuple[FileMeta, int]]:
+    """Manifest rows keyed by the file's path relative to `folder`, with their line numbers."""
+    fields, rows = _read_csv(path)
+    if "file" not in fields:
+        raise InputError("manifest needs a 'file' column", path, 1)
+    known = {"file", "interview_id", "wave", "date", "speaker_id"}
+    out: dict[str, tuple[FileMeta, int]] = {}
+    seen_ids: dict[str, int] = {}
+    for line, row in rows:
+        rel = row["file"].replace("\\", "/")
+        if not rel:
+            raise InputError("empty 'file' value", path, line)
+        if not (folder / rel).is_file():
+            raise InputError(f"manifest names a missing file {rel!r}", path, line)
+        interview_id = row.get("interview_id") or Path(rel).stem
+        if interview_id in seen_ids:
+            raise InputError(
+                f"duplicate interview_id {interview_id!r} (also on line {seen_ids[interview_id]})", path, line
+            )
+        seen_ids[interview_id] = line
+        meta = FileMeta(
+            interview_id=interview_id,
+            wave=parse_wave(row.get("wave", ""), path, line),
+            date=row.get("date") or None,
+            participant_id=row.get("speaker_id") or None,
+            extra={k: v for k, v in row.items() if k not in known},
+        )
+        out[str(Path(rel).as_posix())] = (meta, line)
+    return out
+
+
+def read_speakers(path: Path) -> dict[str, Speaker]:
+    """Speakers keyed by every normalised label that names them (id and aliases)."""
+    fields, rows = _read_csv(path)
+    if "speaker_id" not in fields:
+        raise InputError("speakers file needs a 'speaker_id' column", path, 1)
+    out: dict[str, Speaker] = {}
+    for line, row in rows:
+        flag = row.get("is_interviewer", "").lower()
+        if flag not in _TRUE | _FALSE:
+            raise InputError(f"is_interviewer must be true or false, got {flag!r}", path, line)
+        speaker = Speaker(row["speaker_id"], row.get("role") or None, flag in _TRUE)
+        names = [row["speaker_id"]] + [a for a in row.get("aliases", "").split(";") if a.strip()]
+        for name in names:
+            key = label_key(name)
+            if key in out and out[key].speaker_id != speaker.speaker_id:
+                raise InputError(
+                    f"label {name!r} names both {out[key].speaker_id!r} and {speaker.speaker_id!r}", path, line
+                )
+            out[key] = speaker
+    return out
+
+
+def template_regex(template: str) -> re.Pattern:
+    """'{speaker}_wave{wave}' -> a regex with named groups matched against the file stem."""
+    pattern, pos = "", 0
+    for m in re.finditer(r"\{(\w+)\}", template):
+        pattern += re.escape(template[pos:m.start()])
+        name = m.group(1)
+        if name not in ("interview_id", "speaker", "wave", "any"):
+            raise InputError(f"unknown field {{{name}}} in filename_template {template!r}")
+        group = r"\d+" if name == "wave" else r".+?"
+        pattern += f"(?P<{name}>{group})" if name != "any" else ".*?"
+        pos = m.end()
+    return re.compile(pattern + re.escape(template[pos:]) + "$")
+
+
+def meta_from_filename(rel: str, template: re.Pattern) -> FileMeta:
+    stem = Path(rel).stem
+    m = template.match(stem)
+    if not m:
+        raise InputError(f"file name does not match filename_template ({template.pattern})", rel)
+    groups = m.groupdict()
+    return FileMeta(
+        interview_id=groups.get("interview_id") or stem,
+        wave=int(groups["wave"]) if groups.get("wave") else None,
+        participant_id=groups.get("speaker"),
+    )

@@ -1,0 +1,275 @@
+"""Transcript readers: each format becomes a plain ``source_text`` and speaker turns
+whose character spans point into it.
+
+Plain text and Markdown keep the file's own text (offsets match what a QDA tool
+shows). Word files become their paragraphs joined by newlines. Subtitle (VTT, SRT)
+and JSON transcripts are rendered as ``Speaker: text`` lines, one per turn, because
+their raw files interleave timing lines with speech.
+"""
+from __future__ import annotations
+
+import json
+import re
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.errors import InputError
+from pipeline.io.decode import decode_text
+
+FORMATS = {".txt": "txt", ".md": "md", ".docx": "docx", ".vtt": "vtt", ".srt": "srt", ".json": "json"}
+
+_TS = r"\d{1,2}:\d{2}(?::\d{2})?(?:[.,]\d{1,3})?"
+# [ts] Label [ts]: [ts] text   -- with optional Markdown bullets/bold around the label.
+_TURN_LINE = re.compile(
+    rf"""^[ \t]*(?:[-*>][ \t]+)?(?:\[?(?P<ts1>{_TS})\]?[ \t]*)?(?:\*\*|__)?
+    (?P<label>[^\W\d_][\w.'\u2019()\- ]{{0,38}}?)
+    [ \t]*(?:[\[(]?(?P<ts2>{_TS})[\])]?)?[ \t]*(?:\*\*|__)?[ \t]*:[ \t]*(?:\*\*|__)?[ \t]*
+    (?:\[?(?P<ts3>{_TS})\]?[ \t]*)?(?P<text>.*)$""",
+    re.X,
+)
+_CUE_TIMING = re.compile(rf"^\s*(?P<start>{_TS})\s*-->\s*{_TS}")
+_VOICE = re.compile(r"<v(?:\.[\w.]+)?\s+(?P<name>[^>]+)>")
+_TAG = re.compile(r"</?[^>]+>")
+
+
+@dataclass
+class Turn:
+    label: str
+    start: int  # offsets into Document.source_text, text = source_text[start:end]
+    end: int
+    line: int  # 1-based line in the original file (turn index for JSON)
+    timestamp: float | None = None
+
+
+@dataclass
+class Document:
+    source_text: str
+    turns: list[Turn]
+    format: str
+    encoding: str
+    n_skipped_lines: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+def label_key(label: str) -> str:
+    """Normalised speaker label: case, spaces and punctuation ignored ("PL-03" == "pl03")."""
+    return re.sub(r"[\W_]+", "", label.casefold())
+
+
+def parse_timestamp(value: str | None) -> float | None:
+    if not value:
+        return None
+    parts = value.replace(",", ".").split(":")
+    seconds = 0.0
+    for part in parts:
+        seconds = seconds * 60 + float(part)
+    return seconds
+
+
+def _accepted_labels(candidates: dict[str, int], known: set[str]) -> set[str]:
+    """Which `Label:` prefixes are speakers: known labels, or labels used at least twice.
+
+    A one-off "The thing is: ..." inside a long answer is then read as speech.
+    """
+    accepted = {k for k, n in candidates.items() if k in known or n >= 2}
+    if not accepted and candidates:
+        accepted = set(candidates)
+    return accepted
+
+
+def _match_label(line: str) -> re.Match | None:
+    m = _TURN_LINE.match(line)
+    if m and len(m.group("label").split()) <= 4:
+        return m
+    return None
+
+
+def parse_labelled_text(text: str, path: str, known: set[str], fmt: str, encoding: str) -> Document:
+    """Turns from `Speaker: text` lines; lines without a label continue the previous turn."""
+    lines = text.split("\n")
+    offsets, pos = [], 0
+    for line in lines:
+        offsets.append(pos)
+        pos += len(line) + 1
+    matches = [_match_label(line) for line in lines]
+    counts: dict[str, int] = {}
+    for m in matches:
+        if m:
+            key = label_key(m.group("label"))
+            counts[key] = counts.get(key, 0) + 1
+    speakers = _accepted_labels(counts, known)
+    turns: list[Turn] = []
+    skipped = 0
+    for i, (line, m) in enumerate(zip(lines, matches)):
+        if m and label_key(m.group("label")) in speakers:
+            start = offsets[i] + m.start("text")
+            ts = parse_timestamp(m.group("ts1") or m.group("ts2") or m.group("ts3"))
+            turns.append(Turn(m.group("label").strip(), start, start, i + 1, ts))
+            _extend(turns[-1], line, offsets[i], m.start("text"))
+        elif not line.strip():
+            continue
+        elif fmt == "md" and line.lstrip().startswith("#"):
+            skipped += 1
+        elif turns:
+            _extend(turns[-1], line, offsets[i], 0)
+        else:
+            skipped += 1
+    if not turns:
+        raise InputError("no speaker labels found (expected lines such as 'Interviewer: ...')", path, 1)
+    for turn in turns:  # a label line with its text on the next line starts at that text
+        while turn.start < turn.end and text[turn.start].isspace():
+            turn.start += 1
+    return Document(text, turns, fmt, encoding, skipped)
+
+
+def _extend(turn: Turn, line: str, line_start: int, text_col: int) -> None:
+    stripped = line.rstrip()
+    if len(stripped) > text_col:
+        if turn.end == turn.start:
+            lead = len(line[text_col:]) - len(line[text_col:].lstrip())
+            turn.start = line_start + text_col + lead
+        turn.end = line_start + len(stripped)
+
+
+def _render(items: list[tuple[str, str, float | None, int]], fmt: str, encoding: str, path: str) -> Document:
+    """Build `Label: text` lines and turn spans from already separated turns."""
+    parts, turns, pos = [], [], 0
+    for label, text, ts, line in items:
+        text = " ".join(text.split())
+        if not text:
+            continue
+        if turns and turns[-1].label == label and fmt in ("vtt", "srt"):
+            # consecutive cues of one speaker form one turn
+            parts[-1] = parts[-1][:-1] + " " + text + "\n"
+            turns[-1].end += 1 + len(text)
+            pos += 1 + len(text)
+            continue
+        prefix = f"{label}: "
+        turns.append(Turn(label, pos + len(prefix), pos + len(prefix) + len(text), line, ts))
+        parts.append(prefix + text + "\n")
+        pos += len(prefix) + len(text) + 1
+    if not turns:
+        raise InputError("no speech found in the file", path)
+    return Document("".join(parts), turns, fmt, encoding)
+
+
+def _read_cues(text: str, path: str, fmt: str, encoding: str, known: set[str]) -> Document:
+    blocks, block, block_line = [], [], 0
+    for i, line in enumerate(text.split("\n"), start=1):
+        if line.strip():
+            if not block:
+                block_line = i
+            block.append(line)
+        elif block:
+            blocks.append((block_line, block))
+            block = []
+    if block:
+        blocks.append((block_line, block))
+    cues = []  # (line, start seconds, raw payload)
+    for line_no, lines in blocks:
+        timing_at = next((j for j, ln in enumerate(lines) if _CUE_TIMING.match(ln)), None)
+        if timing_at is None:
+            continue  # WEBVTT header, NOTE, STYLE blocks
+        ts = parse_timestamp(_CUE_TIMING.match(lines[timing_at]).group("start"))
+        cues.append((line_no + timing_at + 1, ts, " ".join(lines[timing_at + 1:])))
+    if not cues:
+        raise InputError(f"no {fmt.upper()} cues found (expected 'hh:mm:ss --> hh:mm:ss' lines)", path, 1)
+    parsed = []
+    counts: dict[str, int] = {}
+    for line_no, ts, payload in cues:
+        voice = _VOICE.search(payload)
+        label, body = (voice.group("name").strip(), payload) if voice else (None, payload)
+        body = _TAG.sub("", body).strip()
+        if label is None:
+            m = _match_label(body)
+            if m:
+                label, body = m.group("label").strip(), m.group("text")
+                counts[label_key(label)] = counts.get(label_key(label), 0) + 1
+        parsed.append([line_no, ts, label, body, voice is not None])
+    speakers = _accepted_labels(counts, known)
+    items, current = [], None
+    for line_no, ts, label, body, from_voice in parsed:
+        if label is not None and not from_voice and label_key(label) not in speakers:
+            body, label = f"{label}: {body}", None
+        current = label or current
+        if current is None:
+            if body.strip():
+                raise InputError("cue has no speaker (expected <v Name> or 'Name:')", path, line_no)
+            continue
+        items.append((current, body, ts, line_no))
+    return _render(items, fmt, encoding, path)
+
+
+def _read_json(text: str, path: str, encoding: str) -> Document:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"not valid JSON: {exc.msg}", path, exc.lineno) from None
+    if isinstance(data, dict):
+        data = data.get("turns", data.get("utterances"))
+    if not isinstance(data, list):
+        raise InputError("JSON transcript must be a list of turns or an object with a 'turns' list", path)
+    items = []
+    for i, turn in enumerate(data):
+        if not isinstance(turn, dict):
+            raise InputError(f"turn {i} is not an object", path)
+        label = next((turn[k] for k in ("speaker", "name", "speaker_id") if turn.get(k)), None)
+        body = next((turn[k] for k in ("text", "utterance", "content") if k in turn), None)
+        if not isinstance(label, str) or not isinstance(body, str):
+            raise InputError(f"turn {i} needs string 'speaker' and 'text' fields", path)
+        ts = next((turn[k] for k in ("start", "timestamp", "time") if turn.get(k) is not None), None)
+        ts = parse_timestamp(ts) if isinstance(ts, str) else (float(ts) if ts is not None else None)
+        items.append((label.strip(), body, ts, i + 1))
+    return _render(items, "json", encoding, path)
+
+
+def _docx_text(path: Path) -> str:
+    import docx  # python-docx
+    from docx.table import Table
+    from docx.text.paragraph import Paragraph
+
+    try:
+        document = docx.Document(str(path))
+    except (zipfile.BadZipFile, KeyError, ValueError) as exc:
+        raise InputError(f"not a readable Word .docx file ({exc.__class__.__name__})", path) from None
+    lines = []
+    for child in document.element.body.iterchildren():
+        tag = child.tag.rsplit("}", 1)[-1]
+        if tag == "p":
+            lines.append(Paragraph(child, document).text)
+        elif tag == "tbl":  # transcripts laid out as [time,] speaker, text rows
+            for row in Table(child, document).rows:
+                cells = [c.text.strip() for c in row.cells]
+                if len(cells) >= 3 and re.fullmatch(_TS, cells[0]):
+                    lines.append(f"[{cells[0]}] {cells[1]}: {' '.join(cells[2:])}")
+                elif len(cells) >= 2:
+                    lines.append(f"{cells[0]}: {' '.join(cells[1:])}")
+    return "\n".join(lines)
+
+
+def read_document(path: Path, display: str, known: set[str], fallbacks: list[str]) -> Document:
+    """Read one transcript. `display` names it in messages; `known` holds label keys."""
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise InputError(f"unknown transcript format {path.suffix!r} (known: {', '.join(FORMATS)})", display)
+    data = path.read_bytes()
+    if fmt == "docx":
+        if not data:
+            raise InputError("empty file", display)
+        if not zipfile.is_zipfile(path):
+            raise InputError("not a Word .docx file (not a zip archive)", display)
+        text = _docx_text(path).replace("\r\n", "\n")
+        if not text.strip():
+            raise InputError("empty file (no text in the document)", display)
+        return parse_labelled_text(text, display, known, "docx", "docx")
+    text, encoding, warning = decode_text(data, display, fallbacks)
+    if fmt in ("txt", "md"):
+        doc = parse_labelled_text(text, display, known, fmt, encoding)
+    elif fmt in ("vtt", "srt"):
+        doc = _read_cues(text, display, fmt, encoding, known)
+    else:
+        doc = _read_json(text, display, encoding)
+    if warning:
+        doc.warnings.append(warning)
+    return doc
