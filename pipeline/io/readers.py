@@ -67,14 +67,20 @@ def parse_timestamp(value: str | None) -> float | None:
     return seconds
 
 
-def _accepted_labels(candidates: dict[str, int], known: set[str]) -> set[str]:
-    """Which `Label:` prefixes are speakers: known labels, or labels used at least twice.
+_NOT_NAMES = {"so", "well", "and", "but", "note", "yes", "no", "okay", "ok", "also", "then", "now",
+              "because", "anyway", "basically", "example", "for example", "question", "answer", "update"}
 
-    A one-off "The thing is: ..." inside a long answer is then read as speech.
-    """
-    accepted = {k for k, n in candidates.items() if k in known or n >= 2}
-    if not accepted and candidates:
-        accepted = set(candidates)
+
+def _accepted_labels(candidates: dict[str, tuple[int, str]], known: set[str]) -> set[str]:
+    """Which `Label:` prefixes are speakers, so that "The thing is: ..." inside an answer
+    stays speech: known labels, labels used at least twice, and name-like labels
+    (every word capitalised, or an id with a digit) that are not common words."""
+    accepted = set()
+    for key, (count, label) in candidates.items():
+        words = label.split()
+        name_like = all(w[0].isupper() or w[0].isdigit() for w in words) or any(c.isdigit() for c in label)
+        if key in known or count >= 2 or (name_like and label.casefold() not in _NOT_NAMES):
+            accepted.add(key)
     return accepted
 
 
@@ -93,11 +99,12 @@ def parse_labelled_text(text: str, path: str, known: set[str], fmt: str, encodin
         offsets.append(pos)
         pos += len(line) + 1
     matches = [_match_label(line) for line in lines]
-    counts: dict[str, int] = {}
+    counts: dict[str, tuple[int, str]] = {}
     for m in matches:
         if m:
-            key = label_key(m.group("label"))
-            counts[key] = counts.get(key, 0) + 1
+            label = m.group("label").strip()
+            key = label_key(label)
+            counts[key] = (counts.get(key, (0, label))[0] + 1, label)
     speakers = _accepted_labels(counts, known)
     turns: list[Turn] = []
     skipped = 0
@@ -176,7 +183,7 @@ def _read_cues(text: str, path: str, fmt: str, encoding: str, known: set[str]) -
     if not cues:
         raise InputError(f"no {fmt.upper()} cues found (expected 'hh:mm:ss --> hh:mm:ss' lines)", path, 1)
     parsed = []
-    counts: dict[str, int] = {}
+    counts: dict[str, tuple[int, str]] = {}
     for line_no, ts, payload in cues:
         voice = _VOICE.search(payload)
         label, body = (voice.group("name").strip(), payload) if voice else (None, payload)
@@ -185,7 +192,7 @@ def _read_cues(text: str, path: str, fmt: str, encoding: str, known: set[str]) -
             m = _match_label(body)
             if m:
                 label, body = m.group("label").strip(), m.group("text")
-                counts[label_key(label)] = counts.get(label_key(label), 0) + 1
+                counts[label_key(label)] = (counts.get(label_key(label), (0, label))[0] + 1, label)
         parsed.append([line_no, ts, label, body, voice is not None])
     speakers = _accepted_labels(counts, known)
     items, current = [], None

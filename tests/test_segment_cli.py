@@ -1,0 +1,164 @@
+"""Folder ingestion through the CLI: metadata, units, flags, stable ids, bad input."""
+from __future__ import annotations
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+from pipeline.config import load_config
+from pipeline.errors import ConfigError
+
+runner = CliRunner()
+
+INTERVIEW = (
+    "Interviewer: How has the project gone so far? Tell me everything.\n"
+    "Respondent: Yeah. It has been hard. The data toolkit took weeks to set up!\n"
+    "We got there in the end.\n"
+    "Interviewer: Mm-hmm.\n"
+    "Respondent: And the team? They were brilliant. Really brilliant.\n"
+)
+
+
+def _segment(folder, out, *extra):
+    return runner.invoke(app, ["segment", str(folder), "--out", str(out), "--quiet", *extra])
+
+
+def _utterances(out):
+    return pq.read_table(out / "utterances.parquet").to_pylist()
+
+
+def test_filename_template_fills_speaker_and_wave(write, tmp_path):
+    write("PL-03_wave2.txt", INTERVIEW)
+    (tmp_path / "c.toml").write_text('[input]\nfilename_template = "{speaker}_wave{wave}"\n')
+    res = _segment(write.dir, tmp_path / "run", "--config", str(tmp_path / "c.toml"))
+    assert res.exit_code == 0, res.output
+    rows = _utterances(tmp_path / "run")
+    assert {r["wave"] for r in rows} == {2}
+    assert {r["speaker_id"] for r in rows} == {"Interviewer", "PL-03"}
+    assert rows[0]["interview_id"] == "PL-03_wave2"
+    # 2 interviewer turns (one a back-channel) + 2 + 3 sentences split by rules
+    assert [(r["turn_index"], r["sentence_index"], r["exclusion_reason"]) for r in rows] == [
+        (0, 0, "interviewer"), (0, 1, "interviewer"),
+        (1, 0, "backchannel"), (1, 1, None), (1, 2, None), (1, 3, None),
+        (2, 0, "interviewer"),
+        (3, 0, None), (3, 1, None), (3, 2, None),
+    ]
+    assert [r["is_backchannel"] for r in rows if r["turn_index"] == 1] == [True, False, False, False]
+
+
+def test_manifest_and_speakers_files_resolve_ids_roles_and_aliases(write, tmp_path):
+    write("w1/a.txt", "INT: Hello?\npl03: Hello, I lead the falls work.\n")
+    write("w2/b.txt", "INT: Again?\nPL-03: Yes, a year on we share the lead.\n")
+    write("manifest.csv", "file,interview_id,wave,date,site\nw1/a.txt,PL03-1,1,2019-10-01,North\n"
+                          "w2/b.txt,PL03-2,W2,2021-04-01,North\n")
+    write("speakers.csv", "speaker_id,role,is_interviewer,aliases\nINT,interviewer,true,\n"
+                          "PL03,PROJECT,false,PL-03;pl03\n")
+    res = _segment(write.dir, tmp_path / "run")
+    assert res.exit_code == 0, res.output
+    rows = [r for r in _utterances(tmp_path / "run") if not r["is_interviewer"]]
+    assert [(r["interview_id"], r["speaker_id"], r["speaker_role"], r["wave"]) for r in rows] == [
+        ("PL03-1", "PL03", "PROJECT", 1), ("PL03-2", "PL03", "PROJECT", 2)]
+    interviews = pq.read_table(tmp_path / "run" / "interviews.parquet").to_pylist()
+    assert [(i["interview_id"], i["date"], i["site"]) for i in interviews] == [
+        ("PL03-1", "2019-10-01", "North"), ("PL03-2", "2021-04-01", "North")]
+
+
+@pytest.mark.parametrize("unit,expected", [("turn", 4), ("sentence", 10), ("window", 6)])
+def test_units(write, tmp_path, unit, expected):
+    write("x.txt", INTERVIEW)
+    (tmp_path / "c.toml").write_text(f'[segment]\nunit = "{unit}"\nwindow_size = 2\n')
+    res = _segment(write.dir, tmp_path / "run", "--config", str(tmp_path / "c.toml"))
+    assert res.exit_code == 0, res.output
+    rows = _utterances(tmp_path / "run")
+    assert len(rows) == expected
+    sources = {s["source_file"]: s["source_text"] for s in pq.read_table(tmp_path / "run" / "sources.parquet").to_pylist()}
+    assert all(sources[r["source_file"]][r["start_char"]:r["end_char"]] == r["text"] for r in rows)
+
+
+def test_same_input_same_ids_and_manifest_counts_reconcile(write, tmp_path):
+    write("x.txt", INTERVIEW)
+    write("y.json", json.dumps([{"speaker": "Interviewer", "text": "Q?"}, {"speaker": "P2", "text": "It went well. Mostly."}]))
+    for run in ("r1", "r2"):
+        assert _segment(write.dir, tmp_path / run).exit_code == 0
+    assert pq.read_table(tmp_path / "r1" / "utterances.parquet").equals(pq.read_table(tmp_path / "r2" / "utterances.parquet"))
+    manifest = json.loads((tmp_path / "r1" / "manifest.json").read_text())
+    counts = manifest["stages"]["segment"]["counts"]
+    assert counts["utterances"] == 13 and counts["coded"] + sum(counts["excluded"].values()) == 13
+    assert {i["path"] for i in manifest["stages"]["segment"]["inputs"]} == {"x.txt", "y.json"}
+    assert all(len(i["sha256"]) == 64 for i in manifest["stages"]["segment"]["inputs"])
+    assert manifest["config"]["run"]["seed"] == 42 and "pyarrow" in manifest["versions"]
+    assert not list((tmp_path / "r1").glob("*.tmp"))
+
+
+GOOD = "Interviewer: Q?\nP1: An answer.\n"
+
+
+@pytest.mark.parametrize("files,message", [
+    ({"a.txt": b""}, "a.txt: empty file"),
+    ({"a.txt": bytes(range(256))}, "a.txt: binary file"),
+    ({"a.xyz": b"hello"}, "a.xyz: unknown transcript format '.xyz'"),
+    ({"a.txt": b"no labels here at all\n"}, "a.txt:1: no speaker labels"),
+    ({"a.txt": GOOD.encode(), "manifest.csv": b"file,wave\na.txt,1\nb.txt,2\n"},
+     "manifest.csv:3: manifest names a missing file 'b.txt'"),
+    ({"a.txt": GOOD.encode(), "manifest.csv": b"file,wave\na.txt,first\n"},
+     "manifest.csv:2: wave must be a whole number, got 'first'"),
+    ({"a.txt": GOOD.encode(), "b.txt": GOOD.encode(), "manifest.csv": b"file,interview_id\na.txt,X1\nb.txt,X1\n"},
+     "manifest.csv:3: duplicate interview_id 'X1' (also on line 2)"),
+    ({"a.txt": GOOD.encode(), "b.txt": GOOD.encode(), "manifest.csv": b"file\na.txt\n"},
+     "b.txt: not listed in manifest.csv"),
+    ({"a.txt": GOOD.encode(), "speakers.csv": b"speaker_id,is_interviewer\nP1,maybe\n"},
+     "speakers.csv:2: is_interviewer must be true or false"),
+])
+def test_bad_input_is_one_line_naming_file_and_line(write, tmp_path, files, message):
+    for name, content in files.items():
+        write(name, content)
+    res = _segment(write.dir, tmp_path / "run")
+    assert res.exit_code == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], res.stderr
+    assert "Traceback" not in res.output
+    assert not (tmp_path / "run" / "utterances.parquet").exists()
+
+
+def test_duplicate_interview_ids_from_file_names(write, tmp_path):
+    write("w1/P1.txt", GOOD)
+    write("w2/P1.txt", GOOD)
+    res = _segment(write.dir, tmp_path / "run")
+    assert res.exit_code == 2 and "w2/P1.txt: duplicate interview_id 'P1' (also w1/P1.txt)" in res.stderr
+
+
+def test_skip_bad_processes_the_rest_and_records_rejections(write, tmp_path):
+    write("good.txt", GOOD)
+    write("empty.txt", b"")
+    write("binary.docx", b"\x00\x01garbage")
+    res = _segment(write.dir, tmp_path / "run", "--skip-bad")
+    assert res.exit_code == 0, res.output
+    rejected = pq.read_table(tmp_path / "run" / "rejected.parquet").to_pylist()
+    assert sorted((r["source_file"], r["reason"]) for r in rejected) == [
+        ("binary.docx", "not a Word .docx file (not a zip archive)"), ("empty.txt", "empty file")]
+    assert len(_utterances(tmp_path / "run")) == 2
+
+
+def test_config_errors_name_the_key(tmp_path):
+    bad = tmp_path / "c.toml"
+    bad.write_text("[segment]\nunits = 'turn'\n")
+    with pytest.raises(ConfigError, match="unknown key segment.units"):
+        load_config(bad)
+    bad.write_text("[segment]\nwindow_size = 'three'\n")
+    with pytest.raises(ConfigError, match="segment.window_size must be a integer|segment.window_size must be a"):
+        load_config(bad)
+    bad.write_text("[segment]\nunit = 'paragraph'\n")
+    with pytest.raises(ConfigError, match="segment.unit must be turn, sentence or window"):
+        load_config(bad)
+    res = runner.invoke(app, ["segment", str(tmp_path), "--out", str(tmp_path / "r"), "--config", str(bad)])
+    assert res.exit_code == 2 and "segment.unit" in res.stderr
+
+
+def test_help_teaches_with_examples():
+    res = runner.invoke(app, ["--help"])
+    assert res.exit_code == 0 and "themeshift run examples/kt_study" in res.output
+    res = runner.invoke(app, ["segment", "--help"])
+    assert "--skip-bad" in res.output and "Example" in res.output
