@@ -8,6 +8,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# UMAP compiles numba code on first use; a persistent cache saves about a minute per process.
+os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(
+    os.environ.get("THEMESHIFT_CACHE") or os.path.expanduser("~/.cache/themeshift"), "numba"))
 
 import sys
 import warnings
@@ -77,9 +80,18 @@ def _progress(quiet: bool):
         yield update
 
 
-def _config(config: Optional[Path], skip_bad: bool = False):
-    overrides = {"run": {"skip_bad": True}} if skip_bad else None
-    return load_config(config, overrides)
+ModelOpt = Annotated[Optional[str], typer.Option(
+    "--model", "-m", help="Embedding model: minilm (default), fast, or a local sentence-transformers folder.")]
+RunArg = Annotated[Path, typer.Argument(help="Run directory made by `themeshift run` or `themeshift segment`.")]
+
+
+def _config(config: Optional[Path], skip_bad: bool = False, model: Optional[str] = None):
+    overrides: dict = {}
+    if skip_bad:
+        overrides["run"] = {"skip_bad": True}
+    if model:
+        overrides["embed"] = {"model": model}
+    return load_config(config, overrides or None)
 
 
 def _summary(quiet: bool, record: dict, run_dir: Path) -> None:
@@ -110,6 +122,23 @@ def segment(input_dir: InputArg, out: OutOpt, config: ConfigOpt = None,
         with _progress(quiet) as update:
             record = run_segment(input_dir, out, cfg, update)
         _summary(quiet, record, out)
+
+
+@app.command()
+def embed(run_dir: RunArg, config: ConfigOpt = None, model: ModelOpt = None, quiet: QuietOpt = False) -> None:
+    """Embed the coded utterances ([bold]embeddings.parquet[/]), reusing cached vectors.
+
+    Example: themeshift embed runs/study1 --model fast
+    """
+    from pipeline.runner import run_embed
+
+    with _reporting(quiet):
+        cfg = _config(config, model=model)
+        with _progress(quiet) as update:
+            rec = run_embed(run_dir, cfg, update)
+        if not quiet:
+            err.print(f"embedded {rec['embedded']} new texts, {rec['cache_hits']} from cache "
+                      f"({rec['coded']} coded utterances, {rec['distinct_texts']} distinct) with {rec['model']}")
 
 
 @app.command()

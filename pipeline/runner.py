@@ -54,3 +54,19 @@ def run_segment(input_dir: Path, run_dir: Path, cfg: dict, progress: Progress | 
     }
     update_manifest(run_dir, "segment", record, cfg)
     return record
+
+
+def run_embed(run_dir: Path, cfg: dict, progress: Progress | None = None) -> dict:
+    from pipeline.embed import embed_utterances, load_encoder
+    from pipeline.io.rundir import read_table
+
+    started = time.perf_counter()
+    utterances = read_table(run_dir, "utterances", "themeshift segment")
+    encoder = load_encoder(cfg["embed"]["model"], cfg["embed"]["device"])
+    table, stats = embed_utterances(utterances, encoder, cfg, progress)
+    write_table(run_dir, "embeddings", table)
+    record = {"model": cfg["embed"]["model"], "model_id": encoder.model_id, "model_path": str(encoder.spec.path),
+              "dim": encoder.dim, "counts": {"embeddings": table.num_rows}, **stats.__dict__,
+              "seconds": round(time.perf_counter() - started, 3)}
+    update_manifest(run_dir, "embed", record, cfg)
+    return record

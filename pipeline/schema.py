@@ -59,3 +59,40 @@ REJECTED = pa.schema([
     _f("line", pa.int32(), "line of the problem, when known", True),
     _f("reason", pa.string(), "why it was rejected"),
 ])
+
+
+def embeddings_schema(dim: int) -> pa.Schema:
+    return pa.schema([
+        _f("utterance_id", pa.string(), "utterance (coded utterances only)"),
+        _f("vector", pa.list_(pa.float32(), dim), "L2-normalised sentence embedding"),
+    ])
+
+
+def codes_schema(dim: int) -> pa.Schema:
+    return pa.schema([
+        _f("code_id", pa.int32(), "candidate first-order code (cluster) id, 0..n-1"),
+        _f("label", pa.string(), "readable label from the top keywords"),
+        _f("keywords", pa.list_(pa.string()), "top keywords, best first"),
+        _f("size", pa.int32(), "utterances assigned to the code"),
+        _f("exemplar_ids", pa.list_(pa.string()), "utterance ids ranked by representativeness"),
+        _f("centroid", pa.list_(pa.float32(), dim), "L2-normalised mean embedding of the code's utterances"),
+        _f("fingerprint", pa.string(), "stable id of the code's membership, survives re-runs on the same corpus"),
+    ])
+
+
+ASSIGNMENTS = pa.schema([
+    _f("utterance_id", pa.string(), "coded utterance"),
+    _f("code_id", pa.int32(), "assigned code; -1 when unassigned"),
+    _f("probability", pa.float32(), "membership strength in [0, 1]"),
+    _f("reason", pa.string(), "why code_id is -1 (outlier, too few utterances), else null", True),
+])
+
+UTTERANCE_DIMENSIONS = pa.schema([
+    _f("utterance_id", pa.string(), "coded utterance"),
+    _f("dimension", pa.string(), "aggregate dimension of the framework"),
+    _f("probability", pa.float64(), "probability that the utterance expresses the dimension (sums to 1 per utterance)"),
+    _f("is_argmax", pa.bool_(), "true for the utterance's most probable dimension"),
+    _f("mapped", pa.bool_(), "false when the utterance's evidence is too weak or ambiguous to assign"),
+    _f("second_order", pa.string(), "most probable second-order concept of the utterance", True),
+    _f("source", pa.string(), "where the probability comes from: framework-similarity, learned or human"),
+])

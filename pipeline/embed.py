@@ -1,0 +1,135 @@
+"""embed: coded utterances -> L2-normalised float32 vectors.
+
+Each distinct text is embedded once: duplicates within a corpus ("Yes, exactly.")
+share a vector, and a persistent cache keyed by (model id, text hash) means a
+re-run embeds nothing and a run after adding an interview embeds only its new text.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline import schema
+from pipeline.embed_cache import EmbeddingCache
+from pipeline.models import ModelSpec, cache_root, resolve
+
+Progress = Callable[[str, int, int], None]
+
+
+def text_hash(text: str) -> str:
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
+
+
+def _device(requested: str) -> str:
+    if requested != "auto":
+        return requested
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@dataclass
+class Encoder:
+    """A loaded embedding model with one method: encode(texts) -> (n, dim) float32, unit length."""
+
+    spec: ModelSpec
+    model: object
+    dim: int
+
+    @property
+    def model_id(self) -> str:
+        return self._model_id
+
+    def __post_init__(self):
+        self._model_id = self.spec.model_id
+
+    def encode(self, texts: list[str], batch_size: int = 128, progress: Progress | None = None) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        if self.spec.backend == "model2vec":
+            vectors = self.model.encode(texts, batch_size=max(batch_size, 1024))
+        else:
+            # Chunks let the progress bar move; each chunk is length-sorted by sentence-transformers.
+            chunk = max(batch_size * 8, 1024)
+            parts = []
+            for start in range(0, len(texts), chunk):
+                parts.append(self.model.encode(texts[start:start + chunk], batch_size=batch_size,
+                                               convert_to_numpy=True, show_progress_bar=False))
+                if progress:
+                    progress("embed", min(start + chunk, len(texts)), len(texts))
+            vectors = np.concatenate(parts)
+        vectors = np.asarray(vectors, dtype=np.float32)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return vectors / np.maximum(norms, 1e-12)
+
+
+def load_encoder(name_or_path: str, device: str = "auto") -> Encoder:
+    os.environ["HF_HUB_OFFLINE"] = "1"  # never reach a hub, whatever the caller's environment says
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    spec = resolve(name_or_path)
+    if spec.backend == "model2vec":
+        from model2vec import StaticModel
+
+        model = StaticModel.from_pretrained(str(spec.path), force_download=False)
+        dim = int(model.dim)
+    else:
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = SentenceTransformer(str(spec.path), device=_device(device), local_files_only=True)
+        get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        dim = int(get_dim())
+    return Encoder(spec, model, dim)
+
+
+@dataclass
+class EmbedStats:
+    coded: int
+    distinct_texts: int
+    cache_hits: int
+    embedded: int
+    seconds_encoding: float
+
+
+def embed_utterances(utterances: pa.Table, encoder: Encoder, cfg: dict,
+                     progress: Progress | None = None) -> tuple[pa.Table, EmbedStats]:
+    """Vectors for the coded utterances, in utterance order."""
+    import time
+
+    coded = utterances.filter(pc.field("coded"))
+    texts = coded.column("text").to_pylist()
+    hashes = [text_hash(t) for t in texts]
+    unique: dict[str, str] = dict(zip(hashes, texts))
+    use_cache = cfg["embed"]["use_cache"]
+    cache = EmbeddingCache(cache_root(cfg["embed"]["cache_dir"]) / "embeddings", encoder.model_id, encoder.dim)
+    known = cache.get(list(unique)) if use_cache else {}
+    missing = [h for h in unique if h not in known]
+    started = time.perf_counter()
+    fresh = encoder.encode([unique[h] for h in missing], cfg["embed"]["batch_size"], progress)
+    seconds = time.perf_counter() - started
+    if use_cache and missing:
+        cache.put(missing, fresh)
+    lookup = {**known, **dict(zip(missing, fresh))}
+    matrix = np.stack([lookup[h] for h in hashes]) if hashes else np.zeros((0, encoder.dim), np.float32)
+    table = pa.table({
+        "utterance_id": coded.column("utterance_id"),
+        "vector": pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1), pa.float32()), encoder.dim),
+    }, schema=schema.embeddings_schema(encoder.dim))
+    return table, EmbedStats(len(texts), len(unique), len(unique) - len(missing), len(missing), round(seconds, 3))
+
+
+def vectors(table: pa.Table) -> np.ndarray:
+    """The (n, dim) float32 matrix of an embeddings table, without copying row by row."""
+    col = table.column("vector").combine_chunks()
+    dim = col.type.list_size
+    return col.values.to_numpy(zero_copy_only=False).reshape(-1, dim)

@@ -1,0 +1,75 @@
+"""The model registry (models/registry.toml): which embedding models exist and how
+each resolves to files on this machine. Nothing is ever fetched from a hub."""
+from __future__ import annotations
+
+import hashlib
+import json
+import importlib.util
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.errors import InputError
+
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+REGISTRY_PATH = MODELS_DIR / "registry.toml"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    path: Path
+    backend: str  # "sentence-transformers" or "model2vec"
+
+    @property
+    def model_id(self) -> str:
+        """Name plus a digest of the model's files (names, sizes, config contents): the cache key."""
+        digest = hashlib.sha256()
+        for f in sorted(self.path.rglob("*")):
+            if f.is_file() and "__pycache__" not in f.parts:
+                digest.update(f"{f.relative_to(self.path)}:{f.stat().st_size}".encode())
+                if f.suffix in (".json", ".txt") and f.stat().st_size < 1_000_000:
+                    digest.update(f.read_bytes())
+        return f"{self.name}-{digest.hexdigest()[:16]}"
+
+
+def registry() -> dict[str, dict]:
+    with open(REGISTRY_PATH, "rb") as fh:
+        return tomllib.load(fh)
+
+
+def resolve(name_or_path: str) -> ModelSpec:
+    """A registry name or a local folder -> ModelSpec; a clear error when absent."""
+    entries = registry()
+    if name_or_path in entries:
+        entry = entries[name_or_path]
+        if entry["kind"] == "package":
+            spec = importlib.util.find_spec(entry["package"])
+            if spec is None or not spec.submodule_search_locations:
+                raise InputError(f"embedding model {name_or_path!r} is not installed; run: {entry['install']}")
+            path = Path(list(spec.submodule_search_locations)[0]) / entry.get("subdir", "")
+        else:
+            path = MODELS_DIR / entry["path"]
+        if not path.is_dir():
+            raise InputError(f"embedding model {name_or_path!r} is not available at {path}; run: {entry['install']}")
+        return ModelSpec(name_or_path, path, entry["backend"])
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return ModelSpec(path.name, path.resolve(), _local_backend(path))
+    known = ", ".join(entries)
+    raise InputError(f"unknown embedding model {name_or_path!r}: use one of {known} or a local model folder")
+
+
+def _local_backend(path: Path) -> str:
+    """A model2vec folder says so in its config.json; anything else is sentence-transformers."""
+    config = path / "config.json"
+    if not (path / "modules.json").is_file() and config.is_file():
+        if json.loads(config.read_text(encoding="utf-8")).get("model_type") == "model2vec":
+            return "model2vec"
+    return "sentence-transformers"
+
+
+def cache_root(configured: str = "") -> Path:
+    root = configured or os.environ.get("THEMESHIFT_CACHE") or str(Path.home() / ".cache" / "themeshift")
+    return Path(root).expanduser()
