@@ -2,16 +2,6 @@
 from __future__ import annotations
 
 import os
-
-# Models come from installed packages or local folders only; never from a hub.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# UMAP compiles numba code on first use; a persistent cache saves about a minute per process.
-os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(
-    os.environ.get("THEMESHIFT_CACHE") or os.path.expanduser("~/.cache/themeshift"), "numba"))
-
 import sys
 import warnings
 from contextlib import contextmanager
@@ -142,19 +132,68 @@ def embed(run_dir: RunArg, config: ConfigOpt = None, model: ModelOpt = None, qui
 
 
 @app.command()
-def run(input_dir: InputArg, out: OutOpt, config: ConfigOpt = None,
+def codes(run_dir: RunArg, config: ConfigOpt = None, model: ModelOpt = None, quiet: QuietOpt = False) -> None:
+    """Cluster embedded utterances into candidate first-order codes ([bold]codes.parquet[/], [bold]assignments.parquet[/]).
+
+    Example: themeshift codes runs/study1
+    """
+    from pipeline.runner import run_codes
+
+    with _reporting(quiet):
+        cfg = _config(config, model=model)
+        with _progress(quiet) as update:
+            rec = run_codes(run_dir, cfg, update)
+        if not quiet:
+            c = rec["counts"]
+            err.print(f"{c['codes']} codes ({rec['method']}, min cluster size {rec['min_cluster_size']}); "
+                      f"{c['unassigned']} of {c['assigned'] + c['unassigned']} utterances unassigned")
+
+
+FrameworkOpt = Annotated[Optional[Path], typer.Option(
+    "--framework", "-f", help="Framework YAML (default: configs/frameworks/kt_push_pull_exchange.yaml).")]
+OverridesOpt = Annotated[Optional[Path], typer.Option(
+    "--overrides", help="CSV/YAML of code fingerprint -> concept (or 'unmapped'); default: overrides.csv in RUN.")]
+
+
+@app.command("map")
+def map_(run_dir: RunArg, framework: FrameworkOpt = None, overrides: OverridesOpt = None,
+         config: ConfigOpt = None, quiet: QuietOpt = False) -> None:
+    """Map codes onto a framework's concepts and dimensions ([bold]code_dimensions.parquet[/],
+    [bold]utterance_dimensions.parquet[/], [bold]data_structure.parquet[/] and [bold]data_structure.md[/]).
+
+    Example: themeshift map runs/study1 --framework my_codebook.yaml --overrides my_overrides.csv
+    """
+    from pipeline.runner import run_map
+
+    with _reporting(quiet):
+        cfg = _config(config)
+        with _progress(quiet) as update:
+            rec = run_map(run_dir, cfg, framework, overrides, update)
+        if not quiet:
+            c = rec["counts"]
+            by_dim = ", ".join(f"{n} {d}" for d, n in c["utterances_by_dimension"].items())
+            err.print(f"{c['codes_mapped']} of {c['codes']} codes mapped ({c['codes_overridden']} by override), "
+                      f"{c['codes_unmapped']} unmapped; utterances: {by_dim}, "
+                      f"{c['utterances'] - c['utterances_mapped']} unmapped")
+            err.print(f"data structure: {run_dir}/data_structure.md")
+
+
+@app.command()
+def run(input_dir: InputArg, out: OutOpt, config: ConfigOpt = None, model: ModelOpt = None,
         skip_bad: SkipBadOpt = False, quiet: QuietOpt = False) -> None:
-    """Run every stage on a folder of transcripts.
+    """Run every stage on a folder of transcripts: segment, embed, codes.
 
     Example: themeshift run examples/kt_study --out runs/demo
     """
-    from pipeline.runner import run_segment
+    from pipeline.runner import run_codes, run_embed, run_segment
 
     with _reporting(quiet):
-        cfg = _config(config, skip_bad)
+        cfg = _config(config, skip_bad, model)
         with _progress(quiet) as update:
             record = run_segment(input_dir, out, cfg, update)
-        _summary(quiet, record, out)
+            _summary(quiet, record, out)
+            run_embed(out, cfg, update)
+            run_codes(out, cfg, update)
 
 
 if __name__ == "__main__":

@@ -71,8 +71,6 @@ class Encoder:
 
 
 def load_encoder(name_or_path: str, device: str = "auto") -> Encoder:
-    os.environ["HF_HUB_OFFLINE"] = "1"  # never reach a hub, whatever the caller's environment says
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     spec = resolve(name_or_path)
     if spec.backend == "model2vec":
         from model2vec import StaticModel

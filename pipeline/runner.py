@@ -56,17 +56,134 @@ def run_segment(input_dir: Path, run_dir: Path, cfg: dict, progress: Progress | 
     return record
 
 
-def run_embed(run_dir: Path, cfg: dict, progress: Progress | None = None) -> dict:
+def run_embed(run_dir: Path, cfg: dict, progress: Progress | None = None, encoder=None) -> dict:
     from pipeline.embed import embed_utterances, load_encoder
     from pipeline.io.rundir import read_table
 
     started = time.perf_counter()
     utterances = read_table(run_dir, "utterances", "themeshift segment")
-    encoder = load_encoder(cfg["embed"]["model"], cfg["embed"]["device"])
+    encoder = encoder or load_encoder(cfg["embed"]["model"], cfg["embed"]["device"])
     table, stats = embed_utterances(utterances, encoder, cfg, progress)
     write_table(run_dir, "embeddings", table)
     record = {"model": cfg["embed"]["model"], "model_id": encoder.model_id, "model_path": str(encoder.spec.path),
               "dim": encoder.dim, "counts": {"embeddings": table.num_rows}, **stats.__dict__,
               "seconds": round(time.perf_counter() - started, 3)}
     update_manifest(run_dir, "embed", record, cfg)
+    return record
+
+
+def run_codes(run_dir: Path, cfg: dict, progress: Progress | None = None, encoder=None) -> dict:
+    import shutil
+
+    from pipeline.codes import fit_codes, save_topic_model, unassigned_count
+    from pipeline.embed import load_encoder
+    from pipeline.io.rundir import read_table
+
+    started = time.perf_counter()
+    run_dir = Path(run_dir)
+    utterances = read_table(run_dir, "utterances", "themeshift segment")
+    embeddings = read_table(run_dir, "embeddings", "themeshift embed")
+    if progress:
+        progress("codes (clustering)", 0, 1)
+    encoder = encoder or load_encoder(cfg["embed"]["model"], cfg["embed"]["device"])
+    result = fit_codes(utterances, embeddings, encoder, cfg)
+    write_table(run_dir, "codes", result.codes)
+    write_table(run_dir, "assignments", result.assignments)
+    model_dir = run_dir / "topic_model"
+    if result.topic_model is not None:
+        tmp = run_dir / ".topic_model.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        save_topic_model(result.topic_model, tmp)
+        shutil.rmtree(model_dir, ignore_errors=True)
+        tmp.rename(model_dir)
+    if progress:
+        progress("codes (clustering)", 1, 1)
+    n = result.assignments.num_rows
+    outliers = unassigned_count(result.assignments)
+    record = {"method": result.method, "min_cluster_size": result.min_cluster_size,
+              "counts": {"codes": result.codes.num_rows, "assigned": n - outliers, "unassigned": outliers},
+              "outlier_share": round(outliers / n, 4) if n else 0.0,
+              "seconds": round(time.perf_counter() - started, 3)}
+    update_manifest(run_dir, "codes", record, cfg)
+    return record
+
+
+def run_map(run_dir: Path, cfg: dict, framework_path: Path | str | None = None,
+            overrides_path: Path | str | None = None, progress: Progress | None = None) -> dict:
+    import json
+    import warnings
+
+    from pipeline.embed import load_encoder
+    from pipeline.errors import InputError
+    from pipeline.framework import load_framework
+    from pipeline.io.rundir import _atomic_write, read_table
+    from pipeline.map import map_stage
+    from pipeline.overrides import find_overrides, load_overrides, split_obsolete
+
+    started = time.perf_counter()
+    run_dir = Path(run_dir)
+    m = cfg["map"]
+    framework = load_framework(framework_path or m["framework"] or None)
+    utterances = read_table(run_dir, "utterances", "themeshift segment")
+    embeddings = read_table(run_dir, "embeddings", "themeshift embed")
+    codes = read_table(run_dir, "codes", "themeshift codes")
+    assignments = read_table(run_dir, "assignments", "themeshift codes")
+    if progress:
+        progress("map", 0, 1)
+    # Framework texts must live in the same vector space as the utterances: use the model that embedded them.
+    manifest_path = run_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.is_file() else {}
+    model = manifest.get("stages", {}).get("embed", {}).get("model") or cfg["embed"]["model"]
+    encoder = load_encoder(model, cfg["embed"]["device"])
+    dim = embeddings.schema.field("vector").type.list_size
+    if encoder.dim != dim:
+        raise InputError(f"embeddings have {dim} dimensions but model {model!r} gives {encoder.dim}; "
+                         "re-run `themeshift embed` with the model you map with", run_dir / "embeddings.parquet")
+
+    record_overrides: dict = {"path": None}
+    live: dict[str, str | None] = {}
+    o_path = find_overrides(run_dir, overrides_path, m["overrides"])
+    if o_path is not None:
+        o_file = load_overrides(o_path, framework)
+        kept, obsolete = split_obsolete(o_file, set(codes.column("fingerprint").to_pylist()))
+        for o in obsolete:
+            warnings.warn(f"{o_file.path}:{o.line}: obsolete override: no code with fingerprint {o.fingerprint} "
+                          f"in this run (codes changed since it was written); not applied")
+        live = {o.fingerprint: o.concept_id for o in kept}
+        as_dict = lambda o: {"fingerprint": o.fingerprint, "concept": o.concept_id or "unmapped",  # noqa: E731
+                             "line": o.line, "label": o.label, "note": o.note}
+        record_overrides = {"path": str(Path(o_file.path).resolve()), "sha256": o_file.sha256,
+                            "applied": [as_dict(o) for o in kept], "obsolete": [as_dict(o) for o in obsolete]}
+
+    result = map_stage(utterances, embeddings, codes, assignments, framework, encoder, cfg, live)
+    write_table(run_dir, "code_dimensions", result.code_dimensions)
+    write_table(run_dir, "utterance_dimensions", result.utterance_dimensions)
+    write_table(run_dir, "data_structure", result.data_structure)
+    md_path = run_dir / "data_structure.md"
+    _atomic_write(md_path, lambda tmp: Path(tmp).write_text(result.markdown, encoding="utf-8"))
+    if progress:
+        progress("map", 1, 1)
+
+    cm, um = result.code_mapping, result.utterance_mapping
+    n_codes, mapped_codes = len(cm.assigned), int((cm.assigned >= 0).sum())
+    argmax = um.dimensions.argmax(axis=1) if len(um.dimensions) else []
+    shares = Counter(framework.dimension_ids[i] for i, ok in zip(argmax, um.mapped) if ok)
+    n_utt = len(um.utterance_ids)
+    record = {
+        "framework": {"name": framework.name, "path": framework.path, "sha256": framework.sha256,
+                      "dimensions": framework.dimension_ids, "concepts": framework.concept_ids},
+        "method": m["method"], "source": result.mapper.source, "model": model,
+        "temperature": getattr(result.mapper, "temperature_", None),
+        "overrides": record_overrides,
+        "counts": {"codes": n_codes, "codes_mapped": mapped_codes, "codes_unmapped": n_codes - mapped_codes,
+                   "codes_overridden": int(cm.overridden.sum()), "utterances": n_utt,
+                   "utterances_mapped": int(um.mapped.sum()),
+                   "utterances_by_dimension": {d: shares.get(d, 0) for d in framework.dimension_ids}},
+        "unmapped_code_share": round((n_codes - mapped_codes) / n_codes, 4) if n_codes else 0.0,
+        "unmapped_utterance_share": round(1 - float(um.mapped.mean()), 4) if n_utt else 0.0,
+        "outputs": ["code_dimensions.parquet", "utterance_dimensions.parquet", "data_structure.parquet",
+                    "data_structure.md"],
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    update_manifest(run_dir, "map", record, cfg)
     return record

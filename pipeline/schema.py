@@ -96,3 +96,187 @@ UTTERANCE_DIMENSIONS = pa.schema([
     _f("second_order", pa.string(), "most probable second-order concept of the utterance", True),
     _f("source", pa.string(), "where the probability comes from: framework-similarity, learned or human"),
 ])
+
+CODE_DIMENSIONS = pa.schema([
+    _f("code_id", pa.int32(), "candidate first-order code (codes.parquet)"),
+    _f("fingerprint", pa.string(), "the code's stable fingerprint; overrides refer to it"),
+    _f("label", pa.string(), "the code's readable label"),
+    _f("size", pa.int32(), "utterances assigned to the code"),
+    _f("dimension", pa.string(), "aggregate dimension of this row's concept"),
+    _f("concept_id", pa.string(), "second-order concept id in the framework"),
+    _f("second_order", pa.string(), "second-order concept name"),
+    _f("probability", pa.float64(), "calibrated probability that the code expresses the concept (sums to 1 per code)"),
+    _f("dimension_probability", pa.float64(), "probability of the concept's dimension: sum over its concepts"),
+    _f("rank", pa.int32(), "1 = the concept the evidence favours most for this code"),
+    _f("assigned", pa.bool_(), "true on the concept the code is mapped to (all false when unmapped)"),
+    _f("status", pa.string(), "mapped or unmapped (best fit too weak or ambiguous, or a researcher said so)"),
+    _f("margin", pa.float64(), "best minus second-best concept probability of the code"),
+    _f("source", pa.string(), "who decided: framework-similarity, learned or human (an override)"),
+])
+
+DATA_STRUCTURE = pa.schema([
+    _f("dimension", pa.string(), "aggregate dimension id; null for unmapped codes", True),
+    _f("dimension_name", pa.string(), "aggregate dimension name; null for unmapped codes", True),
+    _f("concept_id", pa.string(), "second-order concept id; null for unmapped codes", True),
+    _f("second_order", pa.string(), "second-order concept name; null for unmapped codes", True),
+    _f("code_id", pa.int32(), "first-order code; null on a concept row that no code maps to", True),
+    _f("fingerprint", pa.string(), "the code's fingerprint", True),
+    _f("first_order", pa.string(), "the code's label (first-order code)", True),
+    _f("size", pa.int32(), "utterances in the code", True),
+    _f("probability", pa.float64(), "the code's probability for its concept (its best concept when unmapped)", True),
+    _f("status", pa.string(), "mapped, unmapped, or empty (a concept no code maps to)"),
+    _f("source", pa.string(), "framework-similarity, learned or human (an override)", True),
+    _f("quotes", pa.list_(pa.string()), "exemplar quotes, most representative first"),
+])
+
+# --- shift stage: per-speaker profiles per wave, shifts between waves, group summaries ---
+
+SPEAKER_WAVES = pa.schema([
+    _f("speaker_id", pa.string(), "speaker (ids differing only in case or punctuation are one speaker)"),
+    _f("speaker_role", pa.string(), "role from speakers.csv", True),
+    _f("wave", pa.int32(), "interview wave"),
+    _f("dimension", pa.string(), "aggregate dimension of the framework"),
+    _f("n_spoken", pa.int32(), "the speaker's units in the wave, coded or not"),
+    _f("n_utterances", pa.int32(), "coded units with dimension probabilities (the profile's basis)"),
+    _f("share", pa.float64(), "mean probability of the dimension over the wave's utterances; null when n_utterances is 0", True),
+    _f("argmax_share", pa.float64(), "fraction of the wave's utterances whose most probable dimension this is", True),
+    _f("too_few", pa.bool_(), "true when n_utterances < shift.min_utterances_per_wave"),
+])
+
+SPEAKER_CODES = pa.schema([
+    _f("speaker_id", pa.string(), "speaker"),
+    _f("speaker_role", pa.string(), "role from speakers.csv", True),
+    _f("wave", pa.int32(), "interview wave"),
+    _f("code_id", pa.int32(), "first-order code (codes.parquet); codes absent from the wave have no row"),
+    _f("n_utterances", pa.int32(), "the wave's utterances assigned to the code"),
+    _f("share", pa.float64(), "n_utterances / n_assigned: share among the wave's assigned utterances"),
+    _f("n_assigned", pa.int32(), "the wave's utterances with a code (code_id >= 0)"),
+    _f("n_unassigned", pa.int32(), "the wave's utterances left unassigned (code_id -1), not in the profile"),
+])
+
+SHIFTS = pa.schema([
+    _f("speaker_id", pa.string(), "speaker"),
+    _f("speaker_role", pa.string(), "role from speakers.csv", True),
+    _f("wave_from", pa.int32(), "earlier wave; null when the speaker has no known wave", True),
+    _f("wave_to", pa.int32(), "later wave; null for single-wave speakers", True),
+    _f("wave_gap", pa.int32(), "wave_to - wave_from (2 when a speaker skipped a wave)", True),
+    _f("is_consecutive", pa.bool_(), "the speaker's adjacent observed waves (missing waves are skipped, not filled)"),
+    _f("is_first_last", pa.bool_(), "the speaker's first and last observed waves"),
+    _f("n_from", pa.int32(), "utterances in wave_from", True),
+    _f("n_to", pa.int32(), "utterances in wave_to", True),
+    _f("status", pa.string(), "ok, too_few_utterances, single_wave or no_wave"),
+    _f("reason", pa.string(), "why status is not ok", True),
+    _f("jsd", pa.float64(), "Jensen-Shannon distance (base 2, 0..1) between the dimension profiles", True),
+    _f("jsd_ci_low", pa.float64(), "bootstrap interval of jsd, lower end (utterances resampled within each wave)", True),
+    _f("jsd_ci_high", pa.float64(), "bootstrap interval of jsd, upper end", True),
+    _f("jsd_noise", pa.float64(), "mean jsd over permutations: the distance sampling noise alone gives", True),
+    _f("p_value", pa.float64(), "permutation p-value of jsd (wave labels shuffled within the speaker)", True),
+    _f("significant", pa.bool_(), "p_value < shift.alpha and status ok", True),
+    _f("from_dimension", pa.string(), "dimension whose share fell most", True),
+    _f("to_dimension", pa.string(), "dimension whose share rose most", True),
+    _f("direction", pa.string(), "'<from_dimension> -> <to_dimension>' (point estimate; see significant)", True),
+    _f("max_change", pa.float64(), "largest rise of a dimension's share (to_dimension's change)", True),
+    _f("jsd_codes", pa.float64(), "Jensen-Shannon distance between the first-order code profiles (assigned utterances only)", True),
+    _f("jsd_codes_ci_low", pa.float64(), "bootstrap interval of jsd_codes, lower end", True),
+    _f("jsd_codes_ci_high", pa.float64(), "bootstrap interval of jsd_codes, upper end", True),
+    _f("p_codes", pa.float64(), "permutation p-value of jsd_codes", True),
+    _f("semantic_drift", pa.float64(), "cosine distance between the waves' mean utterance embeddings", True),
+    _f("semantic_drift_ci_low", pa.float64(), "bootstrap interval of semantic_drift, lower end", True),
+    _f("semantic_drift_ci_high", pa.float64(), "bootstrap interval of semantic_drift, upper end", True),
+    _f("semantic_noise", pa.float64(), "drift expected without change, from the speaker's own within-wave split halves", True),
+    _f("semantic_ratio", pa.float64(), "semantic_drift / semantic_noise: about 1 without change, comparable across talkative and terse speakers", True),
+    _f("p_semantic", pa.float64(), "permutation p-value of semantic_drift", True),
+])
+
+SHIFT_DIMENSIONS = pa.schema([
+    _f("speaker_id", pa.string(), "speaker"),
+    _f("speaker_role", pa.string(), "role from speakers.csv", True),
+    _f("wave_from", pa.int32(), "earlier wave"),
+    _f("wave_to", pa.int32(), "later wave"),
+    _f("dimension", pa.string(), "aggregate dimension"),
+    _f("share_from", pa.float64(), "share of the dimension in wave_from", True),
+    _f("share_to", pa.float64(), "share of the dimension in wave_to", True),
+    _f("change", pa.float64(), "share_to - share_from (signed)", True),
+    _f("change_ci_low", pa.float64(), "bootstrap interval of change, lower end", True),
+    _f("change_ci_high", pa.float64(), "bootstrap interval of change, upper end", True),
+])
+
+GROUP_SHIFTS = pa.schema([
+    _f("group", pa.string(), "speaker role (e.g. CORE, PROJECT) or 'all'"),
+    _f("wave_from", pa.int32(), "earlier wave"),
+    _f("wave_to", pa.int32(), "later wave"),
+    _f("measure", pa.string(), "jsd, jsd_codes, semantic_drift, semantic_ratio or change"),
+    _f("dimension", pa.string(), "dimension of a 'change' row; null for the other measures", True),
+    _f("n_speakers", pa.int32(), "speakers with status ok and a value for the measure"),
+    _f("mean", pa.float64(), "mean over speakers (each speaker counts once)", True),
+    _f("ci_low", pa.float64(), "bootstrap interval over speakers, lower end; null under 2 speakers", True),
+    _f("ci_high", pa.float64(), "bootstrap interval over speakers, upper end", True),
+    _f("n_significant", pa.int32(), "speakers with p < alpha (jsd, jsd_codes, semantic_drift); null otherwise", True),
+])
+
+GROUP_TRAJECTORY = pa.schema([
+    _f("group", pa.string(), "speaker role or 'all'"),
+    _f("wave", pa.int32(), "interview wave"),
+    _f("dimension", pa.string(), "aggregate dimension"),
+    _f("n_speakers", pa.int32(), "speakers with at least shift.min_utterances_per_wave utterances in the wave"),
+    _f("n_utterances", pa.int32(), "their utterances"),
+    _f("mean_share", pa.float64(), "mean of the speakers' shares (each speaker counts once)", True),
+    _f("ci_low", pa.float64(), "bootstrap interval over speakers, lower end; null under 2 speakers", True),
+    _f("ci_high", pa.float64(), "bootstrap interval over speakers, upper end", True),
+    _f("pooled_share", pa.float64(), "share over all their utterances pooled (talkative speakers weigh more)", True),
+])
+
+HUMAN_CODES = pa.schema([
+    _f("utterance_id", pa.string(), "utterance the human code falls on (overlap rule: configs [compare] min_overlap)"),
+    _f("interview_id", pa.string(), "interview of the utterance"),
+    _f("coder", pa.string(), "human coder's name as given in the human-code file"),
+    _f("code", pa.string(), "the human code's name as given"),
+    _f("code_path", pa.list_(pa.string()), "names of the codes it is nested in (REFI-QDA codebooks), outermost first"),
+    _f("second_order", pa.string(), "framework concept id the code maps to; null for a dimension-only or unmapped code", True),
+    _f("dimension", pa.string(), "framework dimension id the code maps to; null when outside the framework", True),
+    _f("mapped_via", pa.string(), "how the code was named: name, mapping (file), parent (enclosing code) or unmapped"),
+    _f("overlap", pa.float64(), "share of the utterance's characters the coder's spans with this code cover (1 per utterance)"),
+    _f("coded", pa.bool_(), "true when the pipeline codes the utterance (only these are compared)"),
+])
+
+AGREEMENT = pa.schema([
+    _f("level", pa.string(), "dimension, second-order or code (machine clusters vs human codes)"),
+    _f("metric", pa.string(), "cohen_kappa, krippendorff_alpha, precision, recall, f1, ari, nmi, homogeneity, "
+                              "completeness, purity or matched_kappa"),
+    _f("coder_a", pa.string(), "first rater (the machine for precision/recall/F1 and cluster metrics); "
+                               "for alpha the raters joined by '+'"),
+    _f("coder_b", pa.string(), "second rater: a coder or 'consensus' (the human coders where they all agree); "
+                               "null for alpha", True),
+    _f("dimension", pa.string(), "label the precision/recall/F1 row is about ('macro' = mean over framework labels); "
+                                 "null otherwise", True),
+    _f("value", pa.float64(), "the statistic on all compared utterances; null when undefined", True),
+    _f("ci_low", pa.float64(), "lower bound of the bootstrap percentile interval ([compare] ci_level)", True),
+    _f("ci_high", pa.float64(), "upper bound of the bootstrap percentile interval", True),
+    _f("n", pa.int64(), "utterances the statistic uses (for alpha: utterances with two or more codings)"),
+])
+
+CONFUSION = pa.schema([
+    _f("level", pa.string(), "dimension or second-order"),
+    _f("coder_a", pa.string(), "rater whose label is label_a"),
+    _f("coder_b", pa.string(), "rater whose label is label_b (a coder or 'consensus')"),
+    _f("label_a", pa.string(), "coder_a's label ('none' = no framework code)"),
+    _f("label_b", pa.string(), "coder_b's label"),
+    _f("n", pa.int64(), "utterances with this pair of labels"),
+])
+
+DISAGREEMENTS = pa.schema([
+    _f("utterance_id", pa.string(), "utterance where the machine and a human coder differ"),
+    _f("interview_id", pa.string(), "interview"),
+    _f("speaker_id", pa.string(), "speaker"),
+    _f("wave", pa.int32(), "interview wave", True),
+    _f("start_char", pa.int64(), "start offset into source_text"),
+    _f("end_char", pa.int64(), "end offset (exclusive)"),
+    _f("level", pa.string(), "dimension or second-order"),
+    _f("machine_label", pa.string(), "the machine's label ('none' = unmapped)"),
+    _f("machine_probability", pa.float64(), "probability of the machine's most probable dimension", True),
+    _f("coder", pa.string(), "the human coder who differs"),
+    _f("human_label", pa.string(), "that coder's label (largest overlap when several; 'none' = left uncoded)"),
+    _f("human_labels", pa.list_(pa.string()), "every label that coder gave the utterance"),
+    _f("humans_agree", pa.bool_(), "true when all human coders of the utterance gave the same label", True),
+    _f("text", pa.string(), "the utterance's text, for review"),
+])

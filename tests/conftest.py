@@ -1,11 +1,6 @@
 """Shared fixtures. Heavy models load once per session (see the model fixtures)."""
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
 from pathlib import Path
 
 import pytest
@@ -39,3 +34,38 @@ def write(tmp_path):
 
     _write.dir = corpus
     return _write
+
+
+@pytest.fixture(scope="session")
+def encoder():
+    """The default embedding model, loaded once for the whole test session."""
+    from pipeline.embed import load_encoder
+
+    return load_encoder("minilm", "cpu")
+
+
+@pytest.fixture(scope="session")
+def example_run(tmp_path_factory, encoder):
+    """segment -> embed -> codes on the bundled example study, once per session.
+
+    Returns the run directory; stages that build on codes read their inputs from it.
+    """
+    from pipeline.runner import run_codes, run_embed, run_segment
+
+    run_dir = tmp_path_factory.mktemp("example_run")
+    cfg = load_config()
+    run_segment(EXAMPLE, run_dir, cfg)
+    run_embed(run_dir, cfg, encoder=encoder)
+    run_codes(run_dir, cfg, encoder=encoder)
+    return run_dir
+
+
+def gold_labels(utterances, column: str = "dimension") -> dict[str, str]:
+    """Answer-key label (dimension or concept) of each participant utterance of the example study."""
+    import csv
+
+    with open(ANSWER_KEY / "turns.csv", encoding="utf-8") as fh:
+        key = {(r["interview_id"], int(r["turn_index"])): r[column] for r in csv.DictReader(fh)}
+    return {u: key[(i, t)] for u, i, t in zip(utterances.column("utterance_id").to_pylist(),
+                                               utterances.column("interview_id").to_pylist(),
+                                               utterances.column("turn_index").to_pylist()) if (i, t) in key}

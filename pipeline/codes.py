@@ -1,0 +1,185 @@
+"""codes: embeddings -> candidate first-order codes (clusters of similar utterances).
+
+BERTopic with every component injected and configured here: UMAP (seeded, PCA
+init so runs are bit-identical), HDBSCAN, a CountVectorizer over lemmatised content
+words (pipeline.keywords), c-TF-IDF, and a KeyBERT-style or MMR representation for
+readable keywords. Outliers close enough to a code join it; the rest keep code -1
+with the reason. Corpora too small for UMAP use agglomerative clustering instead.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import random
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline import schema
+from pipeline.embed import Encoder, vectors
+from pipeline.keywords import keyword_texts
+
+
+logging.getLogger("BERTopic").setLevel(logging.ERROR)  # its warnings concern choices made here on purpose
+
+
+def cluster_sizes(n: int, cfg: dict) -> tuple[int, int]:
+    """(min_cluster_size, min_samples) for n utterances: grows with sqrt(n)."""
+    c = cfg["codes"]
+    size = int(min(500, max(5, round(c["size_factor"] * math.sqrt(max(n, 1))))))
+    return size, max(2, int(round(c["min_samples_ratio"] * size)))
+
+
+def _encoder_backend(encoder: Encoder):
+    from bertopic.backend import BaseEmbedder
+
+    class EncoderBackend(BaseEmbedder):
+        """Lets BERTopic's representation step embed keywords with our offline encoder."""
+
+        def embed(self, documents, verbose=False):
+            return encoder.encode(list(documents))
+
+    return EncoderBackend()
+
+
+@dataclass
+class CodesResult:
+    codes: pa.Table
+    assignments: pa.Table
+    topic_model: object
+    method: str
+    min_cluster_size: int
+
+
+def build_topic_model(n: int, encoder: Encoder, cfg: dict):
+    from bertopic import BERTopic
+    from bertopic.dimensionality import BaseDimensionalityReduction
+    from bertopic.representation import KeyBERTInspired, MaximalMarginalRelevance
+    from bertopic.vectorizers import ClassTfidfTransformer
+    from sklearn.cluster import AgglomerativeClustering
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    c, seed = cfg["codes"], cfg["run"]["seed"]
+    size, samples = cluster_sizes(n, cfg)
+    if n < c["min_utterances_umap"]:
+        reducer = BaseDimensionalityReduction()
+        clusterer = AgglomerativeClustering(n_clusters=None, metric="cosine", linkage="average",
+                                            distance_threshold=c["agglomerative_distance"])
+        method = "agglomerative"
+    else:
+        from hdbscan import HDBSCAN
+        from umap import UMAP
+
+        reducer = UMAP(n_neighbors=min(c["umap_neighbors"], n - 1), n_components=c["umap_components"],
+                       min_dist=0.0, metric="cosine", init=c["umap_init"], random_state=seed)
+        clusterer = HDBSCAN(min_cluster_size=size, min_samples=samples, metric="euclidean",
+                            cluster_selection_method="eom", prediction_data=True)
+        method = "umap+hdbscan"
+    representation = {
+        "keybert": KeyBERTInspired(top_n_words=c["top_keywords"], random_state=seed),
+        "mmr": MaximalMarginalRelevance(diversity=0.3, top_n_words=c["top_keywords"]),
+        "ctfidf": None,
+    }[c["representation"]]
+    vectorizer = CountVectorizer(ngram_range=(1, c["ngram_max"]), min_df=min(c["min_df"], max(1, n // 10)))
+    model = BERTopic(
+        embedding_model=_encoder_backend(encoder),
+        umap_model=reducer,
+        hdbscan_model=clusterer,
+        vectorizer_model=vectorizer,
+        ctfidf_model=ClassTfidfTransformer(reduce_frequent_words=True),
+        representation_model=representation,
+        top_n_words=c["top_keywords"],
+        calculate_probabilities=False,
+        verbose=False,
+    )
+    return model, method, size
+
+
+def _normalise(m: np.ndarray) -> np.ndarray:
+    return m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-12)
+
+
+def fit_codes(utterances: pa.Table, embeddings: pa.Table, encoder: Encoder, cfg: dict) -> CodesResult:
+    """Cluster the embedded utterances into codes; every embedded utterance gets one assignment row."""
+    c, seed = cfg["codes"], cfg["run"]["seed"]
+    ids = embeddings.column("utterance_id").to_pylist()
+    text_by_id = dict(zip(utterances.column("utterance_id").to_pylist(), utterances.column("text").to_pylist()))
+    texts = [text_by_id[i] for i in ids]
+    X = vectors(embeddings)
+    n = len(ids)
+    dim = X.shape[1] if X.ndim == 2 else encoder.dim
+    if n < 3:
+        warnings.warn(f"only {n} coded utterances: too few to form codes; all are left unassigned")
+        assignments = pa.table({"utterance_id": ids, "code_id": [-1] * n, "probability": [0.0] * n,
+                                "reason": ["too few utterances"] * n}, schema=schema.ASSIGNMENTS)
+        return CodesResult(pa.Table.from_pylist([], schema=schema.codes_schema(dim)), assignments, None, "none", 0)
+    if n < c["min_utterances_umap"]:
+        warnings.warn(f"only {n} coded utterances (< codes.min_utterances_umap = {c['min_utterances_umap']}): "
+                      "UMAP + HDBSCAN need more; clustering with the agglomerative fallback")
+    docs = keyword_texts(texts, c["fillers"], c["lemmatizer"])
+    docs = [d if d else "_" for d in docs]  # an utterance of stop words only still needs a token
+    random.seed(seed)
+    np.random.seed(seed)
+    model, method, size = build_topic_model(n, encoder, cfg)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="n_jobs value")  # a seeded UMAP runs on one thread
+        topics, probs = model.fit_transform(docs, embeddings=X)
+    topics = np.asarray(topics)
+    probs = np.ones(n) if probs is None else np.asarray(probs, dtype=float)
+    reason = np.where(topics == -1, "outlier", None).astype(object)
+    # Outliers close to a code's centroid join it; the similarity becomes their probability.
+    if (topics == -1).any() and (topics >= 0).any() and c["outlier_threshold"] < 1.0:
+        labels = sorted(set(topics[topics >= 0].tolist()))
+        cents = _normalise(np.stack([X[topics == t].mean(axis=0) for t in labels]))
+        out = np.flatnonzero(topics == -1)
+        sims = X[out] @ cents.T
+        best, best_sim = sims.argmax(axis=1), sims.max(axis=1)
+        join = best_sim >= c["outlier_threshold"]
+        topics[out[join]] = np.asarray(labels)[best[join]]
+        probs[out[join]] = best_sim[join]
+        probs[out[~join]] = 0.0
+        reason[out[join]] = None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.update_topics(docs, topics=topics.tolist(), top_n_words=c["top_keywords"],
+                                vectorizer_model=model.vectorizer_model,
+                                representation_model=model.representation_model)
+    codes = _codes_table(model, topics, ids, X, c["exemplars"])
+    assignments = pa.table({"utterance_id": ids, "code_id": topics.astype(np.int32),
+                            "probability": np.clip(probs, 0, 1).astype(np.float32),
+                            "reason": pa.array(reason.tolist(), pa.string())}, schema=schema.ASSIGNMENTS)
+    return CodesResult(codes, assignments, model, method, size)
+
+
+def _codes_table(model, topics: np.ndarray, ids: list[str], X: np.ndarray, n_exemplars: int) -> pa.Table:
+    rows = []
+    dim = X.shape[1]
+    for t in sorted(set(topics.tolist()) - {-1}):
+        members = np.flatnonzero(topics == t)
+        centroid = _normalise(X[members].mean(axis=0, keepdims=True))[0]
+        order = members[np.argsort(-(X[members] @ centroid), kind="stable")]
+        words = [w for w, _ in (model.get_topic(t) or []) if w]
+        member_ids = sorted(ids[i] for i in members)
+        rows.append({
+            "code_id": int(t),
+            "label": " / ".join(words[:3]) if words else f"code {t}",
+            "keywords": words,
+            "size": int(len(members)),
+            "exemplar_ids": [ids[i] for i in order[:n_exemplars]],
+            "centroid": centroid.astype(np.float32).tolist(),
+            "fingerprint": hashlib.sha1("\n".join(member_ids).encode()).hexdigest()[:12],
+        })
+    return pa.Table.from_pylist(rows, schema=schema.codes_schema(dim))
+
+
+def save_topic_model(model, path) -> None:
+    """The fitted model, without the embedding model (which is resolved offline at load time)."""
+    model.save(str(path), serialization="safetensors", save_ctfidf=True, save_embedding_model=False)
+
+
+def unassigned_count(assignments: pa.Table) -> int:
+    return int(pc.sum(pc.equal(assignments.column("code_id"), -1)).as_py() or 0)

@@ -1,0 +1,44 @@
+"""Keyword text for c-TF-IDF: lower-cased lemmas with stop words and spoken fillers removed.
+
+Lemmas are looked up once per distinct word (spaCy tagger + lemmatizer over the
+vocabulary, not over every sentence), which keeps this fast at 100k utterances.
+"""
+from __future__ import annotations
+
+import re
+import warnings
+
+_TOKEN = re.compile(r"[a-z][a-z'\u2019-]*[a-z]|[a-z]")
+_KEEP = {"datum": "data", "media": "media"}  # lemmatizer outputs researchers would not recognise
+
+
+def lemma_map(words: set[str], pipeline_name: str) -> dict[str, str]:
+    if not pipeline_name or not words:
+        return {w: w for w in words}
+    import spacy
+
+    try:
+        nlp = spacy.load(pipeline_name, exclude=["parser", "ner"])
+    except OSError:
+        warnings.warn(f"spaCy pipeline {pipeline_name!r} is not installed; keywords are not lemmatised")
+        return {w: w for w in words}
+    ordered = sorted(words)
+    lemmas = {}
+    for word, doc in zip(ordered, nlp.pipe(ordered, batch_size=2048)):
+        lemma = doc[0].lemma_.lower() if len(doc) == 1 else word
+        lemmas[word] = _KEEP.get(lemma, lemma)
+    return lemmas
+
+
+def keyword_texts(texts: list[str], fillers: list[str], pipeline_name: str) -> list[str]:
+    """One string of content lemmas per text (may be empty), ready for a CountVectorizer."""
+    from spacy.lang.en.stop_words import STOP_WORDS
+
+    stop = {w.lower() for w in STOP_WORDS} | {f.lower() for f in fillers}
+    tokens = [[t.replace("\u2019", "'") for t in _TOKEN.findall(text.lower())] for text in texts]
+    lemmas = lemma_map({t for ts in tokens for t in ts if t not in stop and len(t) > 2}, pipeline_name)
+    out = []
+    for ts in tokens:
+        kept = [lemmas[t] for t in ts if t in lemmas]
+        out.append(" ".join(w for w in kept if w not in stop and "'" not in w))
+    return out

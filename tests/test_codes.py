@@ -1,0 +1,106 @@
+"""codes: BERTopic clusters on the real example study, reproducibility, small corpora."""
+from __future__ import annotations
+
+import collections
+import json
+import warnings
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import gold_labels
+from pipeline.codes import cluster_sizes, fit_codes
+from pipeline.config import load_config
+from pipeline.embed import embed_utterances, vectors
+
+
+@pytest.fixture(scope="module")
+def tables(example_run):
+    return {name: pq.read_table(example_run / f"{name}.parquet")
+            for name in ("utterances", "embeddings", "codes", "assignments")}
+
+
+def test_every_coded_utterance_has_one_assignment(tables):
+    utt, asg, codes = tables["utterances"], tables["assignments"], tables["codes"]
+    coded = set(utt.filter(pc.field("coded")).column("utterance_id").to_pylist())
+    assert asg.column("utterance_id").to_pylist() == tables["embeddings"].column("utterance_id").to_pylist()
+    assert set(asg.column("utterance_id").to_pylist()) == coded and asg.num_rows == len(coded)
+    ids = asg.column("code_id").to_numpy()
+    assert sorted(set(ids) - {-1}) == codes.column("code_id").to_pylist()
+    assert codes.column("size").to_pylist() == [int((ids == c).sum()) for c in codes.column("code_id").to_pylist()]
+    reasons = asg.column("reason").to_pylist()
+    assert all((r == "outlier") == (c == -1) for r, c in zip(reasons, ids))
+    assert 10 <= codes.num_rows <= 60 and (ids == -1).mean() < 0.35
+
+
+def test_exemplars_are_members_ranked_by_similarity_to_centroid(tables):
+    asg = tables["assignments"].to_pandas()
+    X = dict(zip(tables["embeddings"].column("utterance_id").to_pylist(), vectors(tables["embeddings"])))
+    for code in tables["codes"].to_pylist():
+        centroid = np.asarray(code["centroid"])
+        assert abs(np.linalg.norm(centroid) - 1) < 1e-5 and code["label"] and len(code["keywords"]) >= 3
+        members = set(asg.utterance_id[asg.code_id == code["code_id"]])
+        assert set(code["exemplar_ids"]) <= members and len(code["exemplar_ids"]) == min(10, len(members))
+        sims = [float(X[u] @ centroid) for u in code["exemplar_ids"]]
+        assert sims == sorted(sims, reverse=True)
+        assert not {"yeah", "um", "know", "mean", "kind"} & set(code["keywords"])
+
+
+def test_codes_follow_the_studys_concepts_better_than_chance(tables):
+    gold = gold_labels(tables["utterances"], "concept")
+    asg = tables["assignments"].to_pandas()
+    asg = asg[asg.utterance_id.isin(gold) & (asg.code_id >= 0)]
+    labels, codes = [gold[u] for u in asg.utterance_id], asg.code_id.to_numpy()
+
+    def purity(c):
+        return sum(collections.Counter(l for l, k in zip(labels, c) if k == code).most_common(1)[0][1]
+                   for code in set(c)) / len(c)
+
+    shuffled = np.random.default_rng(0).permutation(codes)
+    assert purity(codes) > 1.5 * purity(shuffled)
+
+
+def test_manifest_records_codes_and_topic_model_is_saved(example_run):
+    manifest = json.loads((example_run / "manifest.json").read_text())
+    rec = manifest["stages"]["codes"]
+    assert rec["method"] == "umap+hdbscan" and rec["min_cluster_size"] == cluster_sizes(3377, load_config())[0]
+    assert (example_run / "topic_model" / "topics.json").is_file()
+
+
+def test_cluster_size_rule():
+    cfg = load_config()
+    assert [cluster_sizes(n, cfg)[0] for n in (20, 300, 3400, 20000, 100000, 10**7)] == [5, 9, 29, 71, 158, 500]
+
+
+def _subset(example_run, encoder, interviews):
+    utt = pq.read_table(example_run / "utterances.parquet")
+    utt = utt.filter(pc.is_in(utt.column("interview_id"), value_set=__import__("pyarrow").array(interviews)))
+    cfg = load_config()
+    emb, _ = embed_utterances(utt, encoder, cfg)
+    return utt, emb, cfg
+
+
+def test_same_input_and_seed_give_identical_tables(example_run, encoder):
+    utt, emb, cfg = _subset(example_run, encoder, ["C01-W1", "C02-W1", "P01-W1", "P04-W2"])
+    first = fit_codes(utt, emb, encoder, cfg)
+    second = fit_codes(utt, emb, encoder, cfg)
+    assert emb.num_rows > cfg["codes"]["min_utterances_umap"]
+    assert first.codes.equals(second.codes) and first.assignments.equals(second.assignments)
+    assert first.codes.num_rows >= 2
+
+
+def test_tiny_corpus_falls_back_with_a_message(example_run, encoder):
+    utt, emb, cfg = _subset(example_run, encoder, ["C01-W1"])
+    emb = emb.slice(0, 20)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = fit_codes(utt, emb, encoder, cfg)
+    assert any("agglomerative fallback" in str(w.message) for w in caught)
+    assert result.method == "agglomerative" and result.assignments.num_rows == 20
+    assert result.codes.num_rows >= 1
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        two = fit_codes(utt, emb.slice(0, 2), encoder, cfg)
+    assert two.codes.num_rows == 0 and set(two.assignments.column("reason").to_pylist()) == {"too few utterances"}

@@ -1,0 +1,90 @@
+"""Embedding: the real offline model, the persistent cache, and model resolution."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from pipeline.embed import embed_utterances, text_hash, vectors
+from pipeline.embed_cache import EmbeddingCache
+from pipeline.errors import InputError
+from pipeline.ingest import segment_corpus
+from pipeline.models import resolve
+
+
+def test_reference_embedding_offline(encoder):
+    v = encoder.encode(["This is an example sentence"])[0]
+    assert encoder.dim == 384 and v.dtype == np.float32
+    assert np.allclose(v[:5], [0.0677, 0.0635, 0.0487, 0.0793, 0.0374], atol=2e-4)
+    assert abs(np.linalg.norm(v) - 1) < 1e-5
+
+
+@pytest.fixture
+def two_interviews(write, cfg):
+    write("a.txt", "Interviewer: How did the start go?\nP1: We mapped every step of the discharge. "
+                   "That was the hard part. The run charts showed the delays.\nInterviewer: And the team?\n"
+                   "P1: That was the hard part. The nurses led it themselves.\n")
+    return write
+
+
+def _embed(folder, cfg, encoder, cache_dir):
+    cfg["embed"]["cache_dir"] = str(cache_dir)
+    utt = segment_corpus(folder, cfg).utterances
+    return embed_utterances(utt, encoder, cfg)
+
+
+def test_cache_second_run_embeds_nothing_and_new_interview_only_its_text(two_interviews, cfg, encoder, tmp_path):
+    cache = tmp_path / "cache"
+    table, stats = _embed(two_interviews.dir, cfg, encoder, cache)
+    # 5 coded sentences, one said twice -> 4 distinct texts embedded
+    assert (stats.coded, stats.distinct_texts, stats.embedded, stats.cache_hits) == (5, 4, 4, 0)
+    again, stats2 = _embed(two_interviews.dir, cfg, encoder, cache)
+    assert (stats2.embedded, stats2.cache_hits) == (0, 4)
+    assert again.equals(table)
+    two_interviews("b.txt", "Interviewer: Anything else?\nP2: That was the hard part. We shared the leadership.\n")
+    _, stats3 = _embed(two_interviews.dir, cfg, encoder, cache)
+    assert (stats3.coded, stats3.embedded, stats3.cache_hits) == (7, 1, 4)
+    fresh = encoder.encode(["We shared the leadership."])[0]
+    cached = EmbeddingCache(cache / "embeddings", encoder.model_id, 384).get([text_hash("We shared the leadership.")])
+    assert np.allclose(list(cached.values())[0], fresh, atol=1e-6)
+
+
+def test_corrupted_cache_shard_is_detected_and_rebuilt(two_interviews, cfg, encoder, tmp_path):
+    cache = tmp_path / "cache"
+    table, _ = _embed(two_interviews.dir, cfg, encoder, cache)
+    shard = next((cache / "embeddings" / encoder.model_id).glob("shard-*.parquet"))
+    shard.write_bytes(shard.read_bytes()[:200])  # a crash of some other tool mid-copy
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rebuilt, stats = _embed(two_interviews.dir, cfg, encoder, cache)
+    assert any("corrupted" in str(w.message) for w in caught)
+    assert stats.embedded == 4 and np.allclose(vectors(rebuilt), vectors(table), atol=1e-6)
+
+
+def test_concurrent_shards_and_compaction(tmp_path):
+    rng = np.random.default_rng(0)
+    cache = EmbeddingCache(tmp_path, "m", 4)
+    v = rng.normal(size=(40, 4)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    hashes = [f"h{i}" for i in range(40)]
+    for start in range(0, 40, 2):  # 20 writers, overlapping texts
+        cache.put(hashes[start:start + 4], v[start:start + 4])
+    shards = list((tmp_path / "m").glob("shard-*.parquet"))
+    assert len(shards) <= 16 and not list((tmp_path / "m").glob("*.tmp"))
+    got = cache.get(hashes)
+    assert len(got) == 40 and all(np.array_equal(got[h], v[i]) for i, h in enumerate(hashes))
+
+
+def test_model_resolution_errors_and_local_folder(encoder):
+    with pytest.raises(InputError, match="unknown embedding model 'nope'"):
+        resolve("nope")
+    spec = resolve(str(encoder.spec.path))
+    assert spec.backend == "sentence-transformers" and spec.path == encoder.spec.path
+
+
+def test_embeddings_table_is_fixed_size_float32(two_interviews, cfg, encoder, tmp_path):
+    table, _ = _embed(two_interviews.dir, cfg, encoder, tmp_path / "c")
+    assert table.schema.field("vector").type == pa.list_(pa.float32(), 384)
+    assert table.column("utterance_id").to_pylist()[0] == "a-t001-u00"
