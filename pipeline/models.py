@@ -73,3 +73,30 @@ def _local_backend(path: Path) -> str:
 def cache_root(configured: str = "") -> Path:
     root = configured or os.environ.get("THEMESHIFT_CACHE") or str(Path.home() / ".cache" / "themeshift")
     return Path(root).expanduser()
+
+
+def build_fast(source: str = "minilm", out: Path | None = None) -> Path:
+    """Distil a static model2vec model from `source` into models/artifacts (about a minute on 2 cores)."""
+    import shutil
+
+    from model2vec.distill import distill
+
+    spec = resolve(source)
+    out = Path(out) if out else MODELS_DIR / registry()["fast"]["path"]
+    model = distill(model_name=str(spec.path), pca_dims=256)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp))
+    # The saved config points at the absolute source path; keep only the registry name.
+    config_path = tmp / "config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["base_model_name"] = config["tokenizer_name"] = source
+    config_path.write_text(json.dumps(config, indent=2), encoding="utf-8")
+    (tmp / "README.md").write_text(
+        "---\nlicense: apache-2.0\nlibrary_name: model2vec\n---\n"
+        f"Static embeddings distilled with model2vec from the local '{source}' model "
+        "(all-MiniLM-L6-v2, Apache-2.0). Built by `themeshift models build fast`; not redistributed.\n",
+        encoding="utf-8")
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out
