@@ -24,9 +24,6 @@ from pipeline.embed import Encoder, vectors
 from pipeline.keywords import keyword_texts
 
 
-logging.getLogger("BERTopic").setLevel(logging.ERROR)  # its warnings concern choices made here on purpose
-
-
 def cluster_sizes(n: int, cfg: dict) -> tuple[int, int]:
     """(min_cluster_size, min_samples) for n utterances: grows with sqrt(n)."""
     c = cfg["codes"]
@@ -125,6 +122,7 @@ def fit_codes(utterances: pa.Table, embeddings: pa.Table, encoder: Encoder, cfg:
     random.seed(seed)
     np.random.seed(seed)
     model, method, size = build_topic_model(n, encoder, cfg)
+    _quiet_bertopic()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="n_jobs value")  # a seeded UMAP runs on one thread
         topics, probs = model.fit_transform(docs, embeddings=X)
@@ -149,6 +147,7 @@ def fit_codes(utterances: pa.Table, embeddings: pa.Table, encoder: Encoder, cfg:
                                 vectorizer_model=model.vectorizer_model,
                                 representation_model=model.representation_model)
     codes = _codes_table(model, topics, ids, X, c["exemplars"])
+    _use_centroids_for_transform(model, codes, topics, X)
     assignments = pa.table({"utterance_id": ids, "code_id": topics.astype(np.int32),
                             "probability": np.clip(probs, 0, 1).astype(np.float32),
                             "reason": pa.array(reason.tolist(), pa.string())}, schema=schema.ASSIGNMENTS)
@@ -174,6 +173,42 @@ def _codes_table(model, topics: np.ndarray, ids: list[str], X: np.ndarray, n_exe
             "fingerprint": hashlib.sha1("\n".join(member_ids).encode()).hexdigest()[:12],
         })
     return pa.Table.from_pylist(rows, schema=schema.codes_schema(dim))
+
+
+def _quiet_bertopic() -> None:
+    # BERTopic resets its logger to WARNING whenever a model is built or loaded; its
+    # warnings concern choices made here on purpose (custom topics, no saved embedder).
+    logging.getLogger("BERTopic").setLevel(logging.ERROR)
+
+
+def _use_centroids_for_transform(model, codes: pa.Table, topics: np.ndarray, X: np.ndarray) -> None:
+    """Make the saved model assign new text by cosine similarity to the same centroids that
+    codes.parquet holds (BERTopic would otherwise use c-TF-IDF-weighted topic vectors)."""
+    rows = [np.asarray(c, dtype=np.float32) for c in codes.column("centroid").to_pylist()]
+    if getattr(model, "_outliers", 0):
+        rows.insert(0, np.zeros(X.shape[1], np.float32))  # the outlier "topic": left to the threshold
+    model.topic_embeddings_ = np.stack(rows)
+
+
+def assign_new(model_dir, embeddings: pa.Table, encoder: Encoder, cfg: dict) -> pa.Table:
+    """Assign existing codes to new utterances with a saved topic model: nearest code
+    centroid, kept when its cosine similarity reaches codes.outlier_threshold."""
+    from bertopic import BERTopic
+
+    model = BERTopic.load(str(model_dir), embedding_model=_encoder_backend(encoder))
+    _quiet_bertopic()
+    X = vectors(embeddings)
+    ids = embeddings.column("utterance_id").to_pylist()
+    if not ids:
+        return pa.Table.from_pylist([], schema=schema.ASSIGNMENTS)
+    topics, probs = model.transform(["_"] * len(ids), embeddings=X)
+    topics, probs = np.asarray(topics), np.asarray(probs, dtype=float).reshape(len(ids), -1).max(axis=1)
+    weak = probs < cfg["codes"]["outlier_threshold"]
+    topics[weak] = -1
+    return pa.table({"utterance_id": ids, "code_id": topics.astype(np.int32),
+                     "probability": np.clip(np.where(weak, 0, probs), 0, 1).astype(np.float32),
+                     "reason": pa.array([("outlier" if t == -1 else None) for t in topics], pa.string())},
+                    schema=schema.ASSIGNMENTS)
 
 
 def save_topic_model(model, path) -> None:

@@ -56,15 +56,18 @@ class Encoder:
         if self.spec.backend == "model2vec":
             vectors = self.model.encode(texts, batch_size=max(batch_size, 1024))
         else:
-            # Chunks let the progress bar move; each chunk is length-sorted by sentence-transformers.
+            # Length-sorted globally so each batch pads little; chunks let the progress bar move.
+            order = np.argsort([len(t) for t in texts], kind="stable")
             chunk = max(batch_size * 8, 1024)
             parts = []
             for start in range(0, len(texts), chunk):
-                parts.append(self.model.encode(texts[start:start + chunk], batch_size=batch_size,
-                                               convert_to_numpy=True, show_progress_bar=False))
+                batch = [texts[i] for i in order[start:start + chunk]]
+                parts.append(self.model.encode(batch, batch_size=batch_size, convert_to_numpy=True,
+                                               show_progress_bar=False))
                 if progress:
                     progress("embed", min(start + chunk, len(texts)), len(texts))
-            vectors = np.concatenate(parts)
+            vectors = np.empty((len(texts), self.dim), dtype=np.float32)
+            vectors[order] = np.concatenate(parts)
         vectors = np.asarray(vectors, dtype=np.float32)
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return vectors / np.maximum(norms, 1e-12)

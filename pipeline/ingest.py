@@ -65,6 +65,7 @@ def segment_corpus(folder: str | Path, cfg: dict, on_file: Callable[[str], None]
         speakers,
         {label_key(x) for x in cfg["speakers"]["interviewer_labels"]},
         {label_key(x) for x in cfg["speakers"]["participant_labels"]},
+        inp["speaker_scope_column"].lower(),
     )
     template = template_regex(inp["filename_template"])
     nlp = load_sentence_splitter(cfg["segment"]["sentence_splitter"])

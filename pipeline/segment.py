@@ -54,7 +54,16 @@ class SpeakerResolver:
     def known_label_keys(self) -> set[str]:
         return set(self.speakers) | self.interviewer_keys | self.participant_keys
 
+    scope_column: str = ""
+
     def resolve(self, label: str, meta: FileMeta) -> tuple[str, str | None, bool]:
+        speaker_id, role, is_int = self._resolve(label, meta)
+        scope = meta.extra.get(self.scope_column) if self.scope_column else None
+        if scope and not is_int:
+            speaker_id = f"{scope}/{speaker_id}"
+        return speaker_id, role, is_int
+
+    def _resolve(self, label: str, meta: FileMeta) -> tuple[str, str | None, bool]:
         key = label_key(label)
         if key in self.speakers:
             s = self.speakers[key]
@@ -63,7 +72,7 @@ class SpeakerResolver:
             return label.strip(), "interviewer", True
         if key in self.participant_keys and meta.participant_id:
             s = self.speakers.get(label_key(meta.participant_id))
-            return meta.participant_id, s.role if s else None, False
+            return (s.speaker_id, s.role, False) if s else (meta.participant_id, None, False)
         return label.strip(), None, False
 
 

@@ -10,7 +10,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import gold_labels
+from conftest import EXAMPLE, gold_labels
 from pipeline.codes import cluster_sizes, fit_codes
 from pipeline.config import load_config
 from pipeline.embed import embed_utterances, vectors
@@ -104,3 +104,27 @@ def test_tiny_corpus_falls_back_with_a_message(example_run, encoder):
         warnings.simplefilter("always")
         two = fit_codes(utt, emb.slice(0, 2), encoder, cfg)
     assert two.codes.num_rows == 0 and set(two.assignments.column("reason").to_pylist()) == {"too few utterances"}
+
+
+def test_transform_assigns_existing_codes_to_new_transcripts(example_run, tmp_path, cfg):
+    import shutil
+
+    from pipeline.runner import run_transform
+
+    new = tmp_path / "new"
+    new.mkdir()
+    for name in ("core/C01_wave1.docx", "project/P04_wave2.txt"):  # re-submitted transcripts
+        shutil.copyfile(EXAMPLE / name, new / name.split("/")[1])
+    rec = run_transform(example_run, new, tmp_path / "out", cfg)
+    fitted = pq.read_table(example_run / "assignments.parquet").to_pandas().set_index("utterance_id")
+    fresh = pq.read_table(tmp_path / "out" / "assignments.parquet").to_pandas()
+    # file names differ from the study's interview ids: align on text instead
+    text = dict(zip(*(pq.read_table(example_run / "utterances.parquet").column(c).to_pylist()
+                      for c in ("text", "utterance_id"))))
+    new_text = dict(zip(*(pq.read_table(tmp_path / "out" / "utterances.parquet").column(c).to_pylist()
+                          for c in ("utterance_id", "text"))))
+    pairs = [(fitted.code_id[text[new_text[u]]], c) for u, c in zip(fresh.utterance_id, fresh.code_id)
+             if fitted.code_id[text[new_text[u]]] >= 0]
+    agree = sum(a == b for a, b in pairs) / len(pairs)
+    assert rec["counts"]["assigned"] > 0 and agree > 0.7
+    assert (tmp_path / "out" / "codes.parquet").read_bytes() == (example_run / "codes.parquet").read_bytes()
