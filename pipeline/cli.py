@@ -179,6 +179,139 @@ def map_(run_dir: RunArg, framework: FrameworkOpt = None, overrides: OverridesOp
 
 
 @app.command()
+def shift(run_dir: RunArg, config: ConfigOpt = None, quiet: QuietOpt = False) -> None:
+    """Score each speaker's shift between interview waves ([bold]shifts.parquet[/], [bold]speaker_waves.parquet[/], ...).
+
+    Needs utterance_dimensions.parquet (themeshift map); uses embeddings and assignments when present.
+
+    Example: themeshift shift runs/study1
+    """
+    from pipeline.runner import run_shift
+
+    with _reporting(quiet):
+        cfg = _config(config)
+        with _progress(quiet) as update:
+            rec = run_shift(run_dir, cfg, update)
+        if not quiet:
+            c = rec["counts"]
+            other = ", ".join(f"{n} {s}" for s, n in c["status"].items() if s != "ok") or "none"
+            err.print(f"{c['speakers']} speakers, {c['status'].get('ok', 0)} wave pairs scored "
+                      f"({c['significant']} significant shifts; not scored or flagged: {other}); tables in {run_dir}/")
+
+
+@app.command()
+def transform(fitted_run: Annotated[Path, typer.Argument(help="A run whose codes to reuse.")],
+              input_dir: InputArg, out: OutOpt, config: ConfigOpt = None, skip_bad: SkipBadOpt = False,
+              quiet: QuietOpt = False) -> None:
+    """Assign an earlier run's codes to new transcripts (segment, embed, nearest code).
+
+    Example: themeshift transform runs/study1 new_interviews/ --out runs/study1-new
+    """
+    from pipeline.runner import run_transform
+
+    with _reporting(quiet):
+        cfg = _config(config, skip_bad)
+        with _progress(quiet) as update:
+            rec = run_transform(fitted_run, input_dir, out, cfg, update)
+        if not quiet:
+            c = rec["counts"]
+            err.print(f"{c['assigned']} utterances took an existing code, {c['unassigned']} matched none")
+
+
+models_app = typer.Typer(help="List the embedding models and build the fast one.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Show the known embedding models and whether each is available here."""
+    from pipeline.models import registry, resolve
+
+    for name, entry in registry().items():
+        try:
+            where = str(resolve(name).path)
+        except InputError:
+            where = f"not available: {entry['install']}"
+        typer.echo(f"{name:8} {entry['description']}\n         {where}")
+
+
+@models_app.command("build")
+def models_build(name: Annotated[str, typer.Argument(help="Model to build: fast.")] = "fast") -> None:
+    """Distil the fast static model from minilm, offline (about a minute).
+
+    Example: themeshift models build fast && themeshift run interviews/ --out runs/quick --model fast
+    """
+    from pipeline.models import build_fast
+
+    with _reporting(False):
+        if name != "fast":
+            raise InputError(f"only 'fast' can be built, not {name!r}")
+        err.print(f"built {build_fast()}")
+
+
+HumanOpt = Annotated[Path, typer.Option(
+    "--human", help="Human codes: CSV/Parquet spans or per-utterance codes, or a REFI-QDA project (.qdpx).")]
+MappingOpt = Annotated[Optional[Path], typer.Option(
+    "--mapping", help="CSV mapping human code names to the framework: human_code, concept and/or dimension.")]
+
+
+@app.command()
+def compare(run_dir: RunArg, human: HumanOpt, mapping: MappingOpt = None, framework: FrameworkOpt = None,
+            config: ConfigOpt = None, quiet: QuietOpt = False) -> None:
+    """Compare the machine's codes with human coders ([bold]agreement.parquet[/], [bold]confusion.parquet[/],
+    [bold]disagreements.parquet[/], [bold]human_codes.parquet[/]).
+
+    Cohen's kappa per coder pair, Krippendorff's alpha with and without the machine, precision/recall/F1
+    per dimension, cluster-vs-human-code alignment; bootstrap intervals.
+
+    Example: themeshift compare runs/demo --human examples/answer_key/human_codes.csv
+    """
+    from pipeline.runner import run_compare
+
+    with _reporting(quiet):
+        cfg = _config(config)
+        rec = run_compare(run_dir, human, cfg, mapping, framework)
+        if not quiet:
+            c = rec["counts"]
+            err.print(f"{c['units']} coded utterances in {c['interviews']} interviews, coders: "
+                      f"{', '.join(c['coders'])} + {cfg['compare']['machine_name']}; "
+                      f"{c['disagreements']} machine-human disagreements; tables in {run_dir}/")
+            from pipeline.io.rundir import read_table
+
+            a = read_table(run_dir, "agreement").to_pandas()
+            main = a[a["metric"].isin(["cohen_kappa", "krippendorff_alpha"]) & (a["level"] == "dimension")]
+            for r in main.itertuples():
+                who = r.coder_a if not isinstance(r.coder_b, str) else f"{r.coder_a} vs {r.coder_b}"
+                ci = "" if r.ci_low != r.ci_low else f" [{r.ci_low:.2f}, {r.ci_high:.2f}]"  # NaN: no interval
+                err.print(f"  {r.metric} ({r.level}) {who}: {r.value:.3f}{ci} (n={r.n})", highlight=False)
+
+
+export_app = typer.Typer(help="Export a run for other tools.", no_args_is_help=True)
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("qdpx")
+def export_qdpx(run_dir: RunArg, out: Annotated[Path, typer.Argument(help="The .qdpx file to write.")],
+                framework: FrameworkOpt = None, config: ConfigOpt = None, quiet: QuietOpt = False) -> None:
+    """Write the sources and the machine's coding as a REFI-QDA project (NVivo, ATLAS.ti, MAXQDA, QualCoder).
+
+    Codebook: dimension > second-order concept > first-order code; codings at exact character positions.
+
+    Example: themeshift export qdpx runs/demo runs/demo/demo.qdpx
+    """
+    from pipeline.runner import run_export_qdpx
+
+    with _reporting(quiet):
+        cfg = _config(config)
+        rec = run_export_qdpx(run_dir, out, cfg, framework)
+        if not quiet:
+            c = rec["counts"]
+            err.print(f"{c['sources']} sources, {c['selections']} coded utterances "
+                      f"({c['concept_codings']} concept and {c['first_order_codings']} first-order codings, "
+                      f"{c['first_order_codes']} first-order codes) -> {rec['path']}")
+
+
+@app.command()
 def run(input_dir: InputArg, out: OutOpt, config: ConfigOpt = None, model: ModelOpt = None,
         skip_bad: SkipBadOpt = False, quiet: QuietOpt = False) -> None:
     """Run every stage on a folder of transcripts: segment, embed, codes.

@@ -109,7 +109,7 @@ def run_codes(run_dir: Path, cfg: dict, progress: Progress | None = None, encode
 
 
 def run_map(run_dir: Path, cfg: dict, framework_path: Path | str | None = None,
-            overrides_path: Path | str | None = None, progress: Progress | None = None) -> dict:
+            overrides_path: Path | str | None = None, progress: Progress | None = None, encoder=None) -> dict:
     import json
     import warnings
 
@@ -134,7 +134,8 @@ def run_map(run_dir: Path, cfg: dict, framework_path: Path | str | None = None,
     manifest_path = run_dir / "manifest.json"
     manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.is_file() else {}
     model = manifest.get("stages", {}).get("embed", {}).get("model") or cfg["embed"]["model"]
-    encoder = load_encoder(model, cfg["embed"]["device"])
+    if encoder is None or encoder.model_id != manifest.get("stages", {}).get("embed", {}).get("model_id", encoder.model_id):
+        encoder = load_encoder(model, cfg["embed"]["device"])
     dim = embeddings.schema.field("vector").type.list_size
     if encoder.dim != dim:
         raise InputError(f"embeddings have {dim} dimensions but model {model!r} gives {encoder.dim}; "
@@ -186,4 +187,144 @@ def run_map(run_dir: Path, cfg: dict, framework_path: Path | str | None = None,
         "seconds": round(time.perf_counter() - started, 3),
     }
     update_manifest(run_dir, "map", record, cfg)
+    return record
+
+
+def run_shift(run_dir: Path, cfg: dict, progress: Progress | None = None) -> dict:
+    """utterances + utterance_dimensions (+ embeddings, assignments when present) -> the shift tables."""
+    import warnings
+
+    from pipeline.io.rundir import read_table
+    from pipeline.shift import compute_shifts
+
+    started = time.perf_counter()
+    run_dir = Path(run_dir)
+    utterances = read_table(run_dir, "utterances", "themeshift segment")
+    dims = read_table(run_dir, "utterance_dimensions", "themeshift map")
+    optional = {name: read_table(run_dir, name) if (run_dir / f"{name}.parquet").is_file() else None
+                for name in ("embeddings", "assignments")}
+    result = compute_shifts(utterances, dims, cfg, optional["embeddings"], optional["assignments"], progress)
+    names = ("speaker_waves", "speaker_codes", "shifts", "shift_dimensions", "group_shifts", "group_trajectory")
+    for name in names:
+        write_table(run_dir, name, getattr(result, name))
+    for message in result.warnings:
+        warnings.warn(message, stacklevel=2)
+    status = Counter(result.shifts.column("status").to_pylist())
+    significant = sum(1 for s in result.shifts.column("significant").to_pylist() if s)
+    record = {
+        "inputs": ["utterances", "utterance_dimensions"] + [n for n, t in optional.items() if t is not None],
+        "parameters": dict(cfg["shift"]),
+        "counts": {**{name: getattr(result, name).num_rows for name in names},
+                   "speakers": len(set(result.shifts.column("speaker_id").to_pylist())),
+                   "status": dict(sorted(status.items())), "significant": significant},
+        "warnings": result.warnings,
+        "seconds_by_step": result.seconds,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    update_manifest(run_dir, "shift", record, cfg)
+    return record
+
+
+def _framework_for(run_dir: Path, cfg: dict, framework_path: Path | str | None):
+    """The framework the run was mapped with (manifest), unless one is given."""
+    import json
+
+    from pipeline.framework import load_framework
+
+    if framework_path is None and not cfg.get("map", {}).get("framework"):
+        manifest = Path(run_dir) / "manifest.json"
+        stages = json.loads(manifest.read_text(encoding="utf-8")).get("stages", {}) if manifest.is_file() else {}
+        framework_path = stages.get("map", {}).get("framework", {}).get("path") or None
+    return load_framework(framework_path or cfg.get("map", {}).get("framework") or None)
+
+
+def _optional_table(run_dir: Path, name: str):
+    from pipeline.io.rundir import read_table
+
+    return read_table(run_dir, name) if (Path(run_dir) / f"{name}.parquet").is_file() else None
+
+
+def run_compare(run_dir: Path, human_path: Path, cfg: dict, mapping_path: Path | None = None,
+                framework_path: Path | str | None = None) -> dict:
+    """Human codes (CSV / Parquet / .qdpx) vs the run's machine codes -> agreement, confusion,
+    disagreements and the aligned human_codes tables."""
+    import hashlib
+    import warnings
+
+    from pipeline.compare import compare
+    from pipeline.io.human_codes import read_human_codes, read_mapping
+    from pipeline.io.rundir import read_table
+
+    started = time.perf_counter()
+    run_dir, c = Path(run_dir), cfg["compare"]
+    human = read_human_codes(human_path, c["qdpx_max_members"], c["qdpx_max_bytes"])  # bad input fails first
+    framework = _framework_for(run_dir, cfg, framework_path)
+    mapping = read_mapping(mapping_path, framework) if mapping_path else None
+    utterances = read_table(run_dir, "utterances", "themeshift segment")
+    sources = read_table(run_dir, "sources", "themeshift segment")
+    dims = read_table(run_dir, "utterance_dimensions", "themeshift map")
+    result = compare(utterances, sources, human, framework, mapping, dims, _optional_table(run_dir, "assignments"),
+                     cfg)
+    for name in ("agreement", "confusion", "disagreements", "human_codes"):
+        write_table(run_dir, name, getattr(result, name))
+    for message in result.warnings:
+        warnings.warn(message, stacklevel=2)
+    record = {
+        "human_codes": {"path": str(Path(human_path).resolve()),
+                        "sha256": hashlib.sha256(Path(human_path).read_bytes()).hexdigest()},
+        "mapping": str(Path(mapping_path).resolve()) if mapping_path else None,
+        "framework": {"name": framework.name, "path": framework.path, "sha256": framework.sha256},
+        "parameters": dict(c),
+        "counts": {**result.counts, **{n: getattr(result, n).num_rows for n in ("agreement", "confusion")}},
+        "warnings": result.warnings,
+        "outputs": ["agreement.parquet", "confusion.parquet", "disagreements.parquet", "human_codes.parquet"],
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    update_manifest(run_dir, "compare", record, cfg)
+    return record
+
+
+def run_export_qdpx(run_dir: Path, out_path: Path, cfg: dict, framework_path: Path | str | None = None) -> dict:
+    """The run's sources and machine coding as a REFI-QDA project (.qdpx)."""
+    from pipeline.io.qdpx import machine_project, write_qdpx
+    from pipeline.io.rundir import read_table
+
+    run_dir = Path(run_dir)
+    framework = _framework_for(run_dir, cfg, framework_path)
+    book, sources, counts = machine_project(
+        read_table(run_dir, "sources", "themeshift segment"), read_table(run_dir, "utterances", "themeshift segment"),
+        framework, *(_optional_table(run_dir, n) for n in ("utterance_dimensions", "codes", "assignments",
+                                                           "code_dimensions")))
+    write_qdpx(out_path, f"themeshift: {run_dir.name}", cfg["compare"]["qdpx_user"], book, sources)
+    return {"path": str(Path(out_path).resolve()), "framework": framework.name, "counts": counts}
+
+
+def run_transform(fitted_run: Path, input_dir: Path, run_dir: Path, cfg: dict,
+                  progress: Progress | None = None) -> dict:
+    """Code new transcripts with the codes of an earlier run (same embedding model)."""
+    import json
+    import shutil
+
+    from pipeline.codes import assign_new, unassigned_count
+    from pipeline.errors import InputError
+    from pipeline.io.rundir import read_table
+
+    fitted_run, run_dir = Path(fitted_run), Path(run_dir)
+    if not (fitted_run / "topic_model").is_dir():
+        raise InputError("no topic_model/ here; run `themeshift codes` on it first", fitted_run)
+    fitted = json.loads((fitted_run / "manifest.json").read_text(encoding="utf-8"))
+    cfg["embed"]["model"] = fitted["stages"]["embed"]["model"]
+    run_segment(input_dir, run_dir, cfg, progress)
+    run_embed(run_dir, cfg, progress)
+    from pipeline.embed import load_encoder
+
+    started = time.perf_counter()
+    embeddings = read_table(run_dir, "embeddings")
+    assignments = assign_new(fitted_run / "topic_model", embeddings, load_encoder(cfg["embed"]["model"]), cfg)
+    write_table(run_dir, "assignments", assignments)
+    shutil.copyfile(fitted_run / "codes.parquet", run_dir / "codes.parquet")
+    record = {"fitted_run": str(fitted_run.resolve()), "counts": {
+        "assigned": assignments.num_rows - unassigned_count(assignments),
+        "unassigned": unassigned_count(assignments)}, "seconds": round(time.perf_counter() - started, 3)}
+    update_manifest(run_dir, "codes", record, cfg)
     return record

@@ -250,8 +250,9 @@ AGREEMENT = pa.schema([
     _f("dimension", pa.string(), "label the precision/recall/F1 row is about ('macro' = mean over framework labels); "
                                  "null otherwise", True),
     _f("value", pa.float64(), "the statistic on all compared utterances; null when undefined", True),
-    _f("ci_low", pa.float64(), "lower bound of the bootstrap percentile interval ([compare] ci_level)", True),
-    _f("ci_high", pa.float64(), "upper bound of the bootstrap percentile interval", True),
+    _f("ci_low", pa.float64(), "lower bound of the interval ([compare] ci_level): bias-corrected percentile bootstrap; "
+                               "jackknife over interviews for the code level", True),
+    _f("ci_high", pa.float64(), "upper bound of that interval", True),
     _f("n", pa.int64(), "utterances the statistic uses (for alpha: utterances with two or more codings)"),
 ])
 

@@ -69,3 +69,13 @@ def gold_labels(utterances, column: str = "dimension") -> dict[str, str]:
     return {u: key[(i, t)] for u, i, t in zip(utterances.column("utterance_id").to_pylist(),
                                                utterances.column("interview_id").to_pylist(),
                                                utterances.column("turn_index").to_pylist()) if (i, t) in key}
+
+
+@pytest.fixture(scope="session")
+def example_segmented(tmp_path_factory):
+    """The bundled example study segmented (no models), once per session; returns the run directory."""
+    from pipeline.runner import run_segment
+
+    run_dir = tmp_path_factory.mktemp("example_segmented")
+    run_segment(EXAMPLE, run_dir, load_config())
+    return run_dir

@@ -1,0 +1,493 @@
+"""shift: how each speaker's talk moved between interview waves, with uncertainty.
+
+Inputs are tables of the run directory: utterances, utterance_dimensions (tidy
+probabilities per utterance and dimension), and when present embeddings (semantic
+drift) and assignments (first-order code profiles; code -1 is left out).
+
+A speaker's profile in a wave is the mean dimension probability over the wave's
+coded utterances. For each pair of the speaker's adjacent observed waves, and for
+first -> last, the stage reports the Jensen-Shannon distance between profiles, a
+bootstrap interval (utterances resampled within each wave), a permutation p-value
+(wave labels shuffled within the speaker), the signed change per dimension, the
+same distance over code profiles and the cosine drift of mean embeddings scaled
+by the speaker's own within-wave split-half noise.
+
+Documented behaviour for awkward input:
+- Waves with gaps (1 and 3): pairs are the speaker's adjacent *observed* waves, so
+  1 -> 3 is a consecutive pair with wave_gap 2; nothing is interpolated.
+- Speaker ids that differ only in case or punctuation ("PL-03", "pl03") are one
+  speaker, under the most frequent spelling, with a warning. The segment stage
+  already maps aliases from speakers.csv; two such spellings cannot name different
+  people there (speakers.csv rejects labels that normalise the same).
+- A wave whose units are all uncoded (or lack probabilities) is still listed:
+  n_utterances 0, null shares, and its pairs have status too_few_utterances.
+- Utterances without a wave are left out, with a warning; a speaker with no known
+  wave is listed with status no_wave, a speaker with one wave with single_wave.
+- Interviewer units are never profiled.
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from pipeline import schema
+from pipeline.errors import ConfigError, InputError
+from pipeline.io.readers import label_key
+from pipeline.shift_stats import (
+    bootstrap_counts, cosine_distance, js_distance, label_masks, percentile_interval, permutation_p,
+    resampled_means, rng_for, split_means,
+)
+
+Progress = Callable[[str, int, int], None]
+DIMENSIONS_FILE = "utterance_dimensions.parquet"
+
+
+@dataclass
+class ShiftResult:
+    speaker_waves: pa.Table
+    speaker_codes: pa.Table
+    shifts: pa.Table
+    shift_dimensions: pa.Table
+    group_shifts: pa.Table
+    group_trajectory: pa.Table
+    warnings: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- inputs
+
+def canonical_speaker_ids(ids: pd.Series) -> tuple[pd.Series, list[str]]:
+    """Merge ids that normalise the same (case, spaces, punctuation ignored) under the
+    most frequent spelling (ties: the alphabetically first)."""
+    counts = ids.value_counts()
+    keys = {s: label_key(s) for s in counts.index}
+    by_key: dict[str, list[str]] = {}
+    for spelling in sorted(counts.index, key=lambda s: (-counts[s], s)):
+        by_key.setdefault(keys[spelling], []).append(spelling)
+    mapping, warnings = {}, []
+    for spellings in by_key.values():
+        for s in spellings:
+            mapping[s] = spellings[0]
+        if len(spellings) > 1:
+            warnings.append(f"speaker ids {', '.join(repr(s) for s in sorted(spellings))} differ only in case or "
+                            f"punctuation; treated as one speaker {spellings[0]!r} (list them as aliases in "
+                            "speakers.csv to make this explicit)")
+    return ids.map(mapping), warnings
+
+
+def _dimension_matrix(dims: pa.Table, known_ids: set[str]) -> tuple[pd.DataFrame, list[str]]:
+    """Tidy utterance_dimensions -> wide (utterance x dimension) probabilities, validated."""
+    need = {"utterance_id", "dimension", "probability"}
+    missing = need - set(dims.column_names)
+    if missing:
+        raise InputError(f"missing column(s) {', '.join(sorted(missing))}", DIMENSIONS_FILE)
+    cols = ["utterance_id", "dimension", "probability"] + (["mapped"] if "mapped" in dims.column_names else [])
+    df = dims.select(cols).to_pandas()
+    if df["utterance_id"].isna().any() or df["dimension"].isna().any():
+        raise InputError("utterance_id and dimension must not be empty", DIMENSIONS_FILE)
+    dimensions = list(pd.unique(df["dimension"]))  # the map stage writes them in framework order
+    prob = df["probability"].to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(prob) | (prob < -1e-9) | (prob > 1 + 1e-9)
+    if bad.any():
+        row = df[bad].iloc[0]
+        raise InputError(f"probability {row['probability']!r} of utterance {row['utterance_id']!r} is not in [0, 1]",
+                         DIMENSIONS_FILE)
+    if df.duplicated(["utterance_id", "dimension"]).any():
+        row = df[df.duplicated(["utterance_id", "dimension"])].iloc[0]
+        raise InputError(f"utterance {row['utterance_id']!r} has two rows for dimension {row['dimension']!r}",
+                         DIMENSIONS_FILE)
+    unknown = set(df["utterance_id"]) - known_ids
+    if unknown:
+        raise InputError(f"{len(unknown)} utterance id(s) not in utterances.parquet, e.g. {sorted(unknown)[0]!r}: "
+                         "the table comes from another run", DIMENSIONS_FILE)
+    wide = df.pivot(index="utterance_id", columns="dimension", values="probability").reindex(columns=dimensions)
+    wide = wide.fillna(0.0)
+    sums = wide.sum(axis=1)
+    off = (sums - 1.0).abs() > 1e-3
+    if off.any():
+        uid = off[off].index[0]
+        raise InputError(f"probabilities of utterance {uid!r} sum to {sums[uid]:.4f}, not 1", DIMENSIONS_FILE)
+    if "mapped" in df:
+        wide["_mapped"] = df.groupby("utterance_id")["mapped"].any().reindex(wide.index).fillna(True)
+    else:
+        wide["_mapped"] = True
+    return wide, dimensions
+
+
+@dataclass
+class _Prepared:
+    speakers: pd.DataFrame        # speaker_id, speaker_role, sorted
+    spoken: pd.DataFrame          # (speaker_id, wave) -> n_spoken
+    rows: pd.DataFrame            # analysed utterances, sorted by speaker, wave: speaker_id, wave, utterance_id
+    P: np.ndarray                 # (n, K) dimension probabilities
+    C: np.ndarray | None          # (n, M) one-hot codes (unassigned: zero row)
+    code_ids: list[int]
+    X: np.ndarray | None          # (n, d) float32 embeddings
+    cluster: np.ndarray           # (n,) resampling unit: rows of one answer (turn) share an id
+    dimensions: list[str]
+    blocks: dict[tuple[str, int], tuple[int, int]]  # (speaker, wave) -> [start, stop) into rows
+    warnings: list[str]
+
+
+def _prepare(utterances: pa.Table, utterance_dimensions: pa.Table, cfg: dict,
+             embeddings: pa.Table | None, assignments: pa.Table | None) -> _Prepared:
+    cols = ["utterance_id", "interview_id", "turn_index", "speaker_id", "speaker_role", "wave", "is_interviewer",
+            "coded"]
+    utt = utterances.select(cols).to_pandas()
+    utt["order"] = np.arange(len(utt))
+    wide, dimensions = _dimension_matrix(utterance_dimensions, set(utt["utterance_id"]))
+    spk = utt[~utt["is_interviewer"].astype(bool)].copy()
+    spk["speaker_id"], warnings = canonical_speaker_ids(spk["speaker_id"])
+
+    roles = (spk.dropna(subset=["speaker_role"]).groupby("speaker_id")["speaker_role"]
+             .agg(lambda r: sorted(Counter(r).items(), key=lambda kv: (-kv[1], kv[0]))))
+    for sid, ranked in roles.items():
+        if len(ranked) > 1:
+            warnings.append(f"speaker {sid!r} has several roles ({', '.join(r for r, _ in ranked)}); "
+                            f"using {ranked[0][0]!r}")
+    speakers = pd.DataFrame({"speaker_id": sorted(spk["speaker_id"].unique())})
+    speakers["speaker_role"] = speakers["speaker_id"].map(roles.map(lambda r: r[0][0]))
+
+    no_wave = spk["wave"].isna()
+    if no_wave.any():
+        ids = sorted(spk.loc[no_wave, "speaker_id"].unique())
+        warnings.append(f"{int(no_wave.sum())} units of speaker(s) {', '.join(ids[:5])}"
+                        f"{' ...' if len(ids) > 5 else ''} have no wave and are left out of the shift profiles")
+    spk = spk[~no_wave].copy()
+    spk["wave"] = spk["wave"].astype(np.int64)
+    spoken = spk.groupby(["speaker_id", "wave"]).size().rename("n_spoken").reset_index()
+
+    coded = spk[spk["coded"].astype(bool)]
+    has_dims = coded["utterance_id"].isin(wide.index)
+    if (~has_dims).any():
+        warnings.append(f"{int((~has_dims).sum())} coded utterances have no dimension probabilities "
+                        f"in {DIMENSIONS_FILE} and are left out")
+    rows = coded[has_dims]
+    if not cfg["shift"]["include_unmapped"]:
+        rows = rows[wide.loc[rows["utterance_id"], "_mapped"].to_numpy(dtype=bool)]
+    rows = rows.sort_values(["speaker_id", "wave", "order"], kind="stable").reset_index(drop=True)
+    P = wide.loc[rows["utterance_id"], dimensions].to_numpy(dtype=np.float64)
+
+    C, code_ids = None, []
+    if assignments is not None:
+        asg = assignments.select(["utterance_id", "code_id"]).to_pandas().drop_duplicates("utterance_id")
+        code = rows["utterance_id"].map(asg.set_index("utterance_id")["code_id"]).fillna(-1).astype(np.int64)
+        code_ids = sorted(int(c) for c in code.unique() if c >= 0)
+        C = np.zeros((len(rows), len(code_ids)))
+        assigned = code.to_numpy() >= 0
+        C[np.flatnonzero(assigned), np.searchsorted(code_ids, code.to_numpy()[assigned])] = 1.0
+
+    X = None
+    if embeddings is not None:
+        from pipeline.embed import vectors
+
+        index = pd.Series(np.arange(embeddings.num_rows), index=embeddings.column("utterance_id").to_pylist())
+        pos = rows["utterance_id"].map(index)
+        if pos.isna().any():
+            warnings.append(f"{int(pos.isna().sum())} analysed utterances have no embedding; "
+                            "semantic drift is not computed (re-run `themeshift embed`)")
+        else:
+            X = vectors(embeddings)[pos.to_numpy(dtype=np.int64)].astype(np.float32)
+
+    if cfg["shift"]["resample_unit"] == "turn":
+        turn = rows["interview_id"].astype(str) + "\x1f" + rows["turn_index"].astype(str)
+        cluster = pd.factorize(turn)[0]
+    else:
+        cluster = np.arange(len(rows))
+    keys = list(zip(rows["speaker_id"], rows["wave"]))
+    blocks: dict[tuple[str, int], tuple[int, int]] = {}
+    for i, key in enumerate(keys):  # rows are sorted, so each (speaker, wave) is one contiguous block
+        start, _ = blocks.get(key, (i, i))
+        blocks[key] = (start, i + 1)
+    return _Prepared(speakers, spoken, rows, P, C, code_ids, X, np.asarray(cluster), dimensions, blocks, warnings)
+
+
+# ---------------------------------------------------------------- per speaker
+
+def _pairs(waves: list[int]) -> list[tuple[int, int, bool, bool]]:
+    """(wave_from, wave_to, is_consecutive, is_first_last) for sorted observed waves."""
+    out = [(a, b, True, len(waves) == 2) for a, b in zip(waves, waves[1:])]
+    if len(waves) > 2:
+        out.append((waves[0], waves[-1], False, True))
+    return out
+
+
+def _clusters(prep: _Prepared, block: slice) -> tuple[np.ndarray, np.ndarray]:
+    """Start rows (relative to the block) and sizes of the block's resampling units; a turn's
+    rows are contiguous because rows keep transcript order within a speaker and wave."""
+    ids = prep.cluster[block]
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+    return starts, np.diff(np.r_[starts, len(ids)]).astype(np.float64)
+
+
+def _sums(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    return np.add.reduceat(values, starts, axis=0)
+
+
+def _split_half_noise(sums: np.ndarray, sizes: np.ndarray, rng: np.random.Generator, reps: int) -> float:
+    """Per-utterance noise of the wave's mean embedding: split-half cosine distance divided by
+    (1/n_half1 + 1/n_half2), averaged over random halves of the wave's units, so that it scales
+    to any pair of wave sizes (noise of a mean ~ 1/n)."""
+    m = len(sums)
+    if m < 2 or reps < 1:
+        return float("nan")
+    masks = label_masks(rng, m // 2, m, reps)
+    a, b = split_means(masks, sums, sizes.astype(sums.dtype))
+    n_in = masks @ sizes
+    return float(np.mean(cosine_distance(a, b) / (1.0 / n_in + 1.0 / (sizes.sum() - n_in))))
+
+
+def _pair_stats(prep: _Prepared, sa: slice, sb: slice, seed: int, key: tuple, sc: dict,
+                noise: dict, timing: Counter) -> dict:
+    B, R, level = sc["bootstrap"], sc["permutations"], sc["ci_level"]
+    Pa, Pb = prep.P[sa], prep.P[sb]
+    na, nb = len(Pa), len(Pb)
+    share_a, share_b = Pa.mean(axis=0), Pb.mean(axis=0)
+    change = share_b - share_a
+    out = {"share_from": share_a, "share_to": share_b, "change": change,
+           "jsd": float(js_distance(share_a, share_b))}
+    (st_a, n_a), (st_b, n_b) = _clusters(prep, sa), _clusters(prep, sb)
+    ma, mb = len(n_a), len(n_b)
+    n_ab = np.concatenate([n_a, n_b])
+    SPa, SPb = _sums(Pa, st_a), _sums(Pb, st_b)
+    if prep.C is not None:
+        Ca, Cb = prep.C[sa], prep.C[sb]
+        SCa, SCb = _sums(Ca, st_a), _sums(Cb, st_b)
+        out["jsd_codes"] = float(js_distance(Ca.sum(axis=0), Cb.sum(axis=0)))
+    if prep.X is not None:
+        Xa, Xb = prep.X[sa], prep.X[sb]
+        SXa, SXb = _sums(Xa, st_a), _sums(Xb, st_b)
+        out["semantic_drift"] = float(cosine_distance(Xa.mean(axis=0), Xb.mean(axis=0)))
+
+    # Bootstrap: resample units (answers or utterances) within each wave with replacement.
+    t0 = time.perf_counter()
+    rng = rng_for(seed, "bootstrap", *key)
+    ka, kb = bootstrap_counts(rng, ma, B), bootstrap_counts(rng, mb, B)
+    boot_a, boot_b = resampled_means(ka, SPa, n_a), resampled_means(kb, SPb, n_b)
+    out["jsd_ci"] = percentile_interval(js_distance(boot_a, boot_b), level)
+    out["change_ci"] = percentile_interval((boot_b - boot_a).T, level)
+    if prep.C is not None:  # code profiles are shares of assigned utterances: js_distance normalises
+        out["jsd_codes_ci"] = percentile_interval(js_distance(ka @ SCa, kb @ SCb), level)
+    if prep.X is not None:
+        out["semantic_drift_ci"] = percentile_interval(
+            cosine_distance(resampled_means(ka, SXa, n_a), resampled_means(kb, SXb, n_b)), level)
+    timing["bootstrap"] += time.perf_counter() - t0
+
+    # Permutation: shuffle wave labels over the speaker's pooled units, keeping each wave's unit count.
+    t0 = time.perf_counter()
+    masks = label_masks(rng_for(seed, "permutation", *key), ma, ma + mb, R)
+    null = js_distance(*split_means(masks, np.concatenate([SPa, SPb]), n_ab))
+    out["p_value"] = permutation_p(out["jsd"], null)
+    out["jsd_noise"] = float(np.mean(null)) if R else float("nan")
+    if prep.C is not None:
+        out["p_codes"] = permutation_p(out["jsd_codes"], js_distance(*split_means(masks, np.concatenate([SCa, SCb]), n_ab)))
+    if prep.X is not None:
+        null_x = cosine_distance(*split_means(masks, np.concatenate([SXa, SXb]), n_ab))
+        out["p_semantic"] = permutation_p(out["semantic_drift"], null_x)
+    timing["permutation"] += time.perf_counter() - t0
+
+    if prep.X is not None:
+        t0 = time.perf_counter()
+        nu = [noise.setdefault((key[0], w), _split_half_noise(S, n, rng_for(seed, "split", key[0], w), sc["split_halves"]))
+              for w, S, n in ((key[1], SXa, n_a), (key[2], SXb, n_b))]
+        out["semantic_noise"] = nu[0] / na + nu[1] / nb
+        out["semantic_ratio"] = out["semantic_drift"] / out["semantic_noise"] if out["semantic_noise"] > 0 else np.nan
+        timing["split_halves"] += time.perf_counter() - t0
+    return out
+
+
+# ---------------------------------------------------------------- tables
+
+def _col(values, type_: pa.DataType) -> pa.Array:
+    """NaN and None become null, so R and pandas see missing values, not NaN."""
+    if pa.types.is_floating(type_):
+        return pa.array(np.asarray([np.nan if v is None else v for v in values], dtype=np.float64),
+                        type=type_, from_pandas=True)
+    return pa.array(list(values), type=type_)
+
+
+def _table(columns: dict[str, list], sch: pa.Schema) -> pa.Table:
+    return pa.Table.from_arrays([_col(columns[f.name], f.type) for f in sch], schema=sch)
+
+
+def _speaker_waves(prep: _Prepared, min_n: int) -> pa.Table:
+    role = dict(zip(prep.speakers["speaker_id"], prep.speakers["speaker_role"]))
+    cols: dict[str, list] = {f.name: [] for f in schema.SPEAKER_WAVES}
+    K = len(prep.dimensions)
+    for sid, wave, n_spoken in prep.spoken.sort_values(["speaker_id", "wave"]).itertuples(index=False):
+        start, stop = prep.blocks.get((sid, wave), (0, 0))
+        P = prep.P[start:stop]
+        n = len(P)
+        share = P.mean(axis=0) if n else np.full(K, np.nan)
+        argmax = np.bincount(P.argmax(axis=1), minlength=K) / n if n else np.full(K, np.nan)
+        for k, dim in enumerate(prep.dimensions):
+            for name, value in (("speaker_id", sid), ("speaker_role", role.get(sid)), ("wave", wave),
+                                ("dimension", dim), ("n_spoken", n_spoken), ("n_utterances", n),
+                                ("share", share[k]), ("argmax_share", argmax[k]), ("too_few", n < min_n)):
+                cols[name].append(value)
+    return _table(cols, schema.SPEAKER_WAVES)
+
+
+def _speaker_codes(prep: _Prepared) -> pa.Table:
+    if prep.C is None:
+        return schema.SPEAKER_CODES.empty_table()
+    role = dict(zip(prep.speakers["speaker_id"], prep.speakers["speaker_role"]))
+    cols: dict[str, list] = {f.name: [] for f in schema.SPEAKER_CODES}
+    for (sid, wave), (start, stop) in sorted(prep.blocks.items()):
+        counts = prep.C[start:stop].sum(axis=0)
+        n_assigned = int(counts.sum())
+        for j in np.flatnonzero(counts):
+            for name, value in (("speaker_id", sid), ("speaker_role", role.get(sid)), ("wave", wave),
+                                ("code_id", prep.code_ids[j]), ("n_utterances", int(counts[j])),
+                                ("share", counts[j] / n_assigned), ("n_assigned", n_assigned),
+                                ("n_unassigned", stop - start - n_assigned)):
+                cols[name].append(value)
+    return _table(cols, schema.SPEAKER_CODES)
+
+
+def _bootstrap_mean(values: np.ndarray, rng: np.random.Generator, reps: int, level: float):
+    """Mean over speakers with a percentile interval from resampling speakers (vectorised)."""
+    values = values[np.isfinite(values)]
+    if len(values) == 0:
+        return 0, None, None, None
+    if len(values) < 2 or reps < 1:
+        return len(values), float(values.mean()), None, None
+    means = values[rng.integers(0, len(values), size=(reps, len(values)))].mean(axis=1)
+    lo, hi = percentile_interval(means, level)
+    return len(values), float(values.mean()), float(lo), float(hi)
+
+
+def _groups(frame: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    out = [("all", frame)]
+    for role in sorted(frame["speaker_role"].dropna().unique()):
+        out.append((role, frame[frame["speaker_role"] == role]))
+    return out
+
+
+def _group_shifts(shifts: pd.DataFrame, dims: pd.DataFrame, cfg: dict) -> pa.Table:
+    sc, seed = cfg["shift"], cfg["run"]["seed"]
+    cols: dict[str, list] = {f.name: [] for f in schema.GROUP_SHIFTS}
+    ok = shifts[shifts["status"] == "ok"]
+    ok_dims = dims.merge(ok[["speaker_id", "wave_from", "wave_to"]], on=["speaker_id", "wave_from", "wave_to"])
+    p_of = {"jsd": "p_value", "jsd_codes": "p_codes", "semantic_drift": "p_semantic"}
+    for group, frame in _groups(ok):
+        for (wf, wt), pair in frame.groupby(["wave_from", "wave_to"], sort=True):
+            series = [(m, None, pair[m].to_numpy(dtype=np.float64), pair.get(p_of.get(m)))
+                      for m in ("jsd", "jsd_codes", "semantic_drift", "semantic_ratio")]
+            pd_ = ok_dims[(ok_dims["wave_from"] == wf) & (ok_dims["wave_to"] == wt)
+                          & ok_dims["speaker_id"].isin(pair["speaker_id"])]
+            for dim, d in pd_.groupby("dimension", sort=False):
+                series.append(("change", dim, d["change"].to_numpy(dtype=np.float64), None))
+            for measure, dim, values, pvals in series:
+                rng = rng_for(seed, "group", group, wf, wt, measure, dim)
+                n, mean, lo, hi = _bootstrap_mean(values, rng, sc["bootstrap"], sc["ci_level"])
+                n_sig = int((pvals.to_numpy(dtype=np.float64) < sc["alpha"]).sum()) if pvals is not None else None
+                for name, value in (("group", group), ("wave_from", wf), ("wave_to", wt), ("measure", measure),
+                                    ("dimension", dim), ("n_speakers", n), ("mean", mean), ("ci_low", lo),
+                                    ("ci_high", hi), ("n_significant", n_sig if n else None)):
+                    cols[name].append(value)
+    return _table(cols, schema.GROUP_SHIFTS)
+
+
+def _group_trajectory(waves: pd.DataFrame, cfg: dict) -> pa.Table:
+    sc, seed = cfg["shift"], cfg["run"]["seed"]
+    cols: dict[str, list] = {f.name: [] for f in schema.GROUP_TRAJECTORY}
+    enough = waves[~waves["too_few"]]
+    for group, frame in _groups(enough):
+        for (wave, dim), d in frame.groupby(["wave", "dimension"], sort=False):
+            rng = rng_for(seed, "trajectory", group, wave, dim)
+            n, mean, lo, hi = _bootstrap_mean(d["share"].to_numpy(dtype=np.float64), rng, sc["bootstrap"],
+                                              sc["ci_level"])
+            n_utt = int(d["n_utterances"].sum())
+            pooled = float((d["share"] * d["n_utterances"]).sum() / n_utt) if n_utt else None
+            for name, value in (("group", group), ("wave", wave), ("dimension", dim), ("n_speakers", n),
+                                ("n_utterances", n_utt), ("mean_share", mean), ("ci_low", lo), ("ci_high", hi),
+                                ("pooled_share", pooled)):
+                cols[name].append(value)
+    table = _table(cols, schema.GROUP_TRAJECTORY)
+    return table.sort_by([("group", "ascending"), ("wave", "ascending")]) if table.num_rows else table
+
+
+def _check_config(sc: dict) -> None:
+    if sc["resample_unit"] not in ("turn", "utterance"):
+        raise ConfigError(f"shift.resample_unit must be turn or utterance, got {sc['resample_unit']!r}")
+    if not 0 < sc["ci_level"] < 1 or not 0 < sc["alpha"] < 1:
+        raise ConfigError("shift.ci_level and shift.alpha must lie between 0 and 1")
+    for key in ("bootstrap", "permutations", "split_halves", "min_utterances_per_wave"):
+        if sc[key] < 0:
+            raise ConfigError(f"shift.{key} must not be negative")
+
+
+def compute_shifts(utterances: pa.Table, utterance_dimensions: pa.Table, cfg: dict,
+                   embeddings: pa.Table | None = None, assignments: pa.Table | None = None,
+                   progress: Progress | None = None) -> ShiftResult:
+    """All shift tables from the run's tables (a pure function of its inputs, config and seed)."""
+    sc, seed = cfg["shift"], cfg["run"]["seed"]
+    _check_config(sc)
+    min_n = sc["min_utterances_per_wave"]
+    prep = _prepare(utterances, utterance_dimensions, cfg, embeddings, assignments)
+    waves_of = prep.spoken.groupby("speaker_id")["wave"].apply(lambda w: sorted(int(x) for x in w)).to_dict()
+    size = {k: stop - start for k, (start, stop) in prep.blocks.items()}
+    timing: Counter = Counter()
+    noise: dict = {}
+    rows: list[dict] = []
+    dim_rows: list[dict] = []
+    todo = [(sid, role, p) for sid, role in prep.speakers.itertuples(index=False)
+            for p in (_pairs(waves_of.get(sid, [])) or [None])]
+    for done, (sid, role, pair) in enumerate(todo, 1):
+        row = {"speaker_id": sid, "speaker_role": role, "is_consecutive": False, "is_first_last": False}
+        waves = waves_of.get(sid, [])
+        if pair is None:
+            row.update(wave_from=waves[0] if waves else None, n_from=size.get((sid, waves[0]), 0) if waves else None,
+                       status="single_wave" if waves else "no_wave",
+                       reason=f"only wave {waves[0]} recorded" if waves else "no unit of this speaker has a wave")
+            rows.append(row)
+            continue
+        wf, wt, row["is_consecutive"], row["is_first_last"] = pair
+        na, nb = size.get((sid, wf), 0), size.get((sid, wt), 0)
+        row.update(wave_from=wf, wave_to=wt, wave_gap=wt - wf, n_from=na, n_to=nb, status="ok")
+        short = [f"wave {w} has {n} coded utterance{'s' if n != 1 else ''}" for w, n in ((wf, na), (wt, nb)) if n < min_n]
+        if short:
+            row.update(status="too_few_utterances", reason="; ".join(short) + f" (minimum {min_n})")
+        if na and nb:
+            sa, sb = slice(*prep.blocks[(sid, wf)]), slice(*prep.blocks[(sid, wt)])
+            st = _pair_stats(prep, sa, sb, seed, (sid, wf, wt), sc, noise, timing)
+            up, down = int(np.argmax(st["change"])), int(np.argmin(st["change"]))
+            row.update(
+                jsd=st["jsd"], jsd_ci_low=st["jsd_ci"][0], jsd_ci_high=st["jsd_ci"][1], jsd_noise=st["jsd_noise"],
+                p_value=st["p_value"], significant=bool(st["p_value"] < sc["alpha"] and row["status"] == "ok"),
+                from_dimension=prep.dimensions[down], to_dimension=prep.dimensions[up],
+                direction=f"{prep.dimensions[down]} -> {prep.dimensions[up]}", max_change=float(st["change"][up]),
+            )
+            if "jsd_codes" in st:
+                row.update(jsd_codes=st["jsd_codes"], jsd_codes_ci_low=st["jsd_codes_ci"][0],
+                           jsd_codes_ci_high=st["jsd_codes_ci"][1], p_codes=st["p_codes"])
+            if "semantic_drift" in st:
+                row.update(semantic_drift=st["semantic_drift"], semantic_drift_ci_low=st["semantic_drift_ci"][0],
+                           semantic_drift_ci_high=st["semantic_drift_ci"][1], semantic_noise=st["semantic_noise"],
+                           semantic_ratio=st["semantic_ratio"], p_semantic=st["p_semantic"])
+            for k, dim in enumerate(prep.dimensions):
+                dim_rows.append({"speaker_id": sid, "speaker_role": role, "wave_from": wf, "wave_to": wt,
+                                 "dimension": dim, "share_from": st["share_from"][k], "share_to": st["share_to"][k],
+                                 "change": st["change"][k], "change_ci_low": st["change_ci"][0][k],
+                                 "change_ci_high": st["change_ci"][1][k]})
+        rows.append(row)
+        if progress:
+            progress("shift speakers", done, len(todo))
+
+    shifts = _table({f.name: [r.get(f.name) for r in rows] for f in schema.SHIFTS}, schema.SHIFTS)
+    shift_dims = _table({f.name: [r.get(f.name) for r in dim_rows] for f in schema.SHIFT_DIMENSIONS},
+                        schema.SHIFT_DIMENSIONS)
+    t0 = time.perf_counter()
+    speaker_waves = _speaker_waves(prep, min_n)
+    group_shifts = _group_shifts(shifts.to_pandas(), shift_dims.to_pandas(), cfg)
+    group_trajectory = _group_trajectory(speaker_waves.to_pandas(), cfg)
+    timing["groups"] += time.perf_counter() - t0
+    return ShiftResult(speaker_waves, _speaker_codes(prep), shifts, shift_dims, group_shifts, group_trajectory,
+                       prep.warnings, {k: round(v, 3) for k, v in timing.items()})
