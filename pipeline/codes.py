@@ -22,6 +22,9 @@ import pyarrow.compute as pc
 from pipeline import schema
 from pipeline.embed import Encoder, vectors
 from pipeline.keywords import keyword_texts
+from pipeline.numba_cache import enable as enable_numba_cache
+
+enable_numba_cache()  # before bertopic/umap/hdbscan are imported anywhere below
 
 
 def cluster_sizes(n: int, cfg: dict) -> tuple[int, int]:
@@ -38,7 +41,7 @@ def _encoder_backend(encoder: Encoder):
         """Lets BERTopic's representation step embed keywords with our offline encoder."""
 
         def embed(self, documents, verbose=False):
-            return encoder.encode(list(documents))
+            return encoder.encode_cached(list(documents))[0]  # keywords recur across runs: cache them
 
     return EncoderBackend()
 
@@ -52,10 +55,47 @@ class CodesResult:
     min_cluster_size: int
 
 
-def build_topic_model(n: int, encoder: Encoder, cfg: dict):
+def representation_model(cfg: dict):
+    from bertopic.representation import KeyBERTInspired, MaximalMarginalRelevance
+
+    c = cfg["codes"]
+    return {
+        "keybert": lambda: KeyBERTInspired(top_n_words=c["top_keywords"], random_state=cfg["run"]["seed"]),
+        "mmr": lambda: MaximalMarginalRelevance(diversity=0.3, top_n_words=c["top_keywords"]),
+        "ctfidf": lambda: None,
+    }[c["representation"]]()
+
+
+EXACT_KNN_MAX = 20_000
+
+
+def exact_knn(X: np.ndarray, k: int, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    """Exact cosine k nearest neighbours (self first) of unit vectors, by blocked matrix products.
+
+    UMAP's own exact path for small corpora calls a Python distance function for every
+    pair (about 30 s at 3,000 utterances); BLAS does the same in well under a second.
+    """
+    n = len(X)
+    k = min(k, n)
+    idx = np.empty((n, k), dtype=np.int64)
+    dist = np.empty((n, k), dtype=np.float32)
+    for start in range(0, n, chunk):
+        sims = X[start:start + chunk] @ X.T
+        rows = np.arange(len(sims))
+        sims[rows, start + rows] = np.inf  # a point is its own nearest neighbour, even among duplicates
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        order = np.lexsort((top, -np.take_along_axis(sims, top, axis=1)), axis=1)
+        top = np.take_along_axis(top, order, axis=1)
+        idx[start:start + chunk] = top
+        d = 1.0 - np.take_along_axis(sims, top, axis=1)
+        d[:, 0] = 0.0
+        dist[start:start + chunk] = np.maximum(d, 0.0)
+    return idx, dist
+
+
+def build_topic_model(n: int, encoder: Encoder, cfg: dict, X: np.ndarray | None = None):
     from bertopic import BERTopic
     from bertopic.dimensionality import BaseDimensionalityReduction
-    from bertopic.representation import KeyBERTInspired, MaximalMarginalRelevance
     from bertopic.vectorizers import ClassTfidfTransformer
     from sklearn.cluster import AgglomerativeClustering
     from sklearn.feature_extraction.text import CountVectorizer
@@ -71,16 +111,17 @@ def build_topic_model(n: int, encoder: Encoder, cfg: dict):
         from hdbscan import HDBSCAN
         from umap import UMAP
 
-        reducer = UMAP(n_neighbors=min(c["umap_neighbors"], n - 1), n_components=c["umap_components"],
-                       min_dist=0.0, metric="cosine", init=c["umap_init"], random_state=seed)
+        neighbours = min(c["umap_neighbors"], n - 1)
+        knn = None
+        if X is not None and n <= EXACT_KNN_MAX:
+            knn_idx, knn_dist = exact_knn(X, neighbours)
+            knn = (knn_idx, knn_dist, None)
+        reducer = UMAP(n_neighbors=neighbours, n_components=c["umap_components"], min_dist=0.0, metric="cosine",
+                       init=c["umap_init"], random_state=seed, precomputed_knn=knn or (None, None, None))
         clusterer = HDBSCAN(min_cluster_size=size, min_samples=samples, metric="euclidean",
                             cluster_selection_method="eom", prediction_data=True)
         method = "umap+hdbscan"
-    representation = {
-        "keybert": KeyBERTInspired(top_n_words=c["top_keywords"], random_state=seed),
-        "mmr": MaximalMarginalRelevance(diversity=0.3, top_n_words=c["top_keywords"]),
-        "ctfidf": None,
-    }[c["representation"]]
+    representation = representation_model(cfg)
     vectorizer = CountVectorizer(ngram_range=(1, c["ngram_max"]), min_df=min(c["min_df"], max(1, n // 10)))
     model = BERTopic(
         embedding_model=_encoder_backend(encoder),
@@ -88,7 +129,7 @@ def build_topic_model(n: int, encoder: Encoder, cfg: dict):
         hdbscan_model=clusterer,
         vectorizer_model=vectorizer,
         ctfidf_model=ClassTfidfTransformer(reduce_frequent_words=True),
-        representation_model=representation,
+        representation_model=None,  # applied once, after outliers are reassigned (see fit_codes)
         top_n_words=c["top_keywords"],
         calculate_probabilities=False,
         verbose=False,
@@ -117,11 +158,12 @@ def fit_codes(utterances: pa.Table, embeddings: pa.Table, encoder: Encoder, cfg:
     if n < c["min_utterances_umap"]:
         warnings.warn(f"only {n} coded utterances (< codes.min_utterances_umap = {c['min_utterances_umap']}): "
                       "UMAP + HDBSCAN need more; clustering with the agglomerative fallback")
-    docs = keyword_texts(texts, c["fillers"], c["lemmatizer"])
+    encoder.with_cache(cfg)  # keyword and exemplar embeddings recur across runs
+    docs = keyword_texts(texts, c["fillers"], c["lemmatizer"], cfg["embed"]["cache_dir"])
     docs = [d if d else "_" for d in docs]  # an utterance of stop words only still needs a token
     random.seed(seed)
     np.random.seed(seed)
-    model, method, size = build_topic_model(n, encoder, cfg)
+    model, method, size = build_topic_model(n, encoder, cfg, X)
     _quiet_bertopic()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="n_jobs value")  # a seeded UMAP runs on one thread
@@ -129,6 +171,7 @@ def fit_codes(utterances: pa.Table, embeddings: pa.Table, encoder: Encoder, cfg:
     topics = np.asarray(topics)
     probs = np.ones(n) if probs is None else np.asarray(probs, dtype=float)
     reason = np.where(topics == -1, "outlier", None).astype(object)
+    reassigned = 0
     # Outliers close to a code's centroid join it; the similarity becomes their probability.
     if (topics == -1).any() and (topics >= 0).any() and c["outlier_threshold"] < 1.0:
         labels = sorted(set(topics[topics >= 0].tolist()))
@@ -141,11 +184,12 @@ def fit_codes(utterances: pa.Table, embeddings: pa.Table, encoder: Encoder, cfg:
         probs[out[join]] = best_sim[join]
         probs[out[~join]] = 0.0
         reason[out[join]] = None
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model.update_topics(docs, topics=topics.tolist(), top_n_words=c["top_keywords"],
-                                vectorizer_model=model.vectorizer_model,
-                                representation_model=model.representation_model)
+        reassigned = int(join.sum())
+    # Readable keywords, computed once on the final assignments.
+    representation = representation_model(cfg)
+    if representation is not None or reassigned:
+        model.update_topics(docs, topics=topics.tolist(), top_n_words=c["top_keywords"],
+                            vectorizer_model=model.vectorizer_model, representation_model=representation)
     codes = _codes_table(model, topics, ids, X, c["exemplars"])
     _use_centroids_for_transform(model, codes, topics, X)
     assignments = pa.table({"utterance_id": ids, "code_id": topics.astype(np.int32),
@@ -176,9 +220,16 @@ def _codes_table(model, topics: np.ndarray, ids: list[str], X: np.ndarray, n_exe
 
 
 def _quiet_bertopic() -> None:
-    # BERTopic resets its logger to WARNING whenever a model is built or loaded; its
-    # warnings concern choices made here on purpose (custom topics, no saved embedder).
-    logging.getLogger("BERTopic").setLevel(logging.ERROR)
+    # BERTopic resets its logger's level whenever a model is built; a filter outlasts that. Its
+    # warnings concern choices made here on purpose (custom topics, no saved embedding model).
+    logger = logging.getLogger("BERTopic")
+    if not any(isinstance(f, _ErrorsOnly) for f in logger.filters):
+        logger.addFilter(_ErrorsOnly())
+
+
+class _ErrorsOnly(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR
 
 
 def _use_centroids_for_transform(model, codes: pa.Table, topics: np.ndarray, X: np.ndarray) -> None:

@@ -35,20 +35,33 @@ def _device(requested: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-@dataclass
 class Encoder:
-    """A loaded embedding model with one method: encode(texts) -> (n, dim) float32, unit length."""
+    """An embedding model: encode(texts) -> (n, dim) float32, unit length.
 
-    spec: ModelSpec
-    model: object
-    dim: int
+    The model itself loads on first use, so a run whose texts are all cached never
+    pays for loading it. With a cache attached, encode_cached() embeds each distinct
+    text at most once across runs.
+    """
+
+    def __init__(self, spec: ModelSpec, device: str = "auto", cache: EmbeddingCache | None = None):
+        self.spec, self.device = spec, device
+        self.model_id = spec.model_id
+        self.dim = spec.dim
+        self._model = None
+        self.cache = cache
 
     @property
-    def model_id(self) -> str:
-        return self._model_id
+    def model(self):
+        if self._model is None:
+            self._model = _load_model(self.spec, self.device)
+        return self._model
 
-    def __post_init__(self):
-        self._model_id = self.spec.model_id
+    def with_cache(self, cfg: dict) -> "Encoder":
+        """Attach the persistent cache configured in cfg["embed"] (or none when use_cache is off)."""
+        self.cache = None
+        if cfg["embed"]["use_cache"]:
+            self.cache = EmbeddingCache(cache_root(cfg["embed"]["cache_dir"]) / "embeddings", self.model_id, self.dim)
+        return self
 
     def encode(self, texts: list[str], batch_size: int = 128, progress: Progress | None = None) -> np.ndarray:
         if not texts:
@@ -72,25 +85,42 @@ class Encoder:
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return vectors / np.maximum(norms, 1e-12)
 
+    def encode_cached(self, texts: list[str], batch_size: int = 128,
+                      progress: Progress | None = None) -> tuple[np.ndarray, "EmbedStats"]:
+        """Like encode, but each distinct text is looked up in the cache before it is embedded."""
+        import time
 
-def load_encoder(name_or_path: str, device: str = "auto") -> Encoder:
-    spec = resolve(name_or_path)
+        hashes = [text_hash(t) for t in texts]
+        unique: dict[str, str] = dict(zip(hashes, texts))
+        known = self.cache.get(list(unique)) if self.cache else {}
+        missing = [h for h in unique if h not in known]
+        started = time.perf_counter()
+        fresh = self.encode([unique[h] for h in missing], batch_size, progress)
+        seconds = time.perf_counter() - started
+        if self.cache and missing:
+            self.cache.put(missing, fresh)
+        lookup = {**known, **dict(zip(missing, fresh))}
+        matrix = np.stack([lookup[h] for h in hashes]) if hashes else np.zeros((0, self.dim), np.float32)
+        stats = EmbedStats(len(texts), len(unique), len(unique) - len(missing), len(missing), round(seconds, 3))
+        return matrix, stats
+
+
+def _load_model(spec: ModelSpec, device: str):
     if spec.backend == "model2vec":
         from model2vec import StaticModel
 
-        model = StaticModel.from_pretrained(str(spec.path), force_download=False)
-        dim = int(model.dim)
-    else:
-        import torch
-        from sentence_transformers import SentenceTransformer
+        return StaticModel.from_pretrained(str(spec.path), force_download=False)
+    import torch
+    from sentence_transformers import SentenceTransformer
 
-        torch.set_num_threads(max(1, os.cpu_count() or 1))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model = SentenceTransformer(str(spec.path), device=_device(device), local_files_only=True)
-        get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
-        dim = int(get_dim())
-    return Encoder(spec, model, dim)
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return SentenceTransformer(str(spec.path), device=_device(device), local_files_only=True)
+
+
+def load_encoder(name_or_path: str, device: str = "auto") -> Encoder:
+    return Encoder(resolve(name_or_path), device)
 
 
 @dataclass
@@ -105,28 +135,14 @@ class EmbedStats:
 def embed_utterances(utterances: pa.Table, encoder: Encoder, cfg: dict,
                      progress: Progress | None = None) -> tuple[pa.Table, EmbedStats]:
     """Vectors for the coded utterances, in utterance order."""
-    import time
-
     coded = utterances.filter(pc.field("coded"))
-    texts = coded.column("text").to_pylist()
-    hashes = [text_hash(t) for t in texts]
-    unique: dict[str, str] = dict(zip(hashes, texts))
-    use_cache = cfg["embed"]["use_cache"]
-    cache = EmbeddingCache(cache_root(cfg["embed"]["cache_dir"]) / "embeddings", encoder.model_id, encoder.dim)
-    known = cache.get(list(unique)) if use_cache else {}
-    missing = [h for h in unique if h not in known]
-    started = time.perf_counter()
-    fresh = encoder.encode([unique[h] for h in missing], cfg["embed"]["batch_size"], progress)
-    seconds = time.perf_counter() - started
-    if use_cache and missing:
-        cache.put(missing, fresh)
-    lookup = {**known, **dict(zip(missing, fresh))}
-    matrix = np.stack([lookup[h] for h in hashes]) if hashes else np.zeros((0, encoder.dim), np.float32)
+    encoder.with_cache(cfg)
+    matrix, stats = encoder.encode_cached(coded.column("text").to_pylist(), cfg["embed"]["batch_size"], progress)
     table = pa.table({
         "utterance_id": coded.column("utterance_id"),
         "vector": pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1), pa.float32()), encoder.dim),
     }, schema=schema.embeddings_schema(encoder.dim))
-    return table, EmbedStats(len(texts), len(unique), len(unique) - len(missing), len(missing), round(seconds, 3))
+    return table, stats
 
 
 def vectors(table: pa.Table) -> np.ndarray:

@@ -5,38 +5,58 @@ vocabulary, not over every sentence), which keeps this fast at 100k utterances.
 """
 from __future__ import annotations
 
+import json
 import re
 import warnings
+
+from pipeline.io.rundir import write_json
+from pipeline.models import cache_root
 
 _TOKEN = re.compile(r"[a-z][a-z'\u2019-]*[a-z]|[a-z]")
 _KEEP = {"datum": "data", "media": "media"}  # lemmatizer outputs researchers would not recognise
 
 
-def lemma_map(words: set[str], pipeline_name: str) -> dict[str, str]:
+def lemma_map(words: set[str], pipeline_name: str, cache_dir: str = "") -> dict[str, str]:
+    """word -> lemma; words lemmatised before are read from a small per-pipeline cache file."""
     if not pipeline_name or not words:
         return {w: w for w in words}
+    from importlib import metadata
+
     import spacy
 
     try:
-        nlp = spacy.load(pipeline_name, exclude=["parser", "ner"])
-    except OSError:
-        warnings.warn(f"spaCy pipeline {pipeline_name!r} is not installed; keywords are not lemmatised")
-        return {w: w for w in words}
-    ordered = sorted(words)
-    lemmas = {}
-    for word, doc in zip(ordered, nlp.pipe(ordered, batch_size=2048)):
-        lemma = doc[0].lemma_.lower() if len(doc) == 1 else word
-        lemmas[word] = _KEEP.get(lemma, lemma)
-    return lemmas
+        version = metadata.version(pipeline_name.replace("_", "-"))
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    path = cache_root(cache_dir) / "lemmas" / f"{pipeline_name}-{version}.json"
+    known: dict[str, str] = {}
+    if path.is_file():
+        try:
+            known = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            known = {}  # unreadable: rebuilt below
+    missing = sorted(words - known.keys())
+    if missing:
+        try:
+            nlp = spacy.load(pipeline_name, exclude=["parser", "ner"])
+        except OSError:
+            warnings.warn(f"spaCy pipeline {pipeline_name!r} is not installed; keywords are not lemmatised")
+            return {w: w for w in words}
+        for word, doc in zip(missing, nlp.pipe(missing, batch_size=2048)):
+            lemma = doc[0].lemma_.lower() if len(doc) == 1 else word
+            known[word] = _KEEP.get(lemma, lemma)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(path, known)
+    return {w: known[w] for w in words}
 
 
-def keyword_texts(texts: list[str], fillers: list[str], pipeline_name: str) -> list[str]:
+def keyword_texts(texts: list[str], fillers: list[str], pipeline_name: str, cache_dir: str = "") -> list[str]:
     """One string of content lemmas per text (may be empty), ready for a CountVectorizer."""
     from spacy.lang.en.stop_words import STOP_WORDS
 
     stop = {w.lower() for w in STOP_WORDS} | {f.lower() for f in fillers}
     tokens = [[t.replace("\u2019", "'") for t in _TOKEN.findall(text.lower())] for text in texts]
-    lemmas = lemma_map({t for ts in tokens for t in ts if t not in stop and len(t) > 2}, pipeline_name)
+    lemmas = lemma_map({t for ts in tokens for t in ts if t not in stop and len(t) > 2}, pipeline_name, cache_dir)
     out = []
     for ts in tokens:
         kept = [lemmas[t] for t in ts if t in lemmas]

@@ -23,6 +23,18 @@ class ModelSpec:
     backend: str  # "sentence-transformers" or "model2vec"
 
     @property
+    def dim(self) -> int:
+        """Embedding size, read from the model's files without loading it."""
+        pooling = self.path / "1_Pooling" / "config.json"
+        if pooling.is_file():
+            return int(json.loads(pooling.read_text())["word_embedding_dimension"])
+        config = json.loads((self.path / "config.json").read_text())
+        for key in ("hidden_dim", "hidden_size", "dim"):
+            if key in config:
+                return int(config[key])
+        raise InputError(f"cannot tell the embedding size of the model in {self.path}")
+
+    @property
     def model_id(self) -> str:
         """Name plus a digest of the model's files (names, sizes, config contents): the cache key."""
         digest = hashlib.sha256()
