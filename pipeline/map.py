@@ -1,0 +1,353 @@
+"""map: candidate codes + a framework -> concept and dimension probabilities.
+
+The framework's names, descriptions and exemplars are embedded once. A mapper (two
+kinds, same contract: ``fit(framework_vectors)`` then ``predict_proba(X)`` -> one
+probability per second-order concept) scores any embedded text:
+
+- SimilarityMapper: a concept's score is the mean cosine similarity of its k most
+  similar framework texts; a softmax with a temperature fitted leave-one-out on the
+  framework's own texts turns scores into calibrated probabilities.
+- ClassifierMapper: a logistic regression trained on the framework's texts.
+
+A code's evidence is its centroid plus its exemplar utterances; a code whose best
+concept is weak or ambiguous stays unmapped. An utterance's probabilities blend its
+own evidence, its speaker turn's and its code's (code -1: no code part). Dimension
+probabilities are sums over each dimension's concepts.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline import schema
+from pipeline.embed import Encoder, vectors
+from pipeline.errors import ConfigError
+from pipeline.framework import Framework
+
+SOURCE = {"similarity": "framework-similarity", "classifier": "learned"}
+HUMAN = "human"
+_DEFAULT_TEMPERATURE = 0.05
+
+
+@dataclass
+class FrameworkVectors:
+    """The framework's texts embedded, each labelled with its concept's index."""
+
+    framework: Framework
+    vectors: np.ndarray  # (n_texts, dim), unit length
+    labels: np.ndarray  # (n_texts,) concept index into framework.concepts
+
+
+def embed_framework(framework: Framework, encoder: Encoder) -> FrameworkVectors:
+    texts, labels = [], []
+    for j, concept in enumerate(framework.concepts):
+        texts += concept.texts
+        labels += [j] * len(concept.texts)
+    return FrameworkVectors(framework, encoder.encode(texts), np.asarray(labels, dtype=np.int64))
+
+
+def _softmax(scores: np.ndarray) -> np.ndarray:
+    z = scores - scores.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _pooled(sims: np.ndarray, labels: np.ndarray, n_concepts: int, k: int) -> np.ndarray:
+    """(n, n_concepts): mean of the k largest finite similarities to each concept's texts."""
+    out = np.full((sims.shape[0], n_concepts), -np.inf)
+    for j in range(n_concepts):
+        block = -np.sort(-sims[:, labels == j], axis=1)[:, :k]  # descending, -inf (left out) last
+        finite = np.isfinite(block)
+        counts = finite.sum(axis=1)
+        total = np.where(finite, block, 0.0).sum(axis=1)
+        out[:, j] = np.where(counts > 0, total / np.maximum(counts, 1), -np.inf)
+    return out
+
+
+class SimilarityMapper:
+    """Prototype similarity with a temperature-scaled softmax (temperature 0 = fit it)."""
+
+    source = SOURCE["similarity"]
+
+    def __init__(self, top_k: int = 3, temperature: float = 0.0):
+        self.top_k = top_k
+        self.temperature = temperature
+
+    def fit(self, fv: FrameworkVectors) -> "SimilarityMapper":
+        self.vectors_ = fv.vectors.astype(np.float64)
+        self.labels_ = fv.labels
+        self.n_concepts_ = int(fv.labels.max()) + 1
+        self.temperature_ = self.temperature if self.temperature > 0 else self._fit_temperature()
+        return self
+
+    def _fit_temperature(self) -> float:
+        """Minimise the leave-one-out negative log-likelihood of each framework text's own concept."""
+        sims = self.vectors_ @ self.vectors_.T
+        np.fill_diagonal(sims, -np.inf)
+        scores = _pooled(sims, self.labels_, self.n_concepts_, self.top_k)
+        usable = np.isfinite(scores[np.arange(len(scores)), self.labels_])  # concept has another text
+        if usable.sum() < 2:
+            return _DEFAULT_TEMPERATURE
+        scores, truth = scores[usable], self.labels_[usable]
+        scores = np.where(np.isfinite(scores), scores, -1.0)
+        grid = np.geomspace(0.002, 1.0, 200)
+        nll = [-np.log(_softmax(scores / t)[np.arange(len(truth)), truth] + 1e-12).mean() for t in grid]
+        return float(grid[int(np.argmin(nll))])
+
+    def scores(self, x: np.ndarray) -> np.ndarray:
+        return _pooled(np.asarray(x, np.float64) @ self.vectors_.T, self.labels_, self.n_concepts_, self.top_k)
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        if len(x) == 0:
+            return np.zeros((0, self.n_concepts_))
+        return _softmax(self.scores(x) / self.temperature_)
+
+
+class ClassifierMapper:
+    """Multinomial logistic regression trained on the framework's embedded texts."""
+
+    source = SOURCE["classifier"]
+
+    def __init__(self, c: float = 10.0, seed: int = 0):
+        self.c = c
+        self.seed = seed
+
+    def fit(self, fv: FrameworkVectors) -> "ClassifierMapper":
+        from sklearn.linear_model import LogisticRegression
+
+        self.n_concepts_ = len(fv.framework.concepts)
+        self.model_ = LogisticRegression(C=self.c, max_iter=5000, random_state=self.seed)
+        self.model_.fit(fv.vectors.astype(np.float64), fv.labels)
+        return self
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        if len(x) == 0:
+            return np.zeros((0, self.n_concepts_))
+        return self.model_.predict_proba(np.asarray(x, np.float64))
+
+
+def make_mapper(cfg: dict, method: str | None = None):
+    m = cfg["map"]
+    method = method or m["method"]
+    if min(m["own_weight"], m["context_weight"], m["code_weight"]) < 0 or m["own_weight"] + m["context_weight"] <= 0:
+        raise ConfigError("map.own_weight, context_weight and code_weight must be >= 0, own + context > 0")
+    if method == "similarity":
+        return SimilarityMapper(m["similarity_top_k"], m["temperature"])
+    if method == "classifier":
+        return ClassifierMapper(m["classifier_c"], cfg["run"]["seed"])
+    raise ConfigError(f"map.method must be similarity or classifier, got {method!r}")
+
+
+def dimension_matrix(framework: Framework) -> np.ndarray:
+    """(n_concepts, n_dimensions) 0/1 matrix: concept probabilities @ it = dimension probabilities."""
+    dims = framework.dimension_ids
+    out = np.zeros((len(framework.concepts), len(dims)))
+    for j, c in enumerate(framework.concepts):
+        out[j, dims.index(c.dimension)] = 1.0
+    return out
+
+
+def _best_two(p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """argmax, best value and margin over the runner-up, per row."""
+    order = np.argsort(-p, axis=1, kind="stable")
+    rows = np.arange(len(p))
+    best = p[rows, order[:, 0]]
+    second = p[rows, order[:, 1]] if p.shape[1] > 1 else np.zeros(len(p))
+    return order[:, 0], best, best - second
+
+
+# --- codes ---------------------------------------------------------------------------------------
+
+@dataclass
+class CodeMapping:
+    probabilities: np.ndarray  # (n_codes, n_concepts), the mapper's evidence
+    assigned: np.ndarray  # (n_codes,) concept index, -1 = unmapped
+    margin: np.ndarray  # (n_codes,) best minus second-best concept probability
+    source: list[str]  # per code: the mapper's source name, or "human" when overridden
+    overridden: np.ndarray  # (n_codes,) bool
+
+
+def code_probabilities(codes: pa.Table, emb_ids: dict[str, int], emb: np.ndarray, mapper, cfg: dict) -> np.ndarray:
+    """Blend each code's centroid with the mean of its first `code_exemplars` exemplar utterances."""
+    m = cfg["map"]
+    n = codes.num_rows
+    k = mapper.n_concepts_
+    if n == 0:
+        return np.zeros((0, k))
+    p_centroid = mapper.predict_proba(vectors(codes.select(["centroid"]).rename_columns(["vector"])))
+    rows, owner = [], []
+    for i, ids in enumerate(codes.column("exemplar_ids").to_pylist()):
+        picked = [emb_ids[u] for u in (ids or []) if u in emb_ids][: m["code_exemplars"]]
+        rows += picked
+        owner += [i] * len(picked)
+    p_exemplars = np.zeros((n, k))
+    counts = np.bincount(np.asarray(owner, dtype=np.int64), minlength=n).astype(np.float64)
+    if rows:
+        np.add.at(p_exemplars, np.asarray(owner), mapper.predict_proba(emb[np.asarray(rows)]))
+    has = counts > 0
+    p_exemplars[has] /= counts[has, None]
+    w = np.where(has, m["centroid_weight"], 1.0)[:, None]  # no exemplars: the centroid alone
+    return w * p_centroid + (1 - w) * p_exemplars
+
+
+def decide_codes(probabilities: np.ndarray, fingerprints: list[str], overrides: dict[str, int | None],
+                 source: str, cfg: dict) -> CodeMapping:
+    """Threshold + margin decide each code; a researcher's override (fingerprint -> concept index or None) wins."""
+    m = cfg["map"]
+    n = len(probabilities)
+    if n == 0:
+        return CodeMapping(probabilities, np.zeros(0, np.int64), np.zeros(0), [], np.zeros(0, bool))
+    best, top, margin = _best_two(probabilities)
+    assigned = np.where((top >= m["code_threshold"]) & (margin >= m["code_margin"]), best, -1)
+    overridden = np.array([fp in overrides for fp in fingerprints], dtype=bool)
+    for i in np.flatnonzero(overridden):
+        target = overrides[fingerprints[i]]
+        assigned[i] = -1 if target is None else target
+    sources = [HUMAN if o else source for o in overridden]
+    return CodeMapping(probabilities, assigned, margin, sources, overridden)
+
+
+def code_dimensions_table(codes: pa.Table, mapping: CodeMapping, framework: Framework) -> pa.Table:
+    """Tidy: one row per code x second-order concept."""
+    n, k = mapping.probabilities.shape if mapping.probabilities.size else (codes.num_rows, len(framework.concepts))
+    p = mapping.probabilities.reshape(n, k)
+    dim_p = p @ dimension_matrix(framework)
+    dim_index = [framework.dimension_ids.index(c.dimension) for c in framework.concepts]
+    ranks = np.argsort(np.argsort(-p, axis=1, kind="stable"), axis=1) + 1
+    rep = lambda col: np.repeat(np.asarray(col, dtype=object), k)  # noqa: E731
+    tile = lambda vals: np.tile(np.asarray(vals, dtype=object), n)  # noqa: E731
+    assigned = mapping.assigned
+    return pa.table({
+        "code_id": pa.array(np.repeat(codes.column("code_id").to_numpy(), k), pa.int32()),
+        "fingerprint": pa.array(rep(codes.column("fingerprint").to_pylist()), pa.string()),
+        "label": pa.array(rep(codes.column("label").to_pylist()), pa.string()),
+        "size": pa.array(np.repeat(codes.column("size").to_numpy(), k), pa.int32()),
+        "dimension": pa.array(tile([c.dimension for c in framework.concepts]), pa.string()),
+        "concept_id": pa.array(tile([c.id for c in framework.concepts]), pa.string()),
+        "second_order": pa.array(tile([c.name for c in framework.concepts]), pa.string()),
+        "probability": pa.array(p.reshape(-1), pa.float64()),
+        "dimension_probability": pa.array(dim_p[:, dim_index].reshape(-1), pa.float64()),
+        "rank": pa.array(ranks.reshape(-1), pa.int32()),
+        "assigned": pa.array((assigned[:, None] == np.arange(k)[None, :]).reshape(-1), pa.bool_()),
+        "status": pa.array(rep(np.where(assigned >= 0, "mapped", "unmapped")), pa.string()),
+        "margin": pa.array(np.repeat(mapping.margin, k), pa.float64()),
+        "source": pa.array(rep(mapping.source), pa.string()),
+    }, schema=schema.CODE_DIMENSIONS)
+
+
+# --- utterances ----------------------------------------------------------------------------------
+
+@dataclass
+class UtteranceMapping:
+    utterance_ids: list[str]
+    concepts: np.ndarray  # (n, n_concepts) blended probabilities
+    dimensions: np.ndarray  # (n, n_dimensions)
+    mapped: np.ndarray  # (n,) bool
+    source: list[str]
+    extra: dict = field(default_factory=dict)
+
+
+def turn_context(utterances: pa.Table, emb_ids: list[str], emb: np.ndarray) -> np.ndarray:
+    """Each utterance's speaker-turn vector: the unit-length mean of the turn's embedded units."""
+    meta = utterances.select(["utterance_id", "interview_id", "turn_index"]).to_pydict()
+    turn_of = {u: (i, t) for u, i, t in zip(meta["utterance_id"], meta["interview_id"], meta["turn_index"])}
+    keys: dict[tuple, int] = {}
+    group = np.array([keys.setdefault(turn_of.get(u, (u, -1)), len(keys)) for u in emb_ids], dtype=np.int64)
+    sums = np.zeros((len(keys), emb.shape[1]), dtype=np.float64)
+    np.add.at(sums, group, emb)
+    sums /= np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+    return sums[group]
+
+
+def map_utterances(utterances: pa.Table, embeddings: pa.Table, assignments: pa.Table | None,
+                   codes: pa.Table | None, mapping: CodeMapping | None, mapper, framework: Framework,
+                   cfg: dict) -> UtteranceMapping:
+    m = cfg["map"]
+    ids = embeddings.column("utterance_id").to_pylist()
+    emb = vectors(embeddings)
+    k = len(framework.concepts)
+    own = mapper.predict_proba(emb)
+    ctx = mapper.predict_proba(turn_context(utterances, ids, emb)) if m["context_weight"] > 0 else np.zeros_like(own)
+
+    # The code part: the code's evidence, or one-hot on a researcher's chosen concept.
+    code_p = np.zeros_like(own)
+    has_code = np.zeros(len(ids), dtype=bool)
+    blocked = np.zeros(len(ids), dtype=bool)  # in a code a researcher marked unmapped
+    source = np.full(len(ids), mapper.source, dtype=object)
+    if assignments is not None and codes is not None and mapping is not None and codes.num_rows:
+        row_of_code = {c: i for i, c in enumerate(codes.column("code_id").to_pylist())}
+        code_of = dict(zip(assignments.column("utterance_id").to_pylist(), assignments.column("code_id").to_pylist()))
+        crow = np.array([row_of_code.get(code_of.get(u, -1), -1) for u in ids], dtype=np.int64)
+        per_code = mapping.probabilities.copy()
+        human = mapping.overridden & (mapping.assigned >= 0)
+        per_code[human] = np.eye(k)[mapping.assigned[human]]
+        has_code = crow >= 0
+        code_p[has_code] = per_code[crow[has_code]]
+        over = np.zeros(len(ids), dtype=bool)
+        over[has_code] = mapping.overridden[crow[has_code]]
+        blocked[has_code] = over[has_code] & (mapping.assigned[crow[has_code]] < 0)
+        source[over] = HUMAN
+        has_code &= ~blocked
+
+    w_own, w_ctx, w_code = m["own_weight"], m["context_weight"], m["code_weight"]
+    weight_code = np.where(has_code, w_code, 0.0)[:, None]
+    blended = (w_own * own + w_ctx * ctx + weight_code * code_p) / (w_own + w_ctx + weight_code)
+    dims = blended @ dimension_matrix(framework)
+    _, top, margin = _best_two(dims)
+    mapped = (top >= m["utterance_threshold"]) & (margin >= m["utterance_margin"]) & ~blocked
+    return UtteranceMapping(ids, blended, dims, mapped, source.tolist(),
+                            {"own": own, "context": ctx, "has_code": has_code})
+
+
+def utterance_dimensions_table(um: UtteranceMapping, framework: Framework) -> pa.Table:
+    """Tidy: one row per utterance x dimension, utterances in embedding order."""
+    n, d = um.dimensions.shape
+    argmax = um.dimensions.argmax(axis=1) if n else np.zeros(0, np.int64)
+    # The second-order concept is the best concept inside the argmax dimension, so the two agree.
+    in_dim = dimension_matrix(framework)[:, argmax].T if n else np.zeros((0, len(framework.concepts)))
+    concept = np.where(in_dim > 0, um.concepts, -1.0).argmax(axis=1) if n else np.zeros(0, np.int64)
+    names = np.array([c.name for c in framework.concepts], dtype=object)
+    return pa.table({
+        "utterance_id": pa.array(np.repeat(np.asarray(um.utterance_ids, dtype=object), d), pa.string()),
+        "dimension": pa.array(np.tile(np.asarray(framework.dimension_ids, dtype=object), n), pa.string()),
+        "probability": pa.array(um.dimensions.reshape(-1), pa.float64()),
+        "is_argmax": pa.array((argmax[:, None] == np.arange(d)[None, :]).reshape(-1), pa.bool_()),
+        "mapped": pa.array(np.repeat(um.mapped, d), pa.bool_()),
+        "second_order": pa.array(np.repeat(names[concept] if n else names[:0], d), pa.string()),
+        "source": pa.array(np.repeat(np.asarray(um.source, dtype=object), d), pa.string()),
+    }, schema=schema.UTTERANCE_DIMENSIONS)
+
+
+# --- the stage -----------------------------------------------------------------------------------
+
+@dataclass
+class MapResult:
+    code_dimensions: pa.Table
+    utterance_dimensions: pa.Table
+    data_structure: pa.Table
+    markdown: str
+    code_mapping: CodeMapping
+    utterance_mapping: UtteranceMapping
+    mapper: object
+
+
+def map_stage(utterances: pa.Table, embeddings: pa.Table, codes: pa.Table, assignments: pa.Table,
+              framework: Framework, encoder: Encoder, cfg: dict,
+              overrides: dict[str, str | None] | None = None) -> MapResult:
+    """overrides: fingerprint -> concept id (None = unmapped), already checked against the codes."""
+    from pipeline.data_structure import data_structure_markdown, data_structure_table
+
+    mapper = make_mapper(cfg).fit(embed_framework(framework, encoder))
+    ids = embeddings.column("utterance_id").to_pylist()
+    emb = vectors(embeddings)
+    index = {c.id: j for j, c in enumerate(framework.concepts)}
+    by_index = {fp: (None if cid is None else index[cid]) for fp, cid in (overrides or {}).items()}
+    probs = code_probabilities(codes, {u: i for i, u in enumerate(ids)}, emb, mapper, cfg)
+    mapping = decide_codes(probs, codes.column("fingerprint").to_pylist(), by_index, mapper.source, cfg)
+    um = map_utterances(utterances, embeddings, assignments, codes, mapping, mapper, framework, cfg)
+    texts = dict(zip(utterances.column("utterance_id").to_pylist(), utterances.column("text").to_pylist()))
+    ds = data_structure_table(codes, mapping, framework, texts, cfg["map"]["quotes"])
+    return MapResult(code_dimensions_table(codes, mapping, framework), utterance_dimensions_table(um, framework),
+                     ds, data_structure_markdown(ds, framework), mapping, um, mapper)
