@@ -312,21 +312,62 @@ def export_qdpx(run_dir: RunArg, out: Annotated[Path, typer.Argument(help="The .
 
 
 @app.command()
+def report(run_dir: RunArg,
+           figures: Annotated[Optional[Path], typer.Option(
+               "--figures", help="Also write each figure as SVG (with its numbers as CSV) into this folder.")] = None,
+           out: Annotated[Optional[Path], typer.Option(
+               "--out", "-o", help="Where to write the page (default: RUN/report.html).")] = None,
+           config: ConfigOpt = None, quiet: QuietOpt = False) -> None:
+    """Write [bold]report.html[/]: one self-contained page (no network, email it) with the corpus, the data
+    structure, dimension shares, per-speaker shifts, a map of utterances, agreement and the manifest.
+
+    Sections whose tables are missing name the command that makes them.
+
+    Example: themeshift report runs/demo --figures runs/demo/figures
+    """
+    from pipeline.runner import run_report
+
+    with _reporting(quiet):
+        cfg = _config(config)
+        with _progress(quiet) as update:
+            rec = run_report(run_dir, cfg, figures, out, update)
+        if not quiet:
+            for table, command in rec["missing"].items():
+                err.print(f"[yellow]missing:[/] {table}.parquet (run `{command}`)", highlight=False)
+            err.print(f"report: {rec['path']} ({rec['bytes'] / 1024:.0f} KB, {len(rec['sections'])} sections)"
+                      + (f"; {len(rec['figure_files'])} figure files in {figures}/" if figures else ""))
+
+
+@app.command()
 def run(input_dir: InputArg, out: OutOpt, config: ConfigOpt = None, model: ModelOpt = None,
-        skip_bad: SkipBadOpt = False, quiet: QuietOpt = False) -> None:
-    """Run every stage on a folder of transcripts: segment, embed, codes.
+        framework: FrameworkOpt = None,
+        human: Annotated[Optional[Path], typer.Option(
+            "--human", help="Human codes (CSV, Parquet or .qdpx) to compare the machine with.")] = None,
+        mapping: MappingOpt = None, skip_bad: SkipBadOpt = False, quiet: QuietOpt = False) -> None:
+    """Run every stage on a folder of transcripts: segment, embed, codes, map, shift
+    (and compare, with --human).
 
     Example: themeshift run examples/kt_study --out runs/demo
+
+    Example: themeshift run interviews/ --out runs/study1 --human coding.qdpx --framework my_codebook.yaml
     """
-    from pipeline.runner import run_codes, run_embed, run_segment
+    from pipeline.embed import load_encoder
+    from pipeline.runner import run_codes, run_compare, run_embed, run_map, run_segment, run_shift
 
     with _reporting(quiet):
         cfg = _config(config, skip_bad, model)
         with _progress(quiet) as update:
             record = run_segment(input_dir, out, cfg, update)
             _summary(quiet, record, out)
-            run_embed(out, cfg, update)
-            run_codes(out, cfg, update)
+            encoder = load_encoder(cfg["embed"]["model"], cfg["embed"]["device"])  # loads lazily, once
+            run_embed(out, cfg, update, encoder=encoder)
+            rec = run_codes(out, cfg, update, encoder=encoder)
+            run_map(out, cfg, framework, None, update, encoder=encoder)
+            run_shift(out, cfg, update)
+            if human is not None:
+                run_compare(out, human, cfg, mapping, framework)
+        if not quiet:
+            err.print(f"{rec['counts']['codes']} codes; tables and manifest.json in {out}/")
 
 
 if __name__ == "__main__":

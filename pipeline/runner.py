@@ -328,3 +328,64 @@ def run_transform(fitted_run: Path, input_dir: Path, run_dir: Path, cfg: dict,
         "unassigned": unassigned_count(assignments)}, "seconds": round(time.perf_counter() - started, 3)}
     update_manifest(run_dir, "codes", record, cfg)
     return record
+
+
+def run_report(run_dir: Path, cfg: dict, figures_dir: Path | str | None = None, out_path: Path | None = None,
+               progress: Progress | None = None) -> dict:
+    """report.html from whatever tables the run directory holds (missing ones are named in the page),
+    utterance_map.parquet (the map's 2-D layout, reused while the embeddings are unchanged) and,
+    with figures_dir, each figure as SVG + CSV."""
+    import hashlib
+
+    import numpy as np
+    import pyarrow as pa
+
+    from pipeline import schema
+    from pipeline.embed import vectors
+    from pipeline.errors import InputError
+    from pipeline.io.rundir import read_table
+    from pipeline.report import build_report, load_tables, project_2d, write_figures, write_shareable
+
+    started = time.perf_counter()
+    run_dir, rc = Path(run_dir), cfg["report"]
+    if rc["projection"] not in ("umap", "pca"):
+        raise InputError(f"report.projection must be umap or pca, got {rc['projection']!r}")
+    tables, manifest = load_tables(run_dir)
+    xy = ids = None
+    map_record: dict = {}
+    seconds_map = 0.0
+    if "embeddings" in tables:
+        t0 = time.perf_counter()
+        emb = tables["embeddings"]
+        digest = hashlib.sha256((run_dir / "embeddings.parquet").read_bytes()).hexdigest()
+        key = f"{digest}:{rc['projection']}:{rc['map_neighbors']}:{cfg['run']['seed']}"
+        cached = run_dir / "utterance_map.parquet"
+        previous = manifest.get("stages", {}).get("report", {}).get("map", {})
+        if previous.get("key") == key and cached.is_file():
+            layout = read_table(run_dir, "utterance_map")
+            ids = layout.column("utterance_id").to_pylist()
+            xy = np.column_stack([layout.column("x").to_numpy(), layout.column("y").to_numpy()])
+        else:
+            if progress:
+                progress(f"report map ({rc['projection']})", 0, 1)
+            ids = emb.column("utterance_id").to_pylist()
+            xy = project_2d(vectors(emb), rc["projection"], cfg["run"]["seed"], rc["map_neighbors"])
+            write_table(run_dir, "utterance_map", pa.table(
+                {"utterance_id": ids, "x": xy[:, 0], "y": xy[:, 1], "projection": [rc["projection"]] * len(ids)},
+                schema=schema.UTTERANCE_MAP))
+        if progress:
+            progress(f"report map ({rc['projection']})", 1, 1)
+        map_record = {"key": key, "projection": rc["projection"], "rows": len(ids), "reused": previous.get("key") == key
+                      and cached.is_file()}
+        seconds_map = time.perf_counter() - t0
+    report = build_report(tables, manifest, cfg, xy, ids, title=f"themeshift report: {run_dir.resolve().name}")
+    out_path = Path(out_path) if out_path else run_dir / "report.html"
+    write_shareable(out_path, report.html)
+    figures = [str(p) for p in write_figures(report.figures, Path(figures_dir))] if figures_dir else []
+    record = {"path": str(out_path.resolve()), "bytes": out_path.stat().st_size, "sections": report.sections,
+              "missing": report.missing, "figures": [f.slug for f in report.figures], "figure_files": figures,
+              "parameters": dict(rc), "map": map_record, "seconds_map": round(seconds_map, 3),
+              "seconds": round(time.perf_counter() - started, 3)}
+    # config=None: the manifest keeps the configuration the tables were made with
+    update_manifest(run_dir, "report", record, None)
+    return record

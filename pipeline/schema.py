@@ -281,3 +281,12 @@ DISAGREEMENTS = pa.schema([
     _f("humans_agree", pa.bool_(), "true when all human coders of the utterance gave the same label", True),
     _f("text", pa.string(), "the utterance's text, for review"),
 ])
+
+# --- report: the 2-D layout behind the report's map of utterances ---
+
+UTTERANCE_MAP = pa.schema([
+    _f("utterance_id", pa.string(), "embedded (coded) utterance"),
+    _f("x", pa.float64(), "first coordinate of the 2-D layout of the utterance embeddings"),
+    _f("y", pa.float64(), "second coordinate"),
+    _f("projection", pa.string(), "how the layout was made: umap (seeded, PCA initialisation) or pca"),
+])
