@@ -8,7 +8,7 @@ export HF_HUB_DISABLE_PROGRESS_BARS := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test browser bench clean
 
 setup: $(VENV)/.installed
 
@@ -21,8 +21,16 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(BIN)/themeshift run examples/kt_study --out runs/demo
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest -q
+
+# The report's browser test drives Debian's chromium package (never a browser download).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  elif command -v sudo >/dev/null 2>&1; then sudo -n apt-get update -qq && sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+	    || echo "could not install chromium without a password: the browser test will be skipped"; \
+	  else echo "chromium is not installed and cannot be installed here: the browser test will be skipped"; fi; }
 
 bench: setup
 	$(BIN)/python bench/segment_throughput.py

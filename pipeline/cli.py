@@ -345,14 +345,14 @@ def run(input_dir: InputArg, out: OutOpt, config: ConfigOpt = None, model: Model
             "--human", help="Human codes (CSV, Parquet or .qdpx) to compare the machine with.")] = None,
         mapping: MappingOpt = None, skip_bad: SkipBadOpt = False, quiet: QuietOpt = False) -> None:
     """Run every stage on a folder of transcripts: segment, embed, codes, map, shift
-    (and compare, with --human).
+    (and compare, with --human), then write report.html.
 
     Example: themeshift run examples/kt_study --out runs/demo
 
     Example: themeshift run interviews/ --out runs/study1 --human coding.qdpx --framework my_codebook.yaml
     """
     from pipeline.embed import load_encoder
-    from pipeline.runner import run_codes, run_compare, run_embed, run_map, run_segment, run_shift
+    from pipeline.runner import run_codes, run_compare, run_embed, run_map, run_report, run_segment, run_shift
 
     with _reporting(quiet):
         cfg = _config(config, skip_bad, model)
@@ -366,8 +366,9 @@ def run(input_dir: InputArg, out: OutOpt, config: ConfigOpt = None, model: Model
             run_shift(out, cfg, update)
             if human is not None:
                 run_compare(out, human, cfg, mapping, framework)
+            run_report(out, cfg, progress=update)
         if not quiet:
-            err.print(f"{rec['counts']['codes']} codes; tables and manifest.json in {out}/")
+            err.print(f"{rec['counts']['codes']} codes; tables, manifest.json and report.html in {out}/")
 
 
 if __name__ == "__main__":

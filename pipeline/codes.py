@@ -23,6 +23,7 @@ from pipeline import schema
 from pipeline.embed import Encoder, vectors
 from pipeline.keywords import keyword_texts
 from pipeline.numba_cache import enable as enable_numba_cache
+from pipeline.reduce import make_umap
 
 enable_numba_cache()  # before bertopic/umap/hdbscan are imported anywhere below
 
@@ -66,33 +67,6 @@ def representation_model(cfg: dict):
     }[c["representation"]]()
 
 
-EXACT_KNN_MAX = 20_000
-
-
-def exact_knn(X: np.ndarray, k: int, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
-    """Exact cosine k nearest neighbours (self first) of unit vectors, by blocked matrix products.
-
-    UMAP's own exact path for small corpora calls a Python distance function for every
-    pair (about 30 s at 3,000 utterances); BLAS does the same in well under a second.
-    """
-    n = len(X)
-    k = min(k, n)
-    idx = np.empty((n, k), dtype=np.int64)
-    dist = np.empty((n, k), dtype=np.float32)
-    for start in range(0, n, chunk):
-        sims = X[start:start + chunk] @ X.T
-        rows = np.arange(len(sims))
-        sims[rows, start + rows] = np.inf  # a point is its own nearest neighbour, even among duplicates
-        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        order = np.lexsort((top, -np.take_along_axis(sims, top, axis=1)), axis=1)
-        top = np.take_along_axis(top, order, axis=1)
-        idx[start:start + chunk] = top
-        d = 1.0 - np.take_along_axis(sims, top, axis=1)
-        d[:, 0] = 0.0
-        dist[start:start + chunk] = np.maximum(d, 0.0)
-    return idx, dist
-
-
 def build_topic_model(n: int, encoder: Encoder, cfg: dict, X: np.ndarray | None = None):
     from bertopic import BERTopic
     from bertopic.dimensionality import BaseDimensionalityReduction
@@ -109,15 +83,8 @@ def build_topic_model(n: int, encoder: Encoder, cfg: dict, X: np.ndarray | None 
         method = "agglomerative"
     else:
         from hdbscan import HDBSCAN
-        from umap import UMAP
 
-        neighbours = min(c["umap_neighbors"], n - 1)
-        knn = None
-        if X is not None and n <= EXACT_KNN_MAX:
-            knn_idx, knn_dist = exact_knn(X, neighbours)
-            knn = (knn_idx, knn_dist, None)
-        reducer = UMAP(n_neighbors=neighbours, n_components=c["umap_components"], min_dist=0.0, metric="cosine",
-                       init=c["umap_init"], random_state=seed, precomputed_knn=knn or (None, None, None))
+        reducer = make_umap(X, c["umap_components"], c["umap_neighbors"], 0.0, c["umap_init"], seed)
         clusterer = HDBSCAN(min_cluster_size=size, min_samples=samples, metric="euclidean",
                             cluster_selection_method="eom", prediction_data=True)
         method = "umap+hdbscan"
@@ -167,6 +134,7 @@ def fit_codes(utterances: pa.Table, embeddings: pa.Table, encoder: Encoder, cfg:
     _quiet_bertopic()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="n_jobs value")  # a seeded UMAP runs on one thread
+        warnings.filterwarnings("ignore", message="precomputed_knn")  # UMAP.transform is never used
         topics, probs = model.fit_transform(docs, embeddings=X)
     topics = np.asarray(topics)
     probs = np.ones(n) if probs is None else np.asarray(probs, dtype=float)

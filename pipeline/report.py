@@ -1,0 +1,795 @@
+"""report.html: one self-contained page (inline CSS, JS and SVG; no request leaves the file)
+that a researcher can email. Each section is built from the run's tables when they exist;
+a missing table is named together with the command that makes it.
+
+build_report(tables, manifest, cfg, projection) is a pure function of its inputs: the same run
+directory gives the same bytes.
+"""
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from html import escape
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline import report_figures as rf
+from pipeline.errors import InputError
+
+# table -> the command that writes it
+COMMANDS = {
+    "utterances": "themeshift segment TRANSCRIPTS --out RUN", "interviews": "themeshift segment TRANSCRIPTS --out RUN",
+    "rejected": "themeshift segment TRANSCRIPTS --out RUN", "embeddings": "themeshift embed RUN",
+    "codes": "themeshift codes RUN", "assignments": "themeshift codes RUN",
+    "data_structure": "themeshift map RUN", "utterance_dimensions": "themeshift map RUN",
+    "shifts": "themeshift shift RUN", "shift_dimensions": "themeshift shift RUN",
+    "group_shifts": "themeshift shift RUN", "group_trajectory": "themeshift shift RUN",
+    "agreement": "themeshift compare RUN --human CODES", "confusion": "themeshift compare RUN --human CODES",
+    "disagreements": "themeshift compare RUN --human CODES",
+}
+
+SECTIONS = [("overview", "Corpus overview"), ("data-structure", "Data structure"),
+            ("dimension-shares", "Dimension shares by wave and role"), ("shifts", "Per-speaker shifts"),
+            ("utterance-map", "Map of utterances"), ("agreement", "Agreement with human coders"),
+            ("reproducibility", "Reproducibility")]
+
+EXCLUSION_WHY = {
+    "interviewer": "interviewer turns are kept in utterances.parquet but not coded",
+    "backchannel": "short fragments such as 'Yeah.' or 'Mm-hmm.' carry no theme",
+    "annotation": "bracketed transcriber notes such as [inaudible]",
+}
+
+
+@dataclass
+class Report:
+    html: str
+    figures: list[rf.Figure]
+    sections: list[str]                                    # section ids with content
+    missing: dict[str, str] = field(default_factory=dict)  # table -> command that makes it
+
+
+# ---------------------------------------------------------------- loading
+
+def load_tables(run_dir: Path) -> tuple[dict[str, pd.DataFrame], dict]:
+    """Every table the report can use that exists in the run directory, and the manifest."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise InputError("run directory not found", run_dir)
+    if not (run_dir / "utterances.parquet").is_file() and not (run_dir / "manifest.json").is_file():
+        raise InputError("not a run directory (no utterances.parquet, no manifest.json); "
+                         "run `themeshift segment TRANSCRIPTS --out RUN` first", run_dir)
+    tables: dict[str, pd.DataFrame] = {}
+    for name in COMMANDS:
+        path = run_dir / f"{name}.parquet"
+        if path.is_file():
+            try:
+                table = pq.read_table(path)
+            except (pa.ArrowException, OSError) as exc:
+                raise InputError(f"unreadable Parquet file ({exc}); re-run `{COMMANDS[name]}`", path) from None
+            tables[name] = table.to_pandas() if name != "embeddings" else table
+    manifest: dict = {}
+    path = run_dir / "manifest.json"
+    if path.is_file():
+        try:
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InputError(f"manifest is not valid JSON ({exc})", path) from None
+    return tables, manifest
+
+
+def project_2d(vectors: np.ndarray, method: str, seed: int, neighbors: int) -> np.ndarray:
+    """Seeded 2-D layout of the embeddings. UMAP with PCA initialisation is bit-identical across
+    runs (spectral initialisation is not); PCA is instant but overlaps more."""
+    if len(vectors) < 3:
+        return np.zeros((len(vectors), 2))
+    if method == "pca" or len(vectors) <= neighbors + 1:
+        from sklearn.decomposition import PCA
+
+        out = PCA(n_components=2, random_state=seed).fit_transform(vectors)
+    elif method == "umap":
+        from pipeline.reduce import fit_umap
+
+        out = fit_umap(np.asarray(vectors, dtype=np.float32), 2, neighbors, 0.1, "pca", seed)
+    else:
+        raise InputError(f"report.projection must be umap or pca, got {method!r}")
+    return np.asarray(out, dtype=np.float64)
+
+
+# ---------------------------------------------------------------- HTML helpers
+
+def _e(text) -> str:
+    return escape("" if text is None else str(text), quote=True)
+
+
+def _missing(x) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x)) or x is pd.NA or x is pd.NaT
+
+
+class Raw:
+    """A table cell that is already HTML, with an optional sort key."""
+
+    def __init__(self, html: str, sort=None):
+        self.html, self.sort = html, sort
+
+
+def _fmt(v, digits: int = 3) -> tuple[str, str | None]:
+    """(cell text, numeric sort key)"""
+    if isinstance(v, Raw):
+        return v.html, None if v.sort is None else str(v.sort)
+    if _missing(v):
+        return "–", ""
+    if isinstance(v, (bool, np.bool_)):
+        return ("yes" if v else "no"), None
+    if isinstance(v, (int, np.integer)):
+        return f"{int(v):,}", str(int(v))
+    if isinstance(v, (float, np.floating)):
+        return f"{float(v):.{digits}f}", repr(float(v))
+    return _e(v), None
+
+
+def html_table(columns: list[str], rows: list[list], sortable: bool = True, cls: str = "") -> str:
+    head = "".join(f'<th scope="col">{_e(c)}</th>' for c in columns)
+    body = []
+    for r in rows:
+        cells = []
+        for v in r:
+            text, key = _fmt(v)
+            num = key is not None
+            attr = (f' data-v="{_e(key)}"' if num else "") + (' class="num"' if num and key != "" else "")
+            cells.append(f"<td{attr}>{text}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    classes = " ".join(c for c in ("sortable" if sortable else "", cls) if c)
+    return (f'<div class="table-wrap"><table class="{classes}"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(body)}</tbody></table></div>')
+
+
+def _csv(columns: list[str], rows: list[list]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(columns)
+    for r in rows:
+        w.writerow(["" if _missing(v) else (f"{v:.6g}" if isinstance(v, (float, np.floating)) else v) for v in r])
+    return buf.getvalue()
+
+
+def _csv_link(name: str, columns: list[str], rows: list[list], text: str = "Download the numbers (CSV)") -> str:
+    data = base64.b64encode(_csv(columns, rows).encode("utf-8")).decode("ascii")
+    return f'<a class="download" download="{_e(name)}.csv" href="data:text/csv;base64,{data}">{_e(text)}</a>'
+
+
+def _figure_html(fig: rf.Figure, table: bool = True) -> str:
+    numbers = (f"<details><summary>Numbers behind this figure</summary>{html_table(fig.columns, fig.rows)}</details>"
+               if table else "")
+    return (f'<figure id="fig-{_e(fig.slug)}"><div class="svg">{fig.svg}</div>'
+            f'<figcaption><strong>{_e(fig.title)}.</strong> {_e(fig.caption)}</figcaption>'
+            f'{numbers}{_csv_link(fig.slug, fig.columns, fig.rows)}</figure>')
+
+
+def _quote(text: str, limit: int) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1].rsplit(" ", 1)[0] + "…"
+
+
+def _missing_note(names: list[str], what: str) -> str:
+    items = "".join(f"<li><code>{_e(n)}.parquet</code>: run <code>{_e(COMMANDS[n])}</code></li>" for n in names)
+    return f'<div class="missing"><p>{_e(what)} Missing:</p><ul>{items}</ul></div>'
+
+
+def _wave(w) -> str:
+    return "no wave" if _missing(w) else f"wave {int(w)}"
+
+
+# ---------------------------------------------------------------- context shared by sections
+
+@dataclass
+class _Ctx:
+    t: dict[str, pd.DataFrame]
+    manifest: dict
+    cfg: dict
+    dimensions: list[str]
+    dimension_names: dict[str, str]
+    missing: dict[str, str]
+    figures: list[rf.Figure]
+    empty: set[str] = field(default_factory=set)  # sections with nothing but a missing-table note
+
+    def has(self, *names: str) -> bool:
+        return all(n in self.t for n in names)
+
+    def need(self, *names: str) -> list[str]:
+        gone = [n for n in names if n not in self.t]
+        for n in gone:
+            self.missing[n] = COMMANDS[n]
+        return gone
+
+
+def _dimension_order(t: dict[str, pd.DataFrame], manifest: dict) -> tuple[list[str], dict[str, str]]:
+    order = list(manifest.get("stages", {}).get("map", {}).get("framework", {}).get("dimensions", []))
+    for name in ("data_structure", "utterance_dimensions", "group_trajectory"):
+        if name in t and "dimension" in t[name]:
+            order += [d for d in t[name]["dimension"].dropna().unique().tolist() if d not in order]
+    names = {d: d for d in order}
+    if "data_structure" in t:
+        ds = t["data_structure"].dropna(subset=["dimension"])
+        names.update({d: f"{n} ({d})" for d, n in zip(ds["dimension"], ds["dimension_name"]) if n and n != d})
+    return order, names
+
+
+# ---------------------------------------------------------------- sections
+
+def _overview(c: _Ctx) -> str:
+    if c.need("utterances"):
+        c.empty.add("overview")
+        return _missing_note(["utterances"], "No utterances: nothing to report.")
+    u = c.t["utterances"]
+    interviews = c.t.get("interviews")
+    n_interviews = len(interviews) if interviews is not None else u["interview_id"].nunique()
+    talk = u[~u["is_interviewer"]]
+    roles = talk.groupby(talk["speaker_role"].fillna("(no role)"))["speaker_id"].nunique()
+    waves = u.groupby(u["wave"].astype("Int64").astype(str).replace("<NA>", "none"))["interview_id"].nunique()
+    coded = int(u["coded"].sum())
+    facts = [("Interviews", f"{n_interviews:,}"),
+             ("Interviewees", f"{talk['speaker_id'].nunique():,} ({', '.join(f'{n} {r}' for r, n in roles.items())})"),
+             ("Interviewers", f"{u.loc[u['is_interviewer'], 'speaker_id'].nunique():,}"),
+             ("Waves", ", ".join(f"wave {w}: {n} interviews" if w != "none" else f"no wave: {n} interviews"
+                                 for w, n in waves.items())),
+             ("Utterances", f"{len(u):,} units, {coded:,} coded")]
+    out = ['<dl class="facts">' + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in facts) + "</dl>"]
+
+    grp = u.assign(role=u["speaker_role"].fillna("(no role)"), w=u["wave"].astype("Int64"))
+    by = grp.groupby(["role", "w"], dropna=False).agg(speakers=("speaker_id", "nunique"),
+                                                      interviews=("interview_id", "nunique"),
+                                                      units=("utterance_id", "size"), coded=("coded", "sum"))
+    rows = [[role, _wave(w), int(r.speakers), int(r.interviews), int(r.units), int(r.coded)]
+            for (role, w), r in by.iterrows()]
+    out.append("<h3>Speakers and utterances by role and wave</h3>"
+               + html_table(["role", "wave", "speakers", "interviews", "units", "coded units"], rows))
+
+    # every unit that is not coded, or drops out later, and why
+    excl = u.loc[~u["coded"], "exclusion_reason"].fillna("not coded").value_counts().sort_index()
+    ex_rows = [[f"not coded: {r}", int(n), EXCLUSION_WHY.get(r, "")] for r, n in excl.items()]
+    if "assignments" in c.t:
+        a = c.t["assignments"]
+        for reason, n in a.loc[a["code_id"] < 0, "reason"].fillna("unassigned").value_counts().sort_index().items():
+            ex_rows.append([f"coded, no first-order code: {reason}", int(n),
+                            "no candidate code fits it; still in the dimension shares and shifts"])
+    if "utterance_dimensions" in c.t:
+        ud = c.t["utterance_dimensions"]
+        n_unmapped = int((~ud.loc[ud["is_argmax"], "mapped"]).sum())
+        kept = c.cfg.get("shift", {}).get("include_unmapped", True)
+        ex_rows.append(["coded, no clear dimension", n_unmapped,
+                        "dimension evidence too weak or ambiguous (map.utterance_threshold, utterance_margin); "
+                        + ("its probabilities still count in shares" if kept else "left out of shares and shifts")])
+    out.append("<h3>What was excluded and why</h3>" + html_table(["units", "count", "why"], ex_rows, sortable=False))
+
+    rej = c.t.get("rejected")
+    if rej is not None and len(rej):
+        out.append(f"<h3>Files rejected ({len(rej)})</h3>" + html_table(
+            ["file", "line", "reason"], [[r.source_file, r.line, r.reason] for r in rej.itertuples()]))
+    else:
+        out.append("<p>No transcript file was rejected.</p>")
+
+    sp = talk.assign(w=talk["wave"].astype("Int64")).groupby(["speaker_id", "w"], dropna=False)["coded"].sum()
+    role_of = talk.groupby("speaker_id")["speaker_role"].first()
+    wave_list = sorted({int(w) for w in talk["wave"].dropna()})
+    sp_rows = []
+    for sid in sorted(talk["speaker_id"].unique()):
+        s = sp.loc[sid]
+        sp_rows.append([sid, role_of.get(sid)] + [int(s.get(w, 0)) for w in wave_list]
+                       + [int(s.sum())])
+    out.append(f"<details><summary>Coded utterances per interviewee ({len(sp_rows)})</summary>"
+               + html_table(["speaker", "role"] + [f"wave {w}" for w in wave_list] + ["total"], sp_rows)
+               + "</details>")
+    return "".join(out)
+
+
+def _code_quotes(c: _Ctx, limit: int) -> dict[int, list[str]]:
+    if not c.has("codes", "utterances"):
+        return {}
+    texts = dict(zip(c.t["utterances"]["utterance_id"], c.t["utterances"]["text"]))
+    n = c.cfg["report"]["quotes"]
+    return {int(cid): [_quote(texts[u], limit) for u in list(ids)[:n] if u in texts]
+            for cid, ids in zip(c.t["codes"]["code_id"], c.t["codes"]["exemplar_ids"])}
+
+
+def _quotes_html(quotes: list[str]) -> str:
+    return "".join(f'<q class="quote">{_e(q)}</q>' for q in quotes)
+
+
+def _data_structure(c: _Ctx) -> str:
+    limit = c.cfg["report"]["quote_chars"]
+    quotes = _code_quotes(c, limit)
+    if "data_structure" not in c.t:
+        gone = c.need("data_structure")
+        if "codes" not in c.t:
+            c.empty.add("data-structure")
+            return _missing_note(gone + c.need("codes"), "No codes and no data structure.")
+        codes = c.t["codes"].sort_values(["size", "code_id"], ascending=[False, True])
+        rows = [[int(r.code_id), r.label, int(r.size), Raw(_quotes_html(quotes.get(int(r.code_id), [])))]
+                for r in codes.itertuples()]
+        return (_missing_note(gone, "Codes are not yet mapped onto the framework; first-order codes only.")
+                + html_table(["code", "first-order code", "utterances", "exemplar quotes"], rows))
+    ds = c.t["data_structure"]
+
+    def first_order(r) -> str:
+        if r.status == "empty":
+            return '<td class="empty">(no code mapped)</td>'
+        qs = quotes.get(int(r.code_id)) if not _missing(r.code_id) else None
+        if qs is None:
+            qs = [_quote(q, limit) for q in list(r.quotes)[: c.cfg["report"]["quotes"]]]
+        who = ' <span class="tag">researcher</span>' if r.source == "human" else ""
+        return (f'<td><span class="code">{_e(r.first_order)}</span> <span class="n">n={int(r.size)}, '
+                f'p={r.probability:.2f}</span>{who}{_quotes_html(qs)}</td>')
+
+    mapped = ds[ds["status"] != "unmapped"]
+    dim_span = mapped.groupby("dimension", sort=False).size()
+    con_span = mapped.groupby("concept_id", sort=False).size()
+    body, last_d, last_c = [], None, None
+    for r in mapped.itertuples():
+        cells = first_order(r)
+        if r.concept_id != last_c:
+            cells += f'<td rowspan="{con_span[r.concept_id]}" class="concept">{_e(r.second_order)}</td>'
+        if r.dimension != last_d:
+            cells += f'<td rowspan="{dim_span[r.dimension]}" class="dimension">{_e(r.dimension_name)}</td>'
+        last_c, last_d = r.concept_id, r.dimension
+        body.append(f"<tr>{cells}</tr>")
+    out = ['<div class="table-wrap"><table class="gioia"><thead><tr><th scope="col">First-order codes '
+           '(exemplar quotes)</th><th scope="col">Second-order concepts</th><th scope="col">Aggregate dimensions'
+           f'</th></tr></thead><tbody>{"".join(body)}</tbody></table></div>']
+    un = ds[ds["status"] == "unmapped"]
+    if len(un):
+        rows = [[int(r.code_id), r.first_order, int(r.size), r.probability, r.fingerprint,
+                 Raw(_quotes_html(quotes.get(int(r.code_id), [_quote(q, limit) for q in list(r.quotes)])))]
+                for r in un.itertuples()]
+        out.append(f"<h3>Unmapped candidate codes ({len(un)})</h3><p>These fit no concept clearly enough. "
+                   "To map one by hand, add its fingerprint and a concept to <code>overrides.csv</code> in the run "
+                   "directory and re-run <code>themeshift map RUN</code>.</p>"
+                   + html_table(["code", "first-order code", "utterances", "best p", "fingerprint", "exemplar quotes"],
+                                rows))
+    return "".join(out)
+
+
+def _dimension_shares(c: _Ctx) -> str:
+    caption = ("Mean share of each aggregate dimension in a speaker's talk (each speaker counts once), "
+               "with the bootstrap interval over speakers.")
+    note = ""
+    if "group_trajectory" in c.t:
+        g = c.t["group_trajectory"]
+        values = {(r.group, int(r.wave), r.dimension): (r.mean_share, r.ci_low, r.ci_high) for r in g.itertuples()}
+        rows = [[r.group, int(r.wave), r.dimension, int(r.n_speakers), int(r.n_utterances), r.mean_share,
+                 r.ci_low, r.ci_high, r.pooled_share] for r in g.itertuples()]
+        columns = ["group", "wave", "dimension", "speakers", "utterances", "mean_share", "ci_low", "ci_high",
+                   "pooled_share"]
+        groups = ["all"] + sorted(x for x in g["group"].unique() if x != "all")
+    else:
+        gone = c.need("group_trajectory")
+        if not c.has("utterance_dimensions", "utterances"):
+            c.empty.add("dimension-shares")
+            return _missing_note(gone + c.need("utterance_dimensions"), "No dimension probabilities yet.")
+        note = _missing_note(gone, "Shares below are pooled over utterances, without intervals.")
+        caption = "Share of each aggregate dimension, pooled over the group's utterances (no intervals)."
+        u = c.t["utterances"][["utterance_id", "speaker_role", "wave"]]
+        d = c.t["utterance_dimensions"].merge(u, on="utterance_id").dropna(subset=["wave"])
+        parts = [d.assign(group="all"), d.assign(group=d["speaker_role"].fillna("(no role)"))]
+        pooled = pd.concat(parts).groupby(["group", "wave", "dimension"])["probability"].agg(["mean", "size"])
+        values = {(gname, int(w), dim): (m, None, None) for (gname, w, dim), (m, _) in pooled.iterrows()}
+        rows = [[gname, int(w), dim, int(n), m] for (gname, w, dim), (m, n) in pooled.iterrows()]
+        columns = ["group", "wave", "dimension", "utterances", "pooled_share"]
+        groups = ["all"] + sorted({k[0] for k in values} - {"all"})
+    waves = sorted({k[1] for k in values})
+    svg = rf.trajectory_chart(groups, waves, c.dimensions, values, c.dimension_names,
+                              "Dimension shares per wave, all speakers and by role")
+    fig = rf.Figure("dimension_shares", "Dimension shares per wave and role", svg, columns, rows, caption)
+    c.figures.append(fig)
+    return note + _figure_html(fig)
+
+
+def _shift_label(r) -> str:
+    role = f" ({r.speaker_role})" if not _missing(r.speaker_role) else ""
+    return f"{r.speaker_id}{role} w{int(r.wave_from)}→{int(r.wave_to)}"
+
+
+def _shifts(c: _Ctx) -> str:
+    gone = c.need("shifts")
+    if gone:
+        c.empty.add("shifts")
+        return _missing_note(gone, "No shift scores yet.")
+    s = c.t["shifts"]
+    scored = s[s["jsd"].notna()].sort_values(["jsd", "speaker_id"], ascending=[False, True])
+    out = ["<p>Magnitude: Jensen-Shannon distance between a speaker's dimension profiles in two waves "
+           "(0 = the same mix of push, pull and exchange talk, 1 = no overlap). The open dot is the distance "
+           "that resampling noise alone gives; the p-value comes from shuffling the speaker's answers between "
+           "waves. Direction: the dimension whose share fell most → the one that rose most.</p>"]
+    if len(scored):
+        dumbbell = [{"label": _shift_label(r), "value": r.jsd, "lo": r.jsd_ci_low, "hi": r.jsd_ci_high,
+                     "noise": r.jsd_noise, "p": r.p_value, "significant": bool(r.significant),
+                     "direction": (r.direction or "").replace("->", "→")} for r in scored.itertuples()]
+        cols = ["speaker_id", "speaker_role", "wave_from", "wave_to", "jsd", "jsd_ci_low", "jsd_ci_high",
+                "jsd_noise", "p_value", "significant", "direction"]
+        fig = rf.Figure("shift_magnitude", "Shift magnitude per speaker", rf.shift_dumbbell_chart(
+            dumbbell, "Per-speaker shift: Jensen-Shannon distance with interval and noise level"),
+            cols, [[getattr(r, k) for k in cols] for r in scored.itertuples()],
+            f"Filled dot: distance, bar: {c.cfg['shift']['ci_level']:.0%} bootstrap interval, open dot: noise level; "
+            f"dark = p < {c.cfg['shift']['alpha']}.")
+        c.figures.append(fig)
+        out.append(_figure_html(fig))
+    if "shift_dimensions" in c.t and len(scored):
+        sd = c.t["shift_dimensions"]
+        order = {(r.speaker_id, int(r.wave_from), int(r.wave_to)): _shift_label(r) for r in scored.itertuples()}
+        sd = sd[[(a, int(b), int(d)) in order for a, b, d in zip(sd["speaker_id"], sd["wave_from"], sd["wave_to"])]]
+        values = {(order[(r.speaker_id, int(r.wave_from), int(r.wave_to))], r.dimension):
+                  (r.share_from, r.share_to, r.change_ci_low, r.change_ci_high) for r in sd.itertuples()}
+        cols = ["speaker_id", "speaker_role", "wave_from", "wave_to", "dimension", "share_from", "share_to", "change",
+                "change_ci_low", "change_ci_high"]
+        fig = rf.Figure("shift_directions", "Direction of each speaker's shift", rf.change_arrow_chart(
+            list(order.values()), c.dimensions, values,
+            "Per-speaker change in each dimension's share between waves"),
+            cols, [[getattr(r, k) for k in cols] for r in sd.itertuples()],
+            "Arrow: from the share in the earlier wave to the share in the later one; shaded band: the interval "
+            "of the change. Rows in the order of the chart above.")
+        c.figures.append(fig)
+        out.append(_figure_html(fig))
+    elif "shift_dimensions" not in c.t:
+        out.append(_missing_note(c.need("shift_dimensions"), "No per-dimension changes."))
+    rows = []
+    for r in s.sort_values(["speaker_id", "wave_from", "wave_to"], na_position="last").itertuples():
+        ci = "–" if _missing(r.jsd_ci_low) else f"{r.jsd_ci_low:.3f}–{r.jsd_ci_high:.3f}"
+        flag = r.status if r.status == "ok" else f"{r.status}: {r.reason}"
+        waves = "–" if _missing(r.wave_from) else f"{int(r.wave_from)}" + (
+            "" if _missing(r.wave_to) else f" → {int(r.wave_to)}")
+        rows.append([r.speaker_id, r.speaker_role, waves, r.n_from, r.n_to, r.jsd,
+                     Raw(_e(ci), "" if _missing(r.jsd_ci_low) else r.jsd_ci_low),
+                     r.jsd_noise, r.p_value, r.significant if not _missing(r.significant) else None,
+                     None if _missing(r.direction) else r.direction.replace("->", "→"), r.max_change,
+                     r.semantic_ratio, r.p_semantic, flag])
+    out.append("<h3>All speakers</h3><p>Click a column heading to sort. <em>semantic ratio</em>: how far the "
+               "speaker's mean sentence embedding moved between waves, over how far it moves between two halves "
+               "of one wave (about 1 = no change); its p-value comes from the same shuffling.</p>"
+               + html_table(["speaker", "role", "waves", "n from", "n to", "magnitude (JSD)", "interval", "noise",
+                             "p-value", "significant", "direction", "largest rise", "semantic ratio",
+                             "p (semantic)", "status / flags"], rows, cls="shift-table"))
+    if "group_shifts" in c.t:
+        g = c.t["group_shifts"]
+        g = g[g["measure"].isin(["jsd", "semantic_ratio", "change"])]
+        rows = [[r.group, f"{int(r.wave_from)} → {int(r.wave_to)}", r.measure, r.dimension, int(r.n_speakers),
+                 r.mean, r.ci_low, r.ci_high, None if _missing(r.n_significant) else int(r.n_significant)]
+                for r in g.itertuples()]
+        out.append("<h3>By group</h3>" + html_table(
+            ["group", "waves", "measure", "dimension", "speakers", "mean", "ci_low", "ci_high", "significant"], rows))
+    return "".join(out)
+
+
+def _utterance_map(c: _Ctx, xy: np.ndarray | None, ids: list[str] | None) -> str:
+    gone = c.need("embeddings")
+    if gone or xy is None:
+        c.empty.add("utterance-map")
+        return _missing_note(gone, "No embeddings to lay out.")
+    method = c.cfg["report"]["projection"]
+    n = len(ids)
+    codes = np.full(n, -1)
+    code_labels: list[str] = []
+    if "assignments" in c.t and "codes" in c.t:
+        a = dict(zip(c.t["assignments"]["utterance_id"], c.t["assignments"]["code_id"]))
+        cd = c.t["codes"].sort_values("code_id")
+        index = {int(k): i for i, k in enumerate(cd["code_id"])}
+        code_labels = [f"{int(k)}: {lab}" for k, lab in zip(cd["code_id"], cd["label"])]
+        codes = np.array([index.get(int(a.get(u, -1)), -1) for u in ids])
+    dims = np.full(n, -1)
+    if "utterance_dimensions" in c.t:
+        ud = c.t["utterance_dimensions"]
+        top = ud[ud["is_argmax"] & ud["mapped"]]
+        di = {d: i for i, d in enumerate(c.dimensions)}
+        best = dict(zip(top["utterance_id"], top["dimension"]))
+        dims = np.array([di.get(best.get(u), -1) for u in ids])
+    x, y = xy[:, 0], xy[:, 1]
+    how = "UMAP (cosine, seeded, PCA initialisation)" if method == "umap" else "PCA"
+    views = []
+    if code_labels:
+        views.append(("code", "first-order code", rf.scatter_chart(
+            x, y, codes, rf.CODE_COLOURS, code_labels, "Utterances coloured by first-order code")))
+    if len(c.dimensions) and (dims >= 0).any():
+        views.append(("dimension", "aggregate dimension", rf.scatter_chart(
+            x, y, dims, rf.DIMENSION_COLOURS, [c.dimension_names[d] for d in c.dimensions],
+            "Utterances coloured by aggregate dimension")))
+    if not views:
+        views.append(("plain", "no colouring", rf.scatter_chart(x, y, dims, rf.DIMENSION_COLOURS, [],
+                                                                "Utterances")))
+    columns = ["utterance_id", "x", "y", "code_id", "dimension"]
+    code_ids = c.t["codes"].sort_values("code_id")["code_id"].tolist() if code_labels else []
+    rows = [[u, round(float(a), 4), round(float(b), 4), int(code_ids[k]) if k >= 0 else -1,
+             c.dimensions[d] if d >= 0 else None] for u, a, b, k, d in zip(ids, x, y, codes, dims)]
+    fig = rf.Figure("utterance_map", "Map of utterances", views[0][2], columns, rows,
+                    f"Each dot is a coded utterance; nearby dots say similar things ({how} of the sentence "
+                    "embeddings). Grey: no code / no clear dimension.",
+                    {f"utterance_map_by_{k}": svg for k, _, svg in views})
+    c.figures.append(fig)
+    notes = [_missing_note(c.need("codes", "assignments"), "Colouring by code unavailable.")
+             if not code_labels else "",
+             _missing_note(c.need("utterance_dimensions"), "Colouring by dimension unavailable.")
+             if "utterance_dimensions" not in c.t else ""]
+    buttons = "".join(f'<button type="button" data-view="{k}" aria-pressed="{"true" if i == 0 else "false"}">'
+                      f"Colour by {_e(label)}</button>" for i, (k, label, _) in enumerate(views))
+    panes = "".join(f'<div class="map-view" data-view="{k}"{"" if i == 0 else " hidden"}>{svg}</div>'
+                    for i, (k, _, svg) in enumerate(views))
+    payload = json.dumps({"columns": columns, "rows": rows}, separators=(",", ":"), ensure_ascii=True)
+    payload = payload.replace("</", "<\\/")  # nothing in the data can close the script element
+    return ("".join(notes) + f'<figure id="fig-utterance_map"><div class="toggle" role="group" '
+            f'aria-label="Colour the map by">{buttons}</div>{panes}<figcaption><strong>{_e(fig.title)}.</strong> '
+            f'{_e(fig.caption)} {n:,} utterances.</figcaption>'
+            f'<button type="button" class="download" id="map-download">Download the coordinates (CSV)</button>'
+            f'<script type="application/json" id="map-data">{payload}</script></figure>')
+
+
+def _reading(metric: str, v) -> str:
+    if _missing(v):
+        return "undefined"
+    if metric == "krippendorff_alpha":
+        return "reliable (≥ 0.8)" if v >= 0.8 else "tentative (≥ 0.667)" if v >= 0.667 else "unreliable (< 0.667)"
+    if metric in ("cohen_kappa", "matched_kappa"):  # Landis & Koch (1977)
+        for cut, word in ((0.8, "almost perfect"), (0.6, "substantial"), (0.4, "moderate"), (0.2, "fair"),
+                          (0.0, "slight")):
+            if v > cut:
+                return f"{word} (> {cut:g})"
+        return "poor (≤ 0)"
+    return ""
+
+
+def _raters(r) -> str:
+    return r.coder_a.replace("+", " + ") if _missing(r.coder_b) else f"{r.coder_a} vs {r.coder_b}"
+
+
+def _agreement(c: _Ctx) -> str:
+    if "agreement" not in c.t:
+        c.need("agreement")
+        c.empty.add("agreement")
+        return ('<p>No comparison with human coders in this run. To add one, run '
+                '<code>themeshift compare RUN --human CODES</code> with a CSV of coded character spans or a REFI-QDA '
+                'project (.qdpx) exported from NVivo, ATLAS.ti, MAXQDA or QualCoder, then '
+                '<code>themeshift report RUN</code> again.</p>')
+    ag = c.t["agreement"]
+    machine = c.cfg.get("compare", {}).get("machine_name", "machine")
+    main = ag[ag["metric"].isin(["krippendorff_alpha", "cohen_kappa"])]
+    rows_fig = [{"label": f"{r.level}: {'α' if r.metric == 'krippendorff_alpha' else 'κ'} {_raters(r)}",
+                 "value": r.value, "lo": r.ci_low, "hi": r.ci_high,
+                 "human_only": machine not in f"{r.coder_a}+{r.coder_b}".split("+") and
+                 machine not in (r.coder_a, r.coder_b)} for r in main.itertuples() if not _missing(r.value)]
+    cols = ["level", "metric", "coder_a", "coder_b", "value", "ci_low", "ci_high", "n"]
+    out = ["<p>Chance-corrected agreement on the compared utterances. Conventional reading: Krippendorff's α ≥ 0.8 "
+           "reliable, ≥ 0.667 acceptable for tentative conclusions, lower unreliable (Krippendorff 2004); Cohen's κ "
+           "by Landis &amp; Koch (1977): &gt; 0.8 almost perfect, &gt; 0.6 substantial, &gt; 0.4 moderate, &gt; 0.2 "
+           "fair. Compare the machine's figures with the human coders' agreement with each other: that is the "
+           "ceiling.</p>"]
+    if rows_fig:
+        fig = rf.Figure("agreement", "Agreement between raters", rf.agreement_chart(
+            rows_fig, "Chance-corrected agreement with intervals"), cols,
+            [[getattr(r, k) for k in cols] for r in main.itertuples()],
+            "Dots: Krippendorff's α (all raters joined by +) and Cohen's κ (rater pairs); bars: bootstrap "
+            "intervals over interviews; dashed lines: the conventional α thresholds.")
+        c.figures.append(fig)
+        out.append(_figure_html(fig, table=False))
+    rows = [[r.level, r.metric, _raters(r), r.value,
+             Raw(_e("–" if _missing(r.ci_low) else f"{r.ci_low:.3f} to {r.ci_high:.3f}"),
+                 "" if _missing(r.ci_low) else r.ci_low), r.n, _reading(r.metric, r.value)]
+            for r in main.itertuples()]
+    out.append(html_table(["level", "metric", "raters", "value", "interval", "n", "reading"], rows))
+    prf = ag[ag["metric"].isin(["precision", "recall", "f1"]) & (ag["level"] == "dimension")]
+    if len(prf):
+        piv = prf.pivot_table(index=["coder_b", "dimension"], columns="metric", values="value", sort=False)
+        rows = [[who, dim, piv.loc[(who, dim)].get("precision"), piv.loc[(who, dim)].get("recall"),
+                 piv.loc[(who, dim)].get("f1")] for who, dim in piv.index]
+        out.append("<h3>Per dimension: the machine against each coder</h3>"
+                   + html_table(["reference", "dimension", "precision", "recall", "F1"], rows))
+    cl = ag[ag["level"] == "code"]
+    if len(cl):
+        piv = cl.pivot_table(index="coder_b", columns="metric", values="value", sort=False)
+        ms = [m for m in ["ari", "nmi", "homogeneity", "completeness", "purity", "matched_kappa"] if m in piv.columns]
+        out.append("<h3>Candidate codes against human codes</h3><p>How well the machine's first-order clusters line up "
+                   "with the human codes (ARI and NMI: 0 = chance, 1 = identical partitions).</p>"
+                   + html_table(["reference"] + ms, [[who] + [piv.loc[who, m] for m in ms] for who in piv.index]))
+    if "confusion" in c.t:
+        cf = c.t["confusion"]
+        sel = cf[(cf["level"] == "dimension") & (cf["coder_a"] == machine)]
+        if len(sel):
+            ref = "consensus" if (sel["coder_b"] == "consensus").any() else sel["coder_b"].iloc[0]
+            sel = sel[sel["coder_b"] == ref]
+            labels = [d for d in c.dimensions + sorted(set(sel["label_a"]) | set(sel["label_b"]))
+                      if d in set(sel["label_a"]) | set(sel["label_b"])]
+            labels = list(dict.fromkeys(labels))
+            m = sel.pivot_table(index="label_a", columns="label_b", values="n", aggfunc="sum", fill_value=0)
+            m = m.reindex(index=labels, columns=labels, fill_value=0)
+            peak = max(1, int(m.values.max()))
+            head = "".join(f'<th scope="col">{_e(b)}</th>' for b in labels)
+            body = "".join(
+                f'<tr><th scope="row">{_e(a)}</th>' + "".join(
+                    f'<td class="num" style="background:rgba(0,114,178,{0.08 + 0.6 * int(m.loc[a, b]) / peak:.2f})">'
+                    f'{int(m.loc[a, b]):,}</td>' for b in labels) + "</tr>" for a in labels)
+            out.append(f"<h3>Confusion: {_e(machine)} (rows) vs {_e(ref)} (columns), dimension level</h3>"
+                       f'<div class="table-wrap"><table class="confusion"><thead><tr><th></th>{head}</tr></thead>'
+                       f"<tbody>{body}</tbody></table></div>")
+    if "disagreements" in c.t:
+        d = c.t["disagreements"]
+        d = d[(d["level"] == "dimension") & (d["humans_agree"].fillna(False).astype(bool))]
+        d = d.sort_values(["machine_probability", "utterance_id", "coder"], ascending=[False, True, True])
+        d = d.drop_duplicates("utterance_id").head(c.cfg["report"]["disagreements"])
+        if len(d):
+            limit = c.cfg["report"]["quote_chars"]
+            rows = [[r.utterance_id, r.speaker_id, Raw(f'<q class="quote">{_e(_quote(r.text, limit))}</q>'),
+                     r.machine_label, r.machine_probability, r.human_label] for r in d.itertuples()]
+            out.append(f"<h3>Where the machine and the human coders differ</h3><p>The {len(d)} utterances where the "
+                       "human coders agree with each other and the machine was most confident in another dimension "
+                       "(all in <code>disagreements.parquet</code>).</p>"
+                       + html_table(["utterance", "speaker", "text", "machine", "machine p", "humans"], rows))
+    return "".join(out)
+
+
+def _reproducibility(c: _Ctx) -> str:
+    m = c.manifest
+    if not m:
+        c.empty.add("reproducibility")
+        return "<p>No manifest.json in the run directory.</p>"
+    st = m.get("stages", {})
+    seg, emb = st.get("segment", {}), st.get("embed", {})
+    fw = st.get("map", {}).get("framework", {})
+    human = st.get("compare", {}).get("human_codes", {})
+    facts = [("Seed", m.get("seed")), ("Input folder", seg.get("input_dir")),
+             ("Embedding model", f"{emb.get('model')} ({emb.get('model_id')}, {emb.get('dim')} dimensions)"
+              if emb else None),
+             ("Codes", f"{st['codes'].get('method')}, min cluster size {st['codes'].get('min_cluster_size')}"
+              if "codes" in st else None),
+             ("Framework", f"{fw.get('name')} (sha256 {fw.get('sha256')})" if fw else None),
+             ("Human codes", f"{human.get('path')} (sha256 {human.get('sha256')})" if human else None),
+             ("Versions", ", ".join(f"{k} {v}" for k, v in sorted(m.get("versions", {}).items())))]
+    out = ['<dl class="facts">' + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in facts if v) + "</dl>"]
+    order = ["segment", "embed", "codes", "map", "shift", "compare"]
+    stages = [[name, st[name].get("seconds"), json.dumps(st[name].get("counts", {}), sort_keys=True)]
+              for name in order + sorted(set(st) - set(order) - {"report"}) if name in st]
+    out.append(html_table(["stage", "seconds", "counts"], stages))
+    inputs = seg.get("inputs", [])
+    if inputs:
+        out.append(f"<details><summary>Input files and their SHA-256 hashes ({len(inputs)})</summary>"
+                   + html_table(["file", "bytes", "sha256"], [[i.get("path"), i.get("bytes"), Raw(
+                       f'<code>{_e(i.get("sha256"))}</code>')] for i in inputs]) + "</details>")
+    out.append("<details><summary>Configuration of the run</summary><pre>"
+               + _e(json.dumps(m.get("config", {}), indent=2, sort_keys=True)) + "</pre></details>")
+    return "".join(out)
+
+
+# ---------------------------------------------------------------- page
+
+_CSS = """
+:root{--ink:#1d1d1f;--muted:#5f6368;--line:#e3e3e3;--accent:#0072B2}
+*{box-sizing:border-box}body{margin:0;color:var(--ink);background:#fafafa;
+font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif}
+header,main,footer{max-width:1180px;margin:0 auto;padding:0 24px}
+header{padding-top:28px}h1{font-size:1.7rem;margin:0 0 4px}h2{font-size:1.3rem;margin:0 0 12px;
+padding-top:8px;border-bottom:2px solid var(--ink)}h3{font-size:1.05rem;margin:22px 0 8px}
+.sub{color:var(--muted);margin:0 0 12px}nav ul{display:flex;flex-wrap:wrap;gap:6px 16px;padding:0;list-style:none}
+nav a{color:var(--accent)}section{background:#fff;border:1px solid var(--line);border-radius:6px;
+padding:14px 20px 18px;margin:18px 0}
+.facts{display:grid;grid-template-columns:max-content 1fr;gap:4px 16px}.facts dt{font-weight:600}.facts dd{margin:0}
+.table-wrap{overflow-x:auto;margin:8px 0}table{border-collapse:collapse;font-size:13px;width:100%}
+th,td{border-bottom:1px solid var(--line);padding:4px 8px;text-align:left;vertical-align:top}
+thead th{background:#f2f2f2;position:sticky;top:0}
+td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+table.sortable th{cursor:pointer;user-select:none}table.sortable th:after{content:" ↕";color:#aaa}
+table.sortable th[aria-sort=ascending]:after{content:" ▲";color:var(--ink)}
+table.sortable th[aria-sort=descending]:after{content:" ▼";color:var(--ink)}
+table.gioia td{border:1px solid var(--line)}table.gioia td.concept{font-weight:600;width:22%}
+table.gioia td.dimension{font-weight:700;width:16%;background:#f7f7f7}td.empty{color:var(--muted);font-style:italic}
+.code{font-weight:600}.n{color:var(--muted);font-size:12px}.tag{background:#fde8c8;border-radius:3px;padding:0 4px;
+font-size:11px}q.quote{display:block;color:#333;margin:3px 0 3px 10px;padding-left:8px;border-left:3px solid #ddd;
+font-style:italic}table.confusion{width:auto}table.confusion th[scope=row]{background:#f2f2f2}
+figure{margin:12px 0 20px}figure .svg,.map-view{overflow-x:auto}
+figcaption{color:var(--muted);font-size:13px;margin:6px 0}
+details{margin:6px 0}summary{cursor:pointer;color:var(--accent)}pre{font-size:12px;background:#f6f6f6;padding:10px;
+overflow-x:auto}.download{display:inline-block;font-size:13px;color:var(--accent);background:none;border:0;
+padding:0;cursor:pointer;text-decoration:underline}
+.toggle button{font:inherit;font-size:13px;border:1px solid var(--accent);background:#fff;color:var(--accent);
+padding:3px 10px;cursor:pointer}.toggle button[aria-pressed=true]{background:var(--accent);color:#fff}
+.missing{background:#fff6e5;border-left:4px solid #E69F00;padding:6px 12px;margin:8px 0}.missing p{margin:0}
+.missing ul{margin:4px 0}footer{font-size:13px;padding-bottom:30px}footer>p{color:var(--muted)}
+@media print{nav,.toggle,.download{display:none}section{border:0;break-inside:avoid-page}}
+"""
+
+_JS = """
+(function(){
+function key(td){var v=td.hasAttribute('data-v')?td.getAttribute('data-v'):td.textContent.trim();
+var n=parseFloat(v);return (v===''||isNaN(n))?[1,v.toLowerCase()]:[0,n];}
+document.querySelectorAll('table.sortable').forEach(function(t){
+t.querySelectorAll('thead th').forEach(function(th,i){th.tabIndex=0;
+function go(){var asc=th.getAttribute('aria-sort')!=='ascending',b=t.tBodies[0],rows=Array.prototype.slice.call(b.rows);
+t.querySelectorAll('thead th').forEach(function(h){h.removeAttribute('aria-sort');});
+th.setAttribute('aria-sort',asc?'ascending':'descending');
+rows.sort(function(x,y){var a=key(x.cells[i]),c=key(y.cells[i]);if(a[0]!==c[0])return a[0]-c[0];
+var r=a[1]<c[1]?-1:a[1]>c[1]?1:0;return asc?r:-r;});rows.forEach(function(r){b.appendChild(r);});}
+th.addEventListener('click',go);th.addEventListener('keydown',function(e){if(e.key==='Enter')go();});});});
+document.querySelectorAll('.toggle').forEach(function(g){var fig=g.parentNode;
+g.querySelectorAll('button').forEach(function(btn){btn.addEventListener('click',function(){
+g.querySelectorAll('button').forEach(function(b){b.setAttribute('aria-pressed',b===btn?'true':'false');});
+fig.querySelectorAll('.map-view').forEach(function(v){
+v.hidden=v.getAttribute('data-view')!==btn.getAttribute('data-view');});
+});});});
+var dl=document.getElementById('map-download');if(dl){dl.addEventListener('click',function(){
+var d=JSON.parse(document.getElementById('map-data').textContent);
+function q(v){v=v===null?'':String(v);return /[",\\n]/.test(v)?'"'+v.replace(/"/g,'""')+'"':v;}
+var lines=[d.columns.join(',')].concat(d.rows.map(function(r){return r.map(q).join(',');}));
+var a=document.createElement('a');a.href=URL.createObjectURL(new Blob([lines.join('\\n')+'\\n'],{type:'text/csv'}));
+a.download='utterance_map.csv';document.body.appendChild(a);a.click();a.remove();});}
+})();
+"""
+
+
+def build_report(tables: dict[str, pd.DataFrame], manifest: dict, cfg: dict,
+                 xy: np.ndarray | None = None, map_ids: list[str] | None = None, title: str = "") -> Report:
+    """The HTML page and its figures. xy: the 2-D layout of the embedded utterances map_ids."""
+    dims, names = _dimension_order(tables, manifest)
+    c = _Ctx(tables, manifest, cfg, dims, names, {}, [])
+    builders = {"overview": _overview, "data-structure": _data_structure, "dimension-shares": _dimension_shares,
+                "shifts": _shifts, "utterance-map": lambda ctx: _utterance_map(ctx, xy, map_ids),
+                "agreement": _agreement, "reproducibility": _reproducibility}
+    bodies = {sid: builders[sid](c) for sid, _ in SECTIONS}
+    present = [sid for sid, _ in SECTIONS if sid not in c.empty]
+    fw = manifest.get("stages", {}).get("map", {}).get("framework", {}).get("name")
+    heading = title or "themeshift report"
+    sub = " · ".join(x for x in [manifest.get("stages", {}).get("segment", {}).get("input_dir"),
+                                  f"framework: {fw}" if fw else ""] if x)
+    missing = ""
+    if c.missing:
+        by_cmd: dict[str, list[str]] = {}
+        for t, cmd in c.missing.items():
+            by_cmd.setdefault(cmd, []).append(f"{t}.parquet")
+        items = "".join(f"<li><code>{_e(cmd)}</code> makes {_e(', '.join(ts))}</li>" for cmd, ts in by_cmd.items())
+        missing = (f'<div class="missing" id="missing-tables"><p>This report shows what the run directory holds. '
+                   f"Not there yet:</p><ul>{items}</ul></div>")
+    nav = "".join(f'<li><a href="#{sid}">{_e(name)}</a></li>' for sid, name in SECTIONS)
+    sections = "".join(f'<section id="{sid}"><h2>{_e(name)}</h2>{bodies[sid]}</section>' for sid, name in SECTIONS
+                       if sid != "reproducibility")
+    html = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            # nothing may load from outside this file
+            f"<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; "
+            f"script-src 'unsafe-inline'; img-src data:\">"
+            f"<title>{_e(heading)}</title><style>{_CSS}</style></head><body>"
+            f'<header><h1>{_e(heading)}</h1><p class="sub">{_e(sub)}</p><nav aria-label="Sections"><ul>{nav}</ul></nav>'
+            f"{missing}</header><main>{sections}</main>"
+            f'<footer><section id="reproducibility"><h2>Reproducibility</h2>{bodies["reproducibility"]}</section>'
+            f"<p>Made by themeshift {_e(manifest.get('versions', {}).get('themeshift', ''))}. Every number here "
+            f"comes from the Parquet tables in the run directory.</p></footer>"
+            f"<script>{_JS}</script></body></html>")
+    return Report(html, c.figures, present, dict(c.missing))
+
+
+def write_shareable(path: Path, text: str) -> Path:
+    """Atomic write, readable by others (the page and figures are meant to be passed on)."""
+    import os
+
+    from pipeline.io.rundir import _atomic_write
+
+    def write(tmp: str) -> None:
+        Path(tmp).write_bytes(text.encode("utf-8"))
+        os.chmod(tmp, 0o644)
+
+    _atomic_write(Path(path), write)
+    return Path(path)
+
+
+def write_figures(figures: list[rf.Figure], out_dir: Path) -> list[Path]:
+    """Each figure as SVG (and its numbers as CSV) for manuscripts."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError("--figures must be a folder", out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for fig in figures:
+        for slug, svg in (fig.extra_svgs or {fig.slug: fig.svg}).items():
+            written.append(write_shareable(out_dir / f"{slug}.svg", '<?xml version="1.0" encoding="UTF-8"?>\n'
+                                           + svg + "\n"))
+        written.append(write_shareable(out_dir / f"{fig.slug}.csv", _csv(fig.columns, fig.rows)))
+    return written

@@ -1,0 +1,277 @@
+"""report.html on the example study: sections, numbers, escaping, missing tables, figures,
+bad input, and the page in a real headless Chromium."""
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import lxml.html
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+from pipeline.config import load_config
+from pipeline.report import SECTIONS, _reading, build_report, load_tables, project_2d
+
+REPO = Path(__file__).resolve().parent.parent
+HUMAN = REPO / "examples" / "answer_key" / "human_codes.csv"
+SECTION_IDS = [sid for sid, _ in SECTIONS]
+runner = CliRunner()
+
+
+def _cfg():
+    # PCA and fewer resamples keep the test fast; UMAP is checked on its own below
+    return load_config(overrides={"report": {"projection": "pca"}, "shift": {"bootstrap": 200, "permutations": 200},
+                                  "compare": {"bootstrap": 100}})
+
+
+@pytest.fixture(scope="module")
+def full_run(example_run, encoder, tmp_path_factory):
+    """The example study through every stage (map, shift, compare on top of the shared codes run)."""
+    from pipeline.runner import run_compare, run_map, run_report, run_shift
+
+    run_dir = tmp_path_factory.mktemp("report_run") / "run"
+    shutil.copytree(example_run, run_dir)
+    cfg = _cfg()
+    run_map(run_dir, cfg, encoder=encoder)
+    run_shift(run_dir, cfg)
+    run_compare(run_dir, HUMAN, cfg)
+    record = run_report(run_dir, cfg, figures_dir=run_dir / "figures")
+    return run_dir, record
+
+
+def _cls(name: str) -> str:
+    """XPath test for an HTML class."""
+    return f"contains(concat(' ', normalize-space(@class), ' '), ' {name} ')"
+
+
+def _doc(run_dir: Path):
+    return lxml.html.fromstring((run_dir / "report.html").read_text(encoding="utf-8"))
+
+
+def test_full_run_has_every_section_and_the_tables_numbers(full_run):
+    run_dir, record = full_run
+    assert record["sections"] == SECTION_IDS and record["missing"] == {}
+    doc = _doc(run_dir)
+    for sid in SECTION_IDS:
+        assert doc.get_element_by_id(sid) is not None
+    # self-contained: nothing refers outside the file
+    assert not doc.xpath("//script[@src] | //link[@href] | //img[not(starts-with(@src, 'data:'))]")
+    assert all(a.get("href", "").startswith(("#", "data:")) for a in doc.xpath("//a[@href]"))
+
+    # per-speaker shift table: one row per shifts row, magnitude printed from shifts.parquet
+    shifts = pq.read_table(run_dir / "shifts.parquet").to_pandas()
+    rows = doc.xpath(f"//table[{_cls('shift-table')}]/tbody/tr")
+    assert len(rows) == len(shifts)
+    by_speaker = {r.xpath("td")[0].text_content(): r for r in rows}
+    for s in shifts.itertuples():
+        cells = [td.text_content() for td in by_speaker[s.speaker_id].xpath("td")]
+        assert cells[5] == f"{s.jsd:.3f}" and cells[8] == f"{s.p_value:.3f}"
+        assert cells[9] == ("yes" if s.significant else "no")
+
+    # the Gioia table: every mapped code once, with its concept and dimension spanning their rows
+    ds = pq.read_table(run_dir / "data_structure.parquet").to_pandas()
+    gioia = doc.xpath(f"//table[{_cls('gioia')}]")[0]
+    assert len(gioia.xpath("tbody/tr")) == int((ds["status"] != "unmapped").sum())
+    assert sorted(td.text_content() for td in gioia.xpath(f".//td[{_cls('dimension')}]")) == sorted(
+        ds.dropna(subset=["dimension"])["dimension_name"].unique())
+    spans = [int(td.get("rowspan")) for td in gioia.xpath(f".//td[{_cls('concept')}]")]
+    assert sum(spans) == len(gioia.xpath("tbody/tr"))
+
+    # agreement: every kappa/alpha row with the conventional reading of its value
+    ag = pq.read_table(run_dir / "agreement.parquet").to_pandas()
+    text = doc.get_element_by_id("agreement").text_content()
+    alpha = ag[(ag.metric == "krippendorff_alpha") & (ag.level == "dimension")]
+    for r in alpha.itertuples():
+        assert f"{r.value:.3f}" in text and _reading(r.metric, r.value) in text
+
+
+def test_conventional_readings():
+    assert _reading("krippendorff_alpha", 0.8) == "reliable (≥ 0.8)"
+    assert _reading("krippendorff_alpha", 0.7) == "tentative (≥ 0.667)"
+    assert _reading("krippendorff_alpha", 0.6669) == "unreliable (< 0.667)"
+    assert _reading("cohen_kappa", 0.61) == "substantial (> 0.6)"
+    assert _reading("cohen_kappa", 0.4) == "fair (> 0.2)"
+    assert _reading("cohen_kappa", -0.1) == "poor (≤ 0)"
+    assert _reading("cohen_kappa", float("nan")) == "undefined"
+
+
+def test_quotes_from_the_corpus_and_hostile_text_are_escaped(full_run):
+    run_dir, _ = full_run
+    tables, manifest = load_tables(run_dir)
+    cfg = _cfg()
+    # the corpus itself has "<10%", "A&E" and quotes; put a hostile line into a code's top exemplar too
+    hostile = '</q><script>alert("x")</script> A&E said "<5%" & it\'s <b>fine</b>'
+    first = tables["codes"].sort_values("code_id")["exemplar_ids"].iloc[0][0]
+    u = tables["utterances"]
+    tables["utterances"] = u.assign(text=u["text"].where(u["utterance_id"] != first, hostile))
+    html = build_report(tables, manifest, cfg).html
+    assert hostile not in html and "&lt;/q&gt;&lt;script&gt;alert(&quot;x&quot;)" in html
+    doc = lxml.html.fromstring(html)
+    assert len(doc.xpath("//script")) == 1 and "alert" not in doc.xpath("//script")[0].text
+    quotes = [q.text_content() for q in doc.xpath(f"//q[{_cls('quote')}]")]
+    assert hostile in quotes  # round-trips as text, not markup
+    corpus = [t for t in u["text"] if "<" in t or "&" in t]
+    assert corpus, "the example corpus has texts with < and &"
+    shown = [t for t in corpus if any(" ".join(t.split()) == q for q in quotes)]
+    assert all(t not in html for t in shown if "<" in t)
+
+
+def test_report_is_reproducible_and_map_layout_is_seeded(full_run):
+    run_dir, _ = full_run
+    tables, manifest = load_tables(run_dir)
+    from pipeline.embed import vectors
+
+    emb = tables["embeddings"]
+    ids = emb.column("utterance_id").to_pylist()
+    vec = vectors(emb)
+    one = build_report(tables, manifest, _cfg(), project_2d(vec, "pca", 42, 15), ids).html
+    two = build_report(tables, manifest, _cfg(), project_2d(vec, "pca", 42, 15), ids).html
+    assert one == two
+    sample = vec[:300]
+    a, b = project_2d(sample, "umap", 7, 15), project_2d(sample, "umap", 7, 15)
+    assert a.shape == (300, 2) and np.array_equal(a, b) and np.isfinite(a).all()
+    layout = pq.read_table(run_dir / "utterance_map.parquet")
+    assert layout.column("utterance_id").to_pylist() == ids and set(layout.column("projection").to_pylist()) == {"pca"}
+
+
+def test_figures_are_svg_with_their_numbers(full_run):
+    run_dir, record = full_run
+    fig_dir = run_dir / "figures"
+    names = {p.name for p in fig_dir.iterdir()}
+    assert names == {"dimension_shares.svg", "dimension_shares.csv", "shift_magnitude.svg", "shift_magnitude.csv",
+                     "shift_directions.svg", "shift_directions.csv", "utterance_map_by_code.svg",
+                     "utterance_map_by_dimension.svg", "utterance_map.csv", "agreement.svg", "agreement.csv"}
+    for p in fig_dir.glob("*.svg"):
+        assert ET.parse(p).getroot().tag == "{http://www.w3.org/2000/svg}svg"
+    shifts = pq.read_table(run_dir / "shifts.parquet").to_pandas().set_index("speaker_id")
+    with open(fig_dir / "shift_magnitude.csv", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == int(shifts["jsd"].notna().sum())
+    for r in rows:
+        assert float(r["jsd"]) == pytest.approx(shifts.loc[r["speaker_id"], "jsd"], rel=1e-5)
+    with open(fig_dir / "utterance_map.csv", encoding="utf-8") as fh:
+        assert sum(1 for _ in fh) == pq.read_metadata(run_dir / "embeddings.parquet").num_rows + 1
+
+
+def test_missing_tables_give_a_report_of_what_exists(example_run, tmp_path):
+    run_dir = tmp_path / "partial"
+    shutil.copytree(example_run, run_dir)
+    res = runner.invoke(app, ["report", str(run_dir), "-c", str(_toml(tmp_path))])
+    assert res.exit_code == 0, res.output
+    assert "missing: data_structure.parquet (run `themeshift map RUN`)" in res.output
+    html = (run_dir / "report.html").read_text(encoding="utf-8")
+    doc = lxml.html.fromstring(html)
+    note = doc.get_element_by_id("missing-tables").text_content()
+    for table, command in [("data_structure", "themeshift map RUN"), ("shifts", "themeshift shift RUN"),
+                           ("agreement", "themeshift compare RUN --human CODES")]:
+        assert f"{table}.parquet" in note and command in note
+    for sid in SECTION_IDS:  # every section is there, saying what it lacks
+        assert doc.get_element_by_id(sid) is not None
+    # codes without the map: first-order codes with their quotes
+    n_codes = pq.read_metadata(run_dir / "codes.parquet").num_rows
+    assert len(doc.get_element_by_id("data-structure").xpath(".//tbody/tr")) == n_codes
+
+
+def _toml(tmp_path: Path) -> Path:
+    path = tmp_path / "report.toml"
+    path.write_text('[report]\nprojection = "pca"\n', encoding="utf-8")
+    return path
+
+
+def test_bad_run_directories_fail_in_one_line(tmp_path, example_segmented):
+    res = runner.invoke(app, ["report", str(tmp_path / "nope")])
+    assert res.exit_code == 2 and "run directory not found" in res.output
+    (tmp_path / "empty").mkdir()
+    res = runner.invoke(app, ["report", str(tmp_path / "empty")])
+    assert res.exit_code == 2 and "not a run directory" in res.output and "themeshift segment" in res.output
+    run_dir = tmp_path / "broken"
+    shutil.copytree(example_segmented, run_dir)
+    (run_dir / "shifts.parquet").write_bytes(b"not parquet at all")
+    res = runner.invoke(app, ["report", str(run_dir)])
+    assert res.exit_code == 2 and "shifts.parquet" in res.output and "Traceback" not in res.output
+    assert len(res.output.strip().splitlines()) == 1
+    (tmp_path / "c.toml").write_text('[report]\nprojection = "tsne"\n', encoding="utf-8")
+    (run_dir / "shifts.parquet").unlink()
+    res = runner.invoke(app, ["report", str(run_dir), "-c", str(tmp_path / "c.toml")])
+    assert res.exit_code == 2 and "report.projection must be umap or pca" in res.output
+
+
+# ---------------------------------------------------------------- in a real browser
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    """Path of Debian's chromium (THEMESHIFT_CHROMIUM overrides it); skips without one, fails under CI."""
+    reason = None
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        reason = "playwright is not installed (pip install -e '.[test]')"
+    exe = os.environ.get("THEMESHIFT_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    if reason is None and not Path(exe).is_file():
+        reason = f"Debian's chromium is not installed at {exe} (make test installs it: apt-get install chromium)"
+    if reason:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"browser test cannot run under CI: {reason}")
+        pytest.skip(reason)
+    return exe
+
+
+def test_report_in_headless_chromium(chromium, full_run, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    exe = chromium
+    run_dir, _ = full_run
+    page_uri = (run_dir / "report.html").resolve().as_uri()
+    shifts = pq.read_table(run_dir / "shifts.parquet").to_pandas()
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            requests, errors = [], []
+            page.on("request", lambda r: requests.append(r.url))
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(page_uri, wait_until="load")
+            assert requests == [page_uri]
+            for sid, title in SECTIONS:
+                assert page.locator(f"#{sid} h2").inner_text() == title
+
+            # sorting: click the magnitude heading twice -> largest first
+            head = page.locator("table.shift-table th", has_text="magnitude")
+            head.click()
+            head.click()
+            assert head.get_attribute("aria-sort") == "descending"
+            first = page.locator("table.shift-table tbody tr").first.locator("td")
+            assert first.nth(0).inner_text() == shifts.loc[shifts["jsd"].idxmax(), "speaker_id"]
+
+            # the map's colour toggle shows one view at a time
+            code_view = page.locator('.map-view[data-view="code"]')
+            dim_view = page.locator('.map-view[data-view="dimension"]')
+            assert code_view.is_visible() and not dim_view.is_visible()
+            page.get_by_role("button", name="Colour by aggregate dimension").click()
+            assert dim_view.is_visible() and not code_view.is_visible()
+
+            shot = tmp_path / "report.png"
+            page.screenshot(path=str(shot), full_page=True)
+            assert shot.stat().st_size > 50_000
+            assert errors == [] and requests == [page_uri]
+
+            # the map's numbers download as CSV, built in the page
+            with page.expect_download() as dl:
+                page.locator("#map-download").click()
+            lines = Path(dl.value.path()).read_text(encoding="utf-8").splitlines()
+            assert lines[0] == "utterance_id,x,y,code_id,dimension"
+            assert len(lines) == pq.read_metadata(run_dir / "embeddings.parquet").num_rows + 1
+        finally:
+            browser.close()
+    print(f"screenshot: {shot}")
