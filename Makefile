@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(BIN)/themeshift run examples/kt_study --out runs/demo
+	$(BIN)/themeshift run examples/kt_study --out runs/demo --human examples/answer_key/human_codes.csv
 
 test: setup browser
 	$(BIN)/python -m pytest -q
@@ -32,8 +32,13 @@ browser:
 	    || echo "could not install chromium without a password: the browser test will be skipped"; \
 	  else echo "chromium is not installed and cannot be installed here: the browser test will be skipped"; fi; }
 
-bench: setup
+# Benchmarks print their numbers and write bench/results/*.json (about 30 minutes in all).
+bench: demo
 	$(BIN)/python bench/segment_throughput.py
+	$(BIN)/python bench/map_eval.py runs/demo
+	$(BIN)/python bench/shift_speed.py runs/demo
+	$(BIN)/python bench/compare_eval.py runs/demo
+	$(BIN)/python bench/codes_pipeline.py
 
 clean:
 	rm -rf runs .pytest_cache
