@@ -338,21 +338,91 @@ def report(run_dir: RunArg,
                       + (f"; {len(rec['figure_files'])} figure files in {figures}/" if figures else ""))
 
 
+LevelOpt = Annotated[Optional[str], typer.Option(
+    "--level", help="What the model learns: dimension, second_order or code (default: [learn] level).")]
+
+
+@app.command()
+def learn(run_dir: RunArg, human: HumanOpt, mapping: MappingOpt = None, level: LevelOpt = None,
+          framework: FrameworkOpt = None, config: ConfigOpt = None, quiet: QuietOpt = False) -> None:
+    """Learn from the researchers' own coding and code every other utterance ([bold]utterance_dimensions.parquet[/]
+    with source human / learned, [bold]learn_eval.parquet[/], [bold]learned_codes.parquet[/], learn_model/).
+
+    Cross-validated by interview: machine-vs-coder kappa and alpha next to the coders' own agreement, a
+    learning curve, and the gain over the framework-similarity mapping (kept as
+    utterance_dimensions_framework.parquet).
+
+    Example: themeshift learn runs/demo --human examples/answer_key/human_codes.csv
+    """
+    from pipeline.runner import run_learn
+
+    with _reporting(quiet):
+        cfg = _config(config)
+        with _progress(quiet) as update:
+            rec = run_learn(run_dir, human, cfg, mapping, framework, level, update)
+        if not quiet:
+            c = rec["counts"]
+            scores = ", ".join(f"{fs} {k:.3f}" for fs, k in c["mean_machine_kappa_by_feature_set"].items())
+            err.print(f"learned {rec['level']} codes from {c['labelled_units']} hand-coded utterances in "
+                      f"{c['interviews']} interviews ({', '.join(c['coders'])}) + {c['weak_examples']} framework "
+                      f"examples; cross-validated machine-coder kappa by feature set: {scores}; kept {rec['feature_set']}")
+            by_source = ", ".join(f"{n} {s}" for s, n in c["utterances_by_source"].items())
+            err.print(f"utterances: {by_source}; tables in {run_dir}/")
+            from pipeline.io.rundir import read_table
+
+            e = read_table(run_dir, "learn_eval").to_pandas()
+            rows = e[(e["metric"] == "cohen_kappa") & (e["level"] == "dimension")
+                     & e["evaluation"].isin(["cross-validation", "framework-similarity"])]
+            for r in rows.itertuples():
+                ci = "" if r.ci_low != r.ci_low else f" [{r.ci_low:.2f}, {r.ci_high:.2f}]"
+                err.print(f"  {r.evaluation:20} kappa {r.coder_a} vs {r.coder_b}: {r.value:.3f}{ci} (n={r.n})",
+                          highlight=False)
+
+
+@app.command()
+def suggest(run_dir: RunArg,
+            n: Annotated[Optional[int], typer.Option("--n", help="How many to suggest (default: [learn] suggest_n).")] = None,
+            unit: Annotated[str, typer.Option("--unit", help="utterance or interview.")] = "utterance",
+            out: Annotated[Optional[Path], typer.Option(
+                "--out", "-o", help="CSV to write (a .qdpx goes next to it); default RUN/suggestions_<unit>s.csv.")] = None,
+            framework: FrameworkOpt = None, config: ConfigOpt = None, quiet: QuietOpt = False) -> None:
+    """List the utterances (or interviews) whose hand-coding would help the model most, as CSV and as a
+    REFI-QDA project to open in NVivo, ATLAS.ti, MAXQDA or QualCoder.
+
+    Ranks by the learned model's uncertainty (the framework mapping's before `learn`) with a diversity term.
+
+    Example: themeshift suggest runs/demo --n 50
+    """
+    from pipeline.runner import run_suggest
+
+    with _reporting(quiet):
+        cfg = _config(config)
+        rec = run_suggest(run_dir, cfg, n, unit, out, framework)
+        if not quiet:
+            err.print(f"{rec['suggested']} {unit}s suggested (uncertainty from {rec['source']}; "
+                      f"{len(rec['excluded_hand_coded_interviews'])} hand-coded interviews left out) -> "
+                      f"{', '.join(rec['outputs'])}")
+
+
 @app.command()
 def run(input_dir: InputArg, out: OutOpt, config: ConfigOpt = None, model: ModelOpt = None,
         framework: FrameworkOpt = None,
         human: Annotated[Optional[Path], typer.Option(
             "--human", help="Human codes (CSV, Parquet or .qdpx) to compare the machine with.")] = None,
-        mapping: MappingOpt = None, skip_bad: SkipBadOpt = False, quiet: QuietOpt = False) -> None:
-    """Run every stage on a folder of transcripts: segment, embed, codes, map, shift
+        mapping: MappingOpt = None,
+        learn: Annotated[bool, typer.Option(
+            "--learn", help="With --human: learn from the human codes and code the rest before shift and compare.")] = False,
+        skip_bad: SkipBadOpt = False, quiet: QuietOpt = False) -> None:
+    """Run every stage on a folder of transcripts: segment, embed, codes, map, (learn,) shift
     (and compare, with --human), then write report.html.
 
     Example: themeshift run examples/kt_study --out runs/demo
 
-    Example: themeshift run interviews/ --out runs/study1 --human coding.qdpx --framework my_codebook.yaml
+    Example: themeshift run interviews/ --out runs/study1 --human coding.qdpx --learn --framework my_codebook.yaml
     """
     from pipeline.embed import load_encoder
-    from pipeline.runner import run_codes, run_compare, run_embed, run_map, run_report, run_segment, run_shift
+    from pipeline.runner import (run_codes, run_compare, run_embed, run_learn, run_map, run_report, run_segment,
+                                 run_shift)
 
     with _reporting(quiet):
         cfg = _config(config, skip_bad, model)
@@ -363,6 +433,10 @@ def run(input_dir: InputArg, out: OutOpt, config: ConfigOpt = None, model: Model
             run_embed(out, cfg, update, encoder=encoder)
             rec = run_codes(out, cfg, update, encoder=encoder)
             run_map(out, cfg, framework, None, update, encoder=encoder)
+            if learn:
+                if human is None:
+                    raise InputError("--learn needs --human FILE (the researchers' codes to learn from)")
+                run_learn(out, human, cfg, mapping, framework, progress=update, encoder=encoder)
             run_shift(out, cfg, update)
             if human is not None:
                 run_compare(out, human, cfg, mapping, framework)

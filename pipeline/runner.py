@@ -254,19 +254,25 @@ def run_compare(run_dir: Path, human_path: Path, cfg: dict, mapping_path: Path |
     from pipeline.compare import compare
     from pipeline.io.human_codes import read_human_codes, read_mapping
     from pipeline.io.rundir import read_table
+    from pipeline.learn import dimensions_for_compare, drop_suggestion_markers
 
     started = time.perf_counter()
     run_dir, c = Path(run_dir), cfg["compare"]
     human = read_human_codes(human_path, c["qdpx_max_members"], c["qdpx_max_bytes"])  # bad input fails first
+    human = drop_suggestion_markers(human, cfg)  # `themeshift suggest` markers are nobody's coding
     framework = _framework_for(run_dir, cfg, framework_path)
     mapping = read_mapping(mapping_path, framework) if mapping_path else None
     utterances = read_table(run_dir, "utterances", "themeshift segment")
     sources = read_table(run_dir, "sources", "themeshift segment")
     dims = read_table(run_dir, "utterance_dimensions", "themeshift map")
+    dims, learned = dimensions_for_compare(run_dir, dims)  # after learn: out-of-interview predictions
     result = compare(utterances, sources, human, framework, mapping, dims, _optional_table(run_dir, "assignments"),
                      cfg)
     for name in ("agreement", "confusion", "disagreements", "human_codes"):
         write_table(run_dir, name, getattr(result, name))
+    if learned:
+        result.warnings.append(f"{learned['cross_validated_utterances']} human-coded utterances were the learned "
+                               "model's training data: the machine's labels there are cross-validated predictions")
     for message in result.warnings:
         warnings.warn(message, stacklevel=2)
     record = {
@@ -276,7 +282,7 @@ def run_compare(run_dir: Path, human_path: Path, cfg: dict, mapping_path: Path |
         "framework": {"name": framework.name, "path": framework.path, "sha256": framework.sha256},
         "parameters": dict(c),
         "counts": {**result.counts, **{n: getattr(result, n).num_rows for n in ("agreement", "confusion")}},
-        "warnings": result.warnings,
+        "warnings": result.warnings, "learned": learned,
         "outputs": ["agreement.parquet", "confusion.parquet", "disagreements.parquet", "human_codes.parquet"],
         "seconds": round(time.perf_counter() - started, 3),
     }
@@ -388,4 +394,117 @@ def run_report(run_dir: Path, cfg: dict, figures_dir: Path | str | None = None, 
               "seconds": round(time.perf_counter() - started, 3)}
     # config=None: the manifest keeps the configuration the tables were made with
     update_manifest(run_dir, "report", record, None)
+    return record
+
+
+def _embedding_encoder(run_dir: Path, cfg: dict, encoder=None):
+    """The encoder that embedded the run (manifest), so new texts share its vector space."""
+    import json
+
+    from pipeline.embed import load_encoder
+
+    manifest = Path(run_dir) / "manifest.json"
+    embed = json.loads(manifest.read_text(encoding="utf-8")).get("stages", {}).get("embed", {}) \
+        if manifest.is_file() else {}
+    if encoder is not None and encoder.model_id == embed.get("model_id", encoder.model_id):
+        return encoder
+    return load_encoder(embed.get("model") or cfg["embed"]["model"], cfg["embed"]["device"])
+
+
+def run_learn(run_dir: Path, human_path: Path, cfg: dict, mapping_path: Path | None = None,
+              framework_path: Path | str | None = None, level: str | None = None,
+              progress: Progress | None = None, encoder=None) -> dict:
+    """Train on the human-coded utterances, code the rest; write the learned tables and the model."""
+    import hashlib
+    import warnings
+
+    from pipeline.io.human_codes import read_human_codes, read_mapping
+    from pipeline.io.rundir import read_table
+    from pipeline.learn import learn_stage
+    from pipeline.learn_model import save_model
+
+    started = time.perf_counter()
+    run_dir, c = Path(run_dir), cfg["compare"]
+    level = level or cfg["learn"]["level"]
+    human = read_human_codes(human_path, c["qdpx_max_members"], c["qdpx_max_bytes"])  # bad input fails first
+    framework = _framework_for(run_dir, cfg, framework_path)
+    mapping = read_mapping(mapping_path, framework) if mapping_path else None
+    utterances = read_table(run_dir, "utterances", "themeshift segment")
+    sources = read_table(run_dir, "sources", "themeshift segment")
+    embeddings = read_table(run_dir, "embeddings", "themeshift embed")
+    framework_dims = framework_table(run_dir)
+    if progress:
+        progress("learn", 0, 1)
+    encoder = _embedding_encoder(run_dir, cfg, encoder)
+    result = learn_stage(utterances, sources, embeddings, framework_dims, human, framework, mapping, encoder, cfg,
+                         level)
+    write_table(run_dir, "utterance_dimensions_framework", framework_dims)
+    for name in ("utterance_dimensions", "utterance_dimensions_cv", "learned_codes", "learn_eval"):
+        write_table(run_dir, name, getattr(result, name))
+    human_sha = hashlib.sha256(Path(human_path).read_bytes()).hexdigest()
+    model_info = save_model(run_dir / "learn_model", result, framework, encoder, cfg, human_sha)
+    for message in result.warnings:
+        warnings.warn(message, stacklevel=2)
+    if progress:
+        progress("learn", 1, 1)
+    record = {
+        "human_codes": {"path": str(Path(human_path).resolve()), "sha256": human_sha},
+        "mapping": str(Path(mapping_path).resolve()) if mapping_path else None,
+        "framework": {"name": framework.name, "path": framework.path, "sha256": framework.sha256},
+        "level": level, "feature_set": result.feature_set, "model": model_info,
+        "parameters": dict(cfg["learn"]),
+        "targets": "each coder's label is a training row weighted 1 / (coders labelling the utterance); "
+                   "framework texts are weak examples (learn.framework_weight)",
+        "counts": result.counts, "warnings": result.warnings,
+        "utterance_dimensions_sha256": hashlib.sha256((run_dir / "utterance_dimensions.parquet").read_bytes())
+        .hexdigest(),
+        "outputs": ["utterance_dimensions.parquet", "utterance_dimensions_framework.parquet",
+                    "utterance_dimensions_cv.parquet", "learned_codes.parquet", "learn_eval.parquet",
+                    "learn_model/"],
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    update_manifest(run_dir, "learn", record, cfg)
+    return record
+
+
+def framework_table(run_dir: Path):
+    """The map stage's framework-similarity utterance_dimensions: the kept copy once learn has replaced
+    the table, else the table itself (also when map has run again since learn)."""
+    import hashlib
+    import json
+
+    from pipeline.io.rundir import read_table
+
+    run_dir = Path(run_dir)
+    current = read_table(run_dir, "utterance_dimensions", "themeshift map")
+    manifest = run_dir / "manifest.json"
+    rec = json.loads(manifest.read_text(encoding="utf-8")).get("stages", {}).get("learn", {}) \
+        if manifest.is_file() else {}
+    saved = run_dir / "utterance_dimensions_framework.parquet"
+    sha = hashlib.sha256((run_dir / "utterance_dimensions.parquet").read_bytes()).hexdigest()
+    if saved.is_file() and rec.get("utterance_dimensions_sha256") == sha:
+        return read_table(run_dir, "utterance_dimensions_framework")
+    return current
+
+
+def run_suggest(run_dir: Path, cfg: dict, n: int | None = None, unit: str = "utterance",
+                out: Path | None = None, framework_path: Path | str | None = None) -> dict:
+    """Utterances (or interviews) whose hand-coding would help the model most, as CSV and .qdpx."""
+    from pipeline.io.rundir import read_table
+    from pipeline.suggest import suggest, write_suggestions
+
+    run_dir = Path(run_dir)
+    n = cfg["learn"]["suggest_n"] if n is None else n
+    framework = _framework_for(run_dir, cfg, framework_path)
+    table, source, excluded = suggest(
+        read_table(run_dir, "utterances", "themeshift segment"), read_table(run_dir, "embeddings", "themeshift embed"),
+        _optional_table(run_dir, "learned_codes"), _optional_table(run_dir, "utterance_dimensions"),
+        _optional_table(run_dir, "human_codes"), n, unit, cfg)
+    out = Path(out) if out else run_dir / f"suggestions_{unit}s.csv"
+    paths = write_suggestions(table, out, read_table(run_dir, "sources", "themeshift segment"),
+                              read_table(run_dir, "utterances"), framework, cfg)
+    record = {"n": n, "unit": unit, "source": source, "suggested": table.num_rows,
+              "excluded_hand_coded_interviews": excluded, "outputs": [str(p) for p in paths],
+              "parameters": {k: cfg["learn"][k] for k in ("suggest_diversity", "suggest_user")}}
+    update_manifest(run_dir, "suggest", record, cfg)
     return record

@@ -290,3 +290,53 @@ UTTERANCE_MAP = pa.schema([
     _f("y", pa.float64(), "second coordinate"),
     _f("projection", pa.string(), "how the layout was made: umap (seeded, PCA initialisation) or pca"),
 ])
+
+# --- learn stage: a model trained on the researchers' own coding ---
+
+LEARNED_CODES = pa.schema([
+    _f("utterance_id", pa.string(), "coded utterance (every embedded utterance)"),
+    _f("label", pa.string(), "a class of the learned model: dimension, concept id or human code name; 'none' = no framework code"),
+    _f("dimension", pa.string(), "framework dimension the label belongs to; null for 'none' and codes outside the framework", True),
+    _f("second_order", pa.string(), "framework concept id the label belongs to; null when it names none", True),
+    _f("probability", pa.float64(), "model probability of the label (sums to 1 per utterance)"),
+    _f("is_argmax", pa.bool_(), "true for the utterance's most probable label"),
+    _f("cross_validated", pa.bool_(), "true for human-coded utterances: predicted by a model that never saw their interview"),
+])
+
+LEARN_EVAL = pa.schema([
+    _f("evaluation", pa.string(), "cross-validation (the kept model), feature-set (each candidate), framework-similarity "
+                                  "(the map stage on the same utterances) or learning-curve"),
+    _f("feature_set", pa.string(), "feature set of the model; null for framework-similarity", True),
+    _f("selected", pa.bool_(), "true on rows of the feature set the model keeps"),
+    _f("train_interviews", pa.int32(), "hand-coded interviews the model was trained on (per fold); null for "
+                                       "framework-similarity", True),
+    _f("draw", pa.int32(), "learning curve: which random draw of training interviews; null otherwise", True),
+    _f("level", pa.string(), "dimension, second-order or code"),
+    _f("metric", pa.string(), "cohen_kappa, krippendorff_alpha, precision, recall or f1"),
+    _f("coder_a", pa.string(), "first rater ('machine' = the model); for alpha the raters joined by '+'"),
+    _f("coder_b", pa.string(), "second rater: a coder or 'consensus'; null for alpha", True),
+    _f("dimension", pa.string(), "label of a precision/recall/F1 row ('macro' = mean over labels); null otherwise", True),
+    _f("value", pa.float64(), "the statistic on the held-out utterances; null when undefined", True),
+    _f("ci_low", pa.float64(), "bootstrap interval ([compare] bootstrap, ci_level, bootstrap_unit), lower end; "
+                               "null on learning-curve rows", True),
+    _f("ci_high", pa.float64(), "upper end of that interval", True),
+    _f("n", pa.int64(), "utterances the statistic uses"),
+])
+
+SUGGESTIONS = pa.schema([
+    _f("rank", pa.int32(), "1 = hand-code this first"),
+    _f("unit", pa.string(), "utterance or interview"),
+    _f("utterance_id", pa.string(), "suggested utterance; null when whole interviews are suggested", True),
+    _f("interview_id", pa.string(), "interview"),
+    _f("speaker_id", pa.string(), "speaker; null for interviews", True),
+    _f("start_char", pa.int64(), "start offset into source_text; null for interviews", True),
+    _f("end_char", pa.int64(), "end offset (exclusive); null for interviews", True),
+    _f("uncertainty", pa.float64(), "normalised entropy of the model's label probabilities (0 sure .. 1 no idea); "
+                                    "for interviews the mean over its utterances"),
+    _f("novelty", pa.float64(), "1 - cosine similarity to the nearest already-chosen or hand-coded example"),
+    _f("score", pa.float64(), "what the choice maximised: (1 - suggest_diversity) * uncertainty + suggest_diversity * novelty"),
+    _f("predicted", pa.string(), "the model's most probable label"),
+    _f("probability", pa.float64(), "its probability"),
+    _f("source", pa.string(), "where the probabilities come from: learned or framework-similarity"),
+    _f("text", pa.string(), "the utterance's text (interviews: its most uncertain utterance)"),
+])

@@ -309,7 +309,8 @@ def _col(values, type_: pa.DataType) -> pa.Array:
     if pa.types.is_floating(type_):
         return pa.array(np.asarray([np.nan if v is None else v for v in values], dtype=np.float64),
                         type=type_, from_pandas=True)
-    return pa.array(list(values), type=type_)
+    # pandas turns missing strings (e.g. a role no speakers.csv gave) into NaN
+    return pa.array([None if isinstance(v, float) and np.isnan(v) else v for v in values], type=type_)
 
 
 def _table(columns: dict[str, list], sch: pa.Schema) -> pa.Table:

@@ -360,3 +360,15 @@ def test_cli_writes_the_tables_and_reports_a_missing_input_in_one_line(study, tm
     bad.write_text('[shift]\nresample_unit = "sentence"\n')
     wrong = CliRunner().invoke(app, ["shift", str(run), "-c", str(bad)])
     assert wrong.exit_code == 2 and "shift.resample_unit must be turn or utterance" in wrong.output
+
+
+def test_missing_roles_become_nulls_not_nan():
+    """A corpus without speakers.csv has no roles; string columns must hold nulls."""
+    import pyarrow as pa
+
+    from pipeline.shift import _table
+
+    table = _table({"speaker_role": [float("nan"), "CORE"], "share": [None, 0.5]},
+                   pa.schema([("speaker_role", pa.string()), ("share", pa.float64())]))
+    assert table.column("speaker_role").to_pylist() == [None, "CORE"]
+    assert table.column("share").to_pylist() == [None, 0.5]

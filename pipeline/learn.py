@@ -1,0 +1,622 @@
+"""learn: the researchers' own coding teaches a model to code the rest of the corpus.
+
+Targets. Human codes are read, named and aligned to utterances exactly as the compare
+stage does (pipeline.io.human_codes, [compare] min_overlap / uncoded / unknown_codes). The
+units are the coded utterances of the interviews a coder coded; an utterance a coder left
+uncoded there is the label "none" (outside the framework), so the model learns to leave
+such talk uncoded too. Each coder's label is a training row weighted 1 / (coders who labelled
+the utterance): where coders agree this is the consensus with weight 1, where they disagree
+a soft label split between them, so no utterance is dropped and none counts twice.
+
+Weak examples. The framework's names, descriptions and exemplars join the training data
+with sample weight [learn] framework_weight, labelled with their concept (or its dimension).
+
+Model. A seeded multinomial logistic regression (scikit-learn, lbfgs) on a feature set from
+pipeline.learn_features; with [learn] turn_pooling, an utterance takes the normalised
+geometric mean of its speaker turn's probabilities. Each candidate feature set is
+cross-validated grouped by interview and the one with the best mean machine-vs-coder kappa
+is kept (the small selection among a few sets is the only step that sees all folds).
+
+Evaluation. Grouped cross-validation (no interview in both training and test) gives a
+prediction for every human-coded utterance from a model that never saw its interview;
+these are compared with each coder (kappa, alpha, precision/recall/F1 with the [compare]
+bootstrap) side by side with the coders' own agreement on the same utterances, and with
+the framework-similarity mapping. A learning curve repeats the fit on 1, 2, ... coded
+interviews (random draws) and scores the interviews left out.
+
+Output. utterance_dimensions: human codes where they exist (source "human", the coders'
+votes as probabilities; a researcher's code override from the map stage also stays
+human), else the model (source "learned"). The framework-similarity table is kept as
+utterance_dimensions_framework; the cross-validated predictions for the human-coded
+utterances are utterance_dimensions_cv, which the compare stage uses for those utterances
+so a model is never scored on its own training data.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.agreement import MISSING, Bootstrap, Ratings, compare_ratings
+from pipeline.errors import ConfigError, InputError
+from pipeline.schema import LEARN_EVAL, LEARNED_CODES, UTTERANCE_DIMENSIONS
+
+NONE = "none"
+MACHINE = "machine"
+LEVELS = {"dimension": "dimension", "second_order": "second-order", "code": "code"}  # option -> compare's name
+SOURCE_HUMAN, SOURCE_LEARNED, SOURCE_FRAMEWORK = "human", "learned", "framework-similarity"
+
+
+# ---------------------------------------------------------------- targets from human codes
+
+@dataclass
+class Targets:
+    """Human labels of the units (coded utterances of human-coded interviews)."""
+    units: pd.DataFrame                 # utterance_id, interview_id, ... in utterance order
+    coders: list[str]
+    level: str                          # compare's level name of the model's classes
+    classes: list[str]                  # model classes (index = label id), "none" last
+    class_dimension: list[str | None]
+    class_concept: list[str | None]
+    primary: dict[str, np.ndarray]      # coder -> (units,) class index or MISSING, at the model level
+    eval_levels: dict[str, tuple[list[str], dict, dict]]  # level -> (categories, primary, present) of the coders
+    warnings: list[str] = field(default_factory=list)
+
+
+def _level_categories(level: str, framework, aligned: pd.DataFrame) -> list[str]:
+    if level == "dimension":
+        return [*framework.dimension_ids, NONE]
+    if level == "second-order":
+        return [*framework.concept_ids, NONE]
+    return [*sorted(c for c in aligned["code"].unique() if c != NONE), NONE]
+
+
+def human_targets(utterances: pa.Table, sources: pa.Table, human, framework, mapping, level: str,
+                  cfg: dict) -> Targets:
+    from pipeline.compare import _human_ratings
+    from pipeline.io.human_codes import align, resolve_codes
+
+    if level not in LEVELS:
+        raise ConfigError(f"learn.level must be dimension, second_order or code, got {level!r}")
+    c = cfg["compare"]
+    human = drop_suggestion_markers(human, cfg)
+    resolved, warnings = resolve_codes(human, framework, mapping, c["unknown_codes"])
+    aligned = align(human, resolved, utterances, sources, c["min_overlap"]).to_pandas()
+    if aligned.empty:
+        raise InputError("no human code falls on an utterance of this run; is it the run the codes were made on?",
+                         human.path)
+    coders = sorted(aligned["coder"].unique())
+    utt = utterances.select(["utterance_id", "interview_id", "turn_index", "coded"]).to_pandas()
+    units = utt[utt["coded"] & utt["interview_id"].isin(set(aligned["interview_id"]))].reset_index(drop=True)
+    uncoded_is_none = c["uncoded"] == "none"
+    name = LEVELS[level]
+    framed = aligned.assign(dimension=aligned["dimension"].fillna("outside"))  # every code counts at code level
+    eval_levels = {}
+    for lv in dict.fromkeys([name, "dimension", "second-order"]):
+        cats = _level_categories(lv, framework, aligned)
+        column = {"dimension": "dimension", "second-order": "second_order", "code": "code"}[lv]
+        primary, present = _human_ratings(framed if lv == "code" else aligned, units, coders, column, cats,
+                                          uncoded_is_none)
+        eval_levels[lv] = (cats, primary, present)
+    classes = eval_levels[name][0]
+    if name == "dimension":
+        class_dim, class_concept = [*framework.dimension_ids, None], [None] * len(classes)
+    elif name == "second-order":
+        class_dim = [*(framework.dimension_of(cid) for cid in framework.concept_ids), None]
+        class_concept = [*framework.concept_ids, None]
+    else:
+        first = aligned.drop_duplicates("code").set_index("code")
+        class_dim = [None if cl == NONE or pd.isna(first.at[cl, "dimension"]) else first.at[cl, "dimension"]
+                     for cl in classes]
+        class_concept = [None if cl == NONE or pd.isna(first.at[cl, "second_order"]) else first.at[cl, "second_order"]
+                         for cl in classes]
+    return Targets(units, coders, name, classes, class_dim, class_concept, eval_levels[name][1], eval_levels,
+                   list(warnings))
+
+
+def drop_suggestion_markers(human, cfg: dict):
+    """Codings by the suggest command's own user are markers, not anybody's coding."""
+    frame = human.frame
+    keep = frame["coder"] != cfg["learn"]["suggest_user"]
+    if keep.all():
+        return human
+    from dataclasses import replace
+
+    return replace(human, frame=frame[keep].reset_index(drop=True))
+
+
+def check_enough(t: Targets, cfg: dict, path) -> dict[str, int]:
+    """Refuse to learn from too little: a clear message with how many more are needed."""
+    lc = cfg["learn"]
+    labelled = np.stack([t.primary[c] != MISSING for c in t.coders], axis=1).any(axis=1)
+    none = t.classes.index(NONE)
+    coded = np.stack([(t.primary[c] != MISSING) & (t.primary[c] != none) for c in t.coders], axis=1).any(axis=1)
+    n = int(coded.sum())  # utterances with a real code: "none" (left uncoded) alone teaches nothing
+    keep = "; the framework-similarity mapping stays in place"
+    if n < lc["min_utterances"]:
+        raise InputError(f"only {n} human-coded utterances at the {t.level} level; learning needs at least "
+                         f"{lc['min_utterances']}: code {lc['min_utterances'] - n} more{keep}", path)
+    interviews = t.units.loc[coded, "interview_id"].nunique()
+    if interviews < 2:
+        raise InputError("human codes come from one interview; cross-validation by interview needs at least 2: "
+                         f"code 1 more interview{keep}", path)
+    counts = {}
+    for k, cl in enumerate(t.classes):
+        counts[cl] = int(np.stack([t.primary[c] == k for c in t.coders], axis=1).any(axis=1).sum())
+    short = {cl: m for cl, m in counts.items() if 0 < m < lc["min_per_class"]}
+    if short:
+        need = ", ".join(f"{cl!r} has {m} (code {lc['min_per_class'] - m} more)" for cl, m in short.items())
+        raise InputError(f"too few examples to learn from: every label needs at least {lc['min_per_class']} "
+                         f"coded utterances; {need}{keep}", path)
+    return counts
+
+
+def training_rows(t: Targets, subset: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(unit index, class, weight) rows: every coder's label, weight 1 / coders labelling the unit."""
+    labels = np.stack([t.primary[c][subset] for c in t.coders], axis=1)
+    has = labels != MISSING
+    n_coders = has.sum(axis=1)
+    rows, cols = np.nonzero(has)
+    return subset[rows], labels[rows, cols], 1.0 / n_coders[rows]
+
+
+def weak_examples(t: Targets, fv) -> tuple[np.ndarray, np.ndarray]:
+    """(framework text index, class) of the framework texts whose concept has a class."""
+    concepts = fv.framework.concepts
+    if t.level == "dimension":
+        target = {j: t.classes.index(c.dimension) for j, c in enumerate(concepts)}
+    else:
+        owners: dict[str, list[int]] = {}
+        for k, cid in enumerate(t.class_concept):
+            if cid is not None:
+                owners.setdefault(cid, []).append(k)
+        target = {j: owners[c.id][0] for j, c in enumerate(concepts) if len(owners.get(c.id, [])) == 1}
+    idx = np.array([i for i, j in enumerate(fv.labels) if int(j) in target], dtype=np.int64)
+    return idx, np.array([target[int(fv.labels[i])] for i in idx], dtype=np.int64)
+
+
+# ---------------------------------------------------------------- the model
+
+class TurnPooledLogit:
+    """Logistic regression over a feature set; optionally pools probabilities within speaker turns.
+
+    scikit-learn contract: parameters in the constructor, fit() learns, state ends in '_'."""
+
+    def __init__(self, n_classes: int, c: float = 0.3, turn_pooling: bool = True, seed: int = 0):
+        self.n_classes = n_classes
+        self.c = c
+        self.turn_pooling = turn_pooling
+        self.seed = seed
+
+    def fit(self, x: np.ndarray, y: np.ndarray, sample_weight: np.ndarray) -> "TurnPooledLogit":
+        from sklearn.linear_model import LogisticRegression
+
+        self.model_ = LogisticRegression(C=self.c, max_iter=5000, random_state=self.seed)
+        self.model_.fit(x, y, sample_weight=sample_weight)
+        return self
+
+    def predict_proba(self, x: np.ndarray, turns: np.ndarray | None = None) -> np.ndarray:
+        p = np.zeros((len(x), self.n_classes))
+        if len(x):
+            p[:, self.model_.classes_] = self.model_.predict_proba(x)
+        if self.turn_pooling and turns is not None and len(x):
+            p = pool_turns(p, turns)
+        return p
+
+
+def pool_turns(p: np.ndarray, turns: np.ndarray) -> np.ndarray:
+    """Normalised geometric mean of the probabilities over each turn's utterances (classes a
+    model never saw keep probability 0)."""
+    _, group = np.unique(turns, return_inverse=True)
+    logp = np.log(np.clip(p, 1e-12, None))
+    sums = np.zeros((group.max() + 1, p.shape[1]))
+    np.add.at(sums, group, logp)
+    mean = sums[group] / np.bincount(group)[group][:, None]
+    out = np.exp(mean - mean.max(axis=1, keepdims=True)) * (p.sum(axis=0, keepdims=True) > 0)
+    return out / out.sum(axis=1, keepdims=True)
+
+
+@dataclass
+class Data:
+    """Everything a fit needs, indexed by unit (human-coded utterance)."""
+    targets: Targets
+    x_units: dict[str, np.ndarray]   # feature set -> (units, features)
+    turns: np.ndarray                # (units,) turn group ids
+    x_weak: dict[str, np.ndarray]    # feature set -> (weak examples, features)
+    y_weak: np.ndarray
+    weak_weight: float
+
+
+def fit_model(d: Data, feature_set: str, train: np.ndarray, cfg: dict) -> TurnPooledLogit:
+    lc = cfg["learn"]
+    rows, y, w = training_rows(d.targets, train)
+    x = d.x_units[feature_set][rows]
+    if d.weak_weight > 0 and len(d.y_weak):
+        x = np.vstack([x, d.x_weak[feature_set]])
+        y = np.concatenate([y, d.y_weak])
+        w = np.concatenate([w, np.full(len(d.y_weak), d.weak_weight)])
+    return TurnPooledLogit(len(d.targets.classes), lc["c"], lc["turn_pooling"], cfg["run"]["seed"]).fit(x, y, w)
+
+
+def interview_codes(t: Targets) -> tuple[list[str], np.ndarray]:
+    names = sorted(t.units["interview_id"].unique())
+    return names, t.units["interview_id"].map({g: i for i, g in enumerate(names)}).to_numpy(np.int64)
+
+
+def cross_validate(d: Data, feature_set: str, cfg: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Out-of-fold probabilities (units, classes) and each unit's fold, grouped by interview."""
+    from sklearn.model_selection import GroupKFold
+
+    names, groups = interview_codes(d.targets)
+    folds = min(cfg["learn"]["cv_folds"], len(names))
+    if folds < 2:
+        raise ConfigError("learn.cv_folds must be at least 2")
+    probs = np.zeros((len(groups), len(d.targets.classes)))
+    fold_of = np.zeros(len(groups), dtype=np.int32)
+    x = d.x_units[feature_set]
+    for f, (train, test) in enumerate(GroupKFold(n_splits=folds).split(x, groups=groups)):
+        probs[test] = fit_model(d, feature_set, train, cfg).predict_proba(x[test], d.turns[test])
+        fold_of[test] = f
+    return probs, fold_of
+
+
+# ---------------------------------------------------------------- labels from class probabilities
+
+@dataclass
+class Derived:
+    """Dimension-level view of class probabilities."""
+    dimensions: np.ndarray   # (n, d) probabilities over the framework dimensions (sum 1)
+    mapped: np.ndarray       # (n,) the most probable dimension beats 'outside the framework'
+    concept: np.ndarray      # (n,) concept index (framework order) inside the argmax dimension
+
+
+def derive(p: np.ndarray, t: Targets, framework, concept_fallback: np.ndarray) -> Derived:
+    """Class probabilities -> dimension probabilities, mapped flag and second-order concept.
+
+    The concept comes from the classes when they carry concepts, else (dimension-level
+    model) from the framework-similarity concept probabilities inside the chosen dimension."""
+    dims, concepts = framework.dimension_ids, framework.concept_ids
+    to_dim = np.zeros((len(t.classes), len(dims)))
+    to_concept = np.zeros((len(t.classes), len(concepts)))
+    for k, (d, c) in enumerate(zip(t.class_dimension, t.class_concept)):
+        if d is not None:
+            to_dim[k, dims.index(d)] = 1.0
+        if c is not None:
+            to_concept[k, concepts.index(c)] = 1.0
+    dim_p = p @ to_dim
+    outside = p.sum(axis=1) - dim_p.sum(axis=1)
+    mapped = dim_p.max(axis=1) > outside
+    total = dim_p.sum(axis=1, keepdims=True)
+    dim_p = np.where(total > 0, dim_p / np.where(total > 0, total, 1), 1.0 / len(dims))
+    best = dim_p.argmax(axis=1)
+    in_dim = np.array([[framework.dimension_of(c) == dims[b] for c in concepts] for b in range(len(dims))])[best]
+    concept_p = p @ to_concept
+    evidence = np.where(concept_p.sum(axis=1, keepdims=True) > 0, concept_p, concept_fallback)
+    concept = np.where(in_dim, evidence + 1e-9, -1.0).argmax(axis=1)
+    return Derived(dim_p, mapped, concept)
+
+
+def machine_primary(p: np.ndarray, t: Targets, framework, fallback: np.ndarray) -> dict[str, np.ndarray]:
+    """The machine's one label per unit at every evaluation level (index into its categories)."""
+    dv = derive(p, t, framework, fallback)
+    out = {}
+    for lv, (cats, _, _) in t.eval_levels.items():
+        if lv == "dimension":
+            label = np.where(dv.mapped, dv.dimensions.argmax(axis=1), cats.index(NONE))
+        elif lv == "second-order":
+            label = np.where(dv.mapped, dv.concept, cats.index(NONE))
+        else:
+            label = p.argmax(axis=1)
+        out[lv] = label.astype(np.int64)
+    return out
+
+
+def _ratings(t: Targets, level: str, machine: np.ndarray, rows: np.ndarray | None = None) -> Ratings:
+    cats, primary, present = t.eval_levels[level]
+    sel = slice(None) if rows is None else rows
+    pri = {c: primary[c][sel] for c in t.coders}
+    pre = {c: present[c][sel] for c in t.coders}
+    m = machine[sel]
+    pri[MACHINE] = m
+    pre[MACHINE] = np.eye(len(cats), dtype=bool)[np.where(m == MISSING, 0, m)] & (m != MISSING)[:, None]
+    return Ratings(level, cats, pri, pre)
+
+
+def agreement_rows(t: Targets, machine: dict[str, np.ndarray], boot: Bootstrap, groups: np.ndarray,
+                   rows: np.ndarray | None = None, metrics=("cohen_kappa", "krippendorff_alpha", "f1")) -> list[dict]:
+    out = []
+    g = groups if rows is None else groups[rows]
+    for level in t.eval_levels:
+        r = _ratings(t, level, machine[level], rows)
+        got, _, _ = compare_ratings(r, t.coders, MACHINE, g, int(groups.max()) + 1, boot)
+        out += [x for x in got if x["metric"] in metrics and (x["metric"] != "f1" or x["dimension"] == "macro")]
+    return out
+
+
+def mean_machine_kappa(rows: list[dict], level: str, coders: list[str]) -> float:
+    vals = [r["value"] for r in rows if r["level"] == level and r["metric"] == "cohen_kappa"
+            and MACHINE in (r["coder_a"], r["coder_b"]) and {r["coder_a"], r["coder_b"]} & set(coders)]
+    vals = [v for v in vals if v is not None]
+    return float(np.mean(vals)) if vals else float("-inf")
+
+
+def _eval_rows(rows: list[dict], evaluation: str, feature_set: str | None, selected: bool,
+               train_interviews: int | None, draw: int | None) -> list[dict]:
+    return [{"evaluation": evaluation, "feature_set": feature_set, "selected": selected,
+             "train_interviews": train_interviews, "draw": draw, **r} for r in rows]
+
+
+def learning_curve(d: Data, feature_set: str, cfg: dict, fallback: np.ndarray, framework) -> list[dict]:
+    """Agreement on the interviews left out when training on 1, 2, ... of the coded interviews
+    ([learn] learning_curve_points sizes, spaced geometrically up to all but one)."""
+    t = d.targets
+    names, groups = interview_codes(t)
+    draws = cfg["learn"]["learning_curve_draws"]
+    rng = np.random.default_rng(cfg["run"]["seed"])
+    no_ci = Bootstrap.draw(len(names), 0, 0, cfg["compare"]["ci_level"])
+    out = []
+    x = d.x_units[feature_set]
+    sizes = np.unique(np.round(np.geomspace(1, len(names) - 1, cfg["learn"]["learning_curve_points"])).astype(int))
+    for n in sizes.tolist():
+        for draw in range(draws):
+            train_groups = np.sort(rng.choice(len(names), size=n, replace=False))
+            train = np.flatnonzero(np.isin(groups, train_groups))
+            test = np.flatnonzero(~np.isin(groups, train_groups))
+            if len(np.unique(training_rows(t, train)[1])) < 2 and not len(d.y_weak):
+                continue  # one class only: nothing to learn from this draw
+            p = np.zeros((len(groups), len(t.classes)))
+            p[test] = fit_model(d, feature_set, train, cfg).predict_proba(x[test], d.turns[test])
+            machine = machine_primary(p, t, framework, fallback)
+            rows = agreement_rows(t, machine, no_ci, groups, test, ("cohen_kappa",))
+            out += _eval_rows(rows, "learning-curve", feature_set, True, n, draw)
+    return out
+
+
+# ---------------------------------------------------------------- output tables
+
+def _votes(t: Targets, level: str, k: int) -> np.ndarray:
+    """(units, k) share of the coders who gave each label (rows of unlabelled units are 0)."""
+    _, primary, _ = t.eval_levels[level]
+    votes = np.zeros((len(t.units), k))
+    for c in t.coders:
+        p = primary[c]
+        ok = p != MISSING
+        votes[np.flatnonzero(ok), p[ok]] += 1
+    n = votes.sum(axis=1, keepdims=True)
+    return np.divide(votes, n, out=np.zeros_like(votes), where=n > 0)
+
+
+def dimensions_table(ids: list[str], dv: Derived, source: list[str], framework) -> pa.Table:
+    n, d = dv.dimensions.shape
+    argmax = dv.dimensions.argmax(axis=1)
+    names = np.array([c.name for c in framework.concepts], dtype=object)
+    return pa.table({
+        "utterance_id": pa.array(np.repeat(np.asarray(ids, dtype=object), d), pa.string()),
+        "dimension": pa.array(np.tile(np.asarray(framework.dimension_ids, dtype=object), n), pa.string()),
+        "probability": pa.array(dv.dimensions.reshape(-1), pa.float64()),
+        "is_argmax": pa.array((argmax[:, None] == np.arange(d)[None, :]).reshape(-1), pa.bool_()),
+        "mapped": pa.array(np.repeat(dv.mapped, d), pa.bool_()),
+        "second_order": pa.array(np.repeat(names[dv.concept] if n else names[:0], d), pa.string()),
+        "source": pa.array(np.repeat(np.asarray(source, dtype=object), d), pa.string()),
+    }, schema=UTTERANCE_DIMENSIONS)
+
+
+def human_derived(t: Targets, model_dv: Derived, framework) -> tuple[Derived, np.ndarray]:
+    """The coders' votes as a Derived view for the units (ties broken by the cross-validated model);
+    returns it and the mask of units at least one coder labelled."""
+    dims = framework.dimension_ids
+    d_cats = t.eval_levels["dimension"][0]
+    v = _votes(t, "dimension", len(d_cats))
+    labelled = v.sum(axis=1) > 0
+    dim_votes = v[:, :len(dims)]
+    tie = 1e-6 * model_dv.dimensions
+    mapped = np.where(labelled, (dim_votes + tie).max(axis=1) > v[:, d_cats.index(NONE)], model_dv.mapped)
+    has_dim = dim_votes.sum(axis=1) > 0
+    probs = np.where(has_dim[:, None], dim_votes / np.maximum(dim_votes.sum(axis=1, keepdims=True), 1e-12),
+                     model_dv.dimensions)
+    best = (probs + tie).argmax(axis=1)
+    c_cats = t.eval_levels["second-order"][0]
+    cv = _votes(t, "second-order", len(c_cats))[:, :len(framework.concepts)]
+    in_dim = np.array([[framework.dimension_of(c) == dims[b] for c in framework.concept_ids]
+                       for b in range(len(dims))])[best]
+    model_pick = np.eye(len(framework.concepts))[model_dv.concept]
+    concept = np.where(in_dim, cv + 1e-6 * model_pick, -1.0).argmax(axis=1)
+    # probs for the argmax must agree with `best`: add the tie-break to the stored probabilities' argmax
+    probs = probs + 1e-12 * np.eye(len(dims))[best]
+    probs /= probs.sum(axis=1, keepdims=True)
+    return Derived(probs, np.asarray(mapped, bool), concept), labelled
+
+
+def learned_codes_table(ids: list[str], p: np.ndarray, t: Targets, cross_validated: np.ndarray) -> pa.Table:
+    n, k = p.shape
+    argmax = p.argmax(axis=1) if n else np.zeros(0, np.int64)
+    return pa.table({
+        "utterance_id": pa.array(np.repeat(np.asarray(ids, dtype=object), k), pa.string()),
+        "label": pa.array(np.tile(np.asarray(t.classes, dtype=object), n), pa.string()),
+        "dimension": pa.array(np.tile(np.asarray(t.class_dimension, dtype=object), n), pa.string()),
+        "second_order": pa.array(np.tile(np.asarray(t.class_concept, dtype=object), n), pa.string()),
+        "probability": pa.array(p.reshape(-1), pa.float64()),
+        "is_argmax": pa.array((argmax[:, None] == np.arange(k)[None, :]).reshape(-1), pa.bool_()),
+        "cross_validated": pa.array(np.repeat(cross_validated, k), pa.bool_()),
+    }, schema=LEARNED_CODES)
+
+
+# ---------------------------------------------------------------- the stage
+
+@dataclass
+class LearnResult:
+    utterance_dimensions: pa.Table
+    utterance_dimensions_cv: pa.Table
+    learned_codes: pa.Table
+    learn_eval: pa.Table
+    model: TurnPooledLogit
+    feature_set: str
+    targets: Targets
+    counts: dict
+    scores: dict
+    warnings: list[str]
+
+
+def framework_concepts(blocks, framework, fv, cfg: dict):
+    """Framework-similarity concept probabilities (the map stage's prototype similarity): the blend of
+    the utterance's and its turn's (map's weights, no code part; the second-order concept of a
+    dimension-level model), the two parts, and the framework texts' own (leave-one-out)."""
+    from pipeline.map import make_mapper
+
+    m = cfg["map"]
+    mapper = make_mapper(cfg, "similarity").fit(fv)
+    own, ctx = mapper.predict_proba(blocks.blocks["own"]), mapper.predict_proba(blocks.blocks["turn"])
+    blend = (m["own_weight"] * own + m["context_weight"] * ctx) / (m["own_weight"] + m["context_weight"])
+    sims = fv.vectors.astype(np.float64) @ fv.vectors.astype(np.float64).T
+    np.fill_diagonal(sims, -np.inf)  # a framework text must not vote for itself
+    from pipeline.map import _pooled, _softmax
+
+    scores = _pooled(sims, fv.labels, mapper.n_concepts_, mapper.top_k)
+    weak = _softmax(np.where(np.isfinite(scores), scores, -1.0) / mapper.temperature_)
+    return blend, own, ctx, weak
+
+
+def learn_stage(utterances: pa.Table, sources: pa.Table, embeddings: pa.Table, framework_dims: pa.Table,
+                human, framework, mapping, encoder, cfg: dict, level: str) -> LearnResult:
+    from pipeline.compare import _machine_ratings, machine_labels
+    from pipeline.learn_features import build_blocks, framework_block, weak_matrix
+    from pipeline.map import embed_framework
+
+    lc, c = cfg["learn"], cfg["compare"]
+    if not lc["feature_sets"]:
+        raise ConfigError("learn.feature_sets is empty: name at least one feature set")
+    if lc["c"] <= 0 or lc["framework_weight"] < 0:
+        raise ConfigError("learn.c must be > 0 and learn.framework_weight >= 0")
+    t = human_targets(utterances, sources, human, framework, mapping, level, cfg)
+    class_counts = check_enough(t, cfg, human.path)
+    blocks = build_blocks(utterances, embeddings, encoder, cfg)
+    pos = {u: i for i, u in enumerate(blocks.utterance_ids)}
+    missing = [u for u in t.units["utterance_id"] if u not in pos]
+    if missing:
+        raise InputError(f"{len(missing)} coded utterances have no embedding (e.g. {missing[0]}); "
+                         "run `themeshift embed` again", human.path)
+    ui = t.units["utterance_id"].map(pos).to_numpy(np.int64)
+    fv = embed_framework(framework, encoder)
+    weak_idx, weak_y = weak_examples(t, fv)
+    sets = list(dict.fromkeys(lc["feature_sets"]))
+    fallback_all, own_p, turn_p, weak_p = framework_concepts(blocks, framework, fv, cfg)
+    fallback = fallback_all[ui]
+    blocks.blocks["framework"] = framework_block(own_p, turn_p)
+    d = Data(t, {fs: blocks.matrix(fs)[ui] for fs in sets}, blocks.turns[ui],
+             {fs: weak_matrix(fv.vectors[weak_idx], weak_p[weak_idx], fs) for fs in sets}, weak_y,
+             lc["framework_weight"])
+
+    names, groups = interview_codes(t)
+    boot_groups = groups if c["bootstrap_unit"] == "interview" else np.arange(len(groups), dtype=np.int64)
+    boot = Bootstrap.draw(int(boot_groups.max()) + 1, c["bootstrap"], cfg["run"]["seed"], c["ci_level"])
+    per_fold = len(names) - int(np.ceil(len(names) / min(lc["cv_folds"], len(names))))
+
+    candidates = {}
+    for fs in sets:
+        probs, folds = cross_validate(d, fs, cfg)
+        rows = agreement_rows(t, machine_primary(probs, t, framework, fallback), boot, boot_groups)
+        candidates[fs] = (probs, folds, rows, mean_machine_kappa(rows, t.level, t.coders))
+    best = max(sets, key=lambda fs: (candidates[fs][3], -sets.index(fs)))
+    eval_rows = []
+    for fs in sets:
+        eval_rows += _eval_rows(candidates[fs][2], "feature-set", fs, fs == best, per_fold, None)
+    cv_probs, cv_folds, cv_rows, _ = candidates[best]
+    eval_rows += _eval_rows(cv_rows, "cross-validation", best, True, per_fold, None)
+
+    # The framework-similarity mapping on the same utterances (what learning improves on).
+    m_labels = machine_labels(framework_dims, framework)
+    base = {}
+    for lv in ("dimension", "second-order"):
+        if lv in t.eval_levels:
+            base[lv], _ = _machine_ratings(t.units, m_labels, lv, t.eval_levels[lv][0])
+    for lv in base:
+        r = _ratings(t, lv, base[lv])
+        got, _, _ = compare_ratings(r, t.coders, MACHINE, boot_groups, int(boot_groups.max()) + 1, boot)
+        eval_rows += _eval_rows([x for x in got if x["metric"] in ("cohen_kappa", "krippendorff_alpha")
+                                 or (x["metric"] == "f1" and x["dimension"] == "macro")],
+                                "framework-similarity", None, False, None, None)
+    if lc["learning_curve_draws"] > 0:
+        eval_rows += learning_curve(d, best, cfg, fallback, framework)
+
+    # The final model: every human-coded unit plus the weak examples; it codes every utterance.
+    model = fit_model(d, best, np.arange(len(ui)), cfg)
+    all_probs = model.predict_proba(blocks.matrix(best), blocks.turns)
+    cross_validated = np.zeros(len(pos), dtype=bool)
+    cross_validated[ui] = True
+    all_probs[ui] = cv_probs  # human-coded utterances: the honest, out-of-interview prediction
+    dv_all = derive(all_probs, t, framework, fallback_all)
+    dv_cv = derive(cv_probs, t, framework, fallback)
+    dv_h, labelled = human_derived(t, dv_cv, framework)
+
+    fw = framework_dims.to_pandas()
+    fw_top = fw[fw["is_argmax"]].drop_duplicates("utterance_id")
+    human_ids = set(t.units["utterance_id"][labelled])
+    final = dimensions_table(blocks.utterance_ids, dv_all, [SOURCE_LEARNED] * len(pos), framework)
+    # A researcher's code override (map stage) is a human decision: it stays unless coders coded the utterance.
+    overridden = sorted(set(fw_top.loc[fw_top["source"] == SOURCE_HUMAN, "utterance_id"]) - human_ids)
+    kept = pc.is_in(framework_dims["utterance_id"], pa.array(overridden, pa.string()))
+    final = _replace_rows(final, framework_dims.filter(kept))
+    human_table = dimensions_table(t.units["utterance_id"][labelled].tolist(),
+                                   Derived(dv_h.dimensions[labelled], dv_h.mapped[labelled], dv_h.concept[labelled]),
+                                   [SOURCE_HUMAN] * int(labelled.sum()), framework)
+    final = _replace_rows(final, human_table)
+    cv_table = dimensions_table(t.units["utterance_id"].tolist(), dv_cv, [SOURCE_LEARNED] * len(ui), framework)
+
+    sources_count = pd.Series(final.column("source").to_pylist()).value_counts() / len(framework.dimension_ids)
+    scores = {fs: round(candidates[fs][3], 4) for fs in sets}
+    counts = {
+        "units": len(t.units), "interviews": len(names), "coders": t.coders, "classes": class_counts,
+        "labelled_units": int(labelled.sum()), "weak_examples": int(len(weak_y)),
+        "training_rows": int(len(training_rows(t, np.arange(len(ui)))[0])),
+        "utterances_by_source": {k: int(v) for k, v in sources_count.sort_index().items()},
+        "mean_machine_kappa_by_feature_set": scores,
+    }
+    return LearnResult(final, cv_table, learned_codes_table(blocks.utterance_ids, all_probs, t, cross_validated),
+                       pa.Table.from_pylist(eval_rows, schema=LEARN_EVAL), model, best, t, counts, scores,
+                       t.warnings)
+
+
+def _replace_rows(table: pa.Table, rows: pa.Table) -> pa.Table:
+    """table with the utterances in rows replaced by rows' versions, order kept."""
+    if rows.num_rows == 0:
+        return table
+    df = table.to_pandas()
+    new = rows.to_pandas()
+    kept = df[~df["utterance_id"].isin(set(new["utterance_id"]))]
+    order = {u: i for i, u in enumerate(dict.fromkeys(df["utterance_id"]))}
+    out = pd.concat([kept, new], ignore_index=True)
+    out["_o"] = out["utterance_id"].map(order)
+    out["_d"] = out.groupby("utterance_id").cumcount()
+    out = out.sort_values(["_o", "_d"], kind="stable").drop(columns=["_o", "_d"])
+    return pa.Table.from_pandas(out, schema=UTTERANCE_DIMENSIONS, preserve_index=False)
+
+
+# ---------------------------------------------------------------- compare after learn
+
+def dimensions_for_compare(run_dir, dims: pa.Table) -> tuple[pa.Table, dict | None]:
+    """When the run's utterance_dimensions is learn's output, the human-coded utterances take their
+    cross-validated predictions, so compare never scores the model on its own training data (or the
+    coders against their own codes). Returns (table, note for the manifest; None when not applied)."""
+    import hashlib
+    import json
+    from pathlib import Path
+
+    import pyarrow.parquet as pq
+
+    run_dir = Path(run_dir)
+    manifest = run_dir / "manifest.json"
+    cv_path = run_dir / "utterance_dimensions_cv.parquet"
+    if not manifest.is_file() or not cv_path.is_file():
+        return dims, None
+    rec = json.loads(manifest.read_text(encoding="utf-8")).get("stages", {}).get("learn", {})
+    current = hashlib.sha256((run_dir / "utterance_dimensions.parquet").read_bytes()).hexdigest()
+    if rec.get("utterance_dimensions_sha256") != current:
+        return dims, None  # map ran again since: the table is not learn's
+    cv = pq.read_table(cv_path)
+    note = {"cross_validated_utterances": len(set(cv.column("utterance_id").to_pylist())),
+            "note": "machine labels of the human-coded (training) utterances are cross-validated predictions "
+                    "(grouped by interview); the other utterances use the learned model"}
+    return _replace_rows(dims, cv), note

@@ -1,0 +1,117 @@
+"""Features for the learned coder: an utterance's embedding plus its conversational context.
+
+Blocks (each row aligned with embeddings.parquet):
+- own:      the utterance's embedding.
+- turn:     its speaker turn's unit-length mean embedding (the whole answer; coders code answers).
+- question: the embedding of the interviewer turn right before its turn (zeros when none): what
+            was asked frames what is said.
+- position: where the turn sits in the interview (relative position, first / last answer, length).
+- framework: the framework-similarity concept probabilities of the utterance and of its turn
+            (the map stage's prototype similarity), a prior the model can lean on while
+            hand-coded examples are few.
+
+Feature sets are named lists of blocks; FEATURE_SETS documents each. Framework descriptions
+and exemplars (the weak examples) have no conversation: their own vector stands in for the
+turn, the question is zeros and the position neutral.
+
+Wave and speaker role are deliberately not features: the shift stage compares waves and
+roles, and a model that knew them would write the expected difference into the codes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+FEATURE_SETS: dict[str, tuple[str, ...]] = {
+    "utterance": ("own",),
+    "turn": ("own", "turn"),
+    "context": ("own", "turn", "question", "position"),
+    "context_prior": ("own", "turn", "question", "position", "framework"),
+}
+POSITION_DIM = 4
+PRIOR_SCALE = 3.0  # probabilities live in [0, 1], embeddings' entries near +-0.1: scaled so the L2 penalty does not mute them
+
+
+@dataclass
+class FeatureBlocks:
+    """Every block for the embedded utterances, plus each utterance's turn key (for pooling)."""
+    utterance_ids: list[str]
+    blocks: dict[str, np.ndarray]
+    turns: np.ndarray  # (n,) int turn group id: utterances of one speaker turn share it
+    question_model: str
+
+    def matrix(self, feature_set: str) -> np.ndarray:
+        return np.hstack([self.blocks[b] for b in _blocks(feature_set)])
+
+
+def _blocks(feature_set: str) -> tuple[str, ...]:
+    from pipeline.errors import ConfigError
+
+    if feature_set not in FEATURE_SETS:
+        raise ConfigError(f"learn.feature_sets: unknown feature set {feature_set!r} "
+                          f"(known: {', '.join(FEATURE_SETS)})")
+    return FEATURE_SETS[feature_set]
+
+
+def build_blocks(utterances: pa.Table, embeddings: pa.Table, encoder, cfg: dict) -> FeatureBlocks:
+    """All blocks for the embedded utterances; the interviewer's turns are embedded here
+    (through the embedding cache) because the embed stage skips them."""
+    from pipeline.embed import vectors
+    from pipeline.map import turn_context
+
+    ids = embeddings.column("utterance_id").to_pylist()
+    own = vectors(embeddings).astype(np.float64)
+    turn = turn_context(utterances, ids, own.astype(np.float32)).astype(np.float64)
+
+    u = utterances.select(["utterance_id", "interview_id", "turn_index", "is_interviewer", "text"]).to_pandas()
+    turns = (u.groupby(["interview_id", "turn_index"], sort=True)
+             .agg(text=("text", " ".join), interviewer=("is_interviewer", "any"), units=("text", "size"))
+             .reset_index())
+    # The interviewer turn before each turn: forward-fill the last interviewer turn's row, shifted by one.
+    turns["row"] = np.arange(len(turns))
+    q_row = turns["row"].where(turns["interviewer"])
+    turns["question_row"] = q_row.groupby(turns["interview_id"]).transform(lambda s: s.shift(1).ffill())
+    q_turns = turns[turns["interviewer"]]
+    encoder.with_cache(cfg)
+    q_vec, _ = encoder.encode_cached(q_turns["text"].tolist(), cfg["embed"]["batch_size"])
+    q_lookup = np.zeros((len(turns) + 1, own.shape[1]))  # last row: zeros for "no question"
+    q_lookup[q_turns["row"].to_numpy()] = q_vec
+    turns["question_row"] = turns["question_row"].fillna(len(turns)).astype(np.int64)
+
+    answers = turns[~turns["interviewer"]]
+    first = answers.groupby("interview_id")["turn_index"].transform("min")
+    last = answers.groupby("interview_id")["turn_index"].transform("max")
+    span = turns.groupby("interview_id")["turn_index"].transform("max").loc[answers.index].clip(lower=1)
+    position = np.zeros((len(turns), POSITION_DIM))
+    position[answers.index, 0] = answers["turn_index"] / span
+    position[answers.index, 1] = answers["turn_index"] == first
+    position[answers.index, 2] = answers["turn_index"] == last
+    position[:, 3] = np.log1p(turns["units"]) / 3
+
+    key = pd.MultiIndex.from_frame(turns[["interview_id", "turn_index"]])
+    meta = u.set_index("utterance_id").loc[ids]
+    row = key.get_indexer(pd.MultiIndex.from_arrays([meta["interview_id"], meta["turn_index"]]))
+    blocks = {"own": own, "turn": turn, "question": q_lookup[turns["question_row"].to_numpy()[row]],
+              "position": position[row]}
+    return FeatureBlocks(ids, blocks, row.astype(np.int64), encoder.model_id)
+
+
+def framework_block(own_p: np.ndarray, turn_p: np.ndarray) -> np.ndarray:
+    """The prior block from framework-similarity concept probabilities of the unit and its turn."""
+    return np.hstack([own_p, turn_p]) * PRIOR_SCALE
+
+
+def weak_blocks(framework_vectors: np.ndarray, framework_p: np.ndarray) -> dict[str, np.ndarray]:
+    """Blocks for framework texts (no conversation around them)."""
+    v = np.asarray(framework_vectors, dtype=np.float64)
+    position = np.tile([0.5, 0.0, 0.0, np.log1p(1) / 3], (len(v), 1))
+    return {"own": v, "turn": v, "question": np.zeros_like(v), "position": position,
+            "framework": framework_block(framework_p, framework_p)}
+
+
+def weak_matrix(framework_vectors: np.ndarray, framework_p: np.ndarray, feature_set: str) -> np.ndarray:
+    blocks = weak_blocks(framework_vectors, framework_p)
+    return np.hstack([blocks[b] for b in _blocks(feature_set)])

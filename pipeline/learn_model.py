@@ -1,0 +1,74 @@
+"""The learned coder saved in the run directory: learn_model/model.joblib (the fitted
+scikit-learn estimator) next to learn_model/model.json (format version, package versions,
+feature set, classes, parameters and the hashes of what it was trained on).
+
+joblib files run code when loaded: load only models from run directories you made.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.errors import InputError
+
+FORMAT_VERSION = 1
+
+
+def _versions() -> dict[str, str]:
+    import sklearn
+
+    return {"scikit-learn": sklearn.__version__, "numpy": np.__version__}
+
+
+def save_model(model_dir: Path, result, framework, encoder, cfg: dict, human_sha256: str) -> dict:
+    """Write model.joblib + model.json atomically (a fresh folder renamed into place)."""
+    import joblib
+
+    from pipeline.learn_features import FEATURE_SETS
+
+    model_dir = Path(model_dir)
+    t = result.targets
+    info = {
+        "format_version": FORMAT_VERSION, "versions": _versions(),
+        "estimator": "pipeline.learn.TurnPooledLogit (sklearn LogisticRegression, lbfgs)",
+        "level": t.level, "feature_set": result.feature_set, "blocks": list(FEATURE_SETS[result.feature_set]),
+        "n_features": int(result.model.model_.n_features_in_),
+        "classes": t.classes, "class_dimension": t.class_dimension, "class_concept": t.class_concept,
+        "parameters": {"c": result.model.c, "turn_pooling": result.model.turn_pooling, "seed": result.model.seed,
+                       "framework_weight": cfg["learn"]["framework_weight"]},
+        "embedding_model": encoder.model_id,
+        "framework": {"name": framework.name, "sha256": framework.sha256},
+        "human_codes_sha256": human_sha256, "coders": t.coders,
+        "cross_validated_kappa": result.scores,
+    }
+    tmp = model_dir.parent / f".{model_dir.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    joblib.dump(result.model, tmp / "model.joblib")
+    (tmp / "model.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    shutil.rmtree(model_dir, ignore_errors=True)
+    tmp.rename(model_dir)
+    return {"path": str(model_dir), "format_version": FORMAT_VERSION, "feature_set": result.feature_set,
+            "n_features": info["n_features"], "versions": info["versions"]}
+
+
+def load_model(model_dir: Path):
+    """(estimator, model.json contents); a warning when the packages differ from the saving ones."""
+    import joblib
+
+    model_dir = Path(model_dir)
+    meta_path = model_dir / "model.json"
+    if not meta_path.is_file() or not (model_dir / "model.joblib").is_file():
+        raise InputError("no learned model here; run `themeshift learn RUN --human FILE` first", model_dir)
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise InputError(f"model format {meta.get('format_version')} is not {FORMAT_VERSION}; run `themeshift learn` "
+                         "again", meta_path)
+    if meta.get("versions") != _versions():
+        warnings.warn(f"{model_dir}: saved with {meta.get('versions')}, loading with {_versions()}; "
+                      "probabilities may differ slightly", stacklevel=2)
+    return joblib.load(model_dir / "model.joblib"), meta

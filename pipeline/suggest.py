@@ -1,0 +1,166 @@
+"""suggest: which utterances (or whole interviews) to hand-code next (active learning).
+
+Uncertainty sampling with a diversity term. An utterance's uncertainty is the normalised
+entropy of its label probabilities: the learned model's (learned_codes.parquet) after
+`themeshift learn`, else the framework-similarity mapping's dimension probabilities, so
+suggestions also work before anything is coded. Picking only the most uncertain would
+return near-duplicates (the sentences of one puzzling answer), so the choice is greedy:
+each step takes the candidate with the best
+
+    (1 - suggest_diversity) * uncertainty + suggest_diversity * novelty,
+
+novelty = 1 - cosine similarity to the nearest hand-coded or already chosen example. The
+interviews a coder already coded are left out. With unit "interview", interviews are
+scored by their utterances' mean uncertainty and their mean embedding.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from pipeline.errors import ConfigError, InputError
+from pipeline.schema import SUGGESTIONS
+
+MARKER = "Suggested for hand-coding"
+
+
+def _probabilities(learned_codes: pa.Table | None, dims: pa.Table | None) -> tuple[pd.DataFrame, str]:
+    """utterance_id x label probability matrix and where it comes from."""
+    if learned_codes is not None:
+        df = learned_codes.select(["utterance_id", "label", "probability"]).to_pandas()
+        return df.pivot(index="utterance_id", columns="label", values="probability"), "learned"
+    if dims is None:
+        raise InputError("no probabilities to rank by: run `themeshift map` (or `themeshift learn`) first")
+    df = dims.select(["utterance_id", "dimension", "probability", "source"]).to_pandas()
+    source = "framework-similarity" if (df["source"] == "framework-similarity").any() else str(df["source"].iat[0])
+    return df.pivot(index="utterance_id", columns="dimension", values="probability"), source
+
+
+def uncertainty(p: np.ndarray) -> np.ndarray:
+    """Normalised entropy per row: 0 = one label certain, 1 = all labels equally likely."""
+    k = p.shape[1]
+    if k < 2:
+        return np.zeros(len(p))
+    q = np.clip(p, 1e-12, 1.0)
+    return np.clip(-(q * np.log(q)).sum(axis=1) / np.log(k), 0.0, 1.0)
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def greedy_pick(u: np.ndarray, vecs: np.ndarray, known: np.ndarray, n: int, diversity: float):
+    """Indices picked in order, with each pick's novelty and score at the time it was chosen."""
+    novelty = np.ones(len(u))
+    if len(known):
+        for start in range(0, len(known), 4096):  # chunks keep memory flat on large coded sets
+            novelty = np.minimum(novelty, (1.0 - vecs @ known[start:start + 4096].T).min(axis=1))
+    novelty = np.clip(novelty, 0.0, 1.0)
+    taken = np.zeros(len(u), dtype=bool)
+    picks, nov, score = [], [], []
+    for _ in range(min(n, len(u))):
+        s = np.where(taken, -np.inf, (1 - diversity) * u + diversity * novelty)
+        i = int(np.argmax(s))
+        picks.append(i), nov.append(float(novelty[i])), score.append(float(s[i]))
+        taken[i] = True
+        novelty = np.minimum(novelty, np.clip(1.0 - vecs @ vecs[i], 0.0, 1.0))
+    return np.asarray(picks, dtype=np.int64), np.asarray(nov), np.asarray(score)
+
+
+def suggest(utterances: pa.Table, embeddings: pa.Table, learned_codes: pa.Table | None, dims: pa.Table | None,
+            human_codes: pa.Table | None, n: int, unit: str, cfg: dict) -> tuple[pa.Table, str, list[str]]:
+    from pipeline.embed import vectors
+
+    if unit not in ("utterance", "interview"):
+        raise ConfigError(f"--unit must be utterance or interview, got {unit!r}")
+    if n < 1:
+        raise ConfigError(f"--n must be at least 1, got {n}")
+    diversity = cfg["learn"]["suggest_diversity"]
+    if not 0.0 <= diversity <= 1.0:
+        raise ConfigError("learn.suggest_diversity must lie in [0, 1]")
+    probs, source = _probabilities(learned_codes, dims)
+    ids = embeddings.column("utterance_id").to_pylist()
+    vecs = _unit_rows(vectors(embeddings).astype(np.float64))
+    meta = utterances.select(["utterance_id", "interview_id", "speaker_id", "start_char", "end_char", "text"]) \
+        .to_pandas().set_index("utterance_id").loc[ids]
+    coded_interviews: set[str] = set()
+    if learned_codes is not None:
+        lc = learned_codes.select(["utterance_id", "cross_validated"]).to_pandas()
+        coded_interviews |= set(meta.loc[meta.index.isin(set(lc.loc[lc["cross_validated"], "utterance_id"])),
+                                         "interview_id"])
+    if human_codes is not None:
+        coded_interviews |= set(human_codes.column("interview_id").to_pylist())
+    p = probs.reindex(ids).fillna(0.0)
+    u = uncertainty(p.to_numpy(float))
+    label = p.columns.to_numpy()[p.to_numpy(float).argmax(axis=1)] if p.shape[1] else np.full(len(ids), None)
+    top = p.to_numpy(float).max(axis=1) if p.shape[1] else np.zeros(len(ids))
+    hand = meta["interview_id"].isin(coded_interviews).to_numpy()
+    cand = np.flatnonzero(~hand)
+    if not len(cand):
+        raise InputError("every interview of the run is hand-coded already; nothing left to suggest")
+    if unit == "utterance":
+        pick, nov, score = greedy_pick(u[cand], vecs[cand], vecs[hand], n, diversity)
+        rows = cand[pick]
+        table = pd.DataFrame({"rank": np.arange(1, len(rows) + 1), "unit": "utterance",
+                              "utterance_id": [ids[i] for i in rows],
+                              "interview_id": meta["interview_id"].to_numpy()[rows],
+                              "speaker_id": meta["speaker_id"].to_numpy()[rows],
+                              "start_char": meta["start_char"].to_numpy()[rows],
+                              "end_char": meta["end_char"].to_numpy()[rows],
+                              "uncertainty": u[rows], "novelty": nov, "score": score,
+                              "predicted": label[rows], "probability": top[rows], "source": source,
+                              "text": meta["text"].to_numpy()[rows]})
+    else:
+        iid = meta["interview_id"].to_numpy()
+        names = sorted(set(iid))
+        g = pd.Series(iid).map({x: i for i, x in enumerate(names)}).to_numpy()
+        mean_vec = np.zeros((len(names), vecs.shape[1]))
+        np.add.at(mean_vec, g, vecs)
+        mean_vec = _unit_rows(mean_vec)
+        mean_u = np.bincount(g, weights=u, minlength=len(names)) / np.bincount(g, minlength=len(names))
+        is_hand = np.array([x in coded_interviews for x in names])
+        free = np.flatnonzero(~is_hand)
+        pick, nov, score = greedy_pick(mean_u[free], mean_vec[free], mean_vec[is_hand], n, diversity)
+        chosen = free[pick]
+        most = {}
+        for i in np.argsort(-u, kind="stable"):  # each interview's most uncertain utterance
+            most.setdefault(g[i], i)
+        ex = np.array([most[c] for c in chosen], dtype=np.int64)
+        table = pd.DataFrame({"rank": np.arange(1, len(chosen) + 1), "unit": "interview", "utterance_id": None,
+                              "interview_id": [names[c] for c in chosen], "speaker_id": None, "start_char": None,
+                              "end_char": None, "uncertainty": mean_u[chosen], "novelty": nov, "score": score,
+                              "predicted": label[ex], "probability": top[ex], "source": source,
+                              "text": meta["text"].to_numpy()[ex]})
+    return pa.Table.from_pandas(table, schema=SUGGESTIONS, preserve_index=False), source, sorted(coded_interviews)
+
+
+def write_suggestions(table: pa.Table, csv_path, sources: pa.Table, utterances: pa.Table, framework,
+                      cfg: dict) -> list:
+    """The suggestions as CSV and as a .qdpx of the suggested interviews: the framework's codebook
+    plus, for utterances, a marker code on each suggested passage (credited to learn.suggest_user,
+    whose codings learn and compare ignore when the coded project comes back)."""
+    from pathlib import Path
+
+    from pipeline.io.qdpx import ExportCode, ExportSource, machine_project, write_qdpx
+    from pipeline.io.rundir import _atomic_write
+    from pipeline.schema import UTTERANCE_DIMENSIONS
+
+    csv_path = Path(csv_path)
+    df = table.to_pandas()
+    _atomic_write(csv_path, lambda tmp: df.to_csv(tmp, index=False))
+    book, _, _ = machine_project(sources, utterances, framework, UTTERANCE_DIMENSIONS.empty_table())
+    marker = ExportCode(MARKER, "passages whose hand-coding would help the learned model most (themeshift suggest); "
+                        "code them with the codebook, the marker itself can be deleted", True, [], ("suggest",))
+    wanted = list(dict.fromkeys(df["interview_id"]))
+    text = dict(zip(sources.column("interview_id").to_pylist(), sources.column("source_text").to_pylist()))
+    rel = dict(zip(sources.column("interview_id").to_pylist(), sources.column("source_file").to_pylist()))
+    out = []
+    for iid in wanted:
+        rows = df[(df["interview_id"] == iid) & df["utterance_id"].notna()].sort_values("start_char")
+        selections = [(int(s), int(e), [marker]) for s, e in zip(rows["start_char"], rows["end_char"])]
+        out.append(ExportSource(iid, rel[iid], text[iid], selections))
+    qdpx_path = csv_path.with_suffix(".qdpx")
+    write_qdpx(qdpx_path, "themeshift suggestions", cfg["learn"]["suggest_user"],
+               [*book, marker] if df["utterance_id"].notna().any() else book, out)
+    return [csv_path, qdpx_path]

@@ -1,0 +1,245 @@
+"""learn and suggest on the example study's double-coded interviews (real embeddings, real model)."""
+from __future__ import annotations
+
+import csv
+import hashlib
+import shutil
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from pipeline.agreement import MISSING
+from pipeline.config import load_config
+from pipeline.errors import InputError
+from pipeline.learn import pool_turns, training_rows
+
+from conftest import ANSWER_KEY
+
+HUMAN = ANSWER_KEY / "human_codes.csv"
+SMALL = {"learn": {"feature_sets": ["utterance", "context_prior"], "cv_folds": 3, "learning_curve_draws": 1,
+                   "learning_curve_points": 3},
+         "compare": {"bootstrap": 200}}
+
+
+def _cfg(**learn):
+    cfg = load_config(None, {"learn": {**SMALL["learn"], **learn}, "compare": SMALL["compare"]})
+    return cfg
+
+
+def _sha(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def mapped(example_run, encoder, tmp_path_factory):
+    """A copy of the example run, mapped (framework similarity)."""
+    from pipeline.runner import run_map
+
+    run_dir = tmp_path_factory.mktemp("learn_mapped")
+    for name in ("utterances", "sources", "interviews", "embeddings", "codes", "assignments"):
+        shutil.copy(example_run / f"{name}.parquet", run_dir)
+    shutil.copy(example_run / "manifest.json", run_dir)
+    run_map(run_dir, load_config(), encoder=encoder)
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def learned(mapped, encoder, tmp_path_factory):
+    from pipeline.runner import run_learn
+
+    run_dir = tmp_path_factory.mktemp("learned")
+    for p in mapped.iterdir():
+        if p.is_file():
+            shutil.copy(p, run_dir)
+    framework_sha = _sha(run_dir / "utterance_dimensions.parquet")
+    record = run_learn(run_dir, HUMAN, _cfg(), encoder=encoder)
+    return run_dir, record, framework_sha
+
+
+# ---------------------------------------------------------------- hand-computed pieces
+
+def test_training_rows_weight_each_coders_label_by_the_coders_who_labelled():
+    class T:
+        coders = ["a", "b"]
+        primary = {"a": np.array([0, 1, MISSING]), "b": np.array([0, 2, 1])}
+
+    rows, y, w = training_rows(T, np.arange(3))
+    got = sorted(zip(rows.tolist(), y.tolist(), w.tolist()))
+    assert got == [(0, 0, 0.5), (0, 0, 0.5), (1, 1, 0.5), (1, 2, 0.5), (2, 1, 1.0)]
+
+
+def test_pool_turns_is_the_normalised_geometric_mean_within_a_turn():
+    p = np.array([[0.9, 0.1], [0.5, 0.5], [0.2, 0.8]])
+    out = pool_turns(p, np.array([7, 7, 3]))
+    # turn 7: sqrt(.45) : sqrt(.05) = 3 : 1
+    np.testing.assert_allclose(out[:2], [[0.75, 0.25], [0.75, 0.25]])
+    np.testing.assert_allclose(out[2], [0.2, 0.8])
+
+
+# ---------------------------------------------------------------- the stage
+
+def test_learn_writes_human_and_learned_rows_and_keeps_the_framework_table(learned):
+    run_dir, record, framework_sha = learned
+    ud = pq.read_table(run_dir / "utterance_dimensions.parquet").to_pandas()
+    n_embedded = pq.read_metadata(run_dir / "embeddings.parquet").num_rows
+    assert len(ud) == 3 * n_embedded and ud["utterance_id"].nunique() == n_embedded
+    np.testing.assert_allclose(ud.groupby("utterance_id")["probability"].sum(), 1.0)
+    per_source = ud.drop_duplicates("utterance_id")["source"].value_counts().to_dict()
+    # 1224 coded utterances in the 10 double-coded interviews are human; the other 2153 learned
+    assert per_source == {"human": 1224, "learned": n_embedded - 1224}
+    assert record["counts"]["utterances_by_source"] == per_source
+    top = ud[ud["is_argmax"]].set_index("utterance_id")
+    # both coders coded this answer top-down push; the role introduction both left uncoded
+    assert top.loc["C01-W1-t003-u01", "dimension"] == "push" and top.loc["C01-W1-t003-u01", "source"] == "human"
+    assert not top.loc["C01-W1-t001-u01", "mapped"]
+    assert _sha(run_dir / "utterance_dimensions_framework.parquet") == framework_sha
+    assert (run_dir / "learn_model" / "model.joblib").is_file()
+    lc = pq.read_table(run_dir / "learned_codes.parquet").to_pandas()
+    assert lc.drop_duplicates("utterance_id")["cross_validated"].sum() == 1224
+    assert set(lc["label"]) == {"push", "pull", "exchange", "none"}
+
+
+def test_learn_eval_puts_machine_and_coders_side_by_side(learned):
+    run_dir, record, _ = learned
+    e = pq.read_table(run_dir / "learn_eval.parquet").to_pandas()
+    k = e[(e["metric"] == "cohen_kappa") & (e["level"] == "dimension")]
+    cv = k[k["evaluation"] == "cross-validation"].set_index(["coder_a", "coder_b"])
+    fw = k[k["evaluation"] == "framework-similarity"].set_index(["coder_a", "coder_b"])
+    # the coders' own agreement on the same 1224 utterances (the compare stage's figure)
+    assert cv.loc[("coder_a", "coder_b"), "value"] == pytest.approx(0.79435, abs=1e-4)
+    assert cv.loc[("coder_a", "coder_b"), "n"] == 1224
+    for pair in (("coder_a", "machine"), ("coder_b", "machine"), ("machine", "consensus")):
+        m = cv.loc[pair]
+        assert m["ci_low"] <= m["value"] <= m["ci_high"]
+        assert m["value"] > fw.loc[pair, "value"] + 0.1  # learning beats framework similarity alone
+    alpha = e[(e["evaluation"] == "cross-validation") & (e["metric"] == "krippendorff_alpha")
+              & (e["level"] == "dimension")]
+    assert set(alpha["coder_a"]) == {"coder_a+coder_b", "coder_a+coder_b+machine"}
+    fs = e[e["evaluation"] == "feature-set"].drop_duplicates("feature_set")
+    assert set(fs["feature_set"]) == {"utterance", "context_prior"}
+    assert fs.loc[fs["selected"], "feature_set"].tolist() == [record["feature_set"]] == ["context_prior"]
+    curve = e[e["evaluation"] == "learning-curve"]
+    assert sorted(curve["train_interviews"].unique()) == [1, 3, 9]  # 3 points from 1 to 10 - 1, geometric
+    assert curve["ci_low"].isna().all()
+
+
+def test_compare_after_learn_scores_cross_validated_predictions(learned):
+    from pipeline.runner import run_compare, run_shift
+
+    run_dir, _, _ = learned
+    record = run_compare(run_dir, HUMAN, _cfg())
+    assert record["learned"]["cross_validated_utterances"] == 1224
+    a = pq.read_table(run_dir / "agreement.parquet").to_pandas()
+    e = pq.read_table(run_dir / "learn_eval.parquet").to_pandas()
+
+    def kappa(df, a_, b_):
+        row = df[(df["metric"] == "cohen_kappa") & (df["level"] == "dimension") & (df["coder_a"] == a_)
+                 & (df["coder_b"] == b_)]
+        return float(row["value"].iloc[0])
+
+    cv = e[e["evaluation"] == "cross-validation"]
+    # not the human labels the utterance_dimensions table now carries (kappa would be ~1): the held-out ones
+    assert kappa(a, "coder_a", "machine") == pytest.approx(kappa(cv, "coder_a", "machine"), abs=1e-12)
+    assert kappa(a, "machine", "consensus") < 0.9
+    shift = run_shift(run_dir, _cfg())
+    assert shift["counts"]["speaker_waves"] > 0
+
+
+def test_rerun_gives_identical_tables_and_a_loadable_model(learned, encoder):
+    from pipeline.learn_model import load_model
+    from pipeline.runner import run_learn
+
+    run_dir, record, _ = learned
+    before = {n: _sha(run_dir / f"{n}.parquet") for n in ("utterance_dimensions", "learned_codes",
+                                                          "utterance_dimensions_cv")}
+    # same kept feature set and parameters, no comparison of candidates: the same model and codes
+    run_learn(run_dir, HUMAN, _cfg(feature_sets=[record["feature_set"]], learning_curve_draws=0), encoder=encoder)
+    assert {n: _sha(run_dir / f"{n}.parquet") for n in before} == before
+    model, meta = load_model(run_dir / "learn_model")
+    assert meta["feature_set"] == "context_prior" and meta["classes"] == ["push", "pull", "exchange", "none"]
+    assert model.model_.n_features_in_ == meta["n_features"] == 3 * 384 + 4 + 2 * 7
+
+
+# ---------------------------------------------------------------- bad input
+
+def _utterance_codes(path, codes: dict[str, list[str]]):
+    """Per-utterance human codes: concept -> utterance ids, one coder."""
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["utterance_id", "code", "coder"])
+        for code, ids in codes.items():
+            w.writerows([u, code, "coder_a"] for u in ids)
+    return path
+
+
+def _ids(run_dir, interview, n, start=0):
+    u = pq.read_table(run_dir / "utterances.parquet").to_pandas()
+    return u[u["coded"] & (u["interview_id"] == interview)]["utterance_id"].tolist()[start:start + n]
+
+
+def test_too_few_coded_utterances_says_how_many_more(mapped, tmp_path):
+    from pipeline.cli import app
+
+    before = _sha(mapped / "utterance_dimensions.parquet")
+    path = _utterance_codes(tmp_path / "few.csv", {
+        "top-down push": _ids(mapped, "C01-W1", 4), "leadership capability": _ids(mapped, "P01-W1", 3),
+        "reengineering relations": _ids(mapped, "P01-W2", 3)})
+    result = CliRunner().invoke(app, ["learn", str(mapped), "--human", str(path)])
+    assert result.exit_code == 2
+    assert "only 10 human-coded utterances" in result.output and "code 10 more" in result.output
+    assert "framework-similarity mapping stays in place" in result.output
+    assert "Traceback" not in result.output
+    assert _sha(mapped / "utterance_dimensions.parquet") == before
+
+
+def test_a_class_with_two_examples_is_refused(mapped, tmp_path, encoder):
+    from pipeline.runner import run_learn
+
+    path = _utterance_codes(tmp_path / "rare.csv", {
+        "Enacting the push model through top-down leadership": _ids(mapped, "C01-W1", 12),
+        "Developing leadership capability": _ids(mapped, "P01-W1", 11),
+        "reengineering_relations": _ids(mapped, "P01-W2", 2)})
+    with pytest.raises(InputError, match=r"'exchange' has 2 \(code 1 more\)"):
+        run_learn(mapped, path, load_config(), encoder=encoder)
+
+
+def test_unknown_code_names_are_reported_not_dropped(mapped, tmp_path, encoder):
+    from pipeline.runner import run_learn
+
+    path = _utterance_codes(tmp_path / "odd.csv", {"Enacting the push model through top-down leadership":
+                                                   _ids(mapped, "C01-W1", 30), "Team morale": _ids(mapped, "P01-W1", 5)})
+    with pytest.raises(InputError, match="'Team morale'.*--mapping"):
+        run_learn(mapped, path, load_config(), encoder=encoder)
+
+
+# ---------------------------------------------------------------- suggest
+
+def test_suggest_lists_uncertain_diverse_uncoded_utterances(learned, tmp_path):
+    from pipeline.io.human_codes import read_human_codes
+    from pipeline.learn import drop_suggestion_markers
+    from pipeline.runner import run_suggest
+
+    run_dir, _, _ = learned
+    cfg = _cfg()
+    rec = run_suggest(run_dir, cfg, 20, "utterance", tmp_path / "next.csv")
+    df = pd.read_csv(tmp_path / "next.csv")
+    assert len(df) == 20 and df["utterance_id"].is_unique and rec["source"] == "learned"
+    coded = set(pd.read_csv(HUMAN)["interview_id"])
+    assert not set(df["interview_id"]) & coded and set(rec["excluded_hand_coded_interviews"]) == coded
+    assert df["uncertainty"].between(0, 1).all() and list(df["rank"]) == list(range(1, 21))
+    # the project opens as human codes, and the markers are nobody's coding
+    back = read_human_codes(tmp_path / "next.qdpx")
+    assert len(back.frame) == 20 and set(back.frame["coder"]) == {cfg["learn"]["suggest_user"]}
+    assert drop_suggestion_markers(back, cfg).frame.empty
+
+    plain = load_config(None, {"learn": {"suggest_diversity": 0.0}})
+    run_suggest(run_dir, plain, 10, "utterance", tmp_path / "u.csv")
+    u = pd.read_csv(tmp_path / "u.csv")["uncertainty"].to_numpy()
+    assert (np.diff(u) <= 1e-12).all()  # no diversity term: most uncertain first
+
+    run_suggest(run_dir, cfg, 3, "interview", tmp_path / "i.csv")
+    i = pd.read_csv(tmp_path / "i.csv")
+    assert len(i) == 3 and i["interview_id"].is_unique and not set(i["interview_id"]) & coded
