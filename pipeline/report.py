@@ -518,11 +518,13 @@ def _utterance_map(c: _Ctx, xy: np.ndarray | None, ids: list[str] | None) -> str
                       f"Colour by {_e(label)}</button>" for i, (k, label, _) in enumerate(views))
     panes = "".join(f'<div class="map-view" data-view="{k}"{"" if i == 0 else " hidden"}>{svg}</div>'
                     for i, (k, _, svg) in enumerate(views))
+    total = len(c.t["embeddings"]) if "embeddings" in c.t else n
+    shown = f"{n:,} utterances" if n == total else f"a seeded random sample of {n:,} of {total:,} utterances"
     payload = json.dumps({"columns": columns, "rows": rows}, separators=(",", ":"), ensure_ascii=True)
     payload = payload.replace("</", "<\\/")  # nothing in the data can close the script element
     return ("".join(notes) + f'<figure id="fig-utterance_map"><div class="toggle" role="group" '
             f'aria-label="Colour the map by">{buttons}</div>{panes}<figcaption><strong>{_e(fig.title)}.</strong> '
-            f'{_e(fig.caption)} {n:,} utterances.</figcaption>'
+            f'{_e(fig.caption)} {shown}.</figcaption>'
             f'<button type="button" class="download" id="map-download">Download the coordinates (CSV)</button>'
             f'<script type="application/json" id="map-data">{payload}</script></figure>')
 

@@ -72,10 +72,22 @@ def run_embed(run_dir: Path, cfg: dict, progress: Progress | None = None, encode
     return record
 
 
+def _codes_key(run_dir: Path, cfg: dict, model_id: str) -> str:
+    """What the codes stage's output depends on: the embeddings' bytes, [codes], seed and model."""
+    import hashlib
+    import json
+
+    digest = hashlib.sha256((run_dir / "embeddings.parquet").read_bytes()).hexdigest()
+    params = json.dumps({"codes": cfg["codes"], "seed": cfg["run"]["seed"], "model": model_id}, sort_keys=True)
+    return hashlib.sha256(f"{digest}:{params}".encode()).hexdigest()
+
+
 def run_codes(run_dir: Path, cfg: dict, progress: Progress | None = None, encoder=None) -> dict:
+    """Fit the codes; skipped when this run directory already holds codes made from the same
+    embeddings, configuration and seed (they would be identical)."""
+    import json
     import shutil
 
-    from pipeline.codes import fit_codes, save_topic_model, unassigned_count
     from pipeline.embed import load_encoder
     from pipeline.io.rundir import read_table
 
@@ -83,9 +95,21 @@ def run_codes(run_dir: Path, cfg: dict, progress: Progress | None = None, encode
     run_dir = Path(run_dir)
     utterances = read_table(run_dir, "utterances", "themeshift segment")
     embeddings = read_table(run_dir, "embeddings", "themeshift embed")
+    encoder = encoder or load_encoder(cfg["embed"]["model"], cfg["embed"]["device"])
+    key = _codes_key(run_dir, cfg, encoder.model_id)
+    manifest = run_dir / "manifest.json"
+    previous = json.loads(manifest.read_text(encoding="utf-8")).get("stages", {}).get("codes", {}) \
+        if manifest.is_file() else {}
+    outputs = [run_dir / "codes.parquet", run_dir / "assignments.parquet"]
+    if previous.get("key") == key and all(p.is_file() for p in outputs):
+        record = {**previous, "reused": True, "seconds": round(time.perf_counter() - started, 3)}
+        update_manifest(run_dir, "codes", record, cfg)
+        return record
+
+    from pipeline.codes import fit_codes, save_topic_model, unassigned_count
+
     if progress:
         progress("codes (clustering)", 0, 1)
-    encoder = encoder or load_encoder(cfg["embed"]["model"], cfg["embed"]["device"])
     result = fit_codes(utterances, embeddings, encoder, cfg)
     write_table(run_dir, "codes", result.codes)
     write_table(run_dir, "assignments", result.assignments)
@@ -100,7 +124,7 @@ def run_codes(run_dir: Path, cfg: dict, progress: Progress | None = None, encode
         progress("codes (clustering)", 1, 1)
     n = result.assignments.num_rows
     outliers = unassigned_count(result.assignments)
-    record = {"method": result.method, "min_cluster_size": result.min_cluster_size,
+    record = {"method": result.method, "min_cluster_size": result.min_cluster_size, "key": key, "reused": False,
               "counts": {"codes": result.codes.num_rows, "assigned": n - outliers, "unassigned": outliers},
               "outlier_share": round(outliers / n, 4) if n else 0.0,
               "seconds": round(time.perf_counter() - started, 3)}
@@ -364,7 +388,7 @@ def run_report(run_dir: Path, cfg: dict, figures_dir: Path | str | None = None, 
         t0 = time.perf_counter()
         emb = tables["embeddings"]
         digest = hashlib.sha256((run_dir / "embeddings.parquet").read_bytes()).hexdigest()
-        key = f"{digest}:{rc['projection']}:{rc['map_neighbors']}:{cfg['run']['seed']}"
+        key = f"{digest}:{rc['projection']}:{rc['map_neighbors']}:{rc['map_max_points']}:{cfg['run']['seed']}"
         cached = run_dir / "utterance_map.parquet"
         previous = manifest.get("stages", {}).get("report", {}).get("map", {})
         if previous.get("key") == key and cached.is_file():
@@ -374,6 +398,10 @@ def run_report(run_dir: Path, cfg: dict, figures_dir: Path | str | None = None, 
         else:
             if progress:
                 progress(f"report map ({rc['projection']})", 0, 1)
+            if emb.num_rows > rc["map_max_points"] > 0:  # a readable map and a small page for large corpora
+                keep = np.sort(np.random.default_rng(cfg["run"]["seed"]).choice(
+                    emb.num_rows, rc["map_max_points"], replace=False))
+                emb = emb.take(pa.array(keep))
             ids = emb.column("utterance_id").to_pylist()
             xy = project_2d(vectors(emb), rc["projection"], cfg["run"]["seed"], rc["map_neighbors"])
             write_table(run_dir, "utterance_map", pa.table(

@@ -128,3 +128,15 @@ def test_transform_assigns_existing_codes_to_new_transcripts(example_run, tmp_pa
     agree = sum(a == b for a, b in pairs) / len(pairs)
     assert rec["counts"]["assigned"] > 0 and agree > 0.7
     assert (tmp_path / "out" / "codes.parquet").read_bytes() == (example_run / "codes.parquet").read_bytes()
+
+
+def test_codes_are_reused_when_embeddings_and_config_are_unchanged(example_run, encoder, cfg):
+    from pipeline.runner import run_codes
+
+    before = pq.read_table(example_run / "codes.parquet")
+    rec = run_codes(example_run, cfg, encoder=encoder)
+    assert rec["reused"] and pq.read_table(example_run / "codes.parquet").equals(before)
+    cfg["codes"]["top_keywords"] = 8  # any [codes] change refits
+    changed = dict(cfg, codes=dict(cfg["codes"]))
+    assert json.loads((example_run / "manifest.json").read_text())["stages"]["codes"]["key"] != \
+        __import__("pipeline.runner", fromlist=["_codes_key"])._codes_key(example_run, changed, encoder.model_id)
