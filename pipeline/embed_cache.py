@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.io.rundir import _atomic_write
+from pipeline.io.rundir import atomic_write
 
 MAX_SHARDS = 16
 
@@ -68,7 +68,7 @@ class EmbeddingCache:
                           "vector": pa.FixedSizeListArray.from_arrays(
                               pa.array(np.asarray(vectors, np.float32).reshape(-1)), self.dim)}, schema=self.schema)
         name = f"shard-{os.getpid()}-{uuid.uuid4().hex}.parquet"
-        _atomic_write(self.dir / name, lambda tmp: pq.write_table(table, tmp))
+        atomic_write(self.dir / name, lambda tmp: pq.write_table(table, tmp))
         if len(self._shards()) > MAX_SHARDS:
             self.compact()
 
@@ -87,7 +87,7 @@ class EmbeddingCache:
             keep = _first_occurrences(merged.column("text_hash").to_pylist())
             merged = merged.take(pa.array(keep))
             name = f"shard-{os.getpid()}-{uuid.uuid4().hex}.parquet"
-            _atomic_write(self.dir / name, lambda tmp: pq.write_table(merged, tmp))
+            atomic_write(self.dir / name, lambda tmp: pq.write_table(merged, tmp))
             for shard in shards:
                 shard.unlink(missing_ok=True)
 

@@ -772,13 +772,13 @@ def write_shareable(path: Path, text: str) -> Path:
     """Atomic write, readable by others (the page and figures are meant to be passed on)."""
     import os
 
-    from pipeline.io.rundir import _atomic_write
+    from pipeline.io.rundir import atomic_write
 
     def write(tmp: str) -> None:
         Path(tmp).write_bytes(text.encode("utf-8"))
         os.chmod(tmp, 0o644)
 
-    _atomic_write(Path(path), write)
+    atomic_write(Path(path), write)
     return Path(path)
 
 

@@ -140,7 +140,7 @@ def run_map(run_dir: Path, cfg: dict, framework_path: Path | str | None = None,
     from pipeline.embed import load_encoder
     from pipeline.errors import InputError
     from pipeline.framework import load_framework
-    from pipeline.io.rundir import _atomic_write, read_table
+    from pipeline.io.rundir import atomic_write, read_table
     from pipeline.map import map_stage
     from pipeline.overrides import find_overrides, load_overrides, split_obsolete
 
@@ -185,7 +185,7 @@ def run_map(run_dir: Path, cfg: dict, framework_path: Path | str | None = None,
     write_table(run_dir, "utterance_dimensions", result.utterance_dimensions)
     write_table(run_dir, "data_structure", result.data_structure)
     md_path = run_dir / "data_structure.md"
-    _atomic_write(md_path, lambda tmp: Path(tmp).write_text(result.markdown, encoding="utf-8"))
+    atomic_write(md_path, lambda tmp: Path(tmp).write_text(result.markdown, encoding="utf-8"))
     if progress:
         progress("map", 1, 1)
 

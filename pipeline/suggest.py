@@ -143,12 +143,12 @@ def write_suggestions(table: pa.Table, csv_path, sources: pa.Table, utterances: 
     from pathlib import Path
 
     from pipeline.io.qdpx import ExportCode, ExportSource, machine_project, write_qdpx
-    from pipeline.io.rundir import _atomic_write
+    from pipeline.io.rundir import atomic_write
     from pipeline.schema import UTTERANCE_DIMENSIONS
 
     csv_path = Path(csv_path)
     df = table.to_pandas()
-    _atomic_write(csv_path, lambda tmp: df.to_csv(tmp, index=False))
+    atomic_write(csv_path, lambda tmp: df.to_csv(tmp, index=False))
     book, _, _ = machine_project(sources, utterances, framework, UTTERANCE_DIMENSIONS.empty_table())
     marker = ExportCode(MARKER, "passages whose hand-coding would help the learned model most (themeshift suggest); "
                         "code them with the codebook, the marker itself can be deleted", True, [], ("suggest",))

@@ -267,7 +267,7 @@ def project_xml(name: str, user: str, codes: list[ExportCode], sources: list[Exp
 def write_qdpx(path: str | Path, name: str, user: str, codes: list[ExportCode],
                sources: list[ExportSource]) -> None:
     """Write project.qde plus sources/<guid>.txt (for tools that read plainTextPath), atomically."""
-    from pipeline.io.rundir import _atomic_write
+    from pipeline.io.rundir import atomic_write
 
     xml = project_xml(name, user, codes, sources)
 
@@ -279,7 +279,7 @@ def write_qdpx(path: str | Path, name: str, user: str, codes: list[ExportCode],
                 info = zipfile.ZipInfo(f"sources/{guid('source', src.name)}.txt", (1980, 1, 1, 0, 0, 0))
                 zf.writestr(info, src.text.encode("utf-8"), zipfile.ZIP_DEFLATED)
 
-    _atomic_write(Path(path), write)
+    atomic_write(Path(path), write)
 
 
 # ---------------------------------------------------------------- the machine's coding as a project

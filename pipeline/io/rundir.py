@@ -18,7 +18,8 @@ _PACKAGES = ["themeshift", "pyarrow", "spacy", "sentence-transformers", "torch",
              "umap-learn", "hdbscan", "scikit-learn", "numpy", "model2vec"]
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
+    """Call write(tmp_path) on a temporary file beside path, then rename it over path."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -32,7 +33,7 @@ def _atomic_write(path: Path, write) -> None:
 
 def write_table(run_dir: Path, name: str, table: pa.Table) -> Path:
     path = Path(run_dir) / f"{name}.parquet"
-    _atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
     return path
 
 
@@ -46,7 +47,7 @@ def read_table(run_dir: Path, name: str, command: str | None = None) -> pa.Table
 
 def write_json(path: Path, data: Any) -> None:
     text = json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"
-    _atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def versions() -> dict[str, str]:
