@@ -58,10 +58,25 @@ class CodesResult:
 
 def representation_model(cfg: dict):
     from bertopic.representation import KeyBERTInspired, MaximalMarginalRelevance
+    from sklearn.metrics.pairwise import cosine_similarity
+
+    class OrderedKeyBERT(KeyBERTInspired):
+        """KeyBERTInspired with its candidate vocabulary in sorted order: upstream builds it from a
+        set, whose order changes between processes and breaks similarity ties differently."""
+
+        def _extract_embeddings(self, topic_model, topics, representative_docs, repr_doc_indices,
+                                repr_embeddings=None):
+            if repr_embeddings is None:
+                repr_embeddings = topic_model._extract_embeddings(representative_docs, method="document",
+                                                                  verbose=False)
+            topic_embeddings = [np.mean(repr_embeddings[i[0]: i[-1] + 1], axis=0) for i in repr_doc_indices]
+            vocab = sorted({word for words in topics.values() for word in words})
+            word_embeddings = topic_model._extract_embeddings(vocab, method="document", verbose=False)
+            return cosine_similarity(topic_embeddings, word_embeddings), vocab
 
     c = cfg["codes"]
     return {
-        "keybert": lambda: KeyBERTInspired(top_n_words=c["top_keywords"], random_state=cfg["run"]["seed"]),
+        "keybert": lambda: OrderedKeyBERT(top_n_words=c["top_keywords"], random_state=cfg["run"]["seed"]),
         "mmr": lambda: MaximalMarginalRelevance(diversity=0.3, top_n_words=c["top_keywords"]),
         "ctfidf": lambda: None,
     }[c["representation"]]()

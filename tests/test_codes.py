@@ -140,3 +140,21 @@ def test_codes_are_reused_when_embeddings_and_config_are_unchanged(example_run, 
     changed = dict(cfg, codes=dict(cfg["codes"]))
     assert json.loads((example_run / "manifest.json").read_text())["stages"]["codes"]["key"] != \
         __import__("pipeline.runner", fromlist=["_codes_key"])._codes_key(example_run, changed, encoder.model_id)
+
+
+def test_identical_tables_across_processes_with_different_hash_seeds(example_run, tmp_path):
+    """Set iteration order changes between processes; the codes must not."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    for seed in ("1", "2"):
+        run = tmp_path / seed
+        run.mkdir()
+        for name in ("utterances.parquet", "embeddings.parquet"):
+            shutil.copyfile(example_run / name, run / name)
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        subprocess.run([sys.executable, "-m", "pipeline.cli", "codes", str(run), "--quiet"], check=True, env=env)
+    for table in ("codes", "assignments"):
+        assert pq.read_table(tmp_path / "1" / f"{table}.parquet").equals(pq.read_table(tmp_path / "2" / f"{table}.parquet"))
