@@ -103,7 +103,6 @@ def build_topic_model(n: int, encoder: Encoder, cfg: dict, X: np.ndarray | None 
         clusterer = HDBSCAN(min_cluster_size=size, min_samples=samples, metric="euclidean",
                             cluster_selection_method="eom", prediction_data=True)
         method = "umap+hdbscan"
-    representation = representation_model(cfg)
     vectorizer = CountVectorizer(ngram_range=(1, c["ngram_max"]), min_df=min(c["min_df"], max(1, n // 10)))
     model = BERTopic(
         embedding_model=_encoder_backend(encoder),

@@ -15,7 +15,7 @@ import pyarrow as pa
 from pipeline import schema
 from pipeline.errors import InputError
 from pipeline.io.metadata import FileMeta, meta_from_filename, read_manifest, read_speakers, template_regex
-from pipeline.io.readers import FORMATS, label_key, read_document
+from pipeline.io.readers import label_key, read_document
 from pipeline.segment import SpeakerResolver, columns_to_table, load_sentence_splitter, segment_document
 
 

@@ -131,7 +131,6 @@ def drop_suggestion_markers(human, cfg: dict):
 def check_enough(t: Targets, cfg: dict, path) -> dict[str, int]:
     """Refuse to learn from too little: a clear message with how many more are needed."""
     lc = cfg["learn"]
-    labelled = np.stack([t.primary[c] != MISSING for c in t.coders], axis=1).any(axis=1)
     none = t.classes.index(NONE)
     coded = np.stack([(t.primary[c] != MISSING) & (t.primary[c] != none) for c in t.coders], axis=1).any(axis=1)
     n = int(coded.sum())  # utterances with a real code: "none" (left uncoded) alone teaches nothing

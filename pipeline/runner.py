@@ -134,10 +134,8 @@ def run_codes(run_dir: Path, cfg: dict, progress: Progress | None = None, encode
 
 def run_map(run_dir: Path, cfg: dict, framework_path: Path | str | None = None,
             overrides_path: Path | str | None = None, progress: Progress | None = None, encoder=None) -> dict:
-    import json
     import warnings
 
-    from pipeline.embed import load_encoder
     from pipeline.errors import InputError
     from pipeline.framework import load_framework
     from pipeline.io.rundir import atomic_write, read_table
@@ -155,11 +153,8 @@ def run_map(run_dir: Path, cfg: dict, framework_path: Path | str | None = None,
     if progress:
         progress("map", 0, 1)
     # Framework texts must live in the same vector space as the utterances: use the model that embedded them.
-    manifest_path = run_dir / "manifest.json"
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.is_file() else {}
-    model = manifest.get("stages", {}).get("embed", {}).get("model") or cfg["embed"]["model"]
-    if encoder is None or encoder.model_id != manifest.get("stages", {}).get("embed", {}).get("model_id", encoder.model_id):
-        encoder = load_encoder(model, cfg["embed"]["device"])
+    encoder = _embedding_encoder(run_dir, cfg, encoder)
+    model = encoder.spec.name
     dim = embeddings.schema.field("vector").type.list_size
     if encoder.dim != dim:
         raise InputError(f"embeddings have {dim} dimensions but model {model!r} gives {encoder.dim}; "
@@ -342,15 +337,15 @@ def run_transform(fitted_run: Path, input_dir: Path, run_dir: Path, cfg: dict,
     fitted_run, run_dir = Path(fitted_run), Path(run_dir)
     if not (fitted_run / "topic_model").is_dir():
         raise InputError("no topic_model/ here; run `themeshift codes` on it first", fitted_run)
-    fitted = json.loads((fitted_run / "manifest.json").read_text(encoding="utf-8"))
-    cfg["embed"]["model"] = fitted["stages"]["embed"]["model"]
+    encoder = _embedding_encoder(fitted_run, cfg)  # new text goes into the fitted run's vector space
+    cfg["embed"]["model"] = json.loads((fitted_run / "manifest.json").read_text(encoding="utf-8"))[
+        "stages"]["embed"]["model"]  # and the new run's manifest says so
     run_segment(input_dir, run_dir, cfg, progress)
-    run_embed(run_dir, cfg, progress)
-    from pipeline.embed import load_encoder
+    run_embed(run_dir, cfg, progress, encoder=encoder)
 
     started = time.perf_counter()
     embeddings = read_table(run_dir, "embeddings")
-    assignments = assign_new(fitted_run / "topic_model", embeddings, load_encoder(cfg["embed"]["model"]), cfg)
+    assignments = assign_new(fitted_run / "topic_model", embeddings, encoder, cfg)
     write_table(run_dir, "assignments", assignments)
     shutil.copyfile(fitted_run / "codes.parquet", run_dir / "codes.parquet")
     record = {"fitted_run": str(fitted_run.resolve()), "counts": {
