@@ -76,7 +76,8 @@ def build_blocks(utterances: pa.Table, embeddings: pa.Table, encoder, cfg: dict)
     turns["question_row"] = q_row.groupby(turns["interview_id"]).transform(lambda s: s.shift(1).ffill())
     q_turns = turns[turns["interviewer"]]
     encoder.with_cache(cfg)
-    q_vec, _ = encoder.encode_cached(q_turns["text"].tolist(), cfg["embed"]["batch_size"])
+    q_vec, _ = encoder.encode_cached(q_turns["text"].tolist(), cfg["embed"]["batch_size"],
+                                     batch_tokens=cfg["embed"]["batch_tokens"])
     q_lookup = np.zeros((len(turns) + 1, own.shape[1]))  # last row: zeros for "no question"
     q_lookup[q_turns["row"].to_numpy()] = q_vec
     turns["question_row"] = turns["question_row"].fillna(len(turns)).astype(np.int64)

@@ -5,6 +5,7 @@ import warnings
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from pipeline.embed import embed_utterances, text_hash, vectors
@@ -19,6 +20,17 @@ def test_reference_embedding_offline(encoder):
     assert encoder.dim == 384 and v.dtype == np.float32
     assert np.allclose(v[:5], [0.0677, 0.0635, 0.0487, 0.0793, 0.0374], atol=2e-4)
     assert abs(np.linalg.norm(v) - 1) < 1e-5
+
+
+def test_token_budget_batches_match_plain_encode_and_keep_input_order(encoder, example_segmented):
+    utt = pq.read_table(example_segmented / "utterances.parquet")
+    texts = utt.filter(utt.column("coded")).column("text").to_pylist()[:300]
+    texts.append(" ".join(texts[:40]))  # one turn far longer than the token budget: a batch of its own
+    plain = encoder.model.encode(texts, batch_size=16, normalize_embeddings=True)
+    for batch_size, batch_tokens in ((64, 2048), (7, 50), (1, 1)):
+        ours = encoder.encode(texts, batch_size=batch_size, batch_tokens=batch_tokens)
+        assert ours.shape == (301, 384)
+        assert np.abs(ours - plain).max() < 1e-5, (batch_size, batch_tokens)
 
 
 @pytest.fixture
