@@ -35,6 +35,14 @@ def cluster_sizes(n: int, cfg: dict) -> tuple[int, int]:
     return size, max(2, int(round(c["min_samples_ratio"] * size)))
 
 
+def max_cluster_size(n: int, min_size: int, cfg: dict) -> int:
+    """HDBSCAN's cap on a selected cluster (0 = none). Excess-of-mass selection sometimes prefers
+    one cluster holding nearly the whole corpus to its many sub-clusters, and which way it goes
+    can turn on float rounding in the embeddings; a cap keeps the sub-clusters."""
+    share = cfg["codes"]["max_cluster_share"]
+    return 0 if share <= 0 else max(2 * min_size, int(share * n))
+
+
 def _encoder_backend(encoder: Encoder):
     from bertopic.backend import BaseEmbedder
 
@@ -101,7 +109,8 @@ def build_topic_model(n: int, encoder: Encoder, cfg: dict, X: np.ndarray | None 
 
         reducer = make_umap(X, c["umap_components"], c["umap_neighbors"], 0.0, c["umap_init"], seed)
         clusterer = HDBSCAN(min_cluster_size=size, min_samples=samples, metric="euclidean",
-                            cluster_selection_method="eom", prediction_data=True)
+                            cluster_selection_method="eom", max_cluster_size=max_cluster_size(n, size, cfg),
+                            prediction_data=True)
         method = "umap+hdbscan"
     vectorizer = CountVectorizer(ngram_range=(1, c["ngram_max"]), min_df=min(c["min_df"], max(1, n // 10)))
     model = BERTopic(

@@ -6,12 +6,13 @@ import json
 import warnings
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
 from conftest import EXAMPLE, gold_labels
-from pipeline.codes import cluster_sizes, fit_codes
+from pipeline.codes import cluster_sizes, fit_codes, max_cluster_size
 from pipeline.config import load_config
 from pipeline.embed import embed_utterances, vectors
 
@@ -72,6 +73,22 @@ def test_manifest_records_codes_and_topic_model_is_saved(example_run):
 def test_cluster_size_rule():
     cfg = load_config()
     assert [cluster_sizes(n, cfg)[0] for n in (20, 300, 3400, 20000, 100000, 10**7)] == [5, 9, 29, 71, 158, 500]
+    assert [max_cluster_size(n, cluster_sizes(n, cfg)[0], cfg) for n in (300, 3400, 100000)] == [30, 340, 10000]
+    cfg["codes"]["max_cluster_share"] = 0.0
+    assert max_cluster_size(3400, 29, cfg) == 0
+
+
+def test_no_code_swallows_the_corpus(example_run, encoder):
+    """The embeddings of this study once tipped HDBSCAN into keeping 2 codes, one of 3,259 utterances,
+    when they differed from another run's in the 7th decimal: the cap keeps the sub-codes."""
+    utt, emb = (pq.read_table(example_run / f"{t}.parquet") for t in ("utterances", "embeddings"))
+    X = vectors(emb)
+    for seed in (1, 2):
+        noisy = X + np.random.default_rng(seed).normal(0, 3e-7, X.shape).astype(np.float32)
+        noisy /= np.linalg.norm(noisy, axis=1, keepdims=True)
+        table = emb.set_column(1, "vector", pa.FixedSizeListArray.from_arrays(pa.array(noisy.ravel()), X.shape[1]))
+        sizes = fit_codes(utt, table, encoder, load_config()).codes.column("size").to_pylist()
+        assert len(sizes) >= 10 and max(sizes) < 0.2 * len(X), sizes
 
 
 def _subset(example_run, encoder, interviews):
