@@ -112,7 +112,10 @@ def build_topic_model(n: int, encoder: Encoder, cfg: dict, X: np.ndarray | None 
                             cluster_selection_method="eom", max_cluster_size=max_cluster_size(n, size, cfg),
                             prediction_data=True)
         method = "umap+hdbscan"
-    vectorizer = CountVectorizer(ngram_range=(1, c["ngram_max"]), min_df=min(c["min_df"], max(1, n // 10)))
+    # keyword text is already tokenised (pipeline.keywords): split on spaces, keep "co-design" whole
+    # (the one-character placeholder "_" of an empty text is no token)
+    vectorizer = CountVectorizer(ngram_range=(1, c["ngram_max"]), min_df=min(c["min_df"], max(1, n // 10)),
+                                 token_pattern=r"\S\S+")
     model = BERTopic(
         embedding_model=_encoder_backend(encoder),
         umap_model=reducer,

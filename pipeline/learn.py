@@ -42,6 +42,7 @@ import pyarrow.compute as pc
 
 from pipeline.agreement import MISSING, Bootstrap, Ratings, compare_ratings
 from pipeline.errors import ConfigError, InputError
+from pipeline.learn_features import FEATURE_SETS, vstack
 from pipeline.schema import LEARN_EVAL, LEARNED_CODES, UTTERANCE_DIMENSIONS
 
 NONE = "none"
@@ -197,11 +198,12 @@ class TurnPooledLogit:
         self.model_.fit(x, y, sample_weight=sample_weight)
         return self
 
-    def predict_proba(self, x: np.ndarray, turns: np.ndarray | None = None) -> np.ndarray:
-        p = np.zeros((len(x), self.n_classes))
-        if len(x):
+    def predict_proba(self, x, turns: np.ndarray | None = None) -> np.ndarray:
+        n = x.shape[0]
+        p = np.zeros((n, self.n_classes))
+        if n:
             p[:, self.model_.classes_] = self.model_.predict_proba(x)
-        if self.turn_pooling and turns is not None and len(x):
+        if self.turn_pooling and turns is not None and n:
             p = pool_turns(p, turns)
         return p
 
@@ -234,10 +236,27 @@ def fit_model(d: Data, feature_set: str, train: np.ndarray, cfg: dict) -> TurnPo
     rows, y, w = training_rows(d.targets, train)
     x = d.x_units[feature_set][rows]
     if d.weak_weight > 0 and len(d.y_weak):
-        x = np.vstack([x, d.x_weak[feature_set]])
+        x = vstack([x, d.x_weak[feature_set]])
         y = np.concatenate([y, d.y_weak])
         w = np.concatenate([w, np.full(len(d.y_weak), d.weak_weight)])
     return TurnPooledLogit(len(d.targets.classes), lc["c"], lc["turn_pooling"], cfg["run"]["seed"]).fit(x, y, w)
+
+
+def predict_all(model: TurnPooledLogit, blocks, feature_set: str, chunk: int = 8192) -> np.ndarray:
+    """Probabilities for every utterance, built a chunk of whole turns at a time so a large
+    corpus never holds its full feature matrix (rows of a turn are contiguous)."""
+    n = len(blocks.utterance_ids)
+    order = np.argsort(blocks.turns, kind="stable")
+    out = np.zeros((n, model.n_classes))
+    start = 0
+    while start < n:
+        stop = min(n, start + chunk)
+        while stop < n and blocks.turns[order[stop]] == blocks.turns[order[stop - 1]]:
+            stop += 1  # keep a turn in one chunk: pooling needs all of it
+        rows = order[start:stop]
+        out[rows] = model.predict_proba(blocks.matrix(feature_set, rows), blocks.turns[rows])
+        start = stop
+    return out
 
 
 def interview_codes(t: Targets) -> tuple[list[str], np.ndarray]:
@@ -504,8 +523,9 @@ def learn_stage(utterances: pa.Table, sources: pa.Table, embeddings: pa.Table, f
     fallback_all, own_p, turn_p, weak_p = framework_concepts(blocks, framework, fv, cfg)
     fallback = fallback_all[ui]
     blocks.blocks["framework"] = framework_block(own_p, turn_p)
-    d = Data(t, {fs: blocks.matrix(fs)[ui] for fs in sets}, blocks.turns[ui],
-             {fs: weak_matrix(fv.vectors[weak_idx], weak_p[weak_idx], fs) for fs in sets}, weak_y,
+    weak_words = blocks.words.transform([fv.texts[i] for i in weak_idx])
+    d = Data(t, {fs: blocks.matrix(fs, ui) for fs in sets}, blocks.turns[ui],
+             {fs: weak_matrix(fv.vectors[weak_idx], weak_p[weak_idx], weak_words, fs) for fs in sets}, weak_y,
              lc["framework_weight"])
 
     names, groups = interview_codes(t)
@@ -542,7 +562,8 @@ def learn_stage(utterances: pa.Table, sources: pa.Table, embeddings: pa.Table, f
 
     # The final model: every human-coded unit plus the weak examples; it codes every utterance.
     model = fit_model(d, best, np.arange(len(ui)), cfg)
-    all_probs = model.predict_proba(blocks.matrix(best), blocks.turns)
+    model.words_ = blocks.words.vectorizer if "words" in FEATURE_SETS[best] else None  # saved with the model
+    all_probs = predict_all(model, blocks, best)
     cross_validated = np.zeros(len(pos), dtype=bool)
     cross_validated[ui] = True
     all_probs[ui] = cv_probs  # human-coded utterances: the honest, out-of-interview prediction

@@ -9,6 +9,10 @@ Blocks (each row aligned with embeddings.parquet):
 - framework: the framework-similarity concept probabilities of the utterance and of its turn
             (the map stage's prototype similarity), a prior the model can lean on while
             hand-coded examples are few.
+- words:    TF-IDF of the turn's content lemmas and lemma pairs (the codes stage's keyword text:
+            no stop words or spoken fillers), sparse. Coders often decide on a few words ("we
+            asked them for", "co-designed"); a sentence embedding blurs them. The vocabulary is
+            fitted on all the run's answers, never on the labels.
 
 Feature sets are named lists of blocks; FEATURE_SETS documents each. Framework descriptions
 and exemplars (the weak examples) have no conversation: their own vector stands in for the
@@ -24,12 +28,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import scipy.sparse as sp
 
 FEATURE_SETS: dict[str, tuple[str, ...]] = {
     "utterance": ("own",),
     "turn": ("own", "turn"),
     "context": ("own", "turn", "question", "position"),
     "context_prior": ("own", "turn", "question", "position", "framework"),
+    "context_words": ("own", "turn", "question", "position", "framework", "words"),
 }
 POSITION_DIM = 4
 PRIOR_SCALE = 3.0  # probabilities live in [0, 1], embeddings' entries near +-0.1: scaled so the L2 penalty does not mute them
@@ -39,12 +45,62 @@ PRIOR_SCALE = 3.0  # probabilities live in [0, 1], embeddings' entries near +-0.
 class FeatureBlocks:
     """Every block for the embedded utterances, plus each utterance's turn key (for pooling)."""
     utterance_ids: list[str]
-    blocks: dict[str, np.ndarray]
+    blocks: dict[str, np.ndarray | sp.csr_matrix]
     turns: np.ndarray  # (n,) int turn group id: utterances of one speaker turn share it
     question_model: str
+    words: "WordFeatures"
 
-    def matrix(self, feature_set: str) -> np.ndarray:
-        return np.hstack([self.blocks[b] for b in _blocks(feature_set)])
+    def matrix(self, feature_set: str, rows: np.ndarray | slice = slice(None)):
+        """The feature set's matrix for some rows: dense, or sparse CSR when it has the words block."""
+        return hstack([self.blocks[b][rows] for b in _blocks(feature_set)])
+
+
+def hstack(parts: list):
+    if any(sp.issparse(p) for p in parts):
+        return sp.hstack([sp.csr_matrix(p) for p in parts], format="csr")
+    return np.hstack(parts)
+
+
+def vstack(parts: list):
+    if any(sp.issparse(p) for p in parts):
+        return sp.vstack([sp.csr_matrix(p) for p in parts], format="csr")
+    return np.vstack(parts)
+
+
+@dataclass
+class WordFeatures:
+    """The words block's vectorizer: keyword text (pipeline.keywords) -> L2-normalised TF-IDF."""
+    vectorizer: object
+    fillers: list[str]
+    lemmatizer: str
+    cache_dir: str
+
+    @classmethod
+    def fit(cls, answers: list[str], cfg: dict) -> "WordFeatures":
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        lc = cfg["learn"]
+        docs = _keyword_docs(answers, cfg["codes"]["fillers"], cfg["codes"]["lemmatizer"], cfg["embed"]["cache_dir"])
+        min_df = min(lc["words_min_df"], max(1, len(docs) // 10))
+        # keyword text is already tokenised: split on spaces only, so "back-and-forth" stays one word
+        vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=min_df, max_features=lc["words_max_features"],
+                                     token_pattern=r"\S\S+", sublinear_tf=True, dtype=np.float64)
+        try:
+            vectorizer.fit(docs)
+        except ValueError:  # no word survives min_df: an empty block
+            vectorizer = None
+        return cls(vectorizer, cfg["codes"]["fillers"], cfg["codes"]["lemmatizer"], cfg["embed"]["cache_dir"])
+
+    def transform(self, texts: list[str]) -> sp.csr_matrix:
+        if self.vectorizer is None:
+            return sp.csr_matrix((len(texts), 0))
+        return self.vectorizer.transform(_keyword_docs(texts, self.fillers, self.lemmatizer, self.cache_dir)).tocsr()
+
+
+def _keyword_docs(texts: list[str], fillers: list[str], lemmatizer: str, cache_dir: str) -> list[str]:
+    from pipeline.keywords import keyword_texts
+
+    return keyword_texts(list(texts), fillers, lemmatizer, cache_dir)
 
 
 def _blocks(feature_set: str) -> tuple[str, ...]:
@@ -95,9 +151,10 @@ def build_blocks(utterances: pa.Table, embeddings: pa.Table, encoder, cfg: dict)
     key = pd.MultiIndex.from_frame(turns[["interview_id", "turn_index"]])
     meta = u.set_index("utterance_id").loc[ids]
     row = key.get_indexer(pd.MultiIndex.from_arrays([meta["interview_id"], meta["turn_index"]]))
+    words = WordFeatures.fit(answers["text"].tolist(), cfg)
     blocks = {"own": own, "turn": turn, "question": q_lookup[turns["question_row"].to_numpy()[row]],
-              "position": position[row]}
-    return FeatureBlocks(ids, blocks, row.astype(np.int64), encoder.model_id)
+              "position": position[row], "words": words.transform(turns["text"].tolist())[row]}
+    return FeatureBlocks(ids, blocks, row.astype(np.int64), encoder.model_id, words)
 
 
 def framework_block(own_p: np.ndarray, turn_p: np.ndarray) -> np.ndarray:
@@ -105,14 +162,14 @@ def framework_block(own_p: np.ndarray, turn_p: np.ndarray) -> np.ndarray:
     return np.hstack([own_p, turn_p]) * PRIOR_SCALE
 
 
-def weak_blocks(framework_vectors: np.ndarray, framework_p: np.ndarray) -> dict[str, np.ndarray]:
-    """Blocks for framework texts (no conversation around them)."""
+def weak_blocks(framework_vectors: np.ndarray, framework_p: np.ndarray, words: sp.csr_matrix) -> dict:
+    """Blocks for framework texts (no conversation around them; the text is its own turn)."""
     v = np.asarray(framework_vectors, dtype=np.float64)
     position = np.tile([0.5, 0.0, 0.0, np.log1p(1) / 3], (len(v), 1))
     return {"own": v, "turn": v, "question": np.zeros_like(v), "position": position,
-            "framework": framework_block(framework_p, framework_p)}
+            "framework": framework_block(framework_p, framework_p), "words": words}
 
 
-def weak_matrix(framework_vectors: np.ndarray, framework_p: np.ndarray, feature_set: str) -> np.ndarray:
-    blocks = weak_blocks(framework_vectors, framework_p)
-    return np.hstack([blocks[b] for b in _blocks(feature_set)])
+def weak_matrix(framework_vectors: np.ndarray, framework_p: np.ndarray, words: sp.csr_matrix, feature_set: str):
+    blocks = weak_blocks(framework_vectors, framework_p, words)
+    return hstack([blocks[b] for b in _blocks(feature_set)])

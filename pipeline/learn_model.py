@@ -1,5 +1,5 @@
 """The learned coder saved in the run directory: learn_model/model.joblib (the fitted
-scikit-learn estimator) next to learn_model/model.json (format version, package versions,
+scikit-learn estimator, with its TF-IDF vectorizer as words_ when the feature set has words) next to learn_model/model.json (format version, package versions,
 feature set, classes, parameters and the hashes of what it was trained on).
 
 joblib files run code when loaded: load only models from run directories you made.
@@ -37,6 +37,8 @@ def save_model(model_dir: Path, result, framework, encoder, cfg: dict, human_sha
         "estimator": "pipeline.learn.TurnPooledLogit (sklearn LogisticRegression, lbfgs)",
         "level": t.level, "feature_set": result.feature_set, "blocks": list(FEATURE_SETS[result.feature_set]),
         "n_features": int(result.model.model_.n_features_in_),
+        "words_vocabulary": (len(result.model.words_.vocabulary_)
+                             if getattr(result.model, "words_", None) is not None else None),
         "classes": t.classes, "class_dimension": t.class_dimension, "class_concept": t.class_concept,
         "parameters": {"c": result.model.c, "turn_pooling": result.model.turn_pooling, "seed": result.model.seed,
                        "framework_weight": cfg["learn"]["framework_weight"]},

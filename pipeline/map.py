@@ -38,6 +38,7 @@ class FrameworkVectors:
     framework: Framework
     vectors: np.ndarray  # (n_texts, dim), unit length
     labels: np.ndarray  # (n_texts,) concept index into framework.concepts
+    texts: tuple[str, ...] = ()  # the texts themselves, in the same order
 
 
 def embed_framework(framework: Framework, encoder: Encoder) -> FrameworkVectors:
@@ -45,7 +46,7 @@ def embed_framework(framework: Framework, encoder: Encoder) -> FrameworkVectors:
     for j, concept in enumerate(framework.concepts):
         texts += concept.texts
         labels += [j] * len(concept.texts)
-    return FrameworkVectors(framework, encoder.encode(texts), np.asarray(labels, dtype=np.int64))
+    return FrameworkVectors(framework, encoder.encode(texts), np.asarray(labels, dtype=np.int64), tuple(texts))
 
 
 def _softmax(scores: np.ndarray) -> np.ndarray:

@@ -163,6 +163,43 @@ def test_rerun_gives_identical_tables_and_a_loadable_model(learned, encoder):
     assert model.model_.n_features_in_ == meta["n_features"] == 3 * 384 + 4 + 2 * 7
 
 
+def test_code_level_model_with_words_learns_the_coders_own_codes(mapped, encoder, tmp_path):
+    import json
+
+    from pipeline.learn_model import load_model
+    from pipeline.runner import run_learn
+    from spacy.lang.en.stop_words import STOP_WORDS
+
+    for p in mapped.iterdir():
+        if p.is_file():
+            shutil.copy(p, tmp_path)
+    record = run_learn(tmp_path, HUMAN, _cfg(feature_sets=["context_words"], learning_curve_draws=0),
+                       level="code", encoder=encoder)
+    assert record["level"] == "code" and record["feature_set"] == "context_words"
+    codes = sorted({r["code"] for r in csv.DictReader(open(HUMAN, encoding="utf-8"))})
+    assert len(codes) == 7
+    model, meta = load_model(tmp_path / "learn_model")
+    assert meta["classes"] == [*codes, "none"]
+    # the words block: a vocabulary of content lemmas saved with the model, no stop words or fillers
+    vocab = set(model.words_.vocabulary_)
+    assert meta["words_vocabulary"] == len(vocab) and 500 < len(vocab) <= 3000
+    unigrams = {w for w in vocab if " " not in w}
+    assert not unigrams & (set(STOP_WORDS) | {"yeah", "um", "er", "okay"}), unigrams & set(STOP_WORDS)
+    assert meta["n_features"] == 3 * 384 + 4 + 2 * 7 + len(vocab)
+    lc = pq.read_table(tmp_path / "learned_codes.parquet").to_pandas()
+    top = lc[lc["is_argmax"]]
+    assert set(top["label"]) <= {*codes, "none"} and top["label"].nunique() >= 5
+    # a code carries its concept's dimension; 'none' carries none
+    by_label = top.drop_duplicates("label").set_index("label")
+    assert by_label.loc["Enacting the push model through top-down leadership", "dimension"] == "push"
+    e = pq.read_table(tmp_path / "learn_eval.parquet").to_pandas()
+    cv = e[(e["evaluation"] == "cross-validation") & (e["metric"] == "cohen_kappa")]
+    assert {"code", "dimension", "second-order"} <= set(cv["level"])
+    machine_a = cv[(cv["level"] == "code") & (cv["coder_a"] == "coder_a") & (cv["coder_b"] == "machine")]
+    assert machine_a["value"].iloc[0] > 0.4
+    assert json.loads((tmp_path / "manifest.json").read_text())["stages"]["learn"]["level"] == "code"
+
+
 # ---------------------------------------------------------------- bad input
 
 def _utterance_codes(path, codes: dict[str, list[str]]):
