@@ -5,6 +5,7 @@ import os
 import sys
 import warnings
 from contextlib import contextmanager
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -404,6 +405,14 @@ def suggest(run_dir: RunArg,
                       f"{', '.join(rec['outputs'])}")
 
 
+class StopAfter(str, Enum):
+    """Stages `run --until` can stop after."""
+    segment = "segment"
+    embed = "embed"
+    codes = "codes"
+    map = "map"
+
+
 @app.command()
 def run(input_dir: InputArg, out: OutOpt, config: ConfigOpt = None, model: ModelOpt = None,
         framework: FrameworkOpt = None,
@@ -412,11 +421,16 @@ def run(input_dir: InputArg, out: OutOpt, config: ConfigOpt = None, model: Model
         mapping: MappingOpt = None,
         learn: Annotated[bool, typer.Option(
             "--learn", help="With --human: learn from the human codes and code the rest before shift and compare.")] = False,
+        until: Annotated[Optional[StopAfter], typer.Option(
+            "--until", help="Stop after this stage (segment, embed, codes or map); later stages can be run "
+                 "on the run directory afterwards.")] = None,
         skip_bad: SkipBadOpt = False, quiet: QuietOpt = False) -> None:
     """Run every stage on a folder of transcripts: segment, embed, codes, map, (learn,) shift
     (and compare, with --human), then write report.html.
 
     Example: themeshift run examples/kt_study --out runs/demo
+
+    Example: themeshift run interviews/ --out runs/first_look --until codes   (candidate codes only)
 
     Example: themeshift run interviews/ --out runs/study1 --human coding.qdpx --learn --framework my_codebook.yaml
     """
@@ -429,10 +443,21 @@ def run(input_dir: InputArg, out: OutOpt, config: ConfigOpt = None, model: Model
         with _progress(quiet) as update:
             record = run_segment(input_dir, out, cfg, update)
             _summary(quiet, record, out)
+            until = until.value if until else None
+            if until == "segment":
+                return
             encoder = load_encoder(cfg["embed"]["model"], cfg["embed"]["device"])  # loads lazily, once
             run_embed(out, cfg, update, encoder=encoder)
+            if until == "embed":
+                return
             rec = run_codes(out, cfg, update, encoder=encoder)
+            if until == "codes":
+                if not quiet:
+                    err.print(f"{rec['counts']['codes']} codes; tables and manifest.json in {out}/")
+                return
             run_map(out, cfg, framework, None, update, encoder=encoder)
+            if until == "map":
+                return
             if learn:
                 if human is None:
                     raise InputError("--learn needs --human FILE (the researchers' codes to learn from)")

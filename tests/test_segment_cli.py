@@ -162,3 +162,15 @@ def test_help_teaches_with_examples():
     assert res.exit_code == 0 and "themeshift run examples/kt_study" in res.output
     res = runner.invoke(app, ["segment", "--help"])
     assert "--skip-bad" in res.output and "Example" in res.output
+
+
+def test_run_until_segment_stops_there(tmp_path):
+    from conftest import EXAMPLE
+
+    res = runner.invoke(app, ["run", str(EXAMPLE), "--out", str(tmp_path / "r"), "--until", "segment", "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert pq.read_metadata(tmp_path / "r" / "utterances.parquet").num_rows == 4226
+    assert not (tmp_path / "r" / "embeddings.parquet").exists()
+    assert list(json.loads((tmp_path / "r" / "manifest.json").read_text())["stages"]) == ["segment"]
+    res = runner.invoke(app, ["run", str(EXAMPLE), "--out", str(tmp_path / "r2"), "--until", "report"])
+    assert res.exit_code == 2 and "--until" in res.output
