@@ -27,6 +27,27 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 err = Console(stderr=True, soft_wrap=True)
+_LOG_JSON: dict = {"on": False, "command": None}
+
+
+@app.callback()
+def _main(ctx: typer.Context, log_json: Annotated[bool, typer.Option(
+        "--log-json", help="Machine-readable log: one JSON object per line on stderr (progress, warning, "
+                           "error, done) instead of progress bars and summaries. Put it before the command: "
+                           "themeshift --log-json run ...")] = False) -> None:
+    _LOG_JSON.update(on=log_json, command=ctx.invoked_subcommand)
+    err.quiet = log_json  # the human-readable lines give way to the JSON ones
+
+
+def _log(event: str, **fields) -> None:
+    """One JSON log line on stderr (with --log-json)."""
+    import json
+    import time
+
+    if _LOG_JSON["on"]:
+        line = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "event": event, **fields}
+        sys.stderr.write(json.dumps(line, default=str) + "\n")
+        sys.stderr.flush()
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML file overriding configs/default.toml.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summaries.")]
@@ -38,7 +59,10 @@ InputArg = Annotated[Path, typer.Argument(help="Folder of transcripts (.txt .md 
 @contextmanager
 def _reporting(quiet: bool):
     """Bad input ends in one 'error:' line and exit code 2; warnings are one line each."""
+    command = _LOG_JSON.get("command")
+
     def show_warning(message, category, filename, lineno, file=None, line=None):
+        _log("warning", command=command, message=str(message))
         if not quiet:
             err.print(f"[yellow]warning:[/] {message}", highlight=False)
 
@@ -47,14 +71,23 @@ def _reporting(quiet: bool):
     try:
         yield
     except InputError as exc:
+        _log("error", command=command, file=exc.path, line=exc.line, message=exc.message)
         err.print(f"[red]error:[/] {exc}", highlight=False)
         raise typer.Exit(2) from None
+    else:
+        _log("done", command=command)
     finally:
         warnings.showwarning = old
 
 
 @contextmanager
 def _progress(quiet: bool):
+    if _LOG_JSON["on"]:
+        def log_progress(what: str, done: int, total: int) -> None:
+            _log("progress", stage=what.split(" ", 1)[0], what=what, done=done, total=total)
+
+        yield log_progress
+        return
     if quiet or not sys.stderr.isatty() and os.environ.get("THEMESHIFT_PROGRESS") != "1":
         yield None
         return

@@ -174,3 +174,20 @@ def test_run_until_segment_stops_there(tmp_path):
     assert list(json.loads((tmp_path / "r" / "manifest.json").read_text())["stages"]) == ["segment"]
     res = runner.invoke(app, ["run", str(EXAMPLE), "--out", str(tmp_path / "r2"), "--until", "report"])
     assert res.exit_code == 2 and "--until" in res.output
+
+
+def test_log_json_writes_one_json_object_per_line(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.txt").write_text("Interviewer: How did it go?\nP1: We mapped the discharge process.\n")
+    res = runner.invoke(app, ["--log-json", "segment", str(tmp_path / "in"), "--out", str(tmp_path / "r")])
+    events = [json.loads(line) for line in res.stderr.splitlines()]
+    assert res.exit_code == 0 and res.stdout == ""
+    assert [e["event"] for e in events] == ["progress", "done"] and events[-1]["command"] == "segment"
+    assert (events[0]["stage"], events[0]["done"], events[0]["total"]) == ("segment", 1, 1)
+    (tmp_path / "in" / "b.txt").write_bytes(b"P1: hi\x00\x01\x02\x00")
+    res = runner.invoke(app, ["--log-json", "segment", str(tmp_path / "in"), "--out", str(tmp_path / "r2")])
+    events = [json.loads(line) for line in res.stderr.splitlines()]
+    assert res.exit_code == 2 and events[-1]["event"] == "error"
+    assert events[-1]["file"] == "b.txt" and "binary" in events[-1]["message"]
+    res = runner.invoke(app, ["segment", str(tmp_path / "in"), "--out", str(tmp_path / "r3")])
+    assert res.exit_code == 2 and res.stderr.startswith("error: b.txt")  # plain lines again without the flag
