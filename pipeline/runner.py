@@ -311,16 +311,19 @@ def run_compare(run_dir: Path, human_path: Path, cfg: dict, mapping_path: Path |
 
 def run_export_qdpx(run_dir: Path, out_path: Path, cfg: dict, framework_path: Path | str | None = None) -> dict:
     """The run's sources and machine coding as a REFI-QDA project (.qdpx)."""
-    from pipeline.io.qdpx import machine_project, write_qdpx
+    from pipeline.io.qdpx import machine_project, speaker_cases, write_qdpx
     from pipeline.io.rundir import read_table
 
     run_dir = Path(run_dir)
     framework = _framework_for(run_dir, cfg, framework_path)
+    utterances = read_table(run_dir, "utterances", "themeshift segment")
     book, sources, counts = machine_project(
-        read_table(run_dir, "sources", "themeshift segment"), read_table(run_dir, "utterances", "themeshift segment"),
+        read_table(run_dir, "sources", "themeshift segment"), utterances,
         framework, *(_optional_table(run_dir, n) for n in ("utterance_dimensions", "codes", "assignments",
                                                            "code_dimensions")))
-    write_qdpx(out_path, f"themeshift: {run_dir.name}", cfg["compare"]["qdpx_user"], book, sources)
+    cases = speaker_cases(utterances, _optional_table(run_dir, "shifts"))
+    counts["cases"] = len(cases)
+    write_qdpx(out_path, f"themeshift: {run_dir.name}", cfg["compare"]["qdpx_user"], book, sources, cases)
     return {"path": str(Path(out_path).resolve()), "framework": framework.name, "counts": counts}
 
 

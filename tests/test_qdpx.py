@@ -220,3 +220,38 @@ def test_cli_export_then_compare(machine_run, tmp_path):
     assert result.exit_code == 0, result.output
     for name in ("agreement", "confusion", "disagreements", "human_codes"):
         assert (run / f"{name}.parquet").is_file()
+
+
+def test_export_carries_participants_as_cases_with_role_and_shift(machine_run, tmp_path):
+    from pipeline.runner import run_export_qdpx, run_shift
+
+    run = tmp_path / "run"
+    shutil.copytree(machine_run, run)
+    ud = read_table(run, "utterance_dimensions").to_pandas()
+    ud.loc[~ud["mapped"], "probability"] = 1 / 3  # the fixture's unmapped rows are not a distribution
+    write_table(run, "utterance_dimensions", pa.Table.from_pandas(ud, UTTERANCE_DIMENSIONS, preserve_index=False))
+    run_shift(run, load_config())
+    out = tmp_path / "cases.qdpx"
+    assert run_export_qdpx(run, out, load_config())["counts"]["cases"] == 14
+    root = etree.fromstring(zipfile.ZipFile(out).read("project.qde"))
+    schema = etree.XMLSchema(etree.parse(str(XSD)))
+    assert schema.validate(root), schema.error_log.last_error
+    ns = {"q": "urn:QDA-XML:project:1.0"}
+    variables = {v.get("guid"): (v.get("name"), v.get("typeOfVariable")) for v in root.iterfind("q:Variables/q:Variable", ns)}
+    assert sorted(variables.values()) == [("role", "Text"), ("shift_from", "Text"), ("shift_jsd", "Float"),
+                                          ("shift_p_value", "Float"), ("shift_significant", "Boolean"),
+                                          ("shift_to", "Text")]
+    sources = {s.get("guid"): s.get("name") for s in root.iterfind("q:Sources/q:TextSource", ns)}
+    cases = {}
+    for case in root.iterfind("q:Cases/q:Case", ns):
+        values = {variables[v.find("q:VariableRef", ns).get("targetGUID")][0]: v[1].text
+                  for v in case.iterfind("q:VariableValue", ns)}
+        cases[case.get("name")] = (values, sorted(sources[r.get("targetGUID")] for r in case.iterfind("q:SourceRef", ns)))
+    assert sorted(cases) == [f"C0{i}" for i in range(1, 5)] + [f"P{i:02d}" for i in range(1, 11)]
+    values, refs = cases["C01"]
+    assert refs == ["C01-W1", "C01-W2"] and values["role"] == "CORE"
+    shifts = read_table(run, "shifts").to_pandas().set_index("speaker_id")
+    first_last = shifts[shifts["is_first_last"]]
+    assert values["shift_significant"] == str(bool(first_last.loc["C01", "significant"])).lower()
+    assert float(values["shift_jsd"]) == pytest.approx(first_last.loc["C01", "jsd"], abs=1e-6)
+    assert cases["P03"][0]["role"] == "PROJECT"

@@ -203,6 +203,36 @@ class ExportSource:
     selections: list[tuple[int, int, list[ExportCode]]]  # (start, end, codes applied)
 
 
+@dataclass
+class ExportCase:
+    """A participant as a QDA case: the interviews they speak in and their attributes."""
+    name: str
+    source_names: list[str]
+    values: dict[str, object]  # variable name -> str, bool, int or float (None: no value)
+
+
+_VARIABLE_TYPES = {bool: ("Boolean", "BooleanValue"), int: ("Integer", "IntegerValue"),
+                   float: ("Float", "FloatValue"), str: ("Text", "TextValue")}
+
+
+def _variable_types(cases: list[ExportCase]) -> dict[str, tuple[str, str]]:
+    """Variable name -> (typeOfVariable, value element), from the values' Python types, in first-seen order."""
+    out: dict[str, tuple[str, str]] = {}
+    for case in cases:
+        for name, value in case.values.items():
+            if value is not None and name not in out:
+                out[name] = _VARIABLE_TYPES[type(value)]
+    return out
+
+
+def _value(value: object) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return repr(round(value, 6))
+    return _text(str(value), "a case variable")
+
+
 def _text(value: str, what: str) -> str:
     bad = _XML_BAD_CHARS.search(value)
     if bad:
@@ -216,8 +246,10 @@ def _attr(value: str) -> str:
     return quoteattr(value)
 
 
-def project_xml(name: str, user: str, codes: list[ExportCode], sources: list[ExportSource]) -> bytes:
-    """QDA-XML for the codebook, one user and the text sources with their codings."""
+def project_xml(name: str, user: str, codes: list[ExportCode], sources: list[ExportSource],
+                cases: list[ExportCase] = ()) -> bytes:
+    """QDA-XML for the codebook, one user, the cases with their variables and the text sources
+    with their codings (in the order the schema requires)."""
     user_guid = guid("user", user)
     out = ['<?xml version="1.0" encoding="utf-8"?>',
            f'<Project xmlns="{NS}" name={_attr(name)} origin="themeshift" creatingUserGUID="{user_guid}">',
@@ -241,6 +273,25 @@ def project_xml(name: str, user: str, codes: list[ExportCode], sources: list[Exp
         for code in codes:
             code_xml(code, 1)
         out.append("</Codes></CodeBook>")
+    variables = _variable_types(cases)
+    if variables:
+        out.append("<Variables>")
+        for var, (kind, _) in variables.items():
+            out.append(f'<Variable guid="{guid("variable", var)}" name={_attr(var)} typeOfVariable="{kind}"/>')
+        out.append("</Variables>")
+    if cases:
+        out.append("<Cases>")
+    for case in cases:
+        out.append(f'<Case guid="{guid("case", case.name)}" name={_attr(case.name)}>')
+        for var, value in case.values.items():
+            if value is not None:
+                out.append(f'<VariableValue><VariableRef targetGUID="{guid("variable", var)}"/>'
+                           f'<{variables[var][1]}>{_value(value)}</{variables[var][1]}></VariableValue>')
+        for src in case.source_names:
+            out.append(f'<SourceRef targetGUID="{guid("source", src)}"/>')
+        out.append("</Case>")
+    if cases:
+        out.append("</Cases>")
     if sources:
         out.append("<Sources>")
     for src in sources:
@@ -265,11 +316,11 @@ def project_xml(name: str, user: str, codes: list[ExportCode], sources: list[Exp
 
 
 def write_qdpx(path: str | Path, name: str, user: str, codes: list[ExportCode],
-               sources: list[ExportSource]) -> None:
+               sources: list[ExportSource], cases: list[ExportCase] = ()) -> None:
     """Write project.qde plus sources/<guid>.txt (for tools that read plainTextPath), atomically."""
     from pipeline.io.rundir import atomic_write
 
-    xml = project_xml(name, user, codes, sources)
+    xml = project_xml(name, user, codes, sources, cases)
 
     def write(tmp: str) -> None:
         # Fixed timestamps keep the archive byte-identical across runs.
@@ -359,3 +410,31 @@ def machine_project(sources, utterances, framework, utterance_dimensions=None, c
     counts["selections"] = sum(len(s.selections) for s in out_sources)
     counts["sources"] = len(out_sources)
     return book, out_sources, counts
+
+
+def speaker_cases(utterances, shifts=None) -> list[ExportCase]:
+    """One case per participant (interviewers are not cases): role and the interviews they speak
+    in, plus, when the shift stage has run, their first-to-last-wave shift (JSD, p-value,
+    whether it is significant, from and to dimension) so a QDA tool can filter shifters."""
+    u = utterances.select(["speaker_id", "speaker_role", "interview_id", "is_interviewer"]).to_pandas()
+    u = u[~u["is_interviewer"]]
+    shift_of = {}
+    if shifts is not None:
+        sh = shifts.to_pandas()
+        sh = sh[sh["is_first_last"]] if "is_first_last" in sh else sh.iloc[0:0]
+        shift_of = {r.speaker_id: r for r in sh.itertuples()}
+    cases = []
+    for speaker, g in u.groupby("speaker_id", sort=True):
+        role = next((r for r in g["speaker_role"] if isinstance(r, str) and r), None)
+        values: dict[str, object] = {"role": role}
+        r = shift_of.get(speaker)
+        if r is not None and getattr(r, "status", "ok") == "ok":
+            values.update({
+                "shift_jsd": None if r.jsd != r.jsd else float(r.jsd),
+                "shift_p_value": None if r.p_value != r.p_value else float(r.p_value),
+                "shift_significant": bool(r.significant),
+                "shift_from": r.from_dimension if isinstance(r.from_dimension, str) else None,
+                "shift_to": r.to_dimension if isinstance(r.to_dimension, str) else None,
+            })
+        cases.append(ExportCase(str(speaker), sorted(g["interview_id"].unique()), values))
+    return cases
