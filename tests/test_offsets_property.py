@@ -2,6 +2,7 @@
 units of a turn cover all of its non-space characters, whatever the format."""
 from __future__ import annotations
 
+import html
 import json
 
 import pytest
@@ -30,7 +31,9 @@ def _render(fmt: str, items) -> str:
         return "\n".join(lines) + "\n"
     if fmt == "json":
         return json.dumps([{"speaker": w, "text": t} for w, t, _ in items])
-    cues = [f"00:00:{i:02d}.000 --> 00:00:{i + 1:02d}.000\n<v {w}>{t}</v>\n" for i, (w, t, _) in enumerate(items)]
+    # WebVTT escapes &, < and > in cue text; the reader gives the characters back
+    cues = [f"00:00:{i:02d}.000 --> 00:00:{i + 1:02d}.000\n<v {w}>{html.escape(t, quote=False)}</v>\n"
+            for i, (w, t, _) in enumerate(items)]
     return "WEBVTT\n\n" + "\n".join(cues)
 
 

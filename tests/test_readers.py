@@ -80,6 +80,12 @@ def test_vtt_voice_tags_merge_consecutive_cues(write):
     assert doc.source_text.startswith("Interviewer: Shall we start?\nAnn Smith: Yes.")
 
 
+def test_vtt_entities_and_bare_angle_brackets_are_text(write):
+    path = write("b.vtt", "WEBVTT\n\n00:00:01.000 --> 00:00:03.000\n"
+                          "<v P1>Scores went &lt;3 &amp; then <c.loud>rose</c> <00:00:02.000>a bit; x < y.</v>\n")
+    assert _turns(read_document(path, "b.vtt", KNOWN, [])) == [("P1", "Scores went <3 & then rose a bit; x < y.", 1.0)]
+
+
 def test_srt_speaker_prefix_carries_over_unlabelled_cues(write):
     path = write("a.srt", (
         "1\n00:00:01,000 --> 00:00:02,000\nINT: Hello.\n\n"

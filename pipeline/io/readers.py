@@ -8,6 +8,7 @@ their raw files interleave timing lines with speech.
 """
 from __future__ import annotations
 
+import html
 import json
 import re
 import zipfile
@@ -30,7 +31,7 @@ _TURN_LINE = re.compile(
 )
 _CUE_TIMING = re.compile(rf"^\s*(?P<start>{_TS})\s*-->\s*{_TS}")
 _VOICE = re.compile(r"<v(?:\.[\w.]+)?\s+(?P<name>[^>]+)>")
-_TAG = re.compile(r"</?[^>]+>")
+_TAG = re.compile(r"</?(?:[A-Za-z]|\d+:)[^>]*>")  # <i>, </v>, <c.red>, <00:01.500>; a bare "<" is text
 
 
 @dataclass
@@ -188,6 +189,8 @@ def _read_cues(text: str, path: str, fmt: str, encoding: str, known: set[str]) -
         voice = _VOICE.search(payload)
         label, body = (voice.group("name").strip(), payload) if voice else (None, payload)
         body = _TAG.sub("", body).strip()
+        if fmt == "vtt":
+            body = html.unescape(body)  # WebVTT writes &lt; &gt; &amp; for < > & in cue text
         if label is None:
             m = _match_label(body)
             if m:
