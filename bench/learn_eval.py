@@ -6,7 +6,10 @@ Works on a copy of a mapped run directory (default runs/demo, made by
 `themeshift run examples/kt_study --out runs/demo`), so the run itself is left untouched.
 Prints the figures and writes bench/results/learn_eval.json.
 
-    .venv/bin/python bench/learn_eval.py [RUN_DIR]
+    .venv/bin/python bench/learn_eval.py [RUN_DIR] [--nested]
+
+--nested also reruns the whole of learn with each coded interview held out (about 10
+minutes), so the kept feature set is chosen without seeing the interview it is scored on.
 """
 from __future__ import annotations
 
@@ -86,7 +89,58 @@ def _ablation(run_dir: Path, learn: dict) -> dict:
             ["mean_machine_coder_kappa"], "seconds": rec["seconds"]}
 
 
-def main(run_dir: Path) -> dict:
+def _dimension_labels(ud: pd.DataFrame) -> dict[str, str]:
+    top = ud[ud["is_argmax"]].drop_duplicates("utterance_id")
+    return dict(zip(top["utterance_id"], top["dimension"].where(top["mapped"], "none")))
+
+
+def _kappas(t, labels: dict[str, str]) -> dict[str, float]:
+    from sklearn.metrics import cohen_kappa_score
+
+    from pipeline.agreement import MISSING
+
+    cats, primary, _ = t.eval_levels["dimension"]
+    ids = t.units["utterance_id"].tolist()
+    machine = [labels[u] for u in ids]
+    out = {}
+    for coder in t.coders:
+        keep = [i for i, k in enumerate(primary[coder]) if k != MISSING]
+        out[coder] = round(float(cohen_kappa_score([cats[primary[coder][i]] for i in keep],
+                                                   [machine[i] for i in keep])), 4)
+    out["mean"] = round(sum(out[c] for c in t.coders) / len(t.coders), 4)
+    return out
+
+
+def _nested(work: Path, cfg: dict) -> dict:
+    """The whole of learn (feature-set choice included) rerun with each coded interview held out,
+    scored on that interview only: an estimate the choice of feature set has not seen."""
+    from pipeline.io.human_codes import read_human_codes
+    from pipeline.io.rundir import read_table
+    from pipeline.learn import human_targets
+    from pipeline.runner import _framework_for
+
+    c = cfg["compare"]
+    t = human_targets(read_table(work, "utterances"), read_table(work, "sources"),
+                      read_human_codes(HUMAN, c["qdpx_max_members"], c["qdpx_max_bytes"]),
+                      _framework_for(work, cfg, None), None, "dimension", cfg)
+    same_folds = _kappas(t, _dimension_labels(pd.read_parquet(work / "utterance_dimensions_cv.parquet")))
+    codes = pd.read_csv(HUMAN)
+    held_out: dict[str, str] = {}
+    quiet = load_config(None, {"learn": {"learning_curve_draws": 0}})
+    chosen = []
+    for interview in sorted(codes["interview_id"].unique()):
+        with tempfile.TemporaryDirectory() as tmp:
+            fold = _copy(work, Path(tmp))
+            codes[codes["interview_id"] != interview].to_csv(fold / "train_codes.csv", index=False)
+            chosen.append(run_learn(fold, fold / "train_codes.csv", quiet)["feature_set"])
+            labels = _dimension_labels(pd.read_parquet(fold / "utterance_dimensions.parquet"))
+            units = t.units.loc[t.units["interview_id"] == interview, "utterance_id"]
+            held_out.update({u: labels[u] for u in units})
+    return {"same_folds_selection": same_folds, "nested": _kappas(t, held_out),
+            "feature_sets_chosen": {fs: chosen.count(fs) for fs in sorted(set(chosen))}}
+
+
+def main(run_dir: Path, nested: bool = False) -> dict:
     started = time.perf_counter()
     cfg = load_config()
     with tempfile.TemporaryDirectory() as tmp:
@@ -98,6 +152,9 @@ def main(run_dir: Path) -> dict:
             "no_weak_examples": _ablation(work, {"feature_sets": [best], "framework_weight": 0.0}),
             "no_turn_pooling": _ablation(work, {"feature_sets": [best], "turn_pooling": False}),
         }
+        if nested:
+            run_learn(work, HUMAN, cfg)  # the ablations replaced the kept model's tables
+            nested_cv = _nested(work, cfg)
     learned = {lv: _level(e, "cross-validation", lv) for lv in ("dimension", "second-order")}
     framework = {lv: _level(e, "framework-similarity", lv) for lv in ("dimension", "second-order")}
     sets = (e[(e["evaluation"] == "feature-set") & (e["level"] == "dimension") & (e["metric"] == "cohen_kappa")
@@ -118,6 +175,7 @@ def main(run_dir: Path) -> dict:
         "feature_sets_mean_machine_coder_kappa": sets,
         "ablations": ablations,
         "learning_curve": _curve(e),
+        "nested_cross_validation": nested_cv if nested else None,
         "seconds_learn": rec["seconds"], "seconds": round(time.perf_counter() - started, 2),
     }
     results = REPO / "bench" / "results"
@@ -152,5 +210,13 @@ def _print(out: dict) -> None:
               f"          {p['machine_consensus_kappa_mean']:.3f}              {p['human_human_kappa_same_utterances']:.3f}")
 
 
+    if out["nested_cross_validation"]:
+        n = out["nested_cross_validation"]
+        print("\nnested (learn rerun with each coded interview held out; sklearn kappa, dimension):")
+        print(f"  feature set chosen on the same folds: {n['same_folds_selection']}")
+        print(f"  nested:                               {n['nested']}  chosen {n['feature_sets_chosen']}")
+
+
 if __name__ == "__main__":
-    _print(main(Path(sys.argv[1]) if len(sys.argv) > 1 else REPO / "runs" / "demo"))
+    args = [a for a in sys.argv[1:] if a != "--nested"]
+    _print(main(Path(args[0]) if args else REPO / "runs" / "demo", nested="--nested" in sys.argv))

@@ -66,7 +66,7 @@ def test_codes_follow_the_studys_concepts_better_than_chance(tables):
 def test_manifest_records_codes_and_topic_model_is_saved(example_run):
     manifest = json.loads((example_run / "manifest.json").read_text())
     rec = manifest["stages"]["codes"]
-    assert rec["method"] == "umap+hdbscan" and rec["min_cluster_size"] == cluster_sizes(3377, load_config())[0]
+    assert rec["method"] == "umap+hdbscan" and rec["min_cluster_size"] == cluster_sizes(3378, load_config())[0]
     assert (example_run / "topic_model" / "topics.json").is_file()
 
 

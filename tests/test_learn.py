@@ -88,7 +88,7 @@ def test_learn_writes_human_and_learned_rows_and_keeps_the_framework_table(learn
     assert len(ud) == 3 * n_embedded and ud["utterance_id"].nunique() == n_embedded
     np.testing.assert_allclose(ud.groupby("utterance_id")["probability"].sum(), 1.0)
     per_source = ud.drop_duplicates("utterance_id")["source"].value_counts().to_dict()
-    # 1224 coded utterances in the 10 double-coded interviews are human; the other 2153 learned
+    # 1224 coded utterances in the 10 double-coded interviews are human; the other 2154 learned
     assert per_source == {"human": 1224, "learned": n_embedded - 1224}
     assert record["counts"]["utterances_by_source"] == per_source
     top = ud[ud["is_argmax"]].set_index("utterance_id")

@@ -106,7 +106,7 @@ def test_compare_against_own_export_agrees_perfectly(machine_run, tmp_path):
                      read_table(machine_run, "assignments"), load_config())
     a = result.agreement.to_pandas()
     kappas = a[a["metric"] == "cohen_kappa"]
-    assert len(kappas) == 2 and list(kappas["value"]) == pytest.approx([1.0, 1.0]) and (kappas["n"] == 3377).all()
+    assert len(kappas) == 2 and list(kappas["value"]) == pytest.approx([1.0, 1.0]) and (kappas["n"] == 3378).all()
     assert a[(a["metric"] == "purity")]["value"].iloc[0] == pytest.approx(1.0)
     assert result.disagreements.num_rows == 0
 

@@ -169,7 +169,7 @@ def test_run_until_segment_stops_there(tmp_path):
 
     res = runner.invoke(app, ["run", str(EXAMPLE), "--out", str(tmp_path / "r"), "--until", "segment", "--quiet"])
     assert res.exit_code == 0, res.output
-    assert pq.read_metadata(tmp_path / "r" / "utterances.parquet").num_rows == 4226
+    assert pq.read_metadata(tmp_path / "r" / "utterances.parquet").num_rows == 4227
     assert not (tmp_path / "r" / "embeddings.parquet").exists()
     assert list(json.loads((tmp_path / "r" / "manifest.json").read_text())["stages"]) == ["segment"]
     res = runner.invoke(app, ["run", str(EXAMPLE), "--out", str(tmp_path / "r2"), "--until", "report"])
