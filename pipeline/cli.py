@@ -1,8 +1,10 @@
 """themeshift command line: thin commands over pipeline.runner."""
 from __future__ import annotations
 
+import json
 import os
 import sys
+import time
 import warnings
 from contextlib import contextmanager
 from enum import Enum
@@ -41,9 +43,6 @@ def _main(ctx: typer.Context, log_json: Annotated[bool, typer.Option(
 
 def _log(event: str, **fields) -> None:
     """One JSON log line on stderr (with --log-json)."""
-    import json
-    import time
-
     if _LOG_JSON["on"]:
         line = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "event": event, **fields}
         sys.stderr.write(json.dumps(line, default=str) + "\n")
@@ -476,7 +475,6 @@ def run(input_dir: InputArg, out: OutOpt, config: ConfigOpt = None, model: Model
         with _progress(quiet) as update:
             record = run_segment(input_dir, out, cfg, update)
             _summary(quiet, record, out)
-            until = until.value if until else None
             if until == "segment":
                 return
             encoder = load_encoder(cfg["embed"]["model"], cfg["embed"]["device"])  # loads lazily, once

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 
 from pipeline import schema
 from pipeline.embed import Encoder, vectors
-from pipeline.keywords import keyword_texts
+from pipeline.keywords import TOKEN_PATTERN, keyword_texts, vocabulary_min_df
 from pipeline.numba_cache import enable as enable_numba_cache
 from pipeline.reduce import make_umap
 
@@ -112,10 +112,8 @@ def build_topic_model(n: int, encoder: Encoder, cfg: dict, X: np.ndarray | None 
                             cluster_selection_method="eom", max_cluster_size=max_cluster_size(n, size, cfg),
                             prediction_data=True)
         method = "umap+hdbscan"
-    # keyword text is already tokenised (pipeline.keywords): split on spaces, keep "co-design" whole
-    # (the one-character placeholder "_" of an empty text is no token)
-    vectorizer = CountVectorizer(ngram_range=(1, c["ngram_max"]), min_df=min(c["min_df"], max(1, n // 10)),
-                                 token_pattern=r"\S\S+")
+    vectorizer = CountVectorizer(ngram_range=(1, c["ngram_max"]), min_df=vocabulary_min_df(c["min_df"], n),
+                                 token_pattern=TOKEN_PATTERN)
     model = BERTopic(
         embedding_model=_encoder_backend(encoder),
         umap_model=reducer,

@@ -82,7 +82,7 @@ class Encoder:
         Conversation is mostly short turns with a long tail: sorting by token length
         and filling each forward pass up to batch_tokens (and at most batch_size rows)
         wastes almost nothing on padding and keeps long turns in small batches. On two
-        CPU cores this is about 1.4x sentence-transformers' own batching of the same
+        CPU cores this is about 1.3x sentence-transformers' own batching of the same
         model, with the same vectors to within float rounding.
         """
         model = self.model

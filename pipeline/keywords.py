@@ -14,6 +14,14 @@ from pipeline.models import cache_root
 
 _TOKEN = re.compile(r"[a-z][a-z'\u2019-]*[a-z]|[a-z]")
 _KEEP = {"datum": "data", "media": "media"}  # lemmatizer outputs researchers would not recognise
+# For vectorizers over keyword text, which is already tokenised: split on spaces only, so
+# "co-design" stays one word; the one-character placeholder "_" of an empty text is no token.
+TOKEN_PATTERN = r"\S\S+"
+
+
+def vocabulary_min_df(min_df: int, n_docs: int) -> int:
+    """A word's minimum document count, eased for small corpora so some vocabulary survives."""
+    return min(min_df, max(1, n_docs // 10))
 
 
 def lemma_map(words: set[str], pipeline_name: str, cache_dir: str = "") -> dict[str, str]:

@@ -30,6 +30,8 @@ import pandas as pd
 import pyarrow as pa
 import scipy.sparse as sp
 
+from pipeline.keywords import TOKEN_PATTERN, keyword_texts, vocabulary_min_df
+
 FEATURE_SETS: dict[str, tuple[str, ...]] = {
     "utterance": ("own",),
     "turn": ("own", "turn"),
@@ -80,27 +82,24 @@ class WordFeatures:
         from sklearn.feature_extraction.text import TfidfVectorizer
 
         lc = cfg["learn"]
-        docs = _keyword_docs(answers, cfg["codes"]["fillers"], cfg["codes"]["lemmatizer"], cfg["embed"]["cache_dir"])
-        min_df = min(lc["words_min_df"], max(1, len(docs) // 10))
-        # keyword text is already tokenised: split on spaces only, so "back-and-forth" stays one word
-        vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=min_df, max_features=lc["words_max_features"],
-                                     token_pattern=r"\S\S+", sublinear_tf=True, dtype=np.float64)
+        words = cls(None, cfg["codes"]["fillers"], cfg["codes"]["lemmatizer"], cfg["embed"]["cache_dir"])
+        docs = words._keywords(answers)
+        vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=vocabulary_min_df(lc["words_min_df"], len(docs)),
+                                     max_features=lc["words_max_features"], token_pattern=TOKEN_PATTERN,
+                                     sublinear_tf=True, dtype=np.float64)
         try:
-            vectorizer.fit(docs)
+            words.vectorizer = vectorizer.fit(docs)
         except ValueError:  # no word survives min_df: an empty block
-            vectorizer = None
-        return cls(vectorizer, cfg["codes"]["fillers"], cfg["codes"]["lemmatizer"], cfg["embed"]["cache_dir"])
+            pass
+        return words
 
     def transform(self, texts: list[str]) -> sp.csr_matrix:
         if self.vectorizer is None:
             return sp.csr_matrix((len(texts), 0))
-        return self.vectorizer.transform(_keyword_docs(texts, self.fillers, self.lemmatizer, self.cache_dir)).tocsr()
+        return self.vectorizer.transform(self._keywords(texts)).tocsr()
 
-
-def _keyword_docs(texts: list[str], fillers: list[str], lemmatizer: str, cache_dir: str) -> list[str]:
-    from pipeline.keywords import keyword_texts
-
-    return keyword_texts(list(texts), fillers, lemmatizer, cache_dir)
+    def _keywords(self, texts: list[str]) -> list[str]:
+        return keyword_texts(list(texts), self.fillers, self.lemmatizer, self.cache_dir)
 
 
 def _blocks(feature_set: str) -> tuple[str, ...]:

@@ -1,6 +1,7 @@
 """The learned coder saved in the run directory: learn_model/model.joblib (the fitted
-scikit-learn estimator, with its TF-IDF vectorizer as words_ when the feature set has words) next to learn_model/model.json (format version, package versions,
-feature set, classes, parameters and the hashes of what it was trained on).
+scikit-learn estimator, with its TF-IDF vectorizer as words_ when the feature set has words)
+next to learn_model/model.json (format version, package versions, feature set, classes,
+parameters and the hashes of what it was trained on).
 
 joblib files run code when loaded: load only models from run directories you made.
 """

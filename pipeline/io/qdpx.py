@@ -421,20 +421,14 @@ def speaker_cases(utterances, shifts=None) -> list[ExportCase]:
     shift_of = {}
     if shifts is not None:
         sh = shifts.to_pandas()
-        sh = sh[sh["is_first_last"]] if "is_first_last" in sh else sh.iloc[0:0]
-        shift_of = {r.speaker_id: r for r in sh.itertuples()}
+        sh = sh[sh["is_first_last"] & (sh["status"] == "ok")].astype(object)
+        shift_of = {r.speaker_id: r for r in sh.where(sh.notna(), None).itertuples()}  # missing -> no value
     cases = []
     for speaker, g in u.groupby("speaker_id", sort=True):
-        role = next((r for r in g["speaker_role"] if isinstance(r, str) and r), None)
-        values: dict[str, object] = {"role": role}
+        values: dict[str, object] = {"role": next((r for r in g["speaker_role"] if isinstance(r, str) and r), None)}
         r = shift_of.get(speaker)
-        if r is not None and getattr(r, "status", "ok") == "ok":
-            values.update({
-                "shift_jsd": None if r.jsd != r.jsd else float(r.jsd),
-                "shift_p_value": None if r.p_value != r.p_value else float(r.p_value),
-                "shift_significant": bool(r.significant),
-                "shift_from": r.from_dimension if isinstance(r.from_dimension, str) else None,
-                "shift_to": r.to_dimension if isinstance(r.to_dimension, str) else None,
-            })
+        if r is not None:
+            values.update({"shift_jsd": r.jsd, "shift_p_value": r.p_value, "shift_significant": r.significant,
+                           "shift_from": r.from_dimension, "shift_to": r.to_dimension})
         cases.append(ExportCase(str(speaker), sorted(g["interview_id"].unique()), values))
     return cases
