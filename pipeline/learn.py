@@ -149,8 +149,9 @@ def check_enough(t: Targets, cfg: dict, path) -> dict[str, int]:
     short = {cl: m for cl, m in counts.items() if 0 < m < lc["min_per_class"]}
     if short:
         need = ", ".join(f"{cl!r} has {m} (code {lc['min_per_class'] - m} more)" for cl, m in short.items())
-        raise InputError(f"too few examples to learn from: every label needs at least {lc['min_per_class']} "
-                         f"coded utterances; {need}{keep}", path)
+        coarser = "" if t.level == "dimension" else " (or learn dimensions only: --level dimension)"
+        raise InputError(f"too few examples to learn from: every {t.level} label needs at least "
+                         f"{lc['min_per_class']} coded utterances; {need}{coarser}{keep}", path)
     return counts
 
 

@@ -5,7 +5,9 @@ Blocks (each row aligned with embeddings.parquet):
 - turn:     its speaker turn's unit-length mean embedding (the whole answer; coders code answers).
 - question: the embedding of the interviewer turn right before its turn (zeros when none): what
             was asked frames what is said.
-- position: where the turn sits in the interview (relative position, first / last answer, length).
+- position: where the turn sits in the interview (relative position, first / last answer, utterances) and
+            how long the answer is (log words, and a flag for a short answer such as "Yes, that's
+            right."): coders leave short answers uncoded whatever the question was.
 - framework: the framework-similarity concept probabilities of the utterance and of its turn
             (the map stage's prototype similarity), a prior the model can lean on while
             hand-coded examples are few.
@@ -39,7 +41,10 @@ FEATURE_SETS: dict[str, tuple[str, ...]] = {
     "context_prior": ("own", "turn", "question", "position", "framework"),
     "context_words": ("own", "turn", "question", "position", "framework", "words"),
 }
-POSITION_DIM = 4
+POSITION_DIM = 6
+SHORT_ANSWER_WORDS = 8  # an answer of at most this many words is flagged short
+LENGTH_SCALE = 2.0  # the length columns scaled so the L2 penalty leaves them a say (measured: bench/learn_eval.py)
+WEAK_ANSWER_WORDS = 20  # framework texts stand in as a substantive answer of this many words
 PRIOR_SCALE = 3.0  # probabilities live in [0, 1], embeddings' entries near +-0.1: scaled so the L2 penalty does not mute them
 
 
@@ -146,6 +151,7 @@ def build_blocks(utterances: pa.Table, embeddings: pa.Table, encoder, cfg: dict)
     position[answers.index, 1] = answers["turn_index"] == first
     position[answers.index, 2] = answers["turn_index"] == last
     position[:, 3] = np.log1p(turns["units"]) / 3
+    position[:, 4:] = answer_length(turns["text"].str.split().str.len().to_numpy())
 
     key = pd.MultiIndex.from_frame(turns[["interview_id", "turn_index"]])
     meta = u.set_index("utterance_id").loc[ids]
@@ -156,6 +162,12 @@ def build_blocks(utterances: pa.Table, embeddings: pa.Table, encoder, cfg: dict)
     return FeatureBlocks(ids, blocks, row.astype(np.int64), encoder.model_id, words)
 
 
+def answer_length(words: np.ndarray) -> np.ndarray:
+    """The position block's length columns for answers of so many words."""
+    words = np.asarray(words, dtype=np.float64)
+    return np.column_stack([np.log1p(words) / np.log(200), words <= SHORT_ANSWER_WORDS]) * LENGTH_SCALE
+
+
 def framework_block(own_p: np.ndarray, turn_p: np.ndarray) -> np.ndarray:
     """The prior block from framework-similarity concept probabilities of the unit and its turn."""
     return np.hstack([own_p, turn_p]) * PRIOR_SCALE
@@ -164,7 +176,8 @@ def framework_block(own_p: np.ndarray, turn_p: np.ndarray) -> np.ndarray:
 def weak_blocks(framework_vectors: np.ndarray, framework_p: np.ndarray, words: sp.csr_matrix) -> dict:
     """Blocks for framework texts (no conversation around them; the text is its own turn)."""
     v = np.asarray(framework_vectors, dtype=np.float64)
-    position = np.tile([0.5, 0.0, 0.0, np.log1p(1) / 3], (len(v), 1))
+    position = np.tile([0.5, 0.0, 0.0, np.log1p(1) / 3, *answer_length(np.array([WEAK_ANSWER_WORDS]))[0]],
+                       (len(v), 1))
     return {"own": v, "turn": v, "question": np.zeros_like(v), "position": position,
             "framework": framework_block(framework_p, framework_p), "words": words}
 

@@ -99,7 +99,11 @@ def test_learn_writes_human_and_learned_rows_and_keeps_the_framework_table(learn
     assert (run_dir / "learn_model" / "model.joblib").is_file()
     lc = pq.read_table(run_dir / "learned_codes.parquet").to_pandas()
     assert lc.drop_duplicates("utterance_id")["cross_validated"].sum() == 1224
-    assert set(lc["label"]) == {"push", "pull", "exchange", "none"}
+    # the default model learns second-order concepts; each class carries its dimension
+    assert set(lc["label"]) == {"technical_infrastructure", "top_down_push", "resistance", "leadership_capability",
+                                "iterative_learning", "ambiguity_roles", "reengineering_relations", "none"}
+    dims = lc.drop_duplicates("label").set_index("label")["dimension"]
+    assert dims["top_down_push"] == "push" and dims["resistance"] == "pull" and pd.isna(dims["none"])
 
 
 def test_learn_eval_puts_machine_and_coders_side_by_side(learned):
@@ -159,8 +163,8 @@ def test_rerun_gives_identical_tables_and_a_loadable_model(learned, encoder):
     run_learn(run_dir, HUMAN, _cfg(feature_sets=[record["feature_set"]], learning_curve_draws=0), encoder=encoder)
     assert {n: _sha(run_dir / f"{n}.parquet") for n in before} == before
     model, meta = load_model(run_dir / "learn_model")
-    assert meta["feature_set"] == "context_prior" and meta["classes"] == ["push", "pull", "exchange", "none"]
-    assert model.model_.n_features_in_ == meta["n_features"] == 3 * 384 + 4 + 2 * 7
+    assert meta["feature_set"] == "context_prior" and meta["classes"][-1] == "none" and len(meta["classes"]) == 8
+    assert model.model_.n_features_in_ == meta["n_features"] == 3 * 384 + 6 + 2 * 7
 
 
 def test_code_level_model_with_words_learns_the_coders_own_codes(mapped, encoder, tmp_path):
@@ -185,7 +189,7 @@ def test_code_level_model_with_words_learns_the_coders_own_codes(mapped, encoder
     assert meta["words_vocabulary"] == len(vocab) and 500 < len(vocab) <= 3000
     unigrams = {w for w in vocab if " " not in w}
     assert not unigrams & (set(STOP_WORDS) | {"yeah", "um", "er", "okay"}), unigrams & set(STOP_WORDS)
-    assert meta["n_features"] == 3 * 384 + 4 + 2 * 7 + len(vocab)
+    assert meta["n_features"] == 3 * 384 + 6 + 2 * 7 + len(vocab)
     lc = pq.read_table(tmp_path / "learned_codes.parquet").to_pandas()
     top = lc[lc["is_argmax"]]
     assert set(top["label"]) <= {*codes, "none"} and top["label"].nunique() >= 5
@@ -239,8 +243,11 @@ def test_a_class_with_two_examples_is_refused(mapped, tmp_path, encoder):
         "Enacting the push model through top-down leadership": _ids(mapped, "C01-W1", 12),
         "Developing leadership capability": _ids(mapped, "P01-W1", 11),
         "reengineering_relations": _ids(mapped, "P01-W2", 2)})
-    with pytest.raises(InputError, match=r"'exchange' has 2 \(code 1 more\)"):
+    with pytest.raises(InputError, match=r"'reengineering_relations' has 2 \(code 1 more\) \(or learn dimensions "
+                                         r"only: --level dimension\)"):
         run_learn(mapped, path, load_config(), encoder=encoder)
+    with pytest.raises(InputError, match=r"every dimension label .* 'exchange' has 2 \(code 1 more\); the framework"):
+        run_learn(mapped, path, load_config(), level="dimension", encoder=encoder)
 
 
 def test_unknown_code_names_are_reported_not_dropped(mapped, tmp_path, encoder):
@@ -280,3 +287,28 @@ def test_suggest_lists_uncertain_diverse_uncoded_utterances(learned, tmp_path):
     run_suggest(run_dir, cfg, 3, "interview", tmp_path / "i.csv")
     i = pd.read_csv(tmp_path / "i.csv")
     assert len(i) == 3 and i["interview_id"].is_unique and not set(i["interview_id"]) & coded
+
+
+def test_answer_length_columns():
+    from pipeline.learn_features import LENGTH_SCALE, answer_length
+
+    got = answer_length(np.array([1, 8, 9, 199]))
+    np.testing.assert_allclose(got[:, 0], np.log1p([1, 8, 9, 199]) / np.log(200) * LENGTH_SCALE)
+    assert got[:, 1].tolist() == [LENGTH_SCALE, LENGTH_SCALE, 0.0, 0.0]  # at most 8 words is a short answer
+
+
+def test_short_answers_the_coders_left_uncoded_stay_uncoded(learned):
+    """'Every time.', 'Exactly that.': held-out predictions leave short answers that both coders left
+    uncoded (the answer key's 'none' turns) uncoded."""
+    run_dir, _, _ = learned
+    u = pq.read_table(run_dir / "utterances.parquet").to_pandas()
+    cv = pq.read_table(run_dir / "utterance_dimensions_cv.parquet").to_pandas().drop_duplicates("utterance_id")
+    cv = cv.merge(u[["utterance_id", "interview_id", "turn_index", "text"]], on="utterance_id")
+    turns = cv.groupby(["interview_id", "turn_index"]).agg(words=("text", lambda s: len(" ".join(s).split())),
+                                                           mapped=("mapped", "any")).reset_index()
+    key = pd.read_csv(ANSWER_KEY / "turns.csv")
+    turns = turns.merge(key[["interview_id", "turn_index", "dimension"]], on=["interview_id", "turn_index"])
+    short_none = turns[(turns["words"] <= 8) & (turns["dimension"] == "none")]
+    assert len(short_none) == 15
+    # without the answer-length columns 4 of the 15 stayed uncoded; with them all do (one spared for rounding)
+    assert (~short_none["mapped"]).sum() >= 14
