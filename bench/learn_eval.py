@@ -89,6 +89,19 @@ def _ablation(run_dir: Path, learn: dict) -> dict:
             ["mean_machine_coder_kappa"], "seconds": rec["seconds"]}
 
 
+def _levels(run_dir: Path, default: dict) -> dict:
+    """What the model learns, side by side: mean machine-coder kappa at the dimension and second-order
+    levels for a dimension model and the default (the default's figures come from the main run)."""
+    out = {default["level"]: default["kappas"]}
+    for level in ("dimension", "second_order"):
+        if level not in out:
+            rec = run_learn(run_dir, HUMAN, load_config(None, {"learn": {"learning_curve_draws": 0}}), level=level)
+            e = pd.read_parquet(run_dir / "learn_eval.parquet")
+            out[level] = {lv: _level(e, "cross-validation", lv)["mean_machine_coder_kappa"]
+                          for lv in ("dimension", "second-order")} | {"feature_set": rec["feature_set"]}
+    return out
+
+
 def _dimension_labels(ud: pd.DataFrame) -> dict[str, str]:
     top = ud[ud["is_argmax"]].drop_duplicates("utterance_id")
     return dict(zip(top["utterance_id"], top["dimension"].where(top["mapped"], "none")))
@@ -152,6 +165,9 @@ def main(run_dir: Path, nested: bool = False) -> dict:
             "no_weak_examples": _ablation(work, {"feature_sets": [best], "framework_weight": 0.0}),
             "no_turn_pooling": _ablation(work, {"feature_sets": [best], "turn_pooling": False}),
         }
+        levels = _levels(work, {"level": rec["level"], "kappas": {
+            lv: _level(e, "cross-validation", lv)["mean_machine_coder_kappa"] for lv in ("dimension", "second-order")}
+            | {"feature_set": best}})
         if nested:
             run_learn(work, HUMAN, cfg)  # the ablations replaced the kept model's tables
             nested_cv = _nested(work, cfg)
@@ -174,6 +190,7 @@ def main(run_dir: Path, nested: bool = False) -> dict:
         "target_within_0_05_of_human_human": learned["dimension"]["gap_to_human_human"] <= 0.05,
         "feature_sets_mean_machine_coder_kappa": sets,
         "ablations": ablations,
+        "levels_mean_machine_coder_kappa": levels,
         "learning_curve": _curve(e),
         "nested_cross_validation": nested_cv if nested else None,
         "seconds_learn": rec["seconds"], "seconds": round(time.perf_counter() - started, 2),
@@ -202,6 +219,9 @@ def _print(out: dict) -> None:
           ", ".join(f"{k} {v:.3f}" for k, v in out["feature_sets_mean_machine_coder_kappa"].items()))
     for name, a in out["ablations"].items():
         print(f"ablation {name}: {a['mean_machine_coder_kappa']:.3f}")
+    for level, k in out["levels_mean_machine_coder_kappa"].items():
+        print(f"model learns {level:13}: mean machine-coder kappa dimension {k['dimension']:.3f}, "
+              f"second-order {k['second-order']:.3f} (feature set {k['feature_set']})")
     print("\nlearning curve (dimension; held-out interviews; mean over draws):")
     print("  interviews  machine-coder kappa (range)    machine-consensus  human-human (same utterances)")
     for p in out["learning_curve"]:

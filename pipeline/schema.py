@@ -167,7 +167,7 @@ SHIFTS = pa.schema([
     _f("status", pa.string(), "ok, too_few_utterances, single_wave or no_wave"),
     _f("reason", pa.string(), "why status is not ok", True),
     _f("jsd", pa.float64(), "Jensen-Shannon distance (base 2, 0..1) between the dimension profiles", True),
-    _f("jsd_ci_low", pa.float64(), "bootstrap interval of jsd, lower end (utterances resampled within each wave)", True),
+    _f("jsd_ci_low", pa.float64(), "bootstrap interval of jsd, lower end (resampled within each wave, bias-corrected, >= 0)", True),
     _f("jsd_ci_high", pa.float64(), "bootstrap interval of jsd, upper end", True),
     _f("jsd_noise", pa.float64(), "mean jsd over permutations: the distance sampling noise alone gives", True),
     _f("p_value", pa.float64(), "permutation p-value of jsd (wave labels shuffled within the speaker)", True),

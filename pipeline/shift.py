@@ -40,8 +40,8 @@ from pipeline import schema
 from pipeline.errors import ConfigError, InputError
 from pipeline.io.readers import label_key
 from pipeline.shift_stats import (
-    bootstrap_counts, cosine_distance, js_distance, label_masks, percentile_interval, permutation_p,
-    resampled_means, rng_for, split_means,
+    bootstrap_counts, cosine_distance, distance_interval, js_distance, label_masks, percentile_interval,
+    permutation_p, resampled_means, rng_for, split_means,
 )
 
 Progress = Callable[[str, int, int], None]
@@ -270,13 +270,13 @@ def _pair_stats(prep: _Prepared, sa: slice, sb: slice, seed: int, key: tuple, sc
     rng = rng_for(seed, "bootstrap", *key)
     ka, kb = bootstrap_counts(rng, ma, B), bootstrap_counts(rng, mb, B)
     boot_a, boot_b = resampled_means(ka, SPa, n_a), resampled_means(kb, SPb, n_b)
-    out["jsd_ci"] = percentile_interval(js_distance(boot_a, boot_b), level)
+    out["jsd_ci"] = distance_interval(js_distance(boot_a, boot_b), out["jsd"], level)
     out["change_ci"] = percentile_interval((boot_b - boot_a).T, level)
     if prep.C is not None:  # code profiles are shares of assigned utterances: js_distance normalises
-        out["jsd_codes_ci"] = percentile_interval(js_distance(ka @ SCa, kb @ SCb), level)
+        out["jsd_codes_ci"] = distance_interval(js_distance(ka @ SCa, kb @ SCb), out["jsd_codes"], level)
     if prep.X is not None:
-        out["semantic_drift_ci"] = percentile_interval(
-            cosine_distance(resampled_means(ka, SXa, n_a), resampled_means(kb, SXb, n_b)), level)
+        out["semantic_drift_ci"] = distance_interval(
+            cosine_distance(resampled_means(ka, SXa, n_a), resampled_means(kb, SXb, n_b)), out["semantic_drift"], level)
     timing["bootstrap"] += time.perf_counter() - t0
 
     # Permutation: shuffle wave labels over the speaker's pooled units, keeping each wave's unit count.
