@@ -33,7 +33,7 @@ COMMANDS = {
     "shifts": "themeshift shift RUN", "shift_dimensions": "themeshift shift RUN",
     "group_shifts": "themeshift shift RUN", "group_trajectory": "themeshift shift RUN",
     "agreement": "themeshift compare RUN --human CODES", "confusion": "themeshift compare RUN --human CODES",
-    "disagreements": "themeshift compare RUN --human CODES",
+    "disagreements": "themeshift compare RUN --human CODES", "learn_eval": "themeshift learn RUN --human CODES",
 }
 
 SECTIONS = [("overview", "Corpus overview"), ("data-structure", "Data structure"),
@@ -547,14 +547,54 @@ def _raters(r) -> str:
     return r.coder_a.replace("+", " + ") if _missing(r.coder_b) else f"{r.coder_a} vs {r.coder_b}"
 
 
+def _learned_coder(c: _Ctx) -> str:
+    """How well the model learned from the coders' own coding agrees with them (learn_eval), if learn ran."""
+    if "learn_eval" not in c.t:
+        return ""
+    e = c.t["learn_eval"]
+    rec = c.manifest.get("stages", {}).get("learn", {})
+    by_source = rec.get("counts", {}).get("utterances_by_source", {})
+    k = e[(e["metric"] == "cohen_kappa") & e["evaluation"].isin(["cross-validation", "framework-similarity"])]
+    with_machine = (k["coder_a"] == "machine") | (k["coder_b"] == "machine")
+    k = k[with_machine | (k["evaluation"] == "cross-validation")]  # the coders' own figure once per level
+    k = k.assign(order=k["level"].map({"dimension": 0, "second-order": 1}).fillna(2), machine=with_machine[k.index],
+                 baseline=k["evaluation"] != "cross-validation").sort_values(["order", "machine", "baseline"],
+                                                                             kind="stable")
+    rows = [[r.level, ("learned model" if r.evaluation == "cross-validation" else "framework similarity alone")
+             if r.machine else "(the coders)", _raters(r), r.value, Raw(_e("–" if _missing(r.ci_low) else f"{r.ci_low:.3f} to {r.ci_high:.3f}"),
+                                      "" if _missing(r.ci_low) else r.ci_low), r.n]
+            for r in k.itertuples()]
+    out = [f"<h3>The learned coder</h3><p>A model trained on the hand-coded utterances (it learns "
+           f"{_e(str(rec.get('level', '?')).replace('_', '-'))} codes from feature set "
+           f"<code>{_e(rec.get('feature_set', '?'))}</code>) coded the rest: "
+           f"{by_source.get('human', 0):,} utterances keep their human codes, {by_source.get('learned', 0):,} were "
+           "coded by the model. Cross-validated by interview, so the model is scored only on interviews it never saw; "
+           "the coders' agreement with each other is the ceiling to read it against.</p>",
+           html_table(["level", "machine", "raters", "Cohen's κ", "interval", "n"], rows)]
+    curve = e[(e["evaluation"] == "learning-curve") & (e["metric"] == "cohen_kappa") & (e["level"] == "dimension")]
+    if len(curve):
+        is_machine = (curve["coder_a"] == "machine") | (curve["coder_b"] == "machine")
+        coders = is_machine & (curve["coder_b"] != "consensus")
+        humans = (curve["coder_a"] != "machine") & (curve["coder_b"] != "machine") & (curve["coder_b"] != "consensus")
+        pts = sorted(curve["train_interviews"].unique())
+        rows = [[int(n), curve.loc[coders & (curve["train_interviews"] == n), "value"].mean(),
+                 curve.loc[humans & (curve["train_interviews"] == n), "value"].mean()] for n in pts]
+        out.append("<p>Learning curve: mean machine-coder κ (dimension level) on the interviews left out, by how "
+                   "many hand-coded interviews the model learned from; how many more interviews are worth coding.</p>"
+                   + html_table(["hand-coded interviews", "machine-coder κ", "coders' κ (same utterances)"], rows))
+    return "".join(out)
+
+
 def _agreement(c: _Ctx) -> str:
+    learned = _learned_coder(c)
     if "agreement" not in c.t:
         c.need("agreement")
-        c.empty.add("agreement")
+        if not learned:
+            c.empty.add("agreement")
         return ('<p>No comparison with human coders in this run. To add one, run '
                 '<code>themeshift compare RUN --human CODES</code> with a CSV of coded character spans or a REFI-QDA '
                 'project (.qdpx) exported from NVivo, ATLAS.ti, MAXQDA or QualCoder, then '
-                '<code>themeshift report RUN</code> again.</p>')
+                '<code>themeshift report RUN</code> again.</p>' + learned)
     ag = c.t["agreement"]
     machine = c.cfg.get("compare", {}).get("machine_name", "machine")
     main = ag[ag["metric"].isin(["krippendorff_alpha", "cohen_kappa"])]
@@ -628,6 +668,7 @@ def _agreement(c: _Ctx) -> str:
                        "human coders agree with each other and the machine was most confident in another dimension "
                        "(all in <code>disagreements.parquet</code>).</p>"
                        + html_table(["utterance", "speaker", "text", "machine", "machine p", "humans"], rows))
+    out.append(learned)
     return "".join(out)
 
 
