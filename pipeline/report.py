@@ -547,6 +547,13 @@ def _raters(r) -> str:
     return r.coder_a.replace("+", " + ") if _missing(r.coder_b) else f"{r.coder_a} vs {r.coder_b}"
 
 
+def _interval(r) -> Raw:
+    """An agreement row's interval cell, sorting by its lower end."""
+    if _missing(r.ci_low):
+        return Raw(_e("–"), "")
+    return Raw(_e(f"{r.ci_low:.3f} to {r.ci_high:.3f}"), r.ci_low)
+
+
 def _learned_coder(c: _Ctx) -> str:
     """How well the model learned from the coders' own coding agrees with them (learn_eval), if learn ran."""
     if "learn_eval" not in c.t:
@@ -561,9 +568,7 @@ def _learned_coder(c: _Ctx) -> str:
                  baseline=k["evaluation"] != "cross-validation").sort_values(["order", "machine", "baseline"],
                                                                              kind="stable")
     rows = [[r.level, ("learned model" if r.evaluation == "cross-validation" else "framework similarity alone")
-             if r.machine else "(the coders)", _raters(r), r.value, Raw(_e("–" if _missing(r.ci_low) else f"{r.ci_low:.3f} to {r.ci_high:.3f}"),
-                                      "" if _missing(r.ci_low) else r.ci_low), r.n]
-            for r in k.itertuples()]
+             if r.machine else "(the coders)", _raters(r), r.value, _interval(r), r.n] for r in k.itertuples()]
     out = [f"<h3>The learned coder</h3><p>A model trained on the hand-coded utterances (it learns "
            f"{_e(str(rec.get('level', '?')).replace('_', '-'))} codes from feature set "
            f"<code>{_e(rec.get('feature_set', '?'))}</code>) coded the rest: "
@@ -616,9 +621,7 @@ def _agreement(c: _Ctx) -> str:
             "intervals over interviews; dashed lines: the conventional α thresholds.")
         c.figures.append(fig)
         out.append(_figure_html(fig, table=False))
-    rows = [[r.level, r.metric, _raters(r), r.value,
-             Raw(_e("–" if _missing(r.ci_low) else f"{r.ci_low:.3f} to {r.ci_high:.3f}"),
-                 "" if _missing(r.ci_low) else r.ci_low), r.n, _reading(r.metric, r.value)]
+    rows = [[r.level, r.metric, _raters(r), r.value, _interval(r), r.n, _reading(r.metric, r.value)]
             for r in main.itertuples()]
     out.append(html_table(["level", "metric", "raters", "value", "interval", "n", "reading"], rows))
     prf = ag[ag["metric"].isin(["precision", "recall", "f1"]) & (ag["level"] == "dimension")]
