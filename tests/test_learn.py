@@ -130,6 +130,29 @@ def test_learn_eval_puts_machine_and_coders_side_by_side(learned):
     assert curve["ci_low"].isna().all()
 
 
+def test_report_shows_the_learned_coder_against_the_coders(learned):
+    # runs before the rerun test below replaces learn_eval with one that has no learning curve
+    import lxml.html
+
+    from pipeline.runner import run_report
+
+    run_dir, record, _ = learned
+    rec = run_report(run_dir, _cfg())
+    section = lxml.html.parse(rec["path"]).getroot().get_element_by_id("agreement")
+    assert "The learned coder" in section.text_content()
+    tables = section.xpath(".//h3[text()='The learned coder']/following-sibling::div//table")
+    cells = [[td.text_content() for td in tr] for tr in tables[0].xpath(".//tbody/tr")]
+    e = pq.read_table(run_dir / "learn_eval.parquet").to_pandas()
+    cv = e[(e["evaluation"] == "cross-validation") & (e["metric"] == "cohen_kappa") & (e["level"] == "dimension")]
+    want = cv.set_index(["coder_a", "coder_b"])["value"]
+    assert ["dimension", "(the coders)", "coder_a vs coder_b", f"{want[('coder_a', 'coder_b')]:.3f}"] == cells[0][:4]
+    assert ["dimension", "learned model", "coder_a vs machine", f"{want[('coder_a', 'machine')]:.3f}"] == cells[1][:4]
+    # 2 levels x (the coders' figure + 3 learned + 3 framework-similarity rows)
+    assert len(cells) == 14 and sum(c[1] == "framework similarity alone" for c in cells) == 6
+    curve = [[td.text_content() for td in tr] for tr in tables[1].xpath(".//tbody/tr")]
+    assert [c[0] for c in curve] == ["1", "3", "9"]
+
+
 def test_compare_after_learn_scores_cross_validated_predictions(learned):
     from pipeline.runner import run_compare, run_shift
 
@@ -313,24 +336,3 @@ def test_short_answers_the_coders_left_uncoded_stay_uncoded(learned):
     # without the answer-length columns 4 of the 15 stayed uncoded; with them all do (one spared for rounding)
     assert (~short_none["mapped"]).sum() >= 14
 
-
-def test_report_shows_the_learned_coder_against_the_coders(learned):
-    import lxml.html
-
-    from pipeline.runner import run_report
-
-    run_dir, record, _ = learned
-    rec = run_report(run_dir, _cfg())
-    section = lxml.html.parse(rec["path"]).getroot().get_element_by_id("agreement")
-    assert "The learned coder" in section.text_content()
-    tables = section.xpath(".//h3[text()='The learned coder']/following-sibling::div//table")
-    cells = [[td.text_content() for td in tr] for tr in tables[0].xpath(".//tbody/tr")]
-    e = pq.read_table(run_dir / "learn_eval.parquet").to_pandas()
-    cv = e[(e["evaluation"] == "cross-validation") & (e["metric"] == "cohen_kappa") & (e["level"] == "dimension")]
-    want = cv.set_index(["coder_a", "coder_b"])["value"]
-    assert ["dimension", "(the coders)", "coder_a vs coder_b", f"{want[('coder_a', 'coder_b')]:.3f}"] == cells[0][:4]
-    assert ["dimension", "learned model", "coder_a vs machine", f"{want[('coder_a', 'machine')]:.3f}"] == cells[1][:4]
-    # 2 levels x (the coders' figure + 3 learned + 3 framework-similarity rows)
-    assert len(cells) == 14 and sum(c[1] == "framework similarity alone" for c in cells) == 6
-    curve = [[td.text_content() for td in tr] for tr in tables[1].xpath(".//tbody/tr")]
-    assert [c[0] for c in curve] == ["1", "3", "9"]
