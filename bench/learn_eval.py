@@ -89,16 +89,20 @@ def _ablation(run_dir: Path, learn: dict) -> dict:
             ["mean_machine_coder_kappa"], "seconds": rec["seconds"]}
 
 
-def _levels(run_dir: Path, default: dict) -> dict:
-    """What the model learns, side by side: mean machine-coder kappa at the dimension and second-order
-    levels for a dimension model and the default (the default's figures come from the main run)."""
-    out = {default["level"]: default["kappas"]}
+def _level_kappas(e: pd.DataFrame, feature_set: str) -> dict:
+    """Cross-validated mean machine-coder kappa at the dimension and second-order levels."""
+    return {lv: _level(e, "cross-validation", lv)["mean_machine_coder_kappa"]
+            for lv in ("dimension", "second-order")} | {"feature_set": feature_set}
+
+
+def _levels(run_dir: Path, default_level: str, default: dict) -> dict:
+    """What the model learns, side by side: a dimension model and a second-order one (the default's
+    figures come from the main run)."""
+    out = {default_level: default}
     for level in ("dimension", "second_order"):
         if level not in out:
             rec = run_learn(run_dir, HUMAN, load_config(None, {"learn": {"learning_curve_draws": 0}}), level=level)
-            e = pd.read_parquet(run_dir / "learn_eval.parquet")
-            out[level] = {lv: _level(e, "cross-validation", lv)["mean_machine_coder_kappa"]
-                          for lv in ("dimension", "second-order")} | {"feature_set": rec["feature_set"]}
+            out[level] = _level_kappas(pd.read_parquet(run_dir / "learn_eval.parquet"), rec["feature_set"])
     return out
 
 
@@ -165,9 +169,7 @@ def main(run_dir: Path, nested: bool = False) -> dict:
             "no_weak_examples": _ablation(work, {"feature_sets": [best], "framework_weight": 0.0}),
             "no_turn_pooling": _ablation(work, {"feature_sets": [best], "turn_pooling": False}),
         }
-        levels = _levels(work, {"level": rec["level"], "kappas": {
-            lv: _level(e, "cross-validation", lv)["mean_machine_coder_kappa"] for lv in ("dimension", "second-order")}
-            | {"feature_set": best}})
+        levels = _levels(work, rec["level"], _level_kappas(e, best))
         if nested:
             run_learn(work, HUMAN, cfg)  # the ablations replaced the kept model's tables
             nested_cv = _nested(work, cfg)

@@ -558,13 +558,16 @@ def _learned_coder(c: _Ctx) -> str:
     """How well the model learned from the coders' own coding agrees with them (learn_eval), if learn ran."""
     if "learn_eval" not in c.t:
         return ""
+    from pipeline.learn import MACHINE
+
     e = c.t["learn_eval"]
     rec = c.manifest.get("stages", {}).get("learn", {})
     by_source = rec.get("counts", {}).get("utterances_by_source", {})
-    k = e[(e["metric"] == "cohen_kappa") & e["evaluation"].isin(["cross-validation", "framework-similarity"])]
-    with_machine = (k["coder_a"] == "machine") | (k["coder_b"] == "machine")
-    k = k[with_machine | (k["evaluation"] == "cross-validation")]  # the coders' own figure once per level
-    k = k.assign(order=k["level"].map({"dimension": 0, "second-order": 1}).fillna(2), machine=with_machine[k.index],
+    e = e[e["metric"] == "cohen_kappa"]
+    e = e.assign(machine=(e["coder_a"] == MACHINE) | (e["coder_b"] == MACHINE))
+    k = e[e["evaluation"].isin(["cross-validation", "framework-similarity"])]
+    k = k[k["machine"] | (k["evaluation"] == "cross-validation")]  # the coders' own figure once per level
+    k = k.assign(order=k["level"].map({"dimension": 0, "second-order": 1}).fillna(2),
                  baseline=k["evaluation"] != "cross-validation").sort_values(["order", "machine", "baseline"],
                                                                              kind="stable")
     rows = [[r.level, ("learned model" if r.evaluation == "cross-validation" else "framework similarity alone")
@@ -576,14 +579,10 @@ def _learned_coder(c: _Ctx) -> str:
            "coded by the model. Cross-validated by interview, so the model is scored only on interviews it never saw; "
            "the coders' agreement with each other is the ceiling to read it against.</p>",
            html_table(["level", "machine", "raters", "Cohen's κ", "interval", "n"], rows)]
-    curve = e[(e["evaluation"] == "learning-curve") & (e["metric"] == "cohen_kappa") & (e["level"] == "dimension")]
+    curve = e[(e["evaluation"] == "learning-curve") & (e["level"] == "dimension") & (e["coder_b"] != "consensus")]
     if len(curve):
-        is_machine = (curve["coder_a"] == "machine") | (curve["coder_b"] == "machine")
-        coders = is_machine & (curve["coder_b"] != "consensus")
-        humans = (curve["coder_a"] != "machine") & (curve["coder_b"] != "machine") & (curve["coder_b"] != "consensus")
-        pts = sorted(curve["train_interviews"].unique())
-        rows = [[int(n), curve.loc[coders & (curve["train_interviews"] == n), "value"].mean(),
-                 curve.loc[humans & (curve["train_interviews"] == n), "value"].mean()] for n in pts]
+        by = curve.groupby(["train_interviews", "machine"])["value"].mean().unstack("machine")
+        rows = [[int(n), by.at[n, True], by.at[n, False]] for n in by.index]
         out.append("<p>Learning curve: mean machine-coder κ (dimension level) on the interviews left out, by how "
                    "many hand-coded interviews the model learned from; how many more interviews are worth coding.</p>"
                    + html_table(["hand-coded interviews", "machine-coder κ", "coders' κ (same utterances)"], rows))
