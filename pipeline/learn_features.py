@@ -11,6 +11,9 @@ Blocks (each row aligned with embeddings.parquet):
 - framework: the framework-similarity concept probabilities of the utterance and of its turn
             (the map stage's prototype similarity), a prior the model can lean on while
             hand-coded examples are few.
+- qa:       the elementwise product of the question's and the turn's embeddings. A linear model
+            cannot multiply blocks by itself; this lets it weigh what is said by what was asked
+            (the same story answers "what got in the way?" and "what helped?" differently).
 - words:    TF-IDF of the turn's content lemmas and lemma pairs (the codes stage's keyword text:
             no stop words or spoken fillers), sparse. Coders often decide on a few words ("we
             asked them for", "co-designed"); a sentence embedding blurs them. The vocabulary is
@@ -18,7 +21,7 @@ Blocks (each row aligned with embeddings.parquet):
 
 Feature sets are named lists of blocks; FEATURE_SETS documents each. Framework descriptions
 and exemplars (the weak examples) have no conversation: their own vector stands in for the
-turn, the question is zeros and the position neutral.
+turn, the question (and so qa) is zeros and the position neutral.
 
 Wave and speaker role are deliberately not features: the shift stage compares waves and
 roles, and a model that knew them would write the expected difference into the codes.
@@ -40,11 +43,13 @@ FEATURE_SETS: dict[str, tuple[str, ...]] = {
     "context": ("own", "turn", "question", "position"),
     "context_prior": ("own", "turn", "question", "position", "framework"),
     "context_words": ("own", "turn", "question", "position", "framework", "words"),
+    "context_qa": ("own", "turn", "question", "position", "framework", "words", "qa"),
 }
 POSITION_DIM = 6
 SHORT_ANSWER_WORDS = 8  # an answer of at most this many words is flagged short
 LENGTH_SCALE = 2.0  # the length columns scaled so the L2 penalty leaves them a say (measured: bench/learn_eval.py)
 WEAK_ANSWER_WORDS = 20  # framework texts stand in as a substantive answer of this many words
+QA_SCALE = 20.0  # products of two unit vectors' entries are ~1e-3: scaled to the embeddings' size (measured: bench/learn_eval.py)
 PRIOR_SCALE = 3.0  # probabilities live in [0, 1], embeddings' entries near +-0.1: scaled so the L2 penalty does not mute them
 
 
@@ -157,7 +162,8 @@ def build_blocks(utterances: pa.Table, embeddings: pa.Table, encoder, cfg: dict)
     meta = u.set_index("utterance_id").loc[ids]
     row = key.get_indexer(pd.MultiIndex.from_arrays([meta["interview_id"], meta["turn_index"]]))
     words = WordFeatures.fit(answers["text"].tolist(), cfg)
-    blocks = {"own": own, "turn": turn, "question": q_lookup[turns["question_row"].to_numpy()[row]],
+    question = q_lookup[turns["question_row"].to_numpy()[row]]
+    blocks = {"own": own, "turn": turn, "question": question, "qa": question * turn * QA_SCALE,
               "position": position[row], "words": words.transform(turns["text"].tolist())[row]}
     return FeatureBlocks(ids, blocks, row.astype(np.int64), encoder.model_id, words)
 
@@ -178,7 +184,7 @@ def weak_blocks(framework_vectors: np.ndarray, framework_p: np.ndarray, words: s
     v = np.asarray(framework_vectors, dtype=np.float64)
     position = np.tile([0.5, 0.0, 0.0, np.log1p(1) / 3, *answer_length(np.array([WEAK_ANSWER_WORDS]))[0]],
                        (len(v), 1))
-    return {"own": v, "turn": v, "question": np.zeros_like(v), "position": position,
+    return {"own": v, "turn": v, "question": np.zeros_like(v), "qa": np.zeros_like(v), "position": position,
             "framework": framework_block(framework_p, framework_p), "words": words}
 
 

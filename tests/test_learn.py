@@ -336,3 +336,23 @@ def test_short_answers_the_coders_left_uncoded_stay_uncoded(learned):
     # without the answer-length columns 4 of the 15 stayed uncoded; with them all do (one spared for rounding)
     assert (~short_none["mapped"]).sum() >= 14
 
+
+
+def test_qa_block_is_the_preceding_question_times_the_answer(example_run, encoder):
+    """The qa block pairs each answer with the interviewer turn right before it, and is zero for framework texts."""
+    from pipeline.io.rundir import read_table
+    from pipeline.learn_features import QA_SCALE, build_blocks, weak_blocks
+
+    utterances, embeddings = read_table(example_run, "utterances"), read_table(example_run, "embeddings")
+    blocks = build_blocks(utterances, embeddings, encoder, load_config())
+    u = utterances.to_pandas()
+    row = blocks.utterance_ids.index(u[~u["is_interviewer"]].iloc[5]["utterance_id"])
+    unit = u.set_index("utterance_id").loc[blocks.utterance_ids[row]]
+    asked = u[(u["interview_id"] == unit["interview_id"]) & (u["turn_index"] == unit["turn_index"] - 1)]
+    assert asked["is_interviewer"].all() and len(asked) >= 1
+    question = encoder.encode([" ".join(asked["text"])])[0]
+    np.testing.assert_allclose(blocks.blocks["question"][row], question, atol=1e-5)
+    np.testing.assert_allclose(blocks.blocks["qa"][row], question * blocks.blocks["turn"][row] * QA_SCALE, atol=1e-5)
+    assert np.abs(blocks.blocks["qa"]).sum(axis=1).min() > 0  # every answer in the example follows a question
+    weak = weak_blocks(blocks.blocks["own"][:3], np.full((3, 7), 1 / 7), blocks.words.transform(["a", "b", "c"]))
+    assert not weak["qa"].any()
