@@ -168,6 +168,7 @@ def main(run_dir: Path, nested: bool = False) -> dict:
         ablations = {
             "no_weak_examples": _ablation(work, {"feature_sets": [best], "framework_weight": 0.0}),
             "no_turn_pooling": _ablation(work, {"feature_sets": [best], "turn_pooling": False}),
+            "no_class_balance": _ablation(work, {"feature_sets": [best], "balance_classes": False}),
         }
         levels = _levels(work, rec["level"], _level_kappas(e, best))
         if nested:

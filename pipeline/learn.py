@@ -12,7 +12,9 @@ Weak examples. The framework's names, descriptions and exemplars join the traini
 with sample weight [learn] framework_weight, labelled with their concept (or its dimension).
 
 Model. A seeded multinomial logistic regression (scikit-learn, lbfgs) on a feature set from
-pipeline.learn_features; with [learn] turn_pooling, an utterance takes the normalised
+pipeline.learn_features. With [learn] balance_classes each class's rows are weighted by the
+inverse of its frequency, so the concept coders use most does not swallow its neighbours;
+with [learn] turn_pooling, an utterance takes the normalised
 geometric mean of its speaker turn's probabilities. Each candidate feature set is
 cross-validated grouped by interview and the one with the best mean machine-vs-coder kappa
 is kept (the small selection among a few sets is the only step that sees all folds).
@@ -186,16 +188,19 @@ class TurnPooledLogit:
 
     scikit-learn contract: parameters in the constructor, fit() learns, state ends in '_'."""
 
-    def __init__(self, n_classes: int, c: float = 0.3, turn_pooling: bool = True, seed: int = 0):
+    def __init__(self, n_classes: int, c: float = 0.3, turn_pooling: bool = True, seed: int = 0,
+                 balance_classes: bool = True):
         self.n_classes = n_classes
         self.c = c
         self.turn_pooling = turn_pooling
         self.seed = seed
+        self.balance_classes = balance_classes
 
     def fit(self, x: np.ndarray, y: np.ndarray, sample_weight: np.ndarray) -> "TurnPooledLogit":
         from sklearn.linear_model import LogisticRegression
 
-        self.model_ = LogisticRegression(C=self.c, max_iter=5000, random_state=self.seed)
+        self.model_ = LogisticRegression(C=self.c, max_iter=5000, random_state=self.seed,
+                                         class_weight="balanced" if self.balance_classes else None)
         self.model_.fit(x, y, sample_weight=sample_weight)
         return self
 
@@ -240,7 +245,8 @@ def fit_model(d: Data, feature_set: str, train: np.ndarray, cfg: dict) -> TurnPo
         x = vstack([x, d.x_weak[feature_set]])
         y = np.concatenate([y, d.y_weak])
         w = np.concatenate([w, np.full(len(d.y_weak), d.weak_weight)])
-    return TurnPooledLogit(len(d.targets.classes), lc["c"], lc["turn_pooling"], cfg["run"]["seed"]).fit(x, y, w)
+    return TurnPooledLogit(len(d.targets.classes), lc["c"], lc["turn_pooling"], cfg["run"]["seed"],
+                           lc["balance_classes"]).fit(x, y, w)
 
 
 def predict_all(model: TurnPooledLogit, blocks, feature_set: str, chunk: int = 8192) -> np.ndarray:

@@ -42,6 +42,7 @@ def save_model(model_dir: Path, result, framework, encoder, cfg: dict, human_sha
                              if getattr(result.model, "words_", None) is not None else None),
         "classes": t.classes, "class_dimension": t.class_dimension, "class_concept": t.class_concept,
         "parameters": {"c": result.model.c, "turn_pooling": result.model.turn_pooling, "seed": result.model.seed,
+                       "balance_classes": result.model.balance_classes,
                        "framework_weight": cfg["learn"]["framework_weight"]},
         "embedding_model": encoder.model_id,
         "framework": {"name": framework.name, "sha256": framework.sha256},
