@@ -14,8 +14,8 @@ with sample weight [learn] framework_weight, labelled with their concept (or its
 Model. A seeded multinomial logistic regression (scikit-learn, lbfgs) on a feature set from
 pipeline.learn_features. With [learn] balance_classes each class's rows are weighted by the
 inverse of its frequency, so the concept coders use most does not swallow its neighbours;
-with [learn] turn_pooling, an utterance takes the normalised
-geometric mean of its speaker turn's probabilities. Each candidate feature set is
+with [learn] turn_pooling, an utterance takes the normalised geometric mean of its speaker
+turn's probabilities. Each candidate feature set is
 cross-validated grouped by interview and the one with the best mean machine-vs-coder kappa
 is kept (the small selection among a few sets is the only step that sees all folds).
 

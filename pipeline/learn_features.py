@@ -163,7 +163,7 @@ def build_blocks(utterances: pa.Table, embeddings: pa.Table, encoder, cfg: dict)
     row = key.get_indexer(pd.MultiIndex.from_arrays([meta["interview_id"], meta["turn_index"]]))
     words = WordFeatures.fit(answers["text"].tolist(), cfg)
     question = q_lookup[turns["question_row"].to_numpy()[row]]
-    blocks = {"own": own, "turn": turn, "question": question, "qa": question * turn * QA_SCALE,
+    blocks = {"own": own, "turn": turn, "question": question, "qa": qa_block(question, turn),
               "position": position[row], "words": words.transform(turns["text"].tolist())[row]}
     return FeatureBlocks(ids, blocks, row.astype(np.int64), encoder.model_id, words)
 
@@ -172,6 +172,11 @@ def answer_length(words: np.ndarray) -> np.ndarray:
     """The position block's length columns for answers of so many words."""
     words = np.asarray(words, dtype=np.float64)
     return np.column_stack([np.log1p(words) / np.log(200), words <= SHORT_ANSWER_WORDS]) * LENGTH_SCALE
+
+
+def qa_block(question: np.ndarray, turn: np.ndarray) -> np.ndarray:
+    """The qa block: question and answer embeddings multiplied entry by entry."""
+    return question * turn * QA_SCALE
 
 
 def framework_block(own_p: np.ndarray, turn_p: np.ndarray) -> np.ndarray:
@@ -184,7 +189,8 @@ def weak_blocks(framework_vectors: np.ndarray, framework_p: np.ndarray, words: s
     v = np.asarray(framework_vectors, dtype=np.float64)
     position = np.tile([0.5, 0.0, 0.0, np.log1p(1) / 3, *answer_length(np.array([WEAK_ANSWER_WORDS]))[0]],
                        (len(v), 1))
-    return {"own": v, "turn": v, "question": np.zeros_like(v), "qa": np.zeros_like(v), "position": position,
+    question = np.zeros_like(v)
+    return {"own": v, "turn": v, "question": question, "qa": qa_block(question, v), "position": position,
             "framework": framework_block(framework_p, framework_p), "words": words}
 
 

@@ -33,6 +33,14 @@ def _sha(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _copy_files(src, dst):
+    """A run directory's files (not its model folder), for a learn run that must not touch src."""
+    for p in src.iterdir():
+        if p.is_file():
+            shutil.copy(p, dst)
+    return dst
+
+
 @pytest.fixture(scope="module")
 def mapped(example_run, encoder, tmp_path_factory):
     """A copy of the example run, mapped (framework similarity)."""
@@ -51,9 +59,7 @@ def learned(mapped, encoder, tmp_path_factory):
     from pipeline.runner import run_learn
 
     run_dir = tmp_path_factory.mktemp("learned")
-    for p in mapped.iterdir():
-        if p.is_file():
-            shutil.copy(p, run_dir)
+    _copy_files(mapped, run_dir)
     framework_sha = _sha(run_dir / "utterance_dimensions.parquet")
     record = run_learn(run_dir, HUMAN, _cfg(), encoder=encoder)
     return run_dir, record, framework_sha
@@ -197,9 +203,7 @@ def test_code_level_model_with_words_learns_the_coders_own_codes(mapped, encoder
     from pipeline.runner import run_learn
     from spacy.lang.en.stop_words import STOP_WORDS
 
-    for p in mapped.iterdir():
-        if p.is_file():
-            shutil.copy(p, tmp_path)
+    _copy_files(mapped, tmp_path)
     record = run_learn(tmp_path, HUMAN, _cfg(feature_sets=["context_words"], learning_curve_draws=0),
                        level="code", encoder=encoder)
     assert record["level"] == "code" and record["feature_set"] == "context_words"
@@ -337,7 +341,6 @@ def test_short_answers_the_coders_left_uncoded_stay_uncoded(learned):
     assert (~short_none["mapped"]).sum() >= 14
 
 
-
 def test_qa_block_is_the_preceding_question_times_the_answer(example_run, encoder):
     """The qa block pairs each answer with the interviewer turn right before it, and is zero for framework texts."""
     from pipeline.io.rundir import read_table
@@ -381,9 +384,7 @@ def test_class_balance_keeps_the_most_used_concept_from_swallowing_its_neighbour
     balanced = most_used(run_dir)[top]
     assert abs(balanced - coded.loc[top].mean()) < 0.15 * coded.loc[top].mean()
 
-    for p in mapped.iterdir():
-        if p.is_file():
-            shutil.copy(p, tmp_path)
+    _copy_files(mapped, tmp_path)
     run_learn(tmp_path, HUMAN, _cfg(feature_sets=["context_prior"], balance_classes=False, learning_curve_draws=0),
               encoder=encoder)
     assert most_used(tmp_path)[top] > 1.3 * coded.loc[top].mean()
