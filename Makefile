@@ -32,11 +32,14 @@ browser:
 	    || echo "could not install chromium without a password: the browser test will be skipped"; \
 	  else echo "chromium is not installed and cannot be installed here: the browser test will be skipped"; fi; }
 
-# Benchmarks print their numbers and write bench/results/*.json (about 30 minutes in all).
+# Benchmarks print their numbers and write bench/results/*.json (about 45 minutes in all; the shift
+# benches read ../shared/corpora, or $$THEMESHIFT_SHARED/corpora).
 bench: demo
 	$(BIN)/python bench/segment_throughput.py
 	$(BIN)/python bench/map_eval.py runs/demo
 	$(BIN)/python bench/shift_speed.py runs/demo
+	$(BIN)/python bench/shift_placebo.py
+	$(BIN)/python bench/shift_power.py
 	$(BIN)/python bench/compare_eval.py runs/demo
 	$(BIN)/python bench/codes_pipeline.py
 

@@ -74,7 +74,7 @@ def large_corpus(study: dict, n_speakers: int = 200, n_utterances: int = 50_000,
 def speed(study: dict) -> dict:
     utterances, dims, emb, codes = large_corpus(study)
     out = {"utterances": utterances.num_rows, "speakers": 200, "waves": 2}
-    for unit in ("turn", "utterance"):
+    for unit in ("auto", "turn"):
         cfg = load_config(overrides={"shift": {"resample_unit": unit}})
         started = time.perf_counter()
         result = compute_shifts(utterances, dims, cfg, emb, codes)
@@ -87,7 +87,8 @@ def speed(study: dict) -> dict:
 
 def detection(study: dict, n_controls: int = 1000) -> dict:
     out = {}
-    cfg = load_config(overrides={"shift": {"bootstrap": 100}})
+    # ~30 units per synthetic wave, answers split at random: blocks of 5 give enough units to reach alpha
+    cfg = load_config(overrides={"shift": {"bootstrap": 100, "block_size": 5}})
     for replaced in (1.0, 0.5, 0.3):
         utterances, dims, emb, plan = _synthetic(study, n_controls=n_controls if replaced == 1.0 else 0,
                                                  replaced=replaced)

@@ -229,7 +229,8 @@ def shift(run_dir: RunArg, config: ConfigOpt = None, quiet: QuietOpt = False) ->
             c = rec["counts"]
             other = ", ".join(f"{n} {s}" for s, n in c["status"].items() if s != "ok") or "none"
             err.print(f"{c['speakers']} speakers, {c['status'].get('ok', 0)} wave pairs scored "
-                      f"({c['significant']} significant shifts; not scored or flagged: {other}); tables in {run_dir}/")
+                      f"({c['significant']} significant shifts, {c['significant_fdr']} at q < alpha; "
+                      f"not scored or flagged: {other}); tables in {run_dir}/")
 
 
 @app.command()
@@ -493,7 +494,7 @@ def run(input_dir: InputArg, out: OutOpt, config: ConfigOpt = None, model: Model
                 if human is None:
                     raise InputError("--learn needs --human FILE (the researchers' codes to learn from)")
                 run_learn(out, human, cfg, mapping, framework, progress=update, encoder=encoder)
-            run_shift(out, cfg, update)
+            run_shift(out, cfg, update, encoder=encoder)
             if human is not None:
                 run_compare(out, human, cfg, mapping, framework)
             run_report(out, cfg, progress=update)

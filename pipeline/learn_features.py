@@ -126,23 +126,16 @@ def build_blocks(utterances: pa.Table, embeddings: pa.Table, encoder, cfg: dict)
     (through the embedding cache) because the embed stage skips them."""
     from pipeline.embed import vectors
     from pipeline.map import turn_context
+    from pipeline.questions import embed_questions, turns_with_questions
 
     ids = embeddings.column("utterance_id").to_pylist()
     own = vectors(embeddings).astype(np.float64)
     turn = turn_context(utterances, ids, own.astype(np.float32)).astype(np.float64)
 
-    u = utterances.select(["utterance_id", "interview_id", "turn_index", "is_interviewer", "text"]).to_pandas()
-    turns = (u.groupby(["interview_id", "turn_index"], sort=True)
-             .agg(text=("text", " ".join), interviewer=("is_interviewer", "any"), units=("text", "size"))
-             .reset_index())
-    # The interviewer turn before each turn: forward-fill the last interviewer turn's row, shifted by one.
-    turns["row"] = np.arange(len(turns))
-    q_row = turns["row"].where(turns["interviewer"])
-    turns["question_row"] = q_row.groupby(turns["interview_id"]).transform(lambda s: s.shift(1).ffill())
+    u = utterances.select(["utterance_id", "interview_id", "turn_index"]).to_pandas()
+    turns = turns_with_questions(utterances)
     q_turns = turns[turns["interviewer"]]
-    encoder.with_cache(cfg)
-    q_vec, _ = encoder.encode_cached(q_turns["text"].tolist(), cfg["embed"]["batch_size"],
-                                     batch_tokens=cfg["embed"]["batch_tokens"])
+    q_vec = embed_questions(turns, encoder, cfg)
     q_lookup = np.zeros((len(turns) + 1, own.shape[1]))  # last row: zeros for "no question"
     q_lookup[q_turns["row"].to_numpy()] = q_vec
     turns["question_row"] = turns["question_row"].fillna(len(turns)).astype(np.int64)

@@ -29,6 +29,7 @@ from pipeline.framework import Framework
 SOURCE = {"similarity": "framework-similarity", "classifier": "learned"}
 HUMAN = "human"
 _DEFAULT_TEMPERATURE = 0.05
+TEMPERATURE_GRID = np.geomspace(0.002, 1.0, 200)  # searched by SimilarityMapper when temperature = 0
 
 
 @dataclass
@@ -93,9 +94,8 @@ class SimilarityMapper:
             return _DEFAULT_TEMPERATURE
         scores, truth = scores[usable], self.labels_[usable]
         scores = np.where(np.isfinite(scores), scores, -1.0)
-        grid = np.geomspace(0.002, 1.0, 200)
-        nll = [-np.log(_softmax(scores / t)[np.arange(len(truth)), truth] + 1e-12).mean() for t in grid]
-        return float(grid[int(np.argmin(nll))])
+        nll = [-np.log(_softmax(scores / t)[np.arange(len(truth)), truth] + 1e-12).mean() for t in TEMPERATURE_GRID]
+        return float(TEMPERATURE_GRID[int(np.argmin(nll))])
 
     def scores(self, x: np.ndarray) -> np.ndarray:
         return _pooled(np.asarray(x, np.float64) @ self.vectors_.T, self.labels_, self.n_concepts_, self.top_k)
@@ -332,6 +332,22 @@ class MapResult:
     code_mapping: CodeMapping
     utterance_mapping: UtteranceMapping
     mapper: object
+
+
+def mapping_warnings(unmapped_share: float, temperature: float | None, fitted: bool) -> list[str]:
+    """What a researcher must know before reading shifts off this mapping."""
+    out = []
+    if unmapped_share > 0.5:
+        out.append(f"{unmapped_share:.0%} of the utterances stay unmapped: the framework does not describe most of "
+                   "this talk, so dimension shares and shifts rest on little evidence (shift marks such speakers "
+                   "no_evidence); consider `themeshift learn` with some hand-coded interviews")
+    if fitted and temperature is not None and temperature in (TEMPERATURE_GRID[0], TEMPERATURE_GRID[-1]):
+        out.append(f"the fitted temperature {temperature:g} sits at the edge of its grid "
+                   f"[{TEMPERATURE_GRID[0]:g}, {TEMPERATURE_GRID[-1]:g}]: the framework's own texts do not separate "
+                   "its concepts, so probabilities are "
+                   + ("near uniform" if temperature == TEMPERATURE_GRID[-1] else "overconfident")
+                   + "; set map.temperature or add exemplars")
+    return out
 
 
 def map_stage(utterances: pa.Table, embeddings: pa.Table, codes: pa.Table, assignments: pa.Table,

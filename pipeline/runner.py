@@ -139,7 +139,7 @@ def run_map(run_dir: Path, cfg: dict, framework_path: Path | str | None = None,
     from pipeline.errors import InputError
     from pipeline.framework import load_framework
     from pipeline.io.rundir import atomic_write, read_table
-    from pipeline.map import map_stage
+    from pipeline.map import map_stage, mapping_warnings
     from pipeline.overrides import find_overrides, load_overrides, split_obsolete
 
     started = time.perf_counter()
@@ -205,12 +205,18 @@ def run_map(run_dir: Path, cfg: dict, framework_path: Path | str | None = None,
                     "data_structure.md"],
         "seconds": round(time.perf_counter() - started, 3),
     }
+    record["warnings"] = mapping_warnings(record["unmapped_utterance_share"], record["temperature"],
+                                          fitted=m["method"] == "similarity" and not m["temperature"])
+    for message in record["warnings"]:
+        warnings.warn(message, stacklevel=2)
     update_manifest(run_dir, "map", record, cfg)
     return record
 
 
-def run_shift(run_dir: Path, cfg: dict, progress: Progress | None = None) -> dict:
-    """utterances + utterance_dimensions (+ embeddings, assignments when present) -> the shift tables."""
+def run_shift(run_dir: Path, cfg: dict, progress: Progress | None = None, encoder=None) -> dict:
+    """utterances + utterance_dimensions (+ embeddings, assignments when present) -> the shift tables.
+    With embeddings and interviewer turns, the questions are embedded (through the cache) for the
+    question-matched shift."""
     import warnings
 
     from pipeline.io.rundir import read_table
@@ -222,7 +228,13 @@ def run_shift(run_dir: Path, cfg: dict, progress: Progress | None = None) -> dic
     dims = read_table(run_dir, "utterance_dimensions", "themeshift map")
     optional = {name: read_table(run_dir, name) if (run_dir / f"{name}.parquet").is_file() else None
                 for name in ("embeddings", "assignments")}
-    result = compute_shifts(utterances, dims, cfg, optional["embeddings"], optional["assignments"], progress)
+    questions = None
+    if optional["embeddings"] is not None and pc.any(utterances.column("is_interviewer")).as_py():
+        from pipeline.questions import question_table
+
+        questions = question_table(utterances, _embedding_encoder(run_dir, cfg, encoder), cfg)
+    result = compute_shifts(utterances, dims, cfg, optional["embeddings"], optional["assignments"], progress,
+                            questions)
     names = ("speaker_waves", "speaker_codes", "shifts", "shift_dimensions", "group_shifts", "group_trajectory")
     for name in names:
         write_table(run_dir, name, getattr(result, name))
@@ -230,12 +242,16 @@ def run_shift(run_dir: Path, cfg: dict, progress: Progress | None = None) -> dic
         warnings.warn(message, stacklevel=2)
     status = Counter(result.shifts.column("status").to_pylist())
     significant = sum(1 for s in result.shifts.column("significant").to_pylist() if s)
+    significant_fdr = sum(1 for q in result.shifts.column("q_value").to_pylist() if q is not None
+                          and q < cfg["shift"]["alpha"])
     record = {
-        "inputs": ["utterances", "utterance_dimensions"] + [n for n, t in optional.items() if t is not None],
+        "inputs": ["utterances", "utterance_dimensions"] + [n for n, t in optional.items() if t is not None]
+                  + (["questions (interviewer turns, embedded)"] if questions is not None else []),
         "parameters": dict(cfg["shift"]),
         "counts": {**{name: getattr(result, name).num_rows for name in names},
                    "speakers": len(set(result.shifts.column("speaker_id").to_pylist())),
-                   "status": dict(sorted(status.items())), "significant": significant},
+                   "status": dict(sorted(status.items())), "significant": significant,
+                   "significant_fdr": significant_fdr},
         "warnings": result.warnings,
         "seconds_by_step": result.seconds,
         "seconds": round(time.perf_counter() - started, 3),

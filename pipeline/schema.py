@@ -164,13 +164,22 @@ SHIFTS = pa.schema([
     _f("is_first_last", pa.bool_(), "the speaker's first and last observed waves"),
     _f("n_from", pa.int32(), "utterances in wave_from", True),
     _f("n_to", pa.int32(), "utterances in wave_to", True),
-    _f("status", pa.string(), "ok, too_few_utterances, single_wave or no_wave"),
+    _f("status", pa.string(), "ok; too_few_utterances; no_evidence (mostly unmapped or near-uniform profiles: no p-value); "
+       "too_few_units (p cannot reach alpha); single_wave; no_wave"),
     _f("reason", pa.string(), "why status is not ok", True),
+    _f("resample_unit", pa.string(), "unit resampled and permuted as a whole: interview (two or more interviews in a "
+       "wave), block (contiguous answers within the one interview), turn or utterance (shift.resample_unit)", True),
+    _f("n_units_from", pa.int32(), "resampling units in wave_from", True),
+    _f("n_units_to", pa.int32(), "resampling units in wave_to", True),
+    _f("unmapped_share", pa.float64(), "share of the speaker's coded units the map left unmapped (the larger of the two waves)", True),
+    _f("evidence", pa.float64(), "0 = every unit's probabilities uniform, 1 = every unit certain (the smaller of the two waves)", True),
     _f("jsd", pa.float64(), "Jensen-Shannon distance (base 2, 0..1) between the dimension profiles", True),
-    _f("jsd_ci_low", pa.float64(), "bootstrap interval of jsd, lower end (resampled within each wave, bias-corrected, >= 0)", True),
+    _f("jsd_ci_low", pa.float64(), "bootstrap interval of jsd, lower end (units resampled within each wave, bias-corrected, >= 0)", True),
     _f("jsd_ci_high", pa.float64(), "bootstrap interval of jsd, upper end", True),
-    _f("jsd_noise", pa.float64(), "mean jsd over permutations: the distance sampling noise alone gives", True),
-    _f("p_value", pa.float64(), "permutation p-value of jsd (wave labels shuffled within the speaker)", True),
+    _f("jsd_noise", pa.float64(), "mean jsd over permutations: the distance exchangeable units alone give", True),
+    _f("p_value", pa.float64(), "permutation p-value of jsd (whole units shuffled between the waves); null when status is no_evidence", True),
+    _f("p_min", pa.float64(), "smallest p-value the permutation can give (1 / number of labellings when all are enumerated)", True),
+    _f("q_value", pa.float64(), "Benjamini-Hochberg q-value of p_value over all pairs with status ok", True),
     _f("significant", pa.bool_(), "p_value < shift.alpha and status ok", True),
     _f("from_dimension", pa.string(), "dimension whose share fell most", True),
     _f("to_dimension", pa.string(), "dimension whose share rose most", True),
@@ -180,12 +189,25 @@ SHIFTS = pa.schema([
     _f("jsd_codes_ci_low", pa.float64(), "bootstrap interval of jsd_codes, lower end", True),
     _f("jsd_codes_ci_high", pa.float64(), "bootstrap interval of jsd_codes, upper end", True),
     _f("p_codes", pa.float64(), "permutation p-value of jsd_codes", True),
+    _f("q_codes", pa.float64(), "Benjamini-Hochberg q-value of p_codes", True),
     _f("semantic_drift", pa.float64(), "cosine distance between the waves' mean utterance embeddings", True),
     _f("semantic_drift_ci_low", pa.float64(), "bootstrap interval of semantic_drift, lower end", True),
     _f("semantic_drift_ci_high", pa.float64(), "bootstrap interval of semantic_drift, upper end", True),
-    _f("semantic_noise", pa.float64(), "drift expected without change, from the speaker's own within-wave split halves", True),
+    _f("semantic_noise", pa.float64(), "mean drift over the same permutations of whole units: the drift expected without change", True),
     _f("semantic_ratio", pa.float64(), "semantic_drift / semantic_noise: about 1 without change, comparable across talkative and terse speakers", True),
     _f("p_semantic", pa.float64(), "permutation p-value of semantic_drift", True),
+    _f("q_semantic", pa.float64(), "Benjamini-Hochberg q-value of p_semantic", True),
+    _f("n_matched_from", pa.int32(), "wave_from units answering a question that has a counterpart in wave_to (null without interviewer turns)", True),
+    _f("n_matched_to", pa.int32(), "wave_to units answering a question that has a counterpart in wave_from", True),
+    _f("jsd_matched", pa.float64(), "jsd over the question-matched units only: the shift not explained by changed questions", True),
+    _f("p_matched", pa.float64(), "permutation p-value of jsd_matched (same units and scheme)", True),
+])
+
+QUESTIONS = pa.schema([
+    _f("interview_id", pa.string(), "interview"),
+    _f("turn_index", pa.int32(), "the answer turn"),
+    _f("question_turn", pa.int32(), "the interviewer turn the answer follows"),
+    _f("vector", pa.list_(pa.float32()), "embedding of the question turn's text (fixed-size list, as in embeddings)"),
 ])
 
 SHIFT_DIMENSIONS = pa.schema([

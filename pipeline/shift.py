@@ -40,8 +40,8 @@ from pipeline import schema
 from pipeline.errors import ConfigError, InputError
 from pipeline.io.readers import label_key
 from pipeline.shift_stats import (
-    bootstrap_counts, cosine_distance, distance_interval, js_distance, label_masks, percentile_interval,
-    permutation_p, resampled_means, rng_for, split_means,
+    all_label_masks, benjamini_hochberg, bootstrap_counts, cosine_distance, distance_interval, exact_p, js_distance,
+    label_masks, labelling_count, percentile_interval, permutation_p, resampled_means, rng_for, split_means,
 )
 
 Progress = Callable[[str, int, int], None]
@@ -129,14 +129,19 @@ class _Prepared:
     C: np.ndarray | None          # (n, M) one-hot codes (unassigned: zero row)
     code_ids: list[int]
     X: np.ndarray | None          # (n, d) float32 embeddings
-    cluster: np.ndarray           # (n,) resampling unit: rows of one answer (turn) share an id
+    interview: np.ndarray         # (n,) interview index; rows of one interview are contiguous
+    turn: np.ndarray              # (n,) answer (turn) index; rows of one answer are contiguous
+    question: np.ndarray          # (n,) index into Q of the question the answer follows, -1 = none
+    Q: np.ndarray | None          # (n_questions, d) unit-length question embeddings
     dimensions: list[str]
     blocks: dict[tuple[str, int], tuple[int, int]]  # (speaker, wave) -> [start, stop) into rows
+    unmapped: dict[tuple[str, int], float]  # (speaker, wave) -> share of coded units the map left unmapped
     warnings: list[str]
 
 
 def _prepare(utterances: pa.Table, utterance_dimensions: pa.Table, cfg: dict,
-             embeddings: pa.Table | None, assignments: pa.Table | None) -> _Prepared:
+             embeddings: pa.Table | None, assignments: pa.Table | None,
+             questions: pa.Table | None = None) -> _Prepared:
     cols = ["utterance_id", "interview_id", "turn_index", "speaker_id", "speaker_role", "wave", "is_interviewer",
             "coded"]
     utt = utterances.select(cols).to_pandas()
@@ -169,9 +174,12 @@ def _prepare(utterances: pa.Table, utterance_dimensions: pa.Table, cfg: dict,
         warnings.append(f"{int((~has_dims).sum())} coded utterances have no dimension probabilities "
                         f"in {DIMENSIONS_FILE} and are left out")
     rows = coded[has_dims]
+    mapped = wide.loc[rows["utterance_id"], "_mapped"].to_numpy(dtype=bool)
+    unmapped = (~pd.Series(mapped, index=rows.index)).groupby([rows["speaker_id"], rows["wave"]]).mean().to_dict()
     if not cfg["shift"]["include_unmapped"]:
-        rows = rows[wide.loc[rows["utterance_id"], "_mapped"].to_numpy(dtype=bool)]
-    rows = rows.sort_values(["speaker_id", "wave", "order"], kind="stable").reset_index(drop=True)
+        rows = rows[mapped]
+    # Interviews, and answers within them, stay contiguous: the resampling units are runs of rows.
+    rows = rows.sort_values(["speaker_id", "wave", "interview_id", "order"], kind="stable").reset_index(drop=True)
     P = wide.loc[rows["utterance_id"], dimensions].to_numpy(dtype=np.float64)
 
     C, code_ids = None, []
@@ -195,17 +203,31 @@ def _prepare(utterances: pa.Table, utterance_dimensions: pa.Table, cfg: dict,
         else:
             X = vectors(embeddings)[pos.to_numpy(dtype=np.int64)].astype(np.float32)
 
-    if cfg["shift"]["resample_unit"] == "turn":
-        turn = rows["interview_id"].astype(str) + "\x1f" + rows["turn_index"].astype(str)
-        cluster = pd.factorize(turn)[0]
-    else:
-        cluster = np.arange(len(rows))
+    interview = pd.factorize(rows["interview_id"])[0]
+    turn = pd.factorize(rows["interview_id"].astype(str) + "\x1f" + rows["turn_index"].astype(str))[0]
+    question, Q = _question_index(rows, questions)
     keys = list(zip(rows["speaker_id"], rows["wave"]))
     blocks: dict[tuple[str, int], tuple[int, int]] = {}
     for i, key in enumerate(keys):  # rows are sorted, so each (speaker, wave) is one contiguous block
         start, _ = blocks.get(key, (i, i))
         blocks[key] = (start, i + 1)
-    return _Prepared(speakers, spoken, rows, P, C, code_ids, X, np.asarray(cluster), dimensions, blocks, warnings)
+    return _Prepared(speakers, spoken, rows, P, C, code_ids, X, interview, turn, question, Q, dimensions, blocks,
+                     unmapped, warnings)
+
+
+def _question_index(rows: pd.DataFrame, questions: pa.Table | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Each analysed row's question (the interviewer turn its answer follows) as an index into Q."""
+    if questions is None or questions.num_rows == 0:
+        return np.full(len(rows), -1, dtype=np.int64), None
+    from pipeline.embed import vectors
+
+    q = questions.select(["interview_id", "turn_index", "question_turn"]).to_pandas()
+    key = rows["interview_id"].astype(str) + "\x1f" + rows["turn_index"].astype(str)
+    q_key = q["interview_id"].astype(str) + "\x1f" + q["turn_index"].astype(str)
+    pos = key.map(pd.Series(np.arange(len(q)), index=q_key)).fillna(-1).astype(np.int64).to_numpy()
+    Q = vectors(questions).astype(np.float64)
+    Q /= np.maximum(np.linalg.norm(Q, axis=1, keepdims=True), 1e-12)
+    return pos, Q
 
 
 # ---------------------------------------------------------------- per speaker
@@ -218,88 +240,169 @@ def _pairs(waves: list[int]) -> list[tuple[int, int, bool, bool]]:
     return out
 
 
-def _clusters(prep: _Prepared, block: slice) -> tuple[np.ndarray, np.ndarray]:
-    """Start rows (relative to the block) and sizes of the block's resampling units; a turn's
-    rows are contiguous because rows keep transcript order within a speaker and wave."""
-    ids = prep.cluster[block]
-    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
-    return starts, np.diff(np.r_[starts, len(ids)]).astype(np.float64)
+def _unit_keys(prep: _Prepared, rows: np.ndarray, unit: str, block_size: int) -> np.ndarray:
+    """A key per row (rows in sorted order) that changes exactly where a new resampling unit starts.
+
+    block: each interview's answers cut into contiguous runs of whole answers, as many as fit
+    block_size units (at least one; an answer belongs to the block where it starts), so talk that
+    drifts within an interview (a question's topic, a lesson's phase) moves as a whole, not
+    sentence by sentence."""
+    if unit == "utterance":
+        return np.arange(len(rows))
+    if unit == "turn":
+        return prep.turn[rows]
+    interview = prep.interview[rows]
+    if unit == "interview":
+        return interview
+    starts = np.flatnonzero(np.r_[True, interview[1:] != interview[:-1]])
+    size = np.diff(np.r_[starts, len(rows)])
+    offset = np.arange(len(rows)) - np.repeat(starts, size)          # position within the interview
+    turn = prep.turn[rows]
+    turn_start = np.r_[True, turn[1:] != turn[:-1]]
+    first = np.maximum.accumulate(np.where(turn_start, np.arange(len(rows)), 0))  # the answer's first row
+    per_row = np.repeat(size, size)
+    n_blocks = np.maximum(per_row // block_size, 1)
+    return interview * (len(rows) + 1) + (offset[first] * n_blocks) // per_row
+
+
+def _units(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start rows and sizes of the runs of equal keys."""
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if len(keys) else np.zeros(0, dtype=np.int64)
+    return starts, np.diff(np.r_[starts, len(keys)]).astype(np.float64)
 
 
 def _sums(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
     return np.add.reduceat(values, starts, axis=0)
 
 
-def _split_half_noise(sums: np.ndarray, sizes: np.ndarray, rng: np.random.Generator, reps: int) -> float:
-    """Per-utterance noise of the wave's mean embedding: split-half cosine distance divided by
-    (1/n_half1 + 1/n_half2), averaged over random halves of the wave's units, so that it scales
-    to any pair of wave sizes (noise of a mean ~ 1/n)."""
-    m = len(sums)
-    if m < 2 or reps < 1:
-        return float("nan")
-    masks = label_masks(rng, m // 2, m, reps)
-    a, b = split_means(masks, sums, sizes.astype(sums.dtype))
-    n_in = masks @ sizes
-    return float(np.mean(cosine_distance(a, b) / (1.0 / n_in + 1.0 / (sizes.sum() - n_in))))
+def resample_unit_for(n_interviews_from: int, n_interviews_to: int, configured: str) -> str:
+    """auto: whole interviews when either wave has two or more of the speaker's interviews (the
+    interview is then the unit that varies), else contiguous blocks of answers within the interview."""
+    if configured != "auto":
+        return configured
+    return "interview" if max(n_interviews_from, n_interviews_to) >= 2 else "block"
 
 
-def _pair_stats(prep: _Prepared, sa: slice, sb: slice, seed: int, key: tuple, sc: dict,
-                noise: dict, timing: Counter) -> dict:
-    B, R, level = sc["bootstrap"], sc["permutations"], sc["ci_level"]
-    Pa, Pb = prep.P[sa], prep.P[sb]
-    na, nb = len(Pa), len(Pb)
+@dataclass
+class _Units:
+    """One wave pair's resampling units: feature sums per unit, utterances per unit, and the
+    permutations (every labelling when there are few, else a seeded random sample)."""
+    n_from: np.ndarray
+    n_to: np.ndarray
+    masks: np.ndarray
+    exact: bool
+
+    @property
+    def sizes(self) -> np.ndarray:
+        return np.concatenate([self.n_from, self.n_to])
+
+    @property
+    def p_min(self) -> float:
+        return 1.0 / len(self.masks) if self.exact else 1.0 / (len(self.masks) + 1)
+
+    def p(self, observed: float, null: np.ndarray) -> float:
+        return exact_p(observed, null) if self.exact else permutation_p(observed, null)
+
+
+def _pair_units(prep: _Prepared, ia: np.ndarray, ib: np.ndarray, unit: str, sc: dict, rng) -> tuple[_Units, tuple]:
+    b = sc["block_size"]
+    (st_a, n_a), (st_b, n_b) = _units(_unit_keys(prep, ia, unit, b)), _units(_unit_keys(prep, ib, unit, b))
+    ma, m = len(n_a), len(n_a) + len(n_b)
+    R = sc["permutations"]
+    exact = labelling_count(ma, m) <= R
+    masks = all_label_masks(ma, m) if exact else label_masks(rng, ma, m, R)
+    return _Units(n_a, n_b, masks, exact), (st_a, st_b)
+
+
+def _permutation(units: _Units, SA: np.ndarray, SB: np.ndarray, distance) -> tuple[float, np.ndarray]:
+    """Observed distance of the per-utterance means and its permutation null over whole units."""
+    observed = float(distance(SA.sum(axis=0) / units.n_from.sum(), SB.sum(axis=0) / units.n_to.sum()))
+    null = distance(*split_means(units.masks, np.concatenate([SA, SB]), units.sizes))
+    return observed, null
+
+
+def _pair_stats(prep: _Prepared, sa: slice, sb: slice, seed: int, key: tuple, sc: dict, timing: Counter) -> dict:
+    B, level = sc["bootstrap"], sc["ci_level"]
+    ia, ib = np.arange(sa.start, sa.stop), np.arange(sb.start, sb.stop)
+    Pa, Pb = prep.P[ia], prep.P[ib]
     share_a, share_b = Pa.mean(axis=0), Pb.mean(axis=0)
-    change = share_b - share_a
-    out = {"share_from": share_a, "share_to": share_b, "change": change,
-           "jsd": float(js_distance(share_a, share_b))}
-    (st_a, n_a), (st_b, n_b) = _clusters(prep, sa), _clusters(prep, sb)
-    ma, mb = len(n_a), len(n_b)
-    n_ab = np.concatenate([n_a, n_b])
+    unit = resample_unit_for(len(np.unique(prep.interview[ia])), len(np.unique(prep.interview[ib])),
+                             sc["resample_unit"])
+    units, (st_a, st_b) = _pair_units(prep, ia, ib, unit, sc, rng_for(seed, "permutation", *key))
+    n_a, n_b = units.n_from, units.n_to
+    out = {"share_from": share_a, "share_to": share_b, "change": share_b - share_a, "resample_unit": unit,
+           "n_units_from": len(n_a), "n_units_to": len(n_b), "p_min": units.p_min}
     SPa, SPb = _sums(Pa, st_a), _sums(Pb, st_b)
     if prep.C is not None:
-        Ca, Cb = prep.C[sa], prep.C[sb]
-        SCa, SCb = _sums(Ca, st_a), _sums(Cb, st_b)
-        out["jsd_codes"] = float(js_distance(Ca.sum(axis=0), Cb.sum(axis=0)))
+        SCa, SCb = _sums(prep.C[ia], st_a), _sums(prep.C[ib], st_b)
     if prep.X is not None:
-        Xa, Xb = prep.X[sa], prep.X[sb]
-        SXa, SXb = _sums(Xa, st_a), _sums(Xb, st_b)
-        out["semantic_drift"] = float(cosine_distance(Xa.mean(axis=0), Xb.mean(axis=0)))
+        SXa, SXb = _sums(prep.X[ia], st_a), _sums(prep.X[ib], st_b)
 
-    # Bootstrap: resample units (answers or utterances) within each wave with replacement.
+    # Permutation: the same units change wave as wholes, keeping each wave's unit count.
+    t0 = time.perf_counter()
+    out["jsd"], null = _permutation(units, SPa, SPb, js_distance)
+    out["p_value"], out["jsd_noise"] = units.p(out["jsd"], null), float(np.mean(null))
+    if prep.C is not None:  # code profiles are shares of assigned utterances: js_distance normalises
+        out["jsd_codes"] = float(js_distance(SCa.sum(axis=0), SCb.sum(axis=0)))
+        out["p_codes"] = units.p(out["jsd_codes"], js_distance(*split_means(
+            units.masks, np.concatenate([SCa, SCb]), units.sizes)))
+    if prep.X is not None:
+        out["semantic_drift"], null_x = _permutation(units, SXa, SXb, cosine_distance)
+        out["p_semantic"] = units.p(out["semantic_drift"], null_x)
+        # The drift that exchangeable units give, from the same permutations: about 1 without change.
+        out["semantic_noise"] = float(np.mean(null_x))
+        out["semantic_ratio"] = out["semantic_drift"] / out["semantic_noise"] if out["semantic_noise"] > 0 else np.nan
+    timing["permutation"] += time.perf_counter() - t0
+
+    # Bootstrap: resample the same units within each wave with replacement.
     t0 = time.perf_counter()
     rng = rng_for(seed, "bootstrap", *key)
-    ka, kb = bootstrap_counts(rng, ma, B), bootstrap_counts(rng, mb, B)
+    ka, kb = bootstrap_counts(rng, len(n_a), B), bootstrap_counts(rng, len(n_b), B)
     boot_a, boot_b = resampled_means(ka, SPa, n_a), resampled_means(kb, SPb, n_b)
     out["jsd_ci"] = distance_interval(js_distance(boot_a, boot_b), out["jsd"], level)
     out["change_ci"] = percentile_interval((boot_b - boot_a).T, level)
-    if prep.C is not None:  # code profiles are shares of assigned utterances: js_distance normalises
+    if prep.C is not None:
         out["jsd_codes_ci"] = distance_interval(js_distance(ka @ SCa, kb @ SCb), out["jsd_codes"], level)
     if prep.X is not None:
         out["semantic_drift_ci"] = distance_interval(
             cosine_distance(resampled_means(ka, SXa, n_a), resampled_means(kb, SXb, n_b)), out["semantic_drift"], level)
     timing["bootstrap"] += time.perf_counter() - t0
 
-    # Permutation: shuffle wave labels over the speaker's pooled units, keeping each wave's unit count.
-    t0 = time.perf_counter()
-    masks = label_masks(rng_for(seed, "permutation", *key), ma, ma + mb, R)
-    null = js_distance(*split_means(masks, np.concatenate([SPa, SPb]), n_ab))
-    out["p_value"] = permutation_p(out["jsd"], null)
-    out["jsd_noise"] = float(np.mean(null)) if R else float("nan")
-    if prep.C is not None:
-        out["p_codes"] = permutation_p(out["jsd_codes"], js_distance(*split_means(masks, np.concatenate([SCa, SCb]), n_ab)))
-    if prep.X is not None:
-        null_x = cosine_distance(*split_means(masks, np.concatenate([SXa, SXb]), n_ab))
-        out["p_semantic"] = permutation_p(out["semantic_drift"], null_x)
-    timing["permutation"] += time.perf_counter() - t0
-
-    if prep.X is not None:
+    if prep.Q is not None:
         t0 = time.perf_counter()
-        nu = [noise.setdefault((key[0], w), _split_half_noise(S, n, rng_for(seed, "split", key[0], w), sc["split_halves"]))
-              for w, S, n in ((key[1], SXa, n_a), (key[2], SXb, n_b))]
-        out["semantic_noise"] = nu[0] / na + nu[1] / nb
-        out["semantic_ratio"] = out["semantic_drift"] / out["semantic_noise"] if out["semantic_noise"] > 0 else np.nan
-        timing["split_halves"] += time.perf_counter() - t0
+        out.update(_question_matched(prep, ia, ib, unit, sc, rng_for(seed, "matched", *key)))
+        timing["question_matched"] += time.perf_counter() - t0
     return out
+
+
+def _question_matched(prep: _Prepared, ia: np.ndarray, ib: np.ndarray, unit: str, sc: dict, rng) -> dict:
+    """The shift over answers to questions asked in both waves: an answer counts when its question
+    has a counterpart in the other wave at cosine similarity >= question_match_similarity. What is
+    left of the raw shift here is not explained by the interview guide having changed."""
+    qa, qb = prep.question[ia], prep.question[ib]
+    out = {"n_matched_from": 0, "n_matched_to": 0}
+    if not (qa >= 0).any() or not (qb >= 0).any():
+        return out
+    ua, ub = np.unique(qa[qa >= 0]), np.unique(qb[qb >= 0])
+    sim = prep.Q[ua] @ prep.Q[ub].T
+    thr = sc["question_match_similarity"]
+    keep_a, keep_b = ia[np.isin(qa, ua[sim.max(axis=1) >= thr])], ib[np.isin(qb, ub[sim.max(axis=0) >= thr])]
+    out.update(n_matched_from=len(keep_a), n_matched_to=len(keep_b))
+    if len(keep_a) < sc["min_utterances_per_wave"] or len(keep_b) < sc["min_utterances_per_wave"]:
+        return out
+    units, (st_a, st_b) = _pair_units(prep, keep_a, keep_b, unit, sc, rng)
+    jsd, null = _permutation(units, _sums(prep.P[keep_a], st_a), _sums(prep.P[keep_b], st_b), js_distance)
+    out.update(jsd_matched=jsd, p_matched=units.p(jsd, null))
+    return out
+
+
+def evidence(P: np.ndarray) -> float:
+    """How far the units' probabilities are from uniform, 0 (every unit uniform) to 1 (every unit
+    certain): the mean of (max probability - 1/K) / (1 - 1/K)."""
+    K = P.shape[1]
+    if len(P) == 0 or K < 2:
+        return float("nan")
+    return float(np.mean((P.max(axis=1) - 1.0 / K) / (1.0 - 1.0 / K)))
 
 
 # ---------------------------------------------------------------- tables
@@ -415,28 +518,68 @@ def _group_trajectory(waves: pd.DataFrame, cfg: dict) -> pa.Table:
     return table.sort_by([("group", "ascending"), ("wave", "ascending")]) if table.num_rows else table
 
 
+RESAMPLE_UNITS = ("auto", "interview", "block", "turn", "utterance")
+
+
 def _check_config(sc: dict) -> None:
-    if sc["resample_unit"] not in ("turn", "utterance"):
-        raise ConfigError(f"shift.resample_unit must be turn or utterance, got {sc['resample_unit']!r}")
+    if sc["resample_unit"] not in RESAMPLE_UNITS:
+        raise ConfigError(f"shift.resample_unit must be one of {', '.join(RESAMPLE_UNITS)}, "
+                          f"got {sc['resample_unit']!r}")
     if not 0 < sc["ci_level"] < 1 or not 0 < sc["alpha"] < 1:
         raise ConfigError("shift.ci_level and shift.alpha must lie between 0 and 1")
-    for key in ("bootstrap", "permutations", "split_halves", "min_utterances_per_wave"):
+    for key in ("bootstrap", "permutations", "min_utterances_per_wave"):
         if sc[key] < 0:
             raise ConfigError(f"shift.{key} must not be negative")
+    if sc["block_size"] < 1:
+        raise ConfigError("shift.block_size must be at least 1")
+    for key in ("max_unmapped_share", "min_evidence", "question_match_similarity"):
+        if not 0 <= sc[key] <= 1:
+            raise ConfigError(f"shift.{key} must lie between 0 and 1")
+
+
+def _verdict(row: dict, st: dict, unmapped: float, ev: float, sc: dict) -> None:
+    """No verdict without evidence: profiles the map could not fill, or near-uniform ones, get a
+    status instead of a p-value; too few units to ever reach alpha get a status too."""
+    row.update(unmapped_share=unmapped, evidence=ev)
+    if row["status"] != "ok":
+        return
+    if unmapped > sc["max_unmapped_share"]:
+        row.update(status="no_evidence", reason=f"{unmapped:.0%} of the units are unmapped (more than "
+                   f"max_unmapped_share {sc['max_unmapped_share']:.0%}): the profiles say nothing about this speaker")
+    elif ev < sc["min_evidence"]:
+        row.update(status="no_evidence", reason=f"the units' probabilities are near uniform (evidence {ev:.2f} < "
+                   f"min_evidence {sc['min_evidence']})")
+    elif st["p_min"] > sc["alpha"]:
+        row.update(status="too_few_units", reason=f"{st['n_units_from']} + {st['n_units_to']} {st['resample_unit']} "
+                   f"units: p cannot fall below {st['p_min']:.3f}")
+    if row["status"] == "no_evidence":
+        for key in ("p_value", "p_codes", "p_semantic", "p_matched"):
+            row[key] = None
+
+
+def _add_q_values(rows: list[dict]) -> None:
+    """Benjamini-Hochberg q-values over the speakers' pairs with status ok, one family per p column."""
+    ok = [r for r in rows if r["status"] == "ok"]
+    for p_col, q_col in (("p_value", "q_value"), ("p_codes", "q_codes"), ("p_semantic", "q_semantic")):
+        q = benjamini_hochberg(np.array([np.nan if r.get(p_col) is None else r[p_col] for r in ok], dtype=float))
+        for r, v in zip(ok, q):
+            r[q_col] = None if np.isnan(v) else float(v)
 
 
 def compute_shifts(utterances: pa.Table, utterance_dimensions: pa.Table, cfg: dict,
                    embeddings: pa.Table | None = None, assignments: pa.Table | None = None,
-                   progress: Progress | None = None) -> ShiftResult:
-    """All shift tables from the run's tables (a pure function of its inputs, config and seed)."""
+                   progress: Progress | None = None, questions: pa.Table | None = None) -> ShiftResult:
+    """All shift tables from the run's tables (a pure function of its inputs, config and seed).
+
+    questions (optional, schema.QUESTIONS): the embedded interviewer question each answer follows,
+    for the question-matched shift."""
     sc, seed = cfg["shift"], cfg["run"]["seed"]
     _check_config(sc)
     min_n = sc["min_utterances_per_wave"]
-    prep = _prepare(utterances, utterance_dimensions, cfg, embeddings, assignments)
+    prep = _prepare(utterances, utterance_dimensions, cfg, embeddings, assignments, questions)
     waves_of = prep.spoken.groupby("speaker_id")["wave"].apply(lambda w: sorted(int(x) for x in w)).to_dict()
     size = {k: stop - start for k, (start, stop) in prep.blocks.items()}
     timing: Counter = Counter()
-    noise: dict = {}
     rows: list[dict] = []
     dim_rows: list[dict] = []
     todo = [(sid, role, p) for sid, role in prep.speakers.itertuples(index=False)
@@ -458,12 +601,12 @@ def compute_shifts(utterances: pa.Table, utterance_dimensions: pa.Table, cfg: di
             row.update(status="too_few_utterances", reason="; ".join(short) + f" (minimum {min_n})")
         if na and nb:
             sa, sb = slice(*prep.blocks[(sid, wf)]), slice(*prep.blocks[(sid, wt)])
-            st = _pair_stats(prep, sa, sb, seed, (sid, wf, wt), sc, noise, timing)
+            st = _pair_stats(prep, sa, sb, seed, (sid, wf, wt), sc, timing)
             up, down = int(np.argmax(st["change"])), int(np.argmin(st["change"]))
             row.update(
                 jsd=st["jsd"], jsd_ci_low=st["jsd_ci"][0], jsd_ci_high=st["jsd_ci"][1], jsd_noise=st["jsd_noise"],
-                p_value=st["p_value"], significant=bool(st["p_value"] < sc["alpha"] and row["status"] == "ok"),
-                from_dimension=prep.dimensions[down], to_dimension=prep.dimensions[up],
+                p_value=st["p_value"], resample_unit=st["resample_unit"], n_units_from=st["n_units_from"],
+                n_units_to=st["n_units_to"], p_min=st["p_min"], from_dimension=prep.dimensions[down], to_dimension=prep.dimensions[up],
                 direction=f"{prep.dimensions[down]} -> {prep.dimensions[up]}", max_change=float(st["change"][up]),
             )
             if "jsd_codes" in st:
@@ -473,6 +616,11 @@ def compute_shifts(utterances: pa.Table, utterance_dimensions: pa.Table, cfg: di
                 row.update(semantic_drift=st["semantic_drift"], semantic_drift_ci_low=st["semantic_drift_ci"][0],
                            semantic_drift_ci_high=st["semantic_drift_ci"][1], semantic_noise=st["semantic_noise"],
                            semantic_ratio=st["semantic_ratio"], p_semantic=st["p_semantic"])
+            row.update({k: st.get(k) for k in ("jsd_matched", "p_matched", "n_matched_from", "n_matched_to")})
+            unmapped = max(prep.unmapped.get((sid, wf), 0.0), prep.unmapped.get((sid, wt), 0.0))
+            _verdict(row, st, unmapped, min(evidence(prep.P[sa]), evidence(prep.P[sb])), sc)
+            row["significant"] = (None if row["p_value"] is None
+                                  else bool(row["p_value"] < sc["alpha"] and row["status"] == "ok"))
             for k, dim in enumerate(prep.dimensions):
                 dim_rows.append({"speaker_id": sid, "speaker_role": role, "wave_from": wf, "wave_to": wt,
                                  "dimension": dim, "share_from": st["share_from"][k], "share_to": st["share_to"][k],
@@ -482,6 +630,7 @@ def compute_shifts(utterances: pa.Table, utterance_dimensions: pa.Table, cfg: di
         if progress:
             progress("shift speakers", done, len(todo))
 
+    _add_q_values(rows)
     shifts = _table({f.name: [r.get(f.name) for r in rows] for f in schema.SHIFTS}, schema.SHIFTS)
     shift_dims = _table({f.name: [r.get(f.name) for r in dim_rows] for f in schema.SHIFT_DIMENSIONS},
                         schema.SHIFT_DIMENSIONS)

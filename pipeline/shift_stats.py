@@ -108,3 +108,46 @@ def permutation_p(observed: float, null: np.ndarray) -> float:
     # A relative tolerance keeps ties (e.g. a permutation that reproduces the observed split) ties.
     hits = np.count_nonzero(null >= observed - 1e-9 * max(1.0, abs(observed)))
     return float((1 + hits) / (1 + null.size))
+
+
+def labelling_count(n_first: int, n: int) -> int:
+    """Distinct ways to give n_first of n units the first wave's label."""
+    from math import comb
+
+    return comb(n, n_first)
+
+
+def all_label_masks(n_first: int, n: int) -> np.ndarray:
+    """(C(n, n_first), n) bool masks: every labelling once, for an exact permutation test when
+    there are no more labellings than permutations asked for (whole interviews, few blocks)."""
+    from itertools import combinations
+
+    combos = np.asarray(list(combinations(range(n), n_first)), dtype=np.int64).reshape(-1, n_first)
+    masks = np.zeros((len(combos), n), dtype=bool)
+    masks[np.arange(len(combos))[:, None], combos] = True
+    return masks
+
+
+def exact_p(observed: float, null: np.ndarray) -> float:
+    """p-value of an exact permutation test: the null holds every labelling, the observed one
+    included, so p = #(null >= observed) / #null (never below 1 / #null)."""
+    if not np.isfinite(observed):
+        return float("nan")
+    null = null[np.isfinite(null)]
+    if null.size == 0:
+        return float("nan")
+    hits = np.count_nonzero(null >= observed - 1e-9 * max(1.0, abs(observed)))
+    return float(max(hits, 1) / null.size)
+
+
+def benjamini_hochberg(p: np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg q-values (false discovery rate) for the finite entries of p; NaN stays NaN."""
+    p = np.asarray(p, dtype=np.float64)
+    q = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    if ok.size == 0:
+        return q
+    order = ok[np.argsort(p[ok], kind="stable")]
+    ranked = p[order] * ok.size / np.arange(1, ok.size + 1)
+    q[order] = np.minimum(np.minimum.accumulate(ranked[::-1])[::-1], 1.0)
+    return q

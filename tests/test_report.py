@@ -71,8 +71,9 @@ def test_full_run_has_every_section_and_the_tables_numbers(full_run):
     by_speaker = {r.xpath("td")[0].text_content(): r for r in rows}
     for s in shifts.itertuples():
         cells = [td.text_content() for td in by_speaker[s.speaker_id].xpath("td")]
-        assert cells[5] == f"{s.jsd:.3f}" and cells[8] == f"{s.p_value:.3f}"
-        assert cells[9] == ("yes" if s.significant else "no")
+        assert cells[5] == f"{s.n_units_from} + {s.n_units_to} {s.resample_unit}s"
+        assert cells[6] == f"{s.jsd:.3f}" and cells[9] == f"{s.p_value:.3f}" and cells[10] == f"{s.q_value:.3f}"
+        assert cells[11] == ("yes" if s.significant else "no")
 
     # the Gioia table: every mapped code once, with its concept and dimension spanning their rows
     ds = pq.read_table(run_dir / "data_structure.parquet").to_pandas()

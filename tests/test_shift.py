@@ -225,8 +225,10 @@ def _synthetic(study, n_turns: int = 10, seed: int = 7, n_controls: int = 300, r
 
 
 def test_planted_shifts_are_detected_and_controls_hold_the_nominal_rate(study):
+    """The controls' answers are split between waves at random, so any unit is exchangeable here;
+    blocks of about 5 units give each ~30-unit wave enough of them to reach alpha."""
     utterances, dims, embeddings, plan = _synthetic(study)
-    result = compute_shifts(utterances, dims, _cfg(bootstrap=200, permutations=1000), embeddings)
+    result = compute_shifts(utterances, dims, _cfg(bootstrap=200, permutations=1000, block_size=5), embeddings)
     s = result.shifts.to_pandas().set_index("speaker_id")
     assert (s["status"] == "ok").all() and s["n_from"].min() >= 20
     planted = s[s.speaker_role == "PLANTED"]
@@ -240,9 +242,10 @@ def test_planted_shifts_are_detected_and_controls_hold_the_nominal_rate(study):
     fpr = (controls["p_value"] < 0.05).mean()
     assert 0.015 <= fpr <= 0.095, fpr
     assert 0.015 <= (controls["p_semantic"] < 0.05).mean() <= 0.095
-    # Split-half noise predicts the drift of exchangeable waves: the ratio is about 1 for controls.
+    # The permutation null predicts the drift of exchangeable waves: the ratio is about 1 for controls.
     assert controls["semantic_ratio"].median() == pytest.approx(1.0, abs=0.25)
-    assert planted["semantic_ratio"].median() > 1.5 * controls["semantic_ratio"].median()
+    assert planted["semantic_ratio"].median() > 1.3 * controls["semantic_ratio"].median()
+    assert (planted["p_semantic"] < 0.05).mean() >= 0.5
 
 
 # ---------------------------------------------------------------- distances
@@ -364,7 +367,7 @@ def test_cli_writes_the_tables_and_reports_a_missing_input_in_one_line(study, tm
     for name in ("utterances", "embeddings"):
         shutil.copy(study["dir"] / f"{name}.parquet", run)
     cfg_file = tmp_path / "fast.toml"
-    cfg_file.write_text("[shift]\nbootstrap = 100\npermutations = 100\n")
+    cfg_file.write_text("[shift]\nbootstrap = 100\npermutations = 300\n")  # >= 252 block labellings: exact
     missing = CliRunner().invoke(app, ["shift", str(run), "-c", str(cfg_file)])
     assert missing.exit_code == 2
     assert "missing utterance_dimensions.parquet; run `themeshift map` first" in missing.output
@@ -372,7 +375,7 @@ def test_cli_writes_the_tables_and_reports_a_missing_input_in_one_line(study, tm
     pq.write_table(study["dims"], run / "utterance_dimensions.parquet")
     ok = CliRunner().invoke(app, ["shift", str(run), "-c", str(cfg_file)])
     assert ok.exit_code == 0, ok.output
-    assert "14 speakers, 14 wave pairs scored (8 significant shifts" in ok.output
+    assert "14 speakers, 14 wave pairs scored (8 significant shifts, " in ok.output
     for name, sch in (("shifts", schema.SHIFTS), ("speaker_waves", schema.SPEAKER_WAVES),
                       ("group_trajectory", schema.GROUP_TRAJECTORY), ("shift_dimensions", schema.SHIFT_DIMENSIONS)):
         assert pq.read_schema(run / f"{name}.parquet").equals(sch)
@@ -380,7 +383,7 @@ def test_cli_writes_the_tables_and_reports_a_missing_input_in_one_line(study, tm
     bad = tmp_path / "bad.toml"
     bad.write_text('[shift]\nresample_unit = "sentence"\n')
     wrong = CliRunner().invoke(app, ["shift", str(run), "-c", str(bad)])
-    assert wrong.exit_code == 2 and "shift.resample_unit must be turn or utterance" in wrong.output
+    assert wrong.exit_code == 2 and "shift.resample_unit must be one of auto, interview, block, turn, utterance" in wrong.output
 
 
 def test_missing_roles_become_nulls_not_nan():
