@@ -91,11 +91,17 @@ def rates(frame: pd.DataFrame, P: np.ndarray, dims: list[str], X: np.ndarray | N
            "units": s["resample_unit"].value_counts().to_dict(),
            "too_few_units": int((s["status"] == "too_few_units").sum()),
            "seconds": round(time.perf_counter() - started, 2)}
-    if X is not None:
-        out["fpr_semantic"] = round(float((s["p_semantic"] < 0.05).mean()), 4)
-        out["fpr_semantic_testable"] = round(float((testable["p_semantic"] < 0.05).mean()), 4)
+    if X is not None:  # semantic p-values exist only where whole interviews are the unit
+        sem, sem_t = s["p_semantic"].dropna(), testable["p_semantic"].dropna()
+        out["semantic_tested"] = len(sem)
+        out["fpr_semantic"] = round(float((sem < 0.05).mean()), 4) if len(sem) else None
+        out["fpr_semantic_testable"] = round(float((sem_t < 0.05).mean()), 4) if len(sem_t) else None
         out["semantic_ratio_median"] = round(float(s["semantic_ratio"].median()), 3)
     return out
+
+
+def _num(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def main() -> None:
@@ -131,8 +137,8 @@ def main() -> None:
     for name, by_scheme in results["splits"].items():
         for scheme, r in by_scheme.items():
             print(f"{name:26s} {scheme:9s} {r['speakers']:8d} {r['fpr']:6.3f} {r['testable']:8d} "
-                  f"{r['fpr_testable']:6.3f} {r.get('fpr_semantic', float('nan')):8.3f} "
-                  f"{r.get('fpr_semantic_testable', float('nan')):8.3f}  {r['units']}")
+                  f"{r['fpr_testable']:6.3f} {_num(r.get('fpr_semantic')):>8s} "
+                  f"{_num(r.get('fpr_semantic_testable')):>8s}  {r['units']}")
     out = REPO / "bench" / "results" / "shift_placebo.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2), encoding="utf-8")

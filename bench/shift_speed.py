@@ -87,8 +87,8 @@ def speed(study: dict) -> dict:
 
 def detection(study: dict, n_controls: int = 1000) -> dict:
     out = {}
-    # ~30 units per synthetic wave, answers split at random: blocks of 5 give enough units to reach alpha
-    cfg = load_config(overrides={"shift": {"bootstrap": 100, "block_size": 5}})
+    # answers split between waves at random: answers are exchangeable, so shuffling them is valid here
+    cfg = load_config(overrides={"shift": {"bootstrap": 100, "resample_unit": "turn"}})
     for replaced in (1.0, 0.5, 0.3):
         utterances, dims, emb, plan = _synthetic(study, n_controls=n_controls if replaced == 1.0 else 0,
                                                  replaced=replaced)

@@ -240,13 +240,13 @@ def _pairs(waves: list[int]) -> list[tuple[int, int, bool, bool]]:
     return out
 
 
-def _unit_keys(prep: _Prepared, rows: np.ndarray, unit: str, block_size: int) -> np.ndarray:
+def _unit_keys(prep: _Prepared, rows: np.ndarray, unit: str, k: int) -> np.ndarray:
     """A key per row (rows in sorted order) that changes exactly where a new resampling unit starts.
 
-    block: each interview's answers cut into contiguous runs of whole answers, as many as fit
-    block_size units (at least one; an answer belongs to the block where it starts), so talk that
-    drifts within an interview (a question's topic, a lesson's phase) moves as a whole, not
-    sentence by sentence."""
+    block: each interview's answers cut into k contiguous runs of about equal size (whole answers;
+    an answer belongs to the block where it starts), so talk that drifts within an interview (a
+    question's topic, a lesson's phase) moves as a whole, not sentence by sentence. A fixed count,
+    not a fixed size: how far talk hangs together grows with the interview."""
     if unit == "utterance":
         return np.arange(len(rows))
     if unit == "turn":
@@ -260,9 +260,7 @@ def _unit_keys(prep: _Prepared, rows: np.ndarray, unit: str, block_size: int) ->
     turn = prep.turn[rows]
     turn_start = np.r_[True, turn[1:] != turn[:-1]]
     first = np.maximum.accumulate(np.where(turn_start, np.arange(len(rows)), 0))  # the answer's first row
-    per_row = np.repeat(size, size)
-    n_blocks = np.maximum(per_row // block_size, 1)
-    return interview * (len(rows) + 1) + (offset[first] * n_blocks) // per_row
+    return interview * (k + 1) + (offset[first] * k) // np.repeat(size, size)
 
 
 def _units(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -305,8 +303,8 @@ class _Units:
 
 
 def _pair_units(prep: _Prepared, ia: np.ndarray, ib: np.ndarray, unit: str, sc: dict, rng) -> tuple[_Units, tuple]:
-    b = sc["block_size"]
-    (st_a, n_a), (st_b, n_b) = _units(_unit_keys(prep, ia, unit, b)), _units(_unit_keys(prep, ib, unit, b))
+    k = sc["blocks_per_interview"]
+    (st_a, n_a), (st_b, n_b) = _units(_unit_keys(prep, ia, unit, k)), _units(_unit_keys(prep, ib, unit, k))
     ma, m = len(n_a), len(n_a) + len(n_b)
     R = sc["permutations"]
     exact = labelling_count(ma, m) <= R
@@ -348,7 +346,9 @@ def _pair_stats(prep: _Prepared, sa: slice, sb: slice, seed: int, key: tuple, sc
             units.masks, np.concatenate([SCa, SCb]), units.sizes)))
     if prep.X is not None:
         out["semantic_drift"], null_x = _permutation(units, SXa, SXb, cosine_distance)
-        out["p_semantic"] = units.p(out["semantic_drift"], null_x)
+        # Topic drifts within an interview, and blocks of one interview cannot stand for another
+        # interview: a p-value for semantic drift needs whole interviews (bench/shift_placebo.py).
+        out["p_semantic"] = units.p(out["semantic_drift"], null_x) if unit != "block" else None
         # The drift that exchangeable units give, from the same permutations: about 1 without change.
         out["semantic_noise"] = float(np.mean(null_x))
         out["semantic_ratio"] = out["semantic_drift"] / out["semantic_noise"] if out["semantic_noise"] > 0 else np.nan
@@ -530,8 +530,8 @@ def _check_config(sc: dict) -> None:
     for key in ("bootstrap", "permutations", "min_utterances_per_wave"):
         if sc[key] < 0:
             raise ConfigError(f"shift.{key} must not be negative")
-    if sc["block_size"] < 1:
-        raise ConfigError("shift.block_size must be at least 1")
+    if sc["blocks_per_interview"] < 2:
+        raise ConfigError("shift.blocks_per_interview must be at least 2")
     for key in ("max_unmapped_share", "min_evidence", "question_match_similarity"):
         if not 0 <= sc[key] <= 1:
             raise ConfigError(f"shift.{key} must lie between 0 and 1")

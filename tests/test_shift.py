@@ -83,7 +83,12 @@ def example_result(study):
 # ---------------------------------------------------------------- the example study's planted shifts
 
 def test_documented_planted_shifts_are_recovered_speaker_by_speaker(example_result):
+    """One interview per wave: each is cut into 4 blocks, 70 labellings, and a distance and its mirror
+    labelling tie, so p cannot fall below 2/70. Six planted shifts reach it; P04 and P08 (p 0.086 and
+    0.057) show the right direction with a distance far above noise but do not reach 0.05. No stable
+    speaker comes near."""
     shifts = example_result.shifts.to_pandas().set_index("speaker_id")
+    weak = {"P04", "P08"}
     changes = example_result.shift_dimensions.to_pandas().set_index(["speaker_id", "dimension"])["change"]
     with open(ANSWER_KEY / "speaker_shifts.csv", encoding="utf-8") as fh:
         key = list(csv.DictReader(fh))
@@ -91,13 +96,17 @@ def test_documented_planted_shifts_are_recovered_speaker_by_speaker(example_resu
     for k in key:
         row = shifts.loc[k["speaker_id"]]
         assert row["status"] == "ok" and row["n_from"] > 100 and row["n_to"] > 100
+        assert row["resample_unit"] == "block" and (row["n_units_from"], row["n_units_to"]) == (4, 4)
         if k["planted"] == "shift":
-            assert row["p_value"] < 0.05 and row["significant"], k["speaker_id"]
+            if k["speaker_id"] in weak:
+                assert 0.05 < row["p_value"] < 0.1 and not row["significant"], k["speaker_id"]
+            else:
+                assert row["p_value"] == pytest.approx(2 / 70) and row["significant"], k["speaker_id"]
             assert (row["from_dimension"], row["to_dimension"]) == (k["from_dimension"], k["to_dimension"])
             assert row["direction"] == f"{k['from_dimension']} -> {k['to_dimension']}"
-            assert row["jsd_ci_low"] > row["jsd_noise"]
+            assert row["jsd"] > 1.5 * row["jsd_noise"] and row["jsd_ci_low"] > 0  # 4 blocks: wide intervals
         else:
-            assert row["p_value"] > 0.05 and not row["significant"], k["speaker_id"]
+            assert row["p_value"] > 0.5 and not row["significant"], k["speaker_id"]
         # Rough size: 0.7 vs 0.15 probability mass shrinks a share change by about 0.55.
         for d in DIMS:
             documented = float(k[f"w2_{d}"]) - float(k[f"w1_{d}"])
@@ -155,7 +164,7 @@ def test_group_tables_give_role_trajectories(example_result):
     assert (traj["ci_low"] <= traj["mean_share"]).all() and (traj["mean_share"] <= traj["ci_high"]).all()
     gs = example_result.group_shifts.to_pandas()
     row = gs[(gs.group == "all") & (gs.measure == "jsd")].iloc[0]
-    assert row["n_speakers"] == 14 and row["n_significant"] == 8
+    assert row["n_speakers"] == 14 and row["n_significant"] == 6
     assert row["ci_low"] < row["mean"] < row["ci_high"]
 
 
@@ -225,10 +234,10 @@ def _synthetic(study, n_turns: int = 10, seed: int = 7, n_controls: int = 300, r
 
 
 def test_planted_shifts_are_detected_and_controls_hold_the_nominal_rate(study):
-    """The controls' answers are split between waves at random, so any unit is exchangeable here;
-    blocks of about 5 units give each ~30-unit wave enough of them to reach alpha."""
+    """The controls' answers are split between waves at random, so answers are exchangeable here and
+    shuffling single answers is valid (the clustered default is tested in test_shift_inference)."""
     utterances, dims, embeddings, plan = _synthetic(study)
-    result = compute_shifts(utterances, dims, _cfg(bootstrap=200, permutations=1000, block_size=5), embeddings)
+    result = compute_shifts(utterances, dims, _cfg(bootstrap=200, permutations=1000, resample_unit="turn"), embeddings)
     s = result.shifts.to_pandas().set_index("speaker_id")
     assert (s["status"] == "ok").all() and s["n_from"].min() >= 20
     planted = s[s.speaker_role == "PLANTED"]
@@ -367,7 +376,7 @@ def test_cli_writes_the_tables_and_reports_a_missing_input_in_one_line(study, tm
     for name in ("utterances", "embeddings"):
         shutil.copy(study["dir"] / f"{name}.parquet", run)
     cfg_file = tmp_path / "fast.toml"
-    cfg_file.write_text("[shift]\nbootstrap = 100\npermutations = 300\n")  # >= 252 block labellings: exact
+    cfg_file.write_text("[shift]\nbootstrap = 100\npermutations = 100\n")  # >= 70 block labellings: exact
     missing = CliRunner().invoke(app, ["shift", str(run), "-c", str(cfg_file)])
     assert missing.exit_code == 2
     assert "missing utterance_dimensions.parquet; run `themeshift map` first" in missing.output
@@ -375,7 +384,7 @@ def test_cli_writes_the_tables_and_reports_a_missing_input_in_one_line(study, tm
     pq.write_table(study["dims"], run / "utterance_dimensions.parquet")
     ok = CliRunner().invoke(app, ["shift", str(run), "-c", str(cfg_file)])
     assert ok.exit_code == 0, ok.output
-    assert "14 speakers, 14 wave pairs scored (8 significant shifts, " in ok.output
+    assert "14 speakers, 14 wave pairs scored (6 significant shifts, 0 at q < alpha" in ok.output
     for name, sch in (("shifts", schema.SHIFTS), ("speaker_waves", schema.SPEAKER_WAVES),
                       ("group_trajectory", schema.GROUP_TRAJECTORY), ("shift_dimensions", schema.SHIFT_DIMENSIONS)):
         assert pq.read_schema(run / f"{name}.parquet").equals(sch)

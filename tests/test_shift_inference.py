@@ -67,8 +67,8 @@ def test_topic_drift_within_interviews_is_not_a_shift_under_blocks_but_is_under_
     blocks = compute_shifts(utterances, dims, _cfg()).shifts.to_pandas()
     turns = compute_shifts(utterances, dims, _cfg(resample_unit="turn")).shifts.to_pandas()
     assert (blocks["resample_unit"] == "block").all()
-    assert (blocks["n_units_from"] == 6).all() and (blocks["n_units_to"] == 6).all()  # 120 units // 20
-    assert np.allclose(blocks["p_min"], 1 / comb(12, 6))  # 924 labellings <= 1000: all enumerated
+    assert (blocks["n_units_from"] == 4).all() and (blocks["n_units_to"] == 4).all()
+    assert np.allclose(blocks["p_min"], 1 / comb(8, 4))  # 70 labellings <= 1000: all enumerated
     fpr_blocks, fpr_turns = (blocks["p_value"] < 0.05).mean(), (turns["p_value"] < 0.05).mean()
     assert fpr_blocks <= 0.08, fpr_blocks
     assert fpr_turns >= 0.2, fpr_turns  # answers treated as independent: topic reads as change
@@ -81,16 +81,16 @@ def test_a_real_shift_is_still_found_under_blocks():
     assert (s["to_dimension"] == "exchange").mean() >= 0.95
 
 
-def test_blocks_are_whole_answers_of_about_block_size_units():
+def test_blocks_are_runs_of_whole_answers_of_about_equal_size():
     # one speaker, one interview per wave: 7 answers of sizes 3,9,1,12,4,8,6 (43 units) in wave 1
     sizes = [3, 9, 1, 12, 4, 8, 6]
     turn = np.repeat(np.arange(len(sizes)), sizes)
     frame = pd.DataFrame({"speaker_id": "A", "wave": 1, "interview_id": "A-1", "turn": turn})
     frame = pd.concat([frame, frame.assign(wave=2, interview_id="A-2")], ignore_index=True)
     utterances, dims = _tables(frame, np.tile([0.6, 0.2, 0.2], (len(frame), 1)))
-    s = compute_shifts(utterances, dims, _cfg(block_size=10, min_utterances_per_wave=1)).shifts.to_pandas()
-    # 43 // 10 = 4 blocks; an answer joins the block where it starts: starts 0,3,12,13,25,29,37
-    # -> blocks 0,0,1,1,2,2,3 (start * 4 // 43), so 4 units of 12, 13, 12 and 6 units
+    s = compute_shifts(utterances, dims, _cfg(blocks_per_interview=4, min_utterances_per_wave=1)).shifts.to_pandas()
+    # an answer joins the block where it starts: starts 0,3,12,13,25,29,37 -> blocks 0,0,1,1,2,2,3
+    # (start * 4 // 43), so 4 units of 12, 13, 12 and 6 units
     assert s.loc[0, "n_units_from"] == 4 and s.loc[0, "n_units_to"] == 4
     assert s.loc[0, "resample_unit"] == "block"
     assert s.loc[0, "p_min"] == pytest.approx(1 / comb(8, 4))
@@ -181,7 +181,8 @@ def test_question_matched_shift_keeps_answers_to_questions_asked_in_both_waves()
     questions = pa.table({"interview_id": [r[0] for r in q_rows], "turn_index": pa.array([r[1] for r in q_rows], pa.int32()),
                           "question_turn": pa.array([r[2] for r in q_rows], pa.int32()),
                           "vector": pa.FixedSizeListArray.from_arrays(pa.array(Q.ravel(), pa.float32()), Q.shape[1])})
-    s = compute_shifts(utterances, dims, _cfg(), questions=questions).shifts.to_pandas().iloc[0]
+    # six blocks per interview: enough labellings for p to fall well below 0.05 on this one speaker
+    s = compute_shifts(utterances, dims, _cfg(blocks_per_interview=6), questions=questions).shifts.to_pandas().iloc[0]
     assert (s["n_matched_from"], s["n_matched_to"]) == (120, 120)  # 3 shared questions x 4 answers x 10 units
     assert s["jsd"] > 0.3 and s["p_value"] < 0.05
     assert s["jsd_matched"] < 0.1 and s["p_matched"] > 0.05
@@ -191,7 +192,7 @@ def test_question_matched_shift_keeps_answers_to_questions_asked_in_both_waves()
 def test_shift_config_values_are_checked():
     utterances, dims = _topic_drift_speakers(1)
     for bad, message in (({"resample_unit": "lesson"}, "shift.resample_unit must be one of"),
-                         ({"block_size": 0}, "shift.block_size must be at least 1"),
+                         ({"blocks_per_interview": 1}, "shift.blocks_per_interview must be at least 2"),
                          ({"max_unmapped_share": 1.5}, "shift.max_unmapped_share must lie between 0 and 1")):
         with pytest.raises(ConfigError, match=message):
             compute_shifts(utterances, dims, _cfg(**bad))
