@@ -11,7 +11,7 @@ in both waves. The true change of each speaker is known from the human codes.
 
 Profiles the test sees:
 - human:     the human codes themselves (the codebook's four groups; the test alone is judged);
-- zero_shot: the map stage's similarity scorer with configs/frameworks/talkmoves_teacher.yaml
+- zero_shot: the map stage's similarity scorer with configs/frameworks/talkmoves.yaml (teacher moves)
              on MiniLM embeddings (no code blending);
 - learned:   a logistic regression on the MiniLM embeddings trained on 20% of the lessons (grouped,
              class-balanced), applied to the other 80%, from which the speakers are then built.
@@ -153,11 +153,12 @@ def main() -> None:
         elif kind == "zero_shot":
             from pipeline.embed import load_encoder
             from pipeline.framework import load_framework
-            from pipeline.map import SimilarityMapper, dimension_matrix, embed_framework
+            from pipeline.map import SimilarityMapper, dimension_matrix, embed_framework, restrict_to_roles
 
-            framework = load_framework(REPO / "configs" / "frameworks" / "talkmoves_teacher.yaml")
+            framework = load_framework(REPO / "configs" / "frameworks" / "talkmoves.yaml")
             mapper = SimilarityMapper().fit(embed_framework(framework, load_encoder("minilm")))
-            P, dims = mapper.predict_proba(X) @ dimension_matrix(framework), framework.dimension_ids
+            concept_p, _ = restrict_to_roles(mapper.predict_proba(X), framework, ["TEACHER"] * len(X))
+            P, dims = concept_p @ dimension_matrix(framework), framework.dimension_ids
         else:
             P, held_out = learned_probabilities(df, X, args.seed)
             dims, rows = GROUPS, np.flatnonzero(held_out)

@@ -235,6 +235,36 @@ class Data:
     x_weak: dict[str, np.ndarray]    # feature set -> (weak examples, features)
     y_weak: np.ndarray
     weak_weight: float
+    allowed: np.ndarray | None = None  # (units, classes) bool: classes the unit's speaker role may get
+
+    def restrict(self, p: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        return p if self.allowed is None else restrict_classes(p, self.allowed[rows])
+
+
+def class_roles_mask(t: "Targets", framework, roles: list) -> np.ndarray | None:
+    """(n, classes) bool: a class naming a concept is allowed where the concept applies to the unit's
+    speaker role, one naming a dimension where any of its concepts does; 'outside the framework'
+    always. None for frameworks without roles."""
+    if not framework.has_roles:
+        return None
+    concepts = framework.allowed_concepts(roles)
+    index = {c: i for i, c in enumerate(framework.concept_ids)}
+    cols = []
+    for d, c in zip(t.class_dimension, t.class_concept):
+        if c is not None:
+            cols.append(concepts[:, index[c]])
+        elif d is not None:
+            cols.append(concepts[:, [framework.dimension_of(x) == d for x in framework.concept_ids]].any(axis=1))
+        else:
+            cols.append(np.ones(len(roles), dtype=bool))
+    return np.stack(cols, axis=1)
+
+
+def restrict_classes(p: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """Class probabilities with the classes outside a unit's role set to 0, renormalised."""
+    kept = np.where(allowed, p, 0.0)
+    total = kept.sum(axis=1, keepdims=True)
+    return np.where(total > 0, kept / np.where(total > 0, total, 1.0), p)
 
 
 def fit_model(d: Data, feature_set: str, train: np.ndarray, cfg: dict) -> TurnPooledLogit:
@@ -283,7 +313,7 @@ def cross_validate(d: Data, feature_set: str, cfg: dict) -> tuple[np.ndarray, np
     fold_of = np.zeros(len(groups), dtype=np.int32)
     x = d.x_units[feature_set]
     for f, (train, test) in enumerate(GroupKFold(n_splits=folds).split(x, groups=groups)):
-        probs[test] = fit_model(d, feature_set, train, cfg).predict_proba(x[test], d.turns[test])
+        probs[test] = d.restrict(fit_model(d, feature_set, train, cfg).predict_proba(x[test], d.turns[test]), test)
         fold_of[test] = f
     return probs, fold_of
 
@@ -393,7 +423,7 @@ def learning_curve(d: Data, feature_set: str, cfg: dict, fallback: np.ndarray, f
             if len(np.unique(training_rows(t, train)[1])) < 2 and not len(d.y_weak):
                 continue  # one class only: nothing to learn from this draw
             p = np.zeros((len(groups), len(t.classes)))
-            p[test] = fit_model(d, feature_set, train, cfg).predict_proba(x[test], d.turns[test])
+            p[test] = d.restrict(fit_model(d, feature_set, train, cfg).predict_proba(x[test], d.turns[test]), test)
             machine = machine_primary(p, t, framework, fallback)
             rows = agreement_rows(t, machine, no_ci, groups, test, ("cohen_kappa",))
             out += _eval_rows(rows, "learning-curve", feature_set, True, n, draw)
@@ -527,13 +557,18 @@ def learn_stage(utterances: pa.Table, sources: pa.Table, embeddings: pa.Table, f
     fv = embed_framework(framework, encoder)
     weak_idx, weak_y = weak_examples(t, fv)
     sets = list(dict.fromkeys(lc["feature_sets"]))
+    from pipeline.map import restrict_to_roles, speaker_roles
+
+    roles_all = speaker_roles(utterances, blocks.utterance_ids)
     fallback_all, own_p, turn_p, weak_p = framework_concepts(blocks, framework, fv, cfg)
+    fallback_all, _ = restrict_to_roles(fallback_all, framework, roles_all)
     fallback = fallback_all[ui]
     blocks.blocks["framework"] = framework_block(own_p, turn_p)
     weak_words = blocks.words.transform([fv.texts[i] for i in weak_idx])
+    allowed_all = class_roles_mask(t, framework, roles_all)
     d = Data(t, {fs: blocks.matrix(fs, ui) for fs in sets}, blocks.turns[ui],
              {fs: weak_matrix(fv.vectors[weak_idx], weak_p[weak_idx], weak_words, fs) for fs in sets}, weak_y,
-             lc["framework_weight"])
+             lc["framework_weight"], None if allowed_all is None else allowed_all[ui])
 
     names, groups = interview_codes(t)
     boot_groups = groups if c["bootstrap_unit"] == "interview" else np.arange(len(groups), dtype=np.int64)
@@ -571,6 +606,8 @@ def learn_stage(utterances: pa.Table, sources: pa.Table, embeddings: pa.Table, f
     model = fit_model(d, best, np.arange(len(ui)), cfg)
     model.words_ = blocks.words.vectorizer if "words" in FEATURE_SETS[best] else None  # saved with the model
     all_probs = predict_all(model, blocks, best)
+    if allowed_all is not None:
+        all_probs = restrict_classes(all_probs, allowed_all)
     cross_validated = np.zeros(len(pos), dtype=bool)
     cross_validated[ui] = True
     all_probs[ui] = cv_probs  # human-coded utterances: the honest, out-of-interview prediction

@@ -295,11 +295,34 @@ def map_utterances(utterances: pa.Table, embeddings: pa.Table, assignments: pa.T
     w_own, w_ctx, w_code = m["own_weight"], m["context_weight"], m["code_weight"]
     weight_code = np.where(has_code, w_code, 0.0)[:, None]
     blended = (w_own * own + w_ctx * ctx + weight_code * code_p) / (w_own + w_ctx + weight_code)
+    blended, no_concept = restrict_to_roles(blended, framework, speaker_roles(utterances, ids))
     dims = blended @ dimension_matrix(framework)
     _, top, margin = _best_two(dims)
-    mapped = (top >= m["utterance_threshold"]) & (margin >= m["utterance_margin"]) & ~blocked
+    mapped = (top >= m["utterance_threshold"]) & (margin >= m["utterance_margin"]) & ~blocked & ~no_concept
     return UtteranceMapping(ids, blended, dims, mapped, source.tolist(),
-                            {"own": own, "context": ctx, "has_code": has_code})
+                            {"own": own, "context": ctx, "has_code": has_code, "no_concept": no_concept})
+
+
+def speaker_roles(utterances: pa.Table, ids: list[str]) -> list:
+    """The speaker role of each of the given utterances (None where speakers.csv gave none)."""
+    role_of = dict(zip(utterances.column("utterance_id").to_pylist(), utterances.column("speaker_role").to_pylist()))
+    return [role_of.get(u) for u in ids]
+
+
+def restrict_to_roles(p: np.ndarray, framework: Framework, roles: list) -> tuple[np.ndarray, np.ndarray]:
+    """Concept probabilities with every concept outside the unit's speaker role set to 0 and the
+    rest renormalised. Units whose role has no concept at all get uniform probabilities and are
+    flagged (second return): they stay unmapped. Frameworks without roles pass through."""
+    if not framework.has_roles or len(p) == 0:
+        return p, np.zeros(len(p), dtype=bool)
+    allowed = framework.allowed_concepts(roles)
+    kept = np.where(allowed, p, 0.0)
+    total = kept.sum(axis=1, keepdims=True)
+    none = ~allowed.any(axis=1)
+    out = np.where(total > 0, kept / np.where(total > 0, total, 1.0), allowed / np.maximum(allowed.sum(axis=1,
+                   keepdims=True), 1))
+    out[none] = 1.0 / p.shape[1]
+    return out, none
 
 
 def utterance_dimensions_table(um: UtteranceMapping, framework: Framework) -> pa.Table:
@@ -309,7 +332,10 @@ def utterance_dimensions_table(um: UtteranceMapping, framework: Framework) -> pa
     # The second-order concept is the best concept inside the argmax dimension, so the two agree.
     in_dim = dimension_matrix(framework)[:, argmax].T if n else np.zeros((0, len(framework.concepts)))
     concept = np.where(in_dim > 0, um.concepts, -1.0).argmax(axis=1) if n else np.zeros(0, np.int64)
-    names = np.array([c.name for c in framework.concepts], dtype=object)
+    names = np.array([c.name for c in framework.concepts] + [None], dtype=object)
+    no_concept = um.extra.get("no_concept")
+    if no_concept is not None and n:
+        concept = np.where(no_concept, len(framework.concepts), concept)  # no concept for this role: null
     return pa.table({
         "utterance_id": pa.array(np.repeat(np.asarray(um.utterance_ids, dtype=object), d), pa.string()),
         "dimension": pa.array(np.tile(np.asarray(framework.dimension_ids, dtype=object), n), pa.string()),

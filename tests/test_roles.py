@@ -1,0 +1,143 @@
+"""Role-aware frameworks: a concept that names speaker roles is never given to a unit of another
+role, by map or by learn; frameworks without roles behave as before.
+
+Real data: eight TalkMoves lessons (tests/fixtures/talkmoves, CC BY-NC-SA 4.0), whose codebook has
+separate teacher and student talk moves (configs/frameworks/talkmoves.yaml).
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import REPO
+from pipeline.config import load_config
+from pipeline.errors import InputError
+from pipeline.framework import load_framework
+from pipeline.map import restrict_to_roles
+
+TALKMOVES = REPO / "tests" / "fixtures" / "talkmoves"
+FRAMEWORK = REPO / "configs" / "frameworks" / "talkmoves.yaml"
+TEACHER_MOVES = {"keeping_everyone_together", "getting_students_to_relate", "restating", "revoicing",
+                 "pressing_for_accuracy", "pressing_for_reasoning"}
+STUDENT_MOVES = {"relating_to_another_student", "asking_for_more_information", "making_a_claim",
+                 "providing_evidence_or_reasoning"}
+
+
+def _framework_text(dimension_roles: str = "", concept_roles: str = "") -> str:
+    return f"""name: roles
+dimensions:
+  - id: a
+    name: A
+{dimension_roles}    concepts:
+      - id: a1
+        name: A one
+{concept_roles}        descriptions: [one]
+      - id: a2
+        name: A two
+        descriptions: [two]
+  - id: b
+    name: B
+    concepts:
+      - id: b1
+        name: B one
+        descriptions: [three]
+"""
+
+
+def test_roles_are_read_inherited_and_matched_like_speaker_labels(tmp_path):
+    path = tmp_path / "f.yaml"
+    path.write_text(_framework_text("    roles: [CORE]\n", "        roles: [Project-Lead, CORE]\n"))
+    fw = load_framework(path)
+    assert [c.roles for c in fw.concepts] == [("Project-Lead", "CORE"), ("CORE",), ()]
+    allowed = fw.allowed_concepts(["core", "project lead", "OTHER", None, float("nan")])
+    assert allowed.tolist() == [[True, True, True], [True, False, True], [False, False, True],
+                                [False, False, True], [False, False, True]]
+    path.write_text(_framework_text("    roles: CORE\n"))  # a single role may be written without a list
+    assert load_framework(path).concepts[0].roles == ("CORE",)
+    path.write_text(_framework_text("    roles: {CORE: 1}\n"))
+    with pytest.raises(InputError, match="roles must be a list of text"):
+        load_framework(path)
+
+
+def test_restricting_probabilities_renormalises_within_the_role():
+    fw = load_framework(FRAMEWORK)
+    p = np.full((3, len(fw.concepts)), 1.0 / len(fw.concepts))
+    out, none = restrict_to_roles(p, fw, ["TEACHER", "STUDENT", "PARENT"])
+    ids = np.array(fw.concept_ids)
+    assert set(ids[out[0] > 0]) == TEACHER_MOVES and set(ids[out[1] > 0]) == STUDENT_MOVES
+    assert np.allclose(out.sum(axis=1), 1.0)
+    assert none.tolist() == [False, False, True]  # no concept applies to a PARENT: unmapped
+    plain = load_framework(None)  # no roles anywhere: probabilities pass through untouched
+    q = np.random.default_rng(0).dirichlet(np.ones(len(plain.concepts)), 4)
+    assert restrict_to_roles(q, plain, [None] * 4)[0] is q
+
+
+@pytest.fixture(scope="module")
+def talkmoves_run(tmp_path_factory, encoder):
+    from pipeline.runner import run_codes, run_embed, run_map, run_segment
+
+    run_dir = tmp_path_factory.mktemp("talkmoves_run")
+    cfg = load_config(TALKMOVES / "themeshift.toml")
+    run_segment(TALKMOVES, run_dir, cfg)
+    run_embed(run_dir, cfg, encoder=encoder)
+    run_codes(run_dir, cfg, encoder=encoder)
+    run_map(run_dir, cfg, FRAMEWORK, encoder=encoder)
+    return run_dir
+
+
+def _concepts_by_role(run_dir: Path, table: str = "utterance_dimensions") -> pd.DataFrame:
+    fw = load_framework(FRAMEWORK)
+    ids = {c.name: c.id for c in fw.concepts}
+    dims = pq.read_table(run_dir / f"{table}.parquet").to_pandas()
+    top = dims[dims["is_argmax"]].drop_duplicates("utterance_id")
+    utt = pq.read_table(run_dir / "utterances.parquet").to_pandas()[["utterance_id", "speaker_role"]]
+    top = top.merge(utt, on="utterance_id")
+    top["concept_id"] = top["second_order"].map(ids)
+    return top
+
+
+def test_map_gives_teachers_teacher_moves_and_students_student_moves(talkmoves_run):
+    top = _concepts_by_role(talkmoves_run)
+    assert set(top["speaker_role"]) == {"TEACHER", "STUDENT"}
+    teacher = set(top.loc[top["speaker_role"] == "TEACHER", "concept_id"].dropna())
+    student = set(top.loc[top["speaker_role"] == "STUDENT", "concept_id"].dropna())
+    assert teacher and student
+    assert teacher <= TEACHER_MOVES and student <= STUDENT_MOVES
+
+
+def test_without_roles_teachers_would_get_student_moves(talkmoves_run, tmp_path, encoder):
+    """The same framework with its roles removed: the restriction is what keeps the codebooks apart."""
+    from pipeline.runner import run_map
+
+    plain = tmp_path / "talkmoves_plain.yaml"
+    plain.write_text("\n".join(line for line in FRAMEWORK.read_text(encoding="utf-8").splitlines()
+                               if "roles:" not in line), encoding="utf-8")
+    run = tmp_path / "run"
+    shutil.copytree(talkmoves_run, run)
+    run_map(run, load_config(TALKMOVES / "themeshift.toml"), plain, encoder=encoder)
+    top = _concepts_by_role(run)
+    assert (top.loc[top["speaker_role"] == "TEACHER", "concept_id"].isin(STUDENT_MOVES)).sum() > 50
+
+
+def test_learn_respects_roles_on_real_coded_lessons(talkmoves_run, tmp_path, encoder):
+    from pipeline.runner import run_learn
+
+    run = tmp_path / "run"
+    shutil.copytree(talkmoves_run, run)
+    cfg = load_config(TALKMOVES / "themeshift.toml",
+                      overrides={"learn": {"feature_sets": ["utterance", "context"], "learning_curve_draws": 0}})
+    run_learn(run, TALKMOVES / "human_codes.csv", cfg, framework_path=FRAMEWORK, encoder=encoder)
+    for table in ("utterance_dimensions", "utterance_dimensions_cv"):
+        top = _concepts_by_role(run, table)
+        mapped = top[top["mapped"]]
+        assert not mapped.loc[mapped["speaker_role"] == "TEACHER", "concept_id"].isin(STUDENT_MOVES).any(), table
+        assert not mapped.loc[mapped["speaker_role"] == "STUDENT", "concept_id"].isin(TEACHER_MOVES).any(), table
+    ev = pq.read_table(run / "learn_eval.parquet").to_pandas()
+    cv = ev[(ev["evaluation"] == "cross-validation") & (ev["metric"] == "cohen_kappa")
+            & (ev["level"] == "second-order")]
+    assert len(cv) and (cv["value"] > 0.3).all()
