@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from pipeline.config import load_config
-from pipeline.errors import InputError
+from pipeline.errors import EnvironmentFault, InputError, environment_fault, printable
 
 app = typer.Typer(
     help=(
@@ -56,27 +56,69 @@ InputArg = Annotated[Path, typer.Argument(help="Folder of transcripts (.txt .md 
 
 
 @contextmanager
-def _reporting(quiet: bool):
-    """Bad input ends in one 'error:' line and exit code 2; warnings are one line each."""
+def _reporting(quiet: bool, run_dir: Optional[Path] = None):
+    """Every failure ends in one 'error:' line on stderr, never a traceback: bad input exits 2,
+    the environment (permissions, full or read-only disk) 3, Ctrl-C 130, and anything unforeseen 1
+    with the full traceback written to a log file (in run_dir when the command has one)."""
     command = _LOG_JSON.get("command")
 
     def show_warning(message, category, filename, lineno, file=None, line=None):
         _log("warning", command=command, message=str(message))
         if not quiet:
-            err.print(f"[yellow]warning:[/] {message}", highlight=False)
+            err.print("[yellow]warning:[/] " + _escape(printable(str(message))), highlight=False)
+
+    def fail(code: int, message: str, **fields) -> None:
+        _log("error", command=command, message=message, **fields)
+        err.print("[red]error:[/] " + _escape(printable(message)), highlight=False)
+        raise typer.Exit(code)
 
     old = warnings.showwarning
     warnings.showwarning = show_warning
     try:
         yield
+    except typer.Exit:
+        raise
     except InputError as exc:
-        _log("error", command=command, file=exc.path, line=exc.line, message=exc.message)
-        err.print(f"[red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(2) from None
+        fail(2, str(exc), file=exc.path, line=exc.line)
+    except EnvironmentFault as exc:
+        fail(3, str(exc), file=exc.path)
+    except OSError as exc:  # raised below the stages' own checks: name the path, no traceback
+        env = environment_fault(exc)
+        fail(3, str(env), file=env.path)
+    except KeyboardInterrupt:
+        fail(130, "interrupted; tables already written are complete, the stage that was running left none")
+    except (RecursionError, MemoryError) as exc:
+        fail(2, f"input too deeply nested or too large to process ({type(exc).__name__})")
+    except Exception as exc:  # noqa: BLE001 - the last line of defence
+        log = _crash_log(run_dir)
+        fail(1, f"unexpected {type(exc).__name__}: {exc}; please report it with the traceback in {log}")
     else:
         _log("done", command=command)
     finally:
         warnings.showwarning = old
+
+
+def _escape(text: str) -> str:
+    """File names and messages print literally: '[draft] P05.txt' is not rich markup."""
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def _crash_log(run_dir: Optional[Path]) -> Path:
+    import tempfile
+    import traceback
+
+    text = traceback.format_exc()
+    for folder in ([Path(run_dir)] if run_dir is not None else []) + [Path(tempfile.gettempdir())]:
+        try:
+            if folder.is_dir():
+                path = folder / f"themeshift-error-{time.strftime('%Y%m%d-%H%M%S')}.log"
+                path.write_text(text, encoding="utf-8")
+                return path
+        except OSError:
+            continue
+    return Path("(no writable folder for the log)")
 
 
 @contextmanager
@@ -106,6 +148,18 @@ def _progress(quiet: bool):
 ModelOpt = Annotated[Optional[str], typer.Option(
     "--model", "-m", help="Embedding model: minilm (default), fast, or a local sentence-transformers folder.")]
 RunArg = Annotated[Path, typer.Argument(help="Run directory made by `themeshift run` or `themeshift segment`.")]
+
+
+def _check_inputs(cfg: dict, framework: Optional[Path], human: Optional[Path], mapping: Optional[Path]) -> None:
+    """Read and validate every input file a run will need, before its first stage starts."""
+    from pipeline.framework import load_framework
+    from pipeline.io.human_codes import read_human_codes, read_mapping
+
+    fw = load_framework(framework or cfg["map"]["framework"] or None)
+    if human is not None:
+        read_human_codes(human, cfg["compare"]["qdpx_max_members"], cfg["compare"]["qdpx_max_bytes"])
+    if mapping is not None:
+        read_mapping(mapping, fw)
 
 
 def _config(config: Optional[Path], skip_bad: bool = False, model: Optional[str] = None):
@@ -140,7 +194,7 @@ def segment(input_dir: InputArg, out: OutOpt, config: ConfigOpt = None,
     """
     from pipeline.runner import run_segment
 
-    with _reporting(quiet):
+    with _reporting(quiet, out):
         cfg = _config(config, skip_bad)
         with _progress(quiet) as update:
             record = run_segment(input_dir, out, cfg, update)
@@ -155,7 +209,7 @@ def embed(run_dir: RunArg, config: ConfigOpt = None, model: ModelOpt = None, qui
     """
     from pipeline.runner import run_embed
 
-    with _reporting(quiet):
+    with _reporting(quiet, run_dir):
         cfg = _config(config, model=model)
         with _progress(quiet) as update:
             rec = run_embed(run_dir, cfg, update)
@@ -172,7 +226,7 @@ def codes(run_dir: RunArg, config: ConfigOpt = None, model: ModelOpt = None, qui
     """
     from pipeline.runner import run_codes
 
-    with _reporting(quiet):
+    with _reporting(quiet, run_dir):
         cfg = _config(config, model=model)
         with _progress(quiet) as update:
             rec = run_codes(run_dir, cfg, update)
@@ -198,7 +252,7 @@ def map_(run_dir: RunArg, framework: FrameworkOpt = None, overrides: OverridesOp
     """
     from pipeline.runner import run_map
 
-    with _reporting(quiet):
+    with _reporting(quiet, run_dir):
         cfg = _config(config)
         with _progress(quiet) as update:
             rec = run_map(run_dir, cfg, framework, overrides, update)
@@ -221,7 +275,7 @@ def shift(run_dir: RunArg, config: ConfigOpt = None, quiet: QuietOpt = False) ->
     """
     from pipeline.runner import run_shift
 
-    with _reporting(quiet):
+    with _reporting(quiet, run_dir):
         cfg = _config(config)
         with _progress(quiet) as update:
             rec = run_shift(run_dir, cfg, update)
@@ -243,7 +297,7 @@ def transform(fitted_run: Annotated[Path, typer.Argument(help="A run whose codes
     """
     from pipeline.runner import run_transform
 
-    with _reporting(quiet):
+    with _reporting(quiet, out):
         cfg = _config(config, skip_bad)
         with _progress(quiet) as update:
             rec = run_transform(fitted_run, input_dir, out, cfg, update)
@@ -302,7 +356,7 @@ def compare(run_dir: RunArg, human: HumanOpt, mapping: MappingOpt = None, framew
     """
     from pipeline.runner import run_compare
 
-    with _reporting(quiet):
+    with _reporting(quiet, run_dir):
         cfg = _config(config)
         rec = run_compare(run_dir, human, cfg, mapping, framework)
         if not quiet:
@@ -335,7 +389,7 @@ def export_qdpx(run_dir: RunArg, out: Annotated[Path, typer.Argument(help="The .
     """
     from pipeline.runner import run_export_qdpx
 
-    with _reporting(quiet):
+    with _reporting(quiet, run_dir):
         cfg = _config(config)
         rec = run_export_qdpx(run_dir, out, cfg, framework)
         if not quiet:
@@ -361,7 +415,7 @@ def report(run_dir: RunArg,
     """
     from pipeline.runner import run_report
 
-    with _reporting(quiet):
+    with _reporting(quiet, run_dir):
         cfg = _config(config)
         with _progress(quiet) as update:
             rec = run_report(run_dir, cfg, figures, out, update)
@@ -390,7 +444,7 @@ def learn(run_dir: RunArg, human: HumanOpt, mapping: MappingOpt = None, level: L
     """
     from pipeline.runner import run_learn
 
-    with _reporting(quiet):
+    with _reporting(quiet, run_dir):
         cfg = _config(config)
         with _progress(quiet) as update:
             rec = run_learn(run_dir, human, cfg, mapping, framework, level, update)
@@ -429,7 +483,7 @@ def suggest(run_dir: RunArg,
     """
     from pipeline.runner import run_suggest
 
-    with _reporting(quiet):
+    with _reporting(quiet, run_dir):
         cfg = _config(config)
         rec = run_suggest(run_dir, cfg, n, unit, out, framework)
         if not quiet:
@@ -471,8 +525,9 @@ def run(input_dir: InputArg, out: OutOpt, config: ConfigOpt = None, model: Model
     from pipeline.runner import (run_codes, run_compare, run_embed, run_learn, run_map, run_report, run_segment,
                                  run_shift)
 
-    with _reporting(quiet):
+    with _reporting(quiet, out):
         cfg = _config(config, skip_bad, model)
+        _check_inputs(cfg, framework, human, mapping)  # an hour of embedding must not end in a typo's error
         with _progress(quiet) as update:
             record = run_segment(input_dir, out, cfg, update)
             _summary(quiet, record, out)

@@ -23,6 +23,10 @@ def _read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError("config file not found", path) from None
+    except IsADirectoryError:
+        raise ConfigError("is a folder; give a TOML file", path) from None
+    except UnicodeDecodeError:
+        raise ConfigError("not UTF-8 text; give a TOML file", path) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", path) from None
 
@@ -66,14 +70,82 @@ def load_config(path: str | Path | None = None, overrides: dict[str, dict[str, A
                     known = ", ".join(config[section])
                     raise ConfigError(f"unknown key {section}.{key} (known: {known})", source)
                 config[section][key] = _check_value(f"{section}.{key}", config[section][key], value, source)
-    _validate(config)
+    try:
+        _validate(config)
+    except ConfigError as exc:  # name the file that set the value: the last layer that touched the key
+        section, _, name = exc.message.split(" ", 1)[0].rstrip(":").partition(".")
+        source = next((src for layer, src in reversed(layers) if name in layer.get(section, {})), None)
+        if exc.path is None and source is not None:
+            raise ConfigError(exc.message, source) from None
+        raise
     return copy.deepcopy(config)
 
 
+# Allowed values beyond the type: choices, and (low, high) ranges, None = open. Checked at load, so a
+# bad value is one line naming the key before any stage starts, not an exception an hour in.
+_CHOICES = {
+    "segment.unit": ("turn", "sentence", "window"),
+    "codes.umap_init": ("pca", "random", "spectral"),
+    "codes.representation": ("keybert", "mmr", "ctfidf"),
+    "map.method": ("similarity", "classifier"),
+    "shift.resample_unit": ("auto", "interview", "block", "turn", "utterance"),
+    "compare.uncoded": ("none", "missing"),
+    "compare.unknown_codes": ("error", "ignore"),
+    "compare.bootstrap_unit": ("interview", "utterance"),
+    "report.projection": ("umap", "pca"),
+    "learn.level": ("dimension", "second_order", "code"),
+}
+_RANGES = {
+    "run.seed": (0, 2**32 - 1),
+    "segment.window_size": (1, None), "segment.backchannel_max_words": (0, None),
+    "embed.batch_size": (1, None), "embed.batch_tokens": (1, None),
+    "codes.size_factor": (0, None), "codes.min_samples_ratio": (0, None), "codes.max_cluster_share": (0, 1),
+    "codes.umap_neighbors": (2, None), "codes.umap_components": (1, None), "codes.min_utterances_umap": (0, None),
+    "codes.agglomerative_distance": (0, 2), "codes.outlier_threshold": (0, 1), "codes.top_keywords": (1, None),
+    "codes.exemplars": (1, None), "codes.ngram_max": (1, 5), "codes.min_df": (1, None),
+    "map.similarity_top_k": (1, None), "map.temperature": (0, None), "map.classifier_c": (1e-12, None),
+    "map.code_exemplars": (0, None), "map.centroid_weight": (0, 1), "map.code_threshold": (0, 1),
+    "map.code_margin": (0, 1), "map.own_weight": (0, None), "map.context_weight": (0, None),
+    "map.code_weight": (0, None), "map.utterance_threshold": (0, 1), "map.utterance_margin": (0, 1),
+    "map.quotes": (0, None),
+    "shift.min_utterances_per_wave": (0, None), "shift.bootstrap": (0, 1_000_000),
+    "shift.permutations": (0, 1_000_000), "shift.blocks_per_interview": (2, 50),
+    "shift.max_unmapped_share": (0, 1), "shift.min_evidence": (0, 1), "shift.question_match_similarity": (-1, 1),
+    "shift.ci_level": (1e-9, 1 - 1e-9), "shift.alpha": (1e-9, 1 - 1e-9),
+    "compare.min_overlap": (1e-9, 1), "compare.bootstrap": (0, 1_000_000), "compare.ci_level": (1e-9, 1 - 1e-9),
+    "compare.qdpx_max_members": (1, None), "compare.qdpx_max_bytes": (1, None),
+    "report.map_neighbors": (2, None), "report.map_max_points": (1, None), "report.quotes": (0, None),
+    "report.quote_chars": (10, None), "report.disagreements": (0, None),
+    "learn.words_min_df": (1, None), "learn.words_max_features": (1, None), "learn.c": (1e-12, None),
+    "learn.framework_weight": (0, None), "learn.cv_folds": (2, None), "learn.min_utterances": (1, None),
+    "learn.min_per_class": (1, None), "learn.learning_curve_draws": (0, 1000), "learn.learning_curve_points": (1, 1000),
+    "learn.suggest_n": (1, None), "learn.suggest_diversity": (0, 1),
+}
+
+
 def _validate(config: Config) -> None:
-    """Checks beyond types: allowed choices and ranges."""
-    seg = config["segment"]
-    if seg["unit"] not in ("turn", "sentence", "window"):
-        raise ConfigError(f"segment.unit must be turn, sentence or window, got {seg['unit']!r}")
-    if seg["window_size"] < 1:
-        raise ConfigError("segment.window_size must be at least 1")
+    """Checks beyond types: allowed choices, ranges, devices and encodings."""
+    import codecs
+    import re
+
+    for key, choices in _CHOICES.items():
+        section, name = key.split(".")
+        if config[section][name] not in choices:
+            raise ConfigError(f"{key} must be one of {', '.join(choices)}, got {config[section][name]!r}")
+    for key, (low, high) in _RANGES.items():
+        section, name = key.split(".")
+        value = config[section][name]
+        if (low is not None and value < low) or (high is not None and value > high):
+            span = f"at least {low}" if high is None else f"from {low} to {high}"
+            raise ConfigError(f"{key} must be {span}, got {value!r}")
+    device = config["embed"]["device"]
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
+        raise ConfigError(f"embed.device must be auto, cpu, mps, cuda or cuda:N, got {device!r}")
+    for name in config["input"]["fallback_encodings"]:
+        try:
+            codecs.lookup(name)
+        except LookupError:
+            raise ConfigError(f"input.fallback_encodings: unknown encoding {name!r}") from None
+    for key in ("extensions", "ignore"):
+        if not all(isinstance(x, str) for x in config["input"][key]):
+            raise ConfigError(f"input.{key} must be a list of text")

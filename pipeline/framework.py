@@ -12,16 +12,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from pipeline.errors import InputError
 
 DEFAULT_FRAMEWORK_PATH = Path(__file__).resolve().parent.parent / "configs" / "frameworks" / "kt_push_pull_exchange.yaml"
 
+MAX_FRAMEWORK_BYTES = 5_000_000
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
 _TOP_KEYS = {"name", "description", "dimensions"}
-_DIMENSION_KEYS = {"id", "name", "description", "concepts"}
-_CONCEPT_KEYS = {"id", "name", "descriptions", "exemplars", "keywords"}
+_DIMENSION_KEYS = {"id", "name", "description", "concepts", "roles"}
+_CONCEPT_KEYS = {"id", "name", "descriptions", "exemplars", "keywords", "roles"}
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,7 @@ class Dimension:
     id: str
     name: str
     description: str = ""
+    roles: tuple[str, ...] = ()  # speaker roles (speakers.csv) its concepts apply to; () = every role
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,7 @@ class Concept:
     descriptions: list[str] = field(default_factory=list)
     exemplars: list[str] = field(default_factory=list)
     keywords: list[str] = field(default_factory=list)
+    roles: tuple[str, ...] = ()  # speaker roles it applies to (its own, else its dimension's); () = every role
 
     @property
     def texts(self) -> list[str]:
@@ -86,6 +90,23 @@ class Framework:
     def concept_ids(self) -> list[str]:
         return [c.id for c in self.concepts]
 
+    @property
+    def has_roles(self) -> bool:
+        return any(c.roles for c in self.concepts)
+
+    def allowed_concepts(self, roles) -> np.ndarray:
+        """(n units, n concepts) bool: which concepts a unit of each speaker role may get. A concept
+        without roles applies to everyone; one with roles only to speakers of those roles (matched
+        ignoring case and punctuation); a unit without a role gets only the unrestricted concepts."""
+        keys = [_key(str(r)) if r is not None and r == r else None for r in roles]  # r == r: not NaN
+        by_role: dict[str | None, np.ndarray] = {}
+        for k in set(keys):
+            by_role[k] = np.array([not c.roles or (k is not None and k in {_key(x) for x in c.roles})
+                                   for c in self.concepts], dtype=bool)
+        if not keys:
+            return np.zeros((0, len(self.concepts)), dtype=bool)
+        return np.stack([by_role[k] for k in keys])
+
 
 class _LineLoader(yaml.SafeLoader):
     """SafeLoader whose mappings remember the line they start on (for error messages)."""
@@ -96,6 +117,13 @@ class _Map(dict):
 
 
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> _Map:
+    seen: dict = {}
+    for key_node, _ in node.value:  # a key given twice would silently take the later value
+        key = loader.construct_object(key_node, deep=True)
+        if isinstance(key, (str, int, float, bool)) and key in seen:
+            raise InputError(f"key {key!r} is given twice (also on line {seen[key]})", None,
+                             key_node.start_mark.line + 1)
+        seen[key] = key_node.start_mark.line + 1
     out = _Map(loader.construct_mapping(node, deep=True))
     out.line = node.start_mark.line + 1
     return out
@@ -168,10 +196,17 @@ def load_framework(path: str | Path | None = None) -> Framework:
         raise InputError("framework file not found", path) from None
     except OSError as exc:
         raise InputError(f"cannot read framework file: {exc.strerror}", path) from None
+    if len(raw) > MAX_FRAMEWORK_BYTES:
+        raise InputError(f"framework file is {len(raw):,} bytes; a codebook is far smaller (limit "
+                         f"{MAX_FRAMEWORK_BYTES:,})", path)
     try:
         doc = yaml.load(raw.decode("utf-8"), Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
     except UnicodeDecodeError:
         raise InputError("framework file is not UTF-8 text", path) from None
+    except InputError as exc:
+        raise InputError(exc.message, path, exc.line) from None
+    except RecursionError:
+        raise InputError("framework file is nested too deeply", path) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
@@ -192,11 +227,11 @@ def load_framework(path: str | Path | None = None) -> Framework:
     concepts: list[Concept] = []
     seen: dict[str, tuple[int, str]] = {}  # normalised id or name -> (entry, what used it first)
 
-    def claim(value: str, what: str, node: _Map) -> None:
+    def claim(value: str, what: str, node: _Map, where: str = "") -> None:
         k = _key(value)
         if k in seen and seen[k][0] != id(node):
-            r.fail(f"duplicate {what.split(' ')[0]} {value!r}: already used by {seen[k][1]}", node)
-        seen[k] = (id(node), what)
+            r.fail(f"duplicate {what.split(' ')[0]} {value!r}{where}: already used by {seen[k][1]}", node)
+        seen[k] = (id(node), what + where)
 
     for i, d_node in enumerate(dims_raw, 1):
         d = r.mapping(d_node, f"dimension {i}", _DIMENSION_KEYS, top)
@@ -205,7 +240,8 @@ def load_framework(path: str | Path | None = None) -> Framework:
         claim(d_id, f"dimension {d_id!r}", d)
         if _key(d_name) != _key(d_id):
             claim(d_name, f"dimension {d_id!r}", d)
-        dimensions.append(Dimension(d_id, d_name, r.text(d, "description", "", required=False)))
+        d_roles = tuple(r.texts(d, "roles", f"dimension {d_id!r}"))
+        dimensions.append(Dimension(d_id, d_name, r.text(d, "description", "", required=False), d_roles))
         c_list = d.get("concepts")
         if not isinstance(c_list, list) or not c_list:
             r.fail(f"dimension {d_id!r} has no concepts: list its second-order concepts under 'concepts'", d)
@@ -214,15 +250,16 @@ def load_framework(path: str | Path | None = None) -> Framework:
             c_id = r.ident(c, f"concept {j} of dimension {d_id!r}")
             what = f"concept {c_id!r}"
             c_name = r.text(c, "name", what)
-            claim(c_id, what, c)
+            claim(c_id, what, c, f" in dimension {d_id!r}")
             if _key(c_name) != _key(c_id):
-                claim(c_name, what, c)
+                claim(c_name, what, c, f" in dimension {d_id!r}")
             descriptions = r.texts(c, "descriptions", what)
             exemplars = r.texts(c, "exemplars", what)
             if not descriptions and not exemplars:
                 r.fail(f"{what} has no text: give at least one description or exemplar", c)
             keywords = [k.lower() for k in r.texts(c, "keywords", what)]
-            concepts.append(Concept(c_id, c_name, d_id, descriptions, exemplars, keywords))
+            c_roles = tuple(r.texts(c, "roles", what)) or d_roles
+            concepts.append(Concept(c_id, c_name, d_id, descriptions, exemplars, keywords, c_roles))
     return Framework(name=name, dimensions=dimensions, concepts=concepts,
                      description=r.text(top, "description", "", required=False),
                      path=str(path), sha256=hashlib.sha256(raw).hexdigest())

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -13,7 +14,7 @@ from typing import Callable
 import pyarrow as pa
 
 from pipeline import schema
-from pipeline.errors import InputError
+from pipeline.errors import InputError, environment_fault
 from pipeline.io.metadata import FileMeta, meta_from_filename, read_manifest, read_speakers, template_regex
 from pipeline.io.readers import label_key, read_document
 from pipeline.segment import SpeakerResolver, columns_to_table, load_sentence_splitter, segment_document
@@ -29,14 +30,27 @@ class Corpus:
     warnings: list[str] = field(default_factory=list)
 
 
-def discover(folder: Path, cfg: dict) -> list[str]:
-    """Transcript candidates, relative POSIX paths, sorted; metadata and ignored files left out."""
+def discover(folder: Path, cfg: dict, warnings: list[str] | None = None) -> list[str]:
+    """Transcript candidates, relative POSIX paths, sorted; metadata and ignored files left out.
+    Folders that cannot be listed are reported in `warnings`, not dropped silently."""
     inp = cfg["input"]
     skip = {inp["manifest_file"].lower(), inp["speakers_file"].lower()}
     found = []
-    for path in sorted(folder.rglob("*")):
+
+    def unreadable(exc: OSError) -> None:
+        if warnings is not None:
+            warnings.append(f"{exc.filename}: folder cannot be read ({exc.strerror}); its files are left out")
+
+    paths = []
+    for root, dirs, names in os.walk(folder, onerror=unreadable):  # does not follow symlinked folders
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        skipped = [d for d in dirs if (Path(root) / d).is_symlink()]
+        if skipped and warnings is not None:
+            warnings.extend(f"{Path(root, d)}: symlinked folder left out" for d in skipped)
+        paths += [Path(root) / n for n in names]
+    for path in sorted(paths):
         rel = path.relative_to(folder)
-        if not path.is_file() or any(part.startswith(".") for part in rel.parts):
+        if not (path.is_file() or path.is_symlink()) or any(part.startswith(".") for part in rel.parts):
             continue
         if rel.name.lower() in skip or any(fnmatch.fnmatch(rel.name, g) for g in inp["ignore"]):
             continue
@@ -50,6 +64,8 @@ def _sha256(data: bytes) -> str:
 
 def segment_corpus(folder: str | Path, cfg: dict, on_file: Callable[[str], None] | None = None) -> Corpus:
     folder = Path(folder)
+    if folder.is_file():
+        raise InputError("is a file; give the folder that holds the transcripts", folder)
     if not folder.is_dir():
         raise InputError("input folder not found", folder)
     inp, skip_bad = cfg["input"], cfg["run"]["skip_bad"]
@@ -69,13 +85,15 @@ def segment_corpus(folder: str | Path, cfg: dict, on_file: Callable[[str], None]
     )
     template = template_regex(inp["filename_template"])
     nlp = load_sentence_splitter(cfg["segment"]["sentence_splitter"])
-    files = discover(folder, cfg)
+    warn: list[str] = []
+    files = discover(folder, cfg, warn)
     if manifest is not None:
         files = sorted(set(files) | set(manifest))
     if not files:
         raise InputError("no transcript files found", folder)
 
-    parts, sources, interviews, rejected, warn = [], [], [], [], []
+    parts, sources, interviews, rejected = [], [], [], []
+    root = folder.resolve()
     ids_seen: dict[str, str] = {}
     for rel in files:
         if on_file:
@@ -92,13 +110,18 @@ def segment_corpus(folder: str | Path, cfg: dict, on_file: Callable[[str], None]
                 meta = meta_from_filename(rel, template)
             if meta.interview_id in ids_seen:
                 raise InputError(f"duplicate interview_id {meta.interview_id!r} (also {ids_seen[meta.interview_id]})", rel)
+            if not (folder / rel).resolve().is_relative_to(root):
+                raise InputError("symbolic link to a file outside the input folder; refused", rel)
             data = (folder / rel).read_bytes()
             doc = read_document(folder / rel, rel, resolver.known_label_keys(), inp["fallback_encodings"])
             cols = segment_document(doc, meta, rel, resolver, nlp, cfg)
-        except InputError as exc:
+        except (InputError, OSError) as exc:
             if not skip_bad:
+                if isinstance(exc, OSError):
+                    raise environment_fault(exc) from None
                 raise
-            rejected.append({"source_file": rel, "line": exc.line, "reason": exc.message})
+            reason = exc.message if isinstance(exc, InputError) else f"cannot read: {exc.strerror}"
+            rejected.append({"source_file": rel, "line": getattr(exc, "line", None), "reason": reason})
             continue
         ids_seen[meta.interview_id] = rel
         warn.extend(doc.warnings)

@@ -207,6 +207,11 @@ def run_map(run_dir: Path, cfg: dict, framework_path: Path | str | None = None,
     }
     record["warnings"] = mapping_warnings(record["unmapped_utterance_share"], record["temperature"],
                                           fitted=m["method"] == "similarity" and not m["temperature"])
+    no_concept = um.extra.get("no_concept")
+    if no_concept is not None and no_concept.any():
+        record["counts"]["utterances_without_a_concept_for_their_role"] = int(no_concept.sum())
+        record["warnings"].append(f"{int(no_concept.sum())} utterances are of speaker roles no concept of the "
+                                  "framework applies to (see its 'roles'); they stay unmapped")
     for message in record["warnings"]:
         warnings.warn(message, stacklevel=2)
     update_manifest(run_dir, "map", record, cfg)

@@ -93,6 +93,32 @@ def _trim(text: str, start: int, end: int) -> tuple[int, int]:
     return start, end
 
 
+MAX_CHUNK = 100_000  # characters given to spaCy at once (its own limit is 1,000,000 and costs memory)
+
+
+def _chunks(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    """[start, end) cut at whitespace into pieces of at most MAX_CHUNK characters (hard cut if none)."""
+    out = []
+    while end - start > MAX_CHUNK:
+        cut = text.rfind(" ", start + MAX_CHUNK // 2, start + MAX_CHUNK)
+        cut = cut + 1 if cut > start else start + MAX_CHUNK
+        out.append((start, cut))
+        start = cut
+    out.append((start, end))
+    return out
+
+
+def _sentence_spans(nlp, text: str, turns):
+    """Absolute (start, end) of each turn's sentences, turn by turn; very long turns go to spaCy in
+    pieces, so a 5 MB line is split like any other speech instead of tripping spaCy's limit."""
+    pieces = [(i, a, b) for i, t in enumerate(turns) for a, b in _chunks(text, t.start, t.end)]
+    out: list[list[tuple[int, int]]] = [[] for _ in turns]
+    docs = nlp.pipe((text[a:b] for _, a, b in pieces), batch_size=256)
+    for (i, a, _), parsed in zip(pieces, docs):
+        out[i].extend((a + s.start_char, a + s.end_char) for s in parsed.sents)
+    return out
+
+
 def segment_document(doc: Document, meta: FileMeta, source_file: str, resolver: SpeakerResolver,
                      nlp, cfg: dict) -> dict[str, list]:
     """Columns of the utterances table for one interview."""
@@ -100,9 +126,13 @@ def segment_document(doc: Document, meta: FileMeta, source_file: str, resolver: 
     bc_words = {w.lower() for w in seg["backchannel_words"]}
     cols: dict[str, list] = {f.name: [] for f in schema.UTTERANCES}
     text = doc.source_text
-    turn_texts = (text[t.start:t.end] for t in doc.turns)
-    for turn_index, (turn, parsed) in enumerate(zip(doc.turns, nlp.pipe(turn_texts, batch_size=256))):
-        sents = [_trim(text, turn.start + s.start_char, turn.start + s.end_char) for s in parsed.sents]
+    long_turns = [t for t in doc.turns if t.end - t.start > MAX_CHUNK]
+    if long_turns:
+        doc.warnings.append(f"{source_file}:{long_turns[0].line}: {len(long_turns)} turn(s) longer than "
+                            f"{MAX_CHUNK:,} characters (the longest {max(t.end - t.start for t in long_turns):,}); "
+                            "split into pieces for sentence splitting")
+    for turn_index, (turn, spans) in enumerate(zip(doc.turns, _sentence_spans(nlp, text, doc.turns))):
+        sents = [_trim(text, a, b) for a, b in spans]
         sents = [s for s in sents if s[1] > s[0]]
         speaker_id, role, is_int = resolver.resolve(turn.label, meta)
         for unit_index, (start, end) in enumerate(_units(sents, seg["unit"], seg["window_size"],

@@ -91,7 +91,7 @@ def test_a_researchers_own_framework_loads_with_derived_ids(tmp_path):
         .replace('        exemplars: ["I told the consultant I thought the dose was wrong, and he thanked me."]\n',
                  "        keywords: [voice]\n"), 5, "concept 'speaking_up' has no text"),
     (OWN.replace("  - name: Learning behaviour\n", "  - name: Speaking Up\n"), 8,
-     "duplicate dimension 'speaking_up': already used by concept 'speaking_up'"),
+     "duplicate dimension 'speaking_up': already used by concept 'speaking_up' in dimension 'psychological_safety'"),
     (OWN.replace("      - id: reflection\n", "      - id: speaking_up\n"), 10, "duplicate concept 'speaking_up'"),
     (OWN.replace("  - name: Psychological safety\n", "  - id: safety\n"), 3, "dimension 'safety' has no name"),
     (OWN.replace("        keywords:", "        keywrods:"), 10, "unknown key 'keywrods'"),

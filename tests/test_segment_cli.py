@@ -104,7 +104,7 @@ GOOD = "Interviewer: Q?\nP1: An answer.\n"
     ({"a.txt": GOOD.encode(), "manifest.csv": b"file,wave\na.txt,1\nb.txt,2\n"},
      "manifest.csv:3: manifest names a missing file 'b.txt'"),
     ({"a.txt": GOOD.encode(), "manifest.csv": b"file,wave\na.txt,first\n"},
-     "manifest.csv:2: wave must be a whole number, got 'first'"),
+     "manifest.csv:2: wave must be a whole number from 0 to 2147483647, got 'first'"),
     ({"a.txt": GOOD.encode(), "b.txt": GOOD.encode(), "manifest.csv": b"file,interview_id\na.txt,X1\nb.txt,X1\n"},
      "manifest.csv:3: duplicate interview_id 'X1' (also on line 2)"),
     ({"a.txt": GOOD.encode(), "b.txt": GOOD.encode(), "manifest.csv": b"file\na.txt\n"},
@@ -151,7 +151,7 @@ def test_config_errors_name_the_key(tmp_path):
     with pytest.raises(ConfigError, match="segment.window_size must be a integer|segment.window_size must be a"):
         load_config(bad)
     bad.write_text("[segment]\nunit = 'paragraph'\n")
-    with pytest.raises(ConfigError, match="segment.unit must be turn, sentence or window"):
+    with pytest.raises(ConfigError, match="segment.unit must be one of turn, sentence, window"):
         load_config(bad)
     res = runner.invoke(app, ["segment", str(tmp_path), "--out", str(tmp_path / "r"), "--config", str(bad)])
     assert res.exit_code == 2 and "segment.unit" in res.stderr

@@ -30,11 +30,16 @@ class Speaker:
     is_interviewer: bool
 
 
+MAX_WAVE = 2**31 - 1  # waves are int32 in every table
+
+
 def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise InputError("not UTF-8 text", path) from None
+    if "\x00" in text:
+        raise InputError("binary file, not a CSV table", path)
     reader = csv.DictReader(text.splitlines())
     fields = [f.strip().lower() for f in (reader.fieldnames or [])]
     rows = []
@@ -50,8 +55,8 @@ def parse_wave(value: str, path: Path | str, line: int | None) -> int | None:
     if not value:
         return None
     m = re.fullmatch(r"(?:w|wave)?\s*(\d+)", value, re.I)
-    if not m:
-        raise InputError(f"wave must be a whole number, got {value!r}", path, line)
+    if not m or int(m.group(1)) > MAX_WAVE:
+        raise InputError(f"wave must be a whole number from 0 to {MAX_WAVE}, got {value!r}", path, line)
     return int(m.group(1))
 
 
@@ -63,12 +68,19 @@ def read_manifest(path: Path, folder: Path) -> dict[str, tuple[FileMeta, int]]:
     known = {"file", "interview_id", "wave", "date", "speaker_id"}
     out: dict[str, tuple[FileMeta, int]] = {}
     seen_ids: dict[str, int] = {}
+    root = folder.resolve()
     for line, row in rows:
         rel = row["file"].replace("\\", "/")
         if not rel:
             raise InputError("empty 'file' value", path, line)
+        if Path(rel).is_absolute() or not (folder / rel).resolve().is_relative_to(root):
+            raise InputError(f"file {rel!r} lies outside the input folder; refused (give paths inside "
+                             f"{folder})", path, line)
         if not (folder / rel).is_file():
             raise InputError(f"manifest names a missing file {rel!r}", path, line)
+        key = str(Path(rel).as_posix())
+        if key in out:
+            raise InputError(f"file {rel!r} is listed twice (also on line {out[key][1]})", path, line)
         interview_id = row.get("interview_id") or Path(rel).stem
         if interview_id in seen_ids:
             raise InputError(
@@ -82,7 +94,7 @@ def read_manifest(path: Path, folder: Path) -> dict[str, tuple[FileMeta, int]]:
             participant_id=row.get("speaker_id") or None,
             extra={k: v for k, v in row.items() if k not in known},
         )
-        out[str(Path(rel).as_posix())] = (meta, line)
+        out[key] = (meta, line)
     return out
 
 
@@ -92,10 +104,15 @@ def read_speakers(path: Path) -> dict[str, Speaker]:
     if "speaker_id" not in fields:
         raise InputError("speakers file needs a 'speaker_id' column", path, 1)
     out: dict[str, Speaker] = {}
+    first_line: dict[str, int] = {}
     for line, row in rows:
         flag = row.get("is_interviewer", "").lower()
         if flag not in _TRUE | _FALSE:
             raise InputError(f"is_interviewer must be true or false, got {flag!r}", path, line)
+        if row["speaker_id"] in first_line:
+            raise InputError(f"speaker {row['speaker_id']!r} is listed twice (also on line "
+                             f"{first_line[row['speaker_id']]}); give one row per speaker", path, line)
+        first_line[row["speaker_id"]] = line
         speaker = Speaker(row["speaker_id"], row.get("role") or None, flag in _TRUE)
         names = [row["speaker_id"]] + [a for a in row.get("aliases", "").split(";") if a.strip()]
         for name in names:

@@ -12,16 +12,15 @@ end exclusive, which is what Python string indices are.
 """
 from __future__ import annotations
 
-import posixpath
 import re
 import uuid
 import zipfile
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
 from pipeline.errors import InputError
+from pipeline.io.safezip import SafeZip
 
 NS = "urn:QDA-XML:project:1.0"
 _Q = "{" + NS + "}"
@@ -49,50 +48,6 @@ class QdpxProject:
 
 # ---------------------------------------------------------------- reading
 
-def _safe_member_name(name: str) -> bool:
-    if "\\" in name or name.startswith("/") or re.match(r"^[A-Za-z]:", name):
-        return False
-    parts = posixpath.normpath(name).split("/")
-    return ".." not in parts and "" not in parts[:-1]
-
-
-class _Archive:
-    """Zip reading with the caps applied: names checked up front, bytes counted as read."""
-
-    def __init__(self, path: Path, max_members: int, max_bytes: int):
-        self.path, self.max_bytes, self.read_bytes = path, max_bytes, 0
-        try:
-            self.zip = zipfile.ZipFile(path)
-        except (zipfile.BadZipFile, OSError) as exc:
-            raise InputError(f"not a REFI-QDA project (.qdpx zip archive): {exc}", path) from None
-        infos = self.zip.infolist()
-        if len(infos) > max_members:
-            raise InputError(f"archive holds {len(infos)} members, more than the limit of {max_members} "
-                             "(compare.qdpx_max_members)", path)
-        for info in infos:
-            if not _safe_member_name(info.filename):
-                raise InputError(f"unsafe member name {info.filename!r} in archive (path traversal); refusing it", path)
-        declared = sum(i.file_size for i in infos)
-        if declared > max_bytes:
-            raise InputError(f"archive unpacks to {declared} bytes, more than the limit of {max_bytes} "
-                             "(compare.qdpx_max_bytes)", path)
-        self.names = {i.filename: i for i in infos}
-
-    def read(self, name: str) -> bytes:
-        chunks = []
-        try:
-            with self.zip.open(self.names[name]) as fh:
-                while chunk := fh.read(1 << 20):
-                    self.read_bytes += len(chunk)
-                    if self.read_bytes > self.max_bytes:  # headers can lie: count what actually inflates
-                        raise InputError(f"archive unpacks to more than {self.max_bytes} bytes "
-                                         "(compare.qdpx_max_bytes); refusing it", self.path)
-                    chunks.append(chunk)
-        except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
-            raise InputError(f"damaged archive member {name}: {exc}", self.path) from None
-        return b"".join(chunks)
-
-
 def _code_names(codes_el) -> dict[str, tuple[str, tuple[str, ...]]]:
     """Code GUID -> (name, names of the enclosing codes)."""
     out: dict[str, tuple[str, tuple[str, ...]]] = {}
@@ -114,7 +69,8 @@ def read_qdpx(path: str | Path, max_members: int, max_bytes: int) -> QdpxProject
     from defusedxml.ElementTree import fromstring
 
     path = Path(path)
-    archive = _Archive(path, max_members, max_bytes)
+    archive = SafeZip(path, max_members, max_bytes, "a REFI-QDA project (.qdpx zip archive)",
+                      "compare.qdpx_max_members", "compare.qdpx_max_bytes")
     if "project.qde" not in archive.names:
         raise InputError("no project.qde in the archive; not a REFI-QDA project", path)
     try:
@@ -158,7 +114,7 @@ def read_qdpx(path: str | Path, max_members: int, max_bytes: int) -> QdpxProject
     return project
 
 
-def _source_text(src, archive: _Archive, path: Path, name: str) -> str | None:
+def _source_text(src, archive: SafeZip, path: Path, name: str) -> str | None:
     content = src.find(_Q + "PlainTextContent")
     if content is not None:
         return content.text or ""

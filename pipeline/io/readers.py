@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import re
 import zipfile
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ _TURN_LINE = re.compile(
     (?:\[?(?P<ts3>{_TS})\]?[ \t]*)?(?P<text>.*)$""",
     re.X,
 )
+_LOOSE_TIMING = re.compile(r"-+>|^\s*\d{1,2}:\d{2}[:.,]\d")  # what a damaged timing line still looks like
 _CUE_TIMING = re.compile(rf"^\s*(?P<start>{_TS})\s*-->\s*{_TS}")
 _VOICE = re.compile(r"<v(?:\.[\w.]+)?\s+(?P<name>[^>]+)>")
 _TAG = re.compile(r"</?(?:[A-Za-z]|\d+:)[^>]*>")  # <i>, </v>, <c.red>, <00:01.500>; a bare "<" is text
@@ -175,10 +177,18 @@ def _read_cues(text: str, path: str, fmt: str, encoding: str, known: set[str]) -
     if block:
         blocks.append((block_line, block))
     cues = []  # (line, start seconds, raw payload)
+    bad_timing = []
     for line_no, lines in blocks:
         timing_at = next((j for j, ln in enumerate(lines) if _CUE_TIMING.match(ln)), None)
         if timing_at is None:
-            continue  # WEBVTT header, NOTE, STYLE blocks
+            if lines[0].lstrip().startswith(("WEBVTT", "NOTE", "STYLE", "REGION")):
+                continue  # header and metadata blocks
+            timing_at = next((j for j, ln in enumerate(lines[:2]) if _LOOSE_TIMING.search(ln)), None)
+            if timing_at is None or timing_at + 1 >= len(lines):
+                continue
+            bad_timing.append(line_no + timing_at)  # a cue whose timing line is damaged: keep its words
+            cues.append((line_no + timing_at + 1, None, " ".join(lines[timing_at + 1:])))
+            continue
         ts = parse_timestamp(_CUE_TIMING.match(lines[timing_at]).group("start"))
         cues.append((line_no + timing_at + 1, ts, " ".join(lines[timing_at + 1:])))
     if not cues:
@@ -208,7 +218,11 @@ def _read_cues(text: str, path: str, fmt: str, encoding: str, known: set[str]) -
                 raise InputError("cue has no speaker (expected <v Name> or 'Name:')", path, line_no)
             continue
         items.append((current, body, ts, line_no))
-    return _render(items, fmt, encoding, path)
+    doc = _render(items, fmt, encoding, path)
+    if bad_timing:
+        doc.warnings.append(f"{path}:{bad_timing[0]}: {len(bad_timing)} cue(s) with a malformed timing line "
+                            f"(lines {', '.join(map(str, bad_timing[:10]))}); their text is kept, without a time")
+    return doc
 
 
 def _read_json(text: str, path: str, encoding: str) -> Document:
@@ -216,6 +230,8 @@ def _read_json(text: str, path: str, encoding: str) -> Document:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(f"not valid JSON: {exc.msg}", path, exc.lineno) from None
+    except RecursionError:
+        raise InputError("JSON nested too deeply to be a transcript", path) from None
     if isinstance(data, dict):
         data = data.get("turns", data.get("utterances"))
     if not isinstance(data, list):
@@ -228,20 +244,51 @@ def _read_json(text: str, path: str, encoding: str) -> Document:
         body = next((turn[k] for k in ("text", "utterance", "content") if k in turn), None)
         if not isinstance(label, str) or not isinstance(body, str):
             raise InputError(f"turn {i} needs string 'speaker' and 'text' fields", path)
-        ts = next((turn[k] for k in ("start", "timestamp", "time") if turn.get(k) is not None), None)
-        ts = parse_timestamp(ts) if isinstance(ts, str) else (float(ts) if ts is not None else None)
+        ts = _json_time(next((turn[k] for k in ("start", "timestamp", "time") if turn.get(k) is not None), None),
+                        i, path)
         items.append((label.strip(), body, ts, i + 1))
     return _render(items, "json", encoding, path)
+
+
+def _json_time(value, turn: int, path: Path) -> float | None:
+    """A turn's start: seconds or 'hh:mm:ss'; anything else is one clear error."""
+    if value is None or isinstance(value, str) and not value.strip():
+        return None
+    try:
+        if isinstance(value, str):
+            seconds = parse_timestamp(value)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            seconds = float(value)
+        else:
+            raise TypeError
+    except (TypeError, ValueError, OverflowError):
+        seconds = None
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        raise InputError(f"turn {turn}: start {value!r} is not a time (seconds, or hh:mm:ss)", path)
+    return seconds
+
+
+# A Word transcript of a few hours is a few MB of XML: these caps refuse bombs, not real documents.
+DOCX_MAX_MEMBERS, DOCX_MAX_BYTES = 5_000, 200_000_000
 
 
 def _docx_text(path: Path) -> str:
     import docx  # python-docx
     from docx.table import Table
     from docx.text.paragraph import Paragraph
+    from lxml import etree
 
+    from pipeline.io.safezip import SafeZip
+
+    archive = SafeZip(path, DOCX_MAX_MEMBERS, DOCX_MAX_BYTES, "a Word .docx file (not a zip archive)")
+    for name in archive.names:
+        if name.endswith((".xml", ".rels")) and re.search(rb"<!(DOCTYPE|ENTITY)", archive.read(name)):
+            raise InputError(f"{name} declares a DTD or entities, which Word never writes; refused", path)
     try:
         document = docx.Document(str(path))
-    except (zipfile.BadZipFile, KeyError, ValueError) as exc:
+    except etree.XMLSyntaxError as exc:
+        raise InputError(f"damaged Word XML: {exc}", path) from None
+    except Exception as exc:  # noqa: BLE001 - python-docx raises many kinds on a damaged package
         raise InputError(f"not a readable Word .docx file ({exc.__class__.__name__})", path) from None
     lines = []
     for child in document.element.body.iterchildren():
@@ -269,7 +316,10 @@ def read_document(path: Path, display: str, known: set[str], fallbacks: list[str
             raise InputError("empty file", display)
         if not zipfile.is_zipfile(path):
             raise InputError("not a Word .docx file (not a zip archive)", display)
-        text = _docx_text(path).replace("\r\n", "\n")
+        try:
+            text = _docx_text(path).replace("\r\n", "\n")
+        except InputError as exc:  # name the file as the user gave it
+            raise InputError(exc.message, display, exc.line) from None
         if not text.strip():
             raise InputError("empty file (no text in the document)", display)
         return parse_labelled_text(text, display, known, "docx", "docx")

@@ -18,13 +18,22 @@ _PACKAGES = ["themeshift", "pyarrow", "spacy", "sentence-transformers", "torch",
              "umap-learn", "hdbscan", "scikit-learn", "numpy", "model2vec"]
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, write) -> None:
-    """Call write(tmp_path) on a temporary file beside path, then rename it over path."""
+    """Call write(tmp_path) on a temporary file beside path, then rename it over path. The file gets
+    the user's umask (mkstemp makes 0600: a colleague or an R session under another account could
+    not read a shared run folder); a failure (disk full, kill) leaves the old file or none."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

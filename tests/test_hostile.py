@@ -1,0 +1,238 @@
+"""Hostile inputs, faults and odd environments (the catalogue in hostile_cases.py, plus human codes,
+.qdpx projects, disk full and a kill during a stage): every one ends in one line naming the file,
+the right exit code, no traceback and no half-written table.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from conftest import EXAMPLE, REPO
+from hostile_cases import GOOD, cases
+from pipeline.cli import app
+
+CASES = cases()
+AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def _invoke(args: list[str]):
+    return CliRunner().invoke(app, args)
+
+
+def _no_partial_tables(folder: Path) -> None:
+    leftovers = [p.name for p in folder.rglob("*") if p.name.endswith(".tmp") or p.name.startswith(".")
+                 and p.suffix == ".tmp"]
+    assert not leftovers, leftovers
+    for table in folder.rglob("*.parquet"):
+        pq.read_metadata(table)  # every table that exists is whole
+
+
+def test_the_catalogue_is_broad():
+    families = {c.family for c in CASES}
+    assert len(CASES) >= 60 and families >= {"transcript", "metadata", "framework", "config", "environment"}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_hostile_case(case, tmp_path):
+    if case.root_skip and AS_ROOT:
+        pytest.skip("permissions do not bind root")
+    result = _invoke(case.build(tmp_path))
+    assert "Traceback" not in result.output and not (
+        result.exception and not isinstance(result.exception, SystemExit)), result.output
+    assert result.exit_code == case.code, result.output
+    if case.code == 0:
+        assert case.names in result.stderr, result.stderr  # the warning names file and line
+    else:
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and len(result.stderr.strip().splitlines()) >= 1, result.stderr
+        assert case.names in errors[0], errors[0]
+        assert "\n" not in errors[0]
+    _no_partial_tables(tmp_path)
+
+
+SKIPPABLE = [c for c in CASES if c.skip_bad_ok]
+
+
+@pytest.mark.parametrize("case", SKIPPABLE, ids=[c.name for c in SKIPPABLE])
+def test_skip_bad_lists_the_file_and_keeps_the_rest(case, tmp_path):
+    if case.root_skip and AS_ROOT:
+        pytest.skip("permissions do not bind root")
+    result = _invoke(case.build(tmp_path) + ["--skip-bad"])
+    assert result.exit_code == 0, result.output
+    rejected = pq.read_table(tmp_path / "run" / "rejected.parquet").to_pandas()
+    assert len(rejected) == 1 and case.names.split(":")[0] in rejected["source_file"].iloc[0]
+    utterances = pq.read_table(tmp_path / "run" / "utterances.parquet").to_pandas()
+    assert set(utterances["source_file"]) == {"ok.txt"}
+
+
+def test_symlinked_file_outside_the_folder_never_reaches_the_tables(tmp_path):
+    case = next(c for c in CASES if c.name == "symlink out of the folder")
+    result = _invoke(case.build(tmp_path) + ["--skip-bad"])
+    assert result.exit_code == 0
+    sources = pq.read_table(tmp_path / "run" / "sources.parquet").to_pandas()
+    assert not sources["source_text"].str.contains("private words").any()
+
+
+def test_error_lines_print_file_names_literally(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "[draft] interview P05.txt").write_bytes(b"")
+    result = _invoke(["segment", str(corpus), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    assert "error: [draft] interview P05.txt: empty file" in result.stderr
+
+
+def test_a_newline_in_a_file_name_cannot_forge_a_second_error_line(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a\nerror: fake.txt").write_bytes(b"")
+    result = _invoke(["segment", str(corpus), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: a\\nerror: fake.txt: "), errors
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="file names as bytes: POSIX")
+def test_a_file_name_that_is_not_utf8_is_named_not_a_crash(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    os.makedirs(corpus, exist_ok=True)
+    with open(os.path.join(os.fsencode(corpus), b"caf\xe9.txt"), "wb") as fh:
+        fh.write(b"")
+    result = _invoke(["segment", str(corpus), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "caf\\xe9.txt: empty file" in result.stderr
+
+
+def test_tables_are_written_with_the_users_umask(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "ok.txt").write_text(GOOD, encoding="utf-8")
+    old = os.umask(0o022)
+    try:
+        assert _invoke(["segment", str(corpus), "--out", str(tmp_path / "run")]).exit_code == 0
+    finally:
+        os.umask(old)
+    for table in (tmp_path / "run").glob("*.parquet"):
+        assert table.stat().st_mode & 0o777 == 0o644, table
+
+
+def test_a_full_disk_is_one_line_with_exit_3_and_no_half_table(tmp_path):
+    """RLIMIT_FSIZE makes every write past 64 kB fail like a full disk (EFBIG / ENOSPC)."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "big.txt").write_text("".join(f"P01: Sentence number {i} about the project and its wards.\n"
+                                            for i in range(20_000)), encoding="utf-8")
+    script = ("import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+              "resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536)); "
+              "from pipeline.cli import app; sys.argv = ['themeshift'] + sys.argv[1:]; app()")
+    proc = subprocess.run([sys.executable, "-c", script, "segment", str(corpus), "--out", str(tmp_path / "run")],
+                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 3, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in proc.stderr
+    assert "too large" in errors[0] or "no space" in errors[0]
+    _no_partial_tables(tmp_path)
+    assert not (tmp_path / "run" / "utterances.parquet").exists()
+
+
+def test_ctrl_c_says_interrupted_and_logs_an_event(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i in range(400):
+        (corpus / f"i{i:03d}.txt").write_text(GOOD * 40, encoding="utf-8")
+    script = "import sys; from pipeline.cli import app; sys.argv = ['themeshift'] + sys.argv[1:]; app()"
+    proc = subprocess.Popen([sys.executable, "-c", script, "--log-json", "segment", str(corpus), "--out",
+                             str(tmp_path / "run")], cwd=REPO, stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in proc.stderr:  # interrupt once the work has started
+        lines.append(line)
+        if '"event": "progress"' in line:
+            proc.send_signal(signal.SIGINT)
+            break
+    lines += proc.stderr.readlines()
+    proc.wait(timeout=120)
+    stderr = "".join(lines)
+    if proc.returncode == 0:
+        pytest.skip("segment finished before the interrupt")
+    assert proc.returncode == 130 and "Traceback" not in stderr, stderr
+    assert '"event": "error"' in stderr and "interrupted" in stderr
+    _no_partial_tables(tmp_path)
+    assert not (tmp_path / "run" / "utterances.parquet").exists()
+
+
+# ---------------------------------------------------------------- human codes and .qdpx
+
+
+@pytest.fixture(scope="module")
+def segmented(tmp_path_factory):
+    """The example study segmented, with framework probabilities faked from nothing: compare's
+    readers fail before they need any."""
+    run = tmp_path_factory.mktemp("hostile_run")
+    assert _invoke(["segment", str(EXAMPLE), "--out", str(run), "--quiet"]).exit_code == 0
+    return run
+
+
+def _qdpx(tmp_path: Path, members: dict[str, bytes], compress: int = zipfile.ZIP_DEFLATED) -> Path:
+    path = tmp_path / "project.qdpx"
+    with zipfile.ZipFile(path, "w", compress) as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return path
+
+
+HUMAN_CASES = {
+    "csv missing columns": (lambda d: _write(d, "codes.csv", "interview_id,code\nP01_w1,push\n"), "codes.csv"),
+    "csv start after end": (lambda d: _write(d, "codes.csv", "interview_id,start_char,end_char,code,coder\n"
+                                                            "P01_w1,50,10,push,A\n"), "codes.csv:2"),
+    "csv start not a number": (lambda d: _write(d, "codes.csv", "interview_id,start_char,end_char,code,coder\n"
+                                                               "P01_w1,ten,20,push,A\n"), "codes.csv:2"),
+    "csv empty": (lambda d: _write(d, "codes.csv", ""), "codes.csv"),
+    "csv binary": (lambda d: _write(d, "codes.csv", b"\x00\xff\xfe" * 100), "codes.csv"),
+    "qdpx not a zip": (lambda d: _write(d, "p.qdpx", b"not a zip"), "p.qdpx"),
+    "qdpx without project.qde": (lambda d: _qdpx(d, {"sources/a.txt": b"x"}), "project.qdpx"),
+    "qdpx path traversal": (lambda d: _qdpx(d, {"../../evil.qde": b"x", "project.qde": b"<x/>"}), "project.qdpx"),
+    "qdpx malformed xml": (lambda d: _qdpx(d, {"project.qde": b"<Project><CodeBook>"}), "project.qdpx"),
+    "qdpx entity bomb": (lambda d: _qdpx(d, {"project.qde": b'<?xml version="1.0"?><!DOCTYPE p [<!ENTITY a "aaaa">'
+                                                            b']><Project>&a;</Project>'}), "project.qdpx"),
+    "qdpx zip bomb": (lambda d: _qdpx(d, {"project.qde": b"<Project/>", "sources/big.txt": b"\0" * 600_000_000}),
+                      "project.qdpx"),
+}
+
+
+def _write(folder: Path, name: str, content: str | bytes) -> Path:
+    path = folder / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
+    return path
+
+
+@pytest.mark.parametrize("name", list(HUMAN_CASES))
+def test_bad_human_codes_are_one_line(name, segmented, tmp_path):
+    build, names = HUMAN_CASES[name]
+    human = build(tmp_path)
+    run = tmp_path / "run"
+    shutil.copytree(segmented, run)
+    before = sorted(p.name for p in run.iterdir())
+    result = _invoke(["compare", str(run), "--human", str(human)])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and names in errors[0], result.stderr
+    assert sorted(p.name for p in run.iterdir()) == before  # nothing written
+
+
+@pytest.mark.parametrize("name", list(HUMAN_CASES))
+def test_run_checks_human_codes_before_the_first_stage(name, tmp_path):
+    build, names = HUMAN_CASES[name]
+    human = build(tmp_path)
+    result = _invoke(["run", str(EXAMPLE), "--out", str(tmp_path / "run"), "--human", str(human)])
+    assert result.exit_code == 2 and names in result.stderr
+    assert not (tmp_path / "run").exists()  # failed before segment wrote anything
