@@ -361,13 +361,18 @@ def compare(run_dir: RunArg, human: HumanOpt, mapping: MappingOpt = None, framew
         rec = run_compare(run_dir, human, cfg, mapping, framework)
         if not quiet:
             c = rec["counts"]
+            by_level = "; ".join(f"{n} at the {lv} level" for lv, n in c["disagreeing_utterances_by_level"].items())
             err.print(f"{c['units']} coded utterances in {c['interviews']} interviews, coders: "
-                      f"{', '.join(c['coders'])} + {cfg['compare']['machine_name']}; "
-                      f"{c['disagreements']} machine-human disagreements; tables in {run_dir}/")
+                      f"{', '.join(c['coders'])} + {cfg['compare']['machine_name']}; utterances where the machine "
+                      f"differs from a coder: {by_level or 'none'}; tables in {run_dir}/")
             from pipeline.io.rundir import read_table
 
             a = read_table(run_dir, "agreement").to_pandas()
-            main = a[a["metric"].isin(["cohen_kappa", "krippendorff_alpha"]) & (a["level"] == "dimension")]
+            # every level the codes were given at, finest first (a dimension-only kappa can hide that the
+            # dimensions are just speaker roles)
+            order = {"code": 0, "second-order": 1, "dimension": 2}
+            main = a[a["metric"].isin(["cohen_kappa", "krippendorff_alpha"]) & (a["n"] > 0)]
+            main = main.sort_values("level", key=lambda lv: lv.map(order), kind="stable")
             for r in main.itertuples():
                 who = r.coder_a if not isinstance(r.coder_b, str) else f"{r.coder_a} vs {r.coder_b}"
                 ci = "" if r.ci_low != r.ci_low else f" [{r.ci_low:.2f}, {r.ci_high:.2f}]"  # NaN: no interval
@@ -427,7 +432,7 @@ def report(run_dir: RunArg,
 
 
 LevelOpt = Annotated[Optional[str], typer.Option(
-    "--level", help="What the model learns: dimension, second_order or code (default: [learn] level).")]
+    "--level", help="What the model learns: dimension, second_order or code (default: the config's learn.level, second_order).")]
 
 
 @app.command()
@@ -459,17 +464,18 @@ def learn(run_dir: RunArg, human: HumanOpt, mapping: MappingOpt = None, level: L
             from pipeline.io.rundir import read_table
 
             e = read_table(run_dir, "learn_eval").to_pandas()
-            rows = e[(e["metric"] == "cohen_kappa") & (e["level"] == "dimension")
-                     & e["evaluation"].isin(["cross-validation", "framework-similarity"])]
+            order = {"code": 0, "second-order": 1, "dimension": 2}  # the level learned first, then coarser
+            rows = e[(e["metric"] == "cohen_kappa") & e["evaluation"].isin(["cross-validation", "framework-similarity"])]
+            rows = rows.sort_values("level", key=lambda lv: lv.map(order), kind="stable")
             for r in rows.itertuples():
                 ci = "" if r.ci_low != r.ci_low else f" [{r.ci_low:.2f}, {r.ci_high:.2f}]"
-                err.print(f"  {r.evaluation:20} kappa {r.coder_a} vs {r.coder_b}: {r.value:.3f}{ci} (n={r.n})",
-                          highlight=False)
+                err.print(f"  {r.evaluation:20} kappa ({r.level}) {r.coder_a} vs {r.coder_b}: {r.value:.3f}{ci} "
+                          f"(n={r.n})", highlight=False)
 
 
 @app.command()
 def suggest(run_dir: RunArg,
-            n: Annotated[Optional[int], typer.Option("--n", help="How many to suggest (default: [learn] suggest_n).")] = None,
+            n: Annotated[Optional[int], typer.Option("--n", help="How many to suggest (default: the config's learn.suggest_n, 50).")] = None,
             unit: Annotated[str, typer.Option("--unit", help="utterance or interview.")] = "utterance",
             out: Annotated[Optional[Path], typer.Option(
                 "--out", "-o", help="CSV to write (a .qdpx goes next to it); default RUN/suggestions_<unit>s.csv.")] = None,

@@ -75,9 +75,10 @@ def _human_ratings(aligned: pd.DataFrame, units: pd.DataFrame, coders: list[str]
         share = labelled.groupby(["utterance_id", column], as_index=False)["overlap"].sum()
         share["i"] = share["utterance_id"].map(pos)
         share["k"] = share[column].map(cat)
-        pres[share["i"].to_numpy(), share["k"].to_numpy()] = True
+        # int64 even when empty: codes naming only dimensions leave the second-order level with no labels
+        pres[share["i"].to_numpy(np.int64), share["k"].to_numpy(np.int64)] = True
         best = share.sort_values(["i", "overlap", column], ascending=[True, False, True]).drop_duplicates("i")
-        p[best["i"].to_numpy()] = best["k"].to_numpy()
+        p[best["i"].to_numpy(np.int64)] = best["k"].to_numpy(np.int64)
         primary[coder], present[coder] = p, pres
     return primary, present
 
@@ -158,7 +159,9 @@ def compare(utterances: pa.Table, sources: pa.Table, human: HumanCodes, framewor
             coder: int((aligned[(aligned["coder"] == coder) & aligned["coded"] & aligned["dimension"].notna()]
                         .groupby("utterance_id")["second_order"].nunique() > 1).sum()) for coder in coders},
         "machine_unlabelled_units": int((ratings["dimension"].primary[machine] == MISSING).sum()),
-        "disagreements": len(disagreements),
+        "disagreements": len(disagreements),  # rows: one per utterance x level x coder
+        "disagreeing_utterances_by_level": {  # utterances where the machine differs from at least one coder
+            level: int(n) for level, n in disagreements.to_pandas().groupby("level")["utterance_id"].nunique().items()},
     }
     return Comparison(
         agreement=pa.Table.from_pylist(agreement_rows, schema=AGREEMENT),

@@ -262,4 +262,4 @@ def load_framework(path: str | Path | None = None) -> Framework:
             concepts.append(Concept(c_id, c_name, d_id, descriptions, exemplars, keywords, c_roles))
     return Framework(name=name, dimensions=dimensions, concepts=concepts,
                      description=r.text(top, "description", "", required=False),
-                     path=str(path), sha256=hashlib.sha256(raw).hexdigest())
+                     path=str(path.resolve()), sha256=hashlib.sha256(raw).hexdigest())

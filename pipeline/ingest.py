@@ -17,7 +17,8 @@ from pipeline import schema
 from pipeline.errors import InputError, environment_fault
 from pipeline.io.metadata import FileMeta, meta_from_filename, read_manifest, read_speakers, template_regex
 from pipeline.io.readers import label_key, read_document
-from pipeline.segment import SpeakerResolver, columns_to_table, load_sentence_splitter, segment_document
+from pipeline.segment import (SpeakerResolver, columns_to_table, load_sentence_splitter, one_label_many_people,
+                              segment_document)
 
 
 @dataclass
@@ -135,6 +136,7 @@ def segment_corpus(folder: str | Path, cfg: dict, on_file: Callable[[str], None]
                            "n_skipped_lines": doc.n_skipped_lines, **meta.extra})
     if not parts:
         raise InputError("no transcript could be read (see rejected files)", folder)
+    warn.extend(one_label_many_people(resolver))
     extra_cols = sorted({k for row in interviews for k in row} - set(schema.INTERVIEWS.names))
     interviews_schema = schema.INTERVIEWS
     for name in extra_cols:

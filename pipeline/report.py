@@ -23,18 +23,13 @@ import pyarrow.parquet as pq
 
 from pipeline import report_figures as rf
 from pipeline.errors import InputError
+from pipeline.io.rundir import COMMANDS, read_table, stale_reason
+from pipeline.io.spreadsheet import safe_cell
 
-# table -> the command that writes it
-COMMANDS = {
-    "utterances": "themeshift segment TRANSCRIPTS --out RUN", "interviews": "themeshift segment TRANSCRIPTS --out RUN",
-    "rejected": "themeshift segment TRANSCRIPTS --out RUN", "embeddings": "themeshift embed RUN",
-    "codes": "themeshift codes RUN", "assignments": "themeshift codes RUN",
-    "data_structure": "themeshift map RUN", "utterance_dimensions": "themeshift map RUN",
-    "shifts": "themeshift shift RUN", "shift_dimensions": "themeshift shift RUN",
-    "group_shifts": "themeshift shift RUN", "group_trajectory": "themeshift shift RUN",
-    "agreement": "themeshift compare RUN --human CODES", "confusion": "themeshift compare RUN --human CODES",
-    "disagreements": "themeshift compare RUN --human CODES", "learn_eval": "themeshift learn RUN --human CODES",
-}
+# the tables the report reads, when they exist
+REPORTED = ["utterances", "interviews", "rejected", "embeddings", "codes", "assignments", "data_structure",
+            "utterance_dimensions", "shifts", "shift_dimensions", "group_shifts", "group_trajectory", "agreement",
+            "confusion", "disagreements", "learn_eval"]
 
 SECTIONS = [("overview", "Corpus overview"), ("data-structure", "Data structure"),
             ("dimension-shares", "Dimension shares by wave and role"), ("shifts", "Per-speaker shifts"),
@@ -67,13 +62,14 @@ def load_tables(run_dir: Path) -> tuple[dict[str, pd.DataFrame], dict]:
         raise InputError("not a run directory (no utterances.parquet, no manifest.json); "
                          "run `themeshift segment TRANSCRIPTS --out RUN` first", run_dir)
     tables: dict[str, pd.DataFrame] = {}
-    for name in COMMANDS:
+    stale: dict[str, str] = {}
+    for name in REPORTED:
         path = run_dir / f"{name}.parquet"
         if path.is_file():
-            try:
-                table = pq.read_table(path)
-            except (pa.ArrowException, OSError) as exc:
-                raise InputError(f"unreadable Parquet file ({exc}); re-run `{COMMANDS[name]}`", path) from None
+            if why := stale_reason(run_dir, name):  # left out, and named in the page, never mixed in
+                stale[name] = why
+                continue
+            table = read_table(run_dir, name, check=False)
             tables[name] = table.to_pandas() if name != "embeddings" else table
     manifest: dict = {}
     path = run_dir / "manifest.json"
@@ -82,6 +78,7 @@ def load_tables(run_dir: Path) -> tuple[dict[str, pd.DataFrame], dict]:
             manifest = json.loads(path.read_text(encoding="utf-8"))
         except (ValueError, UnicodeDecodeError) as exc:
             raise InputError(f"manifest is not valid JSON ({exc})", path) from None
+    manifest["_stale_tables"] = stale
     return tables, manifest
 
 
@@ -156,7 +153,8 @@ def _csv(columns: list[str], rows: list[list]) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(columns)
     for r in rows:
-        w.writerow(["" if _missing(v) else (f"{v:.6g}" if isinstance(v, (float, np.floating)) else v) for v in r])
+        w.writerow(["" if _missing(v) else (f"{v:.6g}" if isinstance(v, (float, np.floating)) else safe_cell(v))
+                    for v in r])
     return buf.getvalue()
 
 
@@ -634,7 +632,9 @@ def _learned_coder(c: _Ctx) -> str:
     curve = e[(e["evaluation"] == "learning-curve") & (e["level"] == "dimension") & (e["coder_b"] != "consensus")]
     if len(curve):
         by = curve.groupby(["train_interviews", "machine"])["value"].mean().unstack("machine")
-        rows = [[int(n), by.at[n, True], by.at[n, False]] for n in by.index]
+        # one coder: no coder-vs-coder rows, so no False column
+        rows = [[int(n), by.at[n, True] if True in by else None, by.at[n, False] if False in by else None]
+                for n in by.index]
         out.append("<p>Learning curve: mean machine-coder κ (dimension level) on the interviews left out, by how "
                    "many hand-coded interviews the model learned from; how many more interviews are worth coding.</p>"
                    + html_table(["hand-coded interviews", "machine-coder κ", "coders' κ (same utterances)"], rows))
@@ -815,7 +815,8 @@ v.hidden=v.getAttribute('data-view')!==btn.getAttribute('data-view');});
 });});});
 var dl=document.getElementById('map-download');if(dl){dl.addEventListener('click',function(){
 var d=JSON.parse(document.getElementById('map-data').textContent);
-function q(v){v=v===null?'':String(v);return /[",\\n]/.test(v)?'"'+v.replace(/"/g,'""')+'"':v;}
+function q(v){v=v===null?'':String(v);if(/^[=+\\-@\\t\\r]/.test(v)&&isNaN(Number(v)))v="'"+v;
+return /[",\\n]/.test(v)?'"'+v.replace(/"/g,'""')+'"':v;}
 var lines=[d.columns.join(',')].concat(d.rows.map(function(r){return r.map(q).join(',');}));
 var a=document.createElement('a');a.href=URL.createObjectURL(new Blob([lines.join('\\n')+'\\n'],{type:'text/csv'}));
 a.download='utterance_map.csv';document.body.appendChild(a);a.click();a.remove();});}
@@ -845,6 +846,12 @@ def build_report(tables: dict[str, pd.DataFrame], manifest: dict, cfg: dict,
         items = "".join(f"<li><code>{_e(cmd)}</code> makes {_e(', '.join(ts))}</li>" for cmd, ts in by_cmd.items())
         missing = (f'<div class="missing" id="missing-tables"><p>This report shows what the run directory holds. '
                    f"Not there yet:</p><ul>{items}</ul></div>")
+    stale = manifest.get("_stale_tables", {})
+    if stale:
+        items = "".join(f"<li><code>{_e(t)}.parquet</code>: {_e(why)}; re-run <code>{_e(COMMANDS.get(t, ''))}</code>"
+                        "</li>" for t, why in stale.items())
+        missing += (f'<div class="missing" id="stale-tables"><p>Left out because they no longer match the tables '
+                    f"they were made from:</p><ul>{items}</ul></div>")
     nav = "".join(f'<li><a href="#{sid}">{_e(name)}</a></li>' for sid, name in SECTIONS)
     sections = "".join(f'<section id="{sid}"><h2>{_e(name)}</h2>{bodies[sid]}</section>' for sid, name in SECTIONS
                        if sid != "reproducibility")

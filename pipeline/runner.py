@@ -58,10 +58,16 @@ def run_segment(input_dir: Path, run_dir: Path, cfg: dict, progress: Progress | 
 
 def run_embed(run_dir: Path, cfg: dict, progress: Progress | None = None, encoder=None) -> dict:
     from pipeline.embed import embed_utterances, load_encoder
+    from pipeline.errors import InputError
     from pipeline.io.rundir import read_table
 
     started = time.perf_counter()
     utterances = read_table(run_dir, "utterances", "themeshift segment")
+    if not pc.any(utterances.column("coded")).as_py():
+        reasons = Counter(r for r in utterances.column("exclusion_reason").to_pylist() if r)
+        raise InputError(f"no utterance is left to code ({', '.join(f'{n} {r}' for r, n in reasons.most_common())}): "
+                         "are the participants' labels taken for interviewers? See speakers.csv and "
+                         "speakers.interviewer_labels", Path(run_dir) / "utterances.parquet")
     encoder = encoder or load_encoder(cfg["embed"]["model"], cfg["embed"]["device"])
     table, stats = embed_utterances(utterances, encoder, cfg, progress)
     write_table(run_dir, "embeddings", table)
@@ -400,6 +406,10 @@ def run_report(run_dir: Path, cfg: dict, figures_dir: Path | str | None = None, 
     if rc["projection"] not in ("umap", "pca"):
         raise InputError(f"report.projection must be umap or pca, got {rc['projection']!r}")
     tables, manifest = load_tables(run_dir)
+    import warnings
+
+    for name, why in manifest.get("_stale_tables", {}).items():
+        warnings.warn(f"{run_dir / name}.parquet left out of the report: {why}", stacklevel=2)
     xy = ids = None
     map_record: dict = {}
     seconds_map = 0.0
@@ -431,8 +441,12 @@ def run_report(run_dir: Path, cfg: dict, figures_dir: Path | str | None = None, 
         map_record = {"key": key, "projection": rc["projection"], "rows": len(ids), "reused": previous.get("key") == key
                       and cached.is_file()}
         seconds_map = time.perf_counter() - t0
-    report = build_report(tables, manifest, cfg, xy, ids, title=f"themeshift report: {run_dir.resolve().name}")
     out_path = Path(out_path) if out_path else run_dir / "report.html"
+    try:
+        report = build_report(tables, manifest, cfg, xy, ids, title=f"themeshift report: {run_dir.resolve().name}")
+    except BaseException:
+        out_path.unlink(missing_ok=True)  # an older page no longer matches the run's tables: never leave it
+        raise
     write_shareable(out_path, report.html)
     figures = [str(p) for p in write_figures(report.figures, Path(figures_dir))] if figures_dir else []
     record = {"path": str(out_path.resolve()), "bytes": out_path.stat().st_size, "sections": report.sections,
@@ -545,8 +559,7 @@ def run_suggest(run_dir: Path, cfg: dict, n: int | None = None, unit: str = "utt
     framework = _framework_for(run_dir, cfg, framework_path)
     table, source, excluded = suggest(
         read_table(run_dir, "utterances", "themeshift segment"), read_table(run_dir, "embeddings", "themeshift embed"),
-        _optional_table(run_dir, "learned_codes"), _optional_table(run_dir, "utterance_dimensions"),
-        _optional_table(run_dir, "human_codes"), n, unit, cfg)
+        _optional_table(run_dir, "learned_codes"), _optional_table(run_dir, "utterance_dimensions"), n, unit, cfg)
     out = Path(out) if out else run_dir / f"suggestions_{unit}s.csv"
     paths = write_suggestions(table, out, read_table(run_dir, "sources", "themeshift segment"),
                               read_table(run_dir, "utterances"), framework, cfg)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 
@@ -55,9 +55,31 @@ class SpeakerResolver:
         return set(self.speakers) | self.interviewer_keys | self.participant_keys
 
     scope_column: str = ""
+    # speaker ids taken from a bare label (no speakers.csv entry, not a participant label) -> the
+    # manifest participants of the interviews it was used in: one label for many people is a warning
+    label_only: dict[str, dict[str, str | None]] = field(default_factory=dict)
 
-    def resolve(self, label: str, meta: FileMeta) -> tuple[str, str | None, bool]:
+    def sole_participant_label(self, labels: list[str], meta: FileMeta) -> str | None:
+        """In a transcript whose manifest names its participant, the one label that is neither an
+        interviewer nor a known speaker is that participant (a two-party interview labelled
+        'Client:' or 'Teacher:'), so the manifest's speaker_id wins over the bare label."""
+        if not meta.participant_id:
+            return None
+        keys = {label_key(x) for x in labels} - self.interviewer_keys
+        keys = {k for k in keys if not (k in self.speakers and self.speakers[k].is_interviewer)}
+        if len(keys) == 1:
+            key = next(iter(keys))
+            if key not in self.speakers and key not in self.participant_keys:
+                return key
+        return None
+
+    def resolve(self, label: str, meta: FileMeta, sole: str | None = None) -> tuple[str, str | None, bool]:
+        if sole is not None and label_key(label) == sole:
+            s = self.speakers.get(label_key(meta.participant_id))
+            return (s.speaker_id, s.role, False) if s else (meta.participant_id, None, False)
         speaker_id, role, is_int = self._resolve(label, meta)
+        if not is_int and label_key(label) not in self.speakers and label_key(label) not in self.participant_keys:
+            self.label_only.setdefault(speaker_id, {})[meta.interview_id] = meta.participant_id
         scope = meta.extra.get(self.scope_column) if self.scope_column else None
         if scope and not is_int:
             speaker_id = f"{scope}/{speaker_id}"
@@ -131,10 +153,11 @@ def segment_document(doc: Document, meta: FileMeta, source_file: str, resolver: 
         doc.warnings.append(f"{source_file}:{long_turns[0].line}: {len(long_turns)} turn(s) longer than "
                             f"{MAX_CHUNK:,} characters (the longest {max(t.end - t.start for t in long_turns):,}); "
                             "split into pieces for sentence splitting")
+    sole = resolver.sole_participant_label([t.label for t in doc.turns], meta)
     for turn_index, (turn, spans) in enumerate(zip(doc.turns, _sentence_spans(nlp, text, doc.turns))):
         sents = [_trim(text, a, b) for a, b in spans]
         sents = [s for s in sents if s[1] > s[0]]
-        speaker_id, role, is_int = resolver.resolve(turn.label, meta)
+        speaker_id, role, is_int = resolver.resolve(turn.label, meta, sole)
         for unit_index, (start, end) in enumerate(_units(sents, seg["unit"], seg["window_size"],
                                                          _trim(text, turn.start, turn.end))):
             unit_text = text[start:end]
@@ -170,3 +193,17 @@ def segment_document(doc: Document, meta: FileMeta, source_file: str, resolver: 
 def columns_to_table(parts: list[dict[str, list]], table_schema: pa.Schema) -> pa.Table:
     merged = {f.name: [v for p in parts for v in p[f.name]] for f in table_schema}
     return pa.table(merged, schema=table_schema)
+
+
+def one_label_many_people(resolver: SpeakerResolver) -> list[str]:
+    """Warnings for bare labels used as one speaker across interviews whose manifest names different
+    participants (e.g. 'Client' in 133 sessions would otherwise be one person)."""
+    out = []
+    for speaker_id, used in sorted(resolver.label_only.items()):
+        people = {p for p in used.values() if p}
+        if len(used) >= 2 and len(people) >= 2:
+            out.append(f"label {speaker_id!r} is one speaker across {len(used)} interviews whose manifest names "
+                       f"{len(people)} different participants; if they are different people, add the label to "
+                       "speakers.participant_labels (each interview's speaker_id is then used) or list them "
+                       "in speakers.csv")
+    return out

@@ -69,7 +69,9 @@ def greedy_pick(u: np.ndarray, vecs: np.ndarray, known: np.ndarray, n: int, dive
 
 
 def suggest(utterances: pa.Table, embeddings: pa.Table, learned_codes: pa.Table | None, dims: pa.Table | None,
-            human_codes: pa.Table | None, n: int, unit: str, cfg: dict) -> tuple[pa.Table, str, list[str]]:
+            n: int, unit: str, cfg: dict) -> tuple[pa.Table, str, list[str]]:
+    """Hand-coded interviews are the ones `learn` trained on (learned_codes.cross_validated); the
+    human_codes table an earlier `compare` left is an evaluation, not what the model knows."""
     from pipeline.embed import vectors
 
     if unit not in ("utterance", "interview"):
@@ -89,8 +91,6 @@ def suggest(utterances: pa.Table, embeddings: pa.Table, learned_codes: pa.Table 
         lc = learned_codes.select(["utterance_id", "cross_validated"]).to_pandas()
         coded_interviews |= set(meta.loc[meta.index.isin(set(lc.loc[lc["cross_validated"], "utterance_id"])),
                                          "interview_id"])
-    if human_codes is not None:
-        coded_interviews |= set(human_codes.column("interview_id").to_pylist())
     p = probs.reindex(ids).fillna(0.0)
     u = uncertainty(p.to_numpy(float))
     label = p.columns.to_numpy()[p.to_numpy(float).argmax(axis=1)] if p.shape[1] else np.full(len(ids), None)
@@ -144,11 +144,12 @@ def write_suggestions(table: pa.Table, csv_path, sources: pa.Table, utterances: 
 
     from pipeline.io.qdpx import ExportCode, ExportSource, machine_project, write_qdpx
     from pipeline.io.rundir import atomic_write
+    from pipeline.io.spreadsheet import safe_frame
     from pipeline.schema import UTTERANCE_DIMENSIONS
 
     csv_path = Path(csv_path)
     df = table.to_pandas()
-    atomic_write(csv_path, lambda tmp: df.to_csv(tmp, index=False))
+    atomic_write(csv_path, lambda tmp: safe_frame(df).to_csv(tmp, index=False))
     book, _, _ = machine_project(sources, utterances, framework, UTTERANCE_DIMENSIONS.empty_table())
     marker = ExportCode(MARKER, "passages whose hand-coding would help the learned model most (themeshift suggest); "
                         "code them with the codebook, the marker itself can be deleted", True, [], ("suggest",))

@@ -1,6 +1,7 @@
 """Framework files: the shipped KT framework, a researcher's own, and every kind of bad file."""
 from __future__ import annotations
 
+from pathlib import Path
 import json
 import re
 import sys
@@ -127,3 +128,12 @@ def test_cli_reports_a_bad_framework_in_one_line_and_exits_2(tmp_path):
     lines = [x for x in result.output.splitlines() if x.strip()]
     assert len(lines) == 1 and f"{path}:3:" in lines[0] and "only one dimension" in lines[0]
     assert "Traceback" not in result.output
+
+
+def test_the_framework_path_is_recorded_absolute(tmp_path, monkeypatch):
+    """A run records where its framework lives; a relative path would break `compare` run from
+    another folder."""
+    (tmp_path / "fw.yaml").write_text(DEFAULT_FRAMEWORK_PATH.read_text(encoding="utf-8"), encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    fw = load_framework("fw.yaml")
+    assert fw.path == str(tmp_path / "fw.yaml") and Path(fw.path).is_absolute()

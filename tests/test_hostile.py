@@ -236,3 +236,61 @@ def test_run_checks_human_codes_before_the_first_stage(name, tmp_path):
     result = _invoke(["run", str(EXAMPLE), "--out", str(tmp_path / "run"), "--human", str(human)])
     assert result.exit_code == 2 and names in result.stderr
     assert not (tmp_path / "run").exists()  # failed before segment wrote anything
+
+
+def test_spreadsheet_exports_neutralise_formulas():
+    import pandas as pd
+
+    from pipeline.io.spreadsheet import safe_cell, safe_frame
+    from pipeline.report import _csv
+
+    assert safe_cell('=HYPERLINK("http://x","click")') == '\'=HYPERLINK("http://x","click")'
+    assert [safe_cell(v) for v in ("@SUM(A1)", "+44 20 7946", "-cmd|' /C calc'!A0", "\tTAB")] == [
+        "'@SUM(A1)", "'+44 20 7946", "'-cmd|' /C calc'!A0", "'\tTAB"]
+    assert [safe_cell(v) for v in ("-0.25", "+3", "1e-5", "plain text", 7, -0.5)] == [
+        "-0.25", "+3", "1e-5", "plain text", 7, -0.5]  # numbers stay numbers
+    df = safe_frame(pd.DataFrame({"text": ["=1+1", "fine"], "score": [-0.5, 0.25]}))
+    assert df["text"].tolist() == ["'=1+1", "fine"] and df["score"].tolist() == [-0.5, 0.25]
+    assert _csv(["speaker", "value"], [["=cmd()", -0.5]]) == "speaker,value\n'=cmd(),-0.5\n"
+
+
+def test_a_corpus_of_interviewer_turns_only_stops_before_embedding(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "i1.txt").write_text("Interviewer: How did it start?\nINT: And then what happened next?\n",
+                                   encoding="utf-8")
+    assert _invoke(["segment", str(corpus), "--out", str(tmp_path / "run")]).exit_code == 0
+    result = _invoke(["embed", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    [line] = [x for x in result.stderr.splitlines() if x.startswith("error:")]
+    assert "utterances.parquet: no utterance is left to code (2 interviewer)" in line
+    assert not (tmp_path / "run" / "embeddings.parquet").exists()
+
+
+def test_tables_made_from_an_earlier_corpus_are_refused_by_name(tmp_path):
+    """Re-segmenting a changed corpus into the same folder leaves older downstream tables behind:
+    reading one is refused, naming it and the command that remakes it; the report leaves it out."""
+    import pyarrow as pa
+
+    from pipeline.errors import InputError
+    from pipeline.io.rundir import end_stage, read_table, write_table
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text(GOOD, encoding="utf-8")
+    run = tmp_path / "run"
+    assert _invoke(["segment", str(corpus), "--out", str(run)]).exit_code == 0
+    utt = read_table(run, "utterances")  # a stage reads utterances and writes a table made from them
+    write_table(run, "shifts", pa.table({"speaker_id": utt.column("speaker_id").unique()}))
+    end_stage(run)
+    read_table(run, "shifts")  # fresh: fine
+
+    (corpus / "b.txt").write_text(GOOD.replace("P01", "P02"), encoding="utf-8")
+    assert _invoke(["segment", str(corpus), "--out", str(run)]).exit_code == 0
+    with pytest.raises(InputError, match=r"stale table: it was made from an earlier utterances.parquet; "
+                                         r"re-run `themeshift shift RUN`") as info:
+        read_table(run, "shifts")
+    assert info.value.path == str(run / "shifts.parquet")
+    result = _invoke(["report", str(run)])
+    assert result.exit_code == 0 and "shifts.parquet left out of the report" in result.stderr
+    assert "Left out because they no longer match" in (run / "report.html").read_text(encoding="utf-8")

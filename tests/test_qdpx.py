@@ -42,7 +42,7 @@ def machine_run(example_segmented, tmp_path_factory):
         for d in fw.dimension_ids:
             dims.append({"utterance_id": uid, "dimension": d, "probability": 0.8 if c and c.dimension == d else 0.1,
                          "is_argmax": (c.dimension if c else fw.dimension_ids[0]) == d, "mapped": c is not None,
-                         "second_order": c.name if c else None, "source": "human"})
+                         "second_order": c.name if c else None, "source": "framework-similarity"})
         assign.append({"utterance_id": uid, "code_id": fw.concept_ids.index(c.id) if c else -1, "probability": 1.0,
                        "reason": None if c else "outlier"})
     write_table(run, "utterance_dimensions", pa.Table.from_pylist(dims, schema=UTTERANCE_DIMENSIONS))
@@ -255,3 +255,18 @@ def test_export_carries_participants_as_cases_with_role_and_shift(machine_run, t
     assert values["shift_significant"] == str(bool(first_last.loc["C01", "significant"])).lower()
     assert float(values["shift_jsd"]) == pytest.approx(first_last.loc["C01", "jsd"], abs=1e-6)
     assert cases["P03"][0]["role"] == "PROJECT"
+
+
+def test_export_never_credits_the_coders_labels_to_the_machine(machine_run, tmp_path):
+    """After learn, human-coded utterances keep the coders' labels (source human): those codings are
+    the coders', so the machine's project leaves them out."""
+    dims = read_table(machine_run, "utterance_dimensions").to_pandas()
+    human_ids = set(dims["utterance_id"].unique()[:100])
+    dims.loc[dims["utterance_id"].isin(human_ids), "source"] = "human"
+    fw = load_framework()
+    _, sources, counts = machine_project(read_table(machine_run, "sources"), read_table(machine_run, "utterances"),
+                                         fw, pa.Table.from_pandas(dims, schema=UTTERANCE_DIMENSIONS,
+                                                                  preserve_index=False))
+    top = dims[dims["is_argmax"] & dims["mapped"]]
+    assert counts["human_codings_left_out"] == int(top["utterance_id"].isin(human_ids).sum()) > 0
+    assert counts["concept_codings"] == int((~top["utterance_id"].isin(human_ids)).sum())

@@ -191,3 +191,29 @@ def test_log_json_writes_one_json_object_per_line(tmp_path):
     assert events[-1]["file"] == "b.txt" and "binary" in events[-1]["message"]
     res = runner.invoke(app, ["segment", str(tmp_path / "in"), "--out", str(tmp_path / "r3")])
     assert res.exit_code == 2 and res.stderr.startswith("error: b.txt")  # plain lines again without the flag
+
+
+def test_a_bare_label_in_two_party_transcripts_takes_the_manifests_speaker(tmp_path):
+    """'Counsellor:' / 'Client:' sessions: with Counsellor an interviewer label, each session's one
+    other label is the participant the manifest names; a bare label across sessions of different
+    people without that rule is one speaker, with a warning."""
+    from pipeline.ingest import segment_corpus
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    rows = ["file,interview_id,wave,speaker_id"]
+    for i in range(3):
+        (corpus / f"s{i}.txt").write_text("Counsellor: How are you today?\nClient: Not so bad, thanks.\n"
+                                          "Counsellor: Tell me more.\nClient: Work has been hard.\n", encoding="utf-8")
+        rows.append(f"s{i}.txt,s{i},1,C{i}")
+    (corpus / "manifest.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    cfg = load_config(overrides={"speakers": {"interviewer_labels": ["Counsellor"]}})
+    corpus_tables = segment_corpus(corpus, cfg)
+    spk = corpus_tables.utterances.to_pandas()
+    assert sorted(spk.loc[~spk["is_interviewer"], "speaker_id"].unique()) == ["C0", "C1", "C2"]
+    assert not [w for w in corpus_tables.warnings if "one speaker across" in w]
+
+    both = segment_corpus(corpus, load_config())  # Counsellor unknown too: two bare labels per session
+    assert set(both.utterances.to_pandas()["speaker_id"]) == {"Counsellor", "Client"}
+    warned = [w for w in both.warnings if "one speaker across 3 interviews" in w]
+    assert len(warned) == 2 and any("'Client'" in w for w in warned)

@@ -21,6 +21,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 from pipeline.errors import InputError
 from pipeline.io.safezip import SafeZip
+from pipeline.io.spreadsheet import safe_cell
 
 NS = "urn:QDA-XML:project:1.0"
 _Q = "{" + NS + "}"
@@ -186,7 +187,7 @@ def _value(value: object) -> str:
         return str(value).lower()
     if isinstance(value, float):
         return repr(round(value, 6))
-    return _text(str(value), "a case variable")
+    return _text(safe_cell(str(value)), "a case variable")  # metadata, not transcript text
 
 
 def _text(value: str, what: str) -> str:
@@ -318,6 +319,9 @@ def machine_project(sources, utterances, framework, utterance_dimensions=None, c
     if utterance_dimensions is not None:
         ud = utterance_dimensions.to_pandas()
         top = ud[ud["is_argmax"] & ud["mapped"]].drop_duplicates("utterance_id")
+        if "source" in top:  # after learn, human-coded utterances keep the coders' labels: not the machine's
+            counts["human_codings_left_out"] = int((top["source"] == "human").sum())
+            top = top[top["source"] != "human"]
         for uid, dim, concept_name in zip(top["utterance_id"], top["dimension"], top["second_order"]):
             concept = framework.concept(concept_name) if isinstance(concept_name, str) else None
             target = concept_codes[concept.id] if concept else dim_codes.get(dim)
