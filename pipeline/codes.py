@@ -150,7 +150,8 @@ def fit_codes(utterances: pa.Table, embeddings: pa.Table, encoder: Encoder, cfg:
         warnings.warn(f"only {n} coded utterances (< codes.min_utterances_umap = {c['min_utterances_umap']}): "
                       "UMAP + HDBSCAN need more; clustering with the agglomerative fallback")
     encoder.with_cache(cfg)  # keyword and exemplar embeddings recur across runs
-    docs = keyword_texts(texts, c["fillers"], c["lemmatizer"], cfg["embed"]["cache_dir"])
+    docs = keyword_texts(texts, c["fillers"] + cfg["segment"]["backchannel_words"], c["lemmatizer"],
+                         cfg["embed"]["cache_dir"])
     docs = [d if d else "_" for d in docs]  # an utterance of stop words only still needs a token
     random.seed(seed)
     np.random.seed(seed)
@@ -197,7 +198,8 @@ def _codes_table(model, topics: np.ndarray, ids: list[str], X: np.ndarray, n_exe
         members = np.flatnonzero(topics == t)
         centroid = _normalise(X[members].mean(axis=0, keepdims=True))[0]
         order = members[np.argsort(-(X[members] @ centroid), kind="stable")]
-        words = [w for w, _ in (model.get_topic(t) or []) if w]
+        # a bigram of one word twice ("method method") says nothing the word does not
+        words = [w for w, _ in (model.get_topic(t) or []) if w and len(set(w.split())) == len(w.split())]
         member_ids = sorted(ids[i] for i in members)
         rows.append({
             "code_id": int(t),

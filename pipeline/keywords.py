@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import warnings
+from collections import Counter
 
 from pipeline.io.rundir import write_json
 from pipeline.models import cache_root
@@ -58,11 +59,37 @@ def lemma_map(words: set[str], pipeline_name: str, cache_dir: str = "") -> dict[
     return {w: known[w] for w in words}
 
 
+# Spoken sounds and transcriber marks that carry no content, whatever the fillers list says.
+SPOKEN = {"mhm", "mhmm", "mmhmm", "mm-hmm", "mmm", "hmm", "hm", "umm", "uhm", "uhh", "uh-huh", "ahh", "ohh", "ooh",
+          "huh", "yep", "yup", "yeah", "yah", "nope", "okay", "ok", "inaudible", "unintelligible", "crosstalk",
+          "laughter", "laughs", "laughing", "pause", "silence", "indiscernible"}
+_WORD = re.compile(r"[A-Za-z][A-Za-z'\u2019-]*")
+
+
+def name_like(texts: list[str], min_count: int = 2, share: float = 0.8) -> set[str]:
+    """Lower-cased words written with a capital inside sentences at least `share` of the time:
+    personal names ('Donna', 'Jackie'), which make labels that say who talked, not what about."""
+    mid, capital = Counter(), Counter()
+    for text in texts:
+        for m in _WORD.finditer(text):
+            before = text[:m.start()].rstrip()
+            if not before or before[-1] in ".!?:;\"\u201c(":  # sentence or quote start: no evidence
+                continue
+            word = m.group()
+            if len(word) > 1 and word.isupper():  # acronyms (NHS, PDSA) carry content
+                continue
+            low = word.lower()
+            mid[low] += 1
+            capital[low] += word[0].isupper()
+    return {w for w, n in mid.items() if n >= min_count and capital[w] >= share * n}
+
+
 def keyword_texts(texts: list[str], fillers: list[str], pipeline_name: str, cache_dir: str = "") -> list[str]:
-    """One string of content lemmas per text (may be empty), ready for a CountVectorizer."""
+    """One string of content lemmas per text (may be empty), ready for a CountVectorizer. Stop
+    words, fillers, spoken sounds and personal names (name_like) are left out."""
     from spacy.lang.en.stop_words import STOP_WORDS
 
-    stop = {w.lower() for w in STOP_WORDS} | {f.lower() for f in fillers}
+    stop = {w.lower() for w in STOP_WORDS} | {f.lower() for f in fillers} | SPOKEN | name_like(texts)
     tokens = [[t.replace("\u2019", "'") for t in _TOKEN.findall(text.lower())] for text in texts]
     lemmas = lemma_map({t for ts in tokens for t in ts if t not in stop and len(t) > 2}, pipeline_name, cache_dir)
     out = []

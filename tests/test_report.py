@@ -200,7 +200,7 @@ def test_bad_run_directories_fail_in_one_line(tmp_path, example_segmented):
     (tmp_path / "c.toml").write_text('[report]\nprojection = "tsne"\n', encoding="utf-8")
     (run_dir / "shifts.parquet").unlink()
     res = runner.invoke(app, ["report", str(run_dir), "-c", str(tmp_path / "c.toml")])
-    assert res.exit_code == 2 and "report.projection must be umap or pca" in res.output
+    assert res.exit_code == 2 and "report.projection must be one of umap, pca" in res.output
 
 
 # ---------------------------------------------------------------- in a real browser

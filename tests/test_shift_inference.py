@@ -191,9 +191,9 @@ def test_question_matched_shift_keeps_answers_to_questions_asked_in_both_waves()
 
 def test_shift_config_values_are_checked():
     utterances, dims = _topic_drift_speakers(1)
-    for bad, message in (({"resample_unit": "lesson"}, "shift.resample_unit must be one of"),
-                         ({"blocks_per_interview": 1}, "shift.blocks_per_interview must be at least 2"),
-                         ({"max_unmapped_share": 1.5}, "shift.max_unmapped_share must lie between 0 and 1")):
+    for bad, message in (({"resample_unit": "lesson"}, "shift.resample_unit must be one of auto, interview"),
+                         ({"blocks_per_interview": 1}, "shift.blocks_per_interview must be from 2 to 50"),
+                         ({"max_unmapped_share": 1.5}, "shift.max_unmapped_share must be from 0 to 1")):
         with pytest.raises(ConfigError, match=message):
             compute_shifts(utterances, dims, _cfg(**bad))
 

@@ -63,6 +63,7 @@ COMMANDS = {
 }
 LINEAGE = "lineage.json"
 _reads: dict[str, dict[str, str]] = {}      # run folder -> tables read by the running stage -> sha256
+_written: dict[str, set[str]] = {}          # run folder -> tables the running stage has written
 _digests: dict[tuple, str] = {}             # (path, size, mtime) -> sha256
 
 
@@ -104,14 +105,22 @@ def stale_reason(run_dir: Path, name: str) -> str | None:
 def end_stage(run_dir: Path) -> None:
     """Forget what the finished stage read: the next stage's tables record only their own inputs."""
     _reads.pop(str(Path(run_dir).resolve()), None)
+    _written.pop(str(Path(run_dir).resolve()), None)
 
 
 def write_table(run_dir: Path, name: str, table: pa.Table) -> Path:
     path = Path(run_dir) / f"{name}.parquet"
     atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
-    reads = _reads.get(str(Path(run_dir).resolve()), {})
+    key = str(Path(run_dir).resolve())
+    reads, written = _reads.get(key, {}), _written.setdefault(key, set())
+    written.add(name)
     lineage = _lineage(run_dir)
-    lineage[name] = {"sha256": table_sha256(path), "made_from": {k: v for k, v in sorted(reads.items()) if k != name}}
+    # A table the stage rewrites (learn replaces utterance_dimensions) is its output, not an input of
+    # the tables it writes beside it.
+    lineage[name] = {"sha256": table_sha256(path),
+                     "made_from": {k: v for k, v in sorted(reads.items()) if k not in written}}
+    for sibling in written - {name}:
+        lineage.get(sibling, {}).get("made_from", {}).pop(name, None)
     write_json(Path(run_dir) / LINEAGE, lineage)
     return path
 
