@@ -71,26 +71,33 @@ def tilt(shares: np.ndarray, target: float) -> np.ndarray:
 
 def build_speakers(df: pd.DataFrame, pool: list[np.ndarray], n_speakers: int, rng) -> pd.DataFrame:
     truth = one_hot(df["group"], GROUPS)
+    turn_of = df["turn"].to_numpy()
     shares = {t: np.array([truth[s, GROUPS.index(t)].mean() for s in pool]) for t in TARGETS}
+    sizes = np.array([len(s) for s in pool])
     uniform = np.full(len(pool), 1 / len(pool))
-    parts = []
+    cols: dict[str, list] = {k: [] for k in ("row", "speaker_id", "wave", "turn", "n", "delta", "target")}
     for n in SIZES:
         for delta in DELTAS:
+            tilted = {t: tilt(shares[t], float((uniform * shares[t]).sum()) + delta) for t in TARGETS} if delta \
+                else {t: uniform for t in TARGETS}
             for i in range(n_speakers):
                 target = TARGETS[i % len(TARGETS)]
-                base = float((uniform * shares[target]).sum())
-                weights = {1: uniform, 2: uniform if delta == 0 else tilt(shares[target], base + delta)}
                 sid = f"n{n}-d{delta:.2f}-{target}-{i:03d}"
-                for wave in (1, 2):
-                    rows, k = [], 0
-                    while sum(map(len, rows)) < n:
-                        rows.append(pool[rng.choice(len(pool), p=weights[wave])])
-                    for k, r in enumerate(rows):
-                        parts.append(pd.DataFrame({"row": r, "speaker_id": sid, "wave": wave,
-                                                   "interview_id": f"{sid}-w{wave}",
-                                                   "turn": k * 10_000 + df.loc[r, "turn"].to_numpy(),
-                                                   "n": n, "delta": delta, "target": target}))
-    return pd.concat(parts, ignore_index=True)
+                for wave, weights in ((1, uniform), (2, tilted[target])):
+                    # draw stretches until the wave holds n sentences
+                    picks = rng.choice(len(pool), size=n, p=weights)
+                    picks = picks[: int(np.searchsorted(np.cumsum(sizes[picks]), n)) + 1]
+                    rows = np.concatenate([pool[k] for k in picks])
+                    seq = np.repeat(np.arange(len(picks)), sizes[picks])
+                    m = len(rows)
+                    cols["row"].append(rows)
+                    cols["turn"].append(seq * 10_000 + turn_of[rows])
+                    for key, value in (("speaker_id", sid), ("wave", wave), ("n", n), ("delta", delta),
+                                       ("target", target)):
+                        cols[key].append(np.full(m, value, dtype=object if isinstance(value, str) else None))
+    out = pd.DataFrame({k: np.concatenate(v) for k, v in cols.items()})
+    out["interview_id"] = out["speaker_id"] + "-w" + out["wave"].astype(str)
+    return out
 
 
 def evaluate(speakers: pd.DataFrame, P: np.ndarray, dims: list[str], truth: np.ndarray, scheme: str) -> dict:

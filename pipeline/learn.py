@@ -236,6 +236,7 @@ class Data:
     y_weak: np.ndarray
     weak_weight: float
     allowed: np.ndarray | None = None  # (units, classes) bool: classes the unit's speaker role may get
+    turn_pooling: bool = True          # learn.turn_pooling, unless the coders code sentence by sentence
 
     def restrict(self, p: np.ndarray, rows: np.ndarray) -> np.ndarray:
         return p if self.allowed is None else restrict_classes(p, self.allowed[rows])
@@ -260,6 +261,24 @@ def class_roles_mask(t: "Targets", framework, roles: list) -> np.ndarray | None:
     return np.stack(cols, axis=1)
 
 
+MIXED_TURN_SHARE = 0.2  # coded turns with several labels above which pooling a turn's units is wrong
+
+
+def mixed_turn_share(t: "Targets") -> float:
+    """Share of the coded turns with two or more labelled units whose units carry different labels:
+    near 0 when coders code whole answers, high when they code sentence by sentence (talk moves)."""
+    turn = t.units["interview_id"].astype(str) + "\x1f" + t.units["turn_index"].astype(str)
+    mixed, total = 0, 0
+    for coder in t.coders:
+        labels = pd.Series(t.primary[coder])
+        ok = labels.to_numpy() != MISSING
+        per_turn = labels[ok].groupby(turn[ok].to_numpy()).agg(["size", "nunique"])
+        per_turn = per_turn[per_turn["size"] >= 2]
+        mixed += int((per_turn["nunique"] > 1).sum())
+        total += len(per_turn)
+    return mixed / total if total else 0.0
+
+
 def restrict_classes(p: np.ndarray, allowed: np.ndarray) -> np.ndarray:
     """Class probabilities with the classes outside a unit's role set to 0, renormalised."""
     kept = np.where(allowed, p, 0.0)
@@ -275,7 +294,7 @@ def fit_model(d: Data, feature_set: str, train: np.ndarray, cfg: dict) -> TurnPo
         x = vstack([x, d.x_weak[feature_set]])
         y = np.concatenate([y, d.y_weak])
         w = np.concatenate([w, np.full(len(d.y_weak), d.weak_weight)])
-    return TurnPooledLogit(len(d.targets.classes), lc["c"], lc["turn_pooling"], cfg["run"]["seed"],
+    return TurnPooledLogit(len(d.targets.classes), lc["c"], d.turn_pooling, cfg["run"]["seed"],
                            lc["balance_classes"]).fit(x, y, w)
 
 
@@ -567,8 +586,14 @@ def learn_stage(utterances: pa.Table, sources: pa.Table, embeddings: pa.Table, f
     weak_words = blocks.words.transform([fv.texts[i] for i in weak_idx])
     allowed_all = class_roles_mask(t, framework, roles_all)
     d = Data(t, {fs: blocks.matrix(fs, ui) for fs in sets}, blocks.turns[ui],
-             {fs: weak_matrix(fv.vectors[weak_idx], weak_p[weak_idx], weak_words, fs) for fs in sets}, weak_y,
+             {fs: weak_matrix(fv.vectors[weak_idx], weak_p[weak_idx], weak_words, fs,
+                              [fv.texts[i] for i in weak_idx], blocks.unit_words) for fs in sets}, weak_y,
              lc["framework_weight"], None if allowed_all is None else allowed_all[ui])
+    mixed = mixed_turn_share(t)
+    d.turn_pooling = bool(lc["turn_pooling"]) and mixed <= MIXED_TURN_SHARE
+    if lc["turn_pooling"] and not d.turn_pooling:
+        t.warnings.append(f"the coders labelled units of one turn differently in {mixed:.0%} of the coded turns: "
+                          "units are coded one by one, not pooled by turn (learn.turn_pooling)")
 
     names, groups = interview_codes(t)
     boot_groups = groups if c["bootstrap_unit"] == "interview" else np.arange(len(groups), dtype=np.int64)
@@ -605,6 +630,8 @@ def learn_stage(utterances: pa.Table, sources: pa.Table, embeddings: pa.Table, f
     # The final model: every human-coded unit plus the weak examples; it codes every utterance.
     model = fit_model(d, best, np.arange(len(ui)), cfg)
     model.words_ = blocks.words.vectorizer if "words" in FEATURE_SETS[best] else None  # saved with the model
+    model.unit_words_ = (blocks.unit_words.vectorizer if blocks.unit_words is not None
+                         and "unit_words" in FEATURE_SETS[best] else None)
     all_probs = predict_all(model, blocks, best)
     if allowed_all is not None:
         all_probs = restrict_classes(all_probs, allowed_all)
@@ -637,6 +664,7 @@ def learn_stage(utterances: pa.Table, sources: pa.Table, embeddings: pa.Table, f
         "training_rows": int(len(training_rows(t, np.arange(len(ui)))[0])),
         "utterances_by_source": {k: int(v) for k, v in sources_count.sort_index().items()},
         "mean_machine_kappa_by_feature_set": scores,
+        "mixed_turn_share": round(mixed, 4), "turn_pooling": d.turn_pooling,
     }
     return LearnResult(final, cv_table, learned_codes_table(blocks.utterance_ids, all_probs, t, cross_validated),
                        pa.Table.from_pylist(eval_rows, schema=LEARN_EVAL), model, best, t, counts, scores,

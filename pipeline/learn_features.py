@@ -19,6 +19,15 @@ Blocks (each row aligned with embeddings.parquet):
             asked them for", "co-designed"); a sentence embedding blurs them. The vocabulary is
             fitted on all the run's answers, never on the labels.
 
+- dialogue: the turns before and after (any speaker: a teacher revoices what a student just said, a
+            student answers the teacher's question), the unit's similarity to them and to its own
+            turn, whether it opens its turn, and lexical cues: how much of the unit repeats the
+            previous turn word for word, a question mark, an opening question word, reasoning words
+            ("why", "because", "how do you know"), its length. Codes given sentence by sentence
+            (talk moves) turn on these more than on the topic an embedding carries.
+- unit_words: TF-IDF of the unit's own words and word pairs, stop words kept ("why", "how",
+            "agree" are the cues), fitted on all the run's units, never on the labels.
+
 Feature sets are named lists of blocks; FEATURE_SETS documents each. Framework descriptions
 and exemplars (the weak examples) have no conversation: their own vector stands in for the
 turn, the question (and so qa) is zeros and the position neutral.
@@ -28,6 +37,7 @@ roles, and a model that knew them would write the expected difference into the c
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,7 +54,14 @@ FEATURE_SETS: dict[str, tuple[str, ...]] = {
     "context_prior": ("own", "turn", "question", "position", "framework"),
     "context_words": ("own", "turn", "question", "position", "framework", "words"),
     "context_qa": ("own", "turn", "question", "position", "framework", "words", "qa"),
+    "dialogue": ("own", "turn", "dialogue", "unit_words"),
 }
+DIALOGUE_SIM_SCALE = 5.0  # cosine similarities and cue flags scaled so the L2 penalty leaves them a say
+DIALOGUE_CUE_SCALE = 2.0  # (measured on TalkMoves, 20% of lessons coded: bench/validity.py)
+_OPENERS = re.compile(r"\s*(why|how|what|when|where|who|which|can|could|would|will|do|does|did|is|are|was|were)\b",
+                      re.I)
+_REASONING = re.compile(r"\b(why|because|how do you know|how did you|explain|convince|prove|reason|so that)\b", re.I)
+_TOKENS = re.compile(r"[a-z0-9']+")
 POSITION_DIM = 6
 SHORT_ANSWER_WORDS = 8  # an answer of at most this many words is flagged short
 LENGTH_SCALE = 2.0  # the length columns scaled so the L2 penalty leaves them a say (measured: bench/learn_eval.py)
@@ -61,6 +78,7 @@ class FeatureBlocks:
     turns: np.ndarray  # (n,) int turn group id: utterances of one speaker turn share it
     question_model: str
     words: "WordFeatures"
+    unit_words: "UnitWords | None" = None
 
     def matrix(self, feature_set: str, rows: np.ndarray | slice = slice(None)):
         """The feature set's matrix for some rows: dense, or sparse CSR when it has the words block."""
@@ -132,7 +150,7 @@ def build_blocks(utterances: pa.Table, embeddings: pa.Table, encoder, cfg: dict)
     own = vectors(embeddings).astype(np.float64)
     turn = turn_context(utterances, ids, own.astype(np.float32)).astype(np.float64)
 
-    u = utterances.select(["utterance_id", "interview_id", "turn_index"]).to_pandas()
+    u = utterances.select(["utterance_id", "interview_id", "turn_index", "sentence_index", "text"]).to_pandas()
     turns = turns_with_questions(utterances)
     q_turns = turns[turns["interviewer"]]
     q_vec = embed_questions(turns, encoder, cfg)
@@ -156,9 +174,69 @@ def build_blocks(utterances: pa.Table, embeddings: pa.Table, encoder, cfg: dict)
     row = key.get_indexer(pd.MultiIndex.from_arrays([meta["interview_id"], meta["turn_index"]]))
     words = WordFeatures.fit(answers["text"].tolist(), cfg)
     question = q_lookup[turns["question_row"].to_numpy()[row]]
+    unit_words = UnitWords.fit(meta["text"].tolist(), cfg)
     blocks = {"own": own, "turn": turn, "question": question, "qa": qa_block(question, turn),
-              "position": position[row], "words": words.transform(turns["text"].tolist())[row]}
-    return FeatureBlocks(ids, blocks, row.astype(np.int64), encoder.model_id, words)
+              "position": position[row], "words": words.transform(turns["text"].tolist())[row],
+              "dialogue": _dialogue(own, turn, turns, row, own.shape[1], q_turns, q_vec, meta),
+              "unit_words": unit_words.transform(meta["text"].tolist())}
+    return FeatureBlocks(ids, blocks, row.astype(np.int64), encoder.model_id, words, unit_words)
+
+
+def _dialogue(own: np.ndarray, turn: np.ndarray, turns: pd.DataFrame, row: np.ndarray, dim: int,
+              q_turns: pd.DataFrame, q_vec: np.ndarray, meta: pd.DataFrame) -> np.ndarray:
+    """The dialogue block for embedded units: the neighbouring turns' vectors (a turn's mean unit
+    embedding; an interviewer turn's question embedding), similarities and lexical cues."""
+    n_turns = len(turns)
+    vec = np.zeros((n_turns, dim))
+    np.add.at(vec, row, own)
+    if len(q_turns):
+        vec[q_turns["row"].to_numpy()] = q_vec
+    vec /= np.maximum(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12)
+    same_before = np.r_[False, turns["interview_id"].to_numpy()[1:] == turns["interview_id"].to_numpy()[:-1]]
+    prev = np.where(same_before[:, None], np.roll(vec, 1, axis=0), 0.0)
+    nxt = np.where(np.r_[same_before[1:], False][:, None], np.roll(vec, -1, axis=0), 0.0)
+    prev_text = np.where(same_before, np.roll(turns["text"].to_numpy(dtype=object), 1), "")
+    p, q = prev[row], nxt[row]
+    sims = np.column_stack([(own * p).sum(1), (own * q).sum(1), (own * turn).sum(1)]) * DIALOGUE_SIM_SCALE
+    first = (meta["sentence_index"].to_numpy() == 0).astype(np.float64)[:, None] * DIALOGUE_CUE_SCALE
+    return np.hstack([p, q, sims, first, lexical_cues(meta["text"].tolist(), prev_text[row].tolist())])
+
+
+def lexical_cues(texts: list[str], previous: list[str]) -> np.ndarray:
+    """Per unit: share of its words found in the previous turn, whether it repeats it verbatim, a
+    question mark, an opening question word, reasoning words and log length (scaled)."""
+    out = np.zeros((len(texts), 6))
+    for i, (text, before) in enumerate(zip(texts, previous)):
+        words, prior = set(_TOKENS.findall(text.lower())), set(_TOKENS.findall(before.lower()))
+        core = text.lower().strip(" .?!,")
+        out[i] = [len(words & prior) / max(1, len(words)), bool(core) and core in before.lower(),
+                  text.rstrip().endswith("?"), bool(_OPENERS.match(text)), bool(_REASONING.search(text)),
+                  np.log1p(len(text.split())) / 3]
+    return out * DIALOGUE_CUE_SCALE
+
+
+@dataclass
+class UnitWords:
+    """The unit_words block's vectorizer: the unit's own words, stop words kept, TF-IDF."""
+    vectorizer: object
+
+    @classmethod
+    def fit(cls, texts: list[str], cfg: dict) -> "UnitWords":
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        lc = cfg["learn"]
+        vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=vocabulary_min_df(lc["words_min_df"], len(texts)),
+                                     max_features=lc["words_max_features"], sublinear_tf=True, dtype=np.float64,
+                                     token_pattern=r"(?u)\b\w+\b")
+        try:
+            return cls(vectorizer.fit(texts))
+        except ValueError:  # nothing survives min_df
+            return cls(None)
+
+    def transform(self, texts: list[str]) -> sp.csr_matrix:
+        if self.vectorizer is None:
+            return sp.csr_matrix((len(texts), 0))
+        return self.vectorizer.transform(texts).tocsr()
 
 
 def answer_length(words: np.ndarray) -> np.ndarray:
@@ -177,16 +255,23 @@ def framework_block(own_p: np.ndarray, turn_p: np.ndarray) -> np.ndarray:
     return np.hstack([own_p, turn_p]) * PRIOR_SCALE
 
 
-def weak_blocks(framework_vectors: np.ndarray, framework_p: np.ndarray, words: sp.csr_matrix) -> dict:
+def weak_blocks(framework_vectors: np.ndarray, framework_p: np.ndarray, words: sp.csr_matrix,
+                texts: list[str] | None = None, unit_words: "UnitWords | None" = None) -> dict:
     """Blocks for framework texts (no conversation around them; the text is its own turn)."""
     v = np.asarray(framework_vectors, dtype=np.float64)
+    texts = list(texts) if texts is not None else [""] * len(v)
+    dialogue = np.hstack([np.zeros((len(v), 2 * v.shape[1])),
+                          np.tile([0.0, 0.0, DIALOGUE_SIM_SCALE, DIALOGUE_CUE_SCALE], (len(v), 1)),
+                          lexical_cues(texts, [""] * len(v))])
     position = np.tile([0.5, 0.0, 0.0, np.log1p(1) / 3, *answer_length(np.array([WEAK_ANSWER_WORDS]))[0]],
                        (len(v), 1))
     question = np.zeros_like(v)
     return {"own": v, "turn": v, "question": question, "qa": qa_block(question, v), "position": position,
-            "framework": framework_block(framework_p, framework_p), "words": words}
+            "framework": framework_block(framework_p, framework_p), "words": words, "dialogue": dialogue,
+            "unit_words": unit_words.transform(texts) if unit_words is not None else sp.csr_matrix((len(v), 0))}
 
 
-def weak_matrix(framework_vectors: np.ndarray, framework_p: np.ndarray, words: sp.csr_matrix, feature_set: str):
-    blocks = weak_blocks(framework_vectors, framework_p, words)
+def weak_matrix(framework_vectors: np.ndarray, framework_p: np.ndarray, words: sp.csr_matrix, feature_set: str,
+                texts: list[str] | None = None, unit_words: "UnitWords | None" = None):
+    blocks = weak_blocks(framework_vectors, framework_p, words, texts, unit_words)
     return hstack([blocks[b] for b in _blocks(feature_set)])

@@ -130,7 +130,7 @@ def test_learn_respects_roles_on_real_coded_lessons(talkmoves_run, tmp_path, enc
     run = tmp_path / "run"
     shutil.copytree(talkmoves_run, run)
     cfg = load_config(TALKMOVES / "themeshift.toml",
-                      overrides={"learn": {"feature_sets": ["utterance", "context"], "learning_curve_draws": 0}})
+                      overrides={"learn": {"feature_sets": ["utterance", "dialogue"], "learning_curve_draws": 0}})
     run_learn(run, TALKMOVES / "human_codes.csv", cfg, framework_path=FRAMEWORK, encoder=encoder)
     for table in ("utterance_dimensions", "utterance_dimensions_cv"):
         top = _concepts_by_role(run, table)
