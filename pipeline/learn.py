@@ -554,7 +554,7 @@ def framework_concepts(blocks, framework, fv, cfg: dict):
 
 
 def learn_stage(utterances: pa.Table, sources: pa.Table, embeddings: pa.Table, framework_dims: pa.Table,
-                human, framework, mapping, encoder, cfg: dict, level: str) -> LearnResult:
+                human, framework, mapping, encoder, cfg: dict, level: str, progress=None) -> LearnResult:
     from pipeline.compare import _machine_ratings, machine_labels
     from pipeline.learn_features import build_blocks, framework_block, weak_matrix
     from pipeline.map import embed_framework
@@ -600,9 +600,21 @@ def learn_stage(utterances: pa.Table, sources: pa.Table, embeddings: pa.Table, f
     boot = Bootstrap.draw(int(boot_groups.max()) + 1, c["bootstrap"], cfg["run"]["seed"], c["ci_level"])
     per_fold = len(names) - int(np.ceil(len(names) / min(lc["cv_folds"], len(names))))
 
+    # progress: one step per candidate's cross-validation, the learning curve, the final model
+    steps, step = len(sets) + 2, 0
+
+    def advance(what: str) -> None:
+        nonlocal step
+        step += 1
+        if progress:
+            progress(f"learn {what}", step, steps)
+
+    if progress:
+        progress("learn features", 0, steps)
     candidates = {}
     for fs in sets:
         probs, folds = cross_validate(d, fs, cfg)
+        advance(f"cross-validated {fs}")
         rows = agreement_rows(t, machine_primary(probs, t, framework, fallback), boot, boot_groups)
         candidates[fs] = (probs, folds, rows, mean_machine_kappa(rows, t.level, t.coders))
     best = max(sets, key=lambda fs: (candidates[fs][3], -sets.index(fs)))
@@ -626,6 +638,7 @@ def learn_stage(utterances: pa.Table, sources: pa.Table, embeddings: pa.Table, f
                                 "framework-similarity", None, False, None, None)
     if lc["learning_curve_draws"] > 0:
         eval_rows += learning_curve(d, best, cfg, fallback, framework)
+    advance("learning curve")
 
     # The final model: every human-coded unit plus the weak examples; it codes every utterance.
     model = fit_model(d, best, np.arange(len(ui)), cfg)
@@ -633,6 +646,7 @@ def learn_stage(utterances: pa.Table, sources: pa.Table, embeddings: pa.Table, f
     model.unit_words_ = (blocks.unit_words.vectorizer if blocks.unit_words is not None
                          and "unit_words" in FEATURE_SETS[best] else None)
     all_probs = predict_all(model, blocks, best)
+    advance("coded every utterance")
     if allowed_all is not None:
         all_probs = restrict_classes(all_probs, allowed_all)
     cross_validated = np.zeros(len(pos), dtype=bool)

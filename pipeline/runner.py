@@ -494,11 +494,9 @@ def run_learn(run_dir: Path, human_path: Path, cfg: dict, mapping_path: Path | N
     sources = read_table(run_dir, "sources", "themeshift segment")
     embeddings = read_table(run_dir, "embeddings", "themeshift embed")
     framework_dims = framework_table(run_dir)
-    if progress:
-        progress("learn", 0, 1)
     encoder = _embedding_encoder(run_dir, cfg, encoder)
     result = learn_stage(utterances, sources, embeddings, framework_dims, human, framework, mapping, encoder, cfg,
-                         level)
+                         level, progress)
     write_table(run_dir, "utterance_dimensions_framework", framework_dims)
     for name in ("utterance_dimensions", "utterance_dimensions_cv", "learned_codes", "learn_eval"):
         write_table(run_dir, name, getattr(result, name))
@@ -506,8 +504,6 @@ def run_learn(run_dir: Path, human_path: Path, cfg: dict, mapping_path: Path | N
     model_info = save_model(run_dir / "learn_model", result, framework, encoder, cfg, human_sha)
     for message in result.warnings:
         warnings.warn(message, stacklevel=2)
-    if progress:
-        progress("learn", 1, 1)
     record = {
         "human_codes": {"path": str(Path(human_path).resolve()), "sha256": human_sha},
         "mapping": str(Path(mapping_path).resolve()) if mapping_path else None,

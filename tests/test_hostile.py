@@ -294,3 +294,38 @@ def test_tables_made_from_an_earlier_corpus_are_refused_by_name(tmp_path):
     result = _invoke(["report", str(run)])
     assert result.exit_code == 0 and "shifts.parquet left out of the report" in result.stderr
     assert "Left out because they no longer match" in (run / "report.html").read_text(encoding="utf-8")
+
+
+def test_kill_9_during_embed_then_rerun_gives_the_uninterrupted_tables(tmp_path):
+    """A kill leaves no half table and no corrupt cache shard: the rerun's embeddings equal those of
+    a run that was never interrupted (each with its own, fresh embedding cache)."""
+    script = "import sys; from pipeline.cli import app; sys.argv = ['themeshift'] + sys.argv[1:]; app()"
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for f in sorted(EXAMPLE.rglob("*.txt"))[:6]:  # six of the example study's interviews
+        shutil.copy(f, corpus / f.name)
+
+    def run(name: str, kill: bool) -> Path:
+        out, cache = tmp_path / name, tmp_path / f"cache_{name}"
+        cfg = tmp_path / f"{name}.toml"
+        cfg.write_text(f'[embed]\ncache_dir = "{cache}"\nbatch_size = 16\n', encoding="utf-8")
+        assert _invoke(["segment", str(corpus), "--out", str(out), "--quiet"]).exit_code == 0
+        cmd = [sys.executable, "-c", script, "--log-json", "embed", str(out), "--config", str(cfg)]
+        env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+        if kill:
+            proc = subprocess.Popen(cmd, cwd=REPO, stderr=subprocess.PIPE, text=True, env=env)
+            for line in proc.stderr:
+                if '"event": "progress"' in line and '"done": 0' not in line:
+                    proc.send_signal(signal.SIGKILL)
+                    break
+            proc.wait(timeout=300)
+            assert not (out / "embeddings.parquet").exists()
+            _no_partial_tables(out)
+        done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
+        assert done.returncode == 0, done.stderr
+        return out
+
+    interrupted, clean = run("killed", kill=True), run("clean", kill=False)
+    a = pq.read_table(interrupted / "embeddings.parquet")
+    b = pq.read_table(clean / "embeddings.parquet")
+    assert a.num_rows == b.num_rows > 0 and a.equals(b)
