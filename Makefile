@@ -32,14 +32,16 @@ browser:
 	    || echo "could not install chromium without a password: the browser test will be skipped"; \
 	  else echo "chromium is not installed and cannot be installed here: the browser test will be skipped"; fi; }
 
-# Benchmarks print their numbers and write bench/results/*.json (about 45 minutes in all; the shift
-# benches read ../shared/corpora, or $$THEMESHIFT_SHARED/corpora).
+# Benchmarks print their numbers and write bench/results/*.json (about 90 minutes in all; the shift,
+# validity and label benches read ../shared/corpora, or $$THEMESHIFT_SHARED/corpora).
 bench: demo
 	$(BIN)/python bench/segment_throughput.py
 	$(BIN)/python bench/map_eval.py runs/demo
 	$(BIN)/python bench/shift_speed.py runs/demo
 	$(BIN)/python bench/shift_placebo.py
 	$(BIN)/python bench/shift_power.py
+	$(BIN)/python bench/validity.py --learn-shares 0.05,0.2 --learn-config bench/validity_dialogue.toml
+	$(BIN)/python bench/code_labels.py runs/talkmoves
 	$(BIN)/python bench/compare_eval.py runs/demo
 	$(BIN)/python bench/codes_pipeline.py
 
