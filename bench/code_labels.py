@@ -11,7 +11,6 @@ writes bench/results/code_labels.json
 """
 from __future__ import annotations
 
-import json
 import re
 import sys
 from pathlib import Path
@@ -20,6 +19,8 @@ import pyarrow.parquet as pq
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from _results import save  # noqa: E402
 
 from pipeline.config import load_config  # noqa: E402
 from pipeline.keywords import SPOKEN  # noqa: E402
@@ -65,10 +66,7 @@ def main() -> None:
         print(f"{r['run']}: {r['flagged']} of {r['codes']} labels carry no content ({r['share_flagged']:.1%})")
         for ex in r["examples"][:8]:
             print(f"    {ex['label']!r}: {', '.join(ex['why'])}")
-    out = REPO / "bench" / "results" / "code_labels.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2), encoding="utf-8")
-    print(f"written {out}")
+    save("code_labels", results)
 
 
 if __name__ == "__main__":

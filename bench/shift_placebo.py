@@ -27,7 +27,6 @@ Usage: python bench/shift_placebo.py [--ami-series N]   writes bench/results/shi
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import numpy as np
@@ -35,6 +34,8 @@ import pandas as pd
 
 from shift_corpora import GROUPS, REPO, ami_sentences, embedding_table, one_hot, shift_tables, \
     talkmoves_teacher_sentences
+
+from _results import save  # noqa: E402
 
 from pipeline.config import load_config
 from pipeline.shift import compute_shifts
@@ -139,10 +140,7 @@ def main() -> None:
             print(f"{name:26s} {scheme:9s} {r['speakers']:8d} {r['fpr']:6.3f} {r['testable']:8d} "
                   f"{r['fpr_testable']:6.3f} {_num(r.get('fpr_semantic')):>8s} "
                   f"{_num(r.get('fpr_semantic_testable')):>8s}  {r['units']}")
-    out = REPO / "bench" / "results" / "shift_placebo.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2), encoding="utf-8")
-    print(f"written {out}")
+    save("shift_placebo", results)
 
 
 if __name__ == "__main__":

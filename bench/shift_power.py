@@ -27,7 +27,6 @@ writes bench/results/shift_power.json
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import numpy as np
@@ -35,6 +34,8 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from shift_corpora import GROUPS, REPO, embedding_table, encode, one_hot, shift_tables, talkmoves_teacher_sentences
+
+from _results import save  # noqa: E402
 
 from pipeline.config import load_config
 from pipeline.shift import compute_shifts
@@ -183,10 +184,7 @@ def main() -> None:
                     rej = sc["rejection"][n]
                     print(f"{kind:9s} {design:16s} {sc['scheme']:5s} n={n:3d}  "
                           + "  ".join(f"d{d}:{v:.3f}" for d, v in rej.items()) + f"  spearman {sc['spearman'][n]:.3f}")
-    out = REPO / "bench" / "results" / "shift_power.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2), encoding="utf-8")
-    print(f"written {out}")
+    save("shift_power", results)
 
 
 if __name__ == "__main__":

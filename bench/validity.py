@@ -39,6 +39,8 @@ from sklearn.metrics import cohen_kappa_score, f1_score
 
 from shift_corpora import REPO, TALKMOVES
 
+from _results import save  # noqa: E402
+
 from pipeline.config import load_config
 from pipeline.embed import vectors
 from pipeline.framework import load_framework
@@ -196,10 +198,7 @@ def main() -> None:
             if name in p:
                 print(f"  {p['share']:4.0%} {name:26s} " + "  ".join(
                     f"{role}: kappa {v['kappa']:.3f} F1 {v['macro_f1']:.3f}" for role, v in p[name].items()))
-    out = REPO / "bench" / "results" / "validity.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2), encoding="utf-8")
-    print(f"written {out}")
+    save("validity", results)
 
 
 if __name__ == "__main__":

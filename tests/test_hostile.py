@@ -82,20 +82,22 @@ def test_symlinked_file_outside_the_folder_never_reaches_the_tables(tmp_path):
     assert not sources["source_text"].str.contains("private words").any()
 
 
-def test_error_lines_print_file_names_literally(tmp_path):
+def _segment_empty_file(tmp_path: Path, name: str):
+    """Segment a corpus holding one empty file of this name (its error line names it)."""
     corpus = tmp_path / "corpus"
     corpus.mkdir()
-    (corpus / "[draft] interview P05.txt").write_bytes(b"")
-    result = _invoke(["segment", str(corpus), "--out", str(tmp_path / "run")])
+    (corpus / name).write_bytes(b"")
+    return _invoke(["segment", str(corpus), "--out", str(tmp_path / "run")])
+
+
+def test_error_lines_print_file_names_literally(tmp_path):
+    result = _segment_empty_file(tmp_path, "[draft] interview P05.txt")
     assert result.exit_code == 2
     assert "error: [draft] interview P05.txt: empty file" in result.stderr
 
 
 def test_a_newline_in_a_file_name_cannot_forge_a_second_error_line(tmp_path):
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    (corpus / "a\nerror: fake.txt").write_bytes(b"")
-    result = _invoke(["segment", str(corpus), "--out", str(tmp_path / "run")])
+    result = _segment_empty_file(tmp_path, "a\nerror: fake.txt")
     assert result.exit_code == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith("error: a\\nerror: fake.txt: "), errors
