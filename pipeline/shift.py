@@ -7,10 +7,12 @@ drift) and assignments (first-order code profiles; code -1 is left out).
 A speaker's profile in a wave is the mean dimension probability over the wave's
 coded utterances. For each pair of the speaker's adjacent observed waves, and for
 first -> last, the stage reports the Jensen-Shannon distance between profiles, a
-bootstrap interval (utterances resampled within each wave), a permutation p-value
-(wave labels shuffled within the speaker), the signed change per dimension, the
-same distance over code profiles and the cosine drift of mean embeddings scaled
-by the speaker's own within-wave split-half noise.
+bootstrap interval and a permutation p-value, the signed change per dimension, the
+same distance over code profiles, the cosine drift of mean embeddings over the drift
+the same permutations give, and the distance over answers to questions asked in both
+waves. Intervals and p-values resample and shuffle whole units, never sentences:
+interviews when a wave has two or more of the speaker's, else blocks of whole answers
+(shift.resample_unit); Benjamini-Hochberg q-values go beside the p-values.
 
 Documented behaviour for awkward input:
 - Waves with gaps (1 and 3): pairs are the speaker's adjacent *observed* waves, so
