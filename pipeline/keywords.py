@@ -61,7 +61,7 @@ def lemma_map(words: set[str], pipeline_name: str, cache_dir: str = "") -> dict[
 
 # Spoken sounds and transcriber marks that carry no content, whatever the fillers list says.
 SPOKEN = {"mhm", "mhmm", "mmhmm", "mm-hmm", "mmm", "hmm", "hm", "umm", "uhm", "uhh", "uh-huh", "ahh", "ohh", "ooh",
-          "huh", "yep", "yup", "yeah", "yah", "nope", "okay", "ok", "inaudible", "unintelligible", "crosstalk",
+          "huh", "yep", "yup", "yeah", "yah", "nope", "okay", "ok", "kay", "inaudible", "unintelligible", "crosstalk",
           "laughter", "laughs", "laughing", "pause", "silence", "indiscernible"}
 _WORD = re.compile(r"[A-Za-z][A-Za-z'\u2019-]*")
 
