@@ -150,8 +150,8 @@ def test_a_full_disk_is_one_line_with_exit_3_and_no_half_table(tmp_path):
 def test_ctrl_c_says_interrupted_and_logs_an_event(tmp_path):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
-    for i in range(400):
-        (corpus / f"i{i:03d}.txt").write_text(GOOD * 40, encoding="utf-8")
+    for i in range(1500):  # enough work that the interrupt lands while files are still being read
+        (corpus / f"i{i:04d}.txt").write_text(GOOD * 40, encoding="utf-8")
     script = "import sys; from pipeline.cli import app; sys.argv = ['themeshift'] + sys.argv[1:]; app()"
     proc = subprocess.Popen([sys.executable, "-c", script, "--log-json", "segment", str(corpus), "--out",
                              str(tmp_path / "run")], cwd=REPO, stderr=subprocess.PIPE, text=True)
