@@ -183,7 +183,7 @@ def fit_codes(utterances: pa.Table, embeddings: pa.Table, encoder: Encoder, cfg:
     if representation is not None or reassigned:
         model.update_topics(docs, topics=topics.tolist(), top_n_words=c["top_keywords"],
                             vectorizer_model=model.vectorizer_model, representation_model=representation)
-    codes = _codes_table(model, topics, ids, X, c["exemplars"])
+    codes = _codes_table(model, topics, ids, X, c["exemplars"], texts)
     _use_centroids_for_transform(model, codes, topics, X)
     assignments = pa.table({"utterance_id": ids, "code_id": topics.astype(np.int32),
                             "probability": np.clip(probs, 0, 1).astype(np.float32),
@@ -191,7 +191,8 @@ def fit_codes(utterances: pa.Table, embeddings: pa.Table, encoder: Encoder, cfg:
     return CodesResult(codes, assignments, model, method, size)
 
 
-def _codes_table(model, topics: np.ndarray, ids: list[str], X: np.ndarray, n_exemplars: int) -> pa.Table:
+def _codes_table(model, topics: np.ndarray, ids: list[str], X: np.ndarray, n_exemplars: int,
+                 texts: list[str]) -> pa.Table:
     rows = []
     dim = X.shape[1]
     for t in sorted(set(topics.tolist()) - {-1}):
@@ -203,7 +204,8 @@ def _codes_table(model, topics: np.ndarray, ids: list[str], X: np.ndarray, n_exe
         member_ids = sorted(ids[i] for i in members)
         rows.append({
             "code_id": int(t),
-            "label": " / ".join(words[:3]) if words else f"code {t}",
+            # no content word survives (a code of "There we go."): its most typical utterance says what it is
+            "label": " / ".join(words[:3]) if words else _quoted(texts[order[0]]),
             "keywords": words,
             "size": int(len(members)),
             "exemplar_ids": [ids[i] for i in order[:n_exemplars]],
@@ -211,6 +213,11 @@ def _codes_table(model, topics: np.ndarray, ids: list[str], X: np.ndarray, n_exe
             "fingerprint": hashlib.sha1("\n".join(member_ids).encode()).hexdigest()[:12],
         })
     return pa.Table.from_pylist(rows, schema=schema.codes_schema(dim))
+
+
+def _quoted(text: str, limit: int = 40) -> str:
+    text = " ".join(text.split())
+    return f'"{text if len(text) <= limit else text[:limit - 1].rstrip() + "…"}"'
 
 
 def _quiet_bertopic() -> None:
