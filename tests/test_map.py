@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from conftest import gold_labels
+from conftest import REPO, gold_labels
 from pipeline import schema
 from pipeline.cli import app
 from pipeline.config import load_config
@@ -236,3 +236,30 @@ def test_yaml_overrides_and_cli(mapped_run, tmp_path, framework):
     assert result.exit_code == 2 and f"{path}:1: unknown concept 'flying'" in result.output
     result = CliRunner().invoke(app, ["map", str(tmp_path), "--quiet"])
     assert result.exit_code == 2 and "missing utterances.parquet" in result.output
+
+
+def test_compare_with_one_coder_coding_only_dimensions(mapped_run, example_run, tmp_path):
+    """Codes that name aggregate dimensions (push, pull) from a single coder: agreement at the
+    dimension level, none at the second-order level, and no crash (an IndexError before)."""
+    import pandas as pd
+
+    from pipeline.framework import load_framework
+    from pipeline.runner import run_compare
+
+    run_dir, _ = mapped_run
+    fw = load_framework()
+    codes = pd.read_csv(REPO / "examples" / "answer_key" / "human_codes.csv")
+    codes = codes[codes["coder"] == "coder_a"].copy()
+    codes["code"] = [fw.dimension_of(c) or "none" for c in codes["code"]]
+    codes = codes[codes["code"] != "none"]
+    path = tmp_path / "dimensions.csv"
+    codes.to_csv(path, index=False)
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    shutil.copy(example_run / "sources.parquet", run)
+    record = run_compare(run, path, load_config())
+    agreement = _read(run, "agreement").to_pandas()
+    kappa = agreement[(agreement["metric"] == "cohen_kappa") & (agreement["level"] == "dimension")]
+    assert len(kappa) == 1 and kappa["n"].iloc[0] > 0 and -1 <= kappa["value"].iloc[0] <= 1
+    assert set(record["counts"]["coders"]) == {"coder_a"}
+    assert set(record["counts"]["disagreeing_utterances_by_level"]) <= {"dimension", "second-order"}

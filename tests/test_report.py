@@ -276,3 +276,23 @@ def test_report_in_headless_chromium(chromium, full_run, tmp_path):
         finally:
             browser.close()
     print(f"screenshot: {shot}")
+
+
+def test_learned_coder_section_with_a_single_coder():
+    """One expert coder: learn_eval has no coder-vs-coder rows, and the learning-curve table must
+    still render (a KeyError: False before)."""
+    import pandas as pd
+
+    from pipeline.report import _Ctx, _learned_coder
+
+    rows = []
+    for n, value in ((1, 0.41), (2, 0.52)):
+        rows.append({"evaluation": "learning-curve", "feature_set": "context", "selected": True,
+                     "train_interviews": n, "draw": 0, "level": "dimension", "metric": "cohen_kappa",
+                     "coder_a": "machine", "coder_b": "expert", "dimension": None, "value": value,
+                     "ci_low": None, "ci_high": None, "n": 100})
+    rows.append({**rows[0], "evaluation": "cross-validation", "train_interviews": None, "value": 0.6})
+    ctx = _Ctx({"learn_eval": pd.DataFrame(rows)}, {"stages": {"learn": {"level": "second_order"}}}, {}, [], {}, {},
+               [])
+    html = _learned_coder(ctx)
+    assert "Learning curve" in html and "0.410" in html and "0.520" in html
