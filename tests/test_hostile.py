@@ -152,7 +152,10 @@ def test_ctrl_c_says_interrupted_and_logs_an_event(tmp_path):
     corpus.mkdir()
     for i in range(1500):  # enough work that the interrupt lands while files are still being read
         (corpus / f"i{i:04d}.txt").write_text(GOOD * 40, encoding="utf-8")
-    script = "import sys; from pipeline.cli import app; sys.argv = ['themeshift'] + sys.argv[1:]; app()"
+    # a shell starts background jobs with SIGINT ignored, and Python then installs no handler: restore the
+    # terminal's behaviour so the test does not depend on how the suite was launched
+    script = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+              "from pipeline.cli import app; sys.argv = ['themeshift'] + sys.argv[1:]; app()")
     proc = subprocess.Popen([sys.executable, "-c", script, "--log-json", "segment", str(corpus), "--out",
                              str(tmp_path / "run")], cwd=REPO, stderr=subprocess.PIPE, text=True)
     lines = []
