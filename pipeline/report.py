@@ -395,18 +395,22 @@ def _shift_label(r) -> str:
 
 
 def _shift_method(c: _Ctx) -> str:
+    from math import comb
+
     sc = c.cfg["shift"]
+    k = sc["blocks_per_interview"]  # a distance ties with its mirror labelling: the floor is 2 / C(2k, k)
     return ("<p>Magnitude: Jensen-Shannon distance between a speaker's dimension profiles in two waves "
             "(0 = the same mix of dimensions, 1 = no overlap). Direction: the dimension whose share fell most → the "
             "one that rose most. Sentences of one answer, and answers close together in one interview, share a "
             "question and a topic, so they are not independent evidence: intervals and p-values resample and "
             "shuffle whole units between the waves, whole interviews where a speaker has two or more in a wave, "
-            f"otherwise the interview cut into {sc['blocks_per_interview']} runs of whole answers "
+            f"otherwise the interview cut into {k} runs of whole answers "
             f"(<code>shift.resample_unit = {_e(sc['resample_unit'])}</code>). On placebo splits of real speech "
             "(one wave's talk cut in two, nothing changed) this flagged 2% of TalkMoves lessons and 5% of "
             "AMI meeting participants at p &lt; 0.05, where shuffling single answers flagged 20% and "
-            "18%; with one interview per wave, 4 + 4 blocks allow no p-value below 2/70 = 0.029. Semantic drift gets a p-value only from whole interviews: topic drifts within one interview, "
-            "and its halves differ in content whatever the speaker thinks. The open dot "
+            f"18%; with one interview per wave, {k} + {k} blocks allow no p-value below 2/{comb(2 * k, k)} = "
+            f"{2 / comb(2 * k, k):.3f}. Semantic drift gets a p-value only from whole interviews: topic drifts "
+            "within one interview, and its halves differ in content whatever the speaker thinks. The open dot "
             "is the distance shuffling alone gives. With many speakers, read the q-value: among speakers with "
             f"q &lt; {sc['alpha']}, about {sc['alpha']:.0%} are expected to be false discoveries. A speaker's "
             "p-value speaks of this speaker's talk in these interviews; with one interview per wave it cannot "
