@@ -239,7 +239,9 @@ class Data:
     turn_pooling: bool = True          # learn.turn_pooling, unless the coders code sentence by sentence
 
     def restrict(self, p: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        return p if self.allowed is None else restrict_classes(p, self.allowed[rows])
+        from pipeline.map import renormalise_within
+
+        return p if self.allowed is None else renormalise_within(p, self.allowed[rows])
 
 
 def class_roles_mask(t: "Targets", framework, roles: list) -> np.ndarray | None:
@@ -277,13 +279,6 @@ def mixed_turn_share(t: "Targets") -> float:
         mixed += int((per_turn["nunique"] > 1).sum())
         total += len(per_turn)
     return mixed / total if total else 0.0
-
-
-def restrict_classes(p: np.ndarray, allowed: np.ndarray) -> np.ndarray:
-    """Class probabilities with the classes outside a unit's role set to 0, renormalised."""
-    kept = np.where(allowed, p, 0.0)
-    total = kept.sum(axis=1, keepdims=True)
-    return np.where(total > 0, kept / np.where(total > 0, total, 1.0), p)
 
 
 def fit_model(d: Data, feature_set: str, train: np.ndarray, cfg: dict) -> TurnPooledLogit:
@@ -576,7 +571,7 @@ def learn_stage(utterances: pa.Table, sources: pa.Table, embeddings: pa.Table, f
     fv = embed_framework(framework, encoder)
     weak_idx, weak_y = weak_examples(t, fv)
     sets = list(dict.fromkeys(lc["feature_sets"]))
-    from pipeline.map import restrict_to_roles, speaker_roles
+    from pipeline.map import renormalise_within, restrict_to_roles, speaker_roles
 
     roles_all = speaker_roles(utterances, blocks.utterance_ids)
     fallback_all, own_p, turn_p, weak_p = framework_concepts(blocks, framework, fv, cfg)
@@ -648,7 +643,7 @@ def learn_stage(utterances: pa.Table, sources: pa.Table, embeddings: pa.Table, f
     all_probs = predict_all(model, blocks, best)
     advance("coded every utterance")
     if allowed_all is not None:
-        all_probs = restrict_classes(all_probs, allowed_all)
+        all_probs = renormalise_within(all_probs, allowed_all)
     cross_validated = np.zeros(len(pos), dtype=bool)
     cross_validated[ui] = True
     all_probs[ui] = cv_probs  # human-coded utterances: the honest, out-of-interview prediction

@@ -186,9 +186,8 @@ def _dialogue(own: np.ndarray, turn: np.ndarray, turns: pd.DataFrame, row: np.nd
               q_turns: pd.DataFrame, q_vec: np.ndarray, meta: pd.DataFrame) -> np.ndarray:
     """The dialogue block for embedded units: the neighbouring turns' vectors (a turn's mean unit
     embedding; an interviewer turn's question embedding), similarities and lexical cues."""
-    n_turns = len(turns)
-    vec = np.zeros((n_turns, dim))
-    np.add.at(vec, row, own)
+    vec = np.zeros((len(turns), dim))
+    vec[row] = turn  # the turn block is already each turn's unit-length mean embedding
     if len(q_turns):
         vec[q_turns["row"].to_numpy()] = q_vec
     vec /= np.maximum(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12)

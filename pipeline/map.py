@@ -316,13 +316,19 @@ def restrict_to_roles(p: np.ndarray, framework: Framework, roles: list) -> tuple
     if not framework.has_roles or len(p) == 0:
         return p, np.zeros(len(p), dtype=bool)
     allowed = framework.allowed_concepts(roles)
-    kept = np.where(allowed, p, 0.0)
-    total = kept.sum(axis=1, keepdims=True)
     none = ~allowed.any(axis=1)
-    out = np.where(total > 0, kept / np.where(total > 0, total, 1.0), allowed / np.maximum(allowed.sum(axis=1,
-                   keepdims=True), 1))
+    out = renormalise_within(p, allowed)
     out[none] = 1.0 / p.shape[1]
     return out, none
+
+
+def renormalise_within(p: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """Rows of p with the columns outside `allowed` set to 0 and the rest renormalised (a row whose
+    allowed columns all hold 0: uniform over them)."""
+    kept = np.where(allowed, p, 0.0)
+    total = kept.sum(axis=1, keepdims=True)
+    uniform = allowed / np.maximum(allowed.sum(axis=1, keepdims=True), 1)
+    return np.where(total > 0, kept / np.where(total > 0, total, 1.0), uniform)
 
 
 def utterance_dimensions_table(um: UtteranceMapping, framework: Framework) -> pa.Table:
