@@ -39,7 +39,7 @@ import pandas as pd
 import pyarrow as pa
 
 from pipeline import schema
-from pipeline.errors import ConfigError, InputError
+from pipeline.errors import InputError
 from pipeline.io.readers import label_key
 from pipeline.shift_stats import (
     all_label_masks, benjamini_hochberg, bootstrap_counts, cosine_distance, distance_interval, exact_p, js_distance,
@@ -520,25 +520,6 @@ def _group_trajectory(waves: pd.DataFrame, cfg: dict) -> pa.Table:
     return table.sort_by([("group", "ascending"), ("wave", "ascending")]) if table.num_rows else table
 
 
-RESAMPLE_UNITS = ("auto", "interview", "block", "turn", "utterance")
-
-
-def _check_config(sc: dict) -> None:
-    if sc["resample_unit"] not in RESAMPLE_UNITS:
-        raise ConfigError(f"shift.resample_unit must be one of {', '.join(RESAMPLE_UNITS)}, "
-                          f"got {sc['resample_unit']!r}")
-    if not 0 < sc["ci_level"] < 1 or not 0 < sc["alpha"] < 1:
-        raise ConfigError("shift.ci_level and shift.alpha must lie between 0 and 1")
-    for key in ("bootstrap", "permutations", "min_utterances_per_wave"):
-        if sc[key] < 0:
-            raise ConfigError(f"shift.{key} must not be negative")
-    if sc["blocks_per_interview"] < 2:
-        raise ConfigError("shift.blocks_per_interview must be at least 2")
-    for key in ("max_unmapped_share", "min_evidence", "question_match_similarity"):
-        if not 0 <= sc[key] <= 1:
-            raise ConfigError(f"shift.{key} must lie between 0 and 1")
-
-
 def _verdict(row: dict, st: dict, unmapped: float, ev: float, sc: dict) -> None:
     """No verdict without evidence: profiles the map could not fill, or near-uniform ones, get a
     status instead of a p-value; too few units to ever reach alpha get a status too."""
@@ -576,7 +557,6 @@ def compute_shifts(utterances: pa.Table, utterance_dimensions: pa.Table, cfg: di
     questions (optional, schema.QUESTIONS): the embedded interviewer question each answer follows,
     for the question-matched shift."""
     sc, seed = cfg["shift"], cfg["run"]["seed"]
-    _check_config(sc)
     min_n = sc["min_utterances_per_wave"]
     prep = _prepare(utterances, utterance_dimensions, cfg, embeddings, assignments, questions)
     waves_of = prep.spoken.groupby("speaker_id")["wave"].apply(lambda w: sorted(int(x) for x in w)).to_dict()
