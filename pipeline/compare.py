@@ -3,8 +3,8 @@
 Units are the coded utterances of the interviews at least one human coded. A coder
 "covers" an interview when they coded anything in it; in a covered interview an
 utterance they left uncoded counts as the label "none" ([compare] uncoded), outside it
-as missing. The machine's label is its most probable dimension (and that row's
-second-order concept) when the utterance is mapped, else "none".
+as missing. The machine's label is its most probable second-order concept (and that
+concept's dimension) when the utterance is mapped, else "none".
 
 Kappa and alpha need one label per rater and unit: where a coder gave several, the
 label covering most of the utterance's characters is used (ties: alphabetical).

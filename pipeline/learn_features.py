@@ -19,12 +19,13 @@ Blocks (each row aligned with embeddings.parquet):
             asked them for", "co-designed"); a sentence embedding blurs them. The vocabulary is
             fitted on all the run's answers, never on the labels.
 
-- dialogue: the turns before and after (any speaker: a teacher revoices what a student just said, a
-            student answers the teacher's question), the unit's similarity to them and to its own
-            turn, whether it opens its turn, and lexical cues: how much of the unit repeats the
-            previous turn word for word, a question mark, an opening question word, reasoning words
-            ("why", "because", "how do you know"), its length. Codes given sentence by sentence
-            (talk moves) turn on these more than on the topic an embedding carries.
+- neighbours: the embeddings of the turns before and after (any speaker: a teacher revoices what a
+            student just said, a student answers the teacher's question).
+- dialogue: the unit's similarity to those turns and to its own turn, whether it opens its turn,
+            and lexical cues: how much of the unit repeats the previous turn word for word, a
+            question mark, an opening question word, reasoning words ("why", "because", "how do
+            you know"), its length. Codes given sentence by sentence (talk moves) turn on these
+            more than on the topic an embedding carries.
 - unit_words: TF-IDF of the unit's own words and word pairs, stop words kept ("why", "how",
             "agree" are the cues), fitted on all the run's units, never on the labels.
 
@@ -32,13 +33,19 @@ Feature sets are named lists of blocks; FEATURE_SETS documents each. Framework d
 and exemplars (the weak examples) have no conversation: their own vector stands in for the
 turn, the question (and so qa) is zeros and the position neutral.
 
+The embedding-sized blocks of a feature set (VECTOR_BLOCKS) are reduced together to their leading
+principal components ([learn] components), fitted on the run's utterances without labels: on
+TalkMoves 128 components keep the held-out agreement (teacher kappa 0.706 against 0.709 with all
+1,536 columns) and make a fit about five times faster. The small blocks (cues, position, prior)
+stay as they are: a projection would drown them in the embeddings' variance.
+
 Wave and speaker role are deliberately not features: the shift stage compares waves and
 roles, and a model that knew them would write the expected difference into the codes.
 """
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -54,8 +61,10 @@ FEATURE_SETS: dict[str, tuple[str, ...]] = {
     "context_prior": ("own", "turn", "question", "position", "framework"),
     "context_words": ("own", "turn", "question", "position", "framework", "words"),
     "context_qa": ("own", "turn", "question", "position", "framework", "words", "qa"),
-    "dialogue": ("own", "turn", "dialogue", "unit_words"),
+    "dialogue": ("own", "turn", "neighbours", "dialogue", "unit_words"),
 }
+VECTOR_BLOCKS = ("own", "turn", "question", "qa", "neighbours")  # projected onto principal components
+PROJECTION_SAMPLE = 20_000  # the principal components are fitted on at most this many utterances (seeded)
 DIALOGUE_SIM_SCALE = 5.0  # cosine similarities and cue flags scaled so the L2 penalty leaves them a say
 DIALOGUE_CUE_SCALE = 2.0  # (measured on TalkMoves, 20% of lessons coded: bench/validity.py)
 _OPENERS = re.compile(r"\s*(why|how|what|when|where|who|which|can|could|would|will|do|does|did|is|are|was|were)\b",
@@ -79,10 +88,51 @@ class FeatureBlocks:
     question_model: str
     words: "WordFeatures"
     unit_words: "UnitWords | None" = None
+    projections: dict = field(default_factory=dict)  # feature set -> Projection (or None: not reduced)
+
+    def project(self, feature_sets: list[str], components: int, seed: int) -> None:
+        """Fit each feature set's projection of its embedding-sized blocks (no labels involved)."""
+        for fs in feature_sets:
+            vec = [b for b in _blocks(fs) if b in VECTOR_BLOCKS]
+            self.projections[fs] = Projection.fit(np.hstack([self.blocks[b] for b in vec]), components, seed) \
+                if vec else None
 
     def matrix(self, feature_set: str, rows: np.ndarray | slice = slice(None)):
-        """The feature set's matrix for some rows: dense, or sparse CSR when it has the words block."""
-        return hstack([self.blocks[b][rows] for b in _blocks(feature_set)])
+        """The feature set's matrix for some rows: dense, or sparse CSR when it has a words block."""
+        return assemble({b: self.blocks[b][rows] for b in _blocks(feature_set)}, feature_set,
+                        self.projections.get(feature_set))
+
+
+@dataclass
+class Projection:
+    """Principal components of a feature set's embedding-sized blocks, side by side."""
+    pca: object  # sklearn PCA, or None when the blocks are already narrower than the components
+
+    @classmethod
+    def fit(cls, x: np.ndarray, components: int, seed: int) -> "Projection":
+        from sklearn.decomposition import PCA
+
+        if components <= 0 or x.shape[1] <= components or len(x) <= components:
+            return cls(None)
+        rng = np.random.default_rng(seed)
+        sample = x if len(x) <= PROJECTION_SAMPLE else x[np.sort(rng.choice(len(x), PROJECTION_SAMPLE, replace=False))]
+        return cls(PCA(components, svd_solver="randomized", random_state=seed).fit(sample))
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        return x if self.pca is None else self.pca.transform(x)
+
+
+def assemble(blocks: dict, feature_set: str, projection: "Projection | None"):
+    """One feature set's matrix from its blocks: the embedding-sized blocks (projected when a
+    projection is given), then the small dense blocks, then the sparse ones."""
+    names = _blocks(feature_set)
+    vec = [np.asarray(blocks[b]) for b in names if b in VECTOR_BLOCKS]
+    parts = []
+    if vec:
+        v = np.hstack(vec)
+        parts.append(projection.transform(v) if projection is not None else v)
+    parts += [blocks[b] for b in names if b not in VECTOR_BLOCKS]
+    return hstack(parts)
 
 
 def hstack(parts: list):
@@ -177,15 +227,15 @@ def build_blocks(utterances: pa.Table, embeddings: pa.Table, encoder, cfg: dict)
     unit_words = UnitWords.fit(meta["text"].tolist(), cfg)
     blocks = {"own": own, "turn": turn, "question": question, "qa": qa_block(question, turn),
               "position": position[row], "words": words.transform(turns["text"].tolist())[row],
-              "dialogue": _dialogue(own, turn, turns, row, own.shape[1], q_turns, q_vec, meta),
               "unit_words": unit_words.transform(meta["text"].tolist())}
+    blocks["neighbours"], blocks["dialogue"] = _dialogue(own, turn, turns, row, own.shape[1], q_turns, q_vec, meta)
     return FeatureBlocks(ids, blocks, row.astype(np.int64), encoder.model_id, words, unit_words)
 
 
 def _dialogue(own: np.ndarray, turn: np.ndarray, turns: pd.DataFrame, row: np.ndarray, dim: int,
-              q_turns: pd.DataFrame, q_vec: np.ndarray, meta: pd.DataFrame) -> np.ndarray:
-    """The dialogue block for embedded units: the neighbouring turns' vectors (a turn's mean unit
-    embedding; an interviewer turn's question embedding), similarities and lexical cues."""
+              q_turns: pd.DataFrame, q_vec: np.ndarray, meta: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """The neighbours block (the turns before and after: a turn's mean unit embedding, an
+    interviewer turn's question embedding) and the dialogue block (similarities, lexical cues)."""
     vec = np.zeros((len(turns), dim))
     vec[row] = turn  # the turn block is already each turn's unit-length mean embedding
     if len(q_turns):
@@ -198,7 +248,7 @@ def _dialogue(own: np.ndarray, turn: np.ndarray, turns: pd.DataFrame, row: np.nd
     p, q = prev[row], nxt[row]
     sims = np.column_stack([(own * p).sum(1), (own * q).sum(1), (own * turn).sum(1)]) * DIALOGUE_SIM_SCALE
     first = (meta["sentence_index"].to_numpy() == 0).astype(np.float64)[:, None] * DIALOGUE_CUE_SCALE
-    return np.hstack([p, q, sims, first, lexical_cues(meta["text"].tolist(), prev_text[row].tolist())])
+    return np.hstack([p, q]), np.hstack([sims, first, lexical_cues(meta["text"].tolist(), prev_text[row].tolist())])
 
 
 def lexical_cues(texts: list[str], previous: list[str]) -> np.ndarray:
@@ -259,18 +309,19 @@ def weak_blocks(framework_vectors: np.ndarray, framework_p: np.ndarray, words: s
     """Blocks for framework texts (no conversation around them; the text is its own turn)."""
     v = np.asarray(framework_vectors, dtype=np.float64)
     texts = list(texts) if texts is not None else [""] * len(v)
-    dialogue = np.hstack([np.zeros((len(v), 2 * v.shape[1])),
-                          np.tile([0.0, 0.0, DIALOGUE_SIM_SCALE, DIALOGUE_CUE_SCALE], (len(v), 1)),
+    dialogue = np.hstack([np.tile([0.0, 0.0, DIALOGUE_SIM_SCALE, DIALOGUE_CUE_SCALE], (len(v), 1)),
                           lexical_cues(texts, [""] * len(v))])
     position = np.tile([0.5, 0.0, 0.0, np.log1p(1) / 3, *answer_length(np.array([WEAK_ANSWER_WORDS]))[0]],
                        (len(v), 1))
     question = np.zeros_like(v)
     return {"own": v, "turn": v, "question": question, "qa": qa_block(question, v), "position": position,
             "framework": framework_block(framework_p, framework_p), "words": words, "dialogue": dialogue,
+            "neighbours": np.zeros((len(v), 2 * v.shape[1])),
             "unit_words": unit_words.transform(texts) if unit_words is not None else sp.csr_matrix((len(v), 0))}
 
 
 def weak_matrix(framework_vectors: np.ndarray, framework_p: np.ndarray, words: sp.csr_matrix, feature_set: str,
-                texts: list[str] | None = None, unit_words: "UnitWords | None" = None):
+                texts: list[str] | None = None, unit_words: "UnitWords | None" = None,
+                projection: "Projection | None" = None):
     blocks = weak_blocks(framework_vectors, framework_p, words, texts, unit_words)
-    return hstack([blocks[b] for b in _blocks(feature_set)])
+    return assemble({b: blocks[b] for b in _blocks(feature_set)}, feature_set, projection)

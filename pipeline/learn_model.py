@@ -1,5 +1,6 @@
 """The learned coder saved in the run directory: learn_model/model.joblib (the fitted
-scikit-learn estimator, with its TF-IDF vectorizer as words_ when the feature set has words)
+scikit-learn estimators, one per role group, with the TF-IDF vectorizers as words_ / unit_words_
+and the embedding blocks' principal components as projection_)
 next to learn_model/model.json (format version, package versions, feature set, classes,
 parameters and the hashes of what it was trained on).
 
@@ -16,7 +17,7 @@ import numpy as np
 
 from pipeline.errors import InputError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 def _versions() -> dict[str, str]:
@@ -35,15 +36,21 @@ def save_model(model_dir: Path, result, framework, encoder, cfg: dict, human_sha
     t = result.targets
     info = {
         "format_version": FORMAT_VERSION, "versions": _versions(),
-        "estimator": "pipeline.learn.TurnPooledLogit (sklearn LogisticRegression, lbfgs)",
+        "estimator": "pipeline.learn.TurnPooledLogit (sklearn LogisticRegression, lbfgs, one per role group; "
+                     "PCA of the embedding blocks as projection_)",
         "level": t.level, "feature_set": result.feature_set, "blocks": list(FEATURE_SETS[result.feature_set]),
-        "n_features": int(result.model.model_.n_features_in_),
+        "n_features": int(result.model.n_features_in_),
+        "role_groups": len(result.model.models_),
+        "components": (int(result.model.projection_.pca.n_components_)
+                       if getattr(result.model, "projection_", None) is not None
+                       and result.model.projection_.pca is not None else None),
         "words_vocabulary": (len(result.model.words_.vocabulary_)
                              if getattr(result.model, "words_", None) is not None else None),
         "classes": t.classes, "class_dimension": t.class_dimension, "class_concept": t.class_concept,
         "parameters": {"c": result.model.c, "turn_pooling": result.model.turn_pooling, "seed": result.model.seed,
                        "balance_classes": result.model.balance_classes,
-                       "framework_weight": cfg["learn"]["framework_weight"]},
+                       "framework_weight": cfg["learn"]["framework_weight"],
+                       "components": cfg["learn"]["components"]},
         "embedding_model": encoder.model_id,
         "framework": {"name": framework.name, "sha256": framework.sha256},
         "human_codes_sha256": human_sha256, "coders": t.coders,

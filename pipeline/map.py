@@ -297,10 +297,34 @@ def map_utterances(utterances: pa.Table, embeddings: pa.Table, assignments: pa.T
     blended = (w_own * own + w_ctx * ctx + weight_code * code_p) / (w_own + w_ctx + weight_code)
     blended, no_concept = restrict_to_roles(blended, framework, speaker_roles(utterances, ids))
     dims = blended @ dimension_matrix(framework)
-    _, top, margin = _best_two(dims)
+    _, dim = best_concept(blended, framework)
+    top, margin = dimension_lead(dims, dim)
     mapped = (top >= m["utterance_threshold"]) & (margin >= m["utterance_margin"]) & ~blocked & ~no_concept
     return UtteranceMapping(ids, blended, dims, mapped, source.tolist(),
                             {"own": own, "context": ctx, "has_code": has_code, "no_concept": no_concept})
+
+
+def best_concept(concepts: np.ndarray, framework: Framework) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's most probable concept and that concept's dimension. The label is chosen at the
+    concept level, not as the best concept inside the most probable dimension: summing similarity
+    probabilities favours dimensions with more concepts (on TalkMoves a student's sentence went to
+    the dimension holding two of the four student moves; concept first: kappa 0.075 / 0.068 for
+    teacher / student against 0.040 / -0.004, and on the example study 0.490 against 0.471)."""
+    if len(concepts) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    concept = concepts.argmax(axis=1)
+    return concept, dimension_matrix(framework).argmax(axis=1)[concept]
+
+
+def dimension_lead(dims: np.ndarray, dim: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The probability of each row's chosen dimension and its lead over the best other dimension
+    (negative when another dimension is more probable: such a unit is never mapped)."""
+    rows = np.arange(len(dims))
+    top = dims[rows, dim]
+    others = dims.copy()
+    others[rows, dim] = -np.inf
+    runner = others.max(axis=1) if dims.shape[1] > 1 else np.zeros(len(dims))
+    return top, top - runner
 
 
 def speaker_roles(utterances: pa.Table, ids: list[str]) -> list:
@@ -334,10 +358,7 @@ def renormalise_within(p: np.ndarray, allowed: np.ndarray) -> np.ndarray:
 def utterance_dimensions_table(um: UtteranceMapping, framework: Framework) -> pa.Table:
     """Tidy: one row per utterance x dimension, utterances in embedding order."""
     n, d = um.dimensions.shape
-    argmax = um.dimensions.argmax(axis=1) if n else np.zeros(0, np.int64)
-    # The second-order concept is the best concept inside the argmax dimension, so the two agree.
-    in_dim = dimension_matrix(framework)[:, argmax].T if n else np.zeros((0, len(framework.concepts)))
-    concept = np.where(in_dim > 0, um.concepts, -1.0).argmax(axis=1) if n else np.zeros(0, np.int64)
+    concept, argmax = best_concept(um.concepts, framework)  # is_argmax marks the best concept's dimension
     names = np.array([c.name for c in framework.concepts] + [None], dtype=object)
     no_concept = um.extra.get("no_concept")
     if no_concept is not None and n:

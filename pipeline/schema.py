@@ -91,7 +91,8 @@ UTTERANCE_DIMENSIONS = pa.schema([
     _f("utterance_id", pa.string(), "coded utterance"),
     _f("dimension", pa.string(), "aggregate dimension of the framework"),
     _f("probability", pa.float64(), "probability that the utterance expresses the dimension (sums to 1 per utterance)"),
-    _f("is_argmax", pa.bool_(), "true for the utterance's most probable dimension"),
+    _f("is_argmax", pa.bool_(), "true for the dimension of the utterance's label: the dimension of its most probable "
+       "second-order concept (learned: of its most probable class); nearly always its most probable dimension"),
     _f("mapped", pa.bool_(), "false when the utterance's evidence is too weak or ambiguous to assign"),
     _f("second_order", pa.string(), "most probable second-order concept of the utterance", True),
     _f("source", pa.string(), "where the probability comes from: framework-similarity, learned or human"),
