@@ -146,6 +146,6 @@ def _validate(config: Config) -> None:
             codecs.lookup(name)
         except LookupError:
             raise ConfigError(f"input.fallback_encodings: unknown encoding {name!r}") from None
-    for key in ("extensions", "ignore"):
+    for key in ("extensions", "ignore", "fieldnote_folders", "document_folders"):
         if not all(isinstance(x, str) for x in config["input"][key]):
             raise ConfigError(f"input.{key} must be a list of text")

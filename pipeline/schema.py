@@ -31,15 +31,21 @@ UTTERANCES = pa.schema([
     _f("is_backchannel", pa.bool_(), "true for short fragments such as 'Yeah.' or 'Mm-hmm.'"),
     _f("coded", pa.bool_(), "true when later stages code this unit"),
     _f("exclusion_reason", pa.string(), "why the unit is not coded: interviewer, backchannel", True),
+    _f("source_type", pa.string(), "interview, fieldnote or document; for field notes and documents interview_id is "
+       "the source's id, turn_index its paragraph and speaker_id the case (or speaker) it is attributed to"),
+    _f("page", pa.int32(), "1-based page of start_char in a PDF (or paged text) source; null otherwise", True),
 ])
 
 SOURCES = pa.schema([
     _f("interview_id", pa.string(), "interview id"),
     _f("source_file", pa.string(), "transcript path relative to the input folder"),
-    _f("format", pa.string(), "txt, md, docx, vtt, srt or json"),
+    _f("format", pa.string(), "txt, md, docx, vtt, srt, json or pdf"),
     _f("encoding", pa.string(), "text encoding the file was decoded with"),
     _f("sha256", pa.string(), "hash of the file's bytes"),
     _f("source_text", pa.string(), "the plain text all character offsets refer to"),
+    _f("source_type", pa.string(), "interview, fieldnote or document"),
+    _f("page_starts", pa.list_(pa.int64()), "offset in source_text where each page begins (PDF: pages joined by "
+       "form feeds); null when the source has no pages", True),
 ])
 
 INTERVIEWS = pa.schema([
@@ -51,6 +57,7 @@ INTERVIEWS = pa.schema([
     _f("n_turns", pa.int32(), "speaker turns parsed"),
     _f("n_utterances", pa.int32(), "units written to utterances.parquet"),
     _f("n_skipped_lines", pa.int32(), "non-empty lines before the first speaker label or headings"),
+    _f("source_type", pa.string(), "interview, fieldnote or document (one row per source of any type)"),
 ])
 # Extra manifest columns are appended to INTERVIEWS as string columns at run time.
 
