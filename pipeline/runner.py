@@ -15,6 +15,30 @@ from pipeline.io.rundir import update_manifest, write_table
 Progress = Callable[[str, int, int], None]  # (what, done, total)
 
 
+PSEUDONYMISED_INPUT = "pseudonymised_input"  # run --anonymise: the pseudonymised copy the run reads
+
+
+def run_anonymise(input_dir: Path, out_dir: Path, cfg: dict, key_path: Path | None = None,
+                  names_path: Path | None = None, review: bool = False, decisions_path: Path | None = None,
+                  progress: Progress | None = None, run_dir: Path | None = None) -> dict:
+    """Pseudonymise input_dir into out_dir; the key (and review table) go beside the shared folder: the
+    run directory when there is one, else out_dir. With run_dir, the record joins its manifest."""
+    from pipeline.anonymise import anonymise_folder, default_key_path
+    from pipeline.errors import InputError
+
+    shared = Path(run_dir or out_dir)
+    key_path = Path(key_path) if key_path else default_key_path(shared)
+    review_path = key_path.parent / f"{shared.name}.pseudonym-review.csv" if review else None
+    for what, p in (("key file", key_path), ("review table", review_path)):
+        if p is not None and Path(p).resolve().is_relative_to(shared.resolve()):
+            raise InputError(f"the {what} holds the original names: keep it outside {shared}", p)
+    record = anonymise_folder(input_dir, out_dir, cfg, key_path, names_path, review_path, decisions_path, progress)
+    record["review_table"] = str(review_path) if review_path else None
+    if run_dir is not None:
+        update_manifest(run_dir, "anonymise", {k: v for k, v in record.items() if k != "written"}, cfg)
+    return {**record, "key": str(key_path)}
+
+
 def run_segment(input_dir: Path, run_dir: Path, cfg: dict, progress: Progress | None = None) -> dict:
     from pipeline.ingest import discover, segment_corpus
 

@@ -61,6 +61,22 @@ INTERVIEWS = pa.schema([
 ])
 # Extra manifest columns are appended to INTERVIEWS as string columns at run time.
 
+PSEUDONYM_REVIEW = pa.schema([
+    # written beside the key (it holds the originals), never into a run or the shared folder
+    _f("source_file", pa.string(), "source path relative to the input folder"),
+    _f("line", pa.int32(), "line (txt, md, vtt, srt, PDF text), paragraph (docx) or string number (json)"),
+    _f("start_char", pa.int64(), "start of the original within that line, paragraph or string"),
+    _f("end_char", pa.int64(), "end (exclusive) of the original"),
+    _f("entity", pa.string(), "person, place, org, nhs_number, phone, email, date or postcode"),
+    _f("original", pa.string(), "the text replaced"),
+    _f("pseudonym", pa.string(), "what replaced it (in running text within [brackets])"),
+    _f("context", pa.string(), "the surrounding text, the original marked <<like this>>"),
+    _f("recognizer", pa.string(), "what found it: SpacyRecognizer, a pattern, listed-<kind> (the study's list) "
+       "or study-key (a name found elsewhere in the study)"),
+    _f("score", pa.float64(), "the recogniser's confidence"),
+    _f("decision", pa.string(), "accept; set to reject and pass the table back with --decisions to keep the text"),
+])
+
 REJECTED = pa.schema([
     _f("source_file", pa.string(), "file that could not be read"),
     _f("line", pa.int32(), "line of the problem, when known", True),
