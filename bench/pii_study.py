@@ -206,3 +206,49 @@ def evaluate(study: Path, review, key_rows: list[dict]) -> dict:
            "precision": {k: {"value": round(t / n, 4), "true": t, "replacements": n}
                          for k, (t, n) in sorted(true_pos.items())}}
     return out
+
+
+# --- does any original survive in a run's outputs? ------------------------------------------------------
+def _texts_of(path: Path):
+    """Every piece of text a file holds: Parquet string cells, zip members (docx, qdpx), plain files."""
+    import io
+    import zipfile
+
+    if path.suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+        for column in table.columns:
+            t = column.type
+            if pa.types.is_string(t) or pa.types.is_large_string(t) or (pa.types.is_list(t) and pa.types.is_string(t.value_type)):
+                yield "\n".join(str(v) for v in column.to_pylist() if v is not None)
+    elif zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            for name in z.namelist():
+                data = z.read(name)
+                if zipfile.is_zipfile(io.BytesIO(data)):
+                    continue
+                yield data.decode("utf-8", "replace")
+    else:
+        yield path.read_bytes().decode("utf-8", "replace")
+
+
+def surviving(folder: Path, key_rows: list[dict]) -> dict[str, list[str]]:
+    """Answer-key texts found anywhere under folder: a person's every name (first and last names alone
+    too), any other entity's whole text. Returns {file: [texts]}."""
+    needles = set()
+    for r in key_rows:
+        if r["entity"] == "person":
+            needles |= {w for w in re.findall(r"[A-Za-z]+", r["text"]) if w.lower() not in _NOT_IDENTIFYING}
+        else:
+            needles.add(r["text"])
+    rx = re.compile(r"(?<![\w-])(?:" + "|".join(re.escape(n) for n in sorted(needles, key=len, reverse=True))
+                    + r")(?![\w-])")
+    found: dict[str, list[str]] = {}
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        for text in _texts_of(path):
+            hits = sorted(set(rx.findall(text)))
+            if hits:
+                found.setdefault(path.relative_to(folder).as_posix(), []).extend(hits)
+    return found

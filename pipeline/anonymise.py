@@ -194,17 +194,20 @@ def anonymise_folder(src: Path, dst: Path, cfg: dict, key_path: Path | None = No
 
     protected = protected_labels(src, cfg, manifest)
     detector = detector or Detector(ac, listed)
-    texts = [p.text for s in sources for p in s.pieces]
+    pieces = [p for s in sources for p in s.pieces]
+    texts = [p.text for p in pieces]
     t0 = time.perf_counter()
     found: list[list[Finding]] = []
     step = max(1, ac["batch_size"] * 8)
-    for a in range(0, len(texts), step):
-        found += detector.detect(texts[a:a + step])
+    for a in range(0, len(pieces), step):
+        batch = pieces[a:a + step]
+        results = detector.detect([p.before + p.for_detection + p.after for p in batch])
+        found += [_own(p, r) for p, r in zip(batch, results)]
         if progress:
             progress("anonymise detect", min(a + step, len(texts)), len(texts))
     detect_seconds = time.perf_counter() - t0
 
-    found = [_unprotected(p, f, protected) for p, f in zip((p for s in sources for p in s.pieces), found)]
+    found = [_unprotected(p, f, protected) for p, f in zip(pieces, found)]
     replacements = _assign(sources, found, key, listed, ac["propagate"])
     written = _write(sources, replacements, dst)
     _write_metadata(src, dst, cfg, key, sources)
@@ -227,6 +230,22 @@ def anonymise_folder(src: Path, dst: Path, cfg: dict, key_path: Path | None = No
         "detect_seconds": round(detect_seconds, 3), "seconds": round(time.perf_counter() - started, 3),
         "parameters": {k: ac[k] for k in ("entities", "spacy_model", "score_threshold", "propagate")},
     }
+
+
+def _own(piece, findings: list[Finding]) -> list[Finding]:
+    """Findings read with the neighbouring text, clipped to the piece itself and shifted to its offsets."""
+    a, b = len(piece.before), len(piece.before) + len(piece.text)
+    seen = piece.for_detection  # blanked markup and spaCy's whitespace tokens are no part of a name
+    out = []
+    for f in findings:
+        start, end = max(f.start, a) - a, min(f.end, b) - a
+        while start < end and seen[start].isspace():
+            start += 1
+        while end > start and seen[end - 1].isspace():
+            end -= 1
+        if end > start:
+            out.append(Finding(start, end, f.kind, f.score, f.recognizer))
+    return out
 
 
 def _unprotected(piece, findings: list[Finding], protected: set[str]) -> list[Finding]:
@@ -262,7 +281,12 @@ def _assign(sources: list[SourceFile], found: list[list[Finding]], key: Pseudony
     for kind, text in sorted(occurrences, key=lambda o: o[0] != "person" or " " not in o[1].strip()):
         key.assign(kind, text)
     if propagate:
-        pattern = listed_pattern(n for names in key.names().values() for n in names)
+        # a one-word name also used as a plain word ("Nobody", "Collaboration") is a guess that would
+        # spread through every file: it stays where it was found, unless the study listed it
+        lower = {w for _, _, p in flat for w in re.findall(r"(?<![\w-])[a-z][a-z'-]*", p.text)}
+        listed_norm = {n.casefold() for names in listed.values() for n in names}
+        pattern = listed_pattern(n for names in key.names().values() for n in names
+                                 if " " in n.strip() or n.casefold() not in lower or n.casefold() in listed_norm)
         if pattern:
             rx = re.compile(pattern)
             for fi, pi, p in flat:

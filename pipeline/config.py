@@ -155,5 +155,9 @@ def _validate(config: Config) -> None:
     for key in ("extensions", "ignore", "fieldnote_folders", "document_folders"):
         if not all(isinstance(x, str) for x in config["input"][key]):
             raise ConfigError(f"input.{key} must be a list of text")
+    bad = [x for x in config["shift"]["source_types"] if x not in ("interview", "fieldnote", "document")]
+    if bad or not config["shift"]["source_types"]:
+        raise ConfigError(f"shift.source_types: each must be interview, fieldnote or document, got "
+                          f"{(bad or ['(empty list)'])[0]!r}")
     if not all(isinstance(x, str) for x in config["anonymise"]["keep_labels"]):
         raise ConfigError("anonymise.keep_labels must be a list of text")

@@ -226,6 +226,18 @@ SHIFTS = pa.schema([
     _f("p_matched", pa.float64(), "permutation p-value of jsd_matched (same units and scheme)", True),
 ])
 
+SOURCE_THEMES = pa.schema([
+    _f("source_type", pa.string(), "interview, fieldnote or document"),
+    _f("level", pa.string(), "dimension, second_order (concept) or code (first-order code)"),
+    _f("theme", pa.string(), "the dimension, concept, or '<code_id>: <label>'"),
+    _f("n_units", pa.int32(), "coded units of this source type whose (most probable, mapped) theme this is"),
+    _f("share", pa.float64(), "n_units / n_coded_units"),
+    _f("n_sources", pa.int32(), "sources of this type where the theme appears at least once"),
+    _f("source_share", pa.float64(), "n_sources / n_type_sources"),
+    _f("n_coded_units", pa.int32(), "coded units of this source type"),
+    _f("n_type_sources", pa.int32(), "sources of this type in the run"),
+])
+
 QUESTIONS = pa.schema([
     _f("interview_id", pa.string(), "interview"),
     _f("turn_index", pa.int32(), "the answer turn"),

@@ -8,6 +8,7 @@ plain text (.txt) with its page breaks kept as form feeds, so pages survive.
 from __future__ import annotations
 
 import json
+import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,28 @@ class Piece:
     text: str
     line: int                                                   # line, paragraph or JSON string number (1-based)
     labels: list[tuple[int, int]] = field(default_factory=list)  # spans that are speaker labels
+    masked: str | None = None  # the text the detector reads, when markup is blanked out (same offsets)
+    before: str = ""           # neighbouring text the detector reads with it (a subtitle cue's sentence
+    after: str = ""            # runs on into the next cue); findings there belong to the neighbours
+
+    @property
+    def for_detection(self) -> str:
+        return self.text if self.masked is None else self.masked
+
+
+_CUE_TAG = re.compile(r"<v(?:\.[\w.]+)?\s+(?P<name>[^>]+)>|</?(?:[A-Za-z]|\d+:)[^>]*>")
+
+
+def mask_cue_tags(line: str) -> str:
+    """Cue markup as spaces, a voice tag's name kept: "<v Ann>Dr Lee</v>" reads "   Ann Dr Lee    " to
+    the detector (tags glued to words make spaCy miss or stretch names); offsets do not move."""
+    def blank(m: re.Match) -> str:
+        if m.group("name") is None:
+            return " " * len(m.group())
+        a, b = m.span("name")
+        a, b = a - m.start(), b - m.start()
+        return " " * a + m.group()[a:b] + " " * (len(m.group()) - b)
+    return _CUE_TAG.sub(blank, line)
 
 
 @dataclass
@@ -74,8 +97,12 @@ def _text_source(rel: str, out_rel: str, text: str, fmt: str, cue: bool) -> Sour
         stripped = line.strip()
         if not stripped or cue and (_CUE_TIMING.match(line) or stripped.isdigit() or stripped.startswith("WEBVTT")):
             continue  # timing lines, cue numbers and the header carry no one's data
-        pieces.append(Piece(line, i + 1, _line_labels(line, cue)))
+        pieces.append(Piece(line, i + 1, _line_labels(line, cue), mask_cue_tags(line) if cue else None))
         index.append(i)
+    if cue:  # a name cut by a cue boundary, or a sentence spread over cues, needs its neighbours
+        for prev, piece, nxt in zip([None] + pieces[:-1], pieces, pieces[1:] + [None]):
+            piece.before = prev.for_detection + " " if prev else ""
+            piece.after = " " + nxt.for_detection if nxt else ""
     return SourceFile(rel, out_rel, fmt, pieces, (lines, index))
 
 
