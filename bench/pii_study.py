@@ -19,6 +19,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "kt_study"
 ANSWER_KEY = REPO / "bench" / "data" / "pii_answer_key.csv"
+# the study's own list (--names): its local places and wards, and a GP the participants name
+NAMES = REPO / "bench" / "data" / "pii_names.csv"
 
 # speakers.csv gains a name column: these are the "listed" names (always replaced)
 PARTICIPANTS = {

@@ -111,6 +111,20 @@ def protected_labels(src: Path, cfg: dict, manifest: dict) -> set[str]:
     return out - {""}
 
 
+_LOWER_WORD = re.compile(r"(?<![\w-])[a-z][a-z'-]*")
+
+
+def name_parts(people: list[str], lower: set[str]) -> list[str]:
+    """First names and surnames of listed people, alone ("Bernadette", "Kelly"), unless the study also
+    uses them as plain words ("Will", "Rose") or they are initials."""
+    parts = []
+    for name in people:
+        words = name.split()
+        if len(words) > 1:
+            parts += [w for w in words if len(w) > 2 and w.casefold() not in lower and w[0].isupper()]
+    return [p for p in dict.fromkeys(parts) if p not in people]
+
+
 def _discover(src: Path, cfg: dict) -> tuple[list[str], dict]:
     from pipeline.ingest import discover
 
@@ -193,6 +207,8 @@ def anonymise_folder(src: Path, dst: Path, cfg: dict, key_path: Path | None = No
     _check_renames(sources)
 
     protected = protected_labels(src, cfg, manifest)
+    lower = {w for s in sources for p in s.pieces for w in _LOWER_WORD.findall(p.text)}
+    listed["person"] += name_parts(listed["person"], lower)
     detector = detector or Detector(ac, listed)
     pieces = [p for s in sources for p in s.pieces]
     texts = [p.text for p in pieces]
@@ -208,7 +224,7 @@ def anonymise_folder(src: Path, dst: Path, cfg: dict, key_path: Path | None = No
     detect_seconds = time.perf_counter() - t0
 
     found = [_unprotected(p, f, protected) for p, f in zip(pieces, found)]
-    replacements = _assign(sources, found, key, listed, ac["propagate"])
+    replacements = _assign(sources, found, key, listed, ac["propagate"], lower)
     written = _write(sources, replacements, dst)
     _write_metadata(src, dst, cfg, key, sources)
     key.save(key_path)
@@ -268,7 +284,7 @@ def _check_renames(sources: list[SourceFile]) -> None:
 
 
 def _assign(sources: list[SourceFile], found: list[list[Finding]], key: PseudonymKey,
-            listed: dict[str, list[str]], propagate: bool) -> list[Replacement]:
+            listed: dict[str, list[str]], propagate: bool, lower: set[str]) -> list[Replacement]:
     """Pseudonyms for every finding, and the known names found again wherever they occur."""
     flat = [(fi, pi, p) for fi, s in enumerate(sources) for pi, p in enumerate(s.pieces)]
     found_at = {(fi, pi): f for (fi, pi, _), f in zip(flat, found)}
@@ -283,7 +299,6 @@ def _assign(sources: list[SourceFile], found: list[list[Finding]], key: Pseudony
     if propagate:
         # a one-word name also used as a plain word ("Nobody", "Collaboration") is a guess that would
         # spread through every file: it stays where it was found, unless the study listed it
-        lower = {w for _, _, p in flat for w in re.findall(r"(?<![\w-])[a-z][a-z'-]*", p.text)}
         listed_norm = {n.casefold() for names in listed.values() for n in names}
         pattern = listed_pattern(n for names in key.names().values() for n in names
                                  if " " in n.strip() or n.casefold() not in lower or n.casefold() in listed_norm)
@@ -345,7 +360,8 @@ def _write_metadata(src: Path, dst: Path, cfg: dict, key: PseudonymKey, sources:
 
 def _context(text: str, start: int, end: int, width: int) -> str:
     a, b = max(0, start - width), min(len(text), end + width)
-    return ("..." if a else "") + text[a:start] + "<<" + text[start:end] + ">>" + text[end:b] + ("..." if b < len(text) else "")
+    out = ("..." if a else "") + text[a:start] + "<<" + text[start:end] + ">>" + text[end:b] + ("..." if b < len(text) else "")
+    return re.sub(r"[\x00-\x1f]", " ", out)  # one spreadsheet row: page breaks and tabs as spaces
 
 
 def review_table(sources: list[SourceFile], replacements: list[Replacement], width: int) -> pa.Table:
@@ -379,7 +395,14 @@ def _apply_decisions(key: PseudonymKey, path: Path) -> None:
     decision is stored in the key, so later batches keep it too)."""
     if not path.is_file():
         raise InputError("decisions file not found", path)
-    fields, rows = _read_csv(path)
+    try:  # the csv module itself, so quoted contexts holding line breaks stay one row
+        with open(path, encoding="utf-8-sig", newline="") as fh:
+            reader = csv.DictReader(fh)
+            fields = [f.strip().lower() for f in reader.fieldnames or []]
+            rows = [(reader.line_num, {k.strip().lower(): (v or "").strip() for k, v in r.items() if k})
+                    for r in reader]
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"not a readable CSV review table ({exc})", path) from None
     missing = {"entity", "original", "decision"} - set(fields)
     if missing:
         raise InputError(f"decisions file needs the review table's columns ({', '.join(sorted(missing))} missing)",

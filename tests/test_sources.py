@@ -75,12 +75,14 @@ def test_field_notes_and_documents_are_segmented_attributed_and_paged(tmp_path):
     # attributed to the case, never to a speaker turn; nothing flagged as interviewer
     assert {(r["speaker_id"], r["source_type"], r["is_interviewer"]) for r in fn} == {("North", "fieldnote", False)}
     assert {r["speaker_id"] for r in doc} == {"North"}
-    # the field note: a heading and five paragraphs -> six "turns"; 16 sentences
-    assert sorted({r["turn_index"] for r in fn}) == list(range(6))
-    assert len(fn) == 16 and all(r["page"] is None for r in fn)
-    # the PDF: 4 + 4 sentences on pages 1 and 2; the title line is a unit of its own on page 1
-    assert [r["page"] for r in doc] == [1] * 5 + [2] * 4
-    assert doc[0]["text"].startswith("Knowledge Mobilisation Strategy 2020-2023")
+    # the field note: a heading and five paragraphs -> six "turns"; 15 sentences, no pages
+    assert [r["turn_index"] for r in fn] == [0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 5]
+    assert all(r["page"] is None for r in fn) and fn[9]["text"] == "There was a long pause."
+    # the PDF: one paragraph per page (its text layer has no blank lines); the title runs into the
+    # first sentence (no full stop between them)
+    assert [(r["turn_index"], r["page"]) for r in doc] == [(0, 1)] * 3 + [(1, 2)] * 4
+    assert doc[0]["text"] == ("Knowledge Mobilisation Strategy 2020-2023\nThe Collaboration will move from "
+                              "disseminating findings to co-producing them with services.")
     page2 = sources["DOC-STRATEGY"]["page_starts"][1]
     assert all((r["start_char"] >= page2) == (r["page"] == 2) for r in doc)
     interviews = {r["interview_id"]: r for r in pq.read_table(tmp_path / "run" / "interviews.parquet").to_pylist()}
@@ -100,7 +102,7 @@ def test_a_speaker_in_the_manifest_takes_the_document(write, tmp_path):
         ("P05", "PROJECT", 1, "I said yes.")]
 
 
-def test_source_themes_and_shift_per_case(example_run, encoder, tmp_path, cfg):
+def test_source_themes_and_shift_per_case(encoder, tmp_path, cfg):
     """Triangulation table from a run whose corpus holds interviews, a field note and a document."""
     from pipeline.runner import run_codes, run_embed, run_map, run_segment, run_shift
 
@@ -113,7 +115,7 @@ def test_source_themes_and_shift_per_case(example_run, encoder, tmp_path, cfg):
     rec = run_shift(run_dir, cfg, encoder=encoder)
     u = pq.read_table(run_dir / "utterances.parquet")
     n_other = sum(t != "interview" for t in u.column("source_type").to_pylist())
-    assert rec["counts"]["utterances_of_other_source_types_left_out"] == n_other == 25
+    assert rec["counts"]["utterances_of_other_source_types_left_out"] == n_other == 22  # 15 field-note + 7 document units
     assert "North" not in set(pq.read_table(run_dir / "shifts.parquet").column("speaker_id").to_pylist())
     themes = pq.read_table(run_dir / "source_themes.parquet").to_pandas()
     dims = themes[themes["level"] == "dimension"]

@@ -118,4 +118,5 @@ def read_unlabelled(path: Path, display: str, source_type: str, fallbacks: list[
     turns = paragraphs(text)
     if not turns:
         raise InputError("empty file (no text in the document)", display)
-    return Document(text, turns, fmt, encoding, 0, warnings, source_type, page_starts(text))
+    paged = fmt == "pdf" or PAGE_BREAK in text
+    return Document(text, turns, fmt, encoding, 0, warnings, source_type, page_starts(text) if paged else None)
