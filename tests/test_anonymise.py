@@ -217,3 +217,23 @@ def test_run_anonymise_leaves_no_original_name_anywhere(tmp_path):
     assert pii_study.surviving(out, rows) == {}
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["stages"]["anonymise"]["counts"]["replacements"] > 200
+
+
+def test_detection_opens_no_network_connection(monkeypatch, tmp_path):
+    """Presidio, spaCy, tldextract's e-mail check and phonenumbers all run with sockets refused."""
+    import socket
+
+    from pipeline.pii import Detector
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("network access attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    detector = Detector(load_config()["anonymise"], {"person": ["Sarah Jones"]})
+    text = "Sarah Jones (sarah.jones@nhs.net, 07911 123456) lives in LS1 4AP."
+    found = detector.detect([text])[0]
+    assert [(text[f.start:f.end], f.kind) for f in found] == [
+        ("Sarah Jones", "person"), ("sarah.jones@nhs.net", "email"), ("07911 123456", "phone"),
+        ("LS1 4AP", "postcode")]
