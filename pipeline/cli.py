@@ -52,7 +52,8 @@ ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML 
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summaries.")]
 SkipBadOpt = Annotated[bool, typer.Option("--skip-bad", help="Skip unreadable files; list them in rejected.parquet.")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Run directory for the output tables.")]
-InputArg = Annotated[Path, typer.Argument(help="Folder of transcripts (.txt .md .docx .vtt .srt .json), read recursively.")]
+InputArg = Annotated[Path, typer.Argument(
+    help="Folder of transcripts (.txt .md .docx .vtt .srt .json .pdf), field notes and documents, read recursively.")]
 
 
 @contextmanager

@@ -166,6 +166,8 @@ class Detector:
                     span = text[start:end]
                     if not self._name_like(span):
                         continue
+                    if start and text[start - 1] in "'\u2019" and " " not in span:  # elided speech: 'Kay, 'Cause
+                        continue
                     if name == "SpacyRecognizer" and not self.cfg["acronyms"] and _ACRONYM.fullmatch(span):
                         continue
                 kept.append(Finding(start, end, kind, float(r.score), name))
