@@ -170,6 +170,8 @@ class Detector:
                         continue
                     if name == "SpacyRecognizer" and not self.cfg["acronyms"] and _ACRONYM.fullmatch(span):
                         continue
+                if name == "numeric-date" and len(re.findall(r"[/.-]", text[start:end])) < 2:
+                    continue  # "03/2020", "2/20": a month, a score; a date of birth has a day
                 kept.append(Finding(start, end, kind, float(r.score), name))
             out.append(resolve_overlaps(kept))
         return out
