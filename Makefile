@@ -44,6 +44,7 @@ bench: demo
 	$(BIN)/python bench/code_labels.py runs/talkmoves
 	$(BIN)/python bench/compare_eval.py runs/demo
 	$(BIN)/python bench/codes_pipeline.py
+	$(BIN)/python bench/anonymise_eval.py
 
 clean:
 	rm -rf runs .pytest_cache

@@ -52,7 +52,8 @@ ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML 
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summaries.")]
 SkipBadOpt = Annotated[bool, typer.Option("--skip-bad", help="Skip unreadable files; list them in rejected.parquet.")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Run directory for the output tables.")]
-InputArg = Annotated[Path, typer.Argument(help="Folder of transcripts (.txt .md .docx .vtt .srt .json), read recursively.")]
+InputArg = Annotated[Path, typer.Argument(
+    help="Folder of transcripts (.txt .md .docx .vtt .srt .json .pdf), field notes and documents, read recursively.")]
 
 
 @contextmanager
@@ -498,6 +499,55 @@ def suggest(run_dir: RunArg,
                       f"{', '.join(rec['outputs'])}")
 
 
+KeyOpt = Annotated[Optional[Path], typer.Option(
+    "--key", help="The study's pseudonym key (JSON; made when missing, extended when given). Default: beside the "
+                  "output folder, OUT.pseudonym-key.json. Keep it apart from the data; it holds the real names.")]
+NamesOpt = Annotated[Optional[Path], typer.Option(
+    "--names", help="Further names and places to replace: CSV name,kind (person, place, org) or one name a line.")]
+ReviewOpt = Annotated[bool, typer.Option(
+    "--review", help="Also write every replacement with its context (OUT.pseudonym-review.csv, beside the key).")]
+DecisionsOpt = Annotated[Optional[Path], typer.Option(
+    "--decisions", help="A review table with decision set to reject on texts to keep; stored in the key.")]
+
+
+def _anonymise_summary(quiet: bool, rec: dict) -> None:
+    if quiet:
+        return
+    c = rec["counts"]
+    kinds = ", ".join(f"{n} {k}" for k, n in c["by_kind"].items()) or "nothing"
+    err.print(f"{rec['files']} files pseudonymised: {c['replacements']} replacements ({kinds}) of "
+              f"{sum(c['entities'].values())} entities; {rec['units_per_second']} texts/s")
+    err.print(f"key (holds the real names, keep it apart): {rec['key']}", highlight=False)
+    if rec.get("review_table"):
+        err.print(f"review table: {rec['review_table']}", highlight=False)
+    for r in rec["rejected"]:
+        err.print(f"[yellow]skipped:[/] {r['source_file']}: {r['reason']}", highlight=False)
+
+
+@app.command()
+def anonymise(input_dir: InputArg, out: OutOpt, key: KeyOpt = None, names: NamesOpt = None,
+              review: ReviewOpt = False, decisions: DecisionsOpt = None,
+              study: Annotated[Optional[str], typer.Option(
+                  "--study", help="The study the key belongs to (default: the config's anonymise.study, else the "
+                                  "input folder's name).")] = None,
+              config: ConfigOpt = None, skip_bad: SkipBadOpt = False, quiet: QuietOpt = False) -> None:
+    """Pseudonymise a study folder: names, places, organisations, NHS numbers, phone numbers, e-mails and
+    dates of birth become [PERSON-07], [PLACE-03], ... consistently across the study. Files keep their
+    formats (a PDF becomes text with its page breaks); manifest.csv and speakers.csv follow.
+
+    Example: themeshift anonymise interviews/ --out interviews_pseudonymised --review
+    """
+    from pipeline.runner import run_anonymise
+
+    with _reporting(quiet, None):
+        cfg = _config(config, skip_bad)
+        if study:
+            cfg["anonymise"]["study"] = study
+        with _progress(quiet) as update:
+            rec = run_anonymise(input_dir, out, cfg, key, names, review, decisions, update)
+        _anonymise_summary(quiet, rec)
+
+
 class StopAfter(str, Enum):
     """Stages `run --until` can stop after."""
     segment = "segment"
@@ -517,6 +567,10 @@ def run(input_dir: InputArg, out: OutOpt, config: ConfigOpt = None, model: Model
         until: Annotated[Optional[StopAfter], typer.Option(
             "--until", help="Stop after this stage (segment, embed, codes or map); later stages can be run "
                  "on the run directory afterwards.")] = None,
+        anonymise: Annotated[bool, typer.Option(
+            "--anonymise", help="Pseudonymise the input first (into OUT/pseudonymised_input); every table, the "
+                                "report and the export then hold pseudonyms only.")] = False,
+        key: KeyOpt = None, names: NamesOpt = None, review: ReviewOpt = False, decisions: DecisionsOpt = None,
         skip_bad: SkipBadOpt = False, quiet: QuietOpt = False) -> None:
     """Run every stage on a folder of transcripts: segment, embed, codes, map, (learn,) shift
     (and compare, with --human), then write report.html.
@@ -528,13 +582,20 @@ def run(input_dir: InputArg, out: OutOpt, config: ConfigOpt = None, model: Model
     Example: themeshift run interviews/ --out runs/study1 --human coding.qdpx --learn --framework my_codebook.yaml
     """
     from pipeline.embed import load_encoder
-    from pipeline.runner import (run_codes, run_compare, run_embed, run_learn, run_map, run_report, run_segment,
-                                 run_shift)
+    from pipeline.runner import (PSEUDONYMISED_INPUT, run_anonymise, run_codes, run_compare, run_embed, run_learn,
+                                 run_map, run_report, run_segment, run_shift)
 
     with _reporting(quiet, out):
         cfg = _config(config, skip_bad, model)
         _check_inputs(cfg, framework, human, mapping)  # an hour of embedding must not end in a typo's error
+        if not anonymise and (key or names or review or decisions):
+            raise InputError("--key, --names, --review and --decisions go with --anonymise")
         with _progress(quiet) as update:
+            if anonymise:
+                rec = run_anonymise(input_dir, Path(out) / PSEUDONYMISED_INPUT, cfg, key, names, review, decisions,
+                                    update, run_dir=Path(out))
+                _anonymise_summary(quiet, rec)
+                input_dir = Path(out) / PSEUDONYMISED_INPUT
             record = run_segment(input_dir, out, cfg, update)
             _summary(quiet, record, out)
             if until == "segment":

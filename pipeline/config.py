@@ -120,6 +120,7 @@ _RANGES = {
     "learn.framework_weight": (0, None), "learn.cv_folds": (2, None), "learn.min_utterances": (1, None),
     "learn.min_per_class": (1, None), "learn.learning_curve_draws": (0, 1000), "learn.learning_curve_points": (1, 1000),
     "learn.suggest_n": (1, None), "learn.suggest_diversity": (0, 1),
+    "anonymise.score_threshold": (0, 1), "anonymise.context_chars": (0, 1000), "anonymise.batch_size": (1, None),
 }
 
 
@@ -146,6 +147,17 @@ def _validate(config: Config) -> None:
             codecs.lookup(name)
         except LookupError:
             raise ConfigError(f"input.fallback_encodings: unknown encoding {name!r}") from None
-    for key in ("extensions", "ignore"):
+    from pipeline.pii import KINDS
+
+    unknown = [e for e in config["anonymise"]["entities"] if e not in KINDS]
+    if unknown:
+        raise ConfigError(f"anonymise.entities: unknown entity {unknown[0]!r} (known: {', '.join(KINDS)})")
+    for key in ("extensions", "ignore", "fieldnote_folders", "document_folders"):
         if not all(isinstance(x, str) for x in config["input"][key]):
             raise ConfigError(f"input.{key} must be a list of text")
+    bad = [x for x in config["shift"]["source_types"] if x not in ("interview", "fieldnote", "document")]
+    if bad or not config["shift"]["source_types"]:
+        raise ConfigError(f"shift.source_types: each must be interview, fieldnote or document, got "
+                          f"{(bad or ['(empty list)'])[0]!r}")
+    if not all(isinstance(x, str) for x in config["anonymise"]["keep_labels"]):
+        raise ConfigError("anonymise.keep_labels must be a list of text")

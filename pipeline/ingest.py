@@ -15,6 +15,7 @@ import pyarrow as pa
 
 from pipeline import schema
 from pipeline.errors import InputError, environment_fault
+from pipeline.io.documents import read_unlabelled
 from pipeline.io.metadata import FileMeta, meta_from_filename, read_manifest, read_speakers, template_regex
 from pipeline.io.readers import label_key, read_document
 from pipeline.segment import (SpeakerResolver, columns_to_table, load_sentence_splitter, one_label_many_people,
@@ -59,6 +60,32 @@ def discover(folder: Path, cfg: dict, warnings: list[str] | None = None) -> list
     return found
 
 
+def source_type_of(rel: str, meta: FileMeta, cfg: dict) -> str:
+    """The manifest's source_type, else the folder convention (input.fieldnote_folders,
+    input.document_folders), else interview."""
+    if meta.source_type:
+        return meta.source_type
+    folders = {p.casefold() for p in Path(rel).parts[:-1]}
+    if folders & {f.casefold() for f in cfg["input"]["fieldnote_folders"]}:
+        return "fieldnote"
+    if folders & {f.casefold() for f in cfg["input"]["document_folders"]}:
+        return "document"
+    return "interview"
+
+
+def attribution(meta: FileMeta, resolver: SpeakerResolver, case_column: str) -> tuple[str, str | None]:
+    """(speaker_id, role) a field note or document is attributed to: the manifest's speaker when it names
+    one, else its case (site, team), else the source itself."""
+    if meta.participant_id:
+        s = resolver.speakers.get(label_key(meta.participant_id))
+        return (s.speaker_id, s.role) if s else (meta.participant_id, None)
+    case = meta.extra.get(case_column.lower()) if case_column else None
+    if case:
+        s = resolver.speakers.get(label_key(case))
+        return (s.speaker_id, s.role) if s else (case, None)
+    return meta.interview_id, None
+
+
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -91,7 +118,7 @@ def segment_corpus(folder: str | Path, cfg: dict, on_file: Callable[[str], None]
     if manifest is not None:
         files = sorted(set(files) | set(manifest))
     if not files:
-        raise InputError("no transcript files found", folder)
+        raise InputError("no transcript, field note or document files found", folder)
 
     parts, sources, interviews, rejected = [], [], [], []
     root = folder.resolve()
@@ -114,8 +141,14 @@ def segment_corpus(folder: str | Path, cfg: dict, on_file: Callable[[str], None]
             if not (folder / rel).resolve().is_relative_to(root):
                 raise InputError("symbolic link to a file outside the input folder; refused", rel)
             data = (folder / rel).read_bytes()
-            doc = read_document(folder / rel, rel, resolver.known_label_keys(), inp["fallback_encodings"])
-            cols = segment_document(doc, meta, rel, resolver, nlp, cfg)
+            source_type = source_type_of(rel, meta, cfg)
+            if source_type == "interview":
+                doc = read_document(folder / rel, rel, resolver.known_label_keys(), inp["fallback_encodings"])
+                cols = segment_document(doc, meta, rel, resolver, nlp, cfg)
+            else:
+                doc = read_unlabelled(folder / rel, rel, source_type, inp["fallback_encodings"])
+                cols = segment_document(doc, meta, rel, resolver, nlp, cfg,
+                                        attribution(meta, resolver, inp["case_column"]))
         except (InputError, OSError) as exc:
             if not skip_bad:
                 if isinstance(exc, OSError):
@@ -129,11 +162,12 @@ def segment_corpus(folder: str | Path, cfg: dict, on_file: Callable[[str], None]
         inputs.append({"path": rel, "sha256": _sha256(data), "bytes": len(data)})
         parts.append(cols)
         sources.append({"interview_id": meta.interview_id, "source_file": rel, "format": doc.format,
-                        "encoding": doc.encoding, "sha256": _sha256(data), "source_text": doc.source_text})
+                        "encoding": doc.encoding, "sha256": _sha256(data), "source_text": doc.source_text,
+                        "source_type": doc.source_type, "page_starts": doc.page_starts})
         interviews.append({"interview_id": meta.interview_id, "source_file": rel, "wave": meta.wave,
                            "date": meta.date, "participant_id": meta.participant_id,
                            "n_turns": len(doc.turns), "n_utterances": len(cols["utterance_id"]),
-                           "n_skipped_lines": doc.n_skipped_lines, **meta.extra})
+                           "n_skipped_lines": doc.n_skipped_lines, "source_type": doc.source_type, **meta.extra})
     if not parts:
         raise InputError("no transcript could be read (see rejected files)", folder)
     warn.extend(one_label_many_people(resolver))

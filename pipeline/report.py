@@ -29,10 +29,11 @@ from pipeline.io.spreadsheet import safe_cell
 # the tables the report reads, when they exist
 REPORTED = ["utterances", "interviews", "rejected", "embeddings", "codes", "assignments", "data_structure",
             "utterance_dimensions", "shifts", "shift_dimensions", "group_shifts", "group_trajectory", "agreement",
-            "confusion", "disagreements", "learn_eval"]
+            "confusion", "disagreements", "learn_eval", "source_themes"]
 
 SECTIONS = [("overview", "Corpus overview"), ("data-structure", "Data structure"),
-            ("dimension-shares", "Dimension shares by wave and role"), ("shifts", "Per-speaker shifts"),
+            ("dimension-shares", "Dimension shares by wave and role"), ("sources", "Themes by source type"),
+            ("shifts", "Per-speaker shifts"),
             ("utterance-map", "Map of utterances"), ("agreement", "Agreement with human coders"),
             ("reproducibility", "Reproducibility")]
 
@@ -387,6 +388,35 @@ def _dimension_shares(c: _Ctx) -> str:
     fig = rf.Figure("dimension_shares", "Dimension shares per wave and role", svg, columns, rows, caption)
     c.figures.append(fig)
     return note + _figure_html(fig)
+
+
+_SOURCE_ORDER = {"interview": 0, "fieldnote": 1, "document": 2}
+
+
+def _source_themes(c: _Ctx) -> str:
+    """Triangulation: each dimension and concept next to the source types it appears in."""
+    if c.need("source_themes"):
+        c.empty.add("sources")
+        return _missing_note(["source_themes"], "No themes by source type yet.")
+    t = c.t["source_themes"]
+    types = sorted(t["source_type"].unique(), key=lambda s: (_SOURCE_ORDER.get(s, 9), s))
+    sources = t.drop_duplicates("source_type").set_index("source_type")["n_type_sources"].to_dict()
+    note = ("" if len(types) > 1 else
+            "<p>Every source is an interview. Field notes and documents (PDF, Word, text; see the README) "
+            "are compared here side by side with the interviews.</p>")
+    out = [note, f"<p>Share of each source type's coded units whose most probable theme this is, and in how many "
+                 f"of its sources the theme appears ({', '.join(f'{sources[s]} {s}s' for s in types)}).</p>"]
+    for level, name in (("dimension", "Aggregate dimensions"), ("second_order", "Second-order concepts")):
+        part = t[t["level"] == level]
+        if part.empty:
+            continue
+        cell = {(r.theme, r.source_type): (r.share, r.n_sources) for r in part.itertuples()}
+        themes = sorted(part["theme"].unique(), key=lambda x: (c.dimensions.index(x) if x in c.dimensions else 99, x))
+        columns = [name] + [f"{s} share" for s in types] + [f"{s} sources" for s in types]
+        rows = [[c.dimension_names.get(th, th)] + [cell.get((th, s), (0.0, 0))[0] for s in types]
+                + [cell.get((th, s), (0.0, 0))[1] for s in types] for th in themes]
+        out.append(html_table(columns, rows) + _csv_link(f"source_themes_{level}", columns, rows))
+    return "".join(out)
 
 
 def _shift_label(r) -> str:
@@ -834,7 +864,7 @@ def build_report(tables: dict[str, pd.DataFrame], manifest: dict, cfg: dict,
     dims, names = _dimension_order(tables, manifest)
     c = _Ctx(tables, manifest, cfg, dims, names, {}, [])
     builders = {"overview": _overview, "data-structure": _data_structure, "dimension-shares": _dimension_shares,
-                "shifts": _shifts, "utterance-map": lambda ctx: _utterance_map(ctx, xy, map_ids),
+                "sources": _source_themes, "shifts": _shifts, "utterance-map": lambda ctx: _utterance_map(ctx, xy, map_ids),
                 "agreement": _agreement, "reproducibility": _reproducibility}
     bodies = {sid: builders[sid](c) for sid, _ in SECTIONS}
     present = [sid for sid, _ in SECTIONS if sid not in c.empty]

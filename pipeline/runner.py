@@ -8,11 +8,36 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable
 
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.io.rundir import update_manifest, write_table
 
 Progress = Callable[[str, int, int], None]  # (what, done, total)
+
+
+PSEUDONYMISED_INPUT = "pseudonymised_input"  # run --anonymise: the pseudonymised copy the run reads
+
+
+def run_anonymise(input_dir: Path, out_dir: Path, cfg: dict, key_path: Path | None = None,
+                  names_path: Path | None = None, review: bool = False, decisions_path: Path | None = None,
+                  progress: Progress | None = None, run_dir: Path | None = None) -> dict:
+    """Pseudonymise input_dir into out_dir; the key (and review table) go beside the shared folder: the
+    run directory when there is one, else out_dir. With run_dir, the record joins its manifest."""
+    from pipeline.anonymise import anonymise_folder, default_key_path
+    from pipeline.errors import InputError
+
+    shared = Path(run_dir or out_dir)
+    key_path = Path(key_path) if key_path else default_key_path(shared)
+    review_path = key_path.parent / f"{shared.name}.pseudonym-review.csv" if review else None
+    for what, p in (("key file", key_path), ("review table", review_path)):
+        if p is not None and Path(p).resolve().is_relative_to(shared.resolve()):
+            raise InputError(f"the {what} holds the original names: keep it outside {shared}", p)
+    record = anonymise_folder(input_dir, out_dir, cfg, key_path, names_path, review_path, decisions_path, progress)
+    record["review_table"] = str(review_path) if review_path else None
+    if run_dir is not None:
+        update_manifest(run_dir, "anonymise", {k: v for k, v in record.items() if k != "written"}, cfg)
+    return {**record, "key": str(key_path)}
 
 
 def run_segment(input_dir: Path, run_dir: Path, cfg: dict, progress: Progress | None = None) -> dict:
@@ -239,6 +264,8 @@ def run_shift(run_dir: Path, cfg: dict, progress: Progress | None = None, encode
     dims = read_table(run_dir, "utterance_dimensions", "themeshift map")
     optional = {name: read_table(run_dir, name) if (run_dir / f"{name}.parquet").is_file() else None
                 for name in ("embeddings", "assignments")}
+    themes = _source_themes(run_dir, utterances, dims, optional["assignments"])
+    utterances, dims, n_left_out = _shift_sources(utterances, dims, cfg["shift"]["source_types"])
     questions = None
     if optional["embeddings"] is not None and pc.any(utterances.column("is_interviewer")).as_py():
         from pipeline.questions import question_table
@@ -249,6 +276,7 @@ def run_shift(run_dir: Path, cfg: dict, progress: Progress | None = None, encode
     names = ("speaker_waves", "speaker_codes", "shifts", "shift_dimensions", "group_shifts", "group_trajectory")
     for name in names:
         write_table(run_dir, name, getattr(result, name))
+    write_table(run_dir, "source_themes", themes)
     for message in result.warnings:
         warnings.warn(message, stacklevel=2)
     status = Counter(result.shifts.column("status").to_pylist())
@@ -262,13 +290,39 @@ def run_shift(run_dir: Path, cfg: dict, progress: Progress | None = None, encode
         "counts": {**{name: getattr(result, name).num_rows for name in names},
                    "speakers": len(set(result.shifts.column("speaker_id").to_pylist())),
                    "status": dict(sorted(status.items())), "significant": significant,
-                   "significant_fdr": significant_fdr},
+                   "significant_fdr": significant_fdr, "source_themes": themes.num_rows,
+                   "utterances_of_other_source_types_left_out": n_left_out},
         "warnings": result.warnings,
         "seconds_by_step": result.seconds,
         "seconds": round(time.perf_counter() - started, 3),
     }
     update_manifest(run_dir, "shift", record, cfg)
     return record
+
+
+def _source_themes(run_dir: Path, utterances, dims, assignments):
+    """Themes by source type (triangulation), from every source whatever shift.source_types says."""
+    from pipeline.io.rundir import read_table
+    from pipeline.triangulate import source_themes
+
+    if "source_type" not in utterances.column_names:
+        utterances = utterances.append_column("source_type", pa.array(["interview"] * utterances.num_rows))
+    codes = read_table(run_dir, "codes") if assignments is not None and (run_dir / "codes.parquet").is_file() else None
+    return source_themes(utterances, dims, assignments if codes is not None else None, codes)
+
+
+def _shift_sources(utterances, dims, source_types: list[str]):
+    """Only the source types shift.source_types names (interviews by default); field notes and documents,
+    when included, count for the case or speaker they are attributed to."""
+    if "source_type" not in utterances.column_names:  # a run segmented before sources had types: interviews
+        return utterances, dims, 0
+    keep = pc.is_in(utterances.column("source_type"), value_set=pa.array(source_types, pa.string()))
+    left_out = utterances.num_rows - int(pc.sum(keep).as_py() or 0)
+    if not left_out:
+        return utterances, dims, 0
+    utterances = utterances.filter(keep)
+    dims = dims.filter(pc.is_in(dims.column("utterance_id"), value_set=utterances.column("utterance_id")))
+    return utterances, dims, left_out
 
 
 def _framework_for(run_dir: Path, cfg: dict, framework_path: Path | str | None):

@@ -31,15 +31,21 @@ UTTERANCES = pa.schema([
     _f("is_backchannel", pa.bool_(), "true for short fragments such as 'Yeah.' or 'Mm-hmm.'"),
     _f("coded", pa.bool_(), "true when later stages code this unit"),
     _f("exclusion_reason", pa.string(), "why the unit is not coded: interviewer, backchannel", True),
+    _f("source_type", pa.string(), "interview, fieldnote or document; for field notes and documents interview_id is "
+       "the source's id, turn_index its paragraph and speaker_id the case (or speaker) it is attributed to"),
+    _f("page", pa.int32(), "1-based page of start_char in a PDF (or paged text) source; null otherwise", True),
 ])
 
 SOURCES = pa.schema([
     _f("interview_id", pa.string(), "interview id"),
     _f("source_file", pa.string(), "transcript path relative to the input folder"),
-    _f("format", pa.string(), "txt, md, docx, vtt, srt or json"),
+    _f("format", pa.string(), "txt, md, docx, vtt, srt, json or pdf"),
     _f("encoding", pa.string(), "text encoding the file was decoded with"),
     _f("sha256", pa.string(), "hash of the file's bytes"),
     _f("source_text", pa.string(), "the plain text all character offsets refer to"),
+    _f("source_type", pa.string(), "interview, fieldnote or document"),
+    _f("page_starts", pa.list_(pa.int64()), "offset in source_text where each page begins (PDF: pages joined by "
+       "form feeds); null when the source has no pages", True),
 ])
 
 INTERVIEWS = pa.schema([
@@ -51,8 +57,25 @@ INTERVIEWS = pa.schema([
     _f("n_turns", pa.int32(), "speaker turns parsed"),
     _f("n_utterances", pa.int32(), "units written to utterances.parquet"),
     _f("n_skipped_lines", pa.int32(), "non-empty lines before the first speaker label or headings"),
+    _f("source_type", pa.string(), "interview, fieldnote or document (one row per source of any type)"),
 ])
 # Extra manifest columns are appended to INTERVIEWS as string columns at run time.
+
+PSEUDONYM_REVIEW = pa.schema([
+    # written beside the key (it holds the originals), never into a run or the shared folder
+    _f("source_file", pa.string(), "source path relative to the input folder"),
+    _f("line", pa.int32(), "line (txt, md, vtt, srt, PDF text), paragraph (docx) or string number (json)"),
+    _f("start_char", pa.int64(), "start of the original within that line, paragraph or string"),
+    _f("end_char", pa.int64(), "end (exclusive) of the original"),
+    _f("entity", pa.string(), "person, place, org, nhs_number, phone, email, date or postcode"),
+    _f("original", pa.string(), "the text replaced"),
+    _f("pseudonym", pa.string(), "what replaced it (in running text within [brackets])"),
+    _f("context", pa.string(), "the surrounding text, the original marked <<like this>>"),
+    _f("recognizer", pa.string(), "what found it: SpacyRecognizer, a pattern, listed-<kind> (the study's list) "
+       "or study-key (a name found elsewhere in the study)"),
+    _f("score", pa.float64(), "the recogniser's confidence"),
+    _f("decision", pa.string(), "accept; set to reject and pass the table back with --decisions to keep the text"),
+])
 
 REJECTED = pa.schema([
     _f("source_file", pa.string(), "file that could not be read"),
@@ -202,6 +225,18 @@ SHIFTS = pa.schema([
     _f("n_matched_to", pa.int32(), "wave_to units answering a question that has a counterpart in wave_from", True),
     _f("jsd_matched", pa.float64(), "jsd over the question-matched units only: the shift not explained by changed questions", True),
     _f("p_matched", pa.float64(), "permutation p-value of jsd_matched (same units and scheme)", True),
+])
+
+SOURCE_THEMES = pa.schema([
+    _f("source_type", pa.string(), "interview, fieldnote or document"),
+    _f("level", pa.string(), "dimension, second_order (concept) or code (first-order code)"),
+    _f("theme", pa.string(), "the dimension, concept, or '<code_id>: <label>'"),
+    _f("n_units", pa.int32(), "coded units of this source type whose (most probable, mapped) theme this is"),
+    _f("share", pa.float64(), "n_units / n_coded_units"),
+    _f("n_sources", pa.int32(), "sources of this type where the theme appears at least once"),
+    _f("source_share", pa.float64(), "n_sources / n_type_sources"),
+    _f("n_coded_units", pa.int32(), "coded units of this source type"),
+    _f("n_type_sources", pa.int32(), "sources of this type in the run"),
 ])
 
 QUESTIONS = pa.schema([

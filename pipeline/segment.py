@@ -7,6 +7,7 @@ stay in the table, flagged and marked not coded, so counts always reconcile.
 """
 from __future__ import annotations
 
+import bisect
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -142,8 +143,9 @@ def _sentence_spans(nlp, text: str, turns):
 
 
 def segment_document(doc: Document, meta: FileMeta, source_file: str, resolver: SpeakerResolver,
-                     nlp, cfg: dict) -> dict[str, list]:
-    """Columns of the utterances table for one interview."""
+                     nlp, cfg: dict, attribution: tuple[str, str | None] | None = None) -> dict[str, list]:
+    """Columns of the utterances table for one source. A field note or document has no speaker turns:
+    its paragraphs take `attribution` (speaker_id, role), the case or speaker it belongs to."""
     seg, spk = cfg["segment"], cfg["speakers"]
     bc_words = {w.lower() for w in seg["backchannel_words"]}
     cols: dict[str, list] = {f.name: [] for f in schema.UTTERANCES}
@@ -153,11 +155,14 @@ def segment_document(doc: Document, meta: FileMeta, source_file: str, resolver: 
         doc.warnings.append(f"{source_file}:{long_turns[0].line}: {len(long_turns)} turn(s) longer than "
                             f"{MAX_CHUNK:,} characters (the longest {max(t.end - t.start for t in long_turns):,}); "
                             "split into pieces for sentence splitting")
-    sole = resolver.sole_participant_label([t.label for t in doc.turns], meta)
+    sole = resolver.sole_participant_label([t.label for t in doc.turns], meta) if attribution is None else None
     for turn_index, (turn, spans) in enumerate(zip(doc.turns, _sentence_spans(nlp, text, doc.turns))):
         sents = [_trim(text, a, b) for a, b in spans]
         sents = [s for s in sents if s[1] > s[0]]
-        speaker_id, role, is_int = resolver.resolve(turn.label, meta, sole)
+        if attribution is None:
+            speaker_id, role, is_int = resolver.resolve(turn.label, meta, sole)
+        else:
+            (speaker_id, role), is_int = attribution, False
         for unit_index, (start, end) in enumerate(_units(sents, seg["unit"], seg["window_size"],
                                                          _trim(text, turn.start, turn.end))):
             unit_text = text[start:end]
@@ -187,6 +192,8 @@ def segment_document(doc: Document, meta: FileMeta, source_file: str, resolver: 
             cols["is_backchannel"].append(is_bc)
             cols["coded"].append(reason is None)
             cols["exclusion_reason"].append(reason)
+            cols["source_type"].append(doc.source_type)
+            cols["page"].append(bisect.bisect_right(doc.page_starts, start) if doc.page_starts else None)
     return cols
 
 

@@ -21,6 +21,7 @@ class FileMeta:
     date: str | None = None
     participant_id: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    source_type: str | None = None  # from the manifest's source_type column; None: folder convention decides
 
 
 @dataclass
@@ -60,12 +61,26 @@ def parse_wave(value: str, path: Path | str, line: int | None) -> int | None:
     return int(m.group(1))
 
 
+_SOURCE_TYPE_NAMES = {"interview": "interview", "transcript": "interview", "fieldnote": "fieldnote",
+                      "field note": "fieldnote", "field notes": "fieldnote", "fieldnotes": "fieldnote",
+                      "observation": "fieldnote", "document": "document", "doc": "document"}
+
+
+def parse_source_type(value: str, path: Path | str, line: int | None) -> str | None:
+    value = value.strip().lower().replace("_", " ").replace("-", " ")
+    if not value:
+        return None
+    if value not in _SOURCE_TYPE_NAMES:
+        raise InputError(f"source_type must be interview, fieldnote or document, got {value!r}", path, line)
+    return _SOURCE_TYPE_NAMES[value]
+
+
 def read_manifest(path: Path, folder: Path) -> dict[str, tuple[FileMeta, int]]:
     """Manifest rows keyed by the file's path relative to `folder`, with their line numbers."""
     fields, rows = _read_csv(path)
     if "file" not in fields:
         raise InputError("manifest needs a 'file' column", path, 1)
-    known = {"file", "interview_id", "wave", "date", "speaker_id"}
+    known = {"file", "interview_id", "wave", "date", "speaker_id", "source_type"}
     out: dict[str, tuple[FileMeta, int]] = {}
     seen_ids: dict[str, int] = {}
     root = folder.resolve()
@@ -93,6 +108,7 @@ def read_manifest(path: Path, folder: Path) -> dict[str, tuple[FileMeta, int]]:
             date=row.get("date") or None,
             participant_id=row.get("speaker_id") or None,
             extra={k: v for k, v in row.items() if k not in known},
+            source_type=parse_source_type(row.get("source_type", ""), path, line),
         )
         out[key] = (meta, line)
     return out

@@ -362,10 +362,16 @@ def machine_project(sources, utterances, framework, utterance_dimensions=None, c
     utt = utt[utt["utterance_id"].isin(applied)]
     by_interview = {iid: g.sort_values("start_char") for iid, g in utt.groupby("interview_id")}
     out_sources = []
-    for iid, rel, text in zip(*(sources.column(c).to_pylist() for c in ("interview_id", "source_file", "source_text"))):
+    types = sources.column("source_type").to_pylist() if "source_type" in sources.column_names else \
+        ["interview"] * sources.num_rows
+    for iid, rel, text, stype in zip(*(sources.column(c).to_pylist() for c in ("interview_id", "source_file",
+                                                                               "source_text")), types):
         g = by_interview.get(iid, pd.DataFrame(columns=utt.columns))
         selections = [(int(s), int(e), applied[u]) for u, s, e in zip(g["utterance_id"], g["start_char"], g["end_char"])]
-        out_sources.append(ExportSource(iid, rel, text, selections))
+        # field notes and documents travel as text sources (a PDF as its text layer). XML cannot carry the
+        # form feeds that mark its pages: each becomes a newline, one character for one, so offsets hold
+        description = rel if stype == "interview" else f"{rel} ({stype})"
+        out_sources.append(ExportSource(iid, description, text.replace("\f", "\n"), selections))
     book = list(dim_codes.values()) + ([unmapped] if unmapped.children else [])
     counts["selections"] = sum(len(s.selections) for s in out_sources)
     counts["sources"] = len(out_sources)

@@ -19,7 +19,7 @@ from pathlib import Path
 from pipeline.errors import InputError
 from pipeline.io.decode import decode_text
 
-FORMATS = {".txt": "txt", ".md": "md", ".docx": "docx", ".vtt": "vtt", ".srt": "srt", ".json": "json"}
+FORMATS = {".txt": "txt", ".md": "md", ".docx": "docx", ".vtt": "vtt", ".srt": "srt", ".json": "json", ".pdf": "pdf"}
 
 _TS = r"\d{1,2}:\d{2}(?::\d{2})?(?:[.,]\d{1,3})?"
 # [ts] Label [ts]: [ts] text   -- with optional Markdown bullets/bold around the label.
@@ -53,6 +53,8 @@ class Document:
     encoding: str
     n_skipped_lines: int = 0
     warnings: list[str] = field(default_factory=list)
+    source_type: str = "interview"  # interview, fieldnote or document (pipeline.io.documents)
+    page_starts: list[int] | None = None  # offset where each page begins (PDFs and paged text); None: no pages
 
 
 def label_key(label: str) -> str:
@@ -126,7 +128,8 @@ def parse_labelled_text(text: str, path: str, known: set[str], fmt: str, encodin
         else:
             skipped += 1
     if not turns:
-        raise InputError("no speaker labels found (expected lines such as 'Interviewer: ...')", path, 1)
+        raise InputError("no speaker labels found (expected lines such as 'Interviewer: ...'; a field note or "
+                         "document needs source_type in the manifest or a fieldnotes/ or documents/ folder)", path, 1)
     for turn in turns:  # a label line with its text on the next line starts at that text
         while turn.start < turn.end and text[turn.start].isspace():
             turn.start += 1
@@ -310,6 +313,14 @@ def read_document(path: Path, display: str, known: set[str], fallbacks: list[str
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise InputError(f"unknown transcript format {path.suffix!r} (known: {', '.join(FORMATS)})", display)
+    if fmt == "pdf":  # a transcript kept as PDF: its text layer, read like plain text
+        from pipeline.io.documents import page_starts, pdf_text
+
+        text, warnings = pdf_text(path, display)
+        doc = parse_labelled_text(text, display, known, "pdf", "pdf")
+        doc.warnings += warnings
+        doc.page_starts = page_starts(text)
+        return doc
     data = path.read_bytes()
     if fmt == "docx":
         if not data:

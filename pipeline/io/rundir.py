@@ -56,7 +56,7 @@ COMMANDS = {
     "utterance_dimensions": "themeshift map RUN", "shifts": "themeshift shift RUN",
     "speaker_waves": "themeshift shift RUN", "speaker_codes": "themeshift shift RUN",
     "shift_dimensions": "themeshift shift RUN", "group_shifts": "themeshift shift RUN",
-    "group_trajectory": "themeshift shift RUN", "agreement": "themeshift compare RUN --human CODES",
+    "group_trajectory": "themeshift shift RUN", "source_themes": "themeshift shift RUN", "agreement": "themeshift compare RUN --human CODES",
     "confusion": "themeshift compare RUN --human CODES", "disagreements": "themeshift compare RUN --human CODES",
     "human_codes": "themeshift compare RUN --human CODES", "learn_eval": "themeshift learn RUN --human CODES",
     "learned_codes": "themeshift learn RUN --human CODES", "utterance_map": "themeshift report RUN",

@@ -1,0 +1,417 @@
+"""Pseudonymise a study folder: every source, manifest.csv and speakers.csv, in their own formats.
+
+Three passes over the folder, so the result does not depend on the order names are met in:
+1. detect personal data in every text (pipeline.pii, Presidio on the project's spaCy model), the
+   study's listed names (speakers.csv names and aliases, the names file) always included;
+2. give each entity one pseudonym for the whole study (pipeline.pseudonym_key): full names first,
+   then single names, linked to the one full name they are part of;
+3. replace every occurrence of every known name, also where the detector missed it in a sentence,
+   and write the files. The key and the review table (they hold the originals) go elsewhere.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import re
+import shutil
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pyarrow as pa
+
+from pipeline import schema
+from pipeline.errors import InputError, environment_fault
+from pipeline.io.metadata import _read_csv, read_manifest, read_speakers
+from pipeline.io.pseudonymise_formats import SourceFile, read_for_pseudonymising, replace_spans
+from pipeline.pii import KINDS, NAME_KINDS, Detector, Finding, listed_pattern, resolve_overlaps
+from pipeline.pseudonym_key import PseudonymKey, load_key
+
+MARKER = ".themeshift-pseudonymised"  # marks a folder this module wrote (and may overwrite)
+_NAME_LIKE = re.compile(r"[A-Z][a-z\u00C0-\u024F'\u2019\-]+(?: [A-Z][a-z\u00C0-\u024F'\u2019\-]+)*")
+_KIND_NAMES = {"person": "person", "people": "person", "name": "person", "place": "place", "location": "place",
+               "site": "place", "org": "org", "organisation": "org", "organization": "org"}
+
+
+@dataclass
+class Replacement:
+    file: int
+    piece: int
+    finding: Finding
+    original: str
+    pseudonym: str
+
+
+def study_name(src: Path, cfg: dict) -> str:
+    return cfg["anonymise"]["study"] or Path(src).resolve().name
+
+
+def default_key_path(out: Path) -> Path:
+    """Beside the output folder, never inside it: the folder is what gets shared."""
+    out = Path(out)
+    return out.parent / f"{out.name}.pseudonym-key.json"
+
+
+def read_names_file(path: Path) -> dict[str, list[str]]:
+    """A list of names to replace: one per line, or CSV with columns name[,kind] (kind: person, place, org)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("names file not found", path)
+    out: dict[str, list[str]] = {k: [] for k in NAME_KINDS}
+    fields, rows = _read_csv(path)
+    if "name" in fields:
+        for line, row in rows:
+            kind = _KIND_NAMES.get((row.get("kind") or row.get("type") or "person").lower())
+            if kind is None:
+                raise InputError(f"kind must be person, place or org, got {row.get('kind') or row.get('type')!r}",
+                                 path, line)
+            if row["name"]:
+                out[kind].append(row["name"])
+    else:  # a plain list: every non-empty line a person's name
+        text = path.read_text(encoding="utf-8-sig")
+        out["person"] = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    return out
+
+
+def speaker_names(speakers_path: Path, cfg: dict) -> list[str]:
+    """Names in speakers.csv: its name column, and the ids and aliases that are written like names
+    (not generic labels such as Interviewer, nor codes such as P-05)."""
+    if not speakers_path.is_file():
+        return []
+    _, rows = _read_csv(speakers_path)
+    generic = {x.casefold() for x in cfg["speakers"]["interviewer_labels"] + cfg["speakers"]["participant_labels"]}
+    names = []
+    for _, row in rows:
+        candidates = [row.get("name", "")] + [row.get("speaker_id", "")] + row.get("aliases", "").split(";")
+        for c in (c.strip() for c in candidates):
+            if c and _NAME_LIKE.fullmatch(c) and len(c) > 2 and c.casefold() not in generic:
+                names.append(c)
+    return list(dict.fromkeys(names))
+
+
+def protected_labels(src: Path, cfg: dict, manifest: dict) -> set[str]:
+    """Speaker ids, aliases and generic labels that are codes, not names (INT, P01, P-05, Interviewer):
+    never replaced, so labels and ids still resolve. Keys as readers.label_key makes them."""
+    from pipeline.io.readers import label_key
+
+    out = {label_key(x) for x in cfg["speakers"]["interviewer_labels"] + cfg["speakers"]["participant_labels"]
+           + cfg["anonymise"]["keep_labels"]}
+    path = src / cfg["input"]["speakers_file"]
+    if path.is_file():
+        for _, row in _read_csv(path)[1]:
+            for c in [row.get("speaker_id", "")] + row.get("aliases", "").split(";"):
+                if c.strip() and not _NAME_LIKE.fullmatch(c.strip()):
+                    out.add(label_key(c))
+    for meta, _ in manifest.values():
+        for c in (meta.participant_id, meta.interview_id):
+            if c and not _NAME_LIKE.fullmatch(c):
+                out.add(label_key(c))
+    return out - {""}
+
+
+_LOWER_WORD = re.compile(r"(?<![\w-])[a-z][a-z'-]*")
+
+
+def name_parts(people: list[str], lower: set[str]) -> list[str]:
+    """First names and surnames of listed people, alone ("Bernadette", "Kelly"), unless the study also
+    uses them as plain words ("Will", "Rose") or they are initials."""
+    parts = []
+    for name in people:
+        words = name.split()
+        if len(words) > 1:
+            parts += [w for w in words if len(w) > 2 and w.casefold() not in lower and w[0].isupper()]
+    return [p for p in dict.fromkeys(parts) if p not in people]
+
+
+def _discover(src: Path, cfg: dict) -> tuple[list[str], dict]:
+    from pipeline.ingest import discover
+
+    inp = cfg["input"]
+    manifest_path = src / inp["manifest_file"]
+    manifest = read_manifest(manifest_path, src) if manifest_path.is_file() else None
+    if (src / inp["speakers_file"]).is_file():
+        read_speakers(src / inp["speakers_file"])  # a damaged speakers file fails before any work
+    files = discover(src, cfg)
+    if manifest is not None:
+        files = sorted(set(files) | set(manifest))
+    if not files:
+        raise InputError("no transcript, field note or document files found", src)
+    return files, manifest or {}
+
+
+def _prepare_out(src: Path, dst: Path, key_path: Path, review_path: Path | None) -> None:
+    src, dst = src.resolve(), dst.resolve()
+    if dst == src or dst.is_relative_to(src) or src.is_relative_to(dst):
+        raise InputError("the output folder must lie outside the input folder (and not hold it)", dst)
+    for what, p in (("key file", key_path), ("review table", review_path)):
+        if p is not None and (Path(p).resolve().is_relative_to(dst) or Path(p).resolve().is_relative_to(src)):
+            raise InputError(f"the {what} holds the original names: keep it outside the output and input "
+                             "folders", p)
+    if dst.exists():
+        if not dst.is_dir():
+            raise InputError("output exists and is not a folder", dst)
+        if any(dst.iterdir()):
+            if not (dst / MARKER).is_file():
+                raise InputError("output folder is not empty (and was not written by themeshift anonymise); "
+                                 "give a new folder", dst)
+            shutil.rmtree(dst)  # an earlier pseudonymised copy: files it held may be gone from the input
+    dst.mkdir(parents=True, exist_ok=True)
+    (dst / MARKER).write_text("written by themeshift anonymise; its files are replaced on the next run\n",
+                              encoding="utf-8")
+
+
+def anonymise_folder(src: Path, dst: Path, cfg: dict, key_path: Path | None = None, names_path: Path | None = None,
+                     review_path: Path | None = None, decisions_path: Path | None = None,
+                     progress: Callable[[str, int, int], None] | None = None, detector: Detector | None = None) -> dict:
+    """Write the pseudonymised copy of `src` to `dst`; returns the record (counts, no names)."""
+    started = time.perf_counter()
+    src, dst = Path(src), Path(dst)
+    if src.is_file():
+        raise InputError("is a file; give the folder that holds the transcripts", src)
+    if not src.is_dir():
+        raise InputError("input folder not found", src)
+    ac = cfg["anonymise"]
+    key_path = Path(key_path) if key_path else default_key_path(dst)
+    _prepare_out(src, dst, key_path, review_path)
+    key = load_key(key_path, study_name(src, cfg))
+    if decisions_path is not None:
+        _apply_decisions(key, Path(decisions_path))
+    files, manifest = _discover(src, cfg)
+
+    listed: dict[str, list[str]] = {k: [] for k in NAME_KINDS}
+    listed["person"] += speaker_names(src / cfg["input"]["speakers_file"], cfg)
+    for path in [names_path] if names_path else ([Path(ac["names_file"])] if ac["names_file"] else []):
+        for kind, names in read_names_file(path).items():
+            listed[kind] += names
+    listed = {k: [n for n in dict.fromkeys(v) if not key.is_kept(k, n)] for k, v in listed.items()}
+
+    sources, rejected = [], []
+    for i, rel in enumerate(files):
+        if progress:
+            progress(f"anonymise read {rel}", i + 1, len(files))
+        try:
+            if not (src / rel).resolve().is_relative_to(src.resolve()):
+                raise InputError("symbolic link to a file outside the input folder; refused", rel)
+            sources.append(read_for_pseudonymising(src / rel, rel, cfg["input"]["fallback_encodings"]))
+        except (InputError, OSError) as exc:
+            if not cfg["run"]["skip_bad"]:
+                if isinstance(exc, OSError):
+                    raise environment_fault(exc) from None
+                raise
+            rejected.append({"source_file": rel, "line": getattr(exc, "line", None),
+                             "reason": exc.message if isinstance(exc, InputError) else f"cannot read: {exc.strerror}"})
+    if not sources:
+        raise InputError("no file could be read (see the rejected files)", src)
+    _check_renames(sources)
+
+    protected = protected_labels(src, cfg, manifest)
+    lower = {w for s in sources for p in s.pieces for w in _LOWER_WORD.findall(p.text)}
+    listed["person"] += name_parts(listed["person"], lower)
+    detector = detector or Detector(ac, listed)
+    pieces = [p for s in sources for p in s.pieces]
+    texts = [p.text for p in pieces]
+    t0 = time.perf_counter()
+    found: list[list[Finding]] = []
+    step = max(1, ac["batch_size"] * 8)
+    for a in range(0, len(pieces), step):
+        batch = pieces[a:a + step]
+        results = detector.detect([p.before + p.for_detection + p.after for p in batch])
+        found += [_own(p, r) for p, r in zip(batch, results)]
+        if progress:
+            progress("anonymise detect", min(a + step, len(texts)), len(texts))
+    detect_seconds = time.perf_counter() - t0
+
+    found = [_unprotected(p, f, protected) for p, f in zip(pieces, found)]
+    replacements = _assign(sources, found, key, listed, ac["propagate"], lower)
+    written = _write(sources, replacements, dst)
+    _write_metadata(src, dst, cfg, key, sources)
+    key.save(key_path)
+    key_path.chmod(0o600)  # the originals: readable by the researcher only
+    if review_path is not None:
+        _write_review(Path(review_path), sources, replacements, ac["context_chars"])
+
+    by_kind = Counter(r.finding.kind for r in replacements)
+    by_recognizer = Counter(r.finding.recognizer for r in replacements)
+    n_chars = sum(len(t) for t in texts)
+    return {
+        "study": key.study, "files": len(sources), "written": written, "rejected": rejected,
+        "counts": {"texts": len(texts), "characters": n_chars, "replacements": len(replacements),
+                   "by_kind": {k: by_kind.get(k, 0) for k in KINDS if by_kind.get(k)},
+                   "by_recognizer": dict(sorted(by_recognizer.items())),
+                   "entities": Counter(e.kind for e in key.entries), "kept_by_decision": len(key.kept)},
+        "units_per_second": round(len(texts) / detect_seconds, 1) if detect_seconds else None,
+        "characters_per_second": round(n_chars / detect_seconds) if detect_seconds else None,
+        "detect_seconds": round(detect_seconds, 3), "seconds": round(time.perf_counter() - started, 3),
+        "parameters": {k: ac[k] for k in ("entities", "spacy_model", "score_threshold", "propagate")},
+    }
+
+
+def _own(piece, findings: list[Finding]) -> list[Finding]:
+    """Findings read with the neighbouring text, clipped to the piece itself and shifted to its offsets."""
+    a, b = len(piece.before), len(piece.before) + len(piece.text)
+    seen = piece.for_detection  # blanked markup and spaCy's whitespace tokens are no part of a name
+    out = []
+    for f in findings:
+        start, end = max(f.start, a) - a, min(f.end, b) - a
+        while start < end and seen[start].isspace():
+            start += 1
+        while end > start and seen[end - 1].isspace():
+            end -= 1
+        if end > start:
+            out.append(Finding(start, end, f.kind, f.score, f.recognizer))
+    return out
+
+
+def _unprotected(piece, findings: list[Finding], protected: set[str]) -> list[Finding]:
+    """Findings that are not a speaker code, nor inside a label that is one ("[00:09] C01:", "<v P08>")."""
+    from pipeline.io.readers import label_key
+
+    coded = [(a, b) for a, b in piece.labels if label_key(piece.text[a:b]) in protected]
+    def is_code(span: str) -> bool:
+        return label_key(span) in protected or any(label_key(w) in protected for w in span.split())
+
+    return [f for f in findings if not is_code(piece.text[f.start:f.end])
+            and not any(a < f.end and f.start < b for a, b in coded)]
+
+
+def _check_renames(sources: list[SourceFile]) -> None:
+    seen = {s.rel for s in sources}
+    for s in sources:
+        if s.out_rel != s.rel and s.out_rel in seen:
+            raise InputError(f"its text would be written as {s.out_rel}, which is another source; rename one", s.rel)
+
+
+def _assign(sources: list[SourceFile], found: list[list[Finding]], key: PseudonymKey,
+            listed: dict[str, list[str]], propagate: bool, lower: set[str]) -> list[Replacement]:
+    """Pseudonyms for every finding, and the known names found again wherever they occur."""
+    flat = [(fi, pi, p) for fi, s in enumerate(sources) for pi, p in enumerate(s.pieces)]
+    found_at = {(fi, pi): f for (fi, pi, _), f in zip(flat, found)}
+    # full names before single names so "Sarah" can join "Sarah Jones" whatever came first
+    for kind, names in listed.items():
+        for name in sorted(names, key=lambda n: " " not in n.strip()):
+            key.assign(kind, name)
+    occurrences = [(f.kind, p.text[f.start:f.end]) for (fi, pi, p) in flat for f in found_at[(fi, pi)]
+                   if not key.is_kept(f.kind, p.text[f.start:f.end])]
+    for kind, text in sorted(occurrences, key=lambda o: o[0] != "person" or " " not in o[1].strip()):
+        key.assign(kind, text)
+    if propagate:
+        # a one-word name also used as a plain word ("Nobody", "Collaboration") is a guess that would
+        # spread through every file: it stays where it was found, unless the study listed it
+        listed_norm = {n.casefold() for names in listed.values() for n in names}
+        pattern = listed_pattern(n for names in key.names().values() for n in names
+                                 if " " in n.strip() or n.casefold() not in lower or n.casefold() in listed_norm)
+        if pattern:
+            rx = re.compile(pattern)
+            for fi, pi, p in flat:
+                extra = [Finding(m.start(), m.end(), key.lookup(m.group()).kind, 1.0, "study-key")
+                         for m in rx.finditer(p.text) if key.lookup(m.group()) is not None]
+                if extra:
+                    found_at[(fi, pi)] = resolve_overlaps(found_at[(fi, pi)] + extra)
+    out = []
+    for fi, pi, p in flat:
+        for f in found_at[(fi, pi)]:
+            text = p.text[f.start:f.end]
+            if key.is_kept(f.kind, text):
+                continue
+            entry = key.lookup(text) or key.assign(f.kind, text)
+            bare = any(a < f.end and f.start < b for a, b in p.labels) or p.text.strip() == text
+            out.append(Replacement(fi, pi, f, text, entry.pseudonym if bare else f"[{entry.pseudonym}]"))
+    return out
+
+
+def _write(sources: list[SourceFile], replacements: list[Replacement], dst: Path) -> list[str]:
+    by_piece: dict[tuple[int, int], list[tuple[int, int, str]]] = {}
+    for r in replacements:
+        by_piece.setdefault((r.file, r.piece), []).append((r.finding.start, r.finding.end, r.pseudonym))
+    written = []
+    for fi, s in enumerate(sources):
+        new = [replace_spans(p.text, by_piece.get((fi, pi), [])) for pi, p in enumerate(s.pieces)]
+        s.write(new, dst)
+        written.append(s.out_rel)
+    return written
+
+
+def _write_metadata(src: Path, dst: Path, cfg: dict, key: PseudonymKey, sources: list[SourceFile]) -> None:
+    """manifest.csv and speakers.csv with every known name replaced (bare, so ids and labels still
+    match the pseudonymised transcripts) and renamed sources (PDF -> .txt) updated."""
+    pattern = listed_pattern(n for names in key.names().values() for n in names)
+    rx = re.compile(pattern) if pattern else None
+    renamed = {s.rel: s.out_rel for s in sources}
+    for name in (cfg["input"]["manifest_file"], cfg["input"]["speakers_file"]):
+        path = src / name
+        if not path.is_file():
+            continue
+        rows = list(csv.reader(path.read_text(encoding="utf-8-sig").splitlines()))
+        header = [h.strip().lower() for h in rows[0]] if rows else []
+        for row in rows[1:]:
+            for j, cell in enumerate(row):
+                column = header[j] if j < len(header) else ""
+                if column == "file":
+                    row[j] = renamed.get(cell.replace("\\", "/"), cell)
+                elif column not in ("wave", "date", "is_interviewer", "role", "source_type") and rx is not None:
+                    row[j] = rx.sub(lambda m: key.lookup(m.group()).pseudonym if key.lookup(m.group()) else m.group(),
+                                    cell)
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerows(rows)
+        (dst / name).write_text(buf.getvalue(), encoding="utf-8")
+
+
+def _context(text: str, start: int, end: int, width: int) -> str:
+    a, b = max(0, start - width), min(len(text), end + width)
+    out = ("..." if a else "") + text[a:start] + "<<" + text[start:end] + ">>" + text[end:b] + ("..." if b < len(text) else "")
+    return re.sub(r"[\x00-\x1f]", " ", out)  # one spreadsheet row: page breaks and tabs as spaces
+
+
+def review_table(sources: list[SourceFile], replacements: list[Replacement], width: int) -> pa.Table:
+    rows = [{"source_file": sources[r.file].rel, "line": sources[r.file].pieces[r.piece].line,
+             "start_char": r.finding.start, "end_char": r.finding.end, "entity": r.finding.kind,
+             "original": r.original, "pseudonym": r.pseudonym.strip("[]"),
+             "context": _context(sources[r.file].pieces[r.piece].text, r.finding.start, r.finding.end, width),
+             "recognizer": r.finding.recognizer, "score": round(r.finding.score, 3), "decision": "accept"}
+            for r in replacements]
+    return pa.Table.from_pylist(rows, schema=schema.PSEUDONYM_REVIEW)
+
+
+def _write_review(path: Path, sources, replacements, width: int) -> None:
+    """The review table as CSV (opened in a spreadsheet; set decision to reject and pass it back with
+    --decisions) and, beside it, as Parquet."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    from pipeline.io.rundir import atomic_write
+
+    table = review_table(sources, replacements, width)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: pacsv.write_csv(table, tmp))
+    atomic_write(path.with_suffix(".parquet"), lambda tmp: pq.write_table(table, tmp))
+    for p in (path, path.with_suffix(".parquet")):
+        p.chmod(0o600)
+
+
+def _apply_decisions(key: PseudonymKey, path: Path) -> None:
+    """An edited review table: every row whose decision is 'reject' keeps that text in every file (the
+    decision is stored in the key, so later batches keep it too)."""
+    if not path.is_file():
+        raise InputError("decisions file not found", path)
+    try:  # the csv module itself, so quoted contexts holding line breaks stay one row
+        with open(path, encoding="utf-8-sig", newline="") as fh:
+            reader = csv.DictReader(fh)
+            fields = [f.strip().lower() for f in reader.fieldnames or []]
+            rows = [(reader.line_num, {k.strip().lower(): (v or "").strip() for k, v in r.items() if k})
+                    for r in reader]
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"not a readable CSV review table ({exc})", path) from None
+    missing = {"entity", "original", "decision"} - set(fields)
+    if missing:
+        raise InputError(f"decisions file needs the review table's columns ({', '.join(sorted(missing))} missing)",
+                         path, 1)
+    for line, row in rows:
+        decision = row["decision"].lower()
+        if decision not in ("accept", "reject", ""):
+            raise InputError(f"decision must be accept or reject, got {row['decision']!r}", path, line)
+        if row["entity"] not in KINDS:
+            raise InputError(f"unknown entity {row['entity']!r} (known: {', '.join(KINDS)})", path, line)
+        if decision == "reject":
+            key.keep(row["entity"], row["original"])

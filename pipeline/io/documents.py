@@ -1,0 +1,122 @@
+"""Sources without speaker labels: field notes and documents (PDF text layer, Word, plain text).
+
+Their text is cut into paragraphs (blocks of non-blank lines) that play the part a speaker turn
+plays in a transcript; every paragraph keeps its character span in ``source_text``. A PDF's
+``source_text`` is its pages' extracted text joined by form feeds ("\\f"), and ``page_starts`` holds
+the offset where each page begins, so any offset maps back to its page. A plain-text source with
+form feeds (a pseudonymised PDF, or a text export that kept its page breaks) gets pages the same way.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import re
+import zipfile
+from pathlib import Path
+
+from pipeline.errors import InputError
+from pipeline.io.decode import clean_controls, decode_text
+from pipeline.io.readers import Document, Turn, _docx_text
+
+SOURCE_TYPES = ("interview", "fieldnote", "document")
+PAGE_BREAK = "\f"
+# A document of a few hundred pages is normal; this many pages is a mistake or a hostile file.
+PDF_MAX_PAGES = 5_000
+
+
+def page_starts(text: str) -> list[int]:
+    """Offset at which each page begins (page 1 at 0); one page when the text has no form feed."""
+    return [0] + [m.end() for m in re.finditer(PAGE_BREAK, text)]
+
+
+def pdf_text(path: Path, display: str) -> tuple[str, list[str]]:
+    """The text layer of a PDF, pages joined by form feeds, and warnings (pages without text)."""
+    from pypdf import PdfReader
+    from pypdf.errors import FileNotDecryptedError, PdfReadError
+
+    data = path.read_bytes()
+    if not data.strip():
+        raise InputError("empty file", display)
+    if not data.lstrip()[:1024].startswith(b"%PDF-") and b"%PDF-" not in data[:1024]:
+        raise InputError("not a PDF file (no %PDF- header)", display)
+    logging.getLogger("pypdf").setLevel(logging.ERROR)  # damaged-but-readable files: no log noise on stderr
+    try:
+        reader = PdfReader(io.BytesIO(data), strict=False)
+        if reader.is_encrypted:
+            try:  # many PDFs carry only an owner password and open with the empty user password
+                if not reader.decrypt(""):
+                    raise FileNotDecryptedError("password required")
+            except (FileNotDecryptedError, NotImplementedError, ValueError):
+                raise InputError("encrypted PDF (password-protected): save an unprotected copy first", display) \
+                    from None
+        n_pages = len(reader.pages)
+        if n_pages > PDF_MAX_PAGES:
+            raise InputError(f"PDF has {n_pages} pages, more than the limit of {PDF_MAX_PAGES}", display)
+        pages = [(page.extract_text() or "") for page in reader.pages]
+    except InputError:
+        raise
+    except (PdfReadError, FileNotDecryptedError) as exc:
+        raise InputError(f"damaged or unreadable PDF ({exc.__class__.__name__}: {exc})", display) from None
+    except Exception as exc:  # noqa: BLE001 - pypdf raises many kinds on a damaged file
+        raise InputError(f"damaged or unreadable PDF ({exc.__class__.__name__})", display) from None
+    if n_pages == 0:
+        raise InputError("PDF has no pages", display)
+    pages = [p.replace("\r\n", "\n").replace("\r", "\n").replace(PAGE_BREAK, "\n") for p in pages]
+    if not any(p.strip() for p in pages):
+        raise InputError(f"no text layer on any of its {n_pages} page(s) (a scan?): OCR it first, e.g. "
+                         "`ocrmypdf in.pdf out.pdf`, and read the OCR'd copy", display)
+    warnings = []
+    blank = [i for i, p in enumerate(pages, 1) if not p.strip()]
+    if blank:
+        warnings.append(f"{display}: page(s) {', '.join(map(str, blank[:20]))} have no text layer (images only?); "
+                        "OCR the file to include them")
+    text, cleaned = clean_controls(PAGE_BREAK.join(pages), display)
+    if cleaned:
+        warnings.append(cleaned)
+    return text, warnings
+
+
+def paragraphs(text: str) -> list[Turn]:
+    """Blocks of non-blank lines, never across a page break; spans trimmed of surrounding space."""
+    turns, line, counted = [], 1, 0
+    for m in re.finditer(r"[^\n\f]*\S[^\f]*?(?=\n[ \t]*\n|\f|\Z)", text):
+        start, end = m.start(), m.end()
+        while start < end and text[start].isspace():
+            start += 1
+        while end > start and text[end - 1].isspace():
+            end -= 1
+        if end > start:
+            line += text.count("\n", counted, start)
+            counted = start
+            turns.append(Turn("", start, end, line))
+    return turns
+
+
+def read_unlabelled(path: Path, display: str, source_type: str, fallbacks: list[str]) -> Document:
+    """A field note or document: its text and paragraphs. Formats: .pdf, .docx, .txt, .md."""
+    suffix = path.suffix.lower()
+    warnings: list[str] = []
+    if suffix == ".pdf":
+        text, warnings = pdf_text(path, display)
+        fmt, encoding = "pdf", "pdf"
+    elif suffix == ".docx":
+        if not path.read_bytes():
+            raise InputError("empty file", display)
+        if not zipfile.is_zipfile(path):
+            raise InputError("not a Word .docx file (not a zip archive)", display)
+        try:
+            text = _docx_text(path).replace("\r\n", "\n")
+        except InputError as exc:
+            raise InputError(exc.message, display, exc.line) from None
+        fmt, encoding = "docx", "docx"
+    elif suffix in (".txt", ".md"):
+        text, encoding, warning = decode_text(path.read_bytes(), display, fallbacks)
+        warnings += [warning] if warning else []
+        fmt = suffix[1:]
+    else:
+        raise InputError(f"a {source_type} must be .pdf, .docx, .txt or .md, not {suffix or '(none)'!r}", display)
+    turns = paragraphs(text)
+    if not turns:
+        raise InputError("empty file (no text in the document)", display)
+    paged = fmt == "pdf" or PAGE_BREAK in text
+    return Document(text, turns, fmt, encoding, 0, warnings, source_type, page_starts(text) if paged else None)
