@@ -11,7 +11,9 @@ it when missing; ~15 minutes, embeddings cached afterwards):
 Reports per role (teacher, student), against the human talk move of every coded sentence
 ("none" included), Cohen's kappa and macro-F1:
 - zero-shot: the map stage (role-aware framework) vs nearest-description similarity (each unit
-  takes the concept of its most similar framework text, within its role);
+  takes the concept of its most similar framework text, within its role). The map is read twice:
+  as it ships (an unmapped unit counts as "none") and forced (every unit its most probable
+  concept), the baseline's own protocol;
 - learned, with a learning curve over the share of coded lessons (5, 10, 20, 40, 80%; lessons
   drawn at random, scored on the lessons not coded): `themeshift learn` vs a plain logistic
   regression on the sentence embedding alone (one per role), same lessons;
@@ -148,7 +150,8 @@ def main() -> None:
     ap.add_argument("--run", type=Path, default=REPO / "runs" / "talkmoves")
     ap.add_argument("--shares", default="0.05,0.1,0.2,0.4,0.8", help="shares of lessons coded (learning curve)")
     ap.add_argument("--learn-shares", default="0.2", help="shares at which `themeshift learn` itself runs")
-    ap.add_argument("--learn-config", type=Path, default=None, help="extra TOML for `themeshift learn`")
+    ap.add_argument("--learn-config", type=Path, default=None,
+                    help="extra TOML for `themeshift learn` (default: its own defaults, everything included)")
     ap.add_argument("--seed", type=int, default=42)
     args = ap.parse_args()
     ensure_run(args.run)
@@ -164,10 +167,17 @@ def main() -> None:
 
     from pipeline.compare import machine_labels
 
-    zero = machine_labels(pq.read_table(args.run / "utterance_dimensions.parquet"), framework)
-    results["zero_shot"] = {"themeshift_map": by_role(units, units["utterance_id"].map(zero["second-order"])
-                                                      .fillna(NONE)),
+    ud = pq.read_table(args.run / "utterance_dimensions.parquet")
+    zero = machine_labels(ud, framework)
+    top = ud.to_pandas().query("is_argmax").drop_duplicates("utterance_id").set_index("utterance_id")
+    concept_id = {c.name: c.id for c in framework.concepts}
+    forced = units["utterance_id"].map(top["second_order"].map(concept_id)).fillna(NONE)
+    mapped = units["utterance_id"].map(zero["second-order"]).fillna(NONE)
+    results["zero_shot"] = {"themeshift_map": by_role(units, mapped),
+                            "themeshift_map_forced": by_role(units, forced),
                             "nearest_description": by_role(units, nearest_description(X, units, framework))}
+    results["zero_shot_mapped_share"] = {ROLES[r]: round(float((mapped[units["speaker_role"] == r] != NONE).mean()), 4)
+                                         for r in ROLES}
 
     lessons = np.array(sorted(units["interview_id"].unique()))
     rng = np.random.default_rng(args.seed)
