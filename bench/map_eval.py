@@ -1,5 +1,6 @@
 """How well does `map` put utterances in the right aggregate dimension? Measured on the
-example study's answer key, for both mapping methods and a plain keyword baseline.
+example study's answer key, for both mapping methods, a plain keyword baseline and the naive
+similarity baseline (nearest framework description).
 
 Gold label of an utterance = its speaker turn's dimension in examples/answer_key/turns.csv.
 Turns labelled 'none' (introductions, logistics, closing remarks) are excluded from the
@@ -33,8 +34,8 @@ from pipeline.config import load_config  # noqa: E402
 from pipeline.embed import load_encoder, vectors  # noqa: E402
 from pipeline.framework import Framework, load_framework  # noqa: E402
 from pipeline.io.rundir import read_table, write_json  # noqa: E402
-from pipeline.map import (code_probabilities, decide_codes, embed_framework, make_mapper,  # noqa: E402
-                          map_utterances)
+from pipeline.map import (_pooled, best_concept, code_probabilities, decide_codes, embed_framework,  # noqa: E402
+                          make_mapper, map_utterances)
 
 UNMAPPED = "unmapped"
 
@@ -84,8 +85,9 @@ def keyword_predictions(counts: np.ndarray, dims: list[str]) -> np.ndarray:
     return pred
 
 
-def predictions(um, dims: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    forced = np.array(dims, dtype=object)[um.dimensions.argmax(axis=1)]
+def predictions(um, dims: list[str], framework: Framework) -> tuple[np.ndarray, np.ndarray]:
+    """forced: every utterance the dimension of its most probable concept (the map's label)."""
+    forced = np.array(dims, dtype=object)[best_concept(um.concepts, framework)[1]]
     thresholded = forced.copy()
     thresholded[~um.mapped] = UNMAPPED
     return forced, thresholded
@@ -129,7 +131,7 @@ def main(run_dir: Path) -> dict:
     for method in ("similarity", "classifier"):
         c = with_map(cfg, method=method)
         mapper, mapping, um = run(c)
-        forced, thresholded = predictions(um, dims)
+        forced, thresholded = predictions(um, dims, framework)
         results["methods"][method] = {
             "source": mapper.source, "temperature": getattr(mapper, "temperature_", None),
             "forced": metrics(g, forced[substantive], dims),
@@ -145,7 +147,7 @@ def main(run_dir: Path) -> dict:
                                              cfg["map"]["code_weight"])}.items():
             cc = with_map(c, own_weight=float(w[0]), context_weight=float(w[1]), code_weight=float(w[2]))
             _, _, u2 = run(cc, mapper)
-            f2, _ = predictions(u2, dims)
+            f2, _ = predictions(u2, dims, framework)
             m2 = metrics(g, f2[substantive], dims)
             results["ablation"][f"{method}:{name}"] = {k: m2[k] for k in ("accuracy", "macro_f1", "kappa")}
 
@@ -183,6 +185,10 @@ def main(run_dir: Path) -> dict:
         turn_counts[turn[uid]] = turn_counts.get(turn[uid], 0) + kw[i]
     kw_turn = np.stack([turn_counts[turn[uid]] for uid in ids])
     results["baselines"]["keyword_turn"] = metrics(g, keyword_predictions(kw_turn, dims)[substantive], dims)
+    # The naive similarity baseline of bench/validity.py: the dimension of the most similar framework text.
+    nearest = _pooled(emb.astype(np.float64) @ fv.vectors.T.astype(np.float64), fv.labels, len(framework.concepts), 1)
+    nearest_dim = np.array(dims, dtype=object)[best_concept(nearest, framework)[1]]
+    results["baselines"]["nearest_description"] = metrics(g, nearest_dim[substantive], dims)
     best = max(results["methods"], key=lambda k: results["methods"][k]["forced"]["macro_f1"])
     results["best_method"] = best
     results["seconds"] = round(time.perf_counter() - started, 1)
