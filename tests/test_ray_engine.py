@@ -6,6 +6,7 @@ installs it)."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import subprocess
 import sys
@@ -86,6 +87,36 @@ def test_killed_embedding_resumes_without_duplicates(ray_run, tmp_path):
     assert len(pc.unique(ids)) == after.num_rows == before.num_rows
     assert ids.equals(before.column("utterance_id"))
     np.testing.assert_allclose(vectors(after), vectors(before), atol=1e-5)
+
+
+@requires_ray
+def test_a_worker_dying_mid_run_has_its_part_redone(ray_run, tmp_path, monkeypatch):
+    from pipeline import ray_engine
+    from pipeline.runner import run_embed
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(ray_run, run_dir)
+    before = read_table(run_dir, "embeddings")
+    for p in part_files(run_dir / "embeddings")[:4]:
+        p.unlink()
+    died = tmp_path / "died"
+
+    class Dying(ray_engine.EmbedWorker):  # defined here: Ray ships it to the workers by value
+        def __call__(self, batch):
+            out = super().__call__(batch)  # part written, then the worker process dies before answering
+            if 1 in out["index"] and not died.exists():
+                died.touch()
+                os._exit(1)
+            return out
+
+    monkeypatch.setattr(ray_engine, "EmbedWorker", Dying)
+    with ray_engine.ray_session(num_cpus=2):
+        record = run_embed(run_dir, _ray_cfg())
+    assert died.exists() and record["parts_reused"] == 5
+    after = read_table(run_dir, "embeddings")
+    assert len(part_files(run_dir / "embeddings")) == 9
+    assert after.column("utterance_id").equals(before.column("utterance_id"))
+    assert len(pc.unique(after.column("utterance_id"))) == after.num_rows
 
 
 @requires_ray
