@@ -59,7 +59,8 @@ def ray_session(address: str = "", num_cpus: int | None = None):
     else:
         ray.init(num_cpus=num_cpus, **kwargs)
     ray.data.DataContext.get_current().enable_progress_bars = False  # themeshift shows its own progress
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    for name in ("ray.data", "ray.data._internal.progress"):  # the latter would say the bars are off
+        logging.getLogger(name).setLevel(logging.ERROR if name.endswith("progress") else logging.WARNING)
     try:
         yield ray
     finally:
