@@ -165,14 +165,14 @@ class EmbedWorker:
         return out
 
 
-def _plan(ray, workers: int) -> tuple[int, int, int]:
-    """(workers, CPUs per worker, GPUs per worker) for the cluster Ray is connected to."""
-    res = ray.cluster_resources()
+def plan_workers(res: dict, workers: int) -> tuple[int, int, int]:
+    """(workers, CPUs per worker, GPUs per worker) on a cluster with resources `res` (ray.cluster_resources())."""
     gpus, cpus = int(res.get("GPU", 0)), max(1, int(res.get("CPU", 1)))
+    # Never more workers than the cluster can place: the actor pool would wait for them forever.
     if gpus:
-        n = workers or gpus
+        n = min(workers or gpus, gpus)
         return n, max(1, cpus // n), 1
-    n = workers or cpus
+    n = min(workers or cpus, cpus)
     return n, max(1, cpus // n), 0
 
 
@@ -196,7 +196,7 @@ def embed_parts(run_dir: Path, cfg: dict, model_id: str, dim: int,
             reused += 1
             continue
         todo.append({"index": i, "source": str(src), "target": str(target), "digest": digest})
-    workers, threads, gpus = _plan(ray, cfg["scale"]["workers"])
+    workers, threads, gpus = plan_workers(ray.cluster_resources(), cfg["scale"]["workers"])
     results: list[dict] = []
     if todo:
         workers = min(workers, len(todo))

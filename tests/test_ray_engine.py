@@ -130,6 +130,16 @@ def test_folder_tables_keep_the_lineage_checks(ray_run, tmp_path):
         read_table(run_dir, "embeddings")
 
 
+def test_workers_fit_the_cluster():
+    from pipeline.ray_engine import plan_workers
+
+    assert plan_workers({"CPU": 16.0}, 0) == (16, 1, 0)
+    assert plan_workers({"CPU": 16.0}, 4) == (4, 4, 0)
+    assert plan_workers({"CPU": 2.0}, 8) == (2, 1, 0)  # never more than can be placed
+    assert plan_workers({"CPU": 16.0, "GPU": 1.0}, 0) == (1, 16, 1)
+    assert plan_workers({"CPU": 32.0, "GPU": 4.0}, 8) == (4, 8, 1)
+
+
 def test_ray_engine_without_ray_is_one_line(tmp_path):
     # Ray hidden from the import system: what a default install without the [scale] extra sees.
     code = ("import sys; sys.modules['ray'] = None; from pipeline.cli import app; "
