@@ -71,7 +71,9 @@ def one_setting(corpus: Path, run_dir: Path, workers: int, cpus: int, shard_rows
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--utterances", type=int, default=20000, help="corpus size, in speaker turns (at least)")
+    ap.add_argument("--utterances", type=int, default=20000,
+                    help="corpus size: meetings are added until they hold this many speaker turns, so at least "
+                         "this many utterances (a turn gives one or more)")
     ap.add_argument("--workers", default="1,2", help="worker counts to compare, comma-separated")
     ap.add_argument("--model", default="minilm", help="embedding model (minilm, fast or a folder)")
     ap.add_argument("--cpus", type=int, default=0, help="CPUs of the local Ray (0: as many as workers)")
