@@ -223,7 +223,8 @@ def segment(input_dir: InputArg, out: OutOpt, config: ConfigOpt = None,
 
 
 @app.command()
-def embed(run_dir: RunArg, config: ConfigOpt = None, model: ModelOpt = None, quiet: QuietOpt = False) -> None:
+def embed(run_dir: RunArg, config: ConfigOpt = None, model: ModelOpt = None, engine: EngineOpt = None,
+          address: AddressOpt = None, quiet: QuietOpt = False) -> None:
     """Embed the coded utterances ([bold]embeddings.parquet[/]), reusing cached vectors.
 
     Example: themeshift embed runs/study1 --model fast
@@ -231,7 +232,7 @@ def embed(run_dir: RunArg, config: ConfigOpt = None, model: ModelOpt = None, qui
     from pipeline.runner import run_embed
 
     with _reporting(quiet, run_dir):
-        cfg = _config(config, model=model)
+        cfg = _config(config, model=model, engine=engine, address=address)
         with _progress(quiet) as update:
             rec = run_embed(run_dir, cfg, update)
         if not quiet and rec["engine"] == "ray":
