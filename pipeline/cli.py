@@ -163,13 +163,24 @@ def _check_inputs(cfg: dict, framework: Optional[Path], human: Optional[Path], m
         read_mapping(mapping, fw)
 
 
-def _config(config: Optional[Path], skip_bad: bool = False, model: Optional[str] = None):
+def _config(config: Optional[Path], skip_bad: bool = False, model: Optional[str] = None,
+            engine: Optional[str] = None, address: Optional[str] = None):
     overrides: dict = {}
     if skip_bad:
         overrides["run"] = {"skip_bad": True}
     if model:
         overrides["embed"] = {"model": model}
-    return load_config(config, overrides or None)
+    scale = {k: v for k, v in (("engine", engine), ("address", address)) if v is not None}
+    if scale:
+        overrides["scale"] = scale
+    cfg = load_config(config, overrides or None)
+    if cfg["scale"]["engine"] == "ray":
+        from pipeline.ray_engine import require_ray
+
+        require_ray()  # one line naming the extra, before any stage starts
+    elif address is not None:
+        raise InputError("--address goes with --engine ray")
+    return cfg
 
 
 def _summary(quiet: bool, record: dict, run_dir: Path) -> None:
@@ -184,9 +195,18 @@ def _summary(quiet: bool, record: dict, run_dir: Path) -> None:
     err.print(f"tables in {run_dir}/")
 
 
+EngineOpt = Annotated[Optional[str], typer.Option(
+    "--engine", help="local (default) or ray: segment and embed as Ray jobs, utterances/ and embeddings/ "
+                     "as folders of part files (needs pip install 'themeshift[scale]').")]
+AddressOpt = Annotated[Optional[str], typer.Option(
+    "--address", help="With --engine ray: the Ray cluster to join (e.g. auto, or HOST:6379); without it Ray "
+                      "starts on this machine.")]
+
+
 @app.command()
 def segment(input_dir: InputArg, out: OutOpt, config: ConfigOpt = None,
-            skip_bad: SkipBadOpt = False, quiet: QuietOpt = False) -> None:
+            skip_bad: SkipBadOpt = False, engine: EngineOpt = None, address: AddressOpt = None,
+            quiet: QuietOpt = False) -> None:
     """Split transcripts into utterances ([bold]utterances.parquet[/]).
 
     Reads manifest.csv and speakers.csv from the folder when present.
@@ -196,14 +216,15 @@ def segment(input_dir: InputArg, out: OutOpt, config: ConfigOpt = None,
     from pipeline.runner import run_segment
 
     with _reporting(quiet, out):
-        cfg = _config(config, skip_bad)
+        cfg = _config(config, skip_bad, engine=engine, address=address)
         with _progress(quiet) as update:
             record = run_segment(input_dir, out, cfg, update)
         _summary(quiet, record, out)
 
 
 @app.command()
-def embed(run_dir: RunArg, config: ConfigOpt = None, model: ModelOpt = None, quiet: QuietOpt = False) -> None:
+def embed(run_dir: RunArg, config: ConfigOpt = None, model: ModelOpt = None, engine: EngineOpt = None,
+          address: AddressOpt = None, quiet: QuietOpt = False) -> None:
     """Embed the coded utterances ([bold]embeddings.parquet[/]), reusing cached vectors.
 
     Example: themeshift embed runs/study1 --model fast
@@ -211,10 +232,13 @@ def embed(run_dir: RunArg, config: ConfigOpt = None, model: ModelOpt = None, qui
     from pipeline.runner import run_embed
 
     with _reporting(quiet, run_dir):
-        cfg = _config(config, model=model)
+        cfg = _config(config, model=model, engine=engine, address=address)
         with _progress(quiet) as update:
             rec = run_embed(run_dir, cfg, update)
-        if not quiet:
+        if not quiet and rec["engine"] == "ray":
+            err.print(f"embedded {rec['embedded']} new texts, {rec['cache_hits']} from cache in "
+                      f"{rec['parts_embedded']} parts ({rec['parts_reused']} already done) with {rec['model']}")
+        elif not quiet:
             err.print(f"embedded {rec['embedded']} new texts, {rec['cache_hits']} from cache "
                       f"({rec['coded']} coded utterances, {rec['distinct_texts']} distinct) with {rec['model']}")
 
@@ -556,6 +580,18 @@ class StopAfter(str, Enum):
     map = "map"
 
 
+@contextmanager
+def _engine_session(cfg: dict):
+    """With the Ray engine, one Ray session (a local cluster started once) for every stage of the run."""
+    if cfg["scale"]["engine"] != "ray":
+        yield
+        return
+    from pipeline.ray_engine import ray_session
+
+    with ray_session(cfg["scale"]["address"]):
+        yield
+
+
 @app.command()
 def run(input_dir: InputArg, out: OutOpt, config: ConfigOpt = None, model: ModelOpt = None,
         framework: FrameworkOpt = None,
@@ -571,7 +607,8 @@ def run(input_dir: InputArg, out: OutOpt, config: ConfigOpt = None, model: Model
             "--anonymise", help="Pseudonymise the input first (into OUT/pseudonymised_input); every table, the "
                                 "report and the export then hold pseudonyms only.")] = False,
         key: KeyOpt = None, names: NamesOpt = None, review: ReviewOpt = False, decisions: DecisionsOpt = None,
-        skip_bad: SkipBadOpt = False, quiet: QuietOpt = False) -> None:
+        engine: EngineOpt = None, address: AddressOpt = None, skip_bad: SkipBadOpt = False,
+        quiet: QuietOpt = False) -> None:
     """Run every stage on a folder of transcripts: segment, embed, codes, map, (learn,) shift
     (and compare, with --human), then write report.html.
 
@@ -586,11 +623,11 @@ def run(input_dir: InputArg, out: OutOpt, config: ConfigOpt = None, model: Model
                                  run_map, run_report, run_segment, run_shift)
 
     with _reporting(quiet, out):
-        cfg = _config(config, skip_bad, model)
+        cfg = _config(config, skip_bad, model, engine, address)
         _check_inputs(cfg, framework, human, mapping)  # an hour of embedding must not end in a typo's error
         if not anonymise and (key or names or review or decisions):
             raise InputError("--key, --names, --review and --decisions go with --anonymise")
-        with _progress(quiet) as update:
+        with _progress(quiet) as update, _engine_session(cfg):
             if anonymise:
                 rec = run_anonymise(input_dir, Path(out) / PSEUDONYMISED_INPUT, cfg, key, names, review, decisions,
                                     update, run_dir=Path(out))

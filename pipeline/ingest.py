@@ -7,7 +7,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -90,13 +90,39 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def segment_corpus(folder: str | Path, cfg: dict, on_file: Callable[[str], None] | None = None) -> Corpus:
+@dataclass
+class Study:
+    """What every file's segmentation needs: the folder's metadata, read once (and sent to workers)."""
+    folder: Path
+    files: list[str]
+    manifest: dict | None
+    resolver: SpeakerResolver
+    template: object
+    inputs: list[dict]        # the metadata files read
+    warnings: list[str]
+
+
+@dataclass
+class FileResult:
+    """One file segmented (cols, rows for sources and interviews) or refused (error)."""
+    rel: str
+    meta: FileMeta | None = None
+    error: Exception | None = None
+    cols: dict | None = None
+    source: dict | None = None
+    interview: dict | None = None
+    input: dict | None = None
+    warnings: list[str] = field(default_factory=list)
+    label_only: dict = field(default_factory=dict)  # the resolver's bare labels this file used
+
+
+def open_study(folder: str | Path, cfg: dict) -> Study:
     folder = Path(folder)
     if folder.is_file():
         raise InputError("is a file; give the folder that holds the transcripts", folder)
     if not folder.is_dir():
         raise InputError("input folder not found", folder)
-    inp, skip_bad = cfg["input"], cfg["run"]["skip_bad"]
+    inp = cfg["input"]
     inputs: list[dict] = []
     manifest_path, speakers_path = folder / inp["manifest_file"], folder / inp["speakers_file"]
     manifest = read_manifest(manifest_path, folder) if manifest_path.is_file() else None
@@ -111,66 +137,89 @@ def segment_corpus(folder: str | Path, cfg: dict, on_file: Callable[[str], None]
         {label_key(x) for x in cfg["speakers"]["participant_labels"]},
         inp["speaker_scope_column"].lower(),
     )
-    template = template_regex(inp["filename_template"])
-    nlp = load_sentence_splitter(cfg["segment"]["sentence_splitter"])
     warn: list[str] = []
     files = discover(folder, cfg, warn)
     if manifest is not None:
         files = sorted(set(files) | set(manifest))
     if not files:
         raise InputError("no transcript, field note or document files found", folder)
+    return Study(folder, files, manifest, resolver, template_regex(inp["filename_template"]), inputs, warn)
 
+
+def segment_file(study: Study, rel: str, nlp, cfg: dict) -> FileResult:
+    """Segment one file; a bad file comes back as its error (the caller decides: raise or reject).
+    Independent of every other file, so files can be segmented in any order or on any machine."""
+    inp, folder = cfg["input"], study.folder
+    resolver = replace(study.resolver, label_only={})
+    out = FileResult(rel)
+    try:
+        if Path(rel).suffix.lower() not in [e.lower() for e in inp["extensions"]]:
+            raise InputError(f"unknown transcript format {Path(rel).suffix or '(none)'!r} "
+                             f"(known: {', '.join(inp['extensions'])}; or add it to input.ignore)", rel)
+        if study.manifest is not None:
+            if rel not in study.manifest:
+                raise InputError(f"not listed in {inp['manifest_file']}", rel)
+            meta: FileMeta = study.manifest[rel][0]
+        else:
+            meta = meta_from_filename(rel, study.template)
+        out.meta = meta
+        if not (folder / rel).resolve().is_relative_to(folder.resolve()):
+            raise InputError("symbolic link to a file outside the input folder; refused", rel)
+        data = (folder / rel).read_bytes()
+        source_type = source_type_of(rel, meta, cfg)
+        if source_type == "interview":
+            doc = read_document(folder / rel, rel, resolver.known_label_keys(), inp["fallback_encodings"])
+            cols = segment_document(doc, meta, rel, resolver, nlp, cfg)
+        else:
+            doc = read_unlabelled(folder / rel, rel, source_type, inp["fallback_encodings"])
+            cols = segment_document(doc, meta, rel, resolver, nlp, cfg,
+                                    attribution(meta, resolver, inp["case_column"]))
+    except (InputError, OSError) as exc:
+        out.error = exc
+        return out
+    out.cols, out.warnings, out.label_only = cols, doc.warnings, resolver.label_only
+    out.input = {"path": rel, "sha256": _sha256(data), "bytes": len(data)}
+    out.source = {"interview_id": meta.interview_id, "source_file": rel, "format": doc.format,
+                  "encoding": doc.encoding, "sha256": out.input["sha256"], "source_text": doc.source_text,
+                  "source_type": doc.source_type, "page_starts": doc.page_starts}
+    out.interview = {"interview_id": meta.interview_id, "source_file": rel, "wave": meta.wave,
+                     "date": meta.date, "participant_id": meta.participant_id,
+                     "n_turns": len(doc.turns), "n_utterances": len(cols["utterance_id"]),
+                     "n_skipped_lines": doc.n_skipped_lines, "source_type": doc.source_type, **meta.extra}
+    return out
+
+
+def assemble(study: Study, results: list[FileResult], cfg: dict) -> Corpus:
+    """The corpus from every file's result, taken in file order: the first bad file raises (or, with
+    run.skip_bad, is rejected); a second file with an interview_id already taken is a duplicate."""
+    skip_bad = cfg["run"]["skip_bad"]
+    inputs, warn = list(study.inputs), list(study.warnings)
     parts, sources, interviews, rejected = [], [], [], []
-    root = folder.resolve()
     ids_seen: dict[str, str] = {}
-    for rel in files:
-        if on_file:
-            on_file(rel)
-        try:
-            if Path(rel).suffix.lower() not in [e.lower() for e in inp["extensions"]]:
-                raise InputError(f"unknown transcript format {Path(rel).suffix or '(none)'!r} "
-                                 f"(known: {', '.join(inp['extensions'])}; or add it to input.ignore)", rel)
-            if manifest is not None:
-                if rel not in manifest:
-                    raise InputError(f"not listed in {inp['manifest_file']}", rel)
-                meta: FileMeta = manifest[rel][0]
-            else:
-                meta = meta_from_filename(rel, template)
-            if meta.interview_id in ids_seen:
-                raise InputError(f"duplicate interview_id {meta.interview_id!r} (also {ids_seen[meta.interview_id]})", rel)
-            if not (folder / rel).resolve().is_relative_to(root):
-                raise InputError("symbolic link to a file outside the input folder; refused", rel)
-            data = (folder / rel).read_bytes()
-            source_type = source_type_of(rel, meta, cfg)
-            if source_type == "interview":
-                doc = read_document(folder / rel, rel, resolver.known_label_keys(), inp["fallback_encodings"])
-                cols = segment_document(doc, meta, rel, resolver, nlp, cfg)
-            else:
-                doc = read_unlabelled(folder / rel, rel, source_type, inp["fallback_encodings"])
-                cols = segment_document(doc, meta, rel, resolver, nlp, cfg,
-                                        attribution(meta, resolver, inp["case_column"]))
-        except (InputError, OSError) as exc:
+    for r in results:
+        exc = r.error
+        if r.meta is not None and r.meta.interview_id in ids_seen:
+            exc = InputError(f"duplicate interview_id {r.meta.interview_id!r} (also {ids_seen[r.meta.interview_id]})",
+                             r.rel)
+        if exc is not None:
             if not skip_bad:
                 if isinstance(exc, OSError):
                     raise environment_fault(exc) from None
-                raise
+                raise exc
             reason = exc.message if isinstance(exc, InputError) else f"cannot read: {exc.strerror}"
-            rejected.append({"source_file": rel, "line": getattr(exc, "line", None), "reason": reason})
+            rejected.append({"source_file": r.rel, "line": getattr(exc, "line", None), "reason": reason})
             continue
-        ids_seen[meta.interview_id] = rel
-        warn.extend(doc.warnings)
-        inputs.append({"path": rel, "sha256": _sha256(data), "bytes": len(data)})
-        parts.append(cols)
-        sources.append({"interview_id": meta.interview_id, "source_file": rel, "format": doc.format,
-                        "encoding": doc.encoding, "sha256": _sha256(data), "source_text": doc.source_text,
-                        "source_type": doc.source_type, "page_starts": doc.page_starts})
-        interviews.append({"interview_id": meta.interview_id, "source_file": rel, "wave": meta.wave,
-                           "date": meta.date, "participant_id": meta.participant_id,
-                           "n_turns": len(doc.turns), "n_utterances": len(cols["utterance_id"]),
-                           "n_skipped_lines": doc.n_skipped_lines, "source_type": doc.source_type, **meta.extra})
+        ids_seen[r.meta.interview_id] = r.rel
+        for speaker_id, used in r.label_only.items():
+            study.resolver.label_only.setdefault(speaker_id, {}).update(used)
+        warn.extend(r.warnings)
+        inputs.append(r.input)
+        parts.append(r.cols)
+        sources.append(r.source)
+        interviews.append(r.interview)
     if not parts:
-        raise InputError("no transcript could be read (see rejected files)", folder)
-    warn.extend(one_label_many_people(resolver))
+        raise InputError("no transcript could be read (see rejected files)", study.folder)
+    warn.extend(one_label_many_people(study.resolver))
     extra_cols = sorted({k for row in interviews for k in row} - set(schema.INTERVIEWS.names))
     interviews_schema = schema.INTERVIEWS
     for name in extra_cols:
@@ -184,3 +233,15 @@ def segment_corpus(folder: str | Path, cfg: dict, on_file: Callable[[str], None]
         inputs=inputs,
         warnings=warn,
     )
+
+
+def segment_corpus(folder: str | Path, cfg: dict, on_file: Callable[[str], None] | None = None) -> Corpus:
+    """Segment every file here, one after another (pipeline.ray_engine does the same on a Ray cluster)."""
+    study = open_study(folder, cfg)
+    nlp = load_sentence_splitter(cfg["segment"]["sentence_splitter"])
+    results = []
+    for rel in study.files:
+        if on_file:
+            on_file(rel)
+        results.append(segment_file(study, rel, nlp, cfg))
+    return assemble(study, results, cfg)

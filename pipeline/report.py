@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from pipeline import report_figures as rf
 from pipeline.errors import InputError
-from pipeline.io.rundir import COMMANDS, read_table, stale_reason
+from pipeline.io.rundir import COMMANDS, read_table, stale_reason, table_path
 from pipeline.io.spreadsheet import safe_cell
 
 # the tables the report reads, when they exist
@@ -59,14 +59,13 @@ def load_tables(run_dir: Path) -> tuple[dict[str, pd.DataFrame], dict]:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise InputError("run directory not found", run_dir)
-    if not (run_dir / "utterances.parquet").is_file() and not (run_dir / "manifest.json").is_file():
+    if not table_path(run_dir, "utterances").exists() and not (run_dir / "manifest.json").is_file():
         raise InputError("not a run directory (no utterances.parquet, no manifest.json); "
                          "run `themeshift segment TRANSCRIPTS --out RUN` first", run_dir)
     tables: dict[str, pd.DataFrame] = {}
     stale: dict[str, str] = {}
     for name in REPORTED:
-        path = run_dir / f"{name}.parquet"
-        if path.is_file():
+        if table_path(run_dir, name).exists():
             if why := stale_reason(run_dir, name):  # left out, and named in the page, never mixed in
                 stale[name] = why
                 continue

@@ -10,8 +10,9 @@ from typing import Callable
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
-from pipeline.io.rundir import update_manifest, write_table
+from pipeline.io.rundir import part_files, update_manifest, write_table
 
 Progress = Callable[[str, int, int], None]  # (what, done, total)
 
@@ -53,9 +54,17 @@ def run_segment(input_dir: Path, run_dir: Path, cfg: dict, progress: Progress | 
         if progress:
             progress(f"segment {rel}", done, max(total, done))
 
-    corpus = segment_corpus(input_dir, cfg, on_file)
     run_dir = Path(run_dir)
-    for name in ("utterances", "sources", "interviews", "rejected"):
+    if cfg["scale"]["engine"] == "ray":
+        from pipeline import ray_engine
+
+        with ray_engine.ray_session(cfg["scale"]["address"]):
+            corpus = ray_engine.segment_corpus(input_dir, cfg, on_file)
+        ray_engine.write_sharded(run_dir, "utterances", corpus.utterances, cfg["scale"]["shard_rows"])
+    else:
+        corpus = segment_corpus(input_dir, cfg, on_file)
+        write_table(run_dir, "utterances", corpus.utterances)
+    for name in ("sources", "interviews", "rejected"):
         write_table(run_dir, name, getattr(corpus, name))
     utt = corpus.utterances
     reasons = Counter(r for r in utt.column("exclusion_reason").to_pylist() if r is not None)
@@ -87,17 +96,31 @@ def run_embed(run_dir: Path, cfg: dict, progress: Progress | None = None, encode
     from pipeline.io.rundir import read_table
 
     started = time.perf_counter()
-    utterances = read_table(run_dir, "utterances", "themeshift segment")
+    ray = cfg["scale"]["engine"] == "ray"
+    # The Ray engine's workers read the utterance parts themselves: here only what the check needs.
+    utterances = read_table(run_dir, "utterances", "themeshift segment",
+                            columns=["coded", "exclusion_reason"] if ray else None)
     if not pc.any(utterances.column("coded")).as_py():
         reasons = Counter(r for r in utterances.column("exclusion_reason").to_pylist() if r)
         raise InputError(f"no utterance is left to code ({', '.join(f'{n} {r}' for r, n in reasons.most_common())}): "
                          "are the participants' labels taken for interviewers? See speakers.csv and "
                          "speakers.interviewer_labels", Path(run_dir) / "utterances.parquet")
     encoder = encoder or load_encoder(cfg["embed"]["model"], cfg["embed"]["device"])
-    table, stats = embed_utterances(utterances, encoder, cfg, progress)
-    write_table(run_dir, "embeddings", table)
+    if ray:
+        from pipeline import ray_engine
+
+        if not (Path(run_dir) / "utterances").is_dir():
+            raise InputError("the Ray engine embeds the part files of utterances/: segment with --engine ray "
+                             "first", Path(run_dir) / "utterances.parquet")
+        with ray_engine.ray_session(cfg["scale"]["address"]):
+            stats = ray_engine.embed_parts(Path(run_dir), cfg, encoder.model_id, encoder.dim, progress)
+        n_rows = sum(pq.ParquetFile(p).metadata.num_rows for p in part_files(Path(run_dir) / "embeddings"))
+    else:
+        table, embed_stats = embed_utterances(utterances, encoder, cfg, progress)
+        write_table(run_dir, "embeddings", table)
+        stats, n_rows = {"engine": "local", **embed_stats.__dict__}, table.num_rows
     record = {"model": cfg["embed"]["model"], "model_id": encoder.model_id, "model_path": str(encoder.spec.path),
-              "dim": encoder.dim, "counts": {"embeddings": table.num_rows}, **stats.__dict__,
+              "dim": encoder.dim, "counts": {"embeddings": n_rows}, **stats,
               "seconds": round(time.perf_counter() - started, 3)}
     update_manifest(run_dir, "embed", record, cfg)
     return record
@@ -108,7 +131,9 @@ def _codes_key(run_dir: Path, cfg: dict, model_id: str) -> str:
     import hashlib
     import json
 
-    digest = hashlib.sha256((run_dir / "embeddings.parquet").read_bytes()).hexdigest()
+    from pipeline.io.rundir import table_path, table_sha256
+
+    digest = table_sha256(table_path(run_dir, "embeddings"))
     params = json.dumps({"codes": cfg["codes"], "seed": cfg["run"]["seed"], "model": model_id}, sort_keys=True)
     return hashlib.sha256(f"{digest}:{params}".encode()).hexdigest()
 
@@ -444,7 +469,6 @@ def run_report(run_dir: Path, cfg: dict, figures_dir: Path | str | None = None, 
     """report.html from whatever tables the run directory holds (missing ones are named in the page),
     utterance_map.parquet (the map's 2-D layout, reused while the embeddings are unchanged) and,
     with figures_dir, each figure as SVG + CSV."""
-    import hashlib
 
     import numpy as np
     import pyarrow as pa
@@ -452,7 +476,7 @@ def run_report(run_dir: Path, cfg: dict, figures_dir: Path | str | None = None, 
     from pipeline import schema
     from pipeline.embed import vectors
     from pipeline.errors import InputError
-    from pipeline.io.rundir import read_table
+    from pipeline.io.rundir import read_table, table_path, table_sha256
     from pipeline.report import build_report, load_tables, project_2d, write_figures, write_shareable
 
     started = time.perf_counter()
@@ -470,7 +494,7 @@ def run_report(run_dir: Path, cfg: dict, figures_dir: Path | str | None = None, 
     if "embeddings" in tables:
         t0 = time.perf_counter()
         emb = tables["embeddings"]
-        digest = hashlib.sha256((run_dir / "embeddings.parquet").read_bytes()).hexdigest()
+        digest = table_sha256(table_path(run_dir, "embeddings"))
         key = f"{digest}:{rc['projection']}:{rc['map_neighbors']}:{rc['map_max_points']}:{cfg['run']['seed']}"
         cached = run_dir / "utterance_map.parquet"
         previous = manifest.get("stages", {}).get("report", {}).get("map", {})

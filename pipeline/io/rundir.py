@@ -1,5 +1,9 @@
 """The run directory: one Parquet file per table plus manifest.json, all written atomically.
 
+A table is one Parquet file (NAME.parquet) or, when the Ray engine wrote it, a folder of part files
+(NAME/part-00000.parquet, ...) that pyarrow, polars, DuckDB and R arrow read as one table; readers take
+either, and a run holds only one of the two for a table.
+
 Lineage: every table written records, in lineage.json, the SHA-256 of the tables its stage read.
 Reading a table checks that those still match: a table made from an earlier utterances.parquet
 (a corpus re-segmented into the same folder, a stage killed half-way through a run) is refused,
@@ -11,6 +15,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import tempfile
 from importlib import metadata
 from pathlib import Path
@@ -67,7 +72,22 @@ _written: dict[str, set[str]] = {}          # run folder -> tables the running s
 _digests: dict[tuple, str] = {}             # (path, size, mtime) -> sha256
 
 
+def table_path(run_dir: Path, name: str) -> Path:
+    """NAME/ when the table is a folder of part files, else NAME.parquet (which may not exist)."""
+    folder = Path(run_dir) / name
+    return folder if folder.is_dir() else Path(run_dir) / f"{name}.parquet"
+
+
+def part_files(folder: Path) -> list[Path]:
+    """A folder table's parts in order; temporary files (dot names) are not parts."""
+    return sorted(folder.glob("part-*.parquet"))
+
+
 def table_sha256(path: Path) -> str:
+    """SHA-256 of a table file; of a folder table, over its parts' names and digests."""
+    if path.is_dir():
+        lines = "".join(f"{p.name}:{table_sha256(p)}\n" for p in part_files(path))
+        return hashlib.sha256(lines.encode()).hexdigest()
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if key not in _digests:
@@ -94,11 +114,11 @@ def stale_reason(run_dir: Path, name: str) -> str | None:
     if not entry:
         return None
     for source, sha in sorted(entry.get("made_from", {}).items()):
-        path = run_dir / f"{source}.parquet"
-        if not path.is_file():
-            return f"it was made from {source}.parquet, which is gone"
+        path = table_path(run_dir, source)
+        if not path.exists():
+            return f"it was made from {path.name}, which is gone"
         if table_sha256(path) != sha:
-            return f"it was made from an earlier {source}.parquet"
+            return f"it was made from an earlier {path.name}"
     return None
 
 
@@ -111,6 +131,46 @@ def end_stage(run_dir: Path) -> None:
 def write_table(run_dir: Path, name: str, table: pa.Table) -> Path:
     path = Path(run_dir) / f"{name}.parquet"
     atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+    if (Path(run_dir) / name).is_dir():  # a folder table from an earlier run with the Ray engine
+        shutil.rmtree(Path(run_dir) / name)
+    _record_lineage(run_dir, name, path)
+    return path
+
+
+def write_part(folder: Path, index: int, table: pa.Table, metadata: dict[str, str] | None = None) -> Path:
+    """Part `index` of a folder table, written atomically under a name fixed by the index, so a
+    part redone (a resumed run, a retried worker) replaces itself and is never duplicated.
+    metadata: key-value pairs kept in the file's schema (e.g. the digest of the input it was made from)."""
+    path = Path(folder) / f"part-{index:05d}.parquet"
+    if metadata:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                               **{k.encode(): v.encode() for k, v in metadata.items()}})
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+    return path
+
+
+def part_metadata(path: Path) -> dict[str, str]:
+    """The key-value metadata write_part stored; {} when the part is missing or unreadable."""
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except (OSError, pa.ArrowException):
+        return {}
+    return {k.decode(): v.decode() for k, v in meta.items() if not k.startswith(b"ARROW")}
+
+
+def finish_folder_table(run_dir: Path, name: str, n_parts: int) -> Path:
+    """Close a folder table whose parts 0..n_parts-1 are written: drop parts left from a larger earlier
+    run and the single-file form of the table, then record its lineage."""
+    folder = Path(run_dir) / name
+    for part in part_files(folder):
+        if int(part.stem.split("-")[1]) >= n_parts:
+            part.unlink()
+    (Path(run_dir) / f"{name}.parquet").unlink(missing_ok=True)
+    _record_lineage(run_dir, name, folder)
+    return folder
+
+
+def _record_lineage(run_dir: Path, name: str, path: Path) -> None:
     key = str(Path(run_dir).resolve())
     reads, written = _reads.get(key, {}), _written.setdefault(key, set())
     written.add(name)
@@ -122,21 +182,24 @@ def write_table(run_dir: Path, name: str, table: pa.Table) -> Path:
     for sibling in written - {name}:
         lineage.get(sibling, {}).get("made_from", {}).pop(name, None)
     write_json(Path(run_dir) / LINEAGE, lineage)
-    return path
 
 
-def read_table(run_dir: Path, name: str, command: str | None = None, check: bool = True) -> pa.Table:
-    """A run table; refused when it is stale (see the module docstring). check=False: read without
-    the check (the report lists stale tables instead of using them)."""
-    path = Path(run_dir) / f"{name}.parquet"
-    if not path.is_file():
+def read_table(run_dir: Path, name: str, command: str | None = None, check: bool = True,
+               columns: list[str] | None = None) -> pa.Table:
+    """A run table, file or folder; refused when it is stale (see the module docstring). check=False:
+    read without the check (the report lists stale tables instead of using them)."""
+    path = table_path(run_dir, name)
+    if not path.exists():
         hint = f"; run `{command}` first" if command else ""
         raise InputError(f"missing {name}.parquet{hint}", run_dir)
     if check and (why := stale_reason(run_dir, name)):
         raise InputError(f"stale table: {why}; re-run `{COMMANDS.get(name, command or 'its stage')}`", path)
     _reads.setdefault(str(Path(run_dir).resolve()), {})[name] = table_sha256(path)
     try:
-        return pq.read_table(path)
+        if path.is_dir():  # parts in name order, so the rows keep the order they were written in
+            return pa.concat_tables([pq.read_table(p, columns=columns) for p in part_files(path)]) \
+                if part_files(path) else pq.read_table(path, columns=columns)
+        return pq.read_table(path, columns=columns)
     except (pa.ArrowException, OSError) as exc:
         raise InputError(f"unreadable Parquet file ({exc}); re-run `{COMMANDS.get(name, 'its stage')}`", path) \
             from None

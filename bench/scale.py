@@ -1,0 +1,109 @@
+"""The Ray engine on a local Ray cluster: AMI meetings replicated to N utterances, 1 and 2 workers.
+
+    .venv/bin/python bench/scale.py --utterances 20000 [--workers 1,2] [--model minilm]
+
+Needs the [scale] extra. For each worker count, a fresh local Ray with that many CPUs segments
+(one task per file) and embeds (one model per worker) into a fresh run directory. Prints and writes
+bench/results/scale.json: utterances/s for segment and embed (wall time of the stage, Ray already
+started; embed includes loading the model in every worker), peak RSS per embedding worker, and the
+speed-up over one worker. Reads ../shared/corpora/ami, or $THEMESHIFT_SHARED/corpora/ami.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import pipeline  # noqa: F401  (offline environment)
+from _results import save
+from pipeline.config import load_config
+
+REPO = Path(__file__).resolve().parent.parent
+AMI = Path(os.environ.get("THEMESHIFT_SHARED", REPO.parent / "shared")) / "corpora" / "ami"
+
+
+def replicated_ami(n_turns: int, dest: Path) -> Path:
+    """AMI meetings, copied round after round (each copy its own meetings and series) until the
+    corpus holds at least n_turns speaker turns (each turn gives one or more utterances)."""
+    rows = list(csv.DictReader(open(AMI / "manifest.csv", encoding="utf-8")))
+    out, total, k = [], 0, 0
+    while total < n_turns:
+        for row in rows:
+            rel = Path(f"copy{k:03d}") / Path(row["file"]).name
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(AMI / row["file"], dest / rel)
+            out.append({**row, "file": rel.as_posix(), "meeting": f"{row['meeting']}-{k:03d}",
+                        "series": f"{row['series']}-{k:03d}"})
+            total += int(row["turns"])
+            if total >= n_turns:
+                break
+        k += 1
+    with open(dest / "manifest.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(out[0]))
+        writer.writeheader()
+        writer.writerows(out)
+    return dest
+
+
+def one_setting(corpus: Path, run_dir: Path, workers: int, cpus: int, shard_rows: int, model: str,
+                config: Path | None) -> dict:
+    from pipeline.ray_engine import ray_session
+    from pipeline.runner import run_embed, run_segment
+
+    cfg = load_config(config, overrides={"input": {"speaker_scope_column": "series"}, "embed": {"model": model},
+                                 "scale": {"engine": "ray", "workers": workers, "shard_rows": shard_rows}})
+    with ray_session(num_cpus=cpus or workers):
+        t0 = time.perf_counter()
+        seg = run_segment(corpus, run_dir, cfg)
+        t1 = time.perf_counter()
+        emb = run_embed(run_dir, cfg)
+        t2 = time.perf_counter()
+    n, coded = seg["counts"]["utterances"], seg["counts"]["coded"]
+    return {"workers": workers, "gpus_per_worker": emb["gpus_per_worker"], "files": seg["counts"]["files_read"], "utterances": n, "coded": coded,
+            "parts": emb["parts"], "segment_seconds": round(t1 - t0, 2), "embed_seconds": round(t2 - t1, 2),
+            "segment_utterances_per_s": round(n / (t1 - t0), 1), "embed_utterances_per_s": round(coded / (t2 - t1), 1),
+            "peak_rss_mb_per_embed_worker": emb["peak_rss_mb_per_worker"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--utterances", type=int, default=20000,
+                    help="corpus size: meetings are added until they hold this many speaker turns, so at least "
+                         "this many utterances (a turn gives one or more)")
+    ap.add_argument("--workers", default="1,2", help="worker counts to compare, comma-separated")
+    ap.add_argument("--model", default="minilm", help="embedding model (minilm, fast or a folder)")
+    ap.add_argument("--cpus", type=int, default=0, help="CPUs of the local Ray (0: as many as workers)")
+    ap.add_argument("--config", type=Path, help="TOML overriding the defaults (e.g. GPU batch sizes)")
+    args = ap.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    counts = [int(w) for w in args.workers.split(",")]
+    shard_rows = max(100, args.utterances // (4 * max(counts)))  # enough parts to keep every worker busy
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="themeshift-scale-") as tmp:
+        corpus = replicated_ami(args.utterances, Path(tmp) / "corpus")
+        for w in counts:
+            row = one_setting(corpus, Path(tmp) / f"run-{w}", w, args.cpus, shard_rows, args.model, args.config)
+            rows.append(row)
+            print(f"{w} worker(s): {row['utterances']} utterances in {row['parts']} parts; segment "
+                  f"{row['segment_utterances_per_s']}/s, embed {row['embed_utterances_per_s']}/s "
+                  f"({row['coded']} coded); peak RSS per embed worker {row['peak_rss_mb_per_embed_worker']} MB")
+    base = rows[0]
+    for row in rows[1:]:
+        row["segment_speedup"] = round(base["segment_seconds"] / row["segment_seconds"], 2)
+        row["embed_speedup"] = round(base["embed_seconds"] / row["embed_seconds"], 2)
+        print(f"{base['workers']} -> {row['workers']} workers: segment x{row['segment_speedup']}, "
+              f"embed x{row['embed_speedup']}")
+    import torch
+
+    save("scale" if not torch.cuda.is_available() else "scale_gpu", {"gpu": torch.cuda.is_available() and
+                                                                     torch.cuda.get_device_name(0),"corpus": "AMI replicated", "model": args.model, "cpus": os.cpu_count(),
+                   "shard_rows": shard_rows, "runs": rows})
+
+
+if __name__ == "__main__":
+    main()

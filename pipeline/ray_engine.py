@@ -1,0 +1,218 @@
+"""The Ray engine: segment and embed past one machine (pip install 'themeshift[scale]').
+
+segment: one Ray task per input file, each calling ingest.segment_file, then ingest.assemble in the
+driver, so both engines share every rule. embed: a Ray Data job over the part files of utterances/,
+mapped by an actor pool that holds one encoder per worker (a GPU each when the cluster has GPUs).
+The persistent text cache of the local engine is not used: resuming is by whole parts.
+
+Every embeddings part is written atomically under a name fixed by its index and records a digest of
+the texts and model it was made from: a killed run resumes by skipping the parts whose digest still
+matches, and a part redone after a worker died replaces itself instead of being duplicated.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipeline.errors import InputError
+from pipeline.io.rundir import finish_folder_table, part_files, part_metadata, write_part
+
+RAY_MISSING = "--engine ray needs Ray: pip install 'themeshift[scale]'"
+INPUT_KEY = "themeshift.input_digest"  # embeddings part metadata: digest of what the part was made from
+# Workers must stay offline too; on a cluster they do not inherit the driver's environment.
+_WORKER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+               "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def require_ray():
+    try:
+        import ray
+        import ray.data  # noqa: F401 - the [data] extra, not only Ray core
+    except ImportError:
+        raise InputError(RAY_MISSING) from None
+    return ray
+
+
+@contextmanager
+def ray_session(address: str = "", num_cpus: int | None = None):
+    """Join the cluster at `address`, or start Ray on this machine for the run (stopped afterwards).
+    Never reaches the network: no dashboard, no usage statistics."""
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    ray = require_ray()
+    if ray.is_initialized():
+        yield ray
+        return
+    env = {"env_vars": {**_WORKER_ENV, **({"PYTHONPATH": os.environ["PYTHONPATH"]}
+                                          if os.environ.get("PYTHONPATH") else {})}}
+    kwargs = dict(include_dashboard=False, log_to_driver=False, runtime_env=env, logging_level=logging.WARNING)
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(num_cpus=num_cpus, **kwargs)
+    ray.data.DataContext.get_current().enable_progress_bars = False  # themeshift shows its own progress
+    for name in ("ray.data", "ray.data._internal.progress"):  # the latter would say the bars are off
+        logging.getLogger(name).setLevel(logging.ERROR if name.endswith("progress") else logging.WARNING)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+# ------------------------------------------------------------------ segment
+
+@lru_cache(maxsize=2)
+def _splitter(name: str):
+    """One sentence splitter per worker process, reused by every file it segments."""
+    from pipeline.segment import load_sentence_splitter
+
+    return load_sentence_splitter(name)
+
+
+def _segment_one(study, rel: str, cfg: dict):
+    from pipeline.ingest import segment_file
+
+    return segment_file(study, rel, _splitter(cfg["segment"]["sentence_splitter"]), cfg)
+
+
+def segment_corpus(folder: Path, cfg: dict, on_file: Callable[[str], None] | None = None):
+    """ingest.segment_corpus with the files segmented in parallel as Ray tasks."""
+    from pipeline.ingest import assemble, open_study
+
+    ray = require_ray()
+    study = open_study(folder, cfg)
+    task = ray.remote(num_cpus=1)(_segment_one)
+    study_ref, cfg_ref = ray.put(study), ray.put(cfg)
+    refs = [task.remote(study_ref, rel, cfg_ref) for rel in study.files]
+    rel_of = dict(zip(refs, study.files))
+    pending = list(refs)
+    while pending:  # progress as files finish, in whatever order they do
+        done, pending = ray.wait(pending, num_returns=1)
+        if on_file:
+            on_file(rel_of[done[0]])
+    return assemble(study, ray.get(refs), cfg)
+
+
+def write_sharded(run_dir: Path, name: str, table: pa.Table, shard_rows: int) -> Path:
+    """`table` as NAME/part-00000.parquet ... of shard_rows rows each, in row order."""
+    folder = Path(run_dir) / name
+    n_parts = max(1, -(-table.num_rows // shard_rows))
+    for i in range(n_parts):
+        write_part(folder, i, table.slice(i * shard_rows, shard_rows))
+    return finish_folder_table(run_dir, name, n_parts)
+
+
+# ------------------------------------------------------------------ embed
+
+def input_digest(utterance_ids: list[str], texts: list[str], model_id: str) -> str:
+    h = hashlib.sha256(model_id.encode())
+    for uid, text in zip(utterance_ids, texts):
+        h.update(f"\x00{uid}\x01{text}".encode())
+    return h.hexdigest()
+
+
+def _coded(path: Path) -> pa.Table:
+    table = pq.read_table(path, columns=["utterance_id", "text", "coded"])
+    return table.filter(pc.field("coded")).select(["utterance_id", "text"])
+
+
+class EmbedWorker:
+    """A Ray Data actor: one encoder, loaded once; each call embeds whole utterance parts and writes
+    the matching embeddings parts itself (so rows never travel back through the driver)."""
+
+    def __init__(self, cfg: dict, threads: int):
+        from pipeline.embed import load_encoder
+
+        self.cfg = cfg
+        # No persistent text cache here: a worker would rescan the whole cache for every part it embeds.
+        # A rerun skips whole parts instead (see embed_parts); texts repeated within a part are embedded once.
+        self.encoder = load_encoder(cfg["embed"]["model"], cfg["embed"]["device"])
+        self.encoder.model  # load now: a worker pays for its model once, before its first part
+        import torch
+
+        torch.set_num_threads(threads)  # the model loader takes every core; this worker has `threads`
+
+    def __call__(self, batch: dict) -> dict:
+        import resource
+
+        from pipeline import schema
+
+        out = {"index": [], "rows": [], "embedded": [], "cache_hits": [], "pid": [], "peak_rss_mb": []}
+        e = self.cfg["embed"]
+        for index, source, target, digest in zip(batch["index"], batch["source"], batch["target"], batch["digest"]):
+            coded = _coded(Path(source))
+            matrix, stats = self.encoder.encode_cached(coded.column("text").to_pylist(), e["batch_size"], None,
+                                                       e["batch_tokens"])
+            table = pa.table({"utterance_id": coded.column("utterance_id"),
+                              "vector": pa.FixedSizeListArray.from_arrays(
+                                  pa.array(matrix.reshape(-1), pa.float32()), self.encoder.dim)},
+                             schema=schema.embeddings_schema(self.encoder.dim))
+            write_part(Path(target), int(index), table, {INPUT_KEY: str(digest)})
+            out["index"].append(int(index))
+            out["rows"].append(table.num_rows)
+            out["embedded"].append(stats.embedded)
+            out["cache_hits"].append(stats.cache_hits)
+            out["pid"].append(os.getpid())
+            out["peak_rss_mb"].append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        return out
+
+
+def plan_workers(res: dict, workers: int) -> tuple[int, int, int]:
+    """(workers, CPUs per worker, GPUs per worker) on a cluster with resources `res` (ray.cluster_resources())."""
+    gpus, cpus = int(res.get("GPU", 0)), max(1, int(res.get("CPU", 1)))
+    # Never more workers than the cluster can place: the actor pool would wait for them forever.
+    if gpus:
+        n = min(workers or gpus, gpus)
+        return n, max(1, cpus // n), 1
+    n = min(workers or cpus, cpus)
+    return n, max(1, cpus // n), 0
+
+
+def embed_parts(run_dir: Path, cfg: dict, model_id: str, dim: int,
+                progress: Callable[[str, int, int], None] | None = None) -> dict:
+    """Embed the coded utterances of every part of utterances/ into embeddings/, skipping parts
+    already embedded from the same texts with the same model (a resumed run)."""
+    from pipeline import schema
+
+    ray = require_ray()
+    run_dir = Path(run_dir)
+    sources = part_files(run_dir / "utterances")
+    target = run_dir / "embeddings"
+    todo, reused = [], 0
+    for i, src in enumerate(sources):
+        coded = _coded(src)
+        digest = input_digest(coded.column("utterance_id").to_pylist(), coded.column("text").to_pylist(), model_id)
+        part = target / f"part-{i:05d}.parquet"
+        meta = part_metadata(part) if part.is_file() else {}
+        if meta.get(INPUT_KEY) == digest and pq.read_schema(part).equals(schema.embeddings_schema(dim)):
+            reused += 1
+            continue
+        todo.append({"index": i, "source": str(src), "target": str(target), "digest": digest})
+    workers, threads, gpus = plan_workers(ray.cluster_resources(), cfg["scale"]["workers"])
+    results: list[dict] = []
+    if todo:
+        workers = min(workers, len(todo))
+        ds = ray.data.from_items(todo, override_num_blocks=len(todo)).map_batches(
+            EmbedWorker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers),
+            fn_constructor_kwargs={"cfg": cfg, "threads": threads}, num_cpus=threads, num_gpus=gpus)
+        for row in ds.iter_rows():
+            results.append(row)
+            if progress:
+                progress("embed (parts)", len(results) + reused, len(sources))
+    finish_folder_table(run_dir, "embeddings", len(sources))
+    rss: dict[int, float] = {}
+    for r in results:
+        rss[int(r["pid"])] = max(rss.get(int(r["pid"]), 0.0), float(r["peak_rss_mb"]))
+    return {"engine": "ray", "parts": len(sources), "parts_reused": reused, "parts_embedded": len(results),
+            "workers": workers, "threads_per_worker": threads, "gpus_per_worker": gpus,
+            "embedded": sum(int(r["embedded"]) for r in results),
+            "cache_hits": sum(int(r["cache_hits"]) for r in results),
+            "peak_rss_mb_per_worker": sorted(round(v, 1) for v in rss.values())}
