@@ -337,8 +337,11 @@ def fit_model(d: Data, feature_set: str, train: np.ndarray, cfg: dict) -> TurnPo
                            lc["balance_classes"]).fit(x, y, w, g)
 
 
-def unit_groups(d: Data, rows: np.ndarray) -> np.ndarray | None:
-    return None if d.groups is None else d.groups[rows]
+def fit_predict(d: Data, feature_set: str, train: np.ndarray, test: np.ndarray, cfg: dict) -> np.ndarray:
+    """Fit on the train units, return the test units' probabilities within their roles."""
+    model = fit_model(d, feature_set, train, cfg)
+    groups = None if d.groups is None else d.groups[test]
+    return d.restrict(model.predict_proba(d.x_units[feature_set][test], d.turns[test], groups), test)
 
 
 def predict_all(model: TurnPooledLogit, blocks, feature_set: str, groups: np.ndarray, chunk: int = 8192) -> np.ndarray:
@@ -375,8 +378,7 @@ def cross_validate(d: Data, feature_set: str, cfg: dict) -> tuple[np.ndarray, np
     fold_of = np.zeros(len(groups), dtype=np.int32)
     x = d.x_units[feature_set]
     for f, (train, test) in enumerate(GroupKFold(n_splits=folds).split(x, groups=groups)):
-        model = fit_model(d, feature_set, train, cfg)
-        probs[test] = d.restrict(model.predict_proba(x[test], d.turns[test], unit_groups(d, test)), test)
+        probs[test] = fit_predict(d, feature_set, train, test, cfg)
         fold_of[test] = f
     return probs, fold_of
 
@@ -486,7 +488,6 @@ def learning_curve(d: Data, feature_set: str, cfg: dict, fallback: np.ndarray, f
     rng = np.random.default_rng(cfg["run"]["seed"])
     no_ci = Bootstrap.draw(len(names), 0, 0, cfg["compare"]["ci_level"])
     out = []
-    x = d.x_units[feature_set]
     sizes = np.unique(np.round(np.geomspace(1, len(names) - 1, cfg["learn"]["learning_curve_points"])).astype(int))
     for n in sizes.tolist():
         for draw in range(draws):
@@ -496,8 +497,7 @@ def learning_curve(d: Data, feature_set: str, cfg: dict, fallback: np.ndarray, f
             if len(np.unique(training_rows(t, train)[1])) < 2 and not len(d.y_weak):
                 continue  # one class only: nothing to learn from this draw
             p = np.zeros((len(groups), len(t.classes)))
-            model = fit_model(d, feature_set, train, cfg)
-            p[test] = d.restrict(model.predict_proba(x[test], d.turns[test], unit_groups(d, test)), test)
+            p[test] = fit_predict(d, feature_set, train, test, cfg)
             machine = machine_primary(p, t, framework, fallback)
             rows = agreement_rows(t, machine, no_ci, groups, test, ("cohen_kappa",))
             out += _eval_rows(rows, "learning-curve", feature_set, True, n, draw)

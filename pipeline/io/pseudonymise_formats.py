@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pipeline.errors import InputError
 from pipeline.io.decode import decode_text
-from pipeline.io.readers import _CUE_TIMING, _VOICE, _match_label
+from pipeline.io.readers import _CUE_TIMING, _VOICE, _match_label, load_json
 
 TEXT_FORMATS = (".txt", ".md", ".vtt", ".srt")
 LABEL_KEYS = ("speaker", "name", "speaker_id")  # JSON fields holding a speaker label (as the reader reads them)
@@ -177,12 +177,7 @@ def _set_paragraph_text(paragraph, old: str, new: str) -> None:
 
 
 def _json_source(text: str, rel: str) -> SourceFile:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"not valid JSON: {exc.msg}", rel, exc.lineno) from None
-    except RecursionError:
-        raise InputError("JSON nested too deeply to be a transcript", rel) from None
+    data = load_json(text, rel)
     pieces, setters = [], []
 
     def walk(node, depth: int) -> None:

@@ -228,13 +228,18 @@ def _read_cues(text: str, path: str, fmt: str, encoding: str, known: set[str]) -
     return doc
 
 
-def _read_json(text: str, path: str, encoding: str) -> Document:
+def load_json(text: str, path: str):
+    """A JSON transcript's data; bad or too deeply nested JSON is one bad-input line naming the file."""
     try:
-        data = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(f"not valid JSON: {exc.msg}", path, exc.lineno) from None
     except RecursionError:
         raise InputError("JSON nested too deeply to be a transcript", path) from None
+
+
+def _read_json(text: str, path: str, encoding: str) -> Document:
+    data = load_json(text, path)
     if isinstance(data, dict):
         data = data.get("turns", data.get("utterances"))
     if not isinstance(data, list):
