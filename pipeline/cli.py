@@ -197,7 +197,8 @@ def _summary(quiet: bool, record: dict, run_dir: Path) -> None:
 
 EngineOpt = Annotated[Optional[str], typer.Option(
     "--engine", help="local (default) or ray: segment and embed as Ray jobs, utterances/ and embeddings/ "
-                     "as folders of part files (needs pip install 'themeshift[scale]').")]
+                     "as folders of part files, and codes fitted on more than codes.fit_sample utterances "
+                     "assigned to the rest in parallel (needs pip install 'themeshift[scale]').")]
 AddressOpt = Annotated[Optional[str], typer.Option(
     "--address", help="With --engine ray: the Ray cluster to join (e.g. auto, or HOST:6379); without it Ray "
                       "starts on this machine.")]
@@ -244,20 +245,25 @@ def embed(run_dir: RunArg, config: ConfigOpt = None, model: ModelOpt = None, eng
 
 
 @app.command()
-def codes(run_dir: RunArg, config: ConfigOpt = None, model: ModelOpt = None, quiet: QuietOpt = False) -> None:
+def codes(run_dir: RunArg, config: ConfigOpt = None, model: ModelOpt = None, engine: EngineOpt = None,
+          address: AddressOpt = None, quiet: QuietOpt = False) -> None:
     """Cluster embedded utterances into candidate first-order codes ([bold]codes.parquet[/], [bold]assignments.parquet[/]).
+
+    Above codes.fit_sample utterances (default 200,000) the codes are fitted on a stratified sample and
+    every other utterance joins its nearest code.
 
     Example: themeshift codes runs/study1
     """
     from pipeline.runner import run_codes
 
     with _reporting(quiet, run_dir):
-        cfg = _config(config, model=model)
+        cfg = _config(config, model=model, engine=engine, address=address)
         with _progress(quiet) as update:
             rec = run_codes(run_dir, cfg, update)
         if not quiet:
             c = rec["counts"]
-            err.print(f"{c['codes']} codes ({rec['method']}, min cluster size {rec['min_cluster_size']}); "
+            sample = f", fitted on a sample of {rec['fitted_on']:,}" if rec.get("sampled") else ""
+            err.print(f"{c['codes']} codes ({rec['method']}, min cluster size {rec['min_cluster_size']}{sample}); "
                       f"{c['unassigned']} of {c['assigned'] + c['unassigned']} utterances unassigned")
 
 

@@ -90,6 +90,25 @@ def representation_model(cfg: dict):
     }[c["representation"]]()
 
 
+def use_cuml(device: str) -> bool:
+    """cuML's UMAP and HDBSCAN (pip install cuml-cu12) when [codes] device allows and a GPU is there."""
+    from pipeline.errors import ConfigError
+
+    if device == "cpu":
+        return False
+    try:
+        import cuml  # noqa: F401
+        import torch
+
+        ready = torch.cuda.is_available()
+    except ImportError:
+        ready = False
+    if device == "cuda" and not ready:
+        raise ConfigError("codes.device = \"cuda\" needs cuML and a CUDA GPU (pip install cuml-cu12); "
+                          "use \"auto\" or \"cpu\"")
+    return ready
+
+
 def build_topic_model(n: int, encoder: Encoder, cfg: dict, X: np.ndarray | None = None):
     from bertopic import BERTopic
     from bertopic.dimensionality import BaseDimensionalityReduction
@@ -104,6 +123,17 @@ def build_topic_model(n: int, encoder: Encoder, cfg: dict, X: np.ndarray | None 
         clusterer = AgglomerativeClustering(n_clusters=None, metric="cosine", linkage="average",
                                             distance_threshold=c["agglomerative_distance"])
         method = "agglomerative"
+    elif use_cuml(c["device"]):
+        from cuml.cluster import HDBSCAN
+        from cuml.manifold import UMAP
+
+        reducer = UMAP(n_neighbors=c["umap_neighbors"], n_components=c["umap_components"], min_dist=0.0,
+                       metric="cosine", init="random" if c["umap_init"] == "random" else "spectral",
+                       random_state=seed)
+        clusterer = HDBSCAN(min_cluster_size=size, min_samples=samples, metric="euclidean",
+                            cluster_selection_method="eom", max_cluster_size=max_cluster_size(n, size, cfg),
+                            prediction_data=True)
+        method = "umap+hdbscan (cuML, GPU)"
     else:
         from hdbscan import HDBSCAN
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline import schema
 from pipeline.embed import Encoder, vectors
@@ -28,6 +29,7 @@ from pipeline.framework import Framework
 
 SOURCE = {"similarity": "framework-similarity", "classifier": "learned"}
 HUMAN = "human"
+CHUNK_ROWS = 100_000  # utterances mapped at a time, cut between speaker turns: memory for a chunk, not the corpus
 _DEFAULT_TEMPERATURE = 0.05
 TEMPERATURE_GRID = np.geomspace(0.002, 1.0, 200)  # searched by SimilarityMapper when temperature = 0
 
@@ -403,21 +405,73 @@ def mapping_warnings(unmapped_share: float, temperature: float | None, fitted: b
     return out
 
 
-def map_stage(utterances: pa.Table, embeddings: pa.Table, codes: pa.Table, assignments: pa.Table,
+def map_stage(utterances: pa.Table, embeddings, codes: pa.Table, assignments: pa.Table,
               framework: Framework, encoder: Encoder, cfg: dict,
               overrides: dict[str, str | None] | None = None) -> MapResult:
-    """overrides: fingerprint -> concept id (None = unmapped), already checked against the codes."""
+    """embeddings: a table, or io.vectors.StoredEmbeddings (read CHUNK_ROWS utterances at a time).
+    overrides: fingerprint -> concept id (None = unmapped), already checked against the codes."""
     from pipeline.data_structure import data_structure_markdown, data_structure_table
+    from pipeline.io.vectors import StoredEmbeddings
 
     mapper = make_mapper(cfg).fit(embed_framework(framework, encoder))
-    ids = embeddings.column("utterance_id").to_pylist()
-    emb = vectors(embeddings)
+    source = StoredEmbeddings.of(embeddings)
     index = {c.id: j for j, c in enumerate(framework.concepts)}
     by_index = {fp: (None if cid is None else index[cid]) for fp, cid in (overrides or {}).items()}
-    probs = code_probabilities(codes, {u: i for i, u in enumerate(ids)}, emb, mapper, cfg)
+    exemplars = sorted({u for ids in codes.column("exemplar_ids").to_pylist() for u in (ids or [])})
+    ex_vectors, found = source.gather(exemplars)
+    present = [u for u, ok in zip(exemplars, found) if ok]
+    probs = code_probabilities(codes, {u: i for i, u in enumerate(present)}, ex_vectors[found], mapper, cfg)
     mapping = decide_codes(probs, codes.column("fingerprint").to_pylist(), by_index, mapper.source, cfg)
-    um = map_utterances(utterances, embeddings, assignments, codes, mapping, mapper, framework, cfg)
-    texts = dict(zip(utterances.column("utterance_id").to_pylist(), utterances.column("text").to_pylist()))
+    um = _map_in_chunks(utterances, source, assignments, codes, mapping, mapper, framework, cfg)
+    quoted = utterances.filter(pc.is_in(utterances.column("utterance_id"), value_set=pa.array(exemplars, pa.string())))
+    texts = dict(zip(quoted.column("utterance_id").to_pylist(), quoted.column("text").to_pylist()))
     ds = data_structure_table(codes, mapping, framework, texts, cfg["map"]["quotes"])
     return MapResult(code_dimensions_table(codes, mapping, framework), utterance_dimensions_table(um, framework),
                      ds, data_structure_markdown(ds, framework), mapping, um, mapper)
+
+
+def turn_cuts(interview: pa.Array, turn: pa.Array, size: int) -> list[int]:
+    """Row positions that cut rows (in embedding order) into chunks of about `size`, each cut at the
+    start of a speaker turn, so a turn's context is always whole within its chunk."""
+    n = len(interview)
+    if n <= size:
+        return [0, n]
+    new_turn = pc.or_(pc.not_equal(interview[1:], interview[:-1]), pc.not_equal(turn[1:], turn[:-1]))
+    starts = np.flatnonzero(new_turn.fill_null(True).to_numpy(zero_copy_only=False)) + 1
+    cuts = [0]
+    while cuts[-1] + size < n:
+        i = np.searchsorted(starts, cuts[-1] + size)
+        if i == len(starts):
+            break
+        cuts.append(int(starts[i]))
+    return cuts + [n]
+
+
+def _map_in_chunks(utterances: pa.Table, source, assignments: pa.Table | None, codes: pa.Table,
+                   mapping: CodeMapping, mapper, framework: Framework, cfg: dict) -> UtteranceMapping:
+    """map_utterances over chunks of whole speaker turns, read a chunk at a time; every row is
+    mapped independently of the others but for its turn, so the result is the one-chunk result."""
+    emb_ids = source.ids.combine_chunks()
+    at = pc.index_in(emb_ids, value_set=utterances.column("utterance_id").combine_chunks())
+    at_code = None if assignments is None else \
+        pc.index_in(emb_ids, value_set=assignments.column("utterance_id").combine_chunks())
+    cuts = turn_cuts(utterances.column("interview_id").take(at), utterances.column("turn_index").take(at),
+                     CHUNK_ROWS)
+    if len(emb_ids) == 0:
+        chunks = [source.table if source.table is not None
+                  else pa.Table.from_pylist([], schema=schema.embeddings_schema(source.dim))]
+        cuts = [0, 0]
+    else:
+        chunks = source.chunks(cuts)
+    pieces = []
+    for lo, hi, chunk in zip(cuts[:-1], cuts[1:], chunks):
+        own_utterances = utterances.take(at.slice(lo, hi - lo).drop_null())
+        own_codes = None if at_code is None else assignments.take(at_code.slice(lo, hi - lo).drop_null())
+        pieces.append(map_utterances(own_utterances, chunk, own_codes, codes, mapping, mapper, framework, cfg))
+    if len(pieces) == 1:
+        return pieces[0]
+    return UtteranceMapping(
+        [u for p in pieces for u in p.utterance_ids], np.concatenate([p.concepts for p in pieces]),
+        np.concatenate([p.dimensions for p in pieces]), np.concatenate([p.mapped for p in pieces]),
+        [s for p in pieces for s in p.source],
+        {k: np.concatenate([p.extra[k] for p in pieces]) for k in pieces[0].extra})

@@ -216,3 +216,19 @@ def embed_parts(run_dir: Path, cfg: dict, model_id: str, dim: int,
             "embedded": sum(int(r["embedded"]) for r in results),
             "cache_hits": sum(int(r["cache_hits"]) for r in results),
             "peak_rss_mb_per_worker": sorted(round(v, 1) for v in rss.values())}
+
+
+# ------------------------------------------------------------------ codes
+
+def _assign_part(path: str, centroids, code_ids, threshold: float) -> pa.Table:
+    from pipeline.codes_scale import assign_batch
+
+    return assign_batch(pq.read_table(path), centroids, code_ids, threshold)
+
+
+def assign_parts(parts: list[Path], centroids, code_ids, threshold: float) -> list[pa.Table]:
+    """codes_scale.assign_batch on every embeddings part, one Ray task each; results in part order."""
+    ray = require_ray()
+    task = ray.remote(num_cpus=1)(_assign_part)
+    cents, ids = ray.put(centroids), ray.put(code_ids)
+    return ray.get([task.remote(str(p), cents, ids, threshold) for p in parts])

@@ -69,8 +69,10 @@ def load_tables(run_dir: Path) -> tuple[dict[str, pd.DataFrame], dict]:
             if why := stale_reason(run_dir, name):  # left out, and named in the page, never mixed in
                 stale[name] = why
                 continue
-            table = read_table(run_dir, name, check=False)
-            tables[name] = table.to_pandas() if name != "embeddings" else table
+            if name == "embeddings":  # only the ids: the map reads the vectors of the utterances it lays out
+                tables[name] = read_table(run_dir, name, check=False, columns=["utterance_id"])
+                continue
+            tables[name] = read_table(run_dir, name, check=False).to_pandas()
     manifest: dict = {}
     path = run_dir / "manifest.json"
     if path.is_file():

@@ -149,8 +149,8 @@ def run_codes(run_dir: Path, cfg: dict, progress: Progress | None = None, encode
 
     started = time.perf_counter()
     run_dir = Path(run_dir)
-    utterances = read_table(run_dir, "utterances", "themeshift segment")
-    embeddings = read_table(run_dir, "embeddings", "themeshift embed")
+    emb_ids = read_table(run_dir, "embeddings", "themeshift embed", columns=["utterance_id"]).column("utterance_id")
+    read_table(run_dir, "utterances", "themeshift segment", columns=["utterance_id"])  # the stale check
     encoder = encoder or load_encoder(cfg["embed"]["model"], cfg["embed"]["device"])
     key = _codes_key(run_dir, cfg, encoder.model_id)
     manifest = run_dir / "manifest.json"
@@ -166,9 +166,19 @@ def run_codes(run_dir: Path, cfg: dict, progress: Progress | None = None, encode
 
     if progress:
         progress("codes (clustering)", 0, 1)
+    sample = _fit_sample(run_dir, emb_ids, cfg)
+    if sample is None:
+        utterances = read_table(run_dir, "utterances", columns=["utterance_id", "text"])
+        embeddings = read_table(run_dir, "embeddings")
+    else:
+        utterances, embeddings = sample
     result = fit_codes(utterances, embeddings, encoder, cfg)
-    write_table(run_dir, "codes", result.codes)
-    write_table(run_dir, "assignments", result.assignments)
+    del utterances, embeddings
+    codes, assignments = result.codes, result.assignments
+    if sample is not None:
+        codes, assignments = _assign_beyond_sample(run_dir, result, cfg)
+    write_table(run_dir, "codes", codes)
+    write_table(run_dir, "assignments", assignments)
     model_dir = run_dir / "topic_model"
     if result.topic_model is not None:
         tmp = run_dir / ".topic_model.tmp"
@@ -178,14 +188,54 @@ def run_codes(run_dir: Path, cfg: dict, progress: Progress | None = None, encode
         tmp.rename(model_dir)
     if progress:
         progress("codes (clustering)", 1, 1)
-    n = result.assignments.num_rows
-    outliers = unassigned_count(result.assignments)
+    n = assignments.num_rows
+    outliers = unassigned_count(assignments)
     record = {"method": result.method, "min_cluster_size": result.min_cluster_size, "key": key, "reused": False,
-              "counts": {"codes": result.codes.num_rows, "assigned": n - outliers, "unassigned": outliers},
+              "fitted_on": result.assignments.num_rows, "sampled": sample is not None,
+              "counts": {"codes": codes.num_rows, "assigned": n - outliers, "unassigned": outliers},
               "outlier_share": round(outliers / n, 4) if n else 0.0,
               "seconds": round(time.perf_counter() - started, 3)}
     update_manifest(run_dir, "codes", record, cfg)
     return record
+
+
+def _fit_sample(run_dir: Path, emb_ids: pa.ChunkedArray, cfg: dict) -> tuple[pa.Table, pa.Table] | None:
+    """(utterances, embeddings) of the stratified sample the codes are fitted on, when there are more
+    than [codes] fit_sample embedded utterances; None: fit on all of them."""
+    from pipeline.codes_scale import stratified_sample
+    from pipeline.io.rundir import read_rows, read_table
+
+    size = cfg["codes"]["fit_sample"]
+    if not size or len(emb_ids) <= size:
+        return None
+    meta = read_table(run_dir, "utterances", columns=["utterance_id", "interview_id", "wave"])
+    at = pc.index_in(emb_ids, value_set=meta.column("utterance_id"))
+    stratum = pc.binary_join_element_wise(meta.column("interview_id").take(at),
+                                          pc.cast(meta.column("wave").take(at), pa.string()), "\x1f",
+                                          null_handling="replace", null_replacement="")
+    keep = stratified_sample(stratum.to_pylist(), size, cfg["run"]["seed"])
+    embeddings = read_rows(run_dir, "embeddings", keep)
+    texts = read_table(run_dir, "utterances", columns=["utterance_id", "text"])
+    texts = texts.filter(pc.is_in(texts.column("utterance_id"), value_set=embeddings.column("utterance_id")))
+    return texts, embeddings
+
+
+def _assign_beyond_sample(run_dir: Path, result, cfg: dict) -> tuple[pa.Table, pa.Table]:
+    """Codes fitted on a sample: every embedded utterance assigned, and the codes' sizes recounted."""
+    from contextlib import nullcontext
+
+    from pipeline.codes_scale import assign_all, merge_fitted, recount_codes
+
+    engine = cfg["scale"]["engine"]
+    if engine == "ray":
+        from pipeline.ray_engine import ray_session
+        session = ray_session(cfg["scale"]["address"])
+    else:
+        session = nullcontext()
+    with session:
+        nearest = assign_all(run_dir, result.codes, cfg["codes"]["outlier_threshold"], engine)
+    assignments = merge_fitted(nearest, result.assignments)
+    return recount_codes(result.codes, assignments), assignments
 
 
 def run_map(run_dir: Path, cfg: dict, framework_path: Path | str | None = None,
@@ -195,6 +245,7 @@ def run_map(run_dir: Path, cfg: dict, framework_path: Path | str | None = None,
     from pipeline.errors import InputError
     from pipeline.framework import load_framework
     from pipeline.io.rundir import atomic_write, read_table
+    from pipeline.io.vectors import StoredEmbeddings
     from pipeline.map import map_stage, mapping_warnings
     from pipeline.overrides import find_overrides, load_overrides, split_obsolete
 
@@ -202,8 +253,9 @@ def run_map(run_dir: Path, cfg: dict, framework_path: Path | str | None = None,
     run_dir = Path(run_dir)
     m = cfg["map"]
     framework = load_framework(framework_path or m["framework"] or None)
-    utterances = read_table(run_dir, "utterances", "themeshift segment")
-    embeddings = read_table(run_dir, "embeddings", "themeshift embed")
+    utterances = read_table(run_dir, "utterances", "themeshift segment",
+                            columns=["utterance_id", "interview_id", "turn_index", "speaker_role", "text"])
+    embeddings = StoredEmbeddings(run_dir)  # read a chunk of whole turns at a time
     codes = read_table(run_dir, "codes", "themeshift codes")
     assignments = read_table(run_dir, "assignments", "themeshift codes")
     if progress:
@@ -211,7 +263,7 @@ def run_map(run_dir: Path, cfg: dict, framework_path: Path | str | None = None,
     # Framework texts must live in the same vector space as the utterances: use the model that embedded them.
     encoder = _embedding_encoder(run_dir, cfg, encoder)
     model = encoder.spec.name
-    dim = embeddings.schema.field("vector").type.list_size
+    dim = embeddings.dim
     if encoder.dim != dim:
         raise InputError(f"embeddings have {dim} dimensions but model {model!r} gives {encoder.dim}; "
                          "re-run `themeshift embed` with the model you map with", run_dir / "embeddings.parquet")
@@ -280,15 +332,18 @@ def run_shift(run_dir: Path, cfg: dict, progress: Progress | None = None, encode
     question-matched shift."""
     import warnings
 
-    from pipeline.io.rundir import read_table
+    from pipeline.io.rundir import read_table, table_path
+    from pipeline.io.vectors import StoredEmbeddings
     from pipeline.shift import compute_shifts
 
     started = time.perf_counter()
     run_dir = Path(run_dir)
     utterances = read_table(run_dir, "utterances", "themeshift segment")
     dims = read_table(run_dir, "utterance_dimensions", "themeshift map")
-    optional = {name: read_table(run_dir, name) if (run_dir / f"{name}.parquet").is_file() else None
-                for name in ("embeddings", "assignments")}
+    # Embeddings may be a folder of parts (the Ray engine): read only the analysed rows' vectors.
+    optional = {"embeddings": StoredEmbeddings(run_dir) if table_path(run_dir, "embeddings").exists() else None,
+                "assignments": read_table(run_dir, "assignments") if table_path(run_dir, "assignments").exists()
+                else None}
     themes = _source_themes(run_dir, utterances, dims, optional["assignments"])
     utterances, dims, n_left_out = _shift_sources(utterances, dims, cfg["shift"]["source_types"])
     questions = None
@@ -476,7 +531,7 @@ def run_report(run_dir: Path, cfg: dict, figures_dir: Path | str | None = None, 
     from pipeline import schema
     from pipeline.embed import vectors
     from pipeline.errors import InputError
-    from pipeline.io.rundir import read_table, table_path, table_sha256
+    from pipeline.io.rundir import read_rows, read_table, table_path, table_sha256
     from pipeline.report import build_report, load_tables, project_2d, write_figures, write_shareable
 
     started = time.perf_counter()
@@ -505,10 +560,11 @@ def run_report(run_dir: Path, cfg: dict, figures_dir: Path | str | None = None, 
         else:
             if progress:
                 progress(f"report map ({rc['projection']})", 0, 1)
+            keep = np.arange(emb.num_rows)  # the table holds only the ids: read the vectors laid out
             if emb.num_rows > rc["map_max_points"] > 0:  # a readable map and a small page for large corpora
                 keep = np.sort(np.random.default_rng(cfg["run"]["seed"]).choice(
                     emb.num_rows, rc["map_max_points"], replace=False))
-                emb = emb.take(pa.array(keep))
+            emb = read_rows(run_dir, "embeddings", keep)
             ids = emb.column("utterance_id").to_pylist()
             xy = project_2d(vectors(emb), rc["projection"], cfg["run"]["seed"], rc["map_neighbors"])
             write_table(run_dir, "utterance_map", pa.table(

@@ -142,7 +142,7 @@ class _Prepared:
 
 
 def _prepare(utterances: pa.Table, utterance_dimensions: pa.Table, cfg: dict,
-             embeddings: pa.Table | None, assignments: pa.Table | None,
+             embeddings, assignments: pa.Table | None,
              questions: pa.Table | None = None) -> _Prepared:
     cols = ["utterance_id", "interview_id", "turn_index", "speaker_id", "speaker_role", "wave", "is_interviewer",
             "coded"]
@@ -195,15 +195,13 @@ def _prepare(utterances: pa.Table, utterance_dimensions: pa.Table, cfg: dict,
 
     X = None
     if embeddings is not None:
-        from pipeline.embed import vectors
+        from pipeline.io.vectors import StoredEmbeddings
 
-        index = pd.Series(np.arange(embeddings.num_rows), index=embeddings.column("utterance_id").to_pylist())
-        pos = rows["utterance_id"].map(index)
-        if pos.isna().any():
-            warnings.append(f"{int(pos.isna().sum())} analysed utterances have no embedding; "
+        X, found = StoredEmbeddings.of(embeddings).gather(rows["utterance_id"].tolist())
+        if not found.all():
+            warnings.append(f"{int((~found).sum())} analysed utterances have no embedding; "
                             "semantic drift is not computed (re-run `themeshift embed`)")
-        else:
-            X = vectors(embeddings)[pos.to_numpy(dtype=np.int64)].astype(np.float32)
+            X = None
 
     interview = pd.factorize(rows["interview_id"])[0]
     turn = pd.factorize(rows["interview_id"].astype(str) + "\x1f" + rows["turn_index"].astype(str))[0]
@@ -550,9 +548,11 @@ def _add_q_values(rows: list[dict]) -> None:
 
 
 def compute_shifts(utterances: pa.Table, utterance_dimensions: pa.Table, cfg: dict,
-                   embeddings: pa.Table | None = None, assignments: pa.Table | None = None,
+                   embeddings=None, assignments: pa.Table | None = None,
                    progress: Progress | None = None, questions: pa.Table | None = None) -> ShiftResult:
     """All shift tables from the run's tables (a pure function of its inputs, config and seed).
+
+    embeddings (optional): a table, or io.vectors.StoredEmbeddings to read only the analysed rows.
 
     questions (optional, schema.QUESTIONS): the embedded interviewer question each answer follows,
     for the question-matched shift."""

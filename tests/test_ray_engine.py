@@ -130,6 +130,30 @@ def test_folder_tables_keep_the_lineage_checks(ray_run, tmp_path):
         read_table(run_dir, "embeddings")
 
 
+@requires_ray
+def test_codes_on_a_sample_are_assigned_in_parallel_with_the_local_result(ray_run, tmp_path, encoder):
+    from pipeline.runner import run_codes
+
+    tables = {}
+    for engine in ("ray", "local"):
+        run_dir = tmp_path / engine
+        shutil.copytree(ray_run, run_dir)
+        cfg = load_config(overrides={"codes": {"fit_sample": 1200},
+                                     "scale": {"engine": engine, "shard_rows": SHARD_ROWS}})
+        record = run_codes(run_dir, cfg, encoder=encoder)
+        assert record["sampled"] and record["fitted_on"] == 1200
+        tables[engine] = [read_table(run_dir, name) for name in ("codes", "assignments")]
+    assert tables["ray"][1].num_rows == read_table(ray_run, "embeddings").num_rows
+    ray_codes, ray_asg = tables["ray"]
+    local_codes, local_asg = tables["local"]
+    assert ray_codes.equals(local_codes)
+    for name in ("utterance_id", "code_id", "reason"):
+        assert ray_asg.column(name).equals(local_asg.column(name)), name
+    # a one-CPU worker's similarity products round differently from the driver's threaded ones
+    np.testing.assert_allclose(ray_asg.column("probability").to_numpy(), local_asg.column("probability").to_numpy(),
+                               rtol=0, atol=1e-6)
+
+
 def test_workers_fit_the_cluster():
     from pipeline.ray_engine import plan_workers
 

@@ -128,7 +128,8 @@ def test_report_is_reproducible_and_map_layout_is_seeded(full_run):
     tables, manifest = load_tables(run_dir)
     from pipeline.embed import vectors
 
-    emb = tables["embeddings"]
+    assert tables["embeddings"].column_names == ["utterance_id"]  # the map reads only the vectors it lays out
+    emb = pq.read_table(run_dir / "embeddings.parquet")
     ids = emb.column("utterance_id").to_pylist()
     vec = vectors(emb)
     one = build_report(tables, manifest, _cfg(), project_2d(vec, "pca", 42, 15), ids).html

@@ -205,6 +205,39 @@ def read_table(run_dir: Path, name: str, command: str | None = None, check: bool
             from None
 
 
+def iter_table(run_dir: Path, name: str, columns: list[str] | None = None, batch_rows: int = 100_000):
+    """A run table (file or folder) as a stream of tables of at most about batch_rows rows, in row
+    order, so a stage can pass over tables larger than memory. Reads without the stale check:
+    call read_table(..., columns=[a small column]) first, which checks and records the read."""
+    path = table_path(run_dir, name)
+    files = part_files(path) if path.is_dir() else [path]
+    try:
+        for f in files:
+            for batch in pq.ParquetFile(f).iter_batches(batch_size=batch_rows, columns=columns):
+                yield pa.Table.from_batches([batch])
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"unreadable Parquet file ({exc}); re-run `{COMMANDS.get(name, 'its stage')}`", path) \
+            from None
+
+
+def read_rows(run_dir: Path, name: str, positions, columns: list[str] | None = None,
+              batch_rows: int = 100_000) -> pa.Table:
+    """The rows at sorted `positions` of a run table, read a batch at a time (never the whole table)."""
+    import numpy as np
+
+    positions = np.asarray(positions, dtype=np.int64)
+    pieces, offset, schema = [], 0, None
+    for batch in iter_table(run_dir, name, columns, batch_rows):
+        schema = batch.schema
+        lo, hi = np.searchsorted(positions, [offset, offset + batch.num_rows])
+        if hi > lo:
+            pieces.append(batch.take(pa.array(positions[lo:hi] - offset)))
+        offset += batch.num_rows
+    if pieces:
+        return pa.concat_tables(pieces)
+    return schema.empty_table() if schema is not None else read_table(run_dir, name, check=False, columns=columns)
+
+
 def write_json(path: Path, data: Any) -> None:
     text = json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"
     atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))

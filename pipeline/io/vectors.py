@@ -1,0 +1,102 @@
+"""A run's embeddings, read a batch at a time: the rows a stage asks for, never the whole table.
+
+map, shift and report take their vectors through here, so a run of millions of utterances (a
+folder of part files from the Ray engine, or one large file) needs memory for what a stage keeps,
+not for every embedding at once. A table already in memory works the same way (tests, benches).
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+BATCH_ROWS = 100_000
+SPILL_BYTES = 2 << 30  # gathered vectors above this size live in a temporary file in the run directory
+
+
+class StoredEmbeddings:
+    """utterance_id + vector rows, from a run directory (streamed) or from a table in memory."""
+
+    def __init__(self, run_dir: Path | None = None, table: pa.Table | None = None):
+        from pipeline.io.rundir import read_table
+
+        self.run_dir, self.table = (Path(run_dir) if run_dir else None), table
+        if table is None:  # the checked read: stale embeddings are refused, and the read is recorded
+            self.ids = read_table(self.run_dir, "embeddings", "themeshift embed", columns=["utterance_id"]
+                                  ).column("utterance_id")
+            self.dim = self._schema().field("vector").type.list_size
+        else:
+            self.ids = table.column("utterance_id")
+            self.dim = table.schema.field("vector").type.list_size
+
+    @classmethod
+    def of(cls, embeddings: "pa.Table | StoredEmbeddings") -> "StoredEmbeddings":
+        return embeddings if isinstance(embeddings, StoredEmbeddings) else cls(table=embeddings)
+
+    @property
+    def num_rows(self) -> int:
+        return len(self.ids)
+
+    def _schema(self) -> pa.Schema:
+        import pyarrow.parquet as pq
+
+        from pipeline.io.rundir import part_files, table_path
+
+        path = table_path(self.run_dir, "embeddings")
+        return pq.read_schema(part_files(path)[0] if path.is_dir() and part_files(path) else path)
+
+    def batches(self, rows: int = BATCH_ROWS) -> Iterator[pa.Table]:
+        """The table in row order, about `rows` rows at a time."""
+        if self.table is not None:
+            for start in range(0, self.table.num_rows, rows):
+                yield self.table.slice(start, rows)
+            return
+        from pipeline.io.rundir import iter_table
+
+        yield from iter_table(self.run_dir, "embeddings", batch_rows=rows)
+
+    def chunks(self, cuts: Sequence[int]) -> Iterator[pa.Table]:
+        """Rows [cuts[i], cuts[i+1]) for each i, as one table each, whatever the batches' sizes."""
+        held: list[pa.Table] = []
+        held_from = 0  # row index of held[0]'s first row
+        bounds = iter(zip(cuts[:-1], cuts[1:]))
+        lo, hi = next(bounds, (None, None))
+        for batch in self.batches():
+            held.append(batch)
+            held_to = held_from + sum(t.num_rows for t in held)
+            while lo is not None and held_to >= hi:
+                block = pa.concat_tables(held)
+                yield block.slice(lo - held_from, hi - lo)
+                rest = block.slice(hi - held_from)
+                held, held_from = [rest], hi
+                lo, hi = next(bounds, (None, None))
+        if lo is not None and hi > lo:
+            raise ValueError("the embeddings have fewer rows than the cuts ask for")
+
+    def gather(self, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(vectors, found): float32 rows in the order of `ids` (zeros where not embedded) and a mask
+        of the ids that were found. Above SPILL_BYTES the matrix is a temporary file, mapped."""
+        from pipeline.embed import vectors
+
+        wanted = pa.array(list(ids), pa.string())
+        n = len(wanted)
+        if self.run_dir is not None and n * self.dim * 4 > SPILL_BYTES:
+            spill = tempfile.TemporaryFile(dir=self.run_dir, prefix=".vectors-")  # gone when closed
+            out = np.memmap(spill, dtype=np.float32, mode="w+", shape=(n, self.dim))
+        else:
+            out = np.zeros((n, self.dim), dtype=np.float32)
+        row = pc.index_in(wanted, value_set=self.ids.combine_chunks()).fill_null(-1).to_numpy()
+        found = row >= 0
+        order = np.argsort(row[found], kind="stable")
+        rows, dest = row[found][order], np.flatnonzero(found)[order]
+        offset = 0
+        for batch in self.batches():
+            lo, hi = np.searchsorted(rows, [offset, offset + batch.num_rows])
+            if hi > lo:
+                out[dest[lo:hi]] = vectors(batch)[rows[lo:hi] - offset]
+            offset += batch.num_rows
+        return out, found
