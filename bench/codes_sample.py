@@ -5,8 +5,9 @@
 RUN is a run directory with utterances and embeddings (default runs/ami: the AMI meetings, made by
 `themeshift run ../shared/corpora/ami --out runs/ami`). Each setting runs `run_codes` in its own
 process on a copy of those two tables: the full fit (seed 42), a second full fit with seed 43 (the
-baseline: how far two full fits agree with each other), and fits on stratified samples of the given
-sizes (seed 42) with every other utterance assigned to its nearest code. For each: codes, outlier
+baseline: how far two full fits agree with each other), fits on stratified samples of the given
+sizes (seed 42) with every other utterance assigned to its nearest code, and, for the two smallest
+samples, the same with cluster sizes taken from the sample's own size (the rule rejected). For each: codes, outlier
 share, wall time, the process's peak memory, and the adjusted Rand index against the seed-42 full fit
 over every utterance (unassigned counted as one more label) and over the utterances both assign.
 Prints and writes bench/results/codes_sample.json.
@@ -26,24 +27,29 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
-def one(run_dir: Path, sample: int, seed: int) -> None:
-    """Child process: fit the codes in run_dir and print the stage's record."""
+def one(run_dir: Path, sample: int, seed: int, sizes: str) -> None:
+    """Child process: fit the codes in run_dir and print the stage's record. sizes "sample": cluster
+    sizes from the sample's own size instead of the corpus's scaled by the sample's share."""
     import pipeline  # noqa: F401  (offline environment)
+    import pipeline.codes as codes
     from pipeline.config import load_config
     from pipeline.runner import run_codes
+
+    if sizes == "sample":
+        codes.sample_cluster_sizes = lambda n, population, cfg: codes.cluster_sizes(n, cfg)
 
     cfg = load_config(None, overrides={"codes": {"fit_sample": sample}, "run": {"seed": seed}})
     record = run_codes(run_dir, cfg)
     print(json.dumps({k: v for k, v in record.items() if k != "key"}))
 
 
-def measure(source: Path, work: Path, name: str, sample: int, seed: int) -> dict:
+def measure(source: Path, work: Path, name: str, sample: int, seed: int, sizes: str) -> dict:
     run_dir = work / name
     run_dir.mkdir()
     for table in ("utterances", "embeddings"):
         shutil.copyfile(source / f"{table}.parquet", run_dir / f"{table}.parquet")
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, __file__, "--child", str(run_dir), str(sample), str(seed)],
+    proc = subprocess.Popen([sys.executable, __file__, "--child", str(run_dir), str(sample), str(seed), sizes],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     out = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
@@ -72,7 +78,7 @@ def agreement(reference: Path, other: Path) -> dict:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        one(Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
+        one(Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])
         return
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("run", nargs="?", type=Path, default=REPO / "runs" / "ami")
@@ -81,12 +87,14 @@ def main() -> None:
     sys.path.insert(0, str(REPO / "bench"))
     from _results import save
 
-    settings = [("full, seed 42", 0, 42), ("full, seed 43 (baseline)", 0, 43)]
-    settings += [(f"sample {int(s):,}", int(s), 42) for s in args.samples.split(",")]
+    settings = [("full, seed 42", 0, 42, "share"), ("full, seed 43 (baseline)", 0, 43, "share")]
+    settings += [(f"sample {int(s):,}", int(s), 42, "share") for s in args.samples.split(",")]
+    settings += [(f"sample {int(s):,}, sizes from the sample's n", int(s), 42, "sample")
+                 for s in args.samples.split(",")[:2]]
     rows = []
     with tempfile.TemporaryDirectory(prefix="themeshift-codes-sample-") as tmp:
-        for i, (name, sample, seed) in enumerate(settings):
-            row = measure(args.run, Path(tmp), f"s{i}", sample, seed)
+        for i, (name, sample, seed, sizes) in enumerate(settings):
+            row = measure(args.run, Path(tmp), f"s{i}", sample, seed, sizes)
             row["setting"] = name
             if rows:
                 row.update(agreement(Path(rows[0]["run_dir"]), Path(row["run_dir"])))

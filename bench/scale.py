@@ -80,18 +80,15 @@ def one_setting(corpus: Path, run_dir: Path, workers: int, cpus: int, shard_rows
 
 def end_to_end(run_dir: Path, args, workers: int, shard_rows: int) -> list[dict]:
     """codes, map, shift and report on a segmented and embedded run, one `themeshift` process each."""
-    config = run_dir.parent / "end-to-end.toml"
-    base = args.config.read_text(encoding="utf-8") if args.config else ""
-    config.write_text(base + f'''
-[input]
-speaker_scope_column = "series"
-[embed]
-model = "{args.model}"
-[scale]
-engine = "ray"
-workers = {workers}
-shard_rows = {shard_rows}
-''', encoding="utf-8")
+    import tomllib
+
+    settings = tomllib.loads(args.config.read_text(encoding="utf-8")) if args.config else {}
+    settings.setdefault("input", {})["speaker_scope_column"] = "series"
+    settings.setdefault("embed", {})["model"] = args.model
+    settings.setdefault("scale", {}).update(engine="ray", workers=workers, shard_rows=shard_rows)
+    config = run_dir.parent / "end-to-end.toml"  # flat sections: JSON scalars and lists are TOML too
+    config.write_text("".join(f"[{section}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items())
+                              for section, values in settings.items()), encoding="utf-8")
     exe = Path(sys.executable).parent / "themeshift"
     out = []
     for stage in ("codes", "map", "shift", "report"):

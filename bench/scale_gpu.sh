@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The Ray engine on one GPU machine (one H100 or H200): AMI replicated to 500,000 turns, one GPU
-# embedding worker beside 16 CPUs for segmenting. Writes bench/results/scale_gpu.json.
+# The Ray engine on one GPU machine (one H100 or H200): AMI replicated to 750,000 turns (about 1M
+# utterances), one GPU embedding worker beside the CPUs for segmenting, then codes (on a sample, cuML
+# when installed), map, shift and report end to end. Writes bench/results/scale_gpu.json.
 #   bench/scale_gpu.sh [TURNS]
 # Needs the [scale] extra and a CUDA build of torch in the venv (the Makefile installs the CPU build):
 #   .venv/bin/pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128
@@ -21,4 +22,4 @@ device = "cuda"
 batch_size = 1024
 batch_tokens = 131072
 TOML
-"$PY" bench/scale.py --utterances "${1:-500000}" --workers 1 --cpus "$(nproc)" --config "$config"
+"$PY" bench/scale.py --utterances "${1:-750000}" --workers 1 --cpus "$(nproc)" --config "$config" --end-to-end

@@ -35,6 +35,15 @@ def cluster_sizes(n: int, cfg: dict) -> tuple[int, int]:
     return size, max(2, int(round(c["min_samples_ratio"] * size)))
 
 
+def sample_cluster_sizes(n: int, population: int, cfg: dict) -> tuple[int, int]:
+    """(min_cluster_size, min_samples) for a sample of n of `population` utterances: the whole
+    corpus's sizes scaled by the sample's share, so the sample is cut as finely as the corpus would
+    be (sizes from the sample's own n gave 51 codes instead of 121 on AMI; bench/codes_sample.py)."""
+    size, samples = cluster_sizes(population, cfg)
+    share = n / max(population, 1)
+    return max(5, int(round(size * share))), max(2, int(round(samples * share)))
+
+
 def max_cluster_size(n: int, min_size: int, cfg: dict) -> int:
     """HDBSCAN's cap on a selected cluster (0 = none). Excess-of-mass selection sometimes prefers
     one cluster holding nearly the whole corpus to its many sub-clusters, and which way it goes
@@ -109,7 +118,9 @@ def use_cuml(device: str) -> bool:
     return ready
 
 
-def build_topic_model(n: int, encoder: Encoder, cfg: dict, X: np.ndarray | None = None):
+def build_topic_model(n: int, encoder: Encoder, cfg: dict, X: np.ndarray | None = None,
+                      population: int | None = None):
+    """population: the corpus size when the n utterances are a sample of it (see sample_cluster_sizes)."""
     from bertopic import BERTopic
     from bertopic.dimensionality import BaseDimensionalityReduction
     from bertopic.vectorizers import ClassTfidfTransformer
@@ -117,7 +128,7 @@ def build_topic_model(n: int, encoder: Encoder, cfg: dict, X: np.ndarray | None 
     from sklearn.feature_extraction.text import CountVectorizer
 
     c, seed = cfg["codes"], cfg["run"]["seed"]
-    size, samples = cluster_sizes(n, cfg)
+    size, samples = cluster_sizes(n, cfg) if not population else sample_cluster_sizes(n, population, cfg)
     if n < c["min_utterances_umap"]:
         reducer = BaseDimensionalityReduction()
         clusterer = AgglomerativeClustering(n_clusters=None, metric="cosine", linkage="average",
@@ -162,8 +173,10 @@ def _normalise(m: np.ndarray) -> np.ndarray:
     return m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-12)
 
 
-def fit_codes(utterances: pa.Table, embeddings: pa.Table, encoder: Encoder, cfg: dict) -> CodesResult:
-    """Cluster the embedded utterances into codes; every embedded utterance gets one assignment row."""
+def fit_codes(utterances: pa.Table, embeddings: pa.Table, encoder: Encoder, cfg: dict,
+              population: int | None = None) -> CodesResult:
+    """Cluster the embedded utterances into codes; every embedded utterance gets one assignment row.
+    population: the corpus size when these utterances are a sample of it (codes_scale)."""
     c, seed = cfg["codes"], cfg["run"]["seed"]
     ids = embeddings.column("utterance_id").to_pylist()
     text_by_id = dict(zip(utterances.column("utterance_id").to_pylist(), utterances.column("text").to_pylist()))
@@ -185,7 +198,7 @@ def fit_codes(utterances: pa.Table, embeddings: pa.Table, encoder: Encoder, cfg:
     docs = [d if d else "_" for d in docs]  # an utterance of stop words only still needs a token
     random.seed(seed)
     np.random.seed(seed)
-    model, method, size = build_topic_model(n, encoder, cfg, X)
+    model, method, size = build_topic_model(n, encoder, cfg, X, population)
     _quiet_bertopic()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="n_jobs value")  # a seeded UMAP runs on one thread

@@ -29,8 +29,8 @@ def stratified_sample(strata: list, size: int, seed: int) -> np.ndarray:
     n = len(strata)
     if size >= n:
         return np.arange(n)
-    _, codes = np.unique(np.asarray(strata, dtype=str), return_inverse=True)
-    counts = np.bincount(codes)
+    _, stratum = np.unique(np.asarray(strata, dtype=str), return_inverse=True)
+    counts = np.bincount(stratum)
     exact = counts * (size / n)
     quota = np.floor(exact).astype(np.int64)
     short = size - int(quota.sum())
@@ -40,10 +40,10 @@ def stratified_sample(strata: list, size: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     rank = np.empty(n, dtype=np.int64)
     keys = rng.random(n)
-    by_stratum = np.lexsort((keys, codes))  # rows grouped by stratum, in random order within each
+    by_stratum = np.lexsort((keys, stratum))  # rows grouped by stratum, in random order within each
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     rank[by_stratum] = np.arange(n) - np.repeat(starts, counts)
-    return np.flatnonzero(rank < quota[codes])
+    return np.flatnonzero(rank < quota[stratum])
 
 
 def nearest_codes(X: np.ndarray, centroids: np.ndarray, code_ids: np.ndarray,

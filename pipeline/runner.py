@@ -172,7 +172,7 @@ def run_codes(run_dir: Path, cfg: dict, progress: Progress | None = None, encode
         embeddings = read_table(run_dir, "embeddings")
     else:
         utterances, embeddings = sample
-    result = fit_codes(utterances, embeddings, encoder, cfg)
+    result = fit_codes(utterances, embeddings, encoder, cfg, population=None if sample is None else len(emb_ids))
     del utterances, embeddings
     codes, assignments = result.codes, result.assignments
     if sample is not None:

@@ -11,6 +11,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline.codes import sample_cluster_sizes
 from pipeline.codes_scale import nearest_codes, stratified_sample
 from pipeline.config import load_config
 from pipeline.embed import vectors
@@ -28,6 +29,13 @@ def test_sample_is_proportional_to_strata_and_seeded():
     # 7 of 100: exact shares 3.5, 2.1, 1.4 -> 3, 2, 1 and the largest remainder (a's 0.5) gets the last
     assert Counter(strata[i] for i in stratified_sample(strata, 7, seed=0)) == {"a": 4, "b": 2, "c": 1}
     assert np.array_equal(stratified_sample(strata, 500, seed=0), np.arange(100))
+
+
+def test_a_sample_is_clustered_as_finely_as_its_corpus():
+    cfg = load_config()
+    # AMI: 64,211 utterances give min_cluster_size 127 and min_samples 32; an 8,000 sample an eighth of each
+    assert sample_cluster_sizes(8000, 64211, cfg) == (16, 4)
+    assert sample_cluster_sizes(100, 10**7, cfg) == (5, 2)
 
 
 def test_nearest_code_keeps_the_threshold():
@@ -61,6 +69,7 @@ def test_codes_fitted_on_a_sample_assign_every_utterance(sampled):
     asg = pq.read_table(run_dir / "assignments.parquet")
     codes = pq.read_table(run_dir / "codes.parquet")
     assert record["sampled"] and record["fitted_on"] == SAMPLE
+    assert record["min_cluster_size"] == 10  # the corpus's 29, scaled by 1,200 / 3,378
     assert asg.num_rows == emb.num_rows == 3378
     assert asg.column("utterance_id").equals(emb.column("utterance_id"))
     # Sizes are recounted over every utterance, and the fingerprints over every member.
