@@ -131,6 +131,17 @@ def test_folder_tables_keep_the_lineage_checks(ray_run, tmp_path):
 
 
 @requires_ray
+def test_later_stages_read_the_vectors_of_a_folder_of_parts(ray_run):
+    from pipeline.io.vectors import StoredEmbeddings
+
+    whole = read_table(ray_run, "embeddings")
+    ids = whole.column("utterance_id").to_pylist()
+    asked = [ids[-1], ids[0], ids[2000]]  # last part, first part, a middle one
+    got, found = StoredEmbeddings(ray_run).gather(asked)
+    assert found.all() and np.array_equal(got, vectors(whole)[[len(ids) - 1, 0, 2000]])
+
+
+@requires_ray
 def test_codes_on_a_sample_are_assigned_in_parallel_with_the_local_result(ray_run, tmp_path, encoder):
     from pipeline.runner import run_codes
 
