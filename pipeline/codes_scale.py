@@ -23,13 +23,16 @@ from pipeline import schema
 ASSIGN_BATCH = 200_000  # embeddings per similarity product: ~300 MB of MiniLM vectors
 
 
-def stratified_sample(strata: list, size: int, seed: int) -> np.ndarray:
+def stratified_sample(strata, size: int, seed: int) -> np.ndarray:
     """Sorted row positions of a seeded sample of `size` rows, allocated to the strata in
-    proportion to their sizes (largest remainders), drawn at random within each."""
+    proportion to their sizes (largest remainders), drawn at random within each.
+    strata: each row's stratum, as labels or as integer codes (0..k-1)."""
     n = len(strata)
     if size >= n:
         return np.arange(n)
-    _, stratum = np.unique(np.asarray(strata, dtype=str), return_inverse=True)
+    stratum = np.asarray(strata)
+    if stratum.dtype.kind not in "iu":
+        _, stratum = np.unique(stratum.astype(str), return_inverse=True)
     counts = np.bincount(stratum)
     exact = counts * (size / n)
     quota = np.floor(exact).astype(np.int64)

@@ -213,7 +213,9 @@ def _fit_sample(run_dir: Path, emb_ids: pa.ChunkedArray, cfg: dict) -> tuple[pa.
     stratum = pc.binary_join_element_wise(meta.column("interview_id").take(at),
                                           pc.cast(meta.column("wave").take(at), pa.string()), "\x1f",
                                           null_handling="replace", null_replacement="")
-    keep = stratified_sample(stratum.to_pylist(), size, cfg["run"]["seed"])
+    # integer codes, not ten million Python strings
+    keep = stratified_sample(pc.dictionary_encode(stratum.combine_chunks()).indices.to_numpy(), size,
+                             cfg["run"]["seed"])
     embeddings = read_rows(run_dir, "embeddings", keep)
     texts = read_table(run_dir, "utterances", columns=["utterance_id", "text"])
     texts = texts.filter(pc.is_in(texts.column("utterance_id"), value_set=embeddings.column("utterance_id")))

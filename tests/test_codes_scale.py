@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import shutil
 from collections import Counter
 
@@ -29,6 +30,8 @@ def test_sample_is_proportional_to_strata_and_seeded():
     # 7 of 100: exact shares 3.5, 2.1, 1.4 -> 3, 2, 1 and the largest remainder (a's 0.5) gets the last
     assert Counter(strata[i] for i in stratified_sample(strata, 7, seed=0)) == {"a": 4, "b": 2, "c": 1}
     assert np.array_equal(stratified_sample(strata, 500, seed=0), np.arange(100))
+    codes = np.array([{"a": 0, "b": 1, "c": 2}[s] for s in strata])  # integer codes: the same sample
+    assert np.array_equal(stratified_sample(codes, 10, seed=1), keep)
 
 
 def test_a_sample_is_clustered_as_finely_as_its_corpus():
@@ -36,6 +39,17 @@ def test_a_sample_is_clustered_as_finely_as_its_corpus():
     # AMI: 64,211 utterances give min_cluster_size 127 and min_samples 32; an 8,000 sample an eighth of each
     assert sample_cluster_sizes(8000, 64211, cfg) == (16, 4)
     assert sample_cluster_sizes(100, 10**7, cfg) == (5, 2)
+
+
+def test_gpu_clustering_is_asked_for_or_taken_when_there():
+    from pipeline.codes import use_cuml
+    from pipeline.errors import ConfigError
+
+    assert use_cuml("cpu") is False
+    if importlib.util.find_spec("cuml") is None:  # the CPU machines this suite runs on
+        assert use_cuml("auto") is False
+        with pytest.raises(ConfigError, match="needs cuML and a CUDA GPU"):
+            use_cuml("cuda")
 
 
 def test_nearest_code_keeps_the_threshold():
