@@ -128,7 +128,7 @@ class _Prepared:
     spoken: pd.DataFrame          # (speaker_id, wave) -> n_spoken
     rows: pd.DataFrame            # analysed utterances, sorted by speaker, wave: speaker_id, wave, utterance_id
     P: np.ndarray                 # (n, K) dimension probabilities
-    C: np.ndarray | None          # (n, M) one-hot codes (unassigned: zero row)
+    code: np.ndarray | None       # (n,) each row's column in code_ids, -1 = unassigned (one_hot() expands it)
     code_ids: list[int]
     X: np.ndarray | None          # (n, d) float32 embeddings
     interview: np.ndarray         # (n,) interview index; rows of one interview are contiguous
@@ -139,6 +139,14 @@ class _Prepared:
     blocks: dict[tuple[str, int], tuple[int, int]]  # (speaker, wave) -> [start, stop) into rows
     unmapped: dict[tuple[str, int], float]  # (speaker, wave) -> share of coded units the map left unmapped
     warnings: list[str]
+
+    def one_hot(self, idx: np.ndarray) -> np.ndarray:
+        """(len(idx), M) one-hot codes of rows idx (unassigned: a zero row). Built per speaker and
+        wave: the whole matrix would be utterances x codes (2.4 GB at 656,733 x 457)."""
+        out = np.zeros((len(idx), len(self.code_ids)))
+        code = self.code[idx]
+        out[np.flatnonzero(code >= 0), code[code >= 0]] = 1.0
+        return out
 
 
 def _prepare(utterances: pa.Table, utterance_dimensions: pa.Table, cfg: dict,
@@ -184,14 +192,13 @@ def _prepare(utterances: pa.Table, utterance_dimensions: pa.Table, cfg: dict,
     rows = rows.sort_values(["speaker_id", "wave", "interview_id", "order"], kind="stable").reset_index(drop=True)
     P = wide.loc[rows["utterance_id"], dimensions].to_numpy(dtype=np.float64)
 
-    C, code_ids = None, []
+    column, code_ids = None, []
     if assignments is not None:
         asg = assignments.select(["utterance_id", "code_id"]).to_pandas().drop_duplicates("utterance_id")
         code = rows["utterance_id"].map(asg.set_index("utterance_id")["code_id"]).fillna(-1).astype(np.int64)
         code_ids = sorted(int(c) for c in code.unique() if c >= 0)
-        C = np.zeros((len(rows), len(code_ids)))
-        assigned = code.to_numpy() >= 0
-        C[np.flatnonzero(assigned), np.searchsorted(code_ids, code.to_numpy()[assigned])] = 1.0
+        code = code.to_numpy()
+        column = np.where(code >= 0, np.searchsorted(code_ids, code), -1)
 
     X = None
     if embeddings is not None:
@@ -211,7 +218,7 @@ def _prepare(utterances: pa.Table, utterance_dimensions: pa.Table, cfg: dict,
     for i, key in enumerate(keys):  # rows are sorted, so each (speaker, wave) is one contiguous block
         start, _ = blocks.get(key, (i, i))
         blocks[key] = (start, i + 1)
-    return _Prepared(speakers, spoken, rows, P, C, code_ids, X, interview, turn, question, Q, dimensions, blocks,
+    return _Prepared(speakers, spoken, rows, P, column, code_ids, X, interview, turn, question, Q, dimensions, blocks,
                      unmapped, warnings)
 
 
@@ -331,8 +338,8 @@ def _pair_stats(prep: _Prepared, sa: slice, sb: slice, seed: int, key: tuple, sc
     out = {"share_from": share_a, "share_to": share_b, "change": share_b - share_a, "resample_unit": unit,
            "n_units_from": len(n_a), "n_units_to": len(n_b), "p_min": units.p_min}
     SPa, SPb = _sums(Pa, st_a), _sums(Pb, st_b)
-    if prep.C is not None:
-        SCa, SCb = _sums(prep.C[ia], st_a), _sums(prep.C[ib], st_b)
+    if prep.code is not None:
+        SCa, SCb = _sums(prep.one_hot(ia), st_a), _sums(prep.one_hot(ib), st_b)
     if prep.X is not None:
         SXa, SXb = _sums(prep.X[ia], st_a), _sums(prep.X[ib], st_b)
 
@@ -340,7 +347,7 @@ def _pair_stats(prep: _Prepared, sa: slice, sb: slice, seed: int, key: tuple, sc
     t0 = time.perf_counter()
     out["jsd"], null = _permutation(units, SPa, SPb, js_distance)
     out["p_value"], out["jsd_noise"] = units.p(out["jsd"], null), float(np.mean(null))
-    if prep.C is not None:  # code profiles are shares of assigned utterances: js_distance normalises
+    if prep.code is not None:  # code profiles are shares of assigned utterances: js_distance normalises
         out["jsd_codes"] = float(js_distance(SCa.sum(axis=0), SCb.sum(axis=0)))
         out["p_codes"] = units.p(out["jsd_codes"], js_distance(*split_means(
             units.masks, np.concatenate([SCa, SCb]), units.sizes)))
@@ -361,7 +368,7 @@ def _pair_stats(prep: _Prepared, sa: slice, sb: slice, seed: int, key: tuple, sc
     boot_a, boot_b = resampled_means(ka, SPa, n_a), resampled_means(kb, SPb, n_b)
     out["jsd_ci"] = distance_interval(js_distance(boot_a, boot_b), out["jsd"], level)
     out["change_ci"] = percentile_interval((boot_b - boot_a).T, level)
-    if prep.C is not None:
+    if prep.code is not None:
         out["jsd_codes_ci"] = distance_interval(js_distance(ka @ SCa, kb @ SCb), out["jsd_codes"], level)
     if prep.X is not None:
         out["semantic_drift_ci"] = distance_interval(
@@ -439,12 +446,12 @@ def _speaker_waves(prep: _Prepared, min_n: int) -> pa.Table:
 
 
 def _speaker_codes(prep: _Prepared) -> pa.Table:
-    if prep.C is None:
+    if prep.code is None:
         return schema.SPEAKER_CODES.empty_table()
     role = dict(zip(prep.speakers["speaker_id"], prep.speakers["speaker_role"]))
     cols: dict[str, list] = {f.name: [] for f in schema.SPEAKER_CODES}
     for (sid, wave), (start, stop) in sorted(prep.blocks.items()):
-        counts = prep.C[start:stop].sum(axis=0)
+        counts = prep.one_hot(np.arange(start, stop)).sum(axis=0)
         n_assigned = int(counts.sum())
         for j in np.flatnonzero(counts):
             for name, value in (("speaker_id", sid), ("speaker_role", role.get(sid)), ("wave", wave),
