@@ -203,7 +203,7 @@ def _fit_sample(run_dir: Path, emb_ids: pa.ChunkedArray, cfg: dict) -> tuple[pa.
     """(utterances, embeddings) of the stratified sample the codes are fitted on, when there are more
     than [codes] fit_sample embedded utterances; None: fit on all of them."""
     from pipeline.codes_scale import stratified_sample
-    from pipeline.io.rundir import read_rows, read_table
+    from pipeline.io.rundir import iter_table, read_rows, read_table
 
     size = cfg["codes"]["fit_sample"]
     if not size or len(emb_ids) <= size:
@@ -217,8 +217,9 @@ def _fit_sample(run_dir: Path, emb_ids: pa.ChunkedArray, cfg: dict) -> tuple[pa.
     keep = stratified_sample(pc.dictionary_encode(stratum.combine_chunks()).indices.to_numpy(), size,
                              cfg["run"]["seed"])
     embeddings = read_rows(run_dir, "embeddings", keep)
-    texts = read_table(run_dir, "utterances", columns=["utterance_id", "text"])
-    texts = texts.filter(pc.is_in(texts.column("utterance_id"), value_set=embeddings.column("utterance_id")))
+    sampled = embeddings.column("utterance_id").combine_chunks()
+    texts = pa.concat_tables([batch.filter(pc.is_in(batch.column("utterance_id"), value_set=sampled))
+                              for batch in iter_table(run_dir, "utterances", ["utterance_id", "text"])])
     return texts, embeddings
 
 
