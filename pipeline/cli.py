@@ -198,7 +198,7 @@ def _summary(quiet: bool, record: dict, run_dir: Path) -> None:
 EngineOpt = Annotated[Optional[str], typer.Option(
     "--engine", help="local (default) or ray: segment and embed as Ray jobs, utterances/ and embeddings/ "
                      "as folders of part files, and codes fitted on more than codes.fit_sample utterances "
-                     "assigned to the rest in parallel (needs pip install 'themeshift[scale]').")]
+                     "assigned to the rest in parallel (needs pip install 'themeshift\\[scale]').")]
 AddressOpt = Annotated[Optional[str], typer.Option(
     "--address", help="With --engine ray: the Ray cluster to join (e.g. auto, or HOST:6379); without it Ray "
                       "starts on this machine.")]
@@ -249,8 +249,7 @@ def codes(run_dir: RunArg, config: ConfigOpt = None, model: ModelOpt = None, eng
           address: AddressOpt = None, quiet: QuietOpt = False) -> None:
     """Cluster embedded utterances into candidate first-order codes ([bold]codes.parquet[/], [bold]assignments.parquet[/]).
 
-    Above codes.fit_sample utterances (default 200,000) the codes are fitted on a stratified sample and
-    every other utterance joins its nearest code.
+    Above codes.fit_sample utterances (default 200,000) the codes are fitted on a stratified sample and every other utterance joins its nearest code.
 
     Example: themeshift codes runs/study1
     """

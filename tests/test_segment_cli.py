@@ -162,6 +162,8 @@ def test_help_teaches_with_examples():
     assert res.exit_code == 0 and "themeshift run examples/kt_study" in res.output
     res = runner.invoke(app, ["segment", "--help"])
     assert "--skip-bad" in res.output and "Example" in res.output
+    res = runner.invoke(app, ["codes", "--help"])
+    assert "'themeshift[scale]'" in res.output  # printed as typed, not taken for markup
 
 
 def test_run_until_segment_stops_there(tmp_path):
