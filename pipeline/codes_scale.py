@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from pipeline import schema
 
@@ -112,17 +114,23 @@ def recount_codes(codes: pa.Table, assignments: pa.Table) -> pa.Table:
                             pa.array([fingerprint.get(c, "") for c in code_ids], pa.string()))
 
 
-def assign_all(run_dir: Path, codes: pa.Table, threshold: float, engine: str = "local") -> pa.Table:
+def assign_all(run_dir: Path, codes: pa.Table, threshold: float, engine: str = "local",
+               progress: Callable[[str, int, int], None] | None = None) -> pa.Table:
     """Every embedded utterance's nearest code, one batch (local) or one part file (Ray) at a time."""
     from pipeline.io.rundir import iter_table, part_files, table_path
 
     centroids, code_ids = centroid_matrix(codes)
     path = table_path(run_dir, "embeddings")
+    total = sum(pq.ParquetFile(p).metadata.num_rows for p in (part_files(path) if path.is_dir() else [path]))
     if engine == "ray" and path.is_dir():
         from pipeline.ray_engine import assign_parts
 
-        pieces = assign_parts(part_files(path), centroids, code_ids, threshold)
+        pieces = assign_parts(part_files(path), centroids, code_ids, threshold,
+                              progress and (lambda done: progress("codes (assigning)", done, total)))
     else:
-        pieces = [assign_batch(batch, centroids, code_ids, threshold)
-                  for batch in iter_table(run_dir, "embeddings", batch_rows=ASSIGN_BATCH)]
+        pieces = []
+        for batch in iter_table(run_dir, "embeddings", batch_rows=ASSIGN_BATCH):
+            pieces.append(assign_batch(batch, centroids, code_ids, threshold))
+            if progress:
+                progress("codes (assigning)", sum(p.num_rows for p in pieces), total)
     return pa.concat_tables(pieces) if pieces else pa.Table.from_pylist([], schema=schema.ASSIGNMENTS)

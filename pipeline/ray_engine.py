@@ -226,9 +226,18 @@ def _assign_part(path: str, centroids, code_ids, threshold: float) -> pa.Table:
     return assign_batch(pq.read_table(path), centroids, code_ids, threshold)
 
 
-def assign_parts(parts: list[Path], centroids, code_ids, threshold: float) -> list[pa.Table]:
-    """codes_scale.assign_batch on every embeddings part, one Ray task each; results in part order."""
+def assign_parts(parts: list[Path], centroids, code_ids, threshold: float,
+                 on_rows: Callable[[int], None] | None = None) -> list[pa.Table]:
+    """codes_scale.assign_batch on every embeddings part, one Ray task each; results in part order.
+    on_rows(n): called with the rows assigned so far as parts finish."""
     ray = require_ray()
     task = ray.remote(num_cpus=1)(_assign_part)
     cents, ids = ray.put(centroids), ray.put(code_ids)
-    return ray.get([task.remote(str(p), cents, ids, threshold) for p in parts])
+    refs = [task.remote(str(p), cents, ids, threshold) for p in parts]
+    pending, done = list(refs), 0
+    while pending:  # progress as parts finish, in whatever order they do
+        finished, pending = ray.wait(pending, num_returns=1)
+        done += ray.get(finished[0]).num_rows
+        if on_rows:
+            on_rows(done)
+    return ray.get(refs)

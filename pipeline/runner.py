@@ -176,7 +176,7 @@ def run_codes(run_dir: Path, cfg: dict, progress: Progress | None = None, encode
     del utterances, embeddings
     codes, assignments = result.codes, result.assignments
     if sample is not None:
-        codes, assignments = _assign_beyond_sample(run_dir, result, cfg)
+        codes, assignments = _assign_beyond_sample(run_dir, result, cfg, progress)
     write_table(run_dir, "codes", codes)
     write_table(run_dir, "assignments", assignments)
     model_dir = run_dir / "topic_model"
@@ -223,7 +223,8 @@ def _fit_sample(run_dir: Path, emb_ids: pa.ChunkedArray, cfg: dict) -> tuple[pa.
     return texts, embeddings
 
 
-def _assign_beyond_sample(run_dir: Path, result, cfg: dict) -> tuple[pa.Table, pa.Table]:
+def _assign_beyond_sample(run_dir: Path, result, cfg: dict,
+                          progress: Progress | None = None) -> tuple[pa.Table, pa.Table]:
     """Codes fitted on a sample: every embedded utterance assigned, and the codes' sizes recounted."""
     from contextlib import nullcontext
 
@@ -236,7 +237,7 @@ def _assign_beyond_sample(run_dir: Path, result, cfg: dict) -> tuple[pa.Table, p
     else:
         session = nullcontext()
     with session:
-        nearest = assign_all(run_dir, result.codes, cfg["codes"]["outlier_threshold"], engine)
+        nearest = assign_all(run_dir, result.codes, cfg["codes"]["outlier_threshold"], engine, progress)
     assignments = merge_fitted(nearest, result.assignments)
     return recount_codes(result.codes, assignments), assignments
 

@@ -67,7 +67,10 @@ def _codes_on_sample(source, dest, encoder):
     for name in ("utterances", "embeddings"):
         shutil.copyfile(source / f"{name}.parquet", dest / f"{name}.parquet")
     cfg = load_config(overrides={"codes": {"fit_sample": SAMPLE}})
-    return run_codes(dest, cfg, encoder=encoder), cfg
+    events = []
+    record = run_codes(dest, cfg, progress=lambda *e: events.append(e), encoder=encoder)
+    assert ("codes (assigning)", 3378, 3378) in events  # a progress bar for the long part at scale
+    return record, cfg
 
 
 @pytest.fixture(scope="module")
