@@ -18,7 +18,6 @@ from typing import Callable
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from pipeline import schema
 
@@ -117,20 +116,20 @@ def recount_codes(codes: pa.Table, assignments: pa.Table) -> pa.Table:
 def assign_all(run_dir: Path, codes: pa.Table, threshold: float, engine: str = "local",
                progress: Callable[[str, int, int], None] | None = None) -> pa.Table:
     """Every embedded utterance's nearest code, one batch (local) or one part file (Ray) at a time."""
-    from pipeline.io.rundir import iter_table, part_files, table_path
+    from pipeline.io.rundir import iter_table, table_files, table_num_rows, table_path
 
     centroids, code_ids = centroid_matrix(codes)
-    path = table_path(run_dir, "embeddings")
-    total = sum(pq.ParquetFile(p).metadata.num_rows for p in (part_files(path) if path.is_dir() else [path]))
-    if engine == "ray" and path.is_dir():
+    total = table_num_rows(run_dir, "embeddings")
+    if engine == "ray" and table_path(run_dir, "embeddings").is_dir():
         from pipeline.ray_engine import assign_parts
 
-        pieces = assign_parts(part_files(path), centroids, code_ids, threshold,
+        pieces = assign_parts(table_files(run_dir, "embeddings"), centroids, code_ids, threshold,
                               progress and (lambda done: progress("codes (assigning)", done, total)))
     else:
-        pieces = []
+        pieces, done = [], 0
         for batch in iter_table(run_dir, "embeddings", batch_rows=ASSIGN_BATCH):
             pieces.append(assign_batch(batch, centroids, code_ids, threshold))
+            done += batch.num_rows
             if progress:
-                progress("codes (assigning)", sum(p.num_rows for p in pieces), total)
+                progress("codes (assigning)", done, total)
     return pa.concat_tables(pieces) if pieces else pa.Table.from_pylist([], schema=schema.ASSIGNMENTS)

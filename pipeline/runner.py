@@ -10,9 +10,8 @@ from typing import Callable
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from pipeline.io.rundir import part_files, update_manifest, write_table
+from pipeline.io.rundir import table_num_rows, update_manifest, write_table
 
 Progress = Callable[[str, int, int], None]  # (what, done, total)
 
@@ -114,7 +113,7 @@ def run_embed(run_dir: Path, cfg: dict, progress: Progress | None = None, encode
                              "first", Path(run_dir) / "utterances.parquet")
         with ray_engine.ray_session(cfg["scale"]["address"]):
             stats = ray_engine.embed_parts(Path(run_dir), cfg, encoder.model_id, encoder.dim, progress)
-        n_rows = sum(pq.ParquetFile(p).metadata.num_rows for p in part_files(Path(run_dir) / "embeddings"))
+        n_rows = table_num_rows(run_dir, "embeddings")
     else:
         table, embed_stats = embed_utterances(utterances, encoder, cfg, progress)
         write_table(run_dir, "embeddings", table)

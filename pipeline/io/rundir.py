@@ -86,6 +86,17 @@ def part_files(folder: Path) -> list[Path]:
     return sorted(folder.glob("part-*.parquet"))
 
 
+def table_files(run_dir: Path, name: str) -> list[Path]:
+    """The Parquet files that hold a table, in row order: its parts, or its one file."""
+    path = table_path(run_dir, name)
+    return part_files(path) if path.is_dir() else [path]
+
+
+def table_num_rows(run_dir: Path, name: str) -> int:
+    """A table's row count, from the files' footers (no rows read)."""
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in table_files(run_dir, name))
+
+
 def table_sha256(path: Path) -> str:
     """SHA-256 of a table file; of a folder table, over its parts' names and digests."""
     if path.is_dir():
@@ -212,10 +223,8 @@ def iter_table(run_dir: Path, name: str, columns: list[str] | None = None, batch
     """A run table (file or folder) as a stream of tables of at most about batch_rows rows, in row
     order, so a stage can pass over tables larger than memory. Reads without the stale check:
     call read_table(..., columns=[a small column]) first, which checks and records the read."""
-    path = table_path(run_dir, name)
-    files = part_files(path) if path.is_dir() else [path]
     try:
-        for f in files:
+        for f in table_files(run_dir, name):
             parquet = pq.ParquetFile(f)
             # A row group at a time: iter_batches held the whole file in memory (measured: 720 MB for a
             # 200 MB embeddings file, against 390 MB this way).
@@ -224,8 +233,21 @@ def iter_table(run_dir: Path, name: str, columns: list[str] | None = None, batch
                 for start in range(0, table.num_rows, batch_rows):
                     yield table.slice(start, batch_rows)
     except (pa.ArrowException, OSError) as exc:
-        raise InputError(f"unreadable Parquet file ({exc}); re-run `{COMMANDS.get(name, 'its stage')}`", path) \
-            from None
+        raise InputError(f"unreadable Parquet file ({exc}); re-run `{COMMANDS.get(name, 'its stage')}`",
+                         table_path(run_dir, name)) from None
+
+
+def take_sorted(batches, positions):
+    """(lo, hi, rows): for each batch of a stream holding some of the sorted row `positions`, the
+    slice [lo, hi) of positions it holds and those rows. One pass, whatever the batches' sizes."""
+    import numpy as np
+
+    offset = 0
+    for batch in batches:
+        lo, hi = np.searchsorted(positions, [offset, offset + batch.num_rows])
+        if hi > lo:
+            yield int(lo), int(hi), batch.take(pa.array(positions[lo:hi] - offset))
+        offset += batch.num_rows
 
 
 def read_rows(run_dir: Path, name: str, positions, columns: list[str] | None = None,
@@ -234,16 +256,14 @@ def read_rows(run_dir: Path, name: str, positions, columns: list[str] | None = N
     import numpy as np
 
     positions = np.asarray(positions, dtype=np.int64)
-    pieces, offset, schema = [], 0, None
-    for batch in iter_table(run_dir, name, columns, batch_rows):
-        schema = batch.schema
-        lo, hi = np.searchsorted(positions, [offset, offset + batch.num_rows])
-        if hi > lo:
-            pieces.append(batch.take(pa.array(positions[lo:hi] - offset)))
-        offset += batch.num_rows
+    pieces = [rows for _, _, rows in take_sorted(iter_table(run_dir, name, columns, batch_rows), positions)]
     if pieces:
         return pa.concat_tables(pieces)
-    return schema.empty_table() if schema is not None else read_table(run_dir, name, check=False, columns=columns)
+    files = table_files(run_dir, name)  # no row asked for: an empty table of the same columns
+    if not files:  # a folder without parts
+        return read_table(run_dir, name, check=False, columns=columns)
+    schema = pq.read_schema(files[0])
+    return schema.empty_table().select(columns or schema.names)
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -44,10 +44,9 @@ class StoredEmbeddings:
     def _schema(self) -> pa.Schema:
         import pyarrow.parquet as pq
 
-        from pipeline.io.rundir import part_files, table_path
+        from pipeline.io.rundir import table_files
 
-        path = table_path(self.run_dir, "embeddings")
-        return pq.read_schema(part_files(path)[0] if path.is_dir() and part_files(path) else path)
+        return pq.read_schema(table_files(self.run_dir, "embeddings")[0])
 
     def batches(self, rows: int = BATCH_ROWS) -> Iterator[pa.Table]:
         """The table in row order, about `rows` rows at a time."""
@@ -81,6 +80,7 @@ class StoredEmbeddings:
         """(vectors, found): float32 rows in the order of `ids` (zeros where not embedded) and a mask
         of the ids that were found. Above SPILL_BYTES the matrix is a temporary file, mapped."""
         from pipeline.embed import vectors
+        from pipeline.io.rundir import take_sorted
 
         wanted = pa.array(list(ids), pa.string())
         n = len(wanted)
@@ -93,10 +93,6 @@ class StoredEmbeddings:
         found = row >= 0
         order = np.argsort(row[found], kind="stable")
         rows, dest = row[found][order], np.flatnonzero(found)[order]
-        offset = 0
-        for batch in self.batches():
-            lo, hi = np.searchsorted(rows, [offset, offset + batch.num_rows])
-            if hi > lo:
-                out[dest[lo:hi]] = vectors(batch)[rows[lo:hi] - offset]
-            offset += batch.num_rows
+        for lo, hi, taken in take_sorted(self.batches(), rows):
+            out[dest[lo:hi]] = vectors(taken)
         return out, found
