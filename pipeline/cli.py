@@ -312,6 +312,8 @@ def shift(run_dir: RunArg, config: ConfigOpt = None, quiet: QuietOpt = False) ->
         if not quiet:
             c = rec["counts"]
             other = ", ".join(f"{n} {s}" for s, n in c["status"].items() if s != "ok") or "none"
+            for line in rec["findings"]:
+                err.print(line, markup=False, highlight=False)
             err.print(f"{c['speakers']} speakers, {c['status'].get('ok', 0)} wave pairs scored "
                       f"({c['significant']} significant shifts, {c['significant_fdr']} at q < alpha; "
                       f"not scored or flagged: {other}); tables in {run_dir}/")
@@ -658,11 +660,13 @@ def run(input_dir: InputArg, out: OutOpt, config: ConfigOpt = None, model: Model
                 if human is None:
                     raise InputError("--learn needs --human FILE (the researchers' codes to learn from)")
                 run_learn(out, human, cfg, mapping, framework, progress=update, encoder=encoder)
-            run_shift(out, cfg, update, encoder=encoder)
+            shift_rec = run_shift(out, cfg, update, encoder=encoder)
             if human is not None:
                 run_compare(out, human, cfg, mapping, framework)
             run_report(out, cfg, progress=update)
         if not quiet:
+            for line in shift_rec["findings"]:  # what was found first, then where it is
+                err.print(line, markup=False, highlight=False)
             err.print(f"{rec['counts']['codes']} codes; tables, manifest.json and report.html in {out}/")
 
 

@@ -90,6 +90,8 @@ _CHOICES = {
     "codes.device": ("auto", "cpu", "cuda"),
     "map.method": ("similarity", "classifier"),
     "shift.resample_unit": ("auto", "interview", "block", "turn", "utterance"),
+    "shift.speaker_test": ("auto", "permutation", "moderated_t"),
+    "shift.interview_variance": ("borrow", "blocks"),
     "compare.uncoded": ("none", "missing"),
     "compare.unknown_codes": ("error", "ignore"),
     "compare.bootstrap_unit": ("interview", "utterance"),
@@ -112,7 +114,7 @@ _RANGES = {
     "map.code_weight": (0, None), "map.utterance_threshold": (0, 1), "map.utterance_margin": (0, 1),
     "map.quotes": (0, None),
     "shift.min_utterances_per_wave": (0, None), "shift.bootstrap": (0, 1_000_000),
-    "shift.permutations": (0, 1_000_000), "shift.blocks_per_interview": (2, 50),
+    "shift.permutations": (0, 1_000_000), "shift.blocks_per_interview": (2, 50), "shift.min_labellings": (1, None),
     "shift.max_unmapped_share": (0, 1), "shift.min_evidence": (0, 1), "shift.question_match_similarity": (-1, 1),
     "shift.ci_level": (1e-9, 1 - 1e-9), "shift.alpha": (1e-9, 1 - 1e-9),
     "compare.min_overlap": (1e-9, 1), "compare.bootstrap": (0, 1_000_000), "compare.ci_level": (1e-9, 1 - 1e-9),
@@ -159,6 +161,8 @@ def _validate(config: Config) -> None:
     for key in ("extensions", "ignore", "fieldnote_folders", "document_folders"):
         if not all(isinstance(x, str) for x in config["input"][key]):
             raise ConfigError(f"input.{key} must be a list of text")
+    if not config["shift"]["group_by"].strip():
+        raise ConfigError("shift.group_by must name a column (speaker_role or a manifest.csv column), got ''")
     bad = [x for x in config["shift"]["source_types"] if x not in ("interview", "fieldnote", "document")]
     if bad or not config["shift"]["source_types"]:
         raise ConfigError(f"shift.source_types: each must be interview, fieldnote or document, got "

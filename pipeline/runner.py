@@ -354,14 +354,20 @@ def run_shift(run_dir: Path, cfg: dict, progress: Progress | None = None, encode
         from pipeline.questions import question_table
 
         questions = question_table(utterances, _embedding_encoder(run_dir, cfg, encoder), cfg)
+    interviews = (read_table(run_dir, "interviews", "themeshift segment")
+                  if cfg["shift"]["group_by"] != "speaker_role" else None)
     result = compute_shifts(utterances, dims, cfg, optional["embeddings"], optional["assignments"], progress,
-                            questions)
-    names = ("speaker_waves", "speaker_codes", "shifts", "shift_dimensions", "group_shifts", "group_trajectory")
+                            questions, interviews)
+    names = ("speaker_waves", "speaker_codes", "shifts", "shift_dimensions", "group_shifts", "group_trajectory",
+             "group_changes", "group_contrasts", "shift_codes_change")
     for name in names:
         write_table(run_dir, name, getattr(result, name))
     write_table(run_dir, "source_themes", themes)
     for message in result.warnings:
         warnings.warn(message, stacklevel=2)
+    from pipeline.shift_groups import headline
+
+    findings = headline(result.group_changes.to_pandas(), result.shift_dimensions.to_pandas(), cfg["shift"]["alpha"])
     status = Counter(result.shifts.column("status").to_pylist())
     significant = sum(1 for s in result.shifts.column("significant").to_pylist() if s)
     significant_fdr = sum(1 for q in result.shifts.column("q_value").to_pylist() if q is not None
@@ -375,6 +381,7 @@ def run_shift(run_dir: Path, cfg: dict, progress: Progress | None = None, encode
                    "status": dict(sorted(status.items())), "significant": significant,
                    "significant_fdr": significant_fdr, "source_themes": themes.num_rows,
                    "utterances_of_other_source_types_left_out": n_left_out},
+        "findings": findings,
         "warnings": result.warnings,
         "seconds_by_step": result.seconds,
         "seconds": round(time.perf_counter() - started, 3),

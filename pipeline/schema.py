@@ -201,8 +201,12 @@ SHIFTS = pa.schema([
     _f("jsd_ci_low", pa.float64(), "bootstrap interval of jsd, lower end (units resampled within each wave, bias-corrected, >= 0)", True),
     _f("jsd_ci_high", pa.float64(), "bootstrap interval of jsd, upper end", True),
     _f("jsd_noise", pa.float64(), "mean jsd over permutations: the distance exchangeable units alone give", True),
-    _f("p_value", pa.float64(), "permutation p-value of jsd (whole units shuffled between the waves); null when status is no_evidence", True),
-    _f("p_min", pa.float64(), "smallest p-value the permutation can give (1 / number of labellings when all are enumerated)", True),
+    _f("p_value", pa.float64(), "p-value of a change in the dimension profile, by p_method; null when status is no_evidence", True),
+    _f("p_method", pa.string(), "permutation (whole units shuffled between the waves; where they allow shift.min_labellings "
+       "labellings) or moderated_t (per-dimension moderated t, variance borrowed from all speakers, Bonferroni over "
+       "dimensions)", True),
+    _f("p_min", pa.float64(), "smallest p-value the permutation can give (1 / number of labellings when all are "
+       "enumerated); the moderated t has no floor", True),
     _f("q_value", pa.float64(), "Benjamini-Hochberg q-value of p_value over all pairs with status ok", True),
     _f("significant", pa.bool_(), "p_value < shift.alpha and status ok", True),
     _f("from_dimension", pa.string(), "dimension whose share fell most", True),
@@ -255,8 +259,15 @@ SHIFT_DIMENSIONS = pa.schema([
     _f("share_from", pa.float64(), "share of the dimension in wave_from", True),
     _f("share_to", pa.float64(), "share of the dimension in wave_to", True),
     _f("change", pa.float64(), "share_to - share_from (signed)", True),
-    _f("change_ci_low", pa.float64(), "bootstrap interval of change, lower end", True),
-    _f("change_ci_high", pa.float64(), "bootstrap interval of change, upper end", True),
+    _f("change_ci_low", pa.float64(), "moderated-t interval of change, lower end (null unless status is ok or too_few_units)", True),
+    _f("change_ci_high", pa.float64(), "moderated-t interval of change, upper end", True),
+    _f("change_se", pa.float64(), "standard error of change: between-unit variance moderated towards all speakers'", True),
+    _f("df", pa.float64(), "degrees of freedom of the moderated t (the speaker's units - 2, plus the prior's; inf: "
+       "the speakers' variances differ no more than chance)", True),
+    _f("p_value", pa.float64(), "moderated-t p-value of change (two-sided)", True),
+    _f("q_value", pa.float64(), "Benjamini-Hochberg q-value of p_value over all speakers, pairs and dimensions", True),
+    _f("change_shrunk", pa.float64(), "empirical-Bayes change: pulled towards the mean change of the speaker's group "
+       "(group_changes; 'all' when the group has under 3 speakers) by v / (v + tau2)", True),
 ])
 
 GROUP_SHIFTS = pa.schema([
@@ -270,6 +281,71 @@ GROUP_SHIFTS = pa.schema([
     _f("ci_low", pa.float64(), "bootstrap interval over speakers, lower end; null under 2 speakers", True),
     _f("ci_high", pa.float64(), "bootstrap interval over speakers, upper end", True),
     _f("n_significant", pa.int32(), "speakers with p < alpha (jsd, jsd_codes, semantic_drift); null otherwise", True),
+])
+
+GROUP_CHANGES = pa.schema([
+    _f("group", pa.string(), "'all' or a value of shift.group_by (the speaker role by default)"),
+    _f("wave_from", pa.int32(), "earlier wave; null on a row of each speaker's own first -> last waves", True),
+    _f("wave_to", pa.int32(), "later wave; null on a row of each speaker's own first -> last waves", True),
+    _f("is_first_last", pa.bool_(), "the row compares each speaker's first and last observed waves"),
+    _f("level", pa.string(), "profile (the whole dimension profile), dimension, concept (most probable second-order "
+       "concept) or code (first-order code)"),
+    _f("theme", pa.string(), "the dimension, concept or code id; null on a profile row", True),
+    _f("n_speakers", pa.int32(), "speakers in the group with both waves (status ok or too_few_units)"),
+    _f("share_from", pa.float64(), "the group's share of the theme in wave_from (speakers weighted as in change)", True),
+    _f("share_to", pa.float64(), "the group's share in wave_to", True),
+    _f("change", pa.float64(), "mean change across speakers (random effects, DerSimonian-Laird weights); profile: "
+       "total-variation distance between the group's mean profiles (half the summed absolute changes)", True),
+    _f("ci_low", pa.float64(), "interval of change, lower end (Hartung-Knapp-Sidik-Jonkman t); null under 2 speakers "
+       "and on profile rows", True),
+    _f("ci_high", pa.float64(), "interval of change, upper end", True),
+    _f("se", pa.float64(), "standard error of change (HKSJ)", True),
+    _f("p_value", pa.float64(), "p-value of 'no mean change' (method)", True),
+    _f("q_value", pa.float64(), "Benjamini-Hochberg q-value over the rows of the same level", True),
+    _f("method", pa.string(), "random_effects_hksj; profile rows: random_effects_bonferroni (the smallest dimension p "
+       "times the number of dimensions)", True),
+    _f("tau2", pa.float64(), "between-speaker variance of the true changes (squared share points)", True),
+    _f("i2", pa.float64(), "share of the spread of speakers' changes that is between speakers rather than sampling", True),
+    _f("n_rising", pa.int32(), "speakers whose own share of the theme rose", True),
+    _f("n_falling", pa.int32(), "speakers whose own share fell", True),
+])
+
+GROUP_CONTRASTS = pa.schema([
+    _f("group_a", pa.string(), "first group (alphabetical order)"),
+    _f("group_b", pa.string(), "second group"),
+    _f("wave_from", pa.int32(), "earlier wave; null for each speaker's first -> last", True),
+    _f("wave_to", pa.int32(), "later wave; null for each speaker's first -> last", True),
+    _f("is_first_last", pa.bool_(), "the row compares each speaker's first and last observed waves"),
+    _f("level", pa.string(), "dimension or concept"),
+    _f("theme", pa.string(), "the dimension or concept"),
+    _f("n_a", pa.int32(), "speakers in group_a"),
+    _f("n_b", pa.int32(), "speakers in group_b"),
+    _f("change_a", pa.float64(), "group_a's mean change (group_changes)", True),
+    _f("change_b", pa.float64(), "group_b's mean change", True),
+    _f("difference", pa.float64(), "change_a - change_b", True),
+    _f("ci_low", pa.float64(), "interval of the difference, lower end (Welch-Satterthwaite t)", True),
+    _f("ci_high", pa.float64(), "interval of the difference, upper end", True),
+    _f("se", pa.float64(), "standard error of the difference", True),
+    _f("p_value", pa.float64(), "p-value of 'the groups changed alike'; null when a group has under 2 speakers", True),
+    _f("q_value", pa.float64(), "Benjamini-Hochberg q-value over the rows of the same level", True),
+    _f("method", pa.string(), "random_effects_welch", True),
+])
+
+SHIFT_CODES_CHANGE = pa.schema([
+    _f("speaker_id", pa.string(), "speaker"),
+    _f("speaker_role", pa.string(), "role from speakers.csv", True),
+    _f("group", pa.string(), "the speaker's value of shift.group_by", True),
+    _f("wave_from", pa.int32(), "earlier wave"),
+    _f("wave_to", pa.int32(), "later wave"),
+    _f("level", pa.string(), "concept (most probable second-order concept) or code (first-order code)"),
+    _f("theme", pa.string(), "the concept, or the code id as text"),
+    _f("code_id", pa.int32(), "the code (codes.parquet) on code rows", True),
+    _f("share_from", pa.float64(), "share of the speaker's analysed units in wave_from with this theme"),
+    _f("share_to", pa.float64(), "the same in wave_to"),
+    _f("change", pa.float64(), "share_to - share_from"),
+    _f("ci_low", pa.float64(), "moderated-t interval of change, lower end", True),
+    _f("ci_high", pa.float64(), "moderated-t interval of change, upper end", True),
+    _f("change_shrunk", pa.float64(), "change pulled towards the group's mean change (empirical Bayes)", True),
 ])
 
 GROUP_TRAJECTORY = pa.schema([

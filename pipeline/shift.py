@@ -39,8 +39,12 @@ import pandas as pd
 import pyarrow as pa
 
 from pipeline import schema
-from pipeline.errors import InputError
+from pipeline.errors import ConfigError, InputError
 from pipeline.io.readers import label_key
+from pipeline.shift_groups import (
+    PairEstimate, group_sizes, group_tables, interview_excess, moderate_all, shrink_target, shrunken, speaker_test,
+)
+from pipeline.shift_inference import pair_moments
 from pipeline.shift_stats import (
     all_label_masks, benjamini_hochberg, bootstrap_counts, cosine_distance, distance_interval, exact_p, js_distance,
     label_masks, labelling_count, percentile_interval, permutation_p, resampled_means, rng_for, split_means,
@@ -58,6 +62,9 @@ class ShiftResult:
     shift_dimensions: pa.Table
     group_shifts: pa.Table
     group_trajectory: pa.Table
+    group_changes: pa.Table
+    group_contrasts: pa.Table
+    shift_codes_change: pa.Table
     warnings: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -89,7 +96,8 @@ def _dimension_matrix(dims: pa.Table, known_ids: set[str]) -> tuple[pd.DataFrame
     missing = need - set(dims.column_names)
     if missing:
         raise InputError(f"missing column(s) {', '.join(sorted(missing))}", DIMENSIONS_FILE)
-    cols = ["utterance_id", "dimension", "probability"] + (["mapped"] if "mapped" in dims.column_names else [])
+    cols = ["utterance_id", "dimension", "probability"] + [c for c in ("mapped", "second_order")
+                                                            if c in dims.column_names]
     df = dims.select(cols).to_pandas()
     if df["utterance_id"].isna().any() or df["dimension"].isna().any():
         raise InputError("utterance_id and dimension must not be empty", DIMENSIONS_FILE)
@@ -119,6 +127,8 @@ def _dimension_matrix(dims: pa.Table, known_ids: set[str]) -> tuple[pd.DataFrame
         wide["_mapped"] = df.groupby("utterance_id")["mapped"].any().reindex(wide.index).fillna(True)
     else:
         wide["_mapped"] = True
+    if "second_order" in df:  # the utterance's most probable concept, repeated on each dimension row
+        wide["_concept"] = df.groupby("utterance_id")["second_order"].first().reindex(wide.index)
     return wide, dimensions
 
 
@@ -130,6 +140,8 @@ class _Prepared:
     P: np.ndarray                 # (n, K) dimension probabilities
     code: np.ndarray | None       # (n,) each row's column in code_ids, -1 = unassigned (one_hot() expands it)
     code_ids: list[int]
+    concept: np.ndarray | None    # (n,) index into concept_names of each row's most probable concept, -1 = none
+    concept_names: list[str]
     X: np.ndarray | None          # (n, d) float32 embeddings
     interview: np.ndarray         # (n,) interview index; rows of one interview are contiguous
     turn: np.ndarray              # (n,) answer (turn) index; rows of one answer are contiguous
@@ -148,10 +160,38 @@ class _Prepared:
         out[np.flatnonzero(code >= 0), code[code >= 0]] = 1.0
         return out
 
+    def concept_one_hot(self, idx: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(idx), len(self.concept_names)))
+        c = self.concept[idx]
+        out[np.flatnonzero(c >= 0), c[c >= 0]] = 1.0
+        return out
+
+
+def speaker_groups(spk: pd.DataFrame, speakers: pd.DataFrame, group_by: str,
+                   interviews: pa.Table | None) -> tuple[pd.Series, list[str]]:
+    """Each speaker's group for group_changes and group_contrasts: their role, or the value of a
+    manifest column (interviews table) over their interviews (the most frequent one)."""
+    if group_by == "speaker_role":
+        return speakers["speaker_role"], []
+    if interviews is None or group_by not in interviews.column_names:
+        known = ["speaker_role"] + [c for c in (interviews.column_names if interviews is not None else [])
+                                    if c not in ("interview_id", "source_file", "n_turns", "n_utterances",
+                                                 "n_skipped_lines")]
+        raise ConfigError(f"shift.group_by: no column {group_by!r} in the manifest or utterances "
+                          f"(known: {', '.join(known)})")
+    value = interviews.select(["interview_id", group_by]).to_pandas().set_index("interview_id")[group_by]
+    per = spk.assign(_g=spk["interview_id"].map(value).astype(object)).dropna(subset=["_g"])
+    per = per[per["_g"].astype(str).str.strip() != ""]
+    ranked = per.groupby("speaker_id")["_g"].agg(
+        lambda r: sorted(Counter(map(str, r)).items(), key=lambda kv: (-kv[1], kv[0])))
+    warnings = [f"speaker {sid!r} has several values of {group_by} ({', '.join(v for v, _ in r)}); using {r[0][0]!r}"
+                for sid, r in ranked.items() if len(r) > 1]
+    return speakers["speaker_id"].map(ranked.map(lambda r: r[0][0])), warnings
+
 
 def _prepare(utterances: pa.Table, utterance_dimensions: pa.Table, cfg: dict,
              embeddings, assignments: pa.Table | None,
-             questions: pa.Table | None = None) -> _Prepared:
+             questions: pa.Table | None = None, interviews: pa.Table | None = None) -> _Prepared:
     cols = ["utterance_id", "interview_id", "turn_index", "speaker_id", "speaker_role", "wave", "is_interviewer",
             "coded"]
     utt = utterances.select(cols).to_pandas()
@@ -168,6 +208,8 @@ def _prepare(utterances: pa.Table, utterance_dimensions: pa.Table, cfg: dict,
                             f"using {ranked[0][0]!r}")
     speakers = pd.DataFrame({"speaker_id": sorted(spk["speaker_id"].unique())})
     speakers["speaker_role"] = speakers["speaker_id"].map(roles.map(lambda r: r[0][0]))
+    speakers["group"], group_warnings = speaker_groups(spk, speakers, cfg["shift"]["group_by"], interviews)
+    warnings += group_warnings
 
     no_wave = spk["wave"].isna()
     if no_wave.any():
@@ -191,6 +233,11 @@ def _prepare(utterances: pa.Table, utterance_dimensions: pa.Table, cfg: dict,
     # Interviews, and answers within them, stay contiguous: the resampling units are runs of rows.
     rows = rows.sort_values(["speaker_id", "wave", "interview_id", "order"], kind="stable").reset_index(drop=True)
     P = wide.loc[rows["utterance_id"], dimensions].to_numpy(dtype=np.float64)
+    concept, concept_names = None, []
+    if "_concept" in wide:
+        labels = wide.loc[rows["utterance_id"], "_concept"]
+        concept_names = sorted(str(c) for c in labels.dropna().unique())
+        concept = labels.map({c: i for i, c in enumerate(concept_names)}).fillna(-1).to_numpy(dtype=np.int64)
 
     column, code_ids = None, []
     if assignments is not None:
@@ -218,7 +265,7 @@ def _prepare(utterances: pa.Table, utterance_dimensions: pa.Table, cfg: dict,
     for i, key in enumerate(keys):  # rows are sorted, so each (speaker, wave) is one contiguous block
         start, _ = blocks.get(key, (i, i))
         blocks[key] = (start, i + 1)
-    return _Prepared(speakers, spoken, rows, P, column, code_ids, X, interview, turn, question, Q, dimensions, blocks,
+    return _Prepared(speakers, spoken, rows, P, column, code_ids, concept, concept_names, X, interview, turn, question, Q, dimensions, blocks,
                      unmapped, warnings)
 
 
@@ -336,10 +383,18 @@ def _pair_stats(prep: _Prepared, sa: slice, sb: slice, seed: int, key: tuple, sc
     units, (st_a, st_b) = _pair_units(prep, ia, ib, unit, sc, rng_for(seed, "permutation", *key))
     n_a, n_b = units.n_from, units.n_to
     out = {"share_from": share_a, "share_to": share_b, "change": share_b - share_a, "resample_unit": unit,
-           "n_units_from": len(n_a), "n_units_to": len(n_b), "p_min": units.p_min}
+           "n_units_from": len(n_a), "n_units_to": len(n_b), "p_min": units.p_min,
+           "labellings": labelling_count(len(n_a), len(n_a) + len(n_b))}
     SPa, SPb = _sums(Pa, st_a), _sums(Pb, st_b)
+    # The change per theme at each level with its between-unit variance, for the moderated and group tests.
+    out["moments"] = {"dimension": pair_moments(SPa, n_a, SPb, n_b)}
+    if prep.concept_names:
+        out["moments"]["concept"] = pair_moments(_sums(prep.concept_one_hot(ia), st_a), n_a,
+                                                 _sums(prep.concept_one_hot(ib), st_b), n_b)
     if prep.code is not None:
         SCa, SCb = _sums(prep.one_hot(ia), st_a), _sums(prep.one_hot(ib), st_b)
+        if prep.code_ids:
+            out["moments"]["code"] = pair_moments(SCa, n_a, SCb, n_b)
     if prep.X is not None:
         SXa, SXb = _sums(prep.X[ia], st_a), _sums(prep.X[ib], st_b)
 
@@ -527,7 +582,7 @@ def _group_trajectory(waves: pd.DataFrame, cfg: dict) -> pa.Table:
 
 def _verdict(row: dict, st: dict, unmapped: float, ev: float, sc: dict) -> None:
     """No verdict without evidence: profiles the map could not fill, or near-uniform ones, get a
-    status instead of a p-value; too few units to ever reach alpha get a status too."""
+    status instead of a p-value; a permutation test whose units can never reach alpha gets a status too."""
     row.update(unmapped_share=unmapped, evidence=ev)
     if row["status"] != "ok":
         return
@@ -537,7 +592,7 @@ def _verdict(row: dict, st: dict, unmapped: float, ev: float, sc: dict) -> None:
     elif ev < sc["min_evidence"]:
         row.update(status="no_evidence", reason=f"the units' probabilities are near uniform (evidence {ev:.2f} < "
                    f"min_evidence {sc['min_evidence']})")
-    elif st["p_min"] > sc["alpha"]:
+    elif row["p_method"] == "permutation" and st["p_min"] > sc["alpha"]:
         row.update(status="too_few_units", reason=f"{st['n_units_from']} + {st['n_units_to']} {st['resample_unit']} "
                    f"units: p cannot fall below {st['p_min']:.3f}")
     if row["status"] == "no_evidence":
@@ -554,24 +609,69 @@ def _add_q_values(rows: list[dict]) -> None:
             r[q_col] = None if np.isnan(v) else float(v)
 
 
+def speaker_test_for(labellings: int, sc: dict) -> str:
+    """The test of a speaker's profile change: the exact or sampled permutation test where whole
+    units allow at least shift.min_labellings labellings (its p-values can then be small enough for
+    q-values), else the moderated t, whose variance borrows strength from the other speakers."""
+    if sc["speaker_test"] != "auto":
+        return sc["speaker_test"]
+    return "permutation" if labellings >= sc["min_labellings"] else "moderated_t"
+
+
+def _apply_moderated(rows: list[dict], dim_rows: list[dict], estimates: dict, prep: _Prepared,
+                     fits_by: dict, sc: dict) -> None:
+    """Moderated p-values and intervals per dimension, shrunken changes, and the profile p of the
+    pairs whose test is the moderated t."""
+    sizes = group_sizes(list(estimates.values()))
+    by_key = {(r["speaker_id"], r.get("wave_from"), r.get("wave_to")): r for r in rows}
+    dims_by_key: dict[tuple, list[dict]] = {}
+    for d in dim_rows:
+        dims_by_key.setdefault((d["speaker_id"], d["wave_from"], d["wave_to"]), []).append(d)
+    for key, ds in dims_by_key.items():
+        if key not in estimates:  # too few utterances or no evidence: no interval either
+            for d in ds:
+                d.update(change_ci_low=None, change_ci_high=None)
+    excess = (interview_excess(list(estimates.values()), "dimension", fits_by, sizes)
+              if sc["interview_variance"] == "borrow" else {})
+    for key, est in estimates.items():
+        target = shrink_target(fits_by, est, "dimension", sizes)
+        test = speaker_test(est, "dimension", sc["ci_level"], excess.get((est.wave_from, est.wave_to)))
+        shrunk = shrunken(est, "dimension", target)
+        for k, d in enumerate(dims_by_key.get(key, [])):
+            d.update(change_se=float(test["se"][k]), change_ci_low=float(test["ci_low"][k]),
+                     change_ci_high=float(test["ci_high"][k]), df=float(test["df"][k]),
+                     p_value=float(test["p"][k]), change_shrunk=float(shrunk[k]))
+        row = by_key[key]
+        if row["p_method"] == "moderated_t" and row["status"] == "ok":
+            row["p_value"] = test["p_profile"]
+    ok = [d for d in dim_rows if d.get("p_value") is not None and np.isfinite(d["p_value"])]
+    for d, q in zip(ok, benjamini_hochberg(np.array([d["p_value"] for d in ok], dtype=float))):
+        d["q_value"] = float(q)
+
+
 def compute_shifts(utterances: pa.Table, utterance_dimensions: pa.Table, cfg: dict,
                    embeddings=None, assignments: pa.Table | None = None,
-                   progress: Progress | None = None, questions: pa.Table | None = None) -> ShiftResult:
+                   progress: Progress | None = None, questions: pa.Table | None = None,
+                   interviews: pa.Table | None = None) -> ShiftResult:
     """All shift tables from the run's tables (a pure function of its inputs, config and seed).
 
     embeddings (optional): a table, or io.vectors.StoredEmbeddings to read only the analysed rows.
 
     questions (optional, schema.QUESTIONS): the embedded interviewer question each answer follows,
-    for the question-matched shift."""
+    for the question-matched shift.
+
+    interviews (optional): the interviews table, whose manifest columns shift.group_by may name."""
     sc, seed = cfg["shift"], cfg["run"]["seed"]
     min_n = sc["min_utterances_per_wave"]
-    prep = _prepare(utterances, utterance_dimensions, cfg, embeddings, assignments, questions)
+    prep = _prepare(utterances, utterance_dimensions, cfg, embeddings, assignments, questions, interviews)
+    group_of = dict(zip(prep.speakers["speaker_id"], prep.speakers["group"]))
+    estimates: dict[tuple, PairEstimate] = {}
     waves_of = prep.spoken.groupby("speaker_id")["wave"].apply(lambda w: sorted(int(x) for x in w)).to_dict()
     size = {k: stop - start for k, (start, stop) in prep.blocks.items()}
     timing: Counter = Counter()
     rows: list[dict] = []
     dim_rows: list[dict] = []
-    todo = [(sid, role, p) for sid, role in prep.speakers.itertuples(index=False)
+    todo = [(sid, role, p) for sid, role, _ in prep.speakers.itertuples(index=False)
             for p in (_pairs(waves_of.get(sid, [])) or [None])]
     for done, (sid, role, pair) in enumerate(todo, 1):
         row = {"speaker_id": sid, "speaker_role": role, "is_consecutive": False, "is_first_last": False}
@@ -606,10 +706,16 @@ def compute_shifts(utterances: pa.Table, utterance_dimensions: pa.Table, cfg: di
                            semantic_drift_ci_high=st["semantic_drift_ci"][1], semantic_noise=st["semantic_noise"],
                            semantic_ratio=st["semantic_ratio"], p_semantic=st["p_semantic"])
             row.update({k: st.get(k) for k in ("jsd_matched", "p_matched", "n_matched_from", "n_matched_to")})
+            row["p_method"] = speaker_test_for(st["labellings"], sc)
+            if row["p_method"] == "moderated_t":
+                row["p_value"] = None  # filled once every speaker's variance is known
             unmapped = max(prep.unmapped.get((sid, wf), 0.0), prep.unmapped.get((sid, wt), 0.0))
             _verdict(row, st, unmapped, min(evidence(prep.P[sa]), evidence(prep.P[sb])), sc)
-            row["significant"] = (None if row["p_value"] is None
-                                  else bool(row["p_value"] < sc["alpha"] and row["status"] == "ok"))
+            if row["status"] in ("ok", "too_few_units"):
+                group = group_of.get(sid)
+                estimates[(sid, wf, wt)] = PairEstimate(
+                    sid, None if isinstance(group, float) else group, wf, wt, row["is_first_last"],
+                    st["resample_unit"], st["moments"])
             for k, dim in enumerate(prep.dimensions):
                 dim_rows.append({"speaker_id": sid, "speaker_role": role, "wave_from": wf, "wave_to": wt,
                                  "dimension": dim, "share_from": st["share_from"][k], "share_to": st["share_to"][k],
@@ -619,6 +725,17 @@ def compute_shifts(utterances: pa.Table, utterance_dimensions: pa.Table, cfg: di
         if progress:
             progress("shift speakers", done, len(todo))
 
+    t0 = time.perf_counter()
+    moderate_all(list(estimates.values()))
+    themes = {"dimension": prep.dimensions, "concept": prep.concept_names, "code": [str(c) for c in prep.code_ids]}
+    changes, contrasts, fits_by = group_tables(list(estimates.values()), themes, sc, prep.warnings)
+    _apply_moderated(rows, dim_rows, estimates, prep, fits_by, sc)
+    for row in rows:
+        if "p_method" in row:
+            row["significant"] = (None if row.get("p_value") is None
+                                  else bool(row["p_value"] < sc["alpha"] and row["status"] == "ok"))
+    codes_change = speaker_theme_changes(estimates, fits_by, prep, sc)
+    timing["moderated_and_groups"] += time.perf_counter() - t0
     _add_q_values(rows)
     shifts = _table({f.name: [r.get(f.name) for r in rows] for f in schema.SHIFTS}, schema.SHIFTS)
     shift_dims = _table({f.name: [r.get(f.name) for r in dim_rows] for f in schema.SHIFT_DIMENSIONS},
@@ -629,4 +746,39 @@ def compute_shifts(utterances: pa.Table, utterance_dimensions: pa.Table, cfg: di
     group_trajectory = _group_trajectory(speaker_waves.to_pandas(), cfg)
     timing["groups"] += time.perf_counter() - t0
     return ShiftResult(speaker_waves, _speaker_codes(prep), shifts, shift_dims, group_shifts, group_trajectory,
-                       prep.warnings, {k: round(v, 3) for k, v in timing.items()})
+                       _frame_table(changes, schema.GROUP_CHANGES), _frame_table(contrasts, schema.GROUP_CONTRASTS),
+                       codes_change, prep.warnings, {k: round(v, 3) for k, v in timing.items()})
+
+
+def _frame_table(frame: pd.DataFrame, sch: pa.Schema) -> pa.Table:
+    if frame.empty:
+        return sch.empty_table()
+    return _table({f.name: frame[f.name].tolist() if f.name in frame else [None] * len(frame) for f in sch}, sch)
+
+
+def speaker_theme_changes(estimates: dict, fits_by: dict, prep: _Prepared, sc: dict) -> pa.Table:
+    """shift_codes_change: per speaker and wave pair, every concept and code the speaker used in
+    either wave, with its moderated interval and its change shrunk towards the group's."""
+    sizes = group_sizes(list(estimates.values()))
+    role = dict(zip(prep.speakers["speaker_id"], prep.speakers["speaker_role"]))
+    cols: dict[str, list] = {f.name: [] for f in schema.SHIFT_CODES_CHANGE}
+    names = {"concept": prep.concept_names, "code": [str(c) for c in prep.code_ids]}
+    excess = {level: interview_excess(list(estimates.values()), level, fits_by, sizes)
+              if sc["interview_variance"] == "borrow" else {} for level in ("concept", "code")}
+    for (sid, wf, wt), est in sorted(estimates.items()):
+        for level in ("concept", "code"):
+            if level not in est.moments:
+                continue
+            m = est.moments[level]
+            target = shrink_target(fits_by, est, level, sizes)
+            test = speaker_test(est, level, sc["ci_level"], excess[level].get((wf, wt)))
+            shrunk = shrunken(est, level, target)
+            for j in np.flatnonzero((m.share_from > 0) | (m.share_to > 0)):
+                for name, value in (("speaker_id", sid), ("speaker_role", role.get(sid)), ("group", est.group),
+                                    ("wave_from", wf), ("wave_to", wt), ("level", level), ("theme", names[level][j]),
+                                    ("code_id", prep.code_ids[j] if level == "code" else None),
+                                    ("share_from", m.share_from[j]), ("share_to", m.share_to[j]),
+                                    ("change", m.change[j]), ("ci_low", test["ci_low"][j]),
+                                    ("ci_high", test["ci_high"][j]), ("change_shrunk", shrunk[j])):
+                    cols[name].append(value)
+    return _table(cols, schema.SHIFT_CODES_CHANGE)

@@ -148,7 +148,8 @@ def test_figures_are_svg_with_their_numbers(full_run):
     names = {p.name for p in fig_dir.iterdir()}
     assert names == {"dimension_shares.svg", "dimension_shares.csv", "shift_magnitude.svg", "shift_magnitude.csv",
                      "shift_directions.svg", "shift_directions.csv", "utterance_map_by_code.svg",
-                     "utterance_map_by_dimension.svg", "utterance_map.csv", "agreement.svg", "agreement.csv"}
+                     "utterance_map_by_dimension.svg", "utterance_map.csv", "agreement.svg", "agreement.csv",
+                         "group_changes.svg", "group_changes.csv"}
     for p in fig_dir.glob("*.svg"):
         assert ET.parse(p).getroot().tag == "{http://www.w3.org/2000/svg}svg"
     shifts = pq.read_table(run_dir / "shifts.parquet").to_pandas().set_index("speaker_id")

@@ -76,7 +76,8 @@ def _cfg(**shift):
 
 @pytest.fixture(scope="module")
 def example_result(study):
-    return compute_shifts(study["utterances"], study["dims"], _cfg(bootstrap=500), study["embeddings"],
+    return compute_shifts(study["utterances"], study["dims"], _cfg(bootstrap=500, speaker_test="permutation"),
+                          study["embeddings"],
                           study["assignments"])
 
 
@@ -376,7 +377,8 @@ def test_cli_writes_the_tables_and_reports_a_missing_input_in_one_line(study, tm
     for name in ("utterances", "embeddings"):
         shutil.copy(study["dir"] / f"{name}.parquet", run)
     cfg_file = tmp_path / "fast.toml"
-    cfg_file.write_text("[shift]\nbootstrap = 100\npermutations = 100\n")  # >= 70 block labellings: exact
+    cfg_file.write_text("[shift]\nbootstrap = 100\npermutations = 100\n"  # >= 70 block labellings: exact
+                        "speaker_test = \"permutation\"\n")
     missing = CliRunner().invoke(app, ["shift", str(run), "-c", str(cfg_file)])
     assert missing.exit_code == 2
     assert "missing utterance_dimensions.parquet; run `themeshift map` first" in missing.output
@@ -385,7 +387,11 @@ def test_cli_writes_the_tables_and_reports_a_missing_input_in_one_line(study, tm
     ok = CliRunner().invoke(app, ["shift", str(run), "-c", str(cfg_file)])
     assert ok.exit_code == 0, ok.output
     assert "14 speakers, 14 wave pairs scored (6 significant shifts, 0 at q < alpha" in ok.output
+    # findings first: the group estimate with its interval and p, before the counts
+    assert ok.output.index("CORE (4 speakers), wave 1 -> 2: push -") < ok.output.index("14 speakers, 14 wave pairs")
     for name, sch in (("shifts", schema.SHIFTS), ("speaker_waves", schema.SPEAKER_WAVES),
+                      ("group_changes", schema.GROUP_CHANGES), ("group_contrasts", schema.GROUP_CONTRASTS),
+                      ("shift_codes_change", schema.SHIFT_CODES_CHANGE),
                       ("group_trajectory", schema.GROUP_TRAJECTORY), ("shift_dimensions", schema.SHIFT_DIMENSIONS)):
         assert pq.read_schema(run / f"{name}.parquet").equals(sch)
     assert pd.read_parquet(run / "shifts.parquet")["semantic_ratio"].notna().all()
