@@ -40,6 +40,7 @@ bench: demo
 	$(BIN)/python bench/shift_speed.py runs/demo
 	$(BIN)/python bench/shift_placebo.py
 	$(BIN)/python bench/shift_power.py
+	$(BIN)/python bench/shift_group.py
 	$(BIN)/python bench/validity.py --learn-shares 0.05,0.2 --learn-config bench/validity_dialogue.toml
 	$(BIN)/python bench/code_labels.py runs/talkmoves
 	$(BIN)/python bench/compare_eval.py runs/demo
