@@ -502,11 +502,36 @@ def _movers(c: _Ctx, g: pd.DataFrame, top: int = 3) -> str:
                          _pts(x.change), "–" if _missing(x.ci_low) else f"{_pts(x.ci_low)} to {_pts(x.ci_high)}",
                          x.p_value, Raw(_e(_quote(q_from, 160)) if q_from else "–"),
                          Raw(_e(_quote(q_to, 160)) if q_to else "–")])
-    return ("<h3>Where the talk moved</h3><p>The second-order concepts whose share changed most in each group "
+    figure = _movers_figure(c, m)
+    return ("<h3>Where the talk moved</h3>" + figure + "<p>The second-order concepts whose share changed most in each group "
             "(an utterance counts for its most probable concept), with a typical sentence from each wave. Per "
             "speaker and per first-order code: <code>shift_codes_change.parquet</code>.</p>"
             + html_table(["group", "waves", "concept", "share from", "share to", "change (points)", "interval",
                           "p-value", "quote, earlier wave", "quote, later wave"], rows))
+
+
+def _movers_figure(c: _Ctx, m: pd.DataFrame, most: int = 8) -> str:
+    """A slope panel per group and wave pair: each concept's share in the earlier and the later wave."""
+    m = m[m["ci_low"].notna()]
+    if m.empty:
+        return ""
+    panel = m["group"] + " " + [_pair_label(r) for r in m.itertuples()]
+    m = m.assign(panel=panel)
+    ranked = m.assign(size=m["change"].abs()).sort_values(["size", "theme"], ascending=[False, True])
+    concepts = list(dict.fromkeys(ranked["theme"]))[:most]
+    short = {t: t if len(t) <= 38 else t[:36] + "…" for t in concepts}
+    m = m[m["theme"].isin(concepts)]
+    values = {(short[r.theme], r.panel): (r.share_from, r.share_to, r.ci_low, r.ci_high) for r in m.itertuples()}
+    cols = ["group", "wave_from", "wave_to", "is_first_last", "theme", "n_speakers", "share_from", "share_to", "change",
+            "ci_low", "ci_high", "p_value", "q_value"]
+    fig = rf.Figure("group_movers", "Where each group's talk moved", rf.change_arrow_chart(
+        [short[t] for t in concepts], list(dict.fromkeys(m["panel"])), values,
+        "Share of each concept per group, earlier wave to later wave", label_w=260),
+        cols, [[getattr(r, k) for k in cols] for r in m.itertuples()],
+        f"The {len(concepts)} concepts whose group share changed most; arrow: earlier to later wave; shaded band: "
+        "the interval of the group's mean change.")
+    c.figures.append(fig)
+    return _figure_html(fig)
 
 
 def _concept_quotes(c: _Ctx) -> dict:
@@ -533,26 +558,35 @@ def _shift_label(r) -> str:
 
 
 def _shift_method(c: _Ctx) -> str:
-    from math import comb
-
     sc = c.cfg["shift"]
-    k = sc["blocks_per_interview"]  # a distance ties with its mirror labelling: the floor is 2 / C(2k, k)
+    k = sc["blocks_per_interview"]
+    s = c.t["shifts"]
+    methods = s["p_method"].value_counts().to_dict() if "p_method" in s else {}
+    used = ", ".join(f"{n} by {m.replace('_', ' ')}" for m, n in sorted(methods.items())) or "none"
     return ("<p>Magnitude: Jensen-Shannon distance between a speaker's dimension profiles in two waves "
             "(0 = the same mix of dimensions, 1 = no overlap). Direction: the dimension whose share fell most → the "
             "one that rose most. Sentences of one answer, and answers close together in one interview, share a "
-            "question and a topic, so they are not independent evidence: intervals and p-values resample and "
-            "shuffle whole units between the waves, whole interviews where a speaker has two or more in a wave, "
-            f"otherwise the interview cut into {k} runs of whole answers "
-            f"(<code>shift.resample_unit = {_e(sc['resample_unit'])}</code>). On placebo splits of real speech "
-            "(one wave's talk cut in two, nothing changed) this flagged 2% of TalkMoves lessons and 5% of "
-            "AMI meeting participants at p &lt; 0.05, where shuffling single answers flagged 20% and "
-            f"18%; with one interview per wave, {k} + {k} blocks allow no p-value below 2/{comb(2 * k, k)} = "
-            f"{2 / comb(2 * k, k):.3f}. Semantic drift gets a p-value only from whole interviews: topic drifts "
-            "within one interview, and its halves differ in content whatever the speaker thinks. The open dot "
-            "is the distance shuffling alone gives. With many speakers, read the q-value: among speakers with "
-            f"q &lt; {sc['alpha']}, about {sc['alpha']:.0%} are expected to be false discoveries. A speaker's "
-            "p-value speaks of this speaker's talk in these interviews; with one interview per wave it cannot "
-            "separate a change of mind from a different conversation.</p>")
+            "question and a topic, so they are not independent evidence: intervals and tests work on whole units, "
+            "whole interviews where a speaker has two or more in a wave, otherwise the interview cut into "
+            f"{k} runs of whole answers (<code>shift.resample_unit = {_e(sc['resample_unit'])}</code>). "
+            "A speaker's p-value comes from a permutation of those units where they allow at least "
+            f"{sc['min_labellings']} labellings, otherwise from a moderated t per dimension (Bonferroni over the "
+            "dimensions): each speaker's between-unit variance is pulled towards the variance all speakers show, so "
+            "two or three interviews per wave, or one, still give a continuous p-value"
+            + (", and with one interview per wave the variance between two interviews of a person, which blocks of "
+               "one interview cannot show, is borrowed from the other speakers" if sc["interview_variance"] == "borrow"
+               else "") + f". Pairs tested here: {used}. With many speakers read the q-value: among speakers with "
+            f"q &lt; {sc['alpha']}, about {sc['alpha']:.0%} are expected to be false discoveries. Semantic drift gets "
+            "a p-value only from whole interviews. A speaker's p-value speaks of this speaker's talk in these "
+            "interviews; with one interview per wave it cannot fully separate a change of mind from a different "
+            "conversation: the group estimates above are the firmer finding.</p>")
+
+
+def _p_cell(p, method) -> Raw | None:
+    if _missing(p):
+        return None
+    short = {"permutation": "perm.", "moderated_t": "mod. t"}.get(method, "")
+    return Raw(f"{p:.3f}" + (f" <small>({short})</small>" if short else ""), p)
 
 
 def _shift_evidence_note(s: pd.DataFrame) -> str:
@@ -611,14 +645,18 @@ def _shifts(c: _Ctx) -> str:
         sd = sd[[(a, int(b), int(d)) in order for a, b, d in zip(sd["speaker_id"], sd["wave_from"], sd["wave_to"])]]
         values = {(order[(r.speaker_id, int(r.wave_from), int(r.wave_to))], r.dimension):
                   (r.share_from, r.share_to, r.change_ci_low, r.change_ci_high) for r in sd.itertuples()}
-        cols = ["speaker_id", "speaker_role", "wave_from", "wave_to", "dimension", "share_from", "share_to", "change",
-                "change_ci_low", "change_ci_high"]
+        shrunk = ({(order[(r.speaker_id, int(r.wave_from), int(r.wave_to))], r.dimension): r.share_from + r.change_shrunk
+                   for r in sd.itertuples() if not _missing(r.change_shrunk)} if "change_shrunk" in sd else {})
+        cols = [k for k in ("speaker_id", "speaker_role", "wave_from", "wave_to", "dimension", "share_from", "share_to",
+                            "change", "change_ci_low", "change_ci_high", "change_shrunk", "p_value", "q_value")
+                if k in sd]
         fig = rf.Figure("shift_directions", "Direction of each speaker's shift", rf.change_arrow_chart(
             list(order.values()), c.dimensions, values,
-            "Per-speaker change in each dimension's share between waves"),
+            "Per-speaker change in each dimension's share between waves", marks=shrunk),
             cols, [[getattr(r, k) for k in cols] for r in sd.itertuples()],
             "Arrow: from the share in the earlier wave to the share in the later one; shaded band: the interval "
-            "of the change. Rows in the order of the chart above.")
+            "of the change; black tick: where the arrow ends when the change is shrunk towards the speaker's "
+            "group (empirical Bayes: noisy speakers move further). Rows in the order of the chart above.")
         c.figures.append(fig)
         out.append(_figure_html(fig))
     elif "shift_dimensions" not in c.t:
@@ -633,7 +671,7 @@ def _shifts(c: _Ctx) -> str:
         units = None if _missing(unit) else f"{int(r.n_units_from)} + {int(r.n_units_to)} {unit}s"
         rows.append([r.speaker_id, r.speaker_role, waves, r.n_from, r.n_to, units, r.jsd,
                      Raw(_e(ci), "" if _missing(r.jsd_ci_low) else r.jsd_ci_low),
-                     r.jsd_noise, r.p_value, getattr(r, "q_value", None),
+                     r.jsd_noise, _p_cell(r.p_value, getattr(r, "p_method", None)), getattr(r, "q_value", None),
                      r.significant if not _missing(r.significant) else None,
                      None if _missing(r.direction) else r.direction.replace("->", "→"), r.max_change,
                      getattr(r, "jsd_matched", None), r.semantic_ratio, r.p_semantic, flag])

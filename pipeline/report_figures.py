@@ -183,11 +183,13 @@ def shift_dumbbell_chart(rows: list[dict], title: str) -> str:
 
 def change_arrow_chart(labels: list[str], dimensions: list[str],
                        values: dict[tuple[str, str], tuple[float, float, float | None, float | None]],
-                       title: str) -> str:
+                       title: str, marks: dict[tuple[str, str], float] | None = None,
+                       label_w: int = 150) -> str:
     """One panel per dimension, one row per speaker: an arrow from the share in the earlier wave
-    to the share in the later one; the shaded band is the bootstrap interval of the change,
-    drawn around the earlier share (where the arrow could end)."""
-    label_w, panel_w, gap, row_h, top = 150, 200, 24, 20, 30
+    to the share in the later one; the shaded band is the interval of the change, drawn around
+    the earlier share (where the arrow could end). marks: an optional second end per row (e.g.
+    the shrunken change), drawn as a black tick."""
+    panel_w, gap, row_h, top = 200, 24, 20, 30
     width = label_w + len(dimensions) * (panel_w + gap)
     y_axis = top + row_h * len(labels) + 4
     ends = [v for a, b, lo, hi in values.values() for v in (a, b, a + hi if _finite(hi) else a) if _finite(v)]
@@ -212,6 +214,10 @@ def change_arrow_chart(labels: list[str], dimensions: list[str],
                 out.append(f'<rect x="{_n(xs(a + lo))}" y="{_n(y - 5)}" width="{_n(band)}" '
                            f'height="10" fill="{c}" fill-opacity="0.18"/>')
             out.append(f'<circle cx="{_n(xs(a))}" cy="{_n(y)}" r="2.5" fill="{c}"/>')
+            if marks and _finite(marks.get((lab, d))):
+                xm = xs(marks[(lab, d)])
+                out.append(f'<line x1="{_n(xm)}" y1="{_n(y - 6)}" x2="{_n(xm)}" y2="{_n(y + 6)}" stroke="#222" '
+                           'stroke-width="1.5"/>')
             if abs(xs(b) - xs(a)) >= 3:
                 sgn = 1 if b > a else -1
                 tip = xs(b)

@@ -10,6 +10,7 @@ from typing import Callable
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from pipeline.io.rundir import table_num_rows, update_manifest, write_table
 
@@ -564,7 +565,9 @@ def run_report(run_dir: Path, cfg: dict, figures_dir: Path | str | None = None, 
         cached = run_dir / "utterance_map.parquet"
         previous = manifest.get("stages", {}).get("report", {}).get("map", {})
         if previous.get("key") == key and cached.is_file():
-            layout = read_table(run_dir, "utterance_map")
+            # The key (the embeddings' digest and the map settings) is this cache's own validity check:
+            # tables other stages rewrote since (shifts, agreement) do not make the layout stale.
+            layout = pq.read_table(cached)
             ids = layout.column("utterance_id").to_pylist()
             xy = np.column_stack([layout.column("x").to_numpy(), layout.column("y").to_numpy()])
         else:

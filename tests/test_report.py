@@ -72,8 +72,22 @@ def test_full_run_has_every_section_and_the_tables_numbers(full_run):
     for s in shifts.itertuples():
         cells = [td.text_content() for td in by_speaker[s.speaker_id].xpath("td")]
         assert cells[5] == f"{s.n_units_from} + {s.n_units_to} {s.resample_unit}s"
-        assert cells[6] == f"{s.jsd:.3f}" and cells[9] == f"{s.p_value:.3f}" and cells[10] == f"{s.q_value:.3f}"
+        method = {"permutation": "perm.", "moderated_t": "mod. t"}[s.p_method]
+        assert cells[6] == f"{s.jsd:.3f}" and cells[9] == f"{s.p_value:.3f} ({method})"
+        assert cells[10] == f"{s.q_value:.3f}"
         assert cells[11] == ("yes" if s.significant else "no")
+
+    # groups first: the findings list is headline() of group_changes, estimates with intervals and p
+    from pipeline.shift_groups import headline
+
+    changes = pq.read_table(run_dir / "group_changes.parquet").to_pandas()
+    dims = pq.read_table(run_dir / "shift_dimensions.parquet").to_pandas()
+    findings = [li.text_content() for li in doc.get_element_by_id("groups").xpath(".//ul/li")]
+    assert findings == headline(changes, dims, 0.05) and findings[0].startswith("CORE (4 speakers), wave 1 -> 2:")
+    core = changes[(changes["group"] == "CORE") & (changes["level"] == "dimension")]
+    top = core.loc[core["change"].abs().idxmax()]
+    assert f"{top.theme} {100 * top.change:+.1f} points [{100 * top.ci_low:+.1f}, {100 * top.ci_high:+.1f}]" \
+        in findings[0]
 
     # the Gioia table: every mapped code once, with its concept and dimension spanning their rows
     ds = pq.read_table(run_dir / "data_structure.parquet").to_pandas()
@@ -149,7 +163,7 @@ def test_figures_are_svg_with_their_numbers(full_run):
     assert names == {"dimension_shares.svg", "dimension_shares.csv", "shift_magnitude.svg", "shift_magnitude.csv",
                      "shift_directions.svg", "shift_directions.csv", "utterance_map_by_code.svg",
                      "utterance_map_by_dimension.svg", "utterance_map.csv", "agreement.svg", "agreement.csv",
-                         "group_changes.svg", "group_changes.csv"}
+                         "group_changes.svg", "group_changes.csv", "group_movers.svg", "group_movers.csv"}
     for p in fig_dir.glob("*.svg"):
         assert ET.parse(p).getroot().tag == "{http://www.w3.org/2000/svg}svg"
     shifts = pq.read_table(run_dir / "shifts.parquet").to_pandas().set_index("speaker_id")

@@ -16,6 +16,7 @@ from pipeline.errors import ConfigError
 from pipeline.shift import compute_shifts
 from pipeline.shift_inference import contrast, fit_prior, moderate, pair_moments, random_effects
 
+from conftest import EXAMPLE
 from test_shift_inference import _tables
 
 BCG = np.array([[4, 119, 11, 128], [6, 300, 29, 274], [3, 228, 11, 209], [62, 13536, 248, 12619],
@@ -162,5 +163,12 @@ def test_group_by_names_a_manifest_column_or_fails_naming_the_key(example_segmen
     r = compute_shifts(utt, dims, _cfg(group_by="profession"), interviews=interviews)
     groups = set(r.group_changes.column("group").to_pylist())
     assert "all" in groups and "statistician" in groups
+    professions = pd.read_csv(EXAMPLE / "manifest.csv").groupby("profession")["speaker_id"].nunique()
+    alone = sorted(professions[professions == 1].index)
+    assert alone  # the example study has professions held by one speaker: one warning line each, no p-value
+    for name in alone:
+        assert any(w.startswith(f"[shift] group_by: group {name!r} has one speaker") for w in r.warnings), name
+        row = r.group_changes.to_pandas().query("group == @name and level == 'dimension'").iloc[0]
+        assert row["n_speakers"] == 1 and pd.isna(row["p_value"]) and pd.isna(row["ci_low"])
     with pytest.raises(ConfigError, match="shift.group_by: no column 'site'"):
         compute_shifts(utt, dims, _cfg(group_by="site"), interviews=interviews)

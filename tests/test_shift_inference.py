@@ -64,7 +64,7 @@ def _cfg(**shift):
 
 def test_topic_drift_within_interviews_is_not_a_shift_under_blocks_but_is_under_turns():
     utterances, dims = _topic_drift_speakers(150)
-    blocks = compute_shifts(utterances, dims, _cfg()).shifts.to_pandas()
+    blocks = compute_shifts(utterances, dims, _cfg(speaker_test="permutation")).shifts.to_pandas()
     turns = compute_shifts(utterances, dims, _cfg(resample_unit="turn")).shifts.to_pandas()
     assert (blocks["resample_unit"] == "block").all()
     assert (blocks["n_units_from"] == 4).all() and (blocks["n_units_to"] == 4).all()
@@ -101,7 +101,7 @@ def test_whole_interviews_are_the_unit_when_a_wave_has_several():
     rows = [("A", w, f"A-{w}-{i}", t) for w, n_int in ((1, 3), (2, 2)) for i in range(n_int) for t in range(30)]
     frame = pd.DataFrame(rows, columns=["speaker_id", "wave", "interview_id", "turn"])
     utterances, dims = _tables(frame, rng.dirichlet([1, 1, 1], len(frame)))
-    s = compute_shifts(utterances, dims, _cfg(permutations=1000)).shifts.to_pandas().iloc[0]
+    s = compute_shifts(utterances, dims, _cfg(permutations=1000, speaker_test="permutation")).shifts.to_pandas().iloc[0]
     assert s["resample_unit"] == "interview" and (s["n_units_from"], s["n_units_to"]) == (3, 2)
     assert s["p_min"] == pytest.approx(1 / comb(5, 3))  # 10 labellings, all enumerated
     assert s["status"] == "too_few_units" and "p cannot fall below 0.100" in s["reason"]
