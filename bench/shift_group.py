@@ -257,6 +257,45 @@ def ami(n_series: int, design: str) -> tuple[Studies, np.ndarray, list[str]]:
     return Studies(P, utt["turn"].to_numpy(), dims.index("exchange"), utt, "person_meeting", design), P, dims
 
 
+def timings(run_dir: str = "runs/demo") -> dict:
+    """Seconds compute_shifts takes on the example study (the answer key's dimensions, its codes
+    and embeddings) and on TalkMoves as a longitudinal study: each teacher series a speaker,
+    its lessons in order the waves (human codes; every series with two or more lessons)."""
+    import pyarrow.parquet as pq
+
+    from pathlib import Path
+
+    from shift_corpora import REPO
+    import sys
+    sys.path.insert(0, str(REPO / "tests"))
+    from test_shift import answer_key_assignments, answer_key_dimensions
+
+    out = {}
+    run = Path(REPO / run_dir)
+    if (run / "utterances.parquet").exists():
+        utt = pq.read_table(run / "utterances.parquet")
+        args = (utt, answer_key_dimensions(utt), load_config(), pq.read_table(run / "embeddings.parquet"),
+                answer_key_assignments(utt))
+        t0 = time.perf_counter()
+        r = compute_shifts(*args)
+        out["example_study"] = {"seconds": round(time.perf_counter() - t0, 2), "pairs": r.shifts.num_rows,
+                                "group_rows": r.group_changes.num_rows}
+    df = talkmoves_teacher_sentences()
+    df = df[df.groupby("series")["interview_id"].transform("nunique") >= 2].reset_index(drop=True)
+    order = df.drop_duplicates("interview_id").sort_values(["series", "lesson_number", "interview_id"])
+    order["wave"] = order.groupby("series").cumcount() + 1
+    frame = df.assign(speaker_id=df["series"], wave=df["interview_id"].map(order.set_index("interview_id")["wave"]),
+                      speaker_role="TEACHER")
+    utterances, dimensions = shift_tables(frame, one_hot(frame["group"], GROUPS), GROUPS)
+    t0 = time.perf_counter()
+    r = compute_shifts(utterances, dimensions, load_config())
+    out["talkmoves_series"] = {"seconds": round(time.perf_counter() - t0, 2), "sentences": len(frame),
+                               "speakers": int(frame["speaker_id"].nunique()), "pairs": r.shifts.num_rows,
+                               "group_rows": r.group_changes.num_rows}
+    print(f"timings: {out}")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--studies", type=int, default=100, help="synthetic studies per design and effect")
@@ -264,10 +303,14 @@ def main() -> None:
     ap.add_argument("--ami-series", type=int, default=12, help="complete AMI series to draw meetings from")
     ap.add_argument("--designs", default="answers,single", help="what an interview is made of (see above)")
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--timing-only", action="store_true", help="only time shift on the example study and TalkMoves")
     ap.add_argument("--no-learned", dest="learned", action="store_false",
                     help="skip the learned-codes agreement (it embeds TalkMoves' teacher sentences once)")
     args = ap.parse_args()
-    results: dict = {"alpha": ALPHA, "studies": args.studies, "corpora": {}}
+    if args.timing_only:
+        save("shift_group_timing", timings())
+        return
+    results: dict = {"alpha": ALPHA, "studies": args.studies, "corpora": {}, "timing": timings()}
     for corpus in args.corpora.split(","):
         for design in args.designs.split(","):
             t0 = time.perf_counter()
