@@ -151,12 +151,17 @@ ModelOpt = Annotated[Optional[str], typer.Option(
 RunArg = Annotated[Path, typer.Argument(help="Run directory made by `themeshift run` or `themeshift segment`.")]
 
 
-def _check_inputs(cfg: dict, framework: Optional[Path], human: Optional[Path], mapping: Optional[Path]) -> None:
+def _check_inputs(cfg: dict, framework: Optional[Path], human: Optional[Path], mapping: Optional[Path],
+                  input_dir: Optional[Path] = None) -> None:
     """Read and validate every input file a run will need, before its first stage starts."""
     from pipeline.framework import load_framework
     from pipeline.io.human_codes import read_human_codes, read_mapping
+    from pipeline.io.metadata import read_speakers
 
     fw = load_framework(framework or cfg["map"]["framework"] or None)
+    if fw.role_lines and input_dir is not None and Path(input_dir).is_dir():
+        speakers = Path(input_dir) / cfg["input"]["speakers_file"]
+        fw.check_roles({s.role for s in read_speakers(speakers).values()} if speakers.is_file() else set())
     if human is not None:
         read_human_codes(human, cfg["compare"]["qdpx_max_members"], cfg["compare"]["qdpx_max_bytes"])
     if mapping is not None:
@@ -631,7 +636,7 @@ def run(input_dir: InputArg, out: OutOpt, config: ConfigOpt = None, model: Model
 
     with _reporting(quiet, out):
         cfg = _config(config, skip_bad, model, engine, address)
-        _check_inputs(cfg, framework, human, mapping)  # an hour of embedding must not end in a typo's error
+        _check_inputs(cfg, framework, human, mapping, input_dir)  # an hour of embedding must not end in a typo's error
         if not anonymise and (key or names or review or decisions):
             raise InputError("--key, --names, --review and --decisions go with --anonymise")
         with _progress(quiet) as update, _engine_session(cfg):

@@ -6,6 +6,7 @@ type differs from the default's are errors naming the file and key.
 from __future__ import annotations
 
 import copy
+import math
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -43,11 +44,15 @@ def _check_value(key: str, default: Any, value: Any, path: Path) -> Any:
         return float(value)
     if type(value) is not type(default):
         raise ConfigError(f"{key} must be a {_type_name(default)}, got {value!r}", path)
+    if isinstance(value, float) and not math.isfinite(value):  # TOML allows nan and inf; no setting means them
+        raise ConfigError(f"{key} must be a finite number, got {value!r}", path)
     if isinstance(default, list) and default:
         item_type = type(default[0])
         for item in value:
             if type(item) is not item_type and not (item_type is float and type(item) is int):
                 raise ConfigError(f"{key} items must be {_type_name(default[0])}s, got {item!r}", path)
+            if isinstance(item, float) and not math.isfinite(item):
+                raise ConfigError(f"{key} items must be finite numbers, got {item!r}", path)
     return value
 
 
@@ -114,7 +119,7 @@ _RANGES = {
     "map.code_weight": (0, None), "map.utterance_threshold": (0, 1), "map.utterance_margin": (0, 1),
     "map.quotes": (0, None),
     "shift.min_utterances_per_wave": (0, None), "shift.bootstrap": (0, 1_000_000),
-    "shift.permutations": (0, 1_000_000), "shift.blocks_per_interview": (2, 50), "shift.min_labellings": (1, None),
+    "shift.permutations": (100, 1_000_000), "shift.blocks_per_interview": (2, 50), "shift.min_labellings": (1, None),
     "shift.max_unmapped_share": (0, 1), "shift.min_evidence": (0, 1), "shift.question_match_similarity": (-1, 1),
     "shift.ci_level": (1e-9, 1 - 1e-9), "shift.alpha": (1e-9, 1 - 1e-9),
     "compare.min_overlap": (1e-9, 1), "compare.bootstrap": (0, 1_000_000), "compare.ci_level": (1e-9, 1 - 1e-9),
@@ -145,6 +150,10 @@ def _validate(config: Config) -> None:
         if (low is not None and value < low) or (high is not None and value > high):
             span = f"at least {low}" if high is None else f"from {low} to {high}"
             raise ConfigError(f"{key} must be {span}, got {value!r}")
+    for key in ("shift.bootstrap", "compare.bootstrap"):  # 0 turns intervals off; a few replicates give noise
+        section, name = key.split(".")
+        if 0 < config[section][name] < 100:
+            raise ConfigError(f"{key} must be 0 (no intervals) or at least 100, got {config[section][name]!r}")
     device = config["embed"]["device"]
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
         raise ConfigError(f"embed.device must be auto, cpu, mps, cuda or cuda:N, got {device!r}")

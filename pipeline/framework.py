@@ -63,6 +63,24 @@ class Framework:
     description: str = ""
     path: str = ""
     sha256: str = ""
+    role_lines: dict[str, int] = field(default_factory=dict)  # each role named in the file -> first line naming it
+
+    def check_roles(self, speaker_roles) -> None:
+        """A role the framework restricts concepts to that no speaker has would silently empty those
+        concepts (every unit of the role unmapped): one error naming the role, the framework line,
+        the roles the corpus has and the nearest of them."""
+        import difflib
+
+        have = sorted({str(r) for r in speaker_roles if r is not None and r == r and str(r).strip()})
+        keys = {_key(r) for r in have}
+        for role, line in self.role_lines.items():
+            if _key(role) in keys:
+                continue
+            near = difflib.get_close_matches(role, have, n=1, cutoff=0.6)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            known = ", ".join(have) if have else "none (give speakers.csv a role column)"
+            raise InputError(f"framework role {role!r} matches no speaker role (roles in the corpus: {known}){hint}",
+                             self.path or None, line)
 
     def concept(self, name_or_id: str) -> Concept | None:
         wanted = _key(str(name_or_id))
@@ -226,6 +244,13 @@ def load_framework(path: str | Path | None = None) -> Framework:
     dimensions: list[Dimension] = []
     concepts: list[Concept] = []
     seen: dict[str, tuple[int, str]] = {}  # normalised id or name -> (entry, what used it first)
+    role_lines: dict[str, int] = {}
+
+    def roles_of(node: _Map, what: str) -> tuple[str, ...]:
+        found = tuple(r.texts(node, "roles", what))
+        for role in found:
+            role_lines.setdefault(role, node.line)
+        return found
 
     def claim(value: str, what: str, node: _Map, where: str = "") -> None:
         k = _key(value)
@@ -240,7 +265,7 @@ def load_framework(path: str | Path | None = None) -> Framework:
         claim(d_id, f"dimension {d_id!r}", d)
         if _key(d_name) != _key(d_id):
             claim(d_name, f"dimension {d_id!r}", d)
-        d_roles = tuple(r.texts(d, "roles", f"dimension {d_id!r}"))
+        d_roles = roles_of(d, f"dimension {d_id!r}")
         dimensions.append(Dimension(d_id, d_name, r.text(d, "description", "", required=False), d_roles))
         c_list = d.get("concepts")
         if not isinstance(c_list, list) or not c_list:
@@ -258,8 +283,8 @@ def load_framework(path: str | Path | None = None) -> Framework:
             if not descriptions and not exemplars:
                 r.fail(f"{what} has no text: give at least one description or exemplar", c)
             keywords = [k.lower() for k in r.texts(c, "keywords", what)]
-            c_roles = tuple(r.texts(c, "roles", what)) or d_roles
+            c_roles = roles_of(c, what) or d_roles
             concepts.append(Concept(c_id, c_name, d_id, descriptions, exemplars, keywords, c_roles))
     return Framework(name=name, dimensions=dimensions, concepts=concepts,
                      description=r.text(top, "description", "", required=False),
-                     path=str(path.resolve()), sha256=hashlib.sha256(raw).hexdigest())
+                     path=str(path.resolve()), sha256=hashlib.sha256(raw).hexdigest(), role_lines=role_lines)

@@ -259,6 +259,8 @@ def run_map(run_dir: Path, cfg: dict, framework_path: Path | str | None = None,
     framework = load_framework(framework_path or m["framework"] or None)
     utterances = read_table(run_dir, "utterances", "themeshift segment",
                             columns=["utterance_id", "interview_id", "turn_index", "speaker_role", "text"])
+    if framework.role_lines:  # a role nobody has would leave its concepts empty without a word
+        framework.check_roles(pc.unique(utterances.column("speaker_role")).to_pylist())
     embeddings = StoredEmbeddings(run_dir)  # read a chunk of whole turns at a time
     codes = read_table(run_dir, "codes", "themeshift codes")
     assignments = read_table(run_dir, "assignments", "themeshift codes")

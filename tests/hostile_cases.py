@@ -243,6 +243,14 @@ def cases() -> list[Case]:
     add(Case("config alpha out of range", "config", _config("[shift]\nalpha = 1.5\n"), names="bad.toml"))
     add(Case("config batch size 0", "config", _config("[embed]\nbatch_size = 0\n"), names="bad.toml"))
     add(Case("config ci_level 1", "config", _config("[compare]\nci_level = 1.0\n"), names="bad.toml"))
+    add(Case("config nan threshold", "config", _config("[map]\ncode_threshold = nan\n"),
+             names="bad.toml: map.code_threshold must be a finite number, got nan"))
+    add(Case("config infinite alpha", "config", _config("[shift]\nalpha = inf\n"),
+             names="bad.toml: shift.alpha must be a finite number, got inf"))
+    add(Case("config no permutations", "config", _config("[shift]\npermutations = 0\n"),
+             names="bad.toml: shift.permutations must be from 100"))
+    add(Case("config ten bootstrap replicates", "config", _config("[shift]\nbootstrap = 10\n"),
+             names="bad.toml: shift.bootstrap must be 0 (no intervals) or at least 100, got 10"))
     # ---- environment
     add(Case("--out is an existing file", "environment", _out_is_file, code=3, names="taken"))
     add(Case("read-only output folder", "environment", _read_only_out, code=3, names="readonly",

@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import REPO
+from conftest import EXAMPLE, REPO
 from pipeline.config import load_config
 from pipeline.errors import InputError
 from pipeline.framework import load_framework
@@ -197,3 +197,24 @@ def test_learn_beats_a_plain_classifier_on_lessons_nobody_coded(talkmoves_run, t
     # coded lessons: +0.08 with 38 lessons coded in bench/validity.py)
     assert kappas["TEACHER"][0] > kappas["TEACHER"][1] + 0.1, kappas
     assert kappas["STUDENT"][0] > kappas["STUDENT"][1] - 0.01, kappas
+
+
+def test_a_framework_role_no_speaker_has_stops_the_run_before_any_stage(tmp_path):
+    """roles: [PROJEKT] for PROJECT would empty the pull dimension without a word: one line naming the
+    role, the framework line and the nearest role, exit 2, and nothing written."""
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    text = (REPO / "configs" / "frameworks" / "kt_push_pull_exchange.yaml").read_text(encoding="utf-8")
+    marker = "  - id: pull\n"
+    assert marker in text
+    bad = tmp_path / "fw.yaml"
+    bad.write_text(text.replace(marker, marker + "    roles: [PROJEKT]\n"), encoding="utf-8")
+    line = text[: text.index(marker)].count("\n") + 1
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["run", str(EXAMPLE), "--out", str(out), "--framework", str(bad)])
+    assert result.exit_code == 2, result.output
+    assert (f"fw.yaml:{line}: framework role 'PROJEKT' matches no speaker role (roles in the corpus: CORE, "
+            "PROJECT, interviewer); did you mean 'PROJECT'?") in result.output
+    assert not out.exists() or not any(out.glob("*.parquet"))

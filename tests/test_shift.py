@@ -283,7 +283,7 @@ def test_wave_gaps_are_compared_as_observed(study):
     utt = _edit(study["utterances"], wave=lambda d: np.where(
         d.interview_id == "C01-W2", 3,
         np.where((d.interview_id == "C02-W2") & (d.turn_index >= 20), 3, d.wave)).astype("int32"))
-    s = compute_shifts(utt, study["dims"], _cfg(bootstrap=50, permutations=50)).shifts.to_pandas()
+    s = compute_shifts(utt, study["dims"], _cfg(bootstrap=100, permutations=100)).shifts.to_pandas()
     c01 = s[s.speaker_id == "C01"]
     assert c01[["wave_from", "wave_to", "wave_gap", "is_consecutive", "is_first_last"]].values.tolist() == [
         [1, 3, 2, True, True]]
@@ -295,7 +295,7 @@ def test_wave_gaps_are_compared_as_observed(study):
 
 def test_speaker_id_written_two_ways_is_one_speaker_with_a_warning(study):
     utt = _edit(study["utterances"], speaker_id=lambda d: np.where(d.interview_id == "P05-W2", "p-05", d.speaker_id))
-    result = compute_shifts(utt, study["dims"], _cfg(bootstrap=50, permutations=50))
+    result = compute_shifts(utt, study["dims"], _cfg(bootstrap=100, permutations=100))
     s = result.shifts.to_pandas()
     assert "p-05" not in set(s.speaker_id) and (s.speaker_id == "P05").sum() == 1
     assert s.loc[s.speaker_id == "P05", "status"].iloc[0] == "ok"
@@ -320,7 +320,7 @@ def test_segment_and_shift_agree_on_aliases(tmp_path, write):
     ids = coded["utterance_id"].to_pylist()
     dims = pa.table({"utterance_id": np.repeat(ids, 3), "dimension": DIMS * len(ids),
                      "probability": [0.7, 0.2, 0.1] * len(ids)})
-    result = compute_shifts(utt, dims, _cfg(min_utterances_per_wave=1, bootstrap=20, permutations=20))
+    result = compute_shifts(utt, dims, _cfg(min_utterances_per_wave=1, bootstrap=100, permutations=100))
     s = result.shifts.to_pandas()
     assert s["speaker_id"].tolist() == ["PL-03"] and s["wave_to"].tolist() == [2]
     assert s["n_from"].tolist() == [3] and s["n_to"].tolist() == [3]
@@ -333,7 +333,7 @@ def test_wave_without_coded_utterances_single_wave_and_unknown_wave_are_listed(s
     df = utt.to_pandas()
     df["wave"] = df["wave"].astype("Int32").mask(df.speaker_id == "C04")
     utt = pa.Table.from_pandas(df, schema=study["utterances"].schema, preserve_index=False)
-    result = compute_shifts(utt, study["dims"], _cfg(bootstrap=50, permutations=50))
+    result = compute_shifts(utt, study["dims"], _cfg(bootstrap=100, permutations=100))
     s = result.shifts.to_pandas().set_index("speaker_id")
     assert s.loc["C02", "status"] == "too_few_utterances" and s.loc["C02", "n_to"] == 0
     assert s.loc["C02", "reason"] == "wave 2 has 0 coded utterances (minimum 20)"
@@ -351,7 +351,7 @@ def test_wave_without_coded_utterances_single_wave_and_unknown_wave_are_listed(s
 
 def test_too_few_utterances_are_flagged_not_hidden(study):
     s = compute_shifts(study["utterances"], study["dims"],
-                       _cfg(min_utterances_per_wave=120, bootstrap=50, permutations=50)).shifts.to_pandas()
+                       _cfg(min_utterances_per_wave=120, bootstrap=100, permutations=100)).shifts.to_pandas()
     short = s[s.status == "too_few_utterances"]
     # 120+ coded utterances in both waves: C03, P01, P04, P06, P08, P09 (see speaker_waves)
     assert len(s) == 14 and sorted(set(s.speaker_id) - set(short.speaker_id)) == ["C03", "P01", "P04", "P06", "P08", "P09"]
