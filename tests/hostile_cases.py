@@ -193,6 +193,10 @@ def cases() -> list[Case]:
              _segment({"cues.vtt": "WEBVTT\n\n00:00:01.000 --> 00:00:02.000\n<v INT>First question?\n\n"
                        "00:00:03.000 -> 00:00:04\n<v P01>An answer.\n\n00:00:05.000 --> 00:00:06.000\n"
                        "<v INT>Second question?\n"}), code=0, names="cues.vtt:6"))
+    add(Case("vtt timestamps out of range", "transcript",
+             _segment({"late.vtt": "WEBVTT\n\n00:00:01.000 --> 00:00:02.000\n<v INT>First question?\n\n"
+                       "99:99:99.999 --> 99:99:99.999\n<v P01>An answer.\n"}), code=0,
+             names="late.vtt:6: 1 cue(s) with a malformed or impossible timing line"))
     add(Case("unreadable file", "transcript", _unreadable, names="locked.txt", code=3, skip_bad_ok=True,
              root_skip=True))
     add(Case("symlink out of the folder", "transcript", _symlink_out, names="link.txt", skip_bad_ok=True))

@@ -63,9 +63,13 @@ def label_key(label: str) -> str:
 
 
 def parse_timestamp(value: str | None) -> float | None:
+    """Seconds of [hh:]mm:ss[.ttt]; None when absent or impossible (minutes or seconds of 60 or more
+    after the first field: '99:99:99.999' is no time, not 100 hours)."""
     if not value:
         return None
     parts = value.replace(",", ".").split(":")
+    if any(float(part) >= 60 for part in parts[1:]):
+        return None
     seconds = 0.0
     for part in parts:
         seconds = seconds * 60 + float(part)
@@ -193,6 +197,8 @@ def _read_cues(text: str, path: str, fmt: str, encoding: str, known: set[str]) -
             cues.append((line_no + timing_at + 1, None, " ".join(lines[timing_at + 1:])))
             continue
         ts = parse_timestamp(_CUE_TIMING.match(lines[timing_at]).group("start"))
+        if ts is None:  # a timing line in the right shape with an impossible time
+            bad_timing.append(line_no + timing_at)
         cues.append((line_no + timing_at + 1, ts, " ".join(lines[timing_at + 1:])))
     if not cues:
         raise InputError(f"no {fmt.upper()} cues found (expected 'hh:mm:ss --> hh:mm:ss' lines)", path, 1)
@@ -223,7 +229,7 @@ def _read_cues(text: str, path: str, fmt: str, encoding: str, known: set[str]) -
         items.append((current, body, ts, line_no))
     doc = _render(items, fmt, encoding, path)
     if bad_timing:
-        doc.warnings.append(f"{path}:{bad_timing[0]}: {len(bad_timing)} cue(s) with a malformed timing line "
+        doc.warnings.append(f"{path}:{bad_timing[0]}: {len(bad_timing)} cue(s) with a malformed or impossible timing line "
                             f"(lines {', '.join(map(str, bad_timing[:10]))}); their text is kept, without a time")
     return doc
 
