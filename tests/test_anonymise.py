@@ -237,3 +237,18 @@ def test_detection_opens_no_network_connection(monkeypatch, tmp_path):
     assert [(text[f.start:f.end], f.kind) for f in found] == [
         ("Sarah Jones", "person"), ("sarah.jones@nhs.net", "email"), ("07911 123456", "phone"),
         ("LS1 4AP", "postcode")]
+
+
+@pytest.mark.parametrize("number", ["07700 900123", "07700900123", "07700 900 123", "07911-123456",
+                                    "020 7946 0018", "02079460018", "0161 496 0123", "01632 960123",
+                                    "0113 496 0000", "03069 990000"])
+def test_uk_national_phone_formats_are_found(number):
+    """British transcripts hold national formats, drama ranges (07700 900xxx, 01632 960xxx) included, which
+    the number library alone skips; years, NHS numbers and counts are not phone numbers."""
+    from pipeline.pii import Detector
+
+    detector = Detector(load_config()["anonymise"], {})
+    text = f"She called on {number} yesterday, in 2019 about 20 of the 943 476 5919 records."
+    found = [(text[f.start:f.end], f.kind) for f in detector.detect([text])[0]]
+    assert (number, "phone") in found
+    assert [k for _, k in found].count("phone") == 1
