@@ -111,7 +111,8 @@ def _crash_log(run_dir: Optional[Path]) -> Path:
     import traceback
 
     text = traceback.format_exc()
-    for folder in ([Path(run_dir)] if run_dir is not None else []) + [Path(tempfile.gettempdir())]:
+    # the run folder, else the folder the user is in (where they will look), else the temp folder
+    for folder in ([Path(run_dir)] if run_dir is not None else []) + [Path.cwd(), Path(tempfile.gettempdir())]:
         try:
             if folder.is_dir():
                 path = folder / f"themeshift-error-{time.strftime('%Y%m%d-%H%M%S')}.log"

@@ -334,3 +334,23 @@ def test_kill_9_during_embed_then_rerun_gives_the_uninterrupted_tables(tmp_path)
     a = pq.read_table(interrupted / "embeddings.parquet")
     b = pq.read_table(clean / "embeddings.parquet")
     assert a.num_rows == b.num_rows > 0 and a.equals(b)
+
+
+def test_an_unforeseen_error_logs_its_traceback_in_the_run_folder_else_the_current_one(tmp_path, monkeypatch):
+    import pipeline.runner
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("something nobody planned for")
+
+    monkeypatch.setattr(pipeline.runner, "run_shift", boom)
+    monkeypatch.setattr(pipeline.runner, "run_segment", boom)
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    run.mkdir()
+    result = CliRunner().invoke(app, ["shift", str(run)])
+    assert result.exit_code == 1 and "unexpected RuntimeError: something nobody planned for" in result.output
+    assert len(list(run.glob("themeshift-error-*.log"))) == 1
+    result = CliRunner().invoke(app, ["segment", str(tmp_path), "--out", str(tmp_path / "new")])
+    assert result.exit_code == 1
+    logs = list(tmp_path.glob("themeshift-error-*.log"))
+    assert len(logs) == 1 and "RuntimeError" in logs[0].read_text(encoding="utf-8")
