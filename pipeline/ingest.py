@@ -153,6 +153,9 @@ def segment_file(study: Study, rel: str, nlp, cfg: dict) -> FileResult:
     resolver = replace(study.resolver, label_only={})
     out = FileResult(rel)
     try:
+        if storable_name(rel) != rel:
+            raise InputError("the file name is not UTF-8 text; rename the file (tables keep file names as UTF-8)",
+                             rel)
         if Path(rel).suffix.lower() not in [e.lower() for e in inp["extensions"]]:
             raise InputError(f"unknown transcript format {Path(rel).suffix or '(none)'!r} "
                              f"(known: {', '.join(inp['extensions'])}; or add it to input.ignore)", rel)
@@ -163,6 +166,8 @@ def segment_file(study: Study, rel: str, nlp, cfg: dict) -> FileResult:
         else:
             meta = meta_from_filename(rel, study.template)
         out.meta = meta
+        if (folder / rel).is_symlink():
+            _check_link(folder / rel, rel)
         if not (folder / rel).resolve().is_relative_to(folder.resolve()):
             raise InputError("symbolic link to a file outside the input folder; refused", rel)
         data = (folder / rel).read_bytes()
@@ -189,6 +194,22 @@ def segment_file(study: Study, rel: str, nlp, cfg: dict) -> FileResult:
     return out
 
 
+def storable_name(rel: str) -> str:
+    """The file name as UTF-8 text: bytes that are not UTF-8 (kept by the OS as surrogates) are written
+    as \\xNN, so a table can still say which file it was."""
+    return rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _check_link(path: Path, rel: str) -> None:
+    """A symbolic link that leads nowhere, or back to itself, is a bad file, not a crash."""
+    try:
+        path.resolve(strict=True)
+    except FileNotFoundError:
+        raise InputError(f"broken symbolic link: its target {os.readlink(path)!r} does not exist", rel) from None
+    except (RuntimeError, OSError):  # Python 3.11 raises RuntimeError for a loop, later versions OSError
+        raise InputError("symbolic link loop: the link leads back to itself", rel) from None
+
+
 def assemble(study: Study, results: list[FileResult], cfg: dict) -> Corpus:
     """The corpus from every file's result, taken in file order: the first bad file raises (or, with
     run.skip_bad, is rejected); a second file with an interview_id already taken is a duplicate."""
@@ -207,7 +228,7 @@ def assemble(study: Study, results: list[FileResult], cfg: dict) -> Corpus:
                     raise environment_fault(exc) from None
                 raise exc
             reason = exc.message if isinstance(exc, InputError) else f"cannot read: {exc.strerror}"
-            rejected.append({"source_file": r.rel, "line": getattr(exc, "line", None), "reason": reason})
+            rejected.append({"source_file": storable_name(r.rel), "line": getattr(exc, "line", None), "reason": reason})
             continue
         ids_seen[r.meta.interview_id] = r.rel
         for speaker_id, used in r.label_only.items():

@@ -200,6 +200,10 @@ def cases() -> list[Case]:
     add(Case("unreadable file", "transcript", _unreadable, names="locked.txt", code=3, skip_bad_ok=True,
              root_skip=True))
     add(Case("symlink out of the folder", "transcript", _symlink_out, names="link.txt", skip_bad_ok=True))
+    add(Case("symlink loop", "transcript", _symlink_loop,
+             names="loop.txt: symbolic link loop: the link leads back to itself", skip_bad_ok=True))
+    add(Case("dangling symlink", "transcript", _dangling, names="gone.txt: broken symbolic link: its target",
+             skip_bad_ok=True))
     # ---- metadata
     add(Case("manifest wave not a number", "metadata", _manifest("ok.txt,i1,first\n"), names="manifest.csv:2"))
     add(Case("manifest wave 10**30", "metadata", _manifest(f"ok.txt,i1,{10**30}\n"), names="manifest.csv:2"))
@@ -292,6 +296,18 @@ def _symlink_out(folder: Path) -> list[str]:
     secret.write_text("P09: my private words outside the corpus.\nP09: more of them.\n", encoding="utf-8")
     corpus = _corpus(folder, {})
     (corpus / "link.txt").symlink_to(secret)
+    return ["segment", str(corpus), "--out", str(folder / "run")]
+
+
+def _symlink_loop(folder: Path) -> list[str]:
+    corpus = _corpus(folder, {})
+    (corpus / "loop.txt").symlink_to(corpus / "loop.txt")
+    return ["segment", str(corpus), "--out", str(folder / "run")]
+
+
+def _dangling(folder: Path) -> list[str]:
+    corpus = _corpus(folder, {})
+    (corpus / "gone.txt").symlink_to(corpus / "moved_away.txt")
     return ["segment", str(corpus), "--out", str(folder / "run")]
 
 

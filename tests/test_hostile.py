@@ -112,7 +112,11 @@ def test_a_file_name_that_is_not_utf8_is_named_not_a_crash(tmp_path):
         fh.write(b"")
     result = _invoke(["segment", str(corpus), "--out", str(tmp_path / "run")])
     assert result.exit_code == 2 and "Traceback" not in result.output
-    assert "caf\\xe9.txt: empty file" in result.stderr
+    assert "caf\\xe9.txt: the file name is not UTF-8 text; rename the file" in result.stderr
+    (corpus / "ok.txt").write_text(GOOD, encoding="utf-8")
+    skipped = _invoke(["segment", str(corpus), "--out", str(tmp_path / "run2"), "--skip-bad"])
+    assert skipped.exit_code == 0, skipped.output  # the table names the file with the byte escaped
+    assert pq.read_table(tmp_path / "run2" / "rejected.parquet").column("source_file").to_pylist() == ["caf\\xe9.txt"]
 
 
 def test_tables_are_written_with_the_users_umask(tmp_path):
