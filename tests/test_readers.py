@@ -130,3 +130,23 @@ def test_bad_files_raise_one_clear_error(write, name, content, message):
     with pytest.raises(InputError) as info:
         read_document(path, name, KNOWN, ["cp1252"])
     assert message in str(info.value) and str(info.value).startswith(name)
+
+
+def test_a_speaker_label_at_the_top_of_a_pdf_page_starts_a_turn(tmp_path):
+    """A three-page PDF interview: the label at the top of pages 2 and 3 (after the page break) starts a
+    turn as anywhere else, so page 2's interviewer question is not coded as the participant's speech."""
+    from pdf_fixtures import text_pdf
+
+    from pipeline.io.readers import read_document
+
+    pages = [["Interviewer: How did the project start?", "P01: With a small pilot on two wards."],
+             ["Interviewer: And who led it?", "P01: The ward sister, with the data team behind her."],
+             ["P01: Later the whole unit joined.", "Interviewer: Thank you."]]
+    path = text_pdf(tmp_path / "interview.pdf", pages)
+    doc = read_document(path, "interview.pdf", set(), ["cp1252"])
+    expected = [line.split(": ", 1) for page in pages for line in page]
+    assert [(t.label, doc.source_text[t.start:t.end]) for t in doc.turns] == [tuple(e) for e in expected]
+    assert doc.page_starts is not None and len(doc.page_starts) == 3
+    # each turn lies on its own page: turns 2-3 on page 2, turns 4-5 on page 3
+    pages_of = [sum(start >= p for p in doc.page_starts) for start in (t.start for t in doc.turns)]
+    assert pages_of == [1, 1, 2, 2, 3, 3]

@@ -22,9 +22,10 @@ from pipeline.io.decode import decode_text
 FORMATS = {".txt": "txt", ".md": "md", ".docx": "docx", ".vtt": "vtt", ".srt": "srt", ".json": "json", ".pdf": "pdf"}
 
 _TS = r"\d{1,2}:\d{2}(?::\d{2})?(?:[.,]\d{1,3})?"
-# [ts] Label [ts]: [ts] text   -- with optional Markdown bullets/bold around the label.
+# [ts] Label [ts]: [ts] text   -- with optional Markdown bullets/bold around the label; a form feed
+# (a PDF's page break) before the label is whitespace: a page may start with a new speaker.
 _TURN_LINE = re.compile(
-    rf"""^[ \t]*(?:[-*>][ \t]+)?(?:\[?(?P<ts1>{_TS})\]?[ \t]*)?(?:\*\*|__)?
+    rf"""^[ \t\f]*(?:[-*>][ \t]+)?(?:\[?(?P<ts1>{_TS})\]?[ \t]*)?(?:\*\*|__)?
     (?P<label>[^\W\d_][\w.'\u2019()\- ]{{0,38}}?)
     [ \t]*(?:[\[(]?(?P<ts2>{_TS})[\])]?)?[ \t]*(?:\*\*|__)?[ \t]*:[ \t]*(?:\*\*|__)?[ \t]*
     (?:\[?(?P<ts3>{_TS})\]?[ \t]*)?(?P<text>.*)$""",
