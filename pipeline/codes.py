@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 
 from pipeline import schema
 from pipeline.embed import Encoder, vectors
+from pipeline.errors import InputError
 from pipeline.keywords import TOKEN_PATTERN, keyword_texts, vocabulary_min_df
 from pipeline.numba_cache import enable as enable_numba_cache
 from pipeline.reduce import make_umap
@@ -153,8 +154,10 @@ def build_topic_model(n: int, encoder: Encoder, cfg: dict, X: np.ndarray | None 
                             cluster_selection_method="eom", max_cluster_size=max_cluster_size(n, size, cfg),
                             prediction_data=True)
         method = "umap+hdbscan"
-    vectorizer = CountVectorizer(ngram_range=(1, c["ngram_max"]), min_df=vocabulary_min_df(c["min_df"], n),
-                                 token_pattern=TOKEN_PATTERN)
+    # c-TF-IDF counts a word's documents per code: with the handful of codes a small corpus gives, any
+    # min_df above 1 can leave no word at all
+    min_df = 1 if method == "agglomerative" else vocabulary_min_df(c["min_df"], n)
+    vectorizer = CountVectorizer(ngram_range=(1, c["ngram_max"]), min_df=min_df, token_pattern=TOKEN_PATTERN)
     model = BERTopic(
         embedding_model=_encoder_backend(encoder),
         umap_model=reducer,
@@ -196,6 +199,7 @@ def fit_codes(utterances: pa.Table, embeddings: pa.Table, encoder: Encoder, cfg:
     docs = keyword_texts(texts, c["fillers"] + cfg["segment"]["backchannel_words"], c["lemmatizer"],
                          cfg["embed"]["cache_dir"])
     docs = [d if d else "_" for d in docs]  # an utterance of stop words only still needs a token
+    _check_vocabulary(docs, texts)
     random.seed(seed)
     np.random.seed(seed)
     model, method, size = build_topic_model(n, encoder, cfg, X, population)
@@ -232,6 +236,21 @@ def fit_codes(utterances: pa.Table, embeddings: pa.Table, encoder: Encoder, cfg:
                             "probability": np.clip(probs, 0, 1).astype(np.float32),
                             "reason": pa.array(reason.tolist(), pa.string())}, schema=schema.ASSIGNMENTS)
     return CodesResult(codes, assignments, model, method, size)
+
+
+def _check_vocabulary(docs: list[str], texts: list[str]) -> None:
+    """Codes are described by their words: utterances that share fewer than two content words between
+    them (a pilot of near-identical answers) give no codes, and one clear line says why."""
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    try:
+        words = CountVectorizer(token_pattern=TOKEN_PATTERN).fit(docs).vocabulary_
+    except ValueError:
+        words = {}
+    if len(words) < 2:
+        seen = ", ".join(repr(w) for w in sorted(words)) or "none"
+        raise InputError(f"the {len(texts)} coded utterances hold fewer than two distinct content words (found: "
+                         f"{seen}): too repetitive to form codes; add transcripts or code these by hand")
 
 
 def _codes_table(model, topics: np.ndarray, ids: list[str], X: np.ndarray, n_exemplars: int,

@@ -175,3 +175,28 @@ def test_identical_tables_across_processes_with_different_hash_seeds(example_run
         subprocess.run([sys.executable, "-m", "pipeline.cli", "codes", str(run), "--quiet"], check=True, env=env)
     for table in ("codes", "assignments"):
         assert pq.read_table(tmp_path / "1" / f"{table}.parquet").equals(pq.read_table(tmp_path / "2" / f"{table}.parquet"))
+
+
+def test_a_repetitive_pilot_gives_codes_or_one_clear_line(encoder):
+    """63 near-identical answers (the agglomerative fallback): two content words still give a code and its
+    keywords; one word is too little to describe any code, and says so in one line (no c-TF-IDF crash)."""
+    from pipeline.errors import InputError
+
+    cfg = load_config()
+
+    def pilot(answers: list[str]):
+        texts = [answers[i % len(answers)] for i in range(63)]
+        ids = [f"p-t{i}-u0" for i in range(63)]
+        utt = pa.table({"utterance_id": ids, "text": texts})
+        X = encoder.encode(texts)
+        emb = pa.table({"utterance_id": ids, "vector": pa.FixedSizeListArray.from_arrays(
+            pa.array(np.asarray(X, np.float32).ravel()), X.shape[1])})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return fit_codes(utt, emb, encoder, cfg)
+
+    two = pilot(["The ward was busy.", "The ward was busy again.", "Busy ward, busy ward."])
+    assert two.method == "agglomerative" and two.codes.num_rows >= 1
+    assert {"busy", "ward"} & set(two.codes.column("keywords").to_pylist()[0])
+    with pytest.raises(InputError, match="63 coded utterances hold fewer than two distinct content words"):
+        pilot(["Busy.", "Busy!", "Busy, busy."])
