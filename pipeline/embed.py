@@ -23,6 +23,9 @@ from pipeline.models import ModelSpec, cache_root, resolve
 Progress = Callable[[str, int, int], None]
 
 
+CACHE_LAYOUT = "@unpadded"  # cache entries made by unpadded, same-length batches (see _encode_transformer)
+
+
 def text_hash(text: str) -> str:
     return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
 
@@ -59,8 +62,9 @@ class Encoder:
     def with_cache(self, cfg: dict) -> "Encoder":
         """Attach the persistent cache configured in cfg["embed"] (or none when use_cache is off)."""
         self.cache = None
-        if cfg["embed"]["use_cache"]:
-            self.cache = EmbeddingCache(cache_root(cfg["embed"]["cache_dir"]) / "embeddings", self.model_id, self.dim)
+        if cfg["embed"]["use_cache"]:  # vectors from padded batches (before) live under the bare model id
+            self.cache = EmbeddingCache(cache_root(cfg["embed"]["cache_dir"]) / "embeddings",
+                                        f"{self.model_id}{CACHE_LAYOUT}", self.dim)
         return self
 
     def encode(self, texts: list[str], batch_size: int = 64, progress: Progress | None = None,
@@ -77,13 +81,15 @@ class Encoder:
 
     def _encode_transformer(self, texts: list[str], batch_size: int, batch_tokens: int,
                             progress: Progress | None) -> np.ndarray:
-        """Batches cut by padded token count rather than sentence count.
+        """Batches of texts of one token length, cut by token count rather than sentence count.
 
-        Conversation is mostly short turns with a long tail: sorting by token length
-        and filling each forward pass up to batch_tokens (and at most batch_size rows)
-        wastes almost nothing on padding and keeps long turns in small batches. On two
-        CPU cores this is about 1.3x sentence-transformers' own batching of the same
-        model, with the same vectors to within float rounding.
+        A text padded to a longer neighbour's length gets a vector that differs in the
+        last bits (up to 1e-7), and clustering can turn that into other codes: so a batch
+        never pads. Texts of equal length give bit-identical vectors in any batch, of any
+        size, so a vector no longer depends on which other texts were embedded with it,
+        and a run gives the same tables whatever the embedding cache already held.
+        Conversation is mostly short turns with a long tail: sorted by token length, each
+        forward pass is filled up to batch_tokens (and at most batch_size rows).
         """
         model = self.model
         lengths = np.fromiter((len(ids) for ids in model.tokenizer(
@@ -93,7 +99,7 @@ class Encoder:
         done, start = 0, 0
         while start < len(order):
             stop = start + 1
-            while (stop < len(order) and stop - start < batch_size
+            while (stop < len(order) and stop - start < batch_size and lengths[order[stop]] == lengths[order[start]]
                    and (stop - start + 1) * lengths[order[stop]] <= batch_tokens):
                 stop += 1
             rows = order[start:stop]

@@ -8,11 +8,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.embed import embed_utterances, text_hash, vectors
+from pipeline.embed import CACHE_LAYOUT, embed_utterances, text_hash, vectors
 from pipeline.embed_cache import EmbeddingCache
 from pipeline.errors import InputError
 from pipeline.ingest import segment_corpus
 from pipeline.models import resolve
+
+from conftest import EXAMPLE
 
 
 def test_reference_embedding_offline(encoder):
@@ -59,14 +61,14 @@ def test_cache_second_run_embeds_nothing_and_new_interview_only_its_text(two_int
     _, stats3 = _embed(two_interviews.dir, cfg, encoder, cache)
     assert (stats3.coded, stats3.embedded, stats3.cache_hits) == (7, 1, 4)
     fresh = encoder.encode(["We shared the leadership."])[0]
-    cached = EmbeddingCache(cache / "embeddings", encoder.model_id, 384).get([text_hash("We shared the leadership.")])
+    cached = EmbeddingCache(cache / "embeddings", encoder.model_id + CACHE_LAYOUT, 384).get([text_hash("We shared the leadership.")])
     assert np.allclose(list(cached.values())[0], fresh, atol=1e-6)
 
 
 def test_corrupted_cache_shard_is_detected_and_rebuilt(two_interviews, cfg, encoder, tmp_path):
     cache = tmp_path / "cache"
     table, _ = _embed(two_interviews.dir, cfg, encoder, cache)
-    shard = next((cache / "embeddings" / encoder.model_id).glob("shard-*.parquet"))
+    shard = next((cache / "embeddings" / (encoder.model_id + CACHE_LAYOUT)).glob("shard-*.parquet"))
     shard.write_bytes(shard.read_bytes()[:200])  # a crash of some other tool mid-copy
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -100,3 +102,41 @@ def test_embeddings_table_is_fixed_size_float32(two_interviews, cfg, encoder, tm
     table, _ = _embed(two_interviews.dir, cfg, encoder, tmp_path / "c")
     assert table.schema.field("vector").type == pa.list_(pa.float32(), 384)
     assert table.column("utterance_id").to_pylist()[0] == "a-t001-u00"
+
+
+def test_tables_do_not_depend_on_what_the_cache_already_holds(example_segmented, encoder, tmp_path):
+    """The same corpus embedded with an empty cache, and with a cache filled first by the whole example
+    study (its texts embedded in other batches, beside other texts): identical vectors, so identical codes."""
+    import shutil
+
+    from pipeline.config import load_config
+    from pipeline.embed import Encoder
+    from pipeline.runner import run_codes, run_embed, run_segment
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for name in ("speakers.csv",):
+        shutil.copy(EXAMPLE / name, corpus / name)
+    picked = ["core/C01_wave1.docx", "core/C01_wave2.txt", "project/P03_wave1.json", "project/P03_wave2.txt"]
+    rows = [line for line in (EXAMPLE / "manifest.csv").read_text(encoding="utf-8").splitlines()
+            if line.split(",")[0] in picked or line.startswith("file,")]
+    (corpus / "manifest.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    for rel in picked:
+        (corpus / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(EXAMPLE / rel, corpus / rel)
+    tables = {}
+    for which in ("empty", "filled"):
+        cfg = load_config(overrides={"embed": {"cache_dir": str(tmp_path / f"cache-{which}")}})
+        fresh = Encoder(encoder.spec, "cpu")
+        fresh._model = encoder.model  # one model load for the whole suite
+        if which == "filled":  # another corpus first: every text of the example study, in another order
+            texts = pq.read_table(example_segmented / "utterances.parquet").column("text").to_pylist()
+            fresh.with_cache(cfg).encode_cached(texts[::-1], 64)
+        run = tmp_path / f"run-{which}"
+        run_segment(corpus, run, cfg)
+        run_embed(run, cfg, encoder=fresh)
+        run_codes(run, cfg, encoder=fresh)
+        tables[which] = {n: pq.read_table(run / f"{n}.parquet") for n in ("embeddings", "codes", "assignments")}
+    for name in ("embeddings", "codes", "assignments"):
+        assert tables["empty"][name].equals(tables["filled"][name]), name
+    assert tables["empty"]["codes"].num_rows >= 2
