@@ -2,7 +2,8 @@
 
 Each run that embeds something adds one shard, written to a temporary name and
 renamed, so a crash never leaves half a shard and two runs at once never write the
-same file. A shard that cannot be read or holds bad vectors is reported, deleted
+same file. Each shard carries a checksum of its (text hash, vector) pairs. A shard that
+cannot be read, holds bad vectors or no longer matches its checksum is reported, deleted
 and rebuilt from the model. Many small shards are merged under a lock.
 """
 from __future__ import annotations
@@ -35,8 +36,12 @@ class EmbeddingCache:
     def _read(self, shard: Path) -> pa.Table | None:
         try:
             table = pq.read_table(shard)
+            stored = (table.schema.metadata or {}).get(CHECKSUM_KEY, b"").decode("ascii", "replace")
+            table = table.replace_schema_metadata(None)
             if not table.schema.equals(self.schema):
                 raise ValueError("unexpected columns")
+            if stored != checksum(table):  # rows whose vectors were moved to other texts, or any other edit
+                raise ValueError("its rows do not match its checksum")
             mat = table.column("vector").combine_chunks().values.to_numpy(zero_copy_only=False)
             norms = np.linalg.norm(mat.reshape(-1, self.dim), axis=1) if len(mat) else np.ones(0)
             if not np.all(np.isfinite(norms)) or np.any(np.abs(norms - 1) > 1e-3):
@@ -68,7 +73,7 @@ class EmbeddingCache:
                           "vector": pa.FixedSizeListArray.from_arrays(
                               pa.array(np.asarray(vectors, np.float32).reshape(-1)), self.dim)}, schema=self.schema)
         name = f"shard-{os.getpid()}-{uuid.uuid4().hex}.parquet"
-        atomic_write(self.dir / name, lambda tmp: pq.write_table(table, tmp))
+        atomic_write(self.dir / name, lambda tmp: pq.write_table(_with_checksum(table), tmp))
         if len(self._shards()) > MAX_SHARDS:
             self.compact()
 
@@ -87,9 +92,31 @@ class EmbeddingCache:
             keep = _first_occurrences(merged.column("text_hash").to_pylist())
             merged = merged.take(pa.array(keep))
             name = f"shard-{os.getpid()}-{uuid.uuid4().hex}.parquet"
-            atomic_write(self.dir / name, lambda tmp: pq.write_table(merged, tmp))
+            atomic_write(self.dir / name, lambda tmp: pq.write_table(_with_checksum(merged), tmp))
             for shard in shards:
                 shard.unlink(missing_ok=True)
+
+
+CHECKSUM_KEY = b"themeshift.checksum"
+
+
+def checksum(table: pa.Table) -> str:
+    """SHA-256 over every (text hash, vector) pair, taken in text-hash order: whole rows may be
+    reordered, but a vector moved to another text (or changed) is caught."""
+    import hashlib
+
+    if table.num_rows == 0:
+        return hashlib.sha256(b"").hexdigest()
+    table = table.sort_by("text_hash")
+    digest = hashlib.sha256()
+    digest.update("\x1f".join(table.column("text_hash").to_pylist()).encode("ascii"))
+    digest.update(np.ascontiguousarray(table.column("vector").combine_chunks().values.to_numpy(
+        zero_copy_only=False), dtype=np.float32).tobytes())
+    return digest.hexdigest()
+
+
+def _with_checksum(table: pa.Table) -> pa.Table:
+    return table.replace_schema_metadata({CHECKSUM_KEY: checksum(table).encode("ascii")})
 
 
 def _first_occurrences(values: list[str]) -> list[int]:

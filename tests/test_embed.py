@@ -77,6 +77,30 @@ def test_corrupted_cache_shard_is_detected_and_rebuilt(two_interviews, cfg, enco
     assert stats.embedded == 4 and np.allclose(vectors(rebuilt), vectors(table), atol=1e-6)
 
 
+def test_a_poisoned_cache_shard_is_caught_by_its_checksum_and_re_embedded(two_interviews, cfg, encoder, tmp_path):
+    """Valid unit vectors, but each moved to another text: the shard's checksum no longer matches, so it is
+    removed with a warning and the texts are embedded again (whole rows reordered are still fine)."""
+    cache = tmp_path / "cache"
+    table, _ = _embed(two_interviews.dir, cfg, encoder, cache)
+    shard = next((cache / "embeddings" / (encoder.model_id + CACHE_LAYOUT)).glob("shard-*.parquet"))
+    stored = pq.read_table(shard)
+    reordered = stored.take(pa.array(list(range(stored.num_rows))[::-1]))
+    pq.write_table(reordered, shard)  # whole rows, metadata kept: still trusted
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _, stats = _embed(two_interviews.dir, cfg, encoder, cache)
+    assert stats.embedded == 0 and not any("checksum" in str(w.message) for w in caught)
+    shuffled = pa.table({"text_hash": stored.column("text_hash"),
+                         "vector": stored.column("vector").take(pa.array(list(range(stored.num_rows))[::-1]))},
+                        schema=stored.schema)
+    pq.write_table(shuffled, shard)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rebuilt, stats = _embed(two_interviews.dir, cfg, encoder, cache)
+    assert any("do not match its checksum" in str(w.message) for w in caught)
+    assert stats.embedded == 4 and np.array_equal(vectors(rebuilt), vectors(table))
+
+
 def test_concurrent_shards_and_compaction(tmp_path):
     rng = np.random.default_rng(0)
     cache = EmbeddingCache(tmp_path, "m", 4)
