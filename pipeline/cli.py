@@ -601,7 +601,7 @@ def _engine_session(cfg: dict):
         return
     from pipeline.ray_engine import ray_session
 
-    with ray_session(cfg["scale"]["address"]):
+    with ray_session(cfg["scale"]["address"], connect_timeout=cfg["scale"]["connect_timeout"]):
         yield
 
 

@@ -130,7 +130,7 @@ _RANGES = {
     "learn.framework_weight": (0, None), "learn.cv_folds": (2, None), "learn.min_utterances": (1, None),
     "learn.min_per_class": (1, None), "learn.learning_curve_draws": (0, 1000), "learn.learning_curve_points": (1, 1000),
     "learn.suggest_n": (1, None), "learn.suggest_diversity": (0, 1),
-    "scale.shard_rows": (1, None), "scale.workers": (0, None),
+    "scale.shard_rows": (1, None), "scale.workers": (0, None), "scale.connect_timeout": (0.1, 3600),
     "anonymise.score_threshold": (0, 1), "anonymise.context_chars": (0, 1000), "anonymise.batch_size": (1, None),
 }
 

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.errors import InputError
+from pipeline.errors import EnvironmentFault, InputError
 from pipeline.io.rundir import finish_folder_table, part_files, part_metadata, write_part
 
 RAY_MISSING = "--engine ray needs Ray: pip install 'themeshift[scale]'"
@@ -42,8 +42,31 @@ def require_ray():
     return ray
 
 
+def reachable(address: str, timeout: float) -> None:
+    """Fail within `timeout` seconds, naming the address, when nothing listens there: Ray itself
+    would wait for the cluster forever. 'auto' (the cluster `ray start` made here) is Ray's to find."""
+    import socket
+
+    if address == "auto" or address.startswith(("ray://", "anyscale://")):
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise InputError(f"--address {address!r}: give HOST:PORT of the cluster's head (e.g. 10.0.0.5:6379) or auto")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            return
+    except socket.gaierror:
+        reason = "unknown host"
+    except TimeoutError:
+        reason = f"no answer within {timeout:g} s"
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+    raise EnvironmentFault(f"cannot reach the Ray cluster at {address} ({reason}); start it with `ray start --head` "
+                           "there, or check --address / [scale] address")
+
+
 @contextmanager
-def ray_session(address: str = "", num_cpus: int | None = None):
+def ray_session(address: str = "", num_cpus: int | None = None, connect_timeout: float = 30.0):
     """Join the cluster at `address`, or start Ray on this machine for the run (stopped afterwards).
     Never reaches the network: no dashboard, no usage statistics."""
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
@@ -55,6 +78,7 @@ def ray_session(address: str = "", num_cpus: int | None = None):
                                           if os.environ.get("PYTHONPATH") else {})}}
     kwargs = dict(include_dashboard=False, log_to_driver=False, runtime_env=env, logging_level=logging.WARNING)
     if address:
+        reachable(address, connect_timeout)
         ray.init(address=address, **kwargs)
     else:
         ray.init(num_cpus=num_cpus, **kwargs)

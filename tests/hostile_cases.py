@@ -255,6 +255,11 @@ def cases() -> list[Case]:
              names="bad.toml: map.code_threshold must be a finite number, got nan"))
     add(Case("config infinite alpha", "config", _config("[shift]\nalpha = inf\n"),
              names="bad.toml: shift.alpha must be a finite number, got inf"))
+    add(Case("ray cluster unreachable", "environment", _segment({}, "--engine", "ray", "--address", "127.0.0.1:1"),
+             code=3, names="cannot reach the Ray cluster at 127.0.0.1:1 (Connection refused)"))
+    add(Case("ray cluster unknown host", "environment",
+             _segment({}, "--engine", "ray", "--address", "nosuchhost.invalid:6379"),
+             code=3, names="cannot reach the Ray cluster at nosuchhost.invalid:6379 (unknown host)"))
     add(Case("config no permutations", "config", _config("[shift]\npermutations = 0\n"),
              names="bad.toml: shift.permutations must be from 100"))
     add(Case("config ten bootstrap replicates", "config", _config("[shift]\nbootstrap = 10\n"),
