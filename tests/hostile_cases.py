@@ -78,6 +78,12 @@ def _manifest(rows: str, files: dict[str, str] | None = None):
     return build
 
 
+def _semicolon_manifest(folder: Path) -> list[str]:
+    corpus = _corpus(folder, {})
+    (corpus / "manifest.csv").write_text("file;interview_id;wave\nok.txt;i1;1\n", encoding="utf-8")
+    return ["segment", str(corpus), "--out", str(folder / "run")]
+
+
 def _speakers(rows: str):
     def build(folder: Path) -> list[str]:
         corpus = _corpus(folder, {})
@@ -179,7 +185,10 @@ def cases() -> list[Case]:
     add(Case("srt garbage", "transcript", _segment({"junk.srt": "1\nnot a time\n\n\x00\x01\x02"}), names="junk.srt",
              skip_bad_ok=True))
     add(Case("utf-16 without bom", "transcript", _segment({"u16.txt": "P01: hello there\n".encode("utf-16-le")}),
-             names="u16.txt", skip_bad_ok=True))
+             code=0, names="u16.txt: read as UTF-16-LE text without a byte-order mark"))
+    add(Case("utf-16 big-endian without bom", "transcript",
+             _segment({"u16be.txt": "Interviewer: Why?\nP01: Because it worked.\n".encode("utf-16-be")}),
+             code=0, names="u16be.txt: read as UTF-16-BE"))
     add(Case("one line of 5 MB", "transcript",
              _segment({"long.txt": "P01: " + "This is a sentence that goes on. " * 160_000 + "\n"}), code=0,
              names="long.txt"))
@@ -205,6 +214,8 @@ def cases() -> list[Case]:
     add(Case("dangling symlink", "transcript", _dangling, names="gone.txt: broken symbolic link: its target",
              skip_bad_ok=True))
     # ---- metadata
+    add(Case("manifest separated by semicolons", "metadata", _semicolon_manifest,
+             names="manifest.csv:1: manifest needs a 'file' column (its columns are separated by ';' or tabs"))
     add(Case("manifest wave not a number", "metadata", _manifest("ok.txt,i1,first\n"), names="manifest.csv:2"))
     add(Case("manifest wave 10**30", "metadata", _manifest(f"ok.txt,i1,{10**30}\n"), names="manifest.csv:2"))
     add(Case("manifest wave negative", "metadata", _manifest("ok.txt,i1,-3\n"), names="manifest.csv:2"))

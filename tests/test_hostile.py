@@ -215,6 +215,8 @@ HUMAN_CASES = {
                                                             b']><Project>&a;</Project>'}), "project.qdpx"),
     "qdpx zip bomb": (lambda d: _qdpx(d, {"project.qde": b"<Project/>", "sources/big.txt": b"\0" * 600_000_000}),
                       "project.qdpx"),
+    "a folder given as --human": (lambda d: (d / "coding").mkdir() or d / "coding",
+                                  "coding: is a folder; give the human-code file itself"),
 }
 
 

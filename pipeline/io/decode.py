@@ -67,14 +67,36 @@ def _decode_lines(data: bytes, path: str, fallbacks: list[str]) -> tuple[str, st
                                       f"as {', '.join(encodings)}")
 
 
+def utf16_without_bom(data: bytes) -> str | None:
+    """'utf-16-le' or 'utf-16-be' when the bytes are UTF-16 text without a byte-order mark (the NUL of
+    every ASCII character on one side), else None."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or len(data) < 4 or len(data) % 2:
+        return None
+    sample = data[:4096] if len(data) > 4096 else data
+    sample = sample[: len(sample) - len(sample) % 2]
+    even, odd = sample[0::2], sample[1::2]
+    for enc, zeros, text in (("utf-16-le", odd, even), ("utf-16-be", even, odd)):
+        if zeros.count(0) >= 0.9 * len(zeros) and text.count(0) <= 0.05 * len(text):
+            try:
+                data.decode(enc)
+            except UnicodeDecodeError:
+                return None
+            return enc
+    return None
+
+
 def decode_text(data: bytes, path: str, fallbacks: list[str]) -> tuple[str, str, str | None]:
     """Return (text, encoding, warning). Newlines are normalised to \\n."""
     if not data.strip():
         raise InputError("empty file", path)
-    if looks_binary(data):
+    bomless = utf16_without_bom(data)
+    if bomless is None and looks_binary(data):
         raise InputError("binary file, not a text transcript", path)
     warning = None
-    if data.startswith(codecs.BOM_UTF8):
+    if bomless is not None:  # Windows tools write UTF-16 without a byte-order mark: every other byte is 0
+        text, encoding = data.decode(bomless), bomless
+        warning = f"{path}: read as {bomless.upper()} text without a byte-order mark"
+    elif data.startswith(codecs.BOM_UTF8):
         text, encoding = data[3:].decode("utf-8", errors="strict"), "utf-8-sig"
     elif data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         text, encoding = data.decode("utf-16"), "utf-16"

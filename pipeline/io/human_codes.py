@@ -92,6 +92,8 @@ def _int(value, name: str, path: Path, line: int) -> int:
 def read_human_codes(path: str | Path, max_members: int = 10_000, max_bytes: int = 500_000_000) -> HumanCodes:
     """Read a CSV, Parquet or .qdpx human-code file (see the module docstring)."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError("is a folder; give the human-code file itself (CSV, Parquet or .qdpx)", path)
     if not path.is_file():
         raise InputError("human-code file not found", path)
     suffix = path.suffix.lower()

@@ -79,7 +79,10 @@ def read_manifest(path: Path, folder: Path) -> dict[str, tuple[FileMeta, int]]:
     """Manifest rows keyed by the file's path relative to `folder`, with their line numbers."""
     fields, rows = _read_csv(path)
     if "file" not in fields:
-        raise InputError("manifest needs a 'file' column", path, 1)
+        hint = ""
+        if fields and any(sep in fields[0] for sep in (";", "\t")):
+            hint = " (its columns are separated by ';' or tabs: save it as comma-separated CSV)"
+        raise InputError(f"manifest needs a 'file' column{hint}", path, 1)
     known = {"file", "interview_id", "wave", "date", "speaker_id", "source_type"}
     out: dict[str, tuple[FileMeta, int]] = {}
     seen_ids: dict[str, int] = {}
