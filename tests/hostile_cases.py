@@ -60,6 +60,17 @@ def _docx(document_xml: bytes, extra_members: dict[str, bytes] | None = None) ->
     return out.getvalue()
 
 
+def _docx_without(member: str) -> bytes:
+    """A real Word package with one of its parts left out (a copy cut short by some other tool)."""
+    full = zipfile.ZipFile(io.BytesIO(_docx(_docx_body("P01: hello there"))))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zout:
+        for item in full.infolist():
+            if item.filename != member:
+                zout.writestr(item, full.read(item))
+    return out.getvalue()
+
+
 def _docx_body(text: str) -> bytes:
     return ('<?xml version="1.0" encoding="UTF-8"?><w:document xmlns:w="http://schemas.openxmlformats.org/'
             f'wordprocessingml/2006/main"><w:body><w:p><w:r><w:t>{text}</w:t></w:r></w:p></w:body></w:document>'
@@ -164,6 +175,10 @@ def cases() -> list[Case]:
              names="nospk.json", skip_bad_ok=True))
     add(Case("docx not a zip", "transcript", _segment({"fake.docx": b"this is not a zip file at all"}),
              names="fake.docx", skip_bad_ok=True))
+    add(Case("docx without its document part", "transcript", _segment({"part.docx": _docx_without("word/document.xml")}),
+             names="part.docx: not a complete Word document: the archive has no word/document.xml", skip_bad_ok=True))
+    add(Case("docx without its styles part", "transcript", _segment({"styles.docx": _docx_without("word/styles.xml")}),
+             names="styles.docx: not a complete Word document", skip_bad_ok=True))
     add(Case("docx malformed xml", "transcript", _segment({"bad.docx": _docx(b"<w:document><w:body><w:p>")}),
              names="bad.docx", skip_bad_ok=True))
     bomb = ('<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;'

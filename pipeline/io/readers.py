@@ -299,8 +299,13 @@ def _docx_text(path: Path) -> str:
     for name in archive.names:
         if name.endswith((".xml", ".rels")) and re.search(rb"<!(DOCTYPE|ENTITY)", archive.read(name)):
             raise InputError(f"{name} declares a DTD or entities, which Word never writes; refused", path)
+    missing = [part for part in ("[Content_Types].xml", "word/document.xml") if part not in archive.names]
+    if missing:
+        raise InputError(f"not a complete Word document: the archive has no {missing[0]} (re-save it from Word)", path)
     try:
         document = docx.Document(str(path))
+    except KeyError as exc:  # a part another part points to is missing
+        raise InputError(f"not a complete Word document: {str(exc).strip(chr(34) + chr(39))}", path) from None
     except etree.XMLSyntaxError as exc:
         raise InputError(f"damaged Word XML: {exc}", path) from None
     except Exception as exc:  # noqa: BLE001 - python-docx raises many kinds on a damaged package
