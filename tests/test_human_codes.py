@@ -177,3 +177,17 @@ def test_cli_bad_human_file_exits_2_with_one_line(example_segmented, tmp_path):
     assert result.exit_code == 2
     out = result.output.strip().splitlines()
     assert len(out) == 1 and "error:" in out[0] and "codes.csv" in out[0] and "Traceback" not in result.output
+
+
+def test_interview_id_and_source_file_that_disagree_are_named(tmp_path, tiny):
+    utt, src = tiny
+    two = pa.concat_tables([src, pa.table({"interview_id": ["I2"], "source_file": ["grp/I2.txt"],
+                                           "source_text": [TEXT]})])
+    header = "interview_id,source_file,start_char,end_char,code,coder"
+    agree = _csv(tmp_path, ["I1,grp/I1.txt,0,20,resistance,a"], header)
+    assert _align(agree, (utt, two))
+    path = _csv(tmp_path, ["I1,grp/I1.txt,0,20,resistance,a", "I1,grp/I2.txt,0,20,resistance,a"], header)
+    with pytest.raises(InputError, match="interview_id 'I1' and source_file 'grp/I2.txt' name different interviews") \
+            as exc:
+        _align(path, (utt, two))
+    assert exc.value.line == 3

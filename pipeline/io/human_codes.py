@@ -317,6 +317,10 @@ def align(codes: HumanCodes, resolved: pd.DataFrame, utterances: pa.Table, sourc
             if name not in index:
                 raise InputError(f"source {name!r} is not in the run (known interviews: "
                                  f"{', '.join(sorted(texts)[:5])}...)", **codes.where(row))
+        for iid, src, row in zip(df["interview_id"], df["source_file"], df["row"]):
+            if isinstance(iid, str) and isinstance(src, str) and src in index and index[src] != index.get(iid, iid):
+                raise InputError(f"interview_id {iid!r} and source_file {src!r} name different interviews "
+                                 f"({src!r} is {index[src]!r}); give one, or make them agree", **codes.where(row))
         df["interview_id"] = [index[n] for n in names]
         for name, text in codes.texts.items():
             iid = index.get(name)
