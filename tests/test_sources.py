@@ -195,3 +195,17 @@ def test_a_field_note_without_labels_outside_the_convention_says_what_to_do(writ
     res = runner.invoke(app, ["segment", str(write.dir), "--out", str(tmp_path / "run")])
     assert res.exit_code == 2 and "notes.md:1: no speaker labels found" in res.output
     assert "fieldnotes/ or documents/ folder" in res.output
+
+
+def test_a_pdf_past_the_readers_safety_limits_is_named_as_such(tmp_path, monkeypatch):
+    """pypdf's LimitReachedError (a decompression bomb, a looping page tree) is not 'damaged'."""
+    import pypdf
+    from pypdf.errors import LimitReachedError
+
+    def refuse(*args, **kwargs):
+        raise LimitReachedError("Maximum /ToUnicode size limit reached: 11000000 > 10000000.")
+
+    path = text_pdf(tmp_path / "big.pdf", [["Interviewer: Hello?", "P01: Hello."]])
+    monkeypatch.setattr(pypdf, "PdfReader", refuse)
+    with pytest.raises(InputError, match=r"big.pdf.*PDF refused by the reader's safety limits \(Maximum /ToUnicode"):
+        pdf_text(path, "big.pdf")

@@ -32,7 +32,7 @@ def page_starts(text: str) -> list[int]:
 def pdf_text(path: Path, display: str) -> tuple[str, list[str]]:
     """The text layer of a PDF, pages joined by form feeds, and warnings (pages without text)."""
     from pypdf import PdfReader
-    from pypdf.errors import FileNotDecryptedError, PdfReadError
+    from pypdf.errors import FileNotDecryptedError, LimitReachedError, PdfReadError
 
     data = path.read_bytes()
     if not data.strip():
@@ -55,6 +55,9 @@ def pdf_text(path: Path, display: str) -> tuple[str, list[str]]:
         pages = [(page.extract_text() or "") for page in reader.pages]
     except InputError:
         raise
+    except LimitReachedError as exc:
+        raise InputError(f"PDF refused by the reader's safety limits ({exc}): a decompression bomb or a looping "
+                         "page tree, which no transcript needs", display) from None
     except (PdfReadError, FileNotDecryptedError) as exc:
         raise InputError(f"damaged or unreadable PDF ({exc.__class__.__name__}: {exc})", display) from None
     except Exception as exc:  # noqa: BLE001 - pypdf raises many kinds on a damaged file
