@@ -34,6 +34,9 @@ class EmbeddingCache:
         return sorted(self.dir.glob("shard-*.parquet")) if self.dir.is_dir() else []
 
     def _read(self, shard: Path) -> pa.Table | None:
+        if shard.is_dir():  # not ours to remove
+            warnings.warn(f"embedding cache: {shard} is a folder, not a cache shard; left alone and not read")
+            return None
         try:
             table = pq.read_table(shard)
             stored = (table.schema.metadata or {}).get(CHECKSUM_KEY, b"").decode("ascii", "replace")
@@ -68,6 +71,15 @@ class EmbeddingCache:
         return found
 
     def put(self, hashes: list[str], vectors: np.ndarray) -> None:
+        """Add a shard. The cache only saves time: when it cannot be written (a full or read-only disk,
+        no permission) the run goes on without it, saying so once."""
+        try:
+            self._put(hashes, vectors)
+        except OSError as exc:
+            warnings.warn(f"embedding cache {self.dir} cannot be written ({exc.strerror or exc}); going on "
+                          "without caching these vectors (embed.cache_dir or embed.use_cache = false)")
+
+    def _put(self, hashes: list[str], vectors: np.ndarray) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         table = pa.table({"text_hash": pa.array(hashes, pa.string()),
                           "vector": pa.FixedSizeListArray.from_arrays(

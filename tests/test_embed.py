@@ -164,3 +164,26 @@ def test_tables_do_not_depend_on_what_the_cache_already_holds(example_segmented,
     for name in ("embeddings", "codes", "assignments"):
         assert tables["empty"][name].equals(tables["filled"][name]), name
     assert tables["empty"]["codes"].num_rows >= 2
+
+
+def test_a_cache_that_cannot_be_written_or_holds_a_folder_never_stops_the_run(tmp_path):
+    """The cache only saves time: a cache folder that cannot be made (here a file stands in its way, as a
+    full or read-only disk would fail it) is one warning and the vectors are still returned; a folder named
+    like a shard is reported and left alone, never 'removed'."""
+    blocked = tmp_path / "blocked"
+    blocked.write_text("not a folder", encoding="utf-8")
+    cache = EmbeddingCache(blocked, "m", 4)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cache.put(["h1"], np.eye(4, dtype=np.float32)[:1])
+    assert any("cannot be written" in str(w.message) and "going on without caching" in str(w.message)
+               for w in caught)
+    assert cache.get(["h1"]) == {}
+    ok = EmbeddingCache(tmp_path / "cache", "m", 4)
+    ok.put(["h1"], np.eye(4, dtype=np.float32)[:1])
+    (ok.dir / "shard-odd.parquet").mkdir()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        found = ok.get(["h1"])
+    assert list(found) == ["h1"] and (ok.dir / "shard-odd.parquet").is_dir()
+    assert any("is a folder, not a cache shard" in str(w.message) for w in caught)
