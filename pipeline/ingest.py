@@ -153,6 +153,8 @@ def segment_file(study: Study, rel: str, nlp, cfg: dict) -> FileResult:
     resolver = replace(study.resolver, label_only={})
     out = FileResult(rel)
     try:
+        if any(ord(ch) < 32 or ord(ch) == 127 for ch in rel):
+            raise InputError("the file name holds a line break or another control character; rename the file", rel)
         if storable_name(rel) != rel:
             raise InputError("the file name is not UTF-8 text; rename the file (tables keep file names as UTF-8)",
                              rel)
@@ -195,9 +197,11 @@ def segment_file(study: Study, rel: str, nlp, cfg: dict) -> FileResult:
 
 
 def storable_name(rel: str) -> str:
-    """The file name as UTF-8 text: bytes that are not UTF-8 (kept by the OS as surrogates) are written
-    as \\xNN, so a table can still say which file it was."""
-    return rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    """The file name as printable UTF-8 text: bytes that are not UTF-8 (kept by the OS as surrogates) are
+    written as \\xNN and control characters as \\n, \\t, ..., as error lines print them, so a table can
+    still say which file it was."""
+    text = rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(ch if 32 <= ord(ch) != 127 else ch.encode("unicode_escape").decode("ascii") for ch in text)
 
 
 def _check_link(path: Path, rel: str) -> None:

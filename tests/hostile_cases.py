@@ -229,6 +229,10 @@ def cases() -> list[Case]:
     add(Case("dangling symlink", "transcript", _dangling, names="gone.txt: broken symbolic link: its target",
              skip_bad_ok=True))
     # ---- metadata
+    add(Case("manifest with an unbalanced quote", "metadata", _manifest('ok.txt,i1,1\n"x.txt,i2,2\n'),
+             names="manifest.csv:3: a quoted field opened here is never closed"))
+    add(Case("file name with a line break", "transcript", _segment({"a\nb.txt": GOOD}),
+             names="a\\nb.txt: the file name holds a line break", skip_bad_ok=True))
     add(Case("manifest separated by semicolons", "metadata", _semicolon_manifest,
              names="manifest.csv:1: manifest needs a 'file' column (its columns are separated by ';' or tabs"))
     add(Case("manifest wave not a number", "metadata", _manifest("ok.txt,i1,first\n"), names="manifest.csv:2"))

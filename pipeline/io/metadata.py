@@ -44,7 +44,12 @@ def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
     reader = csv.DictReader(text.splitlines())
     fields = [f.strip().lower() for f in (reader.fieldnames or [])]
     rows = []
+    last = reader.line_num
     for row in reader:
+        first, last = last + 1, reader.line_num
+        cut_short = any(v is None for k, v in row.items() if k is not None)
+        if last > first or (cut_short and any("," in (v or "") for v in row.values() if isinstance(v, str))):
+            raise InputError("a quoted field opened here is never closed (an unbalanced '\"')", path, first)
         clean = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k is not None}
         if any(clean.values()):
             rows.append((reader.line_num, clean))
