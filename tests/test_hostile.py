@@ -215,9 +215,21 @@ HUMAN_CASES = {
                                                             b']><Project>&a;</Project>'}), "project.qdpx"),
     "qdpx zip bomb": (lambda d: _qdpx(d, {"project.qde": b"<Project/>", "sources/big.txt": b"\0" * 600_000_000}),
                       "project.qdpx"),
+    "qdpx member with a bad checksum": (lambda d: _bad_crc_qdpx(d),
+                                        "project.qdpx: damaged archive member project.qde: Bad CRC-32"),
     "a folder given as --human": (lambda d: (d / "coding").mkdir() or d / "coding",
                                   "coding: is a folder; give the human-code file itself"),
 }
+
+
+def _bad_crc_qdpx(folder: Path) -> Path:
+    """A stored (uncompressed) project.qde with one byte changed after the checksum was written."""
+    path = _qdpx(folder, {"project.qde": b'<?xml version="1.0"?><Project xmlns="urn:QDA-XML:project:1.0" name="x"/>'},
+                 zipfile.ZIP_STORED)
+    data = bytearray(path.read_bytes())
+    data[data.find(b"name=")] = ord("N")
+    path.write_bytes(bytes(data))
+    return path
 
 
 def _write(folder: Path, name: str, content: str | bytes) -> Path:

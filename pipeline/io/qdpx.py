@@ -74,9 +74,9 @@ def read_qdpx(path: str | Path, max_members: int, max_bytes: int) -> QdpxProject
                       "compare.qdpx_max_members", "compare.qdpx_max_bytes")
     if "project.qde" not in archive.names:
         raise InputError("no project.qde in the archive; not a REFI-QDA project", path)
+    qde = archive.read("project.qde")  # a damaged member says so itself, before any XML is parsed
     try:
-        root = fromstring(archive.read("project.qde"), forbid_dtd=True, forbid_entities=True,
-                          forbid_external=True)
+        root = fromstring(qde, forbid_dtd=True, forbid_entities=True, forbid_external=True)
     except DefusedXmlException as exc:
         raise InputError(f"project.qde uses a DTD or entities, which are refused: {exc}", path) from None
     except Exception as exc:  # ParseError

@@ -58,5 +58,6 @@ class SafeZip:
                                          f"{self._bytes_hint()}; refusing it", self.path)
                     chunks.append(chunk)
         except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
-            raise InputError(f"damaged archive member {name}: {exc}", self.path) from None
+            reason = str(exc).replace(f" for file {name!r}", "") or type(exc).__name__  # the name once, not twice
+            raise InputError(f"damaged archive member {name}: {reason}", self.path) from None
         return b"".join(chunks)
