@@ -27,7 +27,7 @@ from pipeline.errors import InputError, environment_fault
 from pipeline.io.metadata import _read_csv, read_manifest, read_speakers
 from pipeline.io.pseudonymise_formats import SourceFile, read_for_pseudonymising, replace_spans
 from pipeline.pii import KINDS, NAME_KINDS, Detector, Finding, listed_pattern, resolve_overlaps
-from pipeline.pseudonym_key import PseudonymKey, load_key
+from pipeline.pseudonym_key import PseudonymKey, load_key, normalise
 
 MARKER = ".themeshift-pseudonymised"  # marks a folder this module wrote (and may overwrite)
 _NAME_LIKE = re.compile(r"[A-Z][a-z\u00C0-\u024F'\u2019\-]+(?: [A-Z][a-z\u00C0-\u024F'\u2019\-]+)*")
@@ -112,6 +112,7 @@ def protected_labels(src: Path, cfg: dict, manifest: dict) -> set[str]:
 
 
 _LOWER_WORD = re.compile(r"(?<![\w-])[a-z][a-z'-]*")
+_ADDRESS = re.compile(r"\S+@\S+|(?:https?://|www\.)\S+")
 
 
 def name_parts(people: list[str], lower: set[str]) -> list[str]:
@@ -207,7 +208,9 @@ def anonymise_folder(src: Path, dst: Path, cfg: dict, key_path: Path | None = No
     _check_renames(sources)
 
     protected = protected_labels(src, cfg, manifest)
-    lower = {w for s in sources for p in s.pieces for w in _LOWER_WORD.findall(p.text)}
+    # words the study writes in lower case (e-mail addresses and links left out: "lucy.fairbairn@..." is no
+    # sign that Lucy is a plain word)
+    lower = {w for s in sources for p in s.pieces for w in _LOWER_WORD.findall(_ADDRESS.sub(" ", p.text))}
     listed["person"] += name_parts(listed["person"], lower)
     detector = detector or Detector(ac, listed)
     pieces = [p for s in sources for p in s.pieces]
@@ -223,7 +226,10 @@ def anonymise_folder(src: Path, dst: Path, cfg: dict, key_path: Path | None = No
             progress("anonymise detect", min(a + step, len(texts)), len(texts))
     detect_seconds = time.perf_counter() - t0
 
-    found = [_unprotected(p, f, protected) for p, f in zip(pieces, found)]
+    listed_norm = {normalise(n) for names in listed.values() for n in names}
+    nouns = detector.common_nouns  # "the Collaboration", "the Trust": a common noun used as a title
+    titled = {m.group(1).casefold() for t in texts for m in _THE_TITLE.finditer(t) if m.group(1).casefold() in nouns}
+    found = [_plausible(p, _unprotected(p, f, protected), lower, listed_norm, titled) for p, f in zip(pieces, found)]
     replacements = _assign(sources, found, key, listed, ac["propagate"], lower)
     written = _write(sources, replacements, dst)
     _write_metadata(src, dst, cfg, key, sources)
@@ -276,6 +282,36 @@ def _unprotected(piece, findings: list[Finding], protected: set[str]) -> list[Fi
             and not any(a < f.end and f.start < b for a, b in coded)]
 
 
+_THE_TITLE = re.compile(r"\b[Tt]he\s+([A-Z][a-z]+)\b(?!['\u2019]?\s*[A-Z])")  # not "the Bradford Royal ..."
+
+
+def _plausible(piece, findings: list[Finding], lower: set[str], listed: set[str],
+               titled: set[str] = frozenset()) -> list[Finding]:
+    """Drop what the named-entity model reads as a name but the study shows is not one: a single word the
+    study also writes in lower case (an answer starting "Attendance has tripled"), a common noun the study
+    uses as a title after 'the', whatever it is taken for (the programme's own "the
+    Collaboration", wherever it stands), and anything holding a digit (A4, FEV1). The study's own list
+    always counts."""
+    out = []
+    for f in findings:
+        if f.recognizer != "SpacyRecognizer" or f.kind not in NAME_KINDS:
+            out.append(f)
+            continue
+        span = piece.text[f.start:f.end]
+        word = normalise(span)
+        if word in listed:
+            out.append(f)
+        elif " " not in span.strip() and any(ch.isdigit() for ch in span) and any(ch.isalpha() for ch in span):
+            continue  # A4, FEV1; "Ward 23" is a place
+        elif " " not in word and (word in lower or word.rstrip("s") in lower):
+            continue
+        elif " " not in word and word in titled:
+            continue
+        else:
+            out.append(f)
+    return out
+
+
 def _check_renames(sources: list[SourceFile]) -> None:
     seen = {s.rel for s in sources}
     for s in sources:
@@ -294,6 +330,15 @@ def _assign(sources: list[SourceFile], found: list[list[Finding]], key: Pseudony
             key.assign(kind, name)
     occurrences = [(f.kind, p.text[f.start:f.end]) for (fi, pi, p) in flat for f in found_at[(fi, pi)]
                    if not key.is_kept(f.kind, p.text[f.start:f.end])]
+    # what found each name where it was found: a repeat carries that recogniser's doubt, not certainty
+    origin: dict[str, tuple[float, set[str]]] = {}
+    for (fi, pi, p) in flat:
+        for f in found_at[(fi, pi)]:
+            score, recognizers = origin.get(normalise(p.text[f.start:f.end]), (1.0, set()))
+            origin[normalise(p.text[f.start:f.end])] = (min(score, f.score), recognizers | {f.recognizer})
+    for kind, names in listed.items():
+        for name in names:
+            origin.setdefault(normalise(name), (1.0, {f"listed-{kind}"}))
     for kind, text in sorted(occurrences, key=lambda o: o[0] != "person" or " " not in o[1].strip()):
         key.assign(kind, text)
     if propagate:
@@ -305,8 +350,10 @@ def _assign(sources: list[SourceFile], found: list[list[Finding]], key: Pseudony
         if pattern:
             rx = re.compile(pattern)
             for fi, pi, p in flat:
-                extra = [Finding(m.start(), m.end(), key.lookup(m.group()).kind, 1.0, "study-key")
-                         for m in rx.finditer(p.text) if key.lookup(m.group()) is not None]
+                own = {(f.start, f.end) for f in found_at[(fi, pi)]}  # where a recogniser found it, it says so
+                extra = [_repeat(m.group(), m.start(), m.end(), key, origin)
+                         for m in rx.finditer(p.text) if key.lookup(m.group()) is not None
+                         and (m.start(), m.end()) not in own]
                 if extra:
                     found_at[(fi, pi)] = resolve_overlaps(found_at[(fi, pi)] + extra)
     out = []
@@ -319,6 +366,12 @@ def _assign(sources: list[SourceFile], found: list[list[Finding]], key: Pseudony
             bare = any(a < f.end and f.start < b for a, b in p.labels) or p.text.strip() == text
             out.append(Replacement(fi, pi, f, text, entry.pseudonym if bare else f"[{entry.pseudonym}]"))
     return out
+
+
+def _repeat(text: str, start: int, end: int, key: PseudonymKey, origin: dict) -> Finding:
+    """A name found again by the study key, with the score and recognisers that first found it."""
+    score, recognizers = origin.get(normalise(text), (1.0, set()))
+    return Finding(start, end, key.lookup(text).kind, score, "study-key (" + ", ".join(sorted(recognizers)) + ")")
 
 
 def _write(sources: list[SourceFile], replacements: list[Replacement], dst: Path) -> list[str]:
@@ -365,12 +418,20 @@ def _context(text: str, start: int, end: int, width: int) -> str:
 
 
 def review_table(sources: list[SourceFile], replacements: list[Replacement], width: int) -> pa.Table:
+    """One row per replacement, the doubtful first: lowest score, then fewest recognisers agreeing."""
+    agree: dict[str, set[str]] = {}
+    for r in replacements:
+        names = r.finding.recognizer.removeprefix("study-key (").rstrip(")").split(", ")
+        agree.setdefault(normalise(r.original), set()).update(n for n in names if n)
     rows = [{"source_file": sources[r.file].rel, "line": sources[r.file].pieces[r.piece].line,
              "start_char": r.finding.start, "end_char": r.finding.end, "entity": r.finding.kind,
              "original": r.original, "pseudonym": r.pseudonym.strip("[]"),
              "context": _context(sources[r.file].pieces[r.piece].text, r.finding.start, r.finding.end, width),
-             "recognizer": r.finding.recognizer, "score": round(r.finding.score, 3), "decision": "accept"}
+             "recognizer": r.finding.recognizer, "score": round(r.finding.score, 3),
+             "agreeing": len(agree[normalise(r.original)]), "decision": "accept"}
             for r in replacements]
+    rows.sort(key=lambda x: (x["score"], x["agreeing"], normalise(x["original"]), x["source_file"], x["line"],
+                             x["start_char"]))
     return pa.Table.from_pylist(rows, schema=schema.PSEUDONYM_REVIEW)
 
 

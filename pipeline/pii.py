@@ -151,7 +151,20 @@ class Detector:
                                                           global_regex_flags=re.MULTILINE))
         self.analyzer = AnalyzerEngine(registry=registry, nlp_engine=engine, supported_languages=["en"])
         self.batch = BatchAnalyzerEngine(self.analyzer)
+        self._engine = engine
         self.never = {w.casefold() for w in list(cfg["never"]) + list(never)}
+
+    @property
+    def common_nouns(self) -> set[str]:
+        """English common nouns (the spaCy pipeline's lemmatizer index, from WordNet; it holds many
+        first names too, so it is only used where a name is unlikely: after 'the')."""
+        if not hasattr(self, "_nouns"):
+            try:
+                lemmatizer = self._engine.nlp["en"].get_pipe("lemmatizer")
+                self._nouns = set(lemmatizer.lookups.get_table("lemma_index")["noun"])
+            except (KeyError, AttributeError, ValueError):
+                self._nouns = set()
+        return self._nouns
 
     def detect(self, texts: list[str]) -> list[list[Finding]]:
         """Findings per text, overlaps resolved (longest, then most certain, span wins)."""

@@ -23,7 +23,7 @@ _TITLES = {"dr", "mr", "mrs", "ms", "miss", "prof", "professor", "sir", "dame", 
 def normalise(text: str) -> str:
     """Case, spacing, a possessive 's and a title do not make another entity."""
     text = " ".join(text.replace("\u2019", "'").split()).casefold()
-    text = re.sub(r"'s$", "", text).strip(" .,")
+    text = re.sub(r"'s$|(?<=s)'$", "", text).strip(" .,")
     text = re.sub(r"^the ", "", text)
     words = text.split(" ")
     while len(words) > 1 and words[0].rstrip(".") in _TITLES:
@@ -47,7 +47,7 @@ class PseudonymKey:
 
     def __post_init__(self):
         self._by_name: dict[str, Entry] = {}
-        self._kept = {(k["kind"], normalise(k["text"])) for k in self.kept}
+        self._kept = {normalise(k["text"]) for k in self.kept}
         for e in self.entries:
             for n in e.names:
                 self._by_name.setdefault(normalise(n), e)
@@ -57,12 +57,15 @@ class PseudonymKey:
         return self._by_name.get(normalise(text))
 
     def is_kept(self, kind: str, text: str) -> bool:
-        return (kind, normalise(text)) in self._kept
+        """A text a researcher rejected is no name of any kind: rejected as an organisation, it is not
+        replaced as a person either, in any casing, with or without a possessive or a plural s."""
+        key = normalise(text)
+        return key in self._kept or (key.endswith("s") and key[:-1] in self._kept)
 
     def keep(self, kind: str, text: str) -> None:
         if not self.is_kept(kind, text):
             self.kept.append({"kind": kind, "text": text})
-            self._kept.add((kind, normalise(text)))
+            self._kept.add(normalise(text))
 
     def _next(self, kind: str) -> str:
         prefix = KINDS[kind][1]

@@ -72,8 +72,10 @@ PSEUDONYM_REVIEW = pa.schema([
     _f("pseudonym", pa.string(), "what replaced it (in running text within [brackets])"),
     _f("context", pa.string(), "the surrounding text, the original marked <<like this>>"),
     _f("recognizer", pa.string(), "what found it: SpacyRecognizer, a pattern, listed-<kind> (the study's list) "
-       "or study-key (a name found elsewhere in the study)"),
-    _f("score", pa.float64(), "the recogniser's confidence"),
+       "or 'study-key (...)': a name found elsewhere in the study, by the recognisers in brackets"),
+    _f("score", pa.float64(), "the recogniser's confidence (for a study-key repeat: that of the first finding)"),
+    _f("agreeing", pa.int32(), "how many recognisers found this text somewhere in the study; rows are sorted by "
+       "score, then agreeing, so the doubtful come first"),
     _f("decision", pa.string(), "accept; set to reject and pass the table back with --decisions to keep the text"),
 ])
 
