@@ -270,3 +270,19 @@ def test_export_never_credits_the_coders_labels_to_the_machine(machine_run, tmp_
     top = dims[dims["is_argmax"] & dims["mapped"]]
     assert counts["human_codings_left_out"] == int(top["utterance_id"].isin(human_ids).sum()) > 0
     assert counts["concept_codings"] == int((~top["utterance_id"].isin(human_ids)).sum())
+
+
+def test_a_codebook_nested_thousands_deep_is_read_not_a_recursion_error(tmp_path):
+    import zipfile
+
+    from pipeline.io.qdpx import read_qdpx
+
+    depth = 3000
+    codes = "".join(f'<Code guid="{i:08d}-0000-0000-0000-000000000000" name="c{i}" isCodable="true">'
+                    for i in range(depth)) + "</Code>" * depth
+    xml = ('<?xml version="1.0"?><Project xmlns="urn:QDA-XML:project:1.0" name="x"><CodeBook><Codes>'
+           f"{codes}</Codes></CodeBook></Project>")
+    path = tmp_path / "deep.qdpx"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("project.qde", xml)
+    assert read_qdpx(path, 10_000, 10**9) is not None

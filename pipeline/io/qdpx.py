@@ -52,15 +52,14 @@ class QdpxProject:
 def _code_names(codes_el) -> dict[str, tuple[str, tuple[str, ...]]]:
     """Code GUID -> (name, names of the enclosing codes)."""
     out: dict[str, tuple[str, tuple[str, ...]]] = {}
-
-    def walk(el, parents: tuple[str, ...]) -> None:
-        for code in el.findall(_Q + "Code"):
-            name = code.get("name") or ""
-            out[code.get("guid", "").strip("{}").lower()] = (name, parents)
-            walk(code, (*parents, name))
-
-    if codes_el is not None:
-        walk(codes_el, ())
+    # depth first in document order, with a stack instead of recursion: a codebook nested thousands
+    # deep is no crash
+    stack = [(code, ()) for code in reversed(codes_el.findall(_Q + "Code"))] if codes_el is not None else []
+    while stack:
+        code, parents = stack.pop()
+        name = code.get("name") or ""
+        out[code.get("guid", "").strip("{}").lower()] = (name, parents)
+        stack.extend((child, (*parents, name)) for child in reversed(code.findall(_Q + "Code")))
     return out
 
 
