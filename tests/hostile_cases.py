@@ -179,6 +179,10 @@ def cases() -> list[Case]:
              names="part.docx: not a complete Word document: the archive has no word/document.xml", skip_bad_ok=True))
     add(Case("docx without its styles part", "transcript", _segment({"styles.docx": _docx_without("word/styles.xml")}),
              names="styles.docx: not a complete Word document", skip_bad_ok=True))
+    add(Case("docx of 60,000 paragraphs", "transcript", _segment({"big.docx": _docx(
+        b'<?xml version="1.0" encoding="UTF-8"?><w:document xmlns:w="http://schemas.openxmlformats.org/'
+        b'wordprocessingml/2006/main"><w:body>' + b"<w:p><w:r><w:t>P01: a</w:t></w:r></w:p>" * 60_000
+        + b"</w:body></w:document>")}), code=0, names="big.docx: 60,000 paragraphs, far more than an interview"))
     add(Case("docx malformed xml", "transcript", _segment({"bad.docx": _docx(b"<w:document><w:body><w:p>")}),
              names="bad.docx", skip_bad_ok=True))
     bomb = ('<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;'

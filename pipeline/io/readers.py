@@ -287,6 +287,9 @@ def _json_time(value, turn: int, path: Path) -> float | None:
 DOCX_MAX_MEMBERS, DOCX_MAX_BYTES = 5_000, 200_000_000
 
 
+DOCX_PARAGRAPHS_NOTICE = 50_000  # an interview of several hours has a few thousand
+
+
 def _docx_text(path: Path) -> str:
     import docx  # python-docx
     from docx.table import Table
@@ -302,6 +305,13 @@ def _docx_text(path: Path) -> str:
     missing = [part for part in ("[Content_Types].xml", "word/document.xml") if part not in archive.names]
     if missing:
         raise InputError(f"not a complete Word document: the archive has no {missing[0]} (re-save it from Word)", path)
+    body = archive.read("word/document.xml")
+    paragraphs = body.count(b"<w:p>") + body.count(b"<w:p ")
+    if paragraphs > DOCX_PARAGRAPHS_NOTICE:  # said before the work, which is minutes and gigabytes
+        import warnings
+
+        warnings.warn(f"{path.name}: {paragraphs:,} paragraphs, far more than an interview holds (a merged or "
+                      "generated file?); reading it takes minutes and much memory", stacklevel=2)
     try:
         document = docx.Document(str(path))
     except KeyError as exc:  # a part another part points to is missing
