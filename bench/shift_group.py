@@ -41,7 +41,7 @@ import pandas as pd
 from scipy import stats
 
 from shift_corpora import GROUPS, one_hot, shift_tables, talkmoves_teacher_sentences
-from shift_power import tilt
+from shift_power import stretches, tilt
 
 from _results import save  # noqa: E402
 
@@ -52,19 +52,6 @@ ALPHA = 0.05
 SENTENCES_PER_WAVE = 100
 GROUP_SIZES = [5, 10, 20]
 INTERVIEWS = [1, 2, 3]
-
-
-def interview_pool(df: pd.DataFrame, unit: str, size: int) -> list[np.ndarray]:
-    """Row indices of contiguous whole-turn stretches of about `size` sentences within each `unit`."""
-    out = []
-    for _, g in df.groupby(unit, sort=True):
-        current: list[int] = []
-        for _, turn in g.groupby("turn", sort=True):
-            current.extend(turn.index)
-            if len(current) >= size:
-                out.append(np.asarray(current))
-                current = []
-    return out
 
 
 class Studies:
@@ -80,7 +67,7 @@ class Studies:
         size = {m: 10 if design == "answers" else SENTENCES_PER_WAVE // m for m in INTERVIEWS}
         self.per_interview = {m: max(1, SENTENCES_PER_WAVE // m // 10) if design == "answers" else 1
                               for m in INTERVIEWS}
-        self.pools = {m: interview_pool(frame, unit, size[m]) for m in INTERVIEWS}
+        self.pools = {m: stretches(frame, size[m], unit) for m in INTERVIEWS}
         self.shares = {m: np.array([P[s, target].mean() for s in pool]) for m, pool in self.pools.items()}
         self._tilts: dict = {}
 

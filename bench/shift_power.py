@@ -47,10 +47,11 @@ TARGETS = ["community", "content"]
 STRETCHES = {"stretches_of_10": 10, "single_answers": 1}  # sentences per drawn stretch (whole turns)
 
 
-def stretches(df: pd.DataFrame, size: int) -> list[np.ndarray]:
-    """Row indices of contiguous whole-turn stretches of at least `size` sentences within each lesson."""
+def stretches(df: pd.DataFrame, size: int, unit: str = "interview_id") -> list[np.ndarray]:
+    """Row indices of contiguous whole-turn stretches of at least `size` sentences within each lesson
+    (or each group of `unit`)."""
     out = []
-    for _, g in df.groupby("interview_id", sort=True):
+    for _, g in df.groupby(unit, sort=True):
         current: list[int] = []
         for _, turn in g.groupby("turn", sort=True):
             current.extend(turn.index)

@@ -28,6 +28,7 @@ class Corpus:
     sources: pa.Table
     interviews: pa.Table
     rejected: pa.Table
+    speakers: pa.Table | None = None  # speakers.csv, one row per speaker (schema.SPEAKERS + its own columns)
     inputs: list[dict] = field(default_factory=list)  # every file read: path, sha256, bytes
     warnings: list[str] = field(default_factory=list)
 
@@ -255,9 +256,22 @@ def assemble(study: Study, results: list[FileResult], cfg: dict) -> Corpus:
         sources=pa.Table.from_pylist(sources, schema=schema.SOURCES),
         interviews=pa.Table.from_pylist(interviews, schema=interviews_schema),
         rejected=pa.Table.from_pylist(rejected, schema=schema.REJECTED),
+        speakers=speakers_table(study.resolver.speakers),
         inputs=inputs,
         warnings=warn,
     )
+
+
+def speakers_table(speakers: dict) -> pa.Table:
+    """speakers.csv as a table, one row per speaker (aliases and names left out), its own columns
+    (site, profession, ...) appended as text: what shift.group_by may name."""
+    people = sorted({s.speaker_id: s for s in speakers.values()}.values(), key=lambda s: s.speaker_id)
+    extra = sorted({k for s in people for k in s.extra} - set(schema.SPEAKERS.names))
+    sch = schema.SPEAKERS
+    for name in extra:
+        sch = sch.append(pa.field(name, pa.string(), nullable=True, metadata={"doc": "extra speakers.csv column"}))
+    return pa.Table.from_pylist([{"speaker_id": s.speaker_id, "speaker_role": s.role, "is_interviewer": s.is_interviewer,
+                                  **{k: s.extra.get(k) or None for k in extra}} for s in people], schema=sch)
 
 
 def segment_corpus(folder: str | Path, cfg: dict, on_file: Callable[[str], None] | None = None) -> Corpus:

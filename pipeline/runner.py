@@ -64,7 +64,7 @@ def run_segment(input_dir: Path, run_dir: Path, cfg: dict, progress: Progress | 
     else:
         corpus = segment_corpus(input_dir, cfg, on_file)
         write_table(run_dir, "utterances", corpus.utterances)
-    for name in ("sources", "interviews", "rejected"):
+    for name in ("sources", "interviews", "rejected", "speakers"):
         write_table(run_dir, name, getattr(corpus, name))
     utt = corpus.utterances
     reasons = Counter(r for r in utt.column("exclusion_reason").to_pylist() if r is not None)
@@ -357,10 +357,12 @@ def run_shift(run_dir: Path, cfg: dict, progress: Progress | None = None, encode
         from pipeline.questions import question_table
 
         questions = question_table(utterances, _embedding_encoder(run_dir, cfg, encoder), cfg)
-    interviews = (read_table(run_dir, "interviews", "themeshift segment")
-                  if cfg["shift"]["group_by"] != "speaker_role" else None)
+    by_column = cfg["shift"]["group_by"] != "speaker_role"
+    interviews = read_table(run_dir, "interviews", "themeshift segment") if by_column else None
+    speakers = (read_table(run_dir, "speakers", "themeshift segment")
+                if by_column and table_path(run_dir, "speakers").exists() else None)
     result = compute_shifts(utterances, dims, cfg, optional["embeddings"], optional["assignments"], progress,
-                            questions, interviews)
+                            questions, interviews, speakers)
     names = ("speaker_waves", "speaker_codes", "shifts", "shift_dimensions", "group_shifts", "group_trajectory",
              "group_changes", "group_contrasts", "shift_codes_change")
     for name in names:

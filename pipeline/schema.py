@@ -61,6 +61,13 @@ INTERVIEWS = pa.schema([
 ])
 # Extra manifest columns are appended to INTERVIEWS as string columns at run time.
 
+SPEAKERS = pa.schema([
+    _f("speaker_id", pa.string(), "speaker id from speakers.csv"),
+    _f("speaker_role", pa.string(), "role from speakers.csv", True),
+    _f("is_interviewer", pa.bool_(), "true for interviewers"),
+])
+# speakers.csv's own columns (site, profession, ...; never 'name' or 'aliases') are appended as strings.
+
 PSEUDONYM_REVIEW = pa.schema([
     # written beside the key (it holds the originals), never into a run or the shared folder
     _f("source_file", pa.string(), "source path relative to the input folder"),

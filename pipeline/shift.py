@@ -168,17 +168,20 @@ class _Prepared:
 
 
 def speaker_groups(spk: pd.DataFrame, speakers: pd.DataFrame, group_by: str,
-                   interviews: pa.Table | None) -> tuple[pd.Series, list[str]]:
-    """Each speaker's group for group_changes and group_contrasts: their role, or the value of a
-    manifest column (interviews table) over their interviews (the most frequent one)."""
+                   interviews: pa.Table | None, speaker_table: pa.Table | None = None) -> tuple[pd.Series, list[str]]:
+    """Each speaker's group for group_changes and group_contrasts: their role, a speakers.csv column,
+    or the value of a manifest column (interviews table) over their interviews (the most frequent one)."""
     if group_by == "speaker_role":
         return speakers["speaker_role"], []
+    if speaker_table is not None and group_by in speaker_table.column_names:
+        value = speaker_table.select(["speaker_id", group_by]).to_pandas().set_index("speaker_id")[group_by]
+        return speakers["speaker_id"].map(value.where(value.astype(str).str.strip() != "")), []
     if interviews is None or group_by not in interviews.column_names:
-        known = ["speaker_role"] + [c for c in (interviews.column_names if interviews is not None else [])
-                                    if c not in ("interview_id", "source_file", "n_turns", "n_utterances",
-                                                 "n_skipped_lines")]
-        raise ConfigError(f"shift.group_by: no column {group_by!r} in the manifest or utterances "
-                          f"(known: {', '.join(known)})")
+        known = ["speaker_role"] + [c for t in (speaker_table, interviews) if t is not None for c in t.column_names
+                                    if c not in ("speaker_id", "speaker_role", "is_interviewer", "interview_id",
+                                                 "source_file", "n_turns", "n_utterances", "n_skipped_lines")]
+        raise ConfigError(f"shift.group_by: no column {group_by!r} in speakers.csv, the manifest or utterances "
+                          f"(known: {', '.join(dict.fromkeys(known))})")
     value = interviews.select(["interview_id", group_by]).to_pandas().set_index("interview_id")[group_by]
     per = spk.assign(_g=spk["interview_id"].map(value).astype(object)).dropna(subset=["_g"])
     per = per[per["_g"].astype(str).str.strip() != ""]
@@ -191,7 +194,8 @@ def speaker_groups(spk: pd.DataFrame, speakers: pd.DataFrame, group_by: str,
 
 def _prepare(utterances: pa.Table, utterance_dimensions: pa.Table, cfg: dict,
              embeddings, assignments: pa.Table | None,
-             questions: pa.Table | None = None, interviews: pa.Table | None = None) -> _Prepared:
+             questions: pa.Table | None = None, interviews: pa.Table | None = None,
+             speaker_table: pa.Table | None = None) -> _Prepared:
     cols = ["utterance_id", "interview_id", "turn_index", "speaker_id", "speaker_role", "wave", "is_interviewer",
             "coded"]
     utt = utterances.select(cols).to_pandas()
@@ -208,7 +212,8 @@ def _prepare(utterances: pa.Table, utterance_dimensions: pa.Table, cfg: dict,
                             f"using {ranked[0][0]!r}")
     speakers = pd.DataFrame({"speaker_id": sorted(spk["speaker_id"].unique())})
     speakers["speaker_role"] = speakers["speaker_id"].map(roles.map(lambda r: r[0][0]))
-    speakers["group"], group_warnings = speaker_groups(spk, speakers, cfg["shift"]["group_by"], interviews)
+    speakers["group"], group_warnings = speaker_groups(spk, speakers, cfg["shift"]["group_by"], interviews,
+                                                       speaker_table)
     warnings += group_warnings
 
     no_wave = spk["wave"].isna()
@@ -652,7 +657,7 @@ def _apply_moderated(rows: list[dict], dim_rows: list[dict], estimates: dict, pr
 def compute_shifts(utterances: pa.Table, utterance_dimensions: pa.Table, cfg: dict,
                    embeddings=None, assignments: pa.Table | None = None,
                    progress: Progress | None = None, questions: pa.Table | None = None,
-                   interviews: pa.Table | None = None) -> ShiftResult:
+                   interviews: pa.Table | None = None, speakers: pa.Table | None = None) -> ShiftResult:
     """All shift tables from the run's tables (a pure function of its inputs, config and seed).
 
     embeddings (optional): a table, or io.vectors.StoredEmbeddings to read only the analysed rows.
@@ -660,10 +665,11 @@ def compute_shifts(utterances: pa.Table, utterance_dimensions: pa.Table, cfg: di
     questions (optional, schema.QUESTIONS): the embedded interviewer question each answer follows,
     for the question-matched shift.
 
-    interviews (optional): the interviews table, whose manifest columns shift.group_by may name."""
+    interviews, speakers (optional): the segment stage's tables, whose manifest and speakers.csv columns
+    shift.group_by may name."""
     sc, seed = cfg["shift"], cfg["run"]["seed"]
     min_n = sc["min_utterances_per_wave"]
-    prep = _prepare(utterances, utterance_dimensions, cfg, embeddings, assignments, questions, interviews)
+    prep = _prepare(utterances, utterance_dimensions, cfg, embeddings, assignments, questions, interviews, speakers)
     group_of = dict(zip(prep.speakers["speaker_id"], prep.speakers["group"]))
     estimates: dict[tuple, PairEstimate] = {}
     waves_of = prep.spoken.groupby("speaker_id")["wave"].apply(lambda w: sorted(int(x) for x in w)).to_dict()

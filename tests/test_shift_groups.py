@@ -172,3 +172,32 @@ def test_group_by_names_a_manifest_column_or_fails_naming_the_key(example_segmen
         assert row["n_speakers"] == 1 and pd.isna(row["p_value"]) and pd.isna(row["ci_low"])
     with pytest.raises(ConfigError, match="shift.group_by: no column 'site'"):
         compute_shifts(utt, dims, _cfg(group_by="site"), interviews=interviews)
+
+
+def test_group_by_names_a_speakers_csv_column_and_names_stay_out_of_the_tables(tmp_path):
+    """speakers.csv's own columns (here a site) become the speakers table and groups for shift; the
+    'name' column, which holds real names, never reaches a table."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from pipeline.runner import run_segment
+    from test_shift import answer_key_dimensions
+
+    corpus = tmp_path / "corpus"
+    shutil.copytree(EXAMPLE, corpus)
+    rows = (corpus / "speakers.csv").read_text(encoding="utf-8").splitlines()
+    sites = ["North" if i % 2 else "South" for i in range(len(rows) - 1)]
+    (corpus / "speakers.csv").write_text("\n".join([rows[0] + ",site,name"] + [
+        f"{r},{s},Real Person {i}" for i, (r, s) in enumerate(zip(rows[1:], sites))]) + "\n", encoding="utf-8")
+    run = tmp_path / "run"
+    run_segment(corpus, run, load_config())
+    speakers = pq.read_table(run / "speakers.parquet")
+    assert speakers.column_names == ["speaker_id", "speaker_role", "is_interviewer", "site"]
+    assert speakers.num_rows == len(rows) - 1
+    utt = pq.read_table(run / "utterances.parquet")
+    r = compute_shifts(utt, answer_key_dimensions(utt), _cfg(group_by="site"), speakers=speakers)
+    groups = set(r.group_changes.column("group").to_pylist())
+    assert groups == {"all", "North", "South"}
+    contrast = r.group_contrasts.to_pandas()
+    assert set(zip(contrast["group_a"], contrast["group_b"])) == {("North", "South")}

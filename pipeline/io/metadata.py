@@ -29,6 +29,11 @@ class Speaker:
     speaker_id: str
     role: str | None
     is_interviewer: bool
+    extra: dict[str, str] = field(default_factory=dict)  # other speakers.csv columns (site, profession, ...)
+
+
+# speakers.csv columns that never reach a table: 'name' holds the real name pseudonymisation replaces
+SPEAKER_COLUMNS = {"speaker_id", "role", "is_interviewer", "aliases", "name"}
 
 
 MAX_WAVE = 2**31 - 1  # waves are int32 in every table
@@ -137,7 +142,8 @@ def read_speakers(path: Path) -> dict[str, Speaker]:
             raise InputError(f"speaker {row['speaker_id']!r} is listed twice (also on line "
                              f"{first_line[row['speaker_id']]}); give one row per speaker", path, line)
         first_line[row["speaker_id"]] = line
-        speaker = Speaker(row["speaker_id"], row.get("role") or None, flag in _TRUE)
+        speaker = Speaker(row["speaker_id"], row.get("role") or None, flag in _TRUE,
+                          {k: v for k, v in row.items() if k not in SPEAKER_COLUMNS})
         names = [row["speaker_id"]] + [a for a in row.get("aliases", "").split(";") if a.strip()]
         for name in names:
             key = label_key(name)

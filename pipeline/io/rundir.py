@@ -56,6 +56,7 @@ def atomic_write(path: Path, write) -> None:
 COMMANDS = {
     "utterances": "themeshift segment TRANSCRIPTS --out RUN", "interviews": "themeshift segment TRANSCRIPTS --out RUN",
     "rejected": "themeshift segment TRANSCRIPTS --out RUN", "sources": "themeshift segment TRANSCRIPTS --out RUN",
+    "speakers": "themeshift segment TRANSCRIPTS --out RUN",
     "embeddings": "themeshift embed RUN", "codes": "themeshift codes RUN", "assignments": "themeshift codes RUN",
     "code_dimensions": "themeshift map RUN", "data_structure": "themeshift map RUN",
     "utterance_dimensions": "themeshift map RUN", "shifts": "themeshift shift RUN",
