@@ -59,7 +59,7 @@ def test_ray_engine_gives_the_local_tables(ray_run, example_run):
     assert ray_e.schema.equals(local_e.schema)
     # Different batches give the same vectors to within float rounding.
     np.testing.assert_allclose(vectors(ray_e), vectors(local_e), atol=1e-5)
-    for name in ("sources", "interviews", "rejected"):
+    for name in ("sources", "interviews", "rejected", "speakers"):
         assert read_table(ray_run, name).equals(read_table(example_run, name))
 
 
