@@ -26,6 +26,11 @@ Progress = Callable[[str, int, int], None]
 CACHE_LAYOUT = "@unpadded"  # cache entries made by unpadded, same-length batches (see _encode_transformer)
 
 
+def compute_threads() -> int:
+    """Threads every embedding in this process runs with (vectors differ in their last bits by count)."""
+    return max(1, os.cpu_count() or 1)
+
+
 def text_hash(text: str) -> str:
     return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
 
@@ -63,8 +68,11 @@ class Encoder:
         """Attach the persistent cache configured in cfg["embed"] (or none when use_cache is off)."""
         self.cache = None
         if cfg["embed"]["use_cache"]:  # vectors from padded batches (before) live under the bare model id
+            # the thread count changes a vector's last bits too: vectors made with another count (a Ray
+            # worker, another machine) are never mixed with this process's
+            threads = f"-t{compute_threads()}" if self.spec.backend != "model2vec" else ""
             self.cache = EmbeddingCache(cache_root(cfg["embed"]["cache_dir"]) / "embeddings",
-                                        f"{self.model_id}{CACHE_LAYOUT}", self.dim)
+                                        f"{self.model_id}{CACHE_LAYOUT}{threads}", self.dim)
         return self
 
     def encode(self, texts: list[str], batch_size: int = 64, progress: Progress | None = None,
@@ -91,7 +99,10 @@ class Encoder:
         Conversation is mostly short turns with a long tail: sorted by token length, each
         forward pass is filled up to batch_tokens (and at most batch_size rows).
         """
+        import torch
+
         model = self.model
+        torch.set_num_threads(compute_threads())  # whatever else changed it since: the count the cache assumes
         lengths = np.fromiter((len(ids) for ids in model.tokenizer(
             texts, truncation=True, max_length=model.max_seq_length)["input_ids"]), dtype=np.int64, count=len(texts))
         order = np.argsort(lengths, kind="stable")
@@ -139,7 +150,7 @@ def _load_model(spec: ModelSpec, device: str):
     import torch
     from sentence_transformers import SentenceTransformer
 
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(compute_threads())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return SentenceTransformer(str(spec.path), device=_device(device), local_files_only=True)

@@ -8,13 +8,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.embed import CACHE_LAYOUT, embed_utterances, text_hash, vectors
+from pipeline.embed import CACHE_LAYOUT, compute_threads, embed_utterances, text_hash, vectors
 from pipeline.embed_cache import EmbeddingCache
 from pipeline.errors import InputError
 from pipeline.ingest import segment_corpus
 from pipeline.models import resolve
 
 from conftest import EXAMPLE
+
+
+def _layout(encoder) -> str:
+    """The cache folder of this model, batching layout and thread count."""
+    return f"{encoder.model_id}{CACHE_LAYOUT}-t{compute_threads()}"
 
 
 def test_reference_embedding_offline(encoder):
@@ -61,14 +66,14 @@ def test_cache_second_run_embeds_nothing_and_new_interview_only_its_text(two_int
     _, stats3 = _embed(two_interviews.dir, cfg, encoder, cache)
     assert (stats3.coded, stats3.embedded, stats3.cache_hits) == (7, 1, 4)
     fresh = encoder.encode(["We shared the leadership."])[0]
-    cached = EmbeddingCache(cache / "embeddings", encoder.model_id + CACHE_LAYOUT, 384).get([text_hash("We shared the leadership.")])
+    cached = EmbeddingCache(cache / "embeddings", _layout(encoder), 384).get([text_hash("We shared the leadership.")])
     assert np.allclose(list(cached.values())[0], fresh, atol=1e-6)
 
 
 def test_corrupted_cache_shard_is_detected_and_rebuilt(two_interviews, cfg, encoder, tmp_path):
     cache = tmp_path / "cache"
     table, _ = _embed(two_interviews.dir, cfg, encoder, cache)
-    shard = next((cache / "embeddings" / (encoder.model_id + CACHE_LAYOUT)).glob("shard-*.parquet"))
+    shard = next((cache / "embeddings" / _layout(encoder)).glob("shard-*.parquet"))
     shard.write_bytes(shard.read_bytes()[:200])  # a crash of some other tool mid-copy
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -82,7 +87,7 @@ def test_a_poisoned_cache_shard_is_caught_by_its_checksum_and_re_embedded(two_in
     removed with a warning and the texts are embedded again (whole rows reordered are still fine)."""
     cache = tmp_path / "cache"
     table, _ = _embed(two_interviews.dir, cfg, encoder, cache)
-    shard = next((cache / "embeddings" / (encoder.model_id + CACHE_LAYOUT)).glob("shard-*.parquet"))
+    shard = next((cache / "embeddings" / _layout(encoder)).glob("shard-*.parquet"))
     stored = pq.read_table(shard)
     reordered = stored.take(pa.array(list(range(stored.num_rows))[::-1]))
     pq.write_table(reordered, shard)  # whole rows, metadata kept: still trusted
