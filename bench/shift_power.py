@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from shift_corpora import GROUPS, REPO, embedding_table, encode, one_hot, shift_tables, talkmoves_teacher_sentences
+from shift_corpora import GROUPS, REPO, encode, one_hot, shift_tables, talkmoves_teacher_sentences
 
 from _results import save  # noqa: E402
 

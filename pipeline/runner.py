@@ -546,7 +546,7 @@ def run_report(run_dir: Path, cfg: dict, figures_dir: Path | str | None = None, 
     from pipeline import schema
     from pipeline.embed import vectors
     from pipeline.errors import InputError
-    from pipeline.io.rundir import read_rows, read_table, table_path, table_sha256
+    from pipeline.io.rundir import read_rows, table_path, table_sha256
     from pipeline.report import build_report, load_tables, project_2d, write_figures, write_shareable
 
     started = time.perf_counter()
