@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from pipeline import schema
 from pipeline.errors import InputError, environment_fault
-from pipeline.io.metadata import _read_csv, read_manifest, read_speakers
+from pipeline.io.metadata import read_csv_rows, read_manifest, read_speakers
 from pipeline.io.pseudonymise_formats import SourceFile, read_for_pseudonymising, replace_spans
 from pipeline.pii import KINDS, NAME_KINDS, Detector, Finding, listed_pattern, resolve_overlaps
 from pipeline.pseudonym_key import PseudonymKey, load_key, normalise
@@ -60,7 +60,7 @@ def read_names_file(path: Path) -> dict[str, list[str]]:
     if not path.is_file():
         raise InputError("names file not found", path)
     out: dict[str, list[str]] = {k: [] for k in NAME_KINDS}
-    fields, rows = _read_csv(path)
+    fields, rows = read_csv_rows(path)
     if "name" in fields:
         for line, row in rows:
             kind = _KIND_NAMES.get((row.get("kind") or row.get("type") or "person").lower())
@@ -80,7 +80,7 @@ def speaker_names(speakers_path: Path, cfg: dict) -> list[str]:
     (not generic labels such as Interviewer, nor codes such as P-05)."""
     if not speakers_path.is_file():
         return []
-    _, rows = _read_csv(speakers_path)
+    _, rows = read_csv_rows(speakers_path)
     generic = {x.casefold() for x in cfg["speakers"]["interviewer_labels"] + cfg["speakers"]["participant_labels"]}
     names = []
     for _, row in rows:
@@ -100,7 +100,7 @@ def protected_labels(src: Path, cfg: dict, manifest: dict) -> set[str]:
            + cfg["anonymise"]["keep_labels"]}
     path = src / cfg["input"]["speakers_file"]
     if path.is_file():
-        for _, row in _read_csv(path)[1]:
+        for _, row in read_csv_rows(path)[1]:
             for c in [row.get("speaker_id", "")] + row.get("aliases", "").split(";"):
                 if c.strip() and not _NAME_LIKE.fullmatch(c.strip()):
                     out.add(label_key(c))

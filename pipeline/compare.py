@@ -54,7 +54,7 @@ def machine_labels(utterance_dimensions: pa.Table, framework) -> pd.DataFrame:
     }, index=top.index)
 
 
-def _human_ratings(aligned: pd.DataFrame, units: pd.DataFrame, coders: list[str], column: str,
+def human_ratings(aligned: pd.DataFrame, units: pd.DataFrame, coders: list[str], column: str,
                    categories: list[str], uncoded_is_none: bool):
     """Per coder: primary label index (units,) and presence matrix (units, k) at one level."""
     pos = {u: i for i, u in enumerate(units["utterance_id"])}
@@ -83,7 +83,7 @@ def _human_ratings(aligned: pd.DataFrame, units: pd.DataFrame, coders: list[str]
     return primary, present
 
 
-def _machine_ratings(units: pd.DataFrame, machine: pd.DataFrame, level: str, categories: list[str]):
+def machine_ratings(units: pd.DataFrame, machine: pd.DataFrame, level: str, categories: list[str]):
     cat = {c: i for i, c in enumerate(categories)}
     labels = units["utterance_id"].map(machine[level]) if len(machine) else pd.Series([None] * len(units))
     p = np.array([cat.get(x, MISSING) if isinstance(x, str) else MISSING for x in labels], dtype=np.int64)
@@ -133,8 +133,8 @@ def compare(utterances: pa.Table, sources: pa.Table, human: HumanCodes, framewor
     uncoded_is_none = c["uncoded"] == "none"
     agreement_rows, confusion_rows, ratings = [], [], {}
     for level in LEVELS:
-        primary, present = _human_ratings(aligned, units, coders, column[level], categories[level], uncoded_is_none)
-        primary[machine], present[machine] = _machine_ratings(units, m_labels, level, categories[level])
+        primary, present = human_ratings(aligned, units, coders, column[level], categories[level], uncoded_is_none)
+        primary[machine], present[machine] = machine_ratings(units, m_labels, level, categories[level])
         ratings[level] = r = Ratings(level, categories[level], primary, present)
         rows, conf, warn = compare_ratings(r, coders, machine, groups, n_groups, boot)
         agreement_rows += rows
@@ -174,7 +174,7 @@ def _cluster_rows(aligned, units, coders, assignments, machine, groups, n_groups
     codes = sorted(aligned["code"].unique())
     categories = [*codes, NONE]
     framed = aligned.assign(dimension=aligned["dimension"].fillna("outside"))  # every human code counts here
-    primary, present = _human_ratings(framed, units, coders, "code", categories, uncoded_is_none)
+    primary, present = human_ratings(framed, units, coders, "code", categories, uncoded_is_none)
     refs = dict(primary)
     if len(coders) >= 2:
         refs[CONSENSUS] = Ratings("code", categories, primary, present).consensus(coders)[0]

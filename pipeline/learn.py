@@ -79,7 +79,7 @@ def _level_categories(level: str, framework, aligned: pd.DataFrame) -> list[str]
 
 def human_targets(utterances: pa.Table, sources: pa.Table, human, framework, mapping, level: str,
                   cfg: dict) -> Targets:
-    from pipeline.compare import _human_ratings
+    from pipeline.compare import human_ratings
     from pipeline.io.human_codes import align, resolve_codes
 
     if level not in LEVELS:
@@ -101,7 +101,7 @@ def human_targets(utterances: pa.Table, sources: pa.Table, human, framework, map
     for lv in dict.fromkeys([name, "dimension", "second-order"]):
         cats = _level_categories(lv, framework, aligned)
         column = {"dimension": "dimension", "second-order": "second_order", "code": "code"}[lv]
-        primary, present = _human_ratings(framed if lv == "code" else aligned, units, coders, column, cats,
+        primary, present = human_ratings(framed if lv == "code" else aligned, units, coders, column, cats,
                                           uncoded_is_none)
         eval_levels[lv] = (cats, primary, present)
     classes = eval_levels[name][0]
@@ -601,16 +601,16 @@ def framework_concepts(blocks, framework, fv, cfg: dict):
     blend = (m["own_weight"] * own + m["context_weight"] * ctx) / (m["own_weight"] + m["context_weight"])
     sims = fv.vectors.astype(np.float64) @ fv.vectors.astype(np.float64).T
     np.fill_diagonal(sims, -np.inf)  # a framework text must not vote for itself
-    from pipeline.map import _pooled, _softmax
+    from pipeline.map import pooled_similarity, softmax_rows
 
-    scores = _pooled(sims, fv.labels, mapper.n_concepts_, mapper.top_k)
-    weak = _softmax(np.where(np.isfinite(scores), scores, -1.0) / mapper.temperature_)
+    scores = pooled_similarity(sims, fv.labels, mapper.n_concepts_, mapper.top_k)
+    weak = softmax_rows(np.where(np.isfinite(scores), scores, -1.0) / mapper.temperature_)
     return blend, own, ctx, weak
 
 
 def learn_stage(utterances: pa.Table, sources: pa.Table, embeddings: pa.Table, framework_dims: pa.Table,
                 human, framework, mapping, encoder, cfg: dict, level: str, progress=None) -> LearnResult:
-    from pipeline.compare import _machine_ratings, machine_labels
+    from pipeline.compare import machine_ratings, machine_labels
     from pipeline.learn_features import build_blocks, framework_block, weak_matrix
     from pipeline.map import embed_framework
 
@@ -688,7 +688,7 @@ def learn_stage(utterances: pa.Table, sources: pa.Table, embeddings: pa.Table, f
     base = {}
     for lv in ("dimension", "second-order"):
         if lv in t.eval_levels:
-            base[lv], _ = _machine_ratings(t.units, m_labels, lv, t.eval_levels[lv][0])
+            base[lv], _ = machine_ratings(t.units, m_labels, lv, t.eval_levels[lv][0])
     for lv in base:
         r = _ratings(t, lv, base[lv])
         got, _, _ = compare_ratings(r, t.coders, MACHINE, boot_groups, int(boot_groups.max()) + 1, boot)

@@ -52,13 +52,13 @@ def embed_framework(framework: Framework, encoder: Encoder) -> FrameworkVectors:
     return FrameworkVectors(framework, encoder.encode(texts), np.asarray(labels, dtype=np.int64), tuple(texts))
 
 
-def _softmax(scores: np.ndarray) -> np.ndarray:
+def softmax_rows(scores: np.ndarray) -> np.ndarray:
     z = scores - scores.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
 
 
-def _pooled(sims: np.ndarray, labels: np.ndarray, n_concepts: int, k: int) -> np.ndarray:
+def pooled_similarity(sims: np.ndarray, labels: np.ndarray, n_concepts: int, k: int) -> np.ndarray:
     """(n, n_concepts): mean of the k largest finite similarities to each concept's texts."""
     out = np.full((sims.shape[0], n_concepts), -np.inf)
     for j in range(n_concepts):
@@ -90,22 +90,22 @@ class SimilarityMapper:
         """Minimise the leave-one-out negative log-likelihood of each framework text's own concept."""
         sims = self.vectors_ @ self.vectors_.T
         np.fill_diagonal(sims, -np.inf)
-        scores = _pooled(sims, self.labels_, self.n_concepts_, self.top_k)
+        scores = pooled_similarity(sims, self.labels_, self.n_concepts_, self.top_k)
         usable = np.isfinite(scores[np.arange(len(scores)), self.labels_])  # concept has another text
         if usable.sum() < 2:
             return _DEFAULT_TEMPERATURE
         scores, truth = scores[usable], self.labels_[usable]
         scores = np.where(np.isfinite(scores), scores, -1.0)
-        nll = [-np.log(_softmax(scores / t)[np.arange(len(truth)), truth] + 1e-12).mean() for t in TEMPERATURE_GRID]
+        nll = [-np.log(softmax_rows(scores / t)[np.arange(len(truth)), truth] + 1e-12).mean() for t in TEMPERATURE_GRID]
         return float(TEMPERATURE_GRID[int(np.argmin(nll))])
 
     def scores(self, x: np.ndarray) -> np.ndarray:
-        return _pooled(np.asarray(x, np.float64) @ self.vectors_.T, self.labels_, self.n_concepts_, self.top_k)
+        return pooled_similarity(np.asarray(x, np.float64) @ self.vectors_.T, self.labels_, self.n_concepts_, self.top_k)
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         if len(x) == 0:
             return np.zeros((0, self.n_concepts_))
-        return _softmax(self.scores(x) / self.temperature_)
+        return softmax_rows(self.scores(x) / self.temperature_)
 
 
 class ClassifierMapper:

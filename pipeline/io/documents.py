@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pipeline.errors import InputError
 from pipeline.io.decode import clean_controls, decode_text
-from pipeline.io.readers import Document, Turn, _docx_text
+from pipeline.io.readers import Document, Turn, docx_text
 
 SOURCE_TYPES = ("interview", "fieldnote", "document")
 PAGE_BREAK = "\f"
@@ -108,7 +108,7 @@ def read_unlabelled(path: Path, display: str, source_type: str, fallbacks: list[
         if not zipfile.is_zipfile(path):
             raise InputError("not a Word .docx file (not a zip archive)", display)
         try:
-            text = _docx_text(path).replace("\r\n", "\n")
+            text = docx_text(path).replace("\r\n", "\n")
         except InputError as exc:
             raise InputError(exc.message, display, exc.line) from None
         fmt, encoding = "docx", "docx"

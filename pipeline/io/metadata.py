@@ -39,7 +39,7 @@ SPEAKER_COLUMNS = {"speaker_id", "role", "is_interviewer", "aliases", "name"}
 MAX_WAVE = 2**31 - 1  # waves are int32 in every table
 
 
-def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+def read_csv_rows(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
@@ -87,7 +87,7 @@ def parse_source_type(value: str, path: Path | str, line: int | None) -> str | N
 
 def read_manifest(path: Path, folder: Path) -> dict[str, tuple[FileMeta, int]]:
     """Manifest rows keyed by the file's path relative to `folder`, with their line numbers."""
-    fields, rows = _read_csv(path)
+    fields, rows = read_csv_rows(path)
     if "file" not in fields:
         hint = ""
         if fields and any(sep in fields[0] for sep in (";", "\t")):
@@ -129,7 +129,7 @@ def read_manifest(path: Path, folder: Path) -> dict[str, tuple[FileMeta, int]]:
 
 def read_speakers(path: Path) -> dict[str, Speaker]:
     """Speakers keyed by every normalised label that names them (id and aliases)."""
-    fields, rows = _read_csv(path)
+    fields, rows = read_csv_rows(path)
     if "speaker_id" not in fields:
         raise InputError("speakers file needs a 'speaker_id' column", path, 1)
     out: dict[str, Speaker] = {}

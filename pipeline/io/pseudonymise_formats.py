@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pipeline.errors import InputError
 from pipeline.io.decode import decode_text
-from pipeline.io.readers import _CUE_TIMING, _VOICE, _match_label, load_json
+from pipeline.io.readers import CUE_TIMING, VOICE, match_label, load_json
 
 TEXT_FORMATS = (".txt", ".md", ".vtt", ".srt")
 LABEL_KEYS = ("speaker", "name", "speaker_id")  # JSON fields holding a speaker label (as the reader reads them)
@@ -83,8 +83,8 @@ class SourceFile:
 
 
 def _line_labels(line: str, cue: bool) -> list[tuple[int, int]]:
-    spans = [m.span("name") for m in _VOICE.finditer(line)] if cue else []
-    m = _match_label(line)
+    spans = [m.span("name") for m in VOICE.finditer(line)] if cue else []
+    m = match_label(line)
     if m and m.group("label").strip():
         spans.append(m.span("label"))
     return spans
@@ -95,7 +95,7 @@ def _text_source(rel: str, out_rel: str, text: str, fmt: str, cue: bool) -> Sour
     pieces, index = [], []
     for i, line in enumerate(lines):
         stripped = line.strip()
-        if not stripped or cue and (_CUE_TIMING.match(line) or stripped.isdigit() or stripped.startswith("WEBVTT")):
+        if not stripped or cue and (CUE_TIMING.match(line) or stripped.isdigit() or stripped.startswith("WEBVTT")):
             continue  # timing lines, cue numbers and the header carry no one's data
         pieces.append(Piece(line, i + 1, _line_labels(line, cue), mask_cue_tags(line) if cue else None))
         index.append(i)
@@ -132,12 +132,12 @@ def _paragraphs(document):
 def _docx_source(path: Path, rel: str) -> SourceFile:
     import docx
 
-    from pipeline.io.readers import _docx_text
+    from pipeline.io.readers import docx_text
 
     if not zipfile.is_zipfile(path):
         raise InputError("not a Word .docx file (not a zip archive)", rel)
     try:
-        _docx_text(path)  # the reader's own checks (caps, DTDs, damaged XML) first
+        docx_text(path)  # the reader's own checks (caps, DTDs, damaged XML) first
         document = docx.Document(str(path))
     except InputError as exc:
         raise InputError(exc.message, rel, exc.line) from None

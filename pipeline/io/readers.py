@@ -32,8 +32,8 @@ _TURN_LINE = re.compile(
     re.X,
 )
 _LOOSE_TIMING = re.compile(r"-+>|^\s*\d{1,2}:\d{2}[:.,]\d")  # what a damaged timing line still looks like
-_CUE_TIMING = re.compile(rf"^\s*(?P<start>{_TS})\s*-->\s*{_TS}")
-_VOICE = re.compile(r"<v(?:\.[\w.]+)?\s+(?P<name>[^>]+)>")
+CUE_TIMING = re.compile(rf"^\s*(?P<start>{_TS})\s*-->\s*{_TS}")
+VOICE = re.compile(r"<v(?:\.[\w.]+)?\s+(?P<name>[^>]+)>")
 _TAG = re.compile(r"</?(?:[A-Za-z]|\d+:)[^>]*>")  # <i>, </v>, <c.red>, <00:01.500>; a bare "<" is text
 
 
@@ -94,7 +94,7 @@ def _accepted_labels(candidates: dict[str, tuple[int, str]], known: set[str]) ->
     return accepted
 
 
-def _match_label(line: str) -> re.Match | None:
+def match_label(line: str) -> re.Match | None:
     m = _TURN_LINE.match(line)
     if m and len(m.group("label").split()) <= 4:
         return m
@@ -108,7 +108,7 @@ def parse_labelled_text(text: str, path: str, known: set[str], fmt: str, encodin
     for line in lines:
         offsets.append(pos)
         pos += len(line) + 1
-    matches = [_match_label(line) for line in lines]
+    matches = [match_label(line) for line in lines]
     counts: dict[str, tuple[int, str]] = {}
     for m in matches:
         if m:
@@ -187,7 +187,7 @@ def _read_cues(text: str, path: str, fmt: str, encoding: str, known: set[str]) -
     cues = []  # (line, start seconds, raw payload)
     bad_timing = []
     for line_no, lines in blocks:
-        timing_at = next((j for j, ln in enumerate(lines) if _CUE_TIMING.match(ln)), None)
+        timing_at = next((j for j, ln in enumerate(lines) if CUE_TIMING.match(ln)), None)
         if timing_at is None:
             if lines[0].lstrip().startswith(("WEBVTT", "NOTE", "STYLE", "REGION")):
                 continue  # header and metadata blocks
@@ -197,7 +197,7 @@ def _read_cues(text: str, path: str, fmt: str, encoding: str, known: set[str]) -
             bad_timing.append(line_no + timing_at)  # a cue whose timing line is damaged: keep its words
             cues.append((line_no + timing_at + 1, None, " ".join(lines[timing_at + 1:])))
             continue
-        ts = parse_timestamp(_CUE_TIMING.match(lines[timing_at]).group("start"))
+        ts = parse_timestamp(CUE_TIMING.match(lines[timing_at]).group("start"))
         if ts is None:  # a timing line in the right shape with an impossible time
             bad_timing.append(line_no + timing_at)
         cues.append((line_no + timing_at + 1, ts, " ".join(lines[timing_at + 1:])))
@@ -206,13 +206,13 @@ def _read_cues(text: str, path: str, fmt: str, encoding: str, known: set[str]) -
     parsed = []
     counts: dict[str, tuple[int, str]] = {}
     for line_no, ts, payload in cues:
-        voice = _VOICE.search(payload)
+        voice = VOICE.search(payload)
         label, body = (voice.group("name").strip(), payload) if voice else (None, payload)
         body = _TAG.sub("", body).strip()
         if fmt == "vtt":
             body = html.unescape(body)  # WebVTT writes &lt; &gt; &amp; for < > & in cue text
         if label is None:
-            m = _match_label(body)
+            m = match_label(body)
             if m:
                 label, body = m.group("label").strip(), m.group("text")
                 counts[label_key(label)] = (counts.get(label_key(label), (0, label))[0] + 1, label)
@@ -290,7 +290,7 @@ DOCX_MAX_MEMBERS, DOCX_MAX_BYTES = 5_000, 200_000_000
 DOCX_PARAGRAPHS_NOTICE = 50_000  # an interview of several hours has a few thousand
 
 
-def _docx_text(path: Path) -> str:
+def docx_text(path: Path) -> str:
     import docx  # python-docx
     from docx.table import Table
     from docx.text.paragraph import Paragraph
@@ -355,7 +355,7 @@ def read_document(path: Path, display: str, known: set[str], fallbacks: list[str
         if not zipfile.is_zipfile(path):
             raise InputError("not a Word .docx file (not a zip archive)", display)
         try:
-            text = _docx_text(path).replace("\r\n", "\n")
+            text = docx_text(path).replace("\r\n", "\n")
         except InputError as exc:  # name the file as the user gave it
             raise InputError(exc.message, display, exc.line) from None
         if not text.strip():
