@@ -41,9 +41,7 @@ import pyarrow as pa
 from pipeline import schema
 from pipeline.errors import ConfigError, InputError
 from pipeline.io.readers import label_key
-from pipeline.shift_groups import (
-    PairEstimate, group_sizes, group_tables, interview_excess, moderate_all, shrink_target, shrunken, speaker_test,
-)
+from pipeline.shift_groups import PairEstimate, group_tables, moderate_all, speaker_tests
 from pipeline.shift_inference import pair_moments
 from pipeline.shift_stats import (
     all_label_masks, benjamini_hochberg, bootstrap_counts, cosine_distance, distance_interval, exact_p, js_distance,
@@ -155,16 +153,27 @@ class _Prepared:
     def one_hot(self, idx: np.ndarray) -> np.ndarray:
         """(len(idx), M) one-hot codes of rows idx (unassigned: a zero row). Built per speaker and
         wave: the whole matrix would be utterances x codes (2.4 GB at 656,733 x 457)."""
-        out = np.zeros((len(idx), len(self.code_ids)))
-        code = self.code[idx]
-        out[np.flatnonzero(code >= 0), code[code >= 0]] = 1.0
-        return out
+        return _one_hot(self.code[idx], len(self.code_ids))
 
     def concept_one_hot(self, idx: np.ndarray) -> np.ndarray:
-        out = np.zeros((len(idx), len(self.concept_names)))
-        c = self.concept[idx]
-        out[np.flatnonzero(c >= 0), c[c >= 0]] = 1.0
-        return out
+        """The same for the rows' most probable concepts."""
+        return _one_hot(self.concept[idx], len(self.concept_names))
+
+
+def _one_hot(column: np.ndarray, width: int) -> np.ndarray:
+    """(len(column), width) rows with a 1 in each entry's column; -1 (none) gives a zero row."""
+    out = np.zeros((len(column), width))
+    out[np.flatnonzero(column >= 0), column[column >= 0]] = 1.0
+    return out
+
+
+def _most_frequent(values: pd.Series, what: str) -> tuple[pd.Series, list[str]]:
+    """Per speaker (the series' index) the value they have most often (ties: alphabetically first), and
+    a warning for each speaker with several."""
+    ranked = values.groupby(level=0).agg(lambda r: sorted(Counter(map(str, r)).items(), key=lambda kv: (-kv[1], kv[0])))
+    warnings = [f"speaker {sid!r} has several {what} ({', '.join(v for v, _ in r)}); using {r[0][0]!r}"
+                for sid, r in ranked.items() if len(r) > 1]
+    return ranked.map(lambda r: r[0][0]), warnings
 
 
 def speaker_groups(spk: pd.DataFrame, speakers: pd.DataFrame, group_by: str,
@@ -183,13 +192,9 @@ def speaker_groups(spk: pd.DataFrame, speakers: pd.DataFrame, group_by: str,
         raise ConfigError(f"shift.group_by: no column {group_by!r} in speakers.csv, the manifest or utterances "
                           f"(known: {', '.join(dict.fromkeys(known))})")
     value = interviews.select(["interview_id", group_by]).to_pandas().set_index("interview_id")[group_by]
-    per = spk.assign(_g=spk["interview_id"].map(value).astype(object)).dropna(subset=["_g"])
-    per = per[per["_g"].astype(str).str.strip() != ""]
-    ranked = per.groupby("speaker_id")["_g"].agg(
-        lambda r: sorted(Counter(map(str, r)).items(), key=lambda kv: (-kv[1], kv[0])))
-    warnings = [f"speaker {sid!r} has several values of {group_by} ({', '.join(v for v, _ in r)}); using {r[0][0]!r}"
-                for sid, r in ranked.items() if len(r) > 1]
-    return speakers["speaker_id"].map(ranked.map(lambda r: r[0][0])), warnings
+    per = spk.set_index("speaker_id")["interview_id"].map(value).dropna()
+    winner, warnings = _most_frequent(per[per.astype(str).str.strip() != ""], f"values of {group_by}")
+    return speakers["speaker_id"].map(winner), warnings
 
 
 def _prepare(utterances: pa.Table, utterance_dimensions: pa.Table, cfg: dict,
@@ -204,14 +209,10 @@ def _prepare(utterances: pa.Table, utterance_dimensions: pa.Table, cfg: dict,
     spk = utt[~utt["is_interviewer"].astype(bool)].copy()
     spk["speaker_id"], warnings = canonical_speaker_ids(spk["speaker_id"])
 
-    roles = (spk.dropna(subset=["speaker_role"]).groupby("speaker_id")["speaker_role"]
-             .agg(lambda r: sorted(Counter(r).items(), key=lambda kv: (-kv[1], kv[0]))))
-    for sid, ranked in roles.items():
-        if len(ranked) > 1:
-            warnings.append(f"speaker {sid!r} has several roles ({', '.join(r for r, _ in ranked)}); "
-                            f"using {ranked[0][0]!r}")
+    role, role_warnings = _most_frequent(spk.set_index("speaker_id")["speaker_role"].dropna(), "roles")
+    warnings += role_warnings
     speakers = pd.DataFrame({"speaker_id": sorted(spk["speaker_id"].unique())})
-    speakers["speaker_role"] = speakers["speaker_id"].map(roles.map(lambda r: r[0][0]))
+    speakers["speaker_role"] = speakers["speaker_id"].map(role)
     speakers["group"], group_warnings = speaker_groups(spk, speakers, cfg["shift"]["group_by"], interviews,
                                                        speaker_table)
     warnings += group_warnings
@@ -270,8 +271,8 @@ def _prepare(utterances: pa.Table, utterance_dimensions: pa.Table, cfg: dict,
     for i, key in enumerate(keys):  # rows are sorted, so each (speaker, wave) is one contiguous block
         start, _ = blocks.get(key, (i, i))
         blocks[key] = (start, i + 1)
-    return _Prepared(speakers, spoken, rows, P, column, code_ids, concept, concept_names, X, interview, turn, question, Q, dimensions, blocks,
-                     unmapped, warnings)
+    return _Prepared(speakers, spoken, rows, P, column, code_ids, concept, concept_names, X, interview, turn, question,
+                     Q, dimensions, blocks, unmapped, warnings)
 
 
 def _question_index(rows: pd.DataFrame, questions: pa.Table | None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -627,7 +628,6 @@ def _apply_moderated(rows: list[dict], dim_rows: list[dict], estimates: dict, pr
                      fits_by: dict, sc: dict) -> None:
     """Moderated p-values and intervals per dimension, shrunken changes, and the profile p of the
     pairs whose test is the moderated t."""
-    sizes = group_sizes(list(estimates.values()))
     by_key = {(r["speaker_id"], r.get("wave_from"), r.get("wave_to")): r for r in rows}
     dims_by_key: dict[tuple, list[dict]] = {}
     for d in dim_rows:
@@ -636,12 +636,7 @@ def _apply_moderated(rows: list[dict], dim_rows: list[dict], estimates: dict, pr
         if key not in estimates:  # too few utterances or no evidence: no interval either
             for d in ds:
                 d.update(change_ci_low=None, change_ci_high=None)
-    excess = (interview_excess(list(estimates.values()), "dimension", fits_by, sizes)
-              if sc["interview_variance"] == "borrow" else {})
-    for key, est in estimates.items():
-        target = shrink_target(fits_by, est, "dimension", sizes)
-        test = speaker_test(est, "dimension", sc["ci_level"], excess.get((est.wave_from, est.wave_to)))
-        shrunk = shrunken(est, "dimension", target)
+    for key, (test, shrunk) in speaker_tests(list(estimates.values()), "dimension", fits_by, sc).items():
         for k, d in enumerate(dims_by_key.get(key, [])):
             d.update(change_se=float(test["se"][k]), change_ci_low=float(test["ci_low"][k]),
                      change_ci_high=float(test["ci_high"][k]), df=float(test["df"][k]),
@@ -765,20 +760,16 @@ def _frame_table(frame: pd.DataFrame, sch: pa.Schema) -> pa.Table:
 def speaker_theme_changes(estimates: dict, fits_by: dict, prep: _Prepared, sc: dict) -> pa.Table:
     """shift_codes_change: per speaker and wave pair, every concept and code the speaker used in
     either wave, with its moderated interval and its change shrunk towards the group's."""
-    sizes = group_sizes(list(estimates.values()))
     role = dict(zip(prep.speakers["speaker_id"], prep.speakers["speaker_role"]))
     cols: dict[str, list] = {f.name: [] for f in schema.SHIFT_CODES_CHANGE}
     names = {"concept": prep.concept_names, "code": [str(c) for c in prep.code_ids]}
-    excess = {level: interview_excess(list(estimates.values()), level, fits_by, sizes)
-              if sc["interview_variance"] == "borrow" else {} for level in ("concept", "code")}
+    tests = {level: speaker_tests(list(estimates.values()), level, fits_by, sc) for level in ("concept", "code")}
     for (sid, wf, wt), est in sorted(estimates.items()):
         for level in ("concept", "code"):
             if level not in est.moments:
                 continue
             m = est.moments[level]
-            target = shrink_target(fits_by, est, level, sizes)
-            test = speaker_test(est, level, sc["ci_level"], excess[level].get((wf, wt)))
-            shrunk = shrunken(est, level, target)
+            test, shrunk = tests[level][(sid, wf, wt)]
             for j in np.flatnonzero((m.share_from > 0) | (m.share_to > 0)):
                 for name, value in (("speaker_id", sid), ("speaker_role", role.get(sid)), ("group", est.group),
                                     ("wave_from", wf), ("wave_to", wt), ("level", level), ("theme", names[level][j]),

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.shift_inference import (
-    PairMoments, RandomEffects, contrast, fit_prior, moderate, random_effects, shrink, t_interval,
+    PairMoments, RandomEffects, bonferroni, contrast, fit_prior, moderate, random_effects, shrink, t_interval,
 )
 from pipeline.shift_stats import benjamini_hochberg
 
@@ -31,6 +31,7 @@ CONTRAST_LEVELS = ("dimension", "concept")
 MIN_GROUP = 2           # speakers a group needs for an interval and a p-value
 MIN_SHRINK_GROUP = 3    # speakers a group needs to be the target of a speaker's shrunken change
 VARIANCE_FLOOR = 1e-6   # a speaker's variance of a change is never taken as exactly 0
+CHI2_MEDIAN = 0.454936  # median of chi-square with 1 df
 
 
 @dataclass
@@ -49,12 +50,11 @@ class PairEstimate:
 
 # ---------------------------------------------------------------- per speaker: moderation
 
-def moderate_all(pairs: list[PairEstimate]) -> dict[str, dict]:
-    """Moderated variances for every pair and level; the priors (d0, s0^2) per level, unit and theme.
+def moderate_all(pairs: list[PairEstimate]) -> None:
+    """Moderated variances for every pair and level, from priors (d0, s0^2) per level, unit and theme.
 
     The prior is fitted separately for interview and block units (their variances differ in kind);
     a unit kind with fewer than three speakers borrows the prior fitted on all pairs."""
-    priors: dict[str, dict] = {}
     for level in LEVELS:
         have = [p for p in pairs if level in p.moments]
         if not have:
@@ -63,21 +63,17 @@ def moderate_all(pairs: list[PairEstimate]) -> dict[str, dict]:
         DF = np.array([p.moments[level].df for p in have], dtype=np.float64)
         units = np.array([p.unit for p in have])
         out_var, out_df = np.full(S2.shape, np.nan), np.full(S2.shape, np.nan)
-        level_priors = {}
         everyone = [fit_prior(S2[:, j], DF) for j in range(S2.shape[1])]
         for unit in sorted(set(units)):
             rows = units == unit
             fits = [fit_prior(S2[rows, j], DF[rows]) for j in range(S2.shape[1])]
             fits = [f if f[0] > 0 else everyone[j] for j, f in enumerate(fits)]
-            level_priors[unit] = {"d0": [f[0] for f in fits], "s0_squared": [f[1] for f in fits]}
             for j, (d0, s0sq) in enumerate(fits):
                 out_var[rows, j], out_df[rows, j] = moderate(S2[rows, j], DF[rows], d0, s0sq)
-        priors[level] = level_priors
         for i, p in enumerate(have):
             c = p.moments[level].c
             p.var[level] = np.maximum(out_var[i] * c, VARIANCE_FLOOR)
             p.df[level] = out_df[i]
-    return priors
 
 
 def interview_excess(pairs: list[PairEstimate], level: str, fits_by: dict, sizes: dict) -> dict[tuple, np.ndarray]:
@@ -117,9 +113,6 @@ def interview_excess(pairs: list[PairEstimate], level: str, fits_by: dict, sizes
     return out
 
 
-CHI2_MEDIAN = 0.454936  # median of chi-square with 1 df
-
-
 def speaker_test(p: PairEstimate, level: str, ci_level: float, excess: np.ndarray | None = None) -> dict:
     """Moderated t per theme: p-values, intervals; and the profile's p (Bonferroni over themes:
     K - 1 of K shares are free, so two themes are one test). With one interview in each wave the
@@ -128,10 +121,23 @@ def speaker_test(p: PairEstimate, level: str, ci_level: float, excess: np.ndarra
     extra = excess if (p.unit == "block" and excess is not None) else 0.0
     se = np.sqrt(p.var[level] + extra)
     pv, lo, hi = t_interval(m.change, se, p.df[level], ci_level)
-    finite = pv[np.isfinite(pv)]
-    K = len(m.change)
-    profile = float(min(1.0, finite.min() * (K if K > 2 else 1))) if len(finite) else float("nan")
-    return {"se": se, "p": pv, "ci_low": lo, "ci_high": hi, "df": p.df[level], "p_profile": profile}
+    return {"se": se, "p": pv, "ci_low": lo, "ci_high": hi, "df": p.df[level], "p_profile": bonferroni(pv)}
+
+
+def speaker_tests(pairs: list[PairEstimate], level: str, fits_by: dict,
+                  sc: dict) -> dict[tuple, tuple[dict, np.ndarray]]:
+    """(speaker_test, shrunken change) of every pair holding `level`, keyed by (speaker, wave_from,
+    wave_to): the between-interview variance borrowed where shift.interview_variance says so, and
+    each change shrunk towards its group's."""
+    sizes = group_sizes(pairs)
+    excess = interview_excess(pairs, level, fits_by, sizes) if sc["interview_variance"] == "borrow" else {}
+    out = {}
+    for p in pairs:
+        if level in p.moments:
+            test = speaker_test(p, level, sc["ci_level"], excess.get((p.wave_from, p.wave_to)))
+            shrunk = shrunken(p, level, shrink_target(fits_by, p, level, sizes))
+            out[(p.speaker_id, p.wave_from, p.wave_to)] = (test, shrunk)
+    return out
 
 
 # ---------------------------------------------------------------- groups
@@ -188,7 +194,8 @@ def group_tables(pairs: list[PairEstimate], themes: dict[str, list[str]], sc: di
                 rows.append({**base, "level": level, "theme": themes[level][j],
                              "share_from": float(w @ SF[:, j]), "share_to": float(w @ ST[:, j]),
                              "change": fit.estimate, "ci_low": fit.ci_low, "ci_high": fit.ci_high,
-                             "se": fit.se, "p_value": fit.p_value, "method": "random_effects_hksj" if fit.k > 1 else None,
+                             "se": fit.se, "p_value": fit.p_value,
+                             "method": "random_effects_hksj" if fit.k > 1 else None,
                              "tau2": fit.tau2, "i2": fit.i2,
                              "n_rising": int((Y[:, j] > 0).sum()), "n_falling": int((Y[:, j] < 0).sum())})
             if level == "dimension":
@@ -210,8 +217,7 @@ def _profile_row(fits: list[RandomEffects], n_speakers: int) -> dict:
     out = {"level": "profile", "theme": None, "change": estimate, "n_rising": None, "n_falling": None}
     p = np.array([f.p_value for f in fits], dtype=float)
     if n_speakers >= MIN_GROUP and np.isfinite(p).any():
-        K = len(fits)
-        out.update(p_value=float(min(1.0, np.nanmin(p) * (K if K > 2 else 1))), method="random_effects_bonferroni")
+        out.update(p_value=bonferroni(p), method="random_effects_bonferroni")
     return out
 
 

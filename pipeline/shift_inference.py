@@ -110,6 +110,17 @@ def t_interval(estimate: np.ndarray, se: np.ndarray, df: np.ndarray, level: floa
     return p, estimate - half, estimate + half
 
 
+def bonferroni(p: np.ndarray) -> float:
+    """One p-value for a whole profile from its themes' p-values: the smallest times the number of
+    themes (K - 1 of K shares are free, so two themes are one test); NaN when none is finite."""
+    finite = np.asarray(p, dtype=float)
+    finite = finite[np.isfinite(finite)]
+    if not len(finite):
+        return float("nan")
+    K = len(p)
+    return float(min(1.0, finite.min() * (K if K > 2 else 1)))
+
+
 # ---------------------------------------------------------------- a group of speakers
 
 @dataclass(frozen=True)
