@@ -299,14 +299,17 @@ def docx_text(path: Path) -> str:
     from pipeline.io.safezip import SafeZip
 
     archive = SafeZip(path, DOCX_MAX_MEMBERS, DOCX_MAX_BYTES, "a Word .docx file (not a zip archive)")
-    for name in archive.names:
-        if name.endswith((".xml", ".rels")) and re.search(rb"<!(DOCTYPE|ENTITY)", archive.read(name)):
-            raise InputError(f"{name} declares a DTD or entities, which Word never writes; refused", path)
     missing = [part for part in ("[Content_Types].xml", "word/document.xml") if part not in archive.names]
+    paragraphs = 0
+    for name in archive.names:  # each member read once: what is read counts towards the unpacked-size cap
+        if name.endswith((".xml", ".rels")):
+            data = archive.read(name)
+            if re.search(rb"<!(DOCTYPE|ENTITY)", data):
+                raise InputError(f"{name} declares a DTD or entities, which Word never writes; refused", path)
+            if name == "word/document.xml":
+                paragraphs = data.count(b"<w:p>") + data.count(b"<w:p ")
     if missing:
         raise InputError(f"not a complete Word document: the archive has no {missing[0]} (re-save it from Word)", path)
-    body = archive.read("word/document.xml")
-    paragraphs = body.count(b"<w:p>") + body.count(b"<w:p ")
     if paragraphs > DOCX_PARAGRAPHS_NOTICE:  # said before the work, which is minutes and gigabytes
         import warnings
 
