@@ -334,8 +334,9 @@ def _assign(sources: list[SourceFile], found: list[list[Finding]], key: Pseudony
     origin: dict[str, tuple[float, set[str]]] = {}
     for (fi, pi, p) in flat:
         for f in found_at[(fi, pi)]:
-            score, recognizers = origin.get(normalise(p.text[f.start:f.end]), (1.0, set()))
-            origin[normalise(p.text[f.start:f.end])] = (min(score, f.score), recognizers | {f.recognizer})
+            name = normalise(p.text[f.start:f.end])
+            score, recognizers = origin.get(name, (1.0, set()))
+            origin[name] = (min(score, f.score), recognizers | {f.recognizer})
     for kind, names in listed.items():
         for name in names:
             origin.setdefault(normalise(name), (1.0, {f"listed-{kind}"}))

@@ -599,9 +599,9 @@ def _engine_session(cfg: dict):
     if cfg["scale"]["engine"] != "ray":
         yield
         return
-    from pipeline.ray_engine import ray_session
+    from pipeline.ray_engine import configured_session
 
-    with ray_session(cfg["scale"]["address"], connect_timeout=cfg["scale"]["connect_timeout"]):
+    with configured_session(cfg):
         yield
 
 

@@ -171,7 +171,7 @@ def _validate(config: Config) -> None:
         if not all(isinstance(x, str) for x in config["input"][key]):
             raise ConfigError(f"input.{key} must be a list of text")
     if not config["shift"]["group_by"].strip():
-        raise ConfigError("shift.group_by must name a column (speaker_role or a manifest.csv column), got ''")
+        raise ConfigError("shift.group_by must name a column (speaker_role, or a speakers.csv or manifest.csv column), got ''")
     bad = [x for x in config["shift"]["source_types"] if x not in ("interview", "fieldnote", "document")]
     if bad or not config["shift"]["source_types"]:
         raise ConfigError(f"shift.source_types: each must be interview, fieldnote or document, got "

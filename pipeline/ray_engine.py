@@ -65,6 +65,11 @@ def reachable(address: str, timeout: float) -> None:
                            "there, or check --address / [scale] address")
 
 
+def configured_session(cfg: dict):
+    """The Ray session [scale] describes: its address, within its connect_timeout."""
+    return ray_session(cfg["scale"]["address"], connect_timeout=cfg["scale"]["connect_timeout"])
+
+
 @contextmanager
 def ray_session(address: str = "", num_cpus: int | None = None, connect_timeout: float = 30.0):
     """Join the cluster at `address`, or start Ray on this machine for the run (stopped afterwards).

@@ -58,7 +58,7 @@ def run_segment(input_dir: Path, run_dir: Path, cfg: dict, progress: Progress | 
     if cfg["scale"]["engine"] == "ray":
         from pipeline import ray_engine
 
-        with ray_engine.ray_session(cfg["scale"]["address"], connect_timeout=cfg["scale"]["connect_timeout"]):
+        with ray_engine.configured_session(cfg):
             corpus = ray_engine.segment_corpus(input_dir, cfg, on_file)
         ray_engine.write_sharded(run_dir, "utterances", corpus.utterances, cfg["scale"]["shard_rows"])
     else:
@@ -112,7 +112,7 @@ def run_embed(run_dir: Path, cfg: dict, progress: Progress | None = None, encode
         if not (Path(run_dir) / "utterances").is_dir():
             raise InputError("the Ray engine embeds the part files of utterances/: segment with --engine ray "
                              "first", Path(run_dir) / "utterances.parquet")
-        with ray_engine.ray_session(cfg["scale"]["address"], connect_timeout=cfg["scale"]["connect_timeout"]):
+        with ray_engine.configured_session(cfg):
             stats = ray_engine.embed_parts(Path(run_dir), cfg, encoder.model_id, encoder.dim, progress)
         n_rows = table_num_rows(run_dir, "embeddings")
     else:
@@ -232,8 +232,8 @@ def _assign_beyond_sample(run_dir: Path, result, cfg: dict,
 
     engine = cfg["scale"]["engine"]
     if engine == "ray":
-        from pipeline.ray_engine import ray_session
-        session = ray_session(cfg["scale"]["address"], connect_timeout=cfg["scale"]["connect_timeout"])
+        from pipeline.ray_engine import configured_session
+        session = configured_session(cfg)
     else:
         session = nullcontext()
     with session:
