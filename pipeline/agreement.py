@@ -67,6 +67,31 @@ def presence_tables(machine: np.ndarray, reference: np.ndarray, usable: np.ndarr
     return out
 
 
+def set_tables(a: np.ndarray, b: np.ndarray, usable: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
+    """Per-group (G, 3) sums over units of [same label set, Jaccard of the two sets, units].
+
+    a, b: (units, labels) booleans, every label each rater gave; usable: (units,) both rated
+    the unit. Two empty sets agree (Jaccard 1)."""
+    inter = (a & b).sum(axis=1)
+    union = (a | b).sum(axis=1)
+    same = (a == b).all(axis=1)
+    jac = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+    out = np.zeros((n_groups, 3), dtype=np.float64)
+    for i, arr in enumerate((same, jac, np.ones(len(a)))):
+        np.add.at(out[:, i], groups[usable], arr[usable].astype(np.float64))
+    return out
+
+
+def label_confusion_tables(a: np.ndarray, b: np.ndarray, usable: np.ndarray, groups: np.ndarray,
+                           n_groups: int) -> np.ndarray:
+    """Per-group (G, labels, 2, 2) confusion of two raters on whether each label applies
+    (index 1 = applies), over the units where usable (units, labels)."""
+    out = np.zeros((n_groups, a.shape[1], 2, 2), dtype=np.int64)
+    rows, cols = np.nonzero(usable)
+    np.add.at(out, (groups[rows], cols, a[rows, cols].astype(np.int64), b[rows, cols].astype(np.int64)), 1)
+    return out
+
+
 def contingency_tables(clusters: np.ndarray, classes: np.ndarray, groups: np.ndarray,
                        n_groups: int, n_clusters: int, n_classes: int) -> np.ndarray:
     """Per-group (G, clusters, classes) contingency tables; missing on either side is left out."""
@@ -284,7 +309,9 @@ def _row(level, metric, a, b, dimension, value, lo, hi, n):
 def compare_ratings(r: Ratings, humans: list[str], machine: str, groups: np.ndarray, n_groups: int,
                     boot: Bootstrap) -> tuple[list[dict], list[dict], list[str]]:
     """Kappa per rater pair (and machine vs consensus), alpha with and without the machine,
-    and per-label precision / recall / F1 of the machine against each coder and the consensus.
+    agreement on label sets (exact set, Jaccard, per-label kappa; _set_rows), and per-label
+    precision / recall / F1 of the machine against each coder and the consensus, with their
+    macro (mean over labels) and micro (pooled counts) averages.
 
     Returns (agreement rows, confusion rows, warnings)."""
     k = len(r.categories)
@@ -324,6 +351,8 @@ def compare_ratings(r: Ratings, humans: list[str], machine: str, groups: np.ndar
         value, lo, hi = boot.estimate(tables, alpha)
         rows.append(_row(r.level, "krippendorff_alpha", "+".join(who), None, None, value, lo, hi, n))
 
+    rows += _set_rows(r, humans, machine, cons_primary, cons_present, cons_usable, groups, n_groups, boot)
+
     m_present = r.present[machine]
     m_coded = r.primary[machine] != MISSING
     refs = [(h, r.present[h], (r.primary[h] != MISSING)[:, None] & np.ones((1, k), bool)) for h in humans]
@@ -351,7 +380,59 @@ def compare_ratings(r: Ratings, humans: list[str], machine: str, groups: np.ndar
             value, lo, hi = boot.estimate(tables, macro)
             rows.append(_row(r.level, metric, machine, ref, "macro", value, lo, hi,
                              int(usable[:, real].all(axis=1).sum())))
+
+            def micro(t, pos=pos):  # every (unit, label) decision counts once: frequent labels weigh more
+                return precision_recall_f1(t[..., real, :].sum(axis=-2))[pos]
+
+            value, lo, hi = boot.estimate(tables, micro)
+            rows.append(_row(r.level, metric, machine, ref, "micro", value, lo, hi,
+                             int(usable[:, real].all(axis=1).sum())))
     return rows, confusion, warnings
+
+
+def _set_rows(r: Ratings, humans: list[str], machine: str, cons_primary, cons_present, cons_usable,
+              groups: np.ndarray, n_groups: int, boot: Bootstrap) -> list[dict]:
+    """Agreement on label sets, for passages that carry several codes: per rater pair (coders with
+    each other, the machine with each coder and the consensus) the share of units with exactly the
+    same set of labels, the mean Jaccard overlap of the sets, and per label Cohen's kappa on
+    whether the label applies (label_kappa; 'macro' = its mean over the labels either rater used)."""
+    present, coded = dict(r.present), {x: r.primary[x] != MISSING for x in r.primary}
+    raters = [*humans, machine]
+    pairs = [(a, b) for i, a in enumerate(raters) for b in raters[i + 1:]]
+    if cons_primary is not None:
+        present[CONSENSUS] = cons_present
+        coded[CONSENSUS] = cons_usable.all(axis=1)  # the coders agree on the whole set
+        pairs.append((machine, CONSENSUS))
+    real = np.array([c != "none" for c in r.categories])
+    rows = []
+    for a, b in pairs:
+        usable = coded[a] & coded[b]
+        n = int(usable.sum())
+        if n == 0:
+            continue
+        tables = set_tables(present[a], present[b], usable, groups, n_groups)
+        for metric, col in (("exact_set", 0), ("jaccard", 1)):
+            def share(t, col=col):
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    return t[..., col] / t[..., 2]
+
+            value, lo, hi = boot.estimate(tables, share)
+            rows.append(_row(r.level, metric, a, b, None, value, lo, hi, n))
+        conf = label_confusion_tables(present[a], present[b], usable[:, None] & real[None, :], groups, n_groups)
+        used = conf[..., 1, :].sum(axis=(0, 2)) + conf[..., :, 1].sum(axis=(0, 2)) > 0
+        if not used.any():
+            continue
+        value, lo, hi = boot.estimate(conf, kappa)
+        for i in np.flatnonzero(used):
+            rows.append(_row(r.level, "label_kappa", a, b, r.categories[i], value[i], lo[i], hi[i], n))
+
+        def mean_kappa(t):
+            with _quiet_nan():
+                return np.nanmean(kappa(t[..., used, :, :]), axis=-1)
+
+        value, lo, hi = boot.estimate(conf, mean_kappa)
+        rows.append(_row(r.level, "label_kappa", a, b, "macro", value, lo, hi, n))
+    return rows
 
 
 def compare_clusters(clusters: np.ndarray, n_clusters: int, references: dict[str, np.ndarray], n_classes: int,

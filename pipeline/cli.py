@@ -493,21 +493,25 @@ def learn(run_dir: RunArg, human: HumanOpt, mapping: MappingOpt = None, level: L
             rec = run_learn(run_dir, human, cfg, mapping, framework, level, update)
         if not quiet:
             c = rec["counts"]
-            scores = ", ".join(f"{fs} {k:.3f}" for fs, k in c["mean_machine_kappa_by_feature_set"].items())
+            scores = ", ".join(f"{fs} {k:.3f}" for fs, k in c["cv_score_by_feature_set"].items())
             err.print(f"learned {rec['level']} codes from {c['labelled_units']} hand-coded utterances in "
                       f"{c['interviews']} interviews ({', '.join(c['coders'])}) + {c['weak_examples']} framework "
-                      f"examples; cross-validated machine-coder kappa by feature set: {scores}; kept {rec['feature_set']}")
+                      f"examples; cross-validated {c.get('selection_metric', 'machine-coder kappa')} by feature set: "
+                      f"{scores}; kept {rec['feature_set']}")
             by_source = ", ".join(f"{n} {s}" for s, n in c["utterances_by_source"].items())
             err.print(f"utterances: {by_source}; tables in {run_dir}/")
             from pipeline.io.rundir import read_table
 
             e = read_table(run_dir, "learn_eval").to_pandas()
             order = {"code": 0, "second-order": 1, "dimension": 2}  # the level learned first, then coarser
-            rows = e[(e["metric"] == "cohen_kappa") & e["evaluation"].isin(["cross-validation", "framework-similarity"])]
+            shown = (e["metric"] == "cohen_kappa") | (c.get("multi_code", False) & (e["metric"] == "f1")
+                                                      & (e["dimension"] == "micro"))
+            rows = e[shown & e["evaluation"].isin(["cross-validation", "framework-similarity"])]
             rows = rows.sort_values("level", key=lambda lv: lv.map(order), kind="stable")
             for r in rows.itertuples():
                 ci = "" if r.ci_low != r.ci_low else f" [{r.ci_low:.2f}, {r.ci_high:.2f}]"
-                err.print(f"  {r.evaluation:20} kappa ({r.level}) {r.coder_a} vs {r.coder_b}: {r.value:.3f}{ci} "
+                what = "kappa" if r.metric == "cohen_kappa" else "micro-F1 of code sets"
+                err.print(f"  {r.evaluation:20} {what} ({r.level}) {r.coder_a} vs {r.coder_b}: {r.value:.3f}{ci} "
                           f"(n={r.n})", highlight=False)
 
 

@@ -126,7 +126,7 @@ _RANGES = {
     "compare.qdpx_max_members": (1, None), "compare.qdpx_max_bytes": (1, None),
     "report.map_neighbors": (2, None), "report.map_max_points": (1, None), "report.quotes": (0, None),
     "report.quote_chars": (10, None), "report.disagreements": (0, None),
-    "learn.words_min_df": (1, None), "learn.words_max_features": (1, None), "learn.c": (1e-12, None), "learn.components": (0, None),
+    "learn.words_min_df": (1, None), "learn.words_max_features": (1, None), "learn.c": (1e-12, None), "learn.c_multi_code": (1e-12, None), "learn.components": (0, None),
     "learn.framework_weight": (0, None), "learn.cv_folds": (2, None), "learn.min_utterances": (1, None),
     "learn.min_per_class": (1, None), "learn.learning_curve_draws": (0, 1000), "learn.learning_curve_points": (1, 1000),
     "learn.suggest_n": (1, None), "learn.suggest_diversity": (0, 1),

@@ -67,6 +67,18 @@ class Targets:
     primary: dict[str, np.ndarray]      # coder -> (units,) class index or MISSING, at the model level
     eval_levels: dict[str, tuple[list[str], dict, dict]]  # level -> (categories, primary, present) of the coders
     warnings: list[str] = field(default_factory=list)
+    multi_code: bool = False            # coders put several codes on one unit: one-vs-rest models, label sets
+    unlearned: list[str] = field(default_factory=list)  # multi-code classes with too few examples to model
+
+    @property
+    def present(self) -> dict[str, np.ndarray]:
+        """coder -> (units, classes) every label the coder gave, at the model level."""
+        return self.eval_levels[self.level][2]
+
+    def truth_sets(self) -> tuple[np.ndarray, np.ndarray]:
+        """(units, classes) labels any coder gave, and (units,) whether any coder labelled the unit."""
+        labelled = np.stack([self.primary[c] != MISSING for c in self.coders], axis=1).any(axis=1)
+        return np.stack([self.present[c] for c in self.coders], axis=0).any(axis=0), labelled
 
 
 def _level_categories(level: str, framework, aligned: pd.DataFrame) -> list[str]:
@@ -116,8 +128,24 @@ def human_targets(utterances: pa.Table, sources: pa.Table, human, framework, map
                      for cl in classes]
         class_concept = [None if cl == NONE or pd.isna(first.at[cl, "second_order"]) else first.at[cl, "second_order"]
                          for cl in classes]
-    return Targets(units, coders, name, classes, class_dim, class_concept, eval_levels[name][1], eval_levels,
-                   list(warnings))
+    t = Targets(units, coders, name, classes, class_dim, class_concept, eval_levels[name][1], eval_levels,
+                list(warnings))
+    t.multi_code = multi_code_share(t) >= MULTI_CODE_SHARE
+    return t
+
+
+MULTI_CODE_SHARE = 0.05  # labelled units with two or more labels from one coder above which learn models code sets;
+# talk moves (one move per sentence) have none, games_as_art 89% of its coded passages
+
+
+def multi_code_share(t: Targets) -> float:
+    """Share of the units a coder labelled that carry two or more of that coder's labels."""
+    multi, labelled = 0, 0
+    for c in t.coders:
+        ok = t.primary[c] != MISSING
+        multi += int((t.present[c][ok].sum(axis=1) >= 2).sum())
+        labelled += int(ok.sum())
+    return multi / labelled if labelled else 0.0
 
 
 def drop_suggestion_markers(human, cfg: dict):
@@ -146,10 +174,18 @@ def check_enough(t: Targets, cfg: dict, path) -> dict[str, int]:
         raise InputError("human codes come from one interview; cross-validation by interview needs at least 2: "
                          f"code 1 more interview{keep}", path)
     counts = {}
+    sets, _ = t.truth_sets()
     for k, cl in enumerate(t.classes):
-        counts[cl] = int(np.stack([t.primary[c] == k for c in t.coders], axis=1).any(axis=1).sum())
+        counts[cl] = (int(sets[:, k].sum()) if t.multi_code
+                      else int(np.stack([t.primary[c] == k for c in t.coders], axis=1).any(axis=1).sum()))
     short = {cl: m for cl, m in counts.items() if 0 < m < lc["min_per_class"]}
-    if short:
+    if short and t.multi_code:
+        # one-vs-rest: each code is its own model, so a rare code is simply not learned (it stays the coders')
+        t.unlearned = sorted(short)
+        t.warnings.append(f"{len(short)} {t.level} label(s) have fewer than {lc['min_per_class']} coded units and "
+                          "are not learned (the machine never assigns them; code more to include them): "
+                          + ", ".join(f"{cl!r} ({m})" for cl, m in short.items()))
+    elif short:
         need = ", ".join(f"{cl!r} has {m} (code {lc['min_per_class'] - m} more)" for cl, m in short.items())
         coarser = "" if t.level == "dimension" else " (or learn dimensions only: --level dimension)"
         raise InputError(f"too few examples to learn from: every {t.level} label needs at least "
@@ -164,6 +200,16 @@ def training_rows(t: Targets, subset: np.ndarray) -> tuple[np.ndarray, np.ndarra
     n_coders = has.sum(axis=1)
     rows, cols = np.nonzero(has)
     return subset[rows], labels[rows, cols], 1.0 / n_coders[rows]
+
+
+def training_sets(t: Targets, subset: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(unit index, (rows, classes) label set, weight) rows for one-vs-rest: each coder's set of labels,
+    weight 1 / coders labelling the unit."""
+    units, _, w = training_rows(t, subset)
+    coders = np.stack([t.primary[c][subset] != MISSING for c in t.coders], axis=1)
+    rows, cols = np.nonzero(coders)
+    sets = np.stack([t.present[c] for c in t.coders], axis=0)[cols, subset[rows]]
+    return units, sets, w
 
 
 def weak_examples(t: Targets, fv) -> tuple[np.ndarray, np.ndarray]:
@@ -192,15 +238,32 @@ class TurnPooledLogit:
     lessons coded) one model per role adds 0.03 kappa for teachers and 0.04 for students over one
     model for both with the other role's codes masked afterwards (bench/validity.py).
 
-    scikit-learn contract: parameters in the constructor, fit() learns, state ends in '_'."""
+    scikit-learn contract: parameters in the constructor, fit() learns, state ends in '_'.
+
+    With multi_code, y is a (rows, classes) label set and every class is its own binary logistic
+    regression (one-vs-rest): probabilities are each label's own and do not sum to 1, and a unit's
+    set is every label at or above its threshold (thresholds_, set by learn) plus the most probable.
+    """
 
     def __init__(self, n_classes: int, c: float = 0.5, turn_pooling: bool = True, seed: int = 0,
-                 balance_classes: bool = False):
+                 balance_classes: bool = False, multi_code: bool = False, skip: tuple[int, ...] = ()):
         self.n_classes = n_classes
         self.c = c
         self.turn_pooling = turn_pooling
         self.seed = seed
         self.balance_classes = balance_classes
+        self.multi_code = multi_code
+        self.skip = skip  # one-vs-rest classes never modelled (too few examples)
+
+    def _binary(self, x, y: np.ndarray, w: np.ndarray):
+        """One class's model, or its constant answer when the rows hold one value only."""
+        from sklearn.linear_model import LogisticRegression
+
+        if y.all() or not y.any():
+            return float(y[0])
+        return LogisticRegression(C=self.c, max_iter=5000, tol=FIT_TOLERANCE, random_state=self.seed,
+                                  class_weight="balanced" if self.balance_classes else None).fit(
+            x, y.astype(np.int64), sample_weight=w)
 
     def fit(self, x, y: np.ndarray, sample_weight: np.ndarray, groups: np.ndarray | None = None) -> "TurnPooledLogit":
         from sklearn.linear_model import LogisticRegression
@@ -209,6 +272,10 @@ class TurnPooledLogit:
         self.models_ = {}
         for g in np.unique(groups).tolist():
             m = groups == g
+            if self.multi_code:
+                self.models_[g] = [0.0 if k in self.skip else self._binary(x[m], y[m, k], sample_weight[m])
+                                   for k in range(self.n_classes)]
+                continue
             if len(np.unique(y[m])) < 2:  # one label only: that label, with certainty
                 self.models_[g] = int(y[m][0])
                 continue
@@ -229,13 +296,43 @@ class TurnPooledLogit:
             if not len(rows):
                 continue
             p[rows] = 0.0
+            if isinstance(model, list):  # one-vs-rest
+                xr = x[rows]
+                for k, mk in enumerate(model):
+                    p[rows, k] = mk if isinstance(mk, float) else mk.predict_proba(xr)[:, 1]
+                continue
             if isinstance(model, int):
                 p[rows, model] = 1.0
             else:
                 p[np.ix_(rows, model.classes_)] = model.predict_proba(x[rows])
-        if self.turn_pooling and turns is not None and n:
+        if self.turn_pooling and turns is not None and n and not self.multi_code:
             p = pool_turns(p, turns)
         return p
+
+
+def fit_thresholds(p: np.ndarray, truth: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Per class, the probability threshold with the best F1 over the given rows (one-vs-rest
+    probabilities against the coders' label sets); 1.0 (never beyond the most probable) for a class
+    with no positive there."""
+    grid = np.round(np.arange(0.05, 0.96, 0.05), 2)
+    out = np.ones(p.shape[1])
+    for k in range(p.shape[1]):
+        y = truth[rows, k]
+        if not y.any():
+            continue
+        pred = p[rows, k][:, None] >= grid[None, :]
+        tp = (pred & y[:, None]).sum(axis=0)
+        f1 = 2 * tp / (pred.sum(axis=0) + y.sum())
+        out[k] = grid[int(np.argmax(f1))]  # ties: the lowest threshold
+    return out
+
+
+def label_sets(p: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """(n, classes) the labels at or above their threshold, and always the most probable one."""
+    out = p >= thresholds[None, :]
+    if len(p):
+        out[np.arange(len(p)), p.argmax(axis=1)] = True
+    return out
 
 
 FIT_TOLERANCE = 1e-3  # lbfgs stopping tolerance: on TalkMoves 1e-4 takes twice the iterations for the same agreement
@@ -321,7 +418,8 @@ def role_groups(allowed: np.ndarray | None, n: int) -> tuple[np.ndarray, np.ndar
 
 def fit_model(d: Data, feature_set: str, train: np.ndarray, cfg: dict) -> TurnPooledLogit:
     lc = cfg["learn"]
-    rows, y, w = training_rows(d.targets, train)
+    t = d.targets
+    rows, y, w = training_sets(t, train) if t.multi_code else training_rows(t, train)
     x = d.x_units[feature_set][rows]
     g = d.groups[rows] if d.groups is not None else np.zeros(len(rows), dtype=np.int64)
     if d.weak_weight > 0 and len(d.y_weak):
@@ -330,11 +428,14 @@ def fit_model(d: Data, feature_set: str, train: np.ndarray, cfg: dict) -> TurnPo
         for k, m in enumerate(member):
             idx = np.flatnonzero(m)
             x = vstack([x, d.x_weak[feature_set][idx]])
-            y = np.concatenate([y, d.y_weak[idx]])
+            weak_y = np.eye(len(t.classes), dtype=bool)[d.y_weak[idx]] if t.multi_code else d.y_weak[idx]
+            y = np.concatenate([y, weak_y])
             w = np.concatenate([w, np.full(len(idx), d.weak_weight)])
             g = np.concatenate([g, np.full(len(idx), k, dtype=np.int64)])
-    return TurnPooledLogit(len(d.targets.classes), lc["c"], d.turn_pooling, cfg["run"]["seed"],
-                           lc["balance_classes"]).fit(x, y, w, g)
+    skip = tuple(t.classes.index(cl) for cl in t.unlearned)
+    return TurnPooledLogit(len(t.classes), lc["c_multi_code"] if t.multi_code else lc["c"], d.turn_pooling,
+                           cfg["run"]["seed"],
+                           lc["balance_classes"], t.multi_code, skip).fit(x, y, w, g)
 
 
 def fit_predict(d: Data, feature_set: str, train: np.ndarray, test: np.ndarray, cfg: dict) -> np.ndarray:
@@ -381,6 +482,17 @@ def cross_validate(d: Data, feature_set: str, cfg: dict) -> tuple[np.ndarray, np
         probs[test] = fit_predict(d, feature_set, train, test, cfg)
         fold_of[test] = f
     return probs, fold_of
+
+
+def cross_validated_sets(probs: np.ndarray, fold_of: np.ndarray, t: Targets) -> np.ndarray:
+    """Out-of-fold label sets: each fold's thresholds are fitted on the other folds' out-of-fold
+    probabilities, so no unit's own codes set the threshold it is judged by."""
+    truth, labelled = t.truth_sets()
+    out = np.zeros(probs.shape, dtype=bool)
+    for f in np.unique(fold_of):
+        test = fold_of == f
+        out[test] = label_sets(probs[test], fit_thresholds(probs, truth, np.flatnonzero(~test & labelled)))
+    return out
 
 
 # ---------------------------------------------------------------- labels from class probabilities
@@ -444,26 +556,65 @@ def machine_primary(p: np.ndarray, t: Targets, framework, fallback: np.ndarray) 
     return out
 
 
-def _ratings(t: Targets, level: str, machine: np.ndarray, rows: np.ndarray | None = None) -> Ratings:
+def machine_sets(assigned: np.ndarray, t: Targets, machine: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The machine's label set at every evaluation level, from its set of model classes: a class's
+    concept (or dimension) at the coarser levels, 'none' for a class outside the framework; the
+    unit's one label (machine) is always in its set."""
+    out = {}
+    for lv, (cats, _, _) in t.eval_levels.items():
+        if lv == t.level:
+            out[lv] = assigned.copy()
+            continue
+        names = t.class_dimension if lv == "dimension" else t.class_concept
+        to = np.zeros((len(t.classes), len(cats)), dtype=bool)
+        for k, name in enumerate(names):
+            to[k, cats.index(name) if name is not None else cats.index(NONE)] = True
+        sets = (assigned.astype(np.int64) @ to.astype(np.int64)) > 0
+        m = machine[lv]
+        sets[np.flatnonzero(m != MISSING), m[m != MISSING]] = True
+        out[lv] = sets
+    return out
+
+
+def _ratings(t: Targets, level: str, machine: np.ndarray, rows: np.ndarray | None = None,
+             sets: np.ndarray | None = None) -> Ratings:
     cats, primary, present = t.eval_levels[level]
     sel = slice(None) if rows is None else rows
     pri = {c: primary[c][sel] for c in t.coders}
     pre = {c: present[c][sel] for c in t.coders}
     m = machine[sel]
     pri[MACHINE] = m
-    pre[MACHINE] = np.eye(len(cats), dtype=bool)[np.where(m == MISSING, 0, m)] & (m != MISSING)[:, None]
+    one = np.eye(len(cats), dtype=bool)[np.where(m == MISSING, 0, m)] & (m != MISSING)[:, None]
+    pre[MACHINE] = one if sets is None else sets[sel] & (m != MISSING)[:, None]
     return Ratings(level, cats, pri, pre)
 
 
+EVAL_METRICS = ("cohen_kappa", "krippendorff_alpha", "f1", "exact_set", "jaccard", "label_kappa")
+
+
 def agreement_rows(t: Targets, machine: dict[str, np.ndarray], boot: Bootstrap, groups: np.ndarray,
-                   rows: np.ndarray | None = None, metrics=("cohen_kappa", "krippendorff_alpha", "f1")) -> list[dict]:
+                   rows: np.ndarray | None = None, metrics=EVAL_METRICS,
+                   sets: dict[str, np.ndarray] | None = None) -> list[dict]:
+    """Machine and coder agreement per evaluation level; per-label rows are kept only as averages
+    (macro, micro): the per-label detail is the compare stage's."""
     out = []
     g = groups if rows is None else groups[rows]
     for level in t.eval_levels:
-        r = _ratings(t, level, machine[level], rows)
+        r = _ratings(t, level, machine[level], rows, None if sets is None else sets[level])
         got, _, _ = compare_ratings(r, t.coders, MACHINE, g, int(groups.max()) + 1, boot)
-        out += [x for x in got if x["metric"] in metrics and (x["metric"] != "f1" or x["dimension"] == "macro")]
+        out += [x for x in got if x["metric"] in metrics
+                and (x["metric"] not in ("f1", "label_kappa") or x["dimension"] in ("macro", "micro"))]
     return out
+
+
+def selection_score(rows: list[dict], t: Targets) -> float:
+    """What the feature-set choice maximises: the mean machine-coder kappa, or for label sets
+    (multi-code) the micro-F1 of the machine's sets against each coder."""
+    if not t.multi_code:
+        return mean_machine_kappa(rows, t.level, t.coders)
+    vals = [r["value"] for r in rows if r["level"] == t.level and r["metric"] == "f1" and r["dimension"] == "micro"
+            and r["coder_a"] == MACHINE and r["coder_b"] in t.coders and r["value"] is not None]
+    return float(np.mean(vals)) if vals else float("-inf")
 
 
 def mean_machine_kappa(rows: list[dict], level: str, coders: list[str]) -> float:
@@ -559,7 +710,8 @@ def human_derived(t: Targets, model_dv: Derived, framework) -> tuple[Derived, np
     return Derived(probs, np.asarray(mapped, bool), concept), labelled
 
 
-def learned_codes_table(ids: list[str], p: np.ndarray, t: Targets, cross_validated: np.ndarray) -> pa.Table:
+def learned_codes_table(ids: list[str], p: np.ndarray, t: Targets, cross_validated: np.ndarray,
+                        assigned: np.ndarray) -> pa.Table:
     n, k = p.shape
     argmax = p.argmax(axis=1) if n else np.zeros(0, np.int64)
     return pa.table({
@@ -569,6 +721,7 @@ def learned_codes_table(ids: list[str], p: np.ndarray, t: Targets, cross_validat
         "second_order": pa.array(np.tile(np.asarray(t.class_concept, dtype=object), n), pa.string()),
         "probability": pa.array(p.reshape(-1), pa.float64()),
         "is_argmax": pa.array((argmax[:, None] == np.arange(k)[None, :]).reshape(-1), pa.bool_()),
+        "assigned": pa.array(assigned.reshape(-1), pa.bool_()),
         "cross_validated": pa.array(np.repeat(cross_validated, k), pa.bool_()),
     }, schema=LEARNED_CODES)
 
@@ -674,13 +827,16 @@ def learn_stage(utterances: pa.Table, sources: pa.Table, embeddings: pa.Table, f
     for fs in sets:
         probs, folds = cross_validate(d, fs, cfg)
         advance(f"cross-validated {fs}")
-        rows = agreement_rows(t, machine_primary(probs, t, framework, fallback), boot, boot_groups)
-        candidates[fs] = (probs, folds, rows, mean_machine_kappa(rows, t.level, t.coders))
+        primary = machine_primary(probs, t, framework, fallback)
+        label_set = cross_validated_sets(probs, folds, t) if t.multi_code else None
+        rows = agreement_rows(t, primary, boot, boot_groups,
+                              sets=None if label_set is None else machine_sets(label_set, t, primary))
+        candidates[fs] = (probs, folds, rows, selection_score(rows, t), label_set)
     best = max(sets, key=lambda fs: (candidates[fs][3], -sets.index(fs)))
     eval_rows = []
     for fs in sets:
         eval_rows += _eval_rows(candidates[fs][2], "feature-set", fs, fs == best, per_fold, None)
-    cv_probs, cv_folds, cv_rows, _ = candidates[best]
+    cv_probs, cv_folds, cv_rows, _, cv_sets = candidates[best]
     eval_rows += _eval_rows(cv_rows, "cross-validation", best, True, per_fold, None)
 
     # The framework-similarity mapping on the same utterances (what learning improves on).
@@ -692,8 +848,8 @@ def learn_stage(utterances: pa.Table, sources: pa.Table, embeddings: pa.Table, f
     for lv in base:
         r = _ratings(t, lv, base[lv])
         got, _, _ = compare_ratings(r, t.coders, MACHINE, boot_groups, int(boot_groups.max()) + 1, boot)
-        eval_rows += _eval_rows([x for x in got if x["metric"] in ("cohen_kappa", "krippendorff_alpha")
-                                 or (x["metric"] == "f1" and x["dimension"] == "macro")],
+        eval_rows += _eval_rows([x for x in got if x["metric"] in EVAL_METRICS
+                                 and (x["metric"] not in ("f1", "label_kappa") or x["dimension"] in ("macro", "micro"))],
                                 "framework-similarity", None, False, None, None)
     if lc["learning_curve_draws"] > 0:
         eval_rows += learning_curve(d, best, cfg, fallback, framework)
@@ -705,6 +861,9 @@ def learn_stage(utterances: pa.Table, sources: pa.Table, embeddings: pa.Table, f
     model.unit_words_ = (blocks.unit_words.vectorizer if blocks.unit_words is not None
                          and "unit_words" in FEATURE_SETS[best] else None)
     model.projection_ = blocks.projections[best]
+    if t.multi_code:  # thresholds for new utterances: fitted on every coded unit's out-of-fold probability
+        truth, labelled_any = t.truth_sets()
+        model.thresholds_ = fit_thresholds(cv_probs, truth, np.flatnonzero(labelled_any))
     all_probs = predict_all(model, blocks, best, groups_all)
     advance("coded every utterance")
     if allowed_all is not None:
@@ -712,6 +871,12 @@ def learn_stage(utterances: pa.Table, sources: pa.Table, embeddings: pa.Table, f
     cross_validated = np.zeros(len(pos), dtype=bool)
     cross_validated[ui] = True
     all_probs[ui] = cv_probs  # human-coded utterances: the honest, out-of-interview prediction
+    if t.multi_code:
+        assigned_all = label_sets(all_probs, model.thresholds_)
+        assigned_all[ui] = cv_sets
+    else:
+        assigned_all = np.eye(len(t.classes), dtype=bool)[all_probs.argmax(axis=1)] if len(pos) else \
+            np.zeros((0, len(t.classes)), dtype=bool)
     dv_all = derive(all_probs, t, framework, fallback_all)
     dv_cv = derive(cv_probs, t, framework, fallback)
     dv_h, labelled = human_derived(t, dv_cv, framework)
@@ -737,10 +902,12 @@ def learn_stage(utterances: pa.Table, sources: pa.Table, embeddings: pa.Table, f
         "labelled_units": int(labelled.sum()), "weak_examples": int(len(weak_y)),
         "training_rows": int(len(training_rows(t, np.arange(len(ui)))[0])),
         "utterances_by_source": {k: int(v) for k, v in sources_count.sort_index().items()},
-        "mean_machine_kappa_by_feature_set": scores,
+        "cv_score_by_feature_set": scores,
         "mixed_turn_share": round(mixed, 4), "turn_pooling": d.turn_pooling,
+        "multi_code_share": round(multi_code_share(t), 4), "multi_code": t.multi_code, "unlearned": t.unlearned,
+        "selection_metric": "micro-F1 of code sets" if t.multi_code else "machine-coder kappa",
     }
-    return LearnResult(final, cv_table, learned_codes_table(blocks.utterance_ids, all_probs, t, cross_validated),
+    return LearnResult(final, cv_table, learned_codes_table(blocks.utterance_ids, all_probs, t, cross_validated, assigned_all),
                        pa.Table.from_pylist(eval_rows, schema=LEARN_EVAL), model, best, t, counts, scores,
                        t.warnings)
 

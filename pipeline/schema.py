@@ -384,14 +384,17 @@ HUMAN_CODES = pa.schema([
 
 AGREEMENT = pa.schema([
     _f("level", pa.string(), "dimension, second-order or code (machine clusters vs human codes)"),
-    _f("metric", pa.string(), "cohen_kappa, krippendorff_alpha, precision, recall, f1, ari, nmi, homogeneity, "
-                              "completeness, purity or matched_kappa"),
+    _f("metric", pa.string(), "cohen_kappa, krippendorff_alpha, exact_set (share of utterances with the same set of "
+                              "labels), jaccard (mean overlap of the two label sets), label_kappa (kappa on whether "
+                              "one label applies), precision, recall, f1, ari, nmi, homogeneity, completeness, "
+                              "purity or matched_kappa"),
     _f("coder_a", pa.string(), "first rater (the machine for precision/recall/F1 and cluster metrics); "
                                "for alpha the raters joined by '+'"),
     _f("coder_b", pa.string(), "second rater: a coder or 'consensus' (the human coders where they all agree); "
                                "null for alpha", True),
-    _f("dimension", pa.string(), "label the precision/recall/F1 row is about ('macro' = mean over framework labels); "
-                                 "null otherwise", True),
+    _f("dimension", pa.string(), "label a precision/recall/F1 or label_kappa row is about ('macro' = mean over "
+                                 "framework labels, 'micro' = from the counts pooled over them); null otherwise",
+       True),
     _f("value", pa.float64(), "the statistic on all compared utterances; null when undefined", True),
     _f("ci_low", pa.float64(), "lower bound of the interval ([compare] ci_level): bias-corrected percentile bootstrap; "
                                "jackknife over interviews for the code level", True),
@@ -441,8 +444,13 @@ LEARNED_CODES = pa.schema([
     _f("label", pa.string(), "a class of the learned model: dimension, concept id or human code name; 'none' = no framework code"),
     _f("dimension", pa.string(), "framework dimension the label belongs to; null for 'none' and codes outside the framework", True),
     _f("second_order", pa.string(), "framework concept id the label belongs to; null when it names none", True),
-    _f("probability", pa.float64(), "model probability of the label (sums to 1 per utterance)"),
+    _f("probability", pa.float64(), "model probability of the label: sums to 1 per utterance, except for a "
+                                    "multi-code model (coders gave several codes per unit), where each label has its "
+                                    "own one-vs-rest probability"),
     _f("is_argmax", pa.bool_(), "true for the utterance's most probable label"),
+    _f("assigned", pa.bool_(), "true for every label of the utterance's coded set: the most probable label and, "
+                               "for a multi-code model, each label at or above its threshold (out-of-fold for "
+                               "human-coded utterances)"),
     _f("cross_validated", pa.bool_(), "true for human-coded utterances: predicted by a model that never saw their interview"),
 ])
 

@@ -131,6 +131,32 @@ def test_consensus_and_multi_label_precision():
     assert sum(c["n"] for c in conf if c["coder_a"] == "a" and c["coder_b"] == "m") == 4
 
 
+def test_label_sets_agreement_hand_computed():
+    """Passages with several codes: exact set, Jaccard, per-label kappa and micro-F1 by hand."""
+    cats = ["a", "b", "c", "none"]
+    sets = {"h": [{"a", "b"}, {"a"}, {"b", "c"}, {"c"}, {"a", "c"}],
+            "m": [{"a", "b"}, {"a", "b"}, {"b"}, {"a"}, {"a", "c"}]}
+    present = {k: np.array([[c in s for c in cats] for s in v]) for k, v in sets.items()}
+    primary = {k: np.array([cats.index(sorted(s)[0]) for s in v]) for k, v in sets.items()}
+    r = Ratings("second-order", cats, primary, present)
+    rows, _, warnings = compare_ratings(r, ["h"], "m", np.arange(5), 5, Bootstrap.draw(5, 0, 1, 0.95))
+    got = {(x["metric"], x["coder_a"], x["coder_b"], x["dimension"]): x["value"] for x in rows}
+    assert got[("exact_set", "h", "m", None)] == pytest.approx(2 / 5)
+    # Jaccard per passage: 1, 1/2, 1/2, 0, 1
+    assert got[("jaccard", "h", "m", None)] == pytest.approx((1 + 0.5 + 0.5 + 0 + 1) / 5)
+    # label a: h = 1 1 0 0 1, m = 1 1 0 1 1 -> p_o 4/5, p_e (3/5)(4/5) + (2/5)(1/5) = 14/25
+    assert got[("label_kappa", "h", "m", "a")] == pytest.approx((4 / 5 - 14 / 25) / (1 - 14 / 25))
+    # label c: h = 0 0 1 1 1, m = 0 0 0 0 1 -> p_o 3/5, p_e (3/5)(1/5) + (2/5)(4/5) = 11/25
+    kc = (3 / 5 - 11 / 25) / (1 - 11 / 25)
+    # label b: h = 1 0 1 0 0, m = 1 1 1 0 0 -> p_o 4/5, p_e (2/5)(3/5) + (3/5)(2/5) = 12/25
+    kb = (4 / 5 - 12 / 25) / (1 - 12 / 25)
+    assert got[("label_kappa", "h", "m", "c")] == pytest.approx(kc)
+    assert got[("label_kappa", "h", "m", "macro")] == pytest.approx((0.5454545454 + kb + kc) / 3, abs=1e-6)
+    # micro-F1 of the machine against h: tp 6 (a: 3, b: 2, c: 1), fp 2, fn 2 -> 12 / 16
+    assert got[("f1", "m", "h", "micro")] == pytest.approx(12 / 16)
+    assert not warnings
+
+
 def test_coders_with_no_overlap_are_reported():
     cats = ["x", "y", "none"]
     primary = {"a": np.array([0, 1, MISSING, MISSING]), "b": np.array([MISSING, MISSING, 0, 1]),
