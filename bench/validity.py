@@ -15,11 +15,17 @@ Reports per role (teacher, student), against the human talk move of every coded 
   as it ships (an unmapped unit counts as "none") and forced (every unit its most probable
   concept), the baseline's own protocol;
 - learned, with a learning curve over the share of coded lessons (5, 10, 20, 40, 80%; lessons
-  drawn at random, scored on the lessons not coded): `themeshift learn` vs a plain logistic
-  regression on the sentence embedding alone (one per role), same lessons;
-- wall time and peak memory of `themeshift learn` (a child process, per share).
+  drawn at random, scored on the lessons not coded): `themeshift learn` with the frozen sentence model
+  and as shipped ([learn] encoder = "auto": fine-tuned where it scores higher on held-out coded
+  lessons) vs a plain logistic regression on the sentence embedding alone (one per role), same lessons;
+- wall time and peak memory of `themeshift learn` (a child process, per share and encoder).
 
-Usage: python bench/validity.py [--run runs/talkmoves] [--learn-shares 0.2] [--shares ...]
+And on games_as_art (thematic codes, several per passage; ../shared/corpora/games_as_art), grouped
+5-fold cross-validation by answer: micro-F1 of the code sets of `themeshift learn` (its own
+cross-validation, frozen and as shipped) against a plain one-vs-rest logistic regression on the
+sentence embedding (each code present at probability >= 0.5), on the same folds.
+
+Usage: python bench/validity.py [--run runs/talkmoves] [--learn-shares 0.2] [--shares ...] [--skip-games]
 writes bench/results/validity.json
 """
 from __future__ import annotations
@@ -115,7 +121,8 @@ def plain_classifier(X: np.ndarray, units: pd.DataFrame, coded: np.ndarray, seed
     return pred
 
 
-def tool_learn(run: Path, units: pd.DataFrame, coded_lessons: set[str], framework, config: Path | None) -> tuple:
+def tool_learn(run: Path, units: pd.DataFrame, coded_lessons: set[str], framework, config: Path | None,
+               encoder: str) -> tuple:
     """`themeshift learn` on a copy of the run with only the coded lessons' human codes; returns
     the learned label per unit, wall seconds and the child's peak memory."""
     from pipeline.compare import machine_labels
@@ -133,6 +140,10 @@ def tool_learn(run: Path, units: pd.DataFrame, coded_lessons: set[str], framewor
         text += "\n[compare]\nunknown_codes = \"ignore\"\n"
         if config is not None:
             text += "\n" + config.read_text(encoding="utf-8")
+        if "[learn]" in text:
+            text = text.replace("[learn]", f"[learn]\nencoder = \"{encoder}\"", 1)
+        else:
+            text += f"\n[learn]\nencoder = \"{encoder}\"\n"
         cfg_file.write_text(text, encoding="utf-8")
         cmd += ["--config", str(cfg_file)]
         started = time.perf_counter()
@@ -141,8 +152,9 @@ def tool_learn(run: Path, units: pd.DataFrame, coded_lessons: set[str], framewor
         seconds = time.perf_counter() - started
         peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         labels = machine_labels(pq.read_table(copy / "utterance_dimensions.parquet"), framework)
+        counts = json.loads((copy / "manifest.json").read_text())["stages"]["learn"]["counts"]
     pred = units["utterance_id"].map(labels["second-order"]).fillna(NONE)
-    return pred, round(seconds, 1), round(max(peak, before) / 1024), len(codes)
+    return pred, round(seconds, 1), round(max(peak, before) / 1024), len(codes), counts
 
 
 def main() -> None:
@@ -153,6 +165,7 @@ def main() -> None:
     ap.add_argument("--learn-config", type=Path, default=None,
                     help="extra TOML for `themeshift learn` (default: its own defaults, everything included)")
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--skip-games", action="store_true", help="TalkMoves only")
     args = ap.parse_args()
     ensure_run(args.run)
     cfg = load_config(TALKMOVES / "themeshift.toml")
@@ -191,10 +204,12 @@ def main() -> None:
         point = {"share": share, "coded_lessons": len(coded_lessons), "coded_units": int(coded.sum()),
                  "plain_logistic_regression": by_role(units, plain_classifier(X, units, coded, args.seed), held)}
         if share in learn_shares:
-            pred, seconds, peak_mib, n_codes = tool_learn(args.run, units, coded_lessons, framework, args.learn_config)
-            point["themeshift_learn"] = by_role(units, pred, held)
-            point["learn_seconds"], point["learn_peak_mib"] = seconds, peak_mib
-            point["learn_rate_units_per_s"] = round(n_codes / seconds, 1)
+            for encoder, key in (("frozen", "themeshift_learn_frozen"), ("auto", "themeshift_learn")):
+                pred, seconds, peak_mib, n_codes, counts = tool_learn(args.run, units, coded_lessons, framework,
+                                                                      args.learn_config, encoder)
+                point[key] = by_role(units, pred, held)
+                point[key + "_seconds"], point[key + "_peak_mib"] = seconds, peak_mib
+                point[key + "_encoder"] = {"kept": counts["encoder"], "reason": counts["encoder_reason"]}
         curve.append(point)
         print(json.dumps(point))
     results["learned"] = curve
@@ -204,11 +219,84 @@ def main() -> None:
         print(f"  {name:22s} " + "  ".join(f"{role}: kappa {v['kappa']:.3f} F1 {v['macro_f1']:.3f}" for role, v in r.items()))
     print("learned (lessons not coded)")
     for p in curve:
-        for name in ("plain_logistic_regression", "themeshift_learn"):
+        for name in ("plain_logistic_regression", "themeshift_learn_frozen", "themeshift_learn"):
             if name in p:
                 print(f"  {p['share']:4.0%} {name:26s} " + "  ".join(
                     f"{role}: kappa {v['kappa']:.3f} F1 {v['macro_f1']:.3f}" for role, v in p[name].items()))
+        for name in ("themeshift_learn_frozen", "themeshift_learn"):
+            if name + "_seconds" in p:
+                print(f"  {name}: {p[name + '_seconds']} s, peak {p[name + '_peak_mib']} MiB; encoder "
+                      f"{p[name + '_encoder']['kept']}: {p[name + '_encoder']['reason']}")
+    if not args.skip_games:
+        results["games_as_art"] = games_as_art(args.seed)
     save("validity", results)
+
+
+GAMES = TALKMOVES.parent / "games_as_art"
+GAMES_FRAMEWORK = REPO / "configs" / "frameworks" / "games_as_art.yaml"
+
+
+def games_as_art(seed: int) -> dict:
+    """Grouped 5-fold micro-F1 of code sets: learn (frozen, as shipped) vs plain one-vs-rest."""
+    from sklearn.model_selection import GroupKFold
+
+    from pipeline.io.human_codes import read_human_codes
+    from pipeline.io.rundir import read_table
+    from pipeline.learn import human_targets, interview_codes
+
+    run = REPO / "runs" / "games_as_art"
+    if not (run / "utterance_dimensions.parquet").is_file():
+        subprocess.run([str(REPO / ".venv" / "bin" / "themeshift"), "run", str(GAMES), "--out", str(run),
+                        "--config", str(GAMES / "themeshift.toml"), "--framework", str(GAMES_FRAMEWORK),
+                        "--until", "map", "--quiet"], check=True)
+    cfg = load_config(GAMES / "themeshift.toml")
+    framework = load_framework(GAMES_FRAMEWORK)
+    t = human_targets(read_table(run, "utterances"), read_table(run, "sources"),
+                      read_human_codes(GAMES / "human_codes.csv"), framework, None, "second_order", cfg)
+    truth = t.truth_sets()[0][:, :-1]  # the codes; 'none' is not a code
+    emb = read_table(run, "embeddings")
+    row = {u: i for i, u in enumerate(emb.column("utterance_id").to_pylist())}
+    x = vectors(emb)[[row[u] for u in t.units["utterance_id"]]]
+    _, groups = interview_codes(t)
+    pred = np.zeros_like(truth)
+    for train, test in GroupKFold(n_splits=5).split(x, groups=groups):
+        for k in range(truth.shape[1]):
+            y = truth[train, k]
+            if y.any() and not y.all():
+                model = LogisticRegression(max_iter=2000, random_state=seed).fit(x[train], y)
+                pred[test, k] = model.predict_proba(x[test])[:, 1] >= 0.5
+    tp, fp, fn = (pred & truth).sum(), (pred & ~truth).sum(), (~pred & truth).sum()
+    out = {"units": len(t.units), "codes": int(truth.shape[1]),
+           "plain_one_vs_rest_micro_f1": round(float(2 * tp / (2 * tp + fp + fn)), 4)}
+    for encoder in ("frozen", "auto"):
+        with tempfile.TemporaryDirectory() as tmp:
+            copy = Path(tmp) / "run"
+            subprocess.run(["cp", "-r", str(run), str(copy)], check=True)
+            cfg_file = Path(tmp) / "learn.toml"
+            cfg_file.write_text((GAMES / "themeshift.toml").read_text(encoding="utf-8")
+                                + f"\n[learn]\nencoder = \"{encoder}\"\ncv_folds = 5\n", encoding="utf-8")
+            started = time.perf_counter()
+            before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+            subprocess.run([str(REPO / ".venv" / "bin" / "themeshift"), "learn", str(copy), "--human",
+                            str(GAMES / "human_codes.csv"), "--framework", str(GAMES_FRAMEWORK), "--config",
+                            str(cfg_file), "--quiet"], check=True)
+            seconds = time.perf_counter() - started
+            peak = max(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, before)
+            e = pq.read_table(copy / "learn_eval.parquet").to_pandas()
+            counts = json.loads((copy / "manifest.json").read_text())["stages"]["learn"]["counts"]
+        cv = e[(e["evaluation"] == "cross-validation") & (e["level"] == "second-order") & (e["metric"] == "f1")
+               & (e["dimension"] == "micro") & (e["coder_a"] == "machine")]
+        kappa = e[(e["evaluation"] == "cross-validation") & (e["level"] == "second-order")
+                  & (e["metric"] == "cohen_kappa")]
+        out[f"learn_{encoder}"] = {"micro_f1": round(float(cv["value"].iloc[0]), 4),
+                                   "kappa_top_code": round(float(kappa["value"].iloc[0]), 4),
+                                   "seconds": round(seconds, 1), "peak_mib": round(peak / 1024),
+                                   "encoder": counts["encoder"], "encoder_reason": counts["encoder_reason"]}
+    print("games_as_art (grouped 5-fold, micro-F1 of code sets): plain one-vs-rest "
+          f"{out['plain_one_vs_rest_micro_f1']:.3f}; learn frozen {out['learn_frozen']['micro_f1']:.3f} "
+          f"({out['learn_frozen']['seconds']} s); learn as shipped {out['learn_auto']['micro_f1']:.3f} "
+          f"({out['learn_auto']['seconds']} s, encoder {out['learn_auto']['encoder']})")
+    return out
 
 
 if __name__ == "__main__":

@@ -498,6 +498,7 @@ def learn(run_dir: RunArg, human: HumanOpt, mapping: MappingOpt = None, level: L
                       f"{c['interviews']} interviews ({', '.join(c['coders'])}) + {c['weak_examples']} framework "
                       f"examples; cross-validated {c.get('selection_metric', 'machine-coder kappa')} by feature set: "
                       f"{scores}; kept {rec['feature_set']}")
+            err.print(f"encoder: {c['encoder']} ({c['encoder_reason']})", highlight=False)
             by_source = ", ".join(f"{n} {s}" for s, n in c["utterances_by_source"].items())
             err.print(f"utterances: {by_source}; tables in {run_dir}/")
             from pipeline.io.rundir import read_table

@@ -102,6 +102,7 @@ _CHOICES = {
     "compare.bootstrap_unit": ("interview", "utterance"),
     "report.projection": ("umap", "pca"),
     "learn.level": ("dimension", "second_order", "code"),
+    "learn.encoder": ("auto", "frozen", "finetune"),
     "scale.engine": ("local", "ray"),
 }
 _RANGES = {
@@ -126,7 +127,9 @@ _RANGES = {
     "compare.qdpx_max_members": (1, None), "compare.qdpx_max_bytes": (1, None),
     "report.map_neighbors": (2, None), "report.map_max_points": (1, None), "report.quotes": (0, None),
     "report.quote_chars": (10, None), "report.disagreements": (0, None),
-    "learn.words_min_df": (1, None), "learn.words_max_features": (1, None), "learn.c": (1e-12, None), "learn.c_multi_code": (1e-12, None), "learn.components": (0, None),
+    "learn.words_min_df": (1, None), "learn.words_max_features": (1, None), "learn.c": (1e-12, None), "learn.c_multi_code": (1e-12, None),
+    "learn.finetune_holdout": (0.01, 0.9), "learn.finetune_samples": (1, None), "learn.finetune_batch_size": (1, 4096),
+    "learn.finetune_learning_rate": (1e-12, 1.0), "learn.finetune_max_units": (0, None), "learn.components": (0, None),
     "learn.framework_weight": (0, None), "learn.cv_folds": (2, None), "learn.min_utterances": (1, None),
     "learn.min_per_class": (1, None), "learn.learning_curve_draws": (0, 1000), "learn.learning_curve_points": (1, 1000),
     "learn.suggest_n": (1, None), "learn.suggest_diversity": (0, 1),

@@ -35,7 +35,7 @@ so a model is never scored on its own training data.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -104,7 +104,7 @@ def human_targets(utterances: pa.Table, sources: pa.Table, human, framework, map
         raise InputError("no human code falls on an utterance of this run; is it the run the codes were made on?",
                          human.path)
     coders = sorted(aligned["coder"].unique())
-    utt = utterances.select(["utterance_id", "interview_id", "turn_index", "coded"]).to_pandas()
+    utt = utterances.select(["utterance_id", "interview_id", "turn_index", "coded", "text"]).to_pandas()
     units = utt[utt["coded"] & utt["interview_id"].isin(set(aligned["interview_id"]))].reset_index(drop=True)
     uncoded_is_none = c["uncoded"] == "none"
     name = LEVELS[level]
@@ -740,6 +740,7 @@ class LearnResult:
     counts: dict
     scores: dict
     warnings: list[str]
+    encoder_choice: "EncoderChoice | None" = None
 
 
 def framework_concepts(blocks, framework, fv, cfg: dict):
@@ -761,11 +762,175 @@ def framework_concepts(blocks, framework, fv, cfg: dict):
     return blend, own, ctx, weak
 
 
+@dataclass
+class Prepared:
+    """Features of every embedded utterance and the Data of the human-coded units, for one encoder."""
+    blocks: object
+    pos: dict[str, int]
+    ui: np.ndarray
+    d: Data
+    fallback_all: np.ndarray
+    allowed_all: np.ndarray | None
+    groups_all: np.ndarray
+
+
+def prepare(utterances: pa.Table, embeddings: pa.Table, t: Targets, framework, encoder, cfg: dict,
+            feature_sets: list[str], path) -> Prepared:
+    from pipeline.learn_features import build_blocks, framework_block, weak_matrix
+    from pipeline.map import embed_framework, restrict_to_roles, speaker_roles
+
+    lc = cfg["learn"]
+    blocks = build_blocks(utterances, embeddings, encoder, cfg)
+    pos = {u: i for i, u in enumerate(blocks.utterance_ids)}
+    missing = [u for u in t.units["utterance_id"] if u not in pos]
+    if missing:
+        raise InputError(f"{len(missing)} coded utterances have no embedding (e.g. {missing[0]}); "
+                         "run `themeshift embed` again", path)
+    ui = t.units["utterance_id"].map(pos).to_numpy(np.int64)
+    fv = embed_framework(framework, encoder)
+    weak_idx, weak_y = weak_examples(t, fv)
+    roles_all = speaker_roles(utterances, blocks.utterance_ids)
+    fallback_all, own_p, turn_p, weak_p = framework_concepts(blocks, framework, fv, cfg)
+    fallback_all, _ = restrict_to_roles(fallback_all, framework, roles_all)
+    blocks.blocks["framework"] = framework_block(own_p, turn_p)
+    blocks.project(feature_sets, lc["components"], cfg["run"]["seed"])
+    weak_words = blocks.words.transform([fv.texts[i] for i in weak_idx])
+    allowed_all = class_roles_mask(t, framework, roles_all)
+    groups_all, patterns = role_groups(allowed_all, len(pos))
+    d = Data(t, {fs: blocks.matrix(fs, ui) for fs in feature_sets}, blocks.turns[ui],
+             {fs: weak_matrix(fv.vectors[weak_idx], weak_p[weak_idx], weak_words, fs,
+                              [fv.texts[i] for i in weak_idx], blocks.unit_words, blocks.projections[fs])
+              for fs in feature_sets}, weak_y,
+             lc["framework_weight"], None if allowed_all is None else allowed_all[ui],
+             groups=groups_all[ui], weak_groups=None if patterns is None else patterns[:, weak_y])
+    d.turn_pooling = bool(lc["turn_pooling"]) and mixed_turn_share(t) <= MIXED_TURN_SHARE
+    return Prepared(blocks, pos, ui, d, fallback_all, allowed_all, groups_all)
+
+
+def tuning_targets(t: Targets) -> np.ndarray:
+    """(units, classes) what the encoder is tuned towards: the coders' code sets (multi-code) or
+    their votes as soft labels; rows of units no coder labelled are 0."""
+    if t.multi_code:
+        return t.truth_sets()[0].astype(np.float64)
+    return _votes(t, t.level, len(t.classes))
+
+
+@dataclass
+class EncoderChoice:
+    kept: str                 # "frozen" or "finetune"
+    reason: str
+    tuned: object | None = None   # the TunedEncoder, when one was made
+    report: object | None = None  # its TuneReport
+    rows: list[dict] = field(default_factory=list)  # learn_eval rows of the held-out comparison
+    embeddings: pa.Table | None = None  # the tuned encoder's vectors of the coded interviews (reused)
+
+
+def choose_encoder(utterances: pa.Table, t: Targets, framework, encoder, cfg: dict, feature_set: str,
+                   frozen: Prepared, boot: Bootstrap, boot_groups: np.ndarray, path, progress=None) -> EncoderChoice:
+    """[learn] encoder: tune the sentence model on part of the coded interviews and score learn's model
+    on the held-out rest with tuned and with frozen features (pipeline.learn_finetune)."""
+    from pipeline.learn_finetune import has_gpu, tune_encoder
+
+    lc = cfg["learn"]
+    mode = lc["encoder"]
+    if mode == "frozen":
+        return EncoderChoice("frozen", "learn.encoder is \"frozen\"")
+    if encoder.spec.backend == "model2vec":
+        return EncoderChoice("frozen", f"the embedding model {encoder.model_id} is a static model2vec model: "
+                             "nothing to fine-tune")
+    gpu = has_gpu() and encoder.device != "cpu"
+    n_coded = int(tuning_targets(t).any(axis=1).sum())
+    if mode == "auto" and not gpu and n_coded > lc["finetune_max_units"]:
+        return EncoderChoice("frozen", f"{n_coded} coded units is more than learn.finetune_max_units "
+                             f"({lc['finetune_max_units']}) for a fine-tune on CPU; set learn.encoder = \"finetune\" "
+                             "to tune anyway")
+    names, groups = interview_codes(t)
+    if len(names) < 3:
+        return EncoderChoice("frozen", "fewer than 3 coded interviews: none to hold out for the comparison")
+    rng = np.random.default_rng(cfg["run"]["seed"])
+    held = rng.choice(len(names), size=max(1, int(round(lc["finetune_holdout"] * len(names)))), replace=False)
+    test = np.flatnonzero(np.isin(groups, held))
+    train = np.flatnonzero(~np.isin(groups, held))
+    targets = tuning_targets(t)
+    fit_rows = train[targets[train].any(axis=1)]
+    allowed = frozen.d.allowed
+    tuned, report = tune_encoder(encoder, t.units["text"].to_numpy()[fit_rows].tolist(), targets[fit_rows],
+                                 t.multi_code, None if allowed is None else allowed[fit_rows],
+                                 min(lc["finetune_samples"], max(len(fit_rows), MIN_TUNE_DRAWS)),
+                                 lc["finetune_batch_size"], lc["finetune_learning_rate"],
+                                 cfg["run"]["seed"], progress)
+    # learn's model on the coded interviews only, with the tuned encoder's features
+    coded_interviews = pa.array(sorted(t.units["interview_id"].unique()), pa.string())
+    sub = utterances.filter(pc.is_in(utterances["interview_id"], coded_interviews))
+    sub_embeddings = embed_table(sub, tuned, cfg)
+    tuned_prep = prepare(sub, sub_embeddings, t, framework, tuned, cfg, [feature_set], path)
+    tuned_prep.d.turn_pooling = frozen.d.turn_pooling
+    scores, rows = {}, []
+    for name, prep in (("frozen", frozen), ("finetune", tuned_prep)):
+        p = np.zeros((len(t.units), len(t.classes)))
+        p[test] = fit_predict(prep.d, feature_set, train, test, cfg)
+        fallback = frozen.fallback_all[frozen.ui]
+        primary = machine_primary(p, t, framework, fallback)
+        sets = None
+        if t.multi_code:
+            truth, labelled = t.truth_sets()
+            p_train = np.zeros_like(p)
+            for fold_train, fold_test in _inner_folds(groups, train, cfg):
+                p_train[fold_test] = fit_predict(prep.d, feature_set, fold_train, fold_test, cfg)
+            thresholds = fit_thresholds(p_train, truth, train[labelled[train]])
+            sets = machine_sets(label_sets(p, thresholds), t, primary)
+        got = agreement_rows(t, primary, boot, boot_groups, test, sets=sets)
+        scores[name] = selection_score(got, t)
+        rows += _eval_rows(got, f"held-out-{name}", feature_set, False, len(np.unique(groups[train])), None)
+    metric = "micro-F1 of code sets" if t.multi_code else "machine-coder kappa"
+    verdict = (f"on {len(held)} held-out coded interviews, {metric} {scores['finetune']:.3f} with the fine-tuned "
+               f"encoder against {scores['frozen']:.3f} frozen (tuned on {report.units} units, {report.draws} draws, "
+               f"{report.seconds:.0f} s on {report.device})")
+    kept = "finetune" if mode == "finetune" or scores["finetune"] > scores["frozen"] else "frozen"
+    for r in rows:
+        r["selected"] = r["evaluation"] == f"held-out-{kept}"
+    why = ("learn.encoder is \"finetune\"" if mode == "finetune"
+           else "it scores higher" if kept == "finetune" else "fine-tuning did not score higher")
+    return EncoderChoice(kept, f"{verdict}; kept {kept}: {why}", tuned, report, rows, sub_embeddings)
+
+
+MIN_TUNE_DRAWS = 1000  # a small coded set is drawn more than once: the fresh head needs this many examples
+
+
+def _inner_folds(groups: np.ndarray, train: np.ndarray, cfg: dict):
+    """Grouped folds inside the training interviews (for thresholds that never see the held-out ones)."""
+    from sklearn.model_selection import GroupKFold
+
+    k = min(cfg["learn"]["cv_folds"], len(np.unique(groups[train])))
+    for a, b in GroupKFold(n_splits=k).split(train, groups=groups[train]):
+        yield train[a], train[b]
+
+
+def embed_table(utterances: pa.Table, encoder, cfg: dict, known: pa.Table | None = None, progress=None) -> pa.Table:
+    """Embeddings of the coded utterances with encoder (schema of the embed stage); rows already in
+    known (made with the same encoder) are reused, not embedded again."""
+    from pipeline.embed import embed_utterances, vectors
+    from pipeline.schema import embeddings_schema
+
+    if known is None:
+        return embed_utterances(utterances, encoder, cfg, progress)[0]
+    have = set(known.column("utterance_id").to_pylist())
+    coded = utterances.filter(pc.field("coded"))
+    ids = coded.column("utterance_id").to_pylist()
+    todo = utterances.filter(pc.invert(pc.is_in(utterances["utterance_id"], pa.array(sorted(have), pa.string()))))
+    fresh = embed_utterances(todo, encoder, cfg, progress)[0]
+    lookup = dict(zip(known.column("utterance_id").to_pylist(), vectors(known)))
+    lookup.update(zip(fresh.column("utterance_id").to_pylist(), vectors(fresh)))
+    matrix = np.stack([lookup[u] for u in ids]) if ids else np.zeros((0, encoder.dim), np.float32)
+    return pa.table({"utterance_id": pa.array(ids, pa.string()),
+                     "vector": pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1), pa.float32()), encoder.dim)},
+                    schema=embeddings_schema(encoder.dim))
+
+
 def learn_stage(utterances: pa.Table, sources: pa.Table, embeddings: pa.Table, framework_dims: pa.Table,
                 human, framework, mapping, encoder, cfg: dict, level: str, progress=None) -> LearnResult:
     from pipeline.compare import machine_ratings, machine_labels
-    from pipeline.learn_features import build_blocks, framework_block, weak_matrix
-    from pipeline.map import embed_framework
+    from pipeline.map import renormalise_within
 
     lc, c = cfg["learn"], cfg["compare"]
     if not lc["feature_sets"]:
@@ -774,35 +939,12 @@ def learn_stage(utterances: pa.Table, sources: pa.Table, embeddings: pa.Table, f
         raise ConfigError("learn.c must be > 0 and learn.framework_weight >= 0")
     t = human_targets(utterances, sources, human, framework, mapping, level, cfg)
     class_counts = check_enough(t, cfg, human.path)
-    blocks = build_blocks(utterances, embeddings, encoder, cfg)
-    pos = {u: i for i, u in enumerate(blocks.utterance_ids)}
-    missing = [u for u in t.units["utterance_id"] if u not in pos]
-    if missing:
-        raise InputError(f"{len(missing)} coded utterances have no embedding (e.g. {missing[0]}); "
-                         "run `themeshift embed` again", human.path)
-    ui = t.units["utterance_id"].map(pos).to_numpy(np.int64)
-    fv = embed_framework(framework, encoder)
-    weak_idx, weak_y = weak_examples(t, fv)
     sets = list(dict.fromkeys(lc["feature_sets"]))
-    from pipeline.map import renormalise_within, restrict_to_roles, speaker_roles
-
-    roles_all = speaker_roles(utterances, blocks.utterance_ids)
-    fallback_all, own_p, turn_p, weak_p = framework_concepts(blocks, framework, fv, cfg)
-    fallback_all, _ = restrict_to_roles(fallback_all, framework, roles_all)
+    frozen = prepare(utterances, embeddings, t, framework, encoder, cfg, sets, human.path)
+    blocks, pos, ui, d = frozen.blocks, frozen.pos, frozen.ui, frozen.d
+    fallback_all, allowed_all, groups_all = frozen.fallback_all, frozen.allowed_all, frozen.groups_all
     fallback = fallback_all[ui]
-    blocks.blocks["framework"] = framework_block(own_p, turn_p)
-    blocks.project(sets, lc["components"], cfg["run"]["seed"])
-    weak_words = blocks.words.transform([fv.texts[i] for i in weak_idx])
-    allowed_all = class_roles_mask(t, framework, roles_all)
-    groups_all, patterns = role_groups(allowed_all, len(pos))
-    d = Data(t, {fs: blocks.matrix(fs, ui) for fs in sets}, blocks.turns[ui],
-             {fs: weak_matrix(fv.vectors[weak_idx], weak_p[weak_idx], weak_words, fs,
-                              [fv.texts[i] for i in weak_idx], blocks.unit_words, blocks.projections[fs])
-              for fs in sets}, weak_y,
-             lc["framework_weight"], None if allowed_all is None else allowed_all[ui],
-             groups=groups_all[ui], weak_groups=None if patterns is None else patterns[:, weak_y])
     mixed = mixed_turn_share(t)
-    d.turn_pooling = bool(lc["turn_pooling"]) and mixed <= MIXED_TURN_SHARE
     if lc["turn_pooling"] and not d.turn_pooling:
         t.warnings.append(f"the coders labelled units of one turn differently in {mixed:.0%} of the coded turns: "
                           "units are coded one by one, not pooled by turn (learn.turn_pooling)")
@@ -855,15 +997,31 @@ def learn_stage(utterances: pa.Table, sources: pa.Table, embeddings: pa.Table, f
         eval_rows += learning_curve(d, best, cfg, fallback, framework)
     advance("learning curve")
 
+    choice = choose_encoder(utterances, t, framework, encoder, cfg, best, frozen, boot, boot_groups, human.path,
+                            progress)
+    eval_rows += choice.rows
+    final_prep, thresholds_from = frozen, cv_probs
+    if choice.kept == "finetune":
+        # the final model reads the tuned encoder's features; the human-coded utterances keep the frozen
+        # model's cross-validated predictions, the only ones no encoder tuned on their own codes made
+        tuned_embeddings = embed_table(utterances, choice.tuned, cfg, choice.embeddings, progress)
+        final_prep = prepare(utterances, tuned_embeddings, t, framework, choice.tuned, cfg, [best], human.path)
+        final_prep.d.turn_pooling = d.turn_pooling
+        if final_prep.blocks.utterance_ids != blocks.utterance_ids:
+            raise RuntimeError("tuned embeddings are not in the order of the run's embeddings")
+        if t.multi_code:
+            thresholds_from = cross_validate(final_prep.d, best, cfg)[0]
+    blocks, groups_all = final_prep.blocks, final_prep.groups_all
+
     # The final model: every human-coded unit plus the weak examples; it codes every utterance.
-    model = fit_model(d, best, np.arange(len(ui)), cfg)
+    model = fit_model(final_prep.d, best, np.arange(len(ui)), cfg)
     model.words_ = blocks.words.vectorizer if "words" in FEATURE_SETS[best] else None  # saved with the model
     model.unit_words_ = (blocks.unit_words.vectorizer if blocks.unit_words is not None
                          and "unit_words" in FEATURE_SETS[best] else None)
     model.projection_ = blocks.projections[best]
     if t.multi_code:  # thresholds for new utterances: fitted on every coded unit's out-of-fold probability
         truth, labelled_any = t.truth_sets()
-        model.thresholds_ = fit_thresholds(cv_probs, truth, np.flatnonzero(labelled_any))
+        model.thresholds_ = fit_thresholds(thresholds_from, truth, np.flatnonzero(labelled_any))
     all_probs = predict_all(model, blocks, best, groups_all)
     advance("coded every utterance")
     if allowed_all is not None:
@@ -899,17 +1057,19 @@ def learn_stage(utterances: pa.Table, sources: pa.Table, embeddings: pa.Table, f
     scores = {fs: round(candidates[fs][3], 4) for fs in sets}
     counts = {
         "units": len(t.units), "interviews": len(names), "coders": t.coders, "classes": class_counts,
-        "labelled_units": int(labelled.sum()), "weak_examples": int(len(weak_y)),
+        "labelled_units": int(labelled.sum()), "weak_examples": int(len(d.y_weak)),
         "training_rows": int(len(training_rows(t, np.arange(len(ui)))[0])),
         "utterances_by_source": {k: int(v) for k, v in sources_count.sort_index().items()},
         "cv_score_by_feature_set": scores,
         "mixed_turn_share": round(mixed, 4), "turn_pooling": d.turn_pooling,
         "multi_code_share": round(multi_code_share(t), 4), "multi_code": t.multi_code, "unlearned": t.unlearned,
         "selection_metric": "micro-F1 of code sets" if t.multi_code else "machine-coder kappa",
+        "encoder": choice.kept, "encoder_reason": choice.reason,
+        "finetune": None if choice.report is None else asdict(choice.report),
     }
     return LearnResult(final, cv_table, learned_codes_table(blocks.utterance_ids, all_probs, t, cross_validated, assigned_all),
                        pa.Table.from_pylist(eval_rows, schema=LEARN_EVAL), model, best, t, counts, scores,
-                       t.warnings)
+                       t.warnings, choice)
 
 
 def _replace_rows(table: pa.Table, rows: pa.Table) -> pa.Table:

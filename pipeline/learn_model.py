@@ -1,8 +1,10 @@
 """The learned coder saved in the run directory: learn_model/model.joblib (the fitted
-scikit-learn estimators, one per role group, with the TF-IDF vectorizers as words_ / unit_words_
-and the embedding blocks' principal components as projection_)
-next to learn_model/model.json (format version, package versions, feature set, classes,
-parameters and the hashes of what it was trained on).
+scikit-learn estimators, one per role group, with the TF-IDF vectorizers as words_ / unit_words_,
+the embedding blocks' principal components as projection_ and, for a multi-code model, each
+code's threshold as thresholds_) next to learn_model/model.json (format version, package
+versions, feature set, classes, parameters, the encoder choice and the hashes of what it was
+trained on), and learn_model/encoder/ when learn kept a fine-tuned sentence model (a
+sentence-transformers folder: load it with SentenceTransformer(path)).
 
 joblib files run code when loaded: load only models from run directories you made.
 """
@@ -17,7 +19,7 @@ import numpy as np
 
 from pipeline.errors import InputError
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: multi-code models (multi_code, skip, thresholds_) and the tuned encoder
 
 
 def _versions() -> dict[str, str]:
@@ -54,17 +56,35 @@ def save_model(model_dir: Path, result, framework, encoder, cfg: dict, human_sha
         "embedding_model": encoder.model_id,
         "framework": {"name": framework.name, "sha256": framework.sha256},
         "human_codes_sha256": human_sha256, "coders": t.coders,
-        "cross_validated_kappa": result.scores,
+        "cross_validation_score": result.scores,
+        "multi_code": bool(t.multi_code), "unlearned_classes": t.unlearned,
+        "thresholds": (np.round(result.model.thresholds_, 4).tolist()
+                       if getattr(result.model, "thresholds_", None) is not None else None),
+        "encoder": _encoder_info(result, encoder),
     }
     tmp = model_dir.parent / f".{model_dir.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     joblib.dump(result.model, tmp / "model.joblib")
+    choice = result.encoder_choice
+    if choice is not None and choice.kept == "finetune":
+        choice.tuned.model.save(str(tmp / "encoder"))
     (tmp / "model.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     shutil.rmtree(model_dir, ignore_errors=True)
     tmp.rename(model_dir)
     return {"path": str(model_dir), "format_version": FORMAT_VERSION, "feature_set": result.feature_set,
             "n_features": info["n_features"], "versions": info["versions"]}
+
+
+def _encoder_info(result, encoder) -> dict:
+    choice = result.encoder_choice
+    if choice is None:
+        return {"kept": "frozen", "model_id": encoder.model_id}
+    info = {"kept": choice.kept, "reason": choice.reason, "base_model_id": encoder.model_id}
+    if choice.kept == "finetune":
+        info.update(model_id=choice.tuned.model_id, path="encoder",
+                    finetune={k: getattr(choice.report, k) for k in ("units", "draws", "seconds", "device")})
+    return info
 
 
 def load_model(model_dir: Path):

@@ -661,8 +661,8 @@ def run_learn(run_dir: Path, human_path: Path, cfg: dict, mapping_path: Path | N
         "framework": {"name": framework.name, "path": framework.path, "sha256": framework.sha256},
         "level": level, "feature_set": result.feature_set, "model": model_info,
         "parameters": dict(cfg["learn"]),
-        "targets": "each coder's label is a training row weighted 1 / (coders labelling the utterance); "
-                   "framework texts are weak examples (learn.framework_weight)",
+        "targets": "each coder's label (or, multi-code, label set) is a training row weighted 1 / (coders "
+                   "labelling the utterance); framework texts are weak examples (learn.framework_weight)",
         "counts": result.counts, "warnings": result.warnings,
         "utterance_dimensions_sha256": hashlib.sha256((run_dir / "utterance_dimensions.parquet").read_bytes())
         .hexdigest(),

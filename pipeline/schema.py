@@ -456,17 +456,22 @@ LEARNED_CODES = pa.schema([
 
 LEARN_EVAL = pa.schema([
     _f("evaluation", pa.string(), "cross-validation (the kept model), feature-set (each candidate), framework-similarity "
-                                  "(the map stage on the same utterances) or learning-curve"),
+                                  "(the map stage on the same utterances), learning-curve, or held-out-frozen / "
+                                  "held-out-finetune ([learn] encoder: learn's model with frozen and with fine-tuned "
+                                  "sentence embeddings, trained on the same coded interviews and scored on the "
+                                  "held-out ones; selected marks the encoder kept)"),
     _f("feature_set", pa.string(), "feature set of the model; null for framework-similarity", True),
     _f("selected", pa.bool_(), "true on rows of the feature set the model keeps"),
     _f("train_interviews", pa.int32(), "hand-coded interviews the model was trained on (per fold); null for "
                                        "framework-similarity", True),
     _f("draw", pa.int32(), "learning curve: which random draw of training interviews; null otherwise", True),
     _f("level", pa.string(), "dimension, second-order or code"),
-    _f("metric", pa.string(), "cohen_kappa, krippendorff_alpha, precision, recall or f1"),
+    _f("metric", pa.string(), "cohen_kappa, krippendorff_alpha, exact_set, jaccard, label_kappa or f1 (see "
+                              "agreement.parquet)"),
     _f("coder_a", pa.string(), "first rater ('machine' = the model); for alpha the raters joined by '+'"),
     _f("coder_b", pa.string(), "second rater: a coder or 'consensus'; null for alpha", True),
-    _f("dimension", pa.string(), "label of a precision/recall/F1 row ('macro' = mean over labels); null otherwise", True),
+    _f("dimension", pa.string(), "'macro' (mean over labels) or 'micro' (pooled counts) on f1 and label_kappa rows; "
+                                 "null otherwise", True),
     _f("value", pa.float64(), "the statistic on the held-out utterances; null when undefined", True),
     _f("ci_low", pa.float64(), "bootstrap interval ([compare] bootstrap, ci_level, bootstrap_unit), lower end; "
                                "null on learning-curve rows", True),

@@ -19,7 +19,7 @@ from pipeline.learn import pool_turns, training_rows
 from conftest import ANSWER_KEY
 
 HUMAN = ANSWER_KEY / "human_codes.csv"
-SMALL = {"learn": {"feature_sets": ["utterance", "context_prior"], "cv_folds": 3, "learning_curve_draws": 1,
+SMALL = {"learn": {"feature_sets": ["utterance", "context_prior"], "encoder": "frozen", "cv_folds": 3, "learning_curve_draws": 1,
                    "learning_curve_points": 3},
          "compare": {"bootstrap": 200}}
 

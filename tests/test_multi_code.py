@@ -19,7 +19,7 @@ FRAMEWORK = REPO / "configs" / "frameworks" / "games_as_art.yaml"
 
 def _cfg(**learn):
     return load_config(None, {"input": {"ignore": ["*.csv", "*.md", "LICENSE"]},
-                              "learn": {"cv_folds": 5, "learning_curve_draws": 0, **learn},
+                              "learn": {"cv_folds": 5, "learning_curve_draws": 0, "encoder": "frozen", **learn},
                               "compare": {"bootstrap": 0}})
 
 

@@ -1,0 +1,238 @@
+"""Every coded unit counts: a simulated researcher codes a corpus batch by batch, choosing what to code
+next with `themeshift suggest`, at random, or a whole interview at a time, and learn's model (frozen
+features, the default feature set of the corpus) is scored after every batch on interviews nobody
+may pick (held out once, seeded).
+
+Corpora (both need a run up to map; the bench makes them when missing):
+- TalkMoves (dialogue moves, one code per sentence; ../shared/corpora/talkmoves): the run of
+  bench/validity.py, runs/talkmoves. Seed: the units of 2 lessons. Score: machine-coder kappa, mean
+  of teachers and students.
+- games_as_art (thematic codes, several per passage; ../shared/corpora/games_as_art), runs/games_as_art.
+  Seed: the units of 10 answers (fewer leave most codes without an example). Score: kappa of the
+  most probable code and micro-F1 of the code sets (one-vs-rest models, each code's threshold
+  fitted on the coded units by grouped cross-validation).
+
+Strategies, each from the same seed up to 20% of the corpus's units in equal batches:
+- suggest at diversity 0, 0.25, 0.5 (the default) and 0.75 (uncertainty of learn's probabilities plus
+  novelty against what is coded: pipeline.suggest.greedy_pick);
+- random units (three seeds, averaged);
+- whole interviews, in random order (what a researcher does without suggest).
+The target: suggest reaches random choice's agreement at 20% with at most half the coded units.
+
+Usage: python bench/active_learning.py [--corpus talkmoves,games_as_art] [--batches 8]
+writes bench/results/active_learning.json and bench/results/active_learning.png
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+from sklearn.metrics import cohen_kappa_score
+
+from shift_corpora import REPO, SHARED
+
+from _results import RESULTS, save  # noqa: E402
+
+from pipeline.agreement import MISSING
+from pipeline.config import load_config
+from pipeline.embed import load_encoder, vectors
+from pipeline.framework import load_framework
+from pipeline.io.human_codes import read_human_codes
+from pipeline.io.rundir import read_table
+from pipeline.learn import (check_enough, fit_model, fit_thresholds, human_targets, interview_codes, label_sets,
+                            prepare)
+from pipeline.suggest import greedy_pick, uncertainty
+
+CORPORA = {
+    "talkmoves": {"dir": SHARED / "corpora" / "talkmoves", "run": REPO / "runs" / "talkmoves",
+                  "framework": REPO / "configs" / "frameworks" / "talkmoves.yaml", "seed_interviews": 2,
+                  "feature_set": "dialogue"},
+    "games_as_art": {"dir": SHARED / "corpora" / "games_as_art", "run": REPO / "runs" / "games_as_art",
+                     "framework": REPO / "configs" / "frameworks" / "games_as_art.yaml", "seed_interviews": 10,
+                     "feature_set": "dialogue"},
+}
+DIVERSITIES = (0.0, 0.25, 0.5, 0.75)
+RANDOM_SEEDS = (0, 1, 2)
+
+
+def ensure_run(spec: dict) -> None:
+    if (spec["run"] / "utterance_dimensions.parquet").is_file():
+        return
+    subprocess.run([str(REPO / ".venv" / "bin" / "themeshift"), "run", str(spec["dir"]), "--out", str(spec["run"]),
+                    "--config", str(spec["dir"] / "themeshift.toml"), "--framework", str(spec["framework"]),
+                    "--until", "map", "--quiet"], check=True)
+
+
+class Simulation:
+    """learn's targets and features for one corpus, and the scoring on the held-out interviews."""
+
+    def __init__(self, name: str, spec: dict, seed: int, encoder):
+        self.name, self.spec = name, spec
+        cfg = load_config(spec["dir"] / "themeshift.toml",
+                          {"learn": {"encoder": "frozen"}, "compare": {"unknown_codes": "ignore"}})
+        self.cfg = cfg
+        run = spec["run"]
+        framework = load_framework(spec["framework"])
+        utterances, sources = read_table(run, "utterances"), read_table(run, "sources")
+        human = read_human_codes(spec["dir"] / "human_codes.csv")
+        self.t = t = human_targets(utterances, sources, human, framework, None, "second_order", cfg)
+        check_enough(t, cfg, human.path)
+        embeddings = read_table(run, "embeddings")
+        fs = spec["feature_set"]
+        self.fs = fs
+        self.prep = prepare(utterances, embeddings, t, framework, encoder, cfg, [fs], human.path)
+        self.prep.d.turn_pooling = False  # units are chosen one by one: a turn is never coded as a whole
+        names, self.groups = interview_codes(t)
+        rng = np.random.default_rng(seed)
+        held = rng.choice(len(names), size=int(round(0.3 * len(names))), replace=False)
+        self.test = np.flatnonzero(np.isin(self.groups, held))
+        self.pool = np.flatnonzero(~np.isin(self.groups, held))
+        self.pool_interviews = np.array(sorted(set(self.groups[self.pool].tolist())))
+        self.vecs = vectors(embeddings)[self.prep.ui].astype(np.float64)
+        labels = np.stack([t.primary[c] for c in t.coders], axis=1)
+        self.truth = np.where((labels != MISSING).any(axis=1), labels.max(axis=1), MISSING)
+        self.sets, _ = t.truth_sets()
+        self.budget = int(round(0.2 * len(t.units)))
+        roles = utterances.select(["utterance_id", "speaker_role"]).to_pandas().set_index("utterance_id")
+        self.role = t.units["utterance_id"].map(roles["speaker_role"]).fillna("").to_numpy()
+
+    def seed_units(self, seed: int) -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        first = rng.choice(self.pool_interviews, size=self.spec["seed_interviews"], replace=False)
+        return np.flatnonzero(np.isin(self.groups, first))
+
+    def fit(self, coded: np.ndarray):
+        return fit_model(self.prep.d, self.fs, coded, self.cfg)
+
+    def probabilities(self, model, rows: np.ndarray) -> np.ndarray:
+        d = self.prep.d
+        g = None if d.groups is None else d.groups[rows]
+        return d.restrict(model.predict_proba(d.x_units[self.fs][rows], None, g), rows)
+
+    def score(self, model, coded: np.ndarray) -> dict:
+        p = self.probabilities(model, self.test)
+        pred, truth = p.argmax(axis=1), self.truth[self.test]
+        ok = truth != MISSING
+        out = {}
+        roles = sorted(set(self.role[self.test][ok]) - {""})
+        kappas = []
+        for r in roles or [None]:
+            m = ok & ((self.role[self.test] == r) if r is not None else True)
+            kappas.append(cohen_kappa_score(truth[m], pred[m]))
+        out["kappa"] = round(float(np.mean(kappas)), 4)
+        if self.t.multi_code:
+            thresholds = self.thresholds(coded)
+            s = label_sets(p, thresholds)[:, :-1]
+            y = self.sets[self.test][:, :-1]
+            tp, fp, fn = (s & y).sum(), (s & ~y).sum(), (~s & y).sum()
+            out["micro_f1"] = round(float(2 * tp / (2 * tp + fp + fn)), 4)
+        return out
+
+    def thresholds(self, coded: np.ndarray) -> np.ndarray:
+        """Per-code thresholds from grouped out-of-fold probabilities of the coded units."""
+        from sklearn.model_selection import GroupKFold
+
+        g = self.groups[coded]
+        k = min(5, len(np.unique(g)))
+        p = np.zeros((len(self.t.units), len(self.t.classes)))
+        for a, b in GroupKFold(n_splits=k).split(coded, groups=g):
+            p[coded[b]] = self.probabilities(self.fit(coded[a]), coded[b])
+        return fit_thresholds(p, self.sets, coded)
+
+
+def run_strategy(sim: Simulation, strategy: str, sizes: list[int], seed: int, diversity: float = 0.5) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    coded = sim.seed_units(0)
+    curve = []
+    order = rng.permutation(np.setdiff1d(sim.pool_interviews, np.unique(sim.groups[coded])))
+    next_interview = 0
+    for size in sizes:
+        need = size - len(coded)
+        if need > 0:
+            free = np.setdiff1d(sim.pool, coded)
+            if strategy == "random":
+                coded = np.union1d(coded, rng.choice(free, size=min(need, len(free)), replace=False))
+            elif strategy == "interviews":
+                while len(coded) < size and next_interview < len(order):
+                    coded = np.union1d(coded, np.flatnonzero(sim.groups == order[next_interview]))
+                    next_interview += 1
+            else:
+                model = sim.fit(coded)
+                u = uncertainty(sim.probabilities(model, free))
+                pick, _, _ = greedy_pick(u, sim.vecs[free], sim.vecs[coded], need, diversity)
+                coded = np.union1d(coded, free[pick])
+        started = time.perf_counter()
+        model = sim.fit(coded)
+        point = {"coded_units": int(len(coded)), **sim.score(model, coded),
+                 "fit_seconds": round(time.perf_counter() - started, 2)}
+        curve.append(point)
+        print(sim.name, strategy, diversity if strategy == "suggest" else "", point, flush=True)
+    return curve
+
+
+def units_to_reach(curve: list[dict], target: float, metric: str) -> int | None:
+    for p in curve:
+        if p[metric] >= target:
+            return p["coded_units"]
+    return None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--corpus", default="talkmoves,games_as_art")
+    ap.add_argument("--batches", type=int, default=8)
+    ap.add_argument("--seed", type=int, default=42)
+    args = ap.parse_args()
+    encoder = load_encoder("minilm", "cpu")
+    results = {}
+    for name in args.corpus.split(","):
+        spec = CORPORA[name]
+        ensure_run(spec)
+        sim = Simulation(name, spec, args.seed, encoder)
+        start = len(sim.seed_units(0))
+        sizes = np.unique(np.linspace(start, sim.budget, args.batches + 1).round().astype(int)).tolist()
+        metric = "micro_f1" if sim.t.multi_code else "kappa"
+        r = {"units": len(sim.t.units), "held_out_units": int(len(sim.test)), "budget_units": sim.budget,
+             "metric": metric, "curves": {}}
+        for lam in DIVERSITIES:
+            r["curves"][f"suggest_{lam}"] = run_strategy(sim, "suggest", sizes, args.seed, lam)
+        runs = [run_strategy(sim, "random", sizes, s) for s in RANDOM_SEEDS]
+        r["curves"]["random"] = [{"coded_units": pts[0]["coded_units"],
+                                  **{k: round(float(np.mean([p[k] for p in pts])), 4)
+                                     for k in pts[0] if k != "coded_units"}} for pts in zip(*runs)]
+        r["curves"]["interviews"] = run_strategy(sim, "interviews", sizes, args.seed)
+        target = r["curves"]["random"][-1][metric]
+        r["random_at_budget"] = target
+        r["units_to_reach_random_at_budget"] = {k: units_to_reach(c, target, metric) for k, c in r["curves"].items()}
+        results[name] = r
+        print(name, "units to reach random's", metric, target, "at", sim.budget, ":",
+              r["units_to_reach_random_at_budget"], flush=True)
+    save("active_learning", results)
+    plot(results, RESULTS / "active_learning.png")
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4), squeeze=False)
+    for ax, (name, r) in zip(axes[0], results.items()):
+        for label, curve in r["curves"].items():
+            ax.plot([p["coded_units"] for p in curve], [p[r["metric"]] for p in curve], marker="o", label=label)
+        ax.set_title(f"{name}: held-out {r['metric']}")
+        ax.set_xlabel("coded units")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"written {path}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
