@@ -20,7 +20,7 @@ Strategies, each from the same seed up to 20% of the corpus's units in equal bat
 The target: suggest reaches random choice's agreement at 20% with at most half the coded units.
 
 Usage: python bench/active_learning.py [--corpus talkmoves,games_as_art] [--batches 8]
-writes bench/results/active_learning.json and bench/results/active_learning.png
+writes bench/results/active_learning.json and bench/results/active_learning.svg
 """
 from __future__ import annotations
 
@@ -187,6 +187,7 @@ def main() -> None:
     ap.add_argument("--corpus", default="talkmoves,games_as_art")
     ap.add_argument("--batches", type=int, default=8)
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--diversities", default=",".join(map(str, DIVERSITIES)), help="suggest_diversity values to try")
     args = ap.parse_args()
     encoder = load_encoder("minilm", "cpu")
     results = {}
@@ -199,7 +200,7 @@ def main() -> None:
         metric = "micro_f1" if sim.t.multi_code else "kappa"
         r = {"units": len(sim.t.units), "held_out_units": int(len(sim.test)), "budget_units": sim.budget,
              "metric": metric, "curves": {}}
-        for lam in DIVERSITIES:
+        for lam in (float(x) for x in args.diversities.split(",")):
             r["curves"][f"suggest_{lam}"] = run_strategy(sim, "suggest", sizes, args.seed, lam)
         runs = [run_strategy(sim, "random", sizes, s) for s in RANDOM_SEEDS]
         r["curves"]["random"] = [{"coded_units": pts[0]["coded_units"],
@@ -213,25 +214,38 @@ def main() -> None:
         print(name, "units to reach random's", metric, target, "at", sim.budget, ":",
               r["units_to_reach_random_at_budget"], flush=True)
     save("active_learning", results)
-    plot(results, RESULTS / "active_learning.png")
+    plot(results, RESULTS / "active_learning.svg")
 
 
 def plot(results: dict, path: Path) -> None:
-    import matplotlib
+    """One SVG line chart per corpus: held-out agreement against coded units, one line per strategy."""
+    from pipeline.report_figures import svg_document
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    colours = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666"]
+    width, height, pad = 460, 300, 50
+    panels = []
+    for n, (name, r) in enumerate(results.items()):
+        m = r["metric"]
+        pts = [(p["coded_units"], p[m]) for c in r["curves"].values() for p in c]
+        x0, x1 = 0, max(x for x, _ in pts)
+        y0, y1 = min(y for _, y in pts), max(y for _, y in pts)
 
-    fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4), squeeze=False)
-    for ax, (name, r) in zip(axes[0], results.items()):
-        for label, curve in r["curves"].items():
-            ax.plot([p["coded_units"] for p in curve], [p[r["metric"]] for p in curve], marker="o", label=label)
-        ax.set_title(f"{name}: held-out {r['metric']}")
-        ax.set_xlabel("coded units")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    print(f"written {path}")
+        def xy(x, y, n=n):
+            return (n * width + pad + (x - x0) / (x1 - x0) * (width - 2 * pad),
+                    height - pad - (y - y0) / max(y1 - y0, 1e-9) * (height - 2 * pad))
+
+        body = [f'<text x="{n * width + pad}" y="20" font-size="13">{name}: held-out {m} by coded units</text>',
+                f'<text x="{n * width + pad}" y="{height - 15}" font-size="11">coded units 0 - {x1}; {m} '
+                f'{y0:.3f} - {y1:.3f}</text>']
+        for k, (label, curve) in enumerate(r["curves"].items()):
+            line = " ".join("{:.1f},{:.1f}".format(*xy(p["coded_units"], p[m])) for p in curve)
+            body.append(f'<polyline fill="none" stroke="{colours[k % len(colours)]}" stroke-width="2" points="{line}"/>')
+            body.append(f'<text x="{n * width + width - 130}" y="{40 + 14 * k}" font-size="11" '
+                        f'fill="{colours[k % len(colours)]}">{label}</text>')
+        panels.append("".join(body))
+    path.with_suffix(".svg").write_text(svg_document(width * len(results), height, "".join(panels),
+                                                     "active learning curves"), encoding="utf-8")
+    print(f"written {path.with_suffix('.svg')}")
 
 
 if __name__ == "__main__":

@@ -83,18 +83,28 @@ def human_ratings(aligned: pd.DataFrame, units: pd.DataFrame, coders: list[str],
     return primary, present
 
 
-def machine_ratings(units: pd.DataFrame, machine: pd.DataFrame, level: str, categories: list[str]):
+def machine_ratings(units: pd.DataFrame, machine: pd.DataFrame, level: str, categories: list[str],
+                    sets: pd.Series | None = None):
+    """The machine's label (index) and its set of labels per unit at one level: its one label, plus
+    the codes of its set where a multi-code learned model gave one (sets: utterance_id -> labels)."""
     cat = {c: i for i, c in enumerate(categories)}
     labels = units["utterance_id"].map(machine[level]) if len(machine) else pd.Series([None] * len(units))
     p = np.array([cat.get(x, MISSING) if isinstance(x, str) else MISSING for x in labels], dtype=np.int64)
     pres = np.zeros((len(units), len(categories)), dtype=bool)
     ok = p != MISSING
     pres[np.nonzero(ok)[0], p[ok]] = True
+    if sets is not None:
+        for i, labels_of in enumerate(units["utterance_id"].map(sets)):
+            if ok[i] and isinstance(labels_of, (set, frozenset)):
+                pres[i, [cat[x] for x in labels_of if x in cat]] = True
     return p, pres
 
 
 def compare(utterances: pa.Table, sources: pa.Table, human: HumanCodes, framework, mapping,
-            utterance_dimensions: pa.Table, assignments: pa.Table | None, cfg: dict) -> Comparison:
+            utterance_dimensions: pa.Table, assignments: pa.Table | None, cfg: dict,
+            machine_sets: dict[str, pd.Series] | None = None) -> Comparison:
+    """machine_sets: level -> (utterance_id -> set of labels) of a multi-code learned model
+    (pipeline.learn.learned_sets), so set measures see every code the machine gave."""
     c = cfg["compare"]
     for key, allowed in (("uncoded", ("none", "missing")), ("unknown_codes", ("error", "ignore")),
                          ("bootstrap_unit", ("interview", "utterance"))):
@@ -134,7 +144,8 @@ def compare(utterances: pa.Table, sources: pa.Table, human: HumanCodes, framewor
     agreement_rows, confusion_rows, ratings = [], [], {}
     for level in LEVELS:
         primary, present = human_ratings(aligned, units, coders, column[level], categories[level], uncoded_is_none)
-        primary[machine], present[machine] = machine_ratings(units, m_labels, level, categories[level])
+        primary[machine], present[machine] = machine_ratings(units, m_labels, level, categories[level],
+                                                             (machine_sets or {}).get(level))
         ratings[level] = r = Ratings(level, categories[level], primary, present)
         rows, conf, warn = compare_ratings(r, coders, machine, groups, n_groups, boot)
         agreement_rows += rows

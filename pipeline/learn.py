@@ -19,6 +19,14 @@ turn's probabilities. Each candidate feature set is
 cross-validated grouped by interview and the one with the best mean machine-vs-coder kappa
 is kept (the small selection among a few sets is the only step that sees all folds).
 
+Code sets. Where coders put several codes on one unit (MULTI_CODE_SHARE of their units or more),
+every class is its own one-vs-rest model and a unit's set is every class at or above its
+threshold (best F1 out of fold) plus its most probable class, which stays its label.
+
+Encoder. [learn] encoder may fine-tune the sentence model on the coded units
+(pipeline.learn_finetune); choose_encoder measures it against the frozen one on held-out coded
+interviews and keeps the better; the final model then reads the kept encoder's features.
+
 Evaluation. Grouped cross-validation (no interview in both training and test) gives a
 prediction for every human-coded utterance from a model that never saw its interview;
 these are compared with each coder (kappa, alpha, precision/recall/F1 with the [compare]
@@ -1005,9 +1013,11 @@ def learn_stage(utterances: pa.Table, sources: pa.Table, embeddings: pa.Table, f
         # the final model reads the tuned encoder's features; the human-coded utterances keep the frozen
         # model's cross-validated predictions, the only ones no encoder tuned on their own codes made
         tuned_embeddings = embed_table(utterances, choice.tuned, cfg, choice.embeddings, progress)
+        ids = blocks.utterance_ids
+        blocks = frozen.blocks = None  # the frozen features are done with: never hold both corpora's blocks
         final_prep = prepare(utterances, tuned_embeddings, t, framework, choice.tuned, cfg, [best], human.path)
         final_prep.d.turn_pooling = d.turn_pooling
-        if final_prep.blocks.utterance_ids != blocks.utterance_ids:
+        if final_prep.blocks.utterance_ids != ids:
             raise RuntimeError("tuned embeddings are not in the order of the run's embeddings")
         if t.multi_code:
             thresholds_from = cross_validate(final_prep.d, best, cfg)[0]
@@ -1088,6 +1098,30 @@ def _replace_rows(table: pa.Table, rows: pa.Table) -> pa.Table:
 
 
 # ---------------------------------------------------------------- compare after learn
+
+def learned_sets(run_dir) -> dict[str, pd.Series] | None:
+    """After a multi-code learn whose table is still the run's: per compare level, utterance_id -> the
+    concepts (or dimensions) of the codes in its learned set (out-of-fold for hand-coded utterances)."""
+    import json
+    from pathlib import Path
+
+    import pyarrow.parquet as pq
+
+    run_dir = Path(run_dir)
+    manifest, path = run_dir / "manifest.json", run_dir / "learned_codes.parquet"
+    if not manifest.is_file() or not path.is_file():
+        return None
+    rec = json.loads(manifest.read_text(encoding="utf-8")).get("stages", {}).get("learn", {})
+    import hashlib
+
+    current = hashlib.sha256((run_dir / "utterance_dimensions.parquet").read_bytes()).hexdigest()
+    if not rec.get("counts", {}).get("multi_code") or rec.get("utterance_dimensions_sha256") != current:
+        return None
+    lc = pq.read_table(path, columns=["utterance_id", "second_order", "dimension", "assigned"]).to_pandas()
+    lc = lc[lc["assigned"]]
+    return {"second-order": lc.dropna(subset=["second_order"]).groupby("utterance_id")["second_order"].agg(frozenset),
+            "dimension": lc.dropna(subset=["dimension"]).groupby("utterance_id")["dimension"].agg(frozenset)}
+
 
 def dimensions_for_compare(run_dir, dims: pa.Table) -> tuple[pa.Table, dict | None]:
     """When the run's utterance_dimensions is learn's output, the human-coded utterances take their

@@ -807,6 +807,22 @@ def _learned_coder(c: _Ctx) -> str:
            "coded by the model. Cross-validated by interview, so the model is scored only on interviews it never saw; "
            "the coders' agreement with each other is the ceiling to read it against.</p>",
            html_table(["level", "machine", "raters", "Cohen's κ", "interval", "n"], rows)]
+    counts = rec.get("counts", {})
+    if counts.get("encoder_reason"):
+        kept = "a sentence model fine-tuned on the coded units" if counts.get("encoder") == "finetune" \
+            else "the sentence model as shipped (frozen)"
+        out.append(f"<p>The model reads {kept}: {_e(counts['encoder_reason'])}.</p>")
+    if counts.get("multi_code"):
+        sets = c.t["learn_eval"]
+        sets = sets[(sets["evaluation"] == "cross-validation") & sets["metric"].isin(["f1", "jaccard", "exact_set"])
+                    & ((sets["metric"] != "f1") | (sets["dimension"] == "micro"))
+                    & ((sets["coder_a"] == MACHINE) | (sets["coder_b"] == MACHINE))]
+        names = {"f1": "micro-F1 of the code sets", "jaccard": "mean Jaccard overlap of the sets",
+                 "exact_set": "share with exactly the coders' set"}
+        rows = [[r.level, names[r.metric], _raters(r), r.value, _interval(r), r.n] for r in sets.itertuples()]
+        out.append("<p>The coders put several codes on one passage, so the model gives each unit a set of codes "
+                   "(one model per code, each with its own threshold); how those sets agree with the coders':</p>"
+                   + html_table(["level", "measure", "raters", "value", "interval", "n"], rows))
     curve = e[(e["evaluation"] == "learning-curve") & (e["level"] == "dimension") & (e["coder_b"] != "consensus")]
     if len(curve):
         by = curve.groupby(["train_interviews", "machine"])["value"].mean().unstack("machine")

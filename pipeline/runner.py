@@ -449,7 +449,7 @@ def run_compare(run_dir: Path, human_path: Path, cfg: dict, mapping_path: Path |
     from pipeline.compare import compare
     from pipeline.io.human_codes import read_human_codes, read_mapping
     from pipeline.io.rundir import read_table
-    from pipeline.learn import dimensions_for_compare, drop_suggestion_markers
+    from pipeline.learn import dimensions_for_compare, drop_suggestion_markers, learned_sets
 
     started = time.perf_counter()
     run_dir, c = Path(run_dir), cfg["compare"]
@@ -462,7 +462,7 @@ def run_compare(run_dir: Path, human_path: Path, cfg: dict, mapping_path: Path |
     dims = read_table(run_dir, "utterance_dimensions", "themeshift map")
     dims, learned = dimensions_for_compare(run_dir, dims)  # after learn: out-of-interview predictions
     result = compare(utterances, sources, human, framework, mapping, dims, _optional_table(run_dir, "assignments"),
-                     cfg)
+                     cfg, learned_sets(run_dir))
     for name in ("agreement", "confusion", "disagreements", "human_codes"):
         write_table(run_dir, name, getattr(result, name))
     if learned:

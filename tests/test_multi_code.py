@@ -132,3 +132,33 @@ def test_learn_codes_sets_one_vs_rest_and_beats_one_label(games_learned):
     base = e[(e["evaluation"] == "framework-similarity") & (e["level"] == "second-order") & (e["metric"] == "f1")
              & (e["dimension"] == "micro")]
     assert row["value"].iloc[0] > base["value"].iloc[0] + 0.2
+
+
+def test_compare_after_learn_scores_the_learned_code_sets(games_learned, tmp_path):
+    """compare after a multi-code learn sees every code of the machine's set (out of fold), not only its
+    top code: the Jaccard figure is the one computed by hand from learned_codes.assigned."""
+    import shutil
+
+    from pipeline.runner import run_compare
+
+    run_dir, _ = games_learned
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    run_compare(copy, HUMAN, _cfg(), framework_path=FRAMEWORK)
+    ag = pq.read_table(copy / "agreement.parquet").to_pandas()
+    row = ag[(ag["level"] == "second-order") & (ag["metric"] == "jaccard") & (ag["coder_a"] == "authors")
+             & (ag["coder_b"] == "machine")]
+    sets, _ = _human_sets(run_dir)
+    lc = pq.read_table(run_dir / "learned_codes.parquet").to_pandas()
+    cv = lc[lc["cross_validated"]]
+    machine = cv[cv["assigned"]].dropna(subset=["second_order"]).groupby("utterance_id")["second_order"].agg(set)
+    top_none = set(cv[cv["is_argmax"] & (cv["label"] == "none")]["utterance_id"])
+    units = cv["utterance_id"].unique()
+    jac = []
+    for u in units:
+        m = set(machine.get(u, set())) | ({"none"} if u in top_none else set())
+        h = sets.get(u, {"none"})
+        jac.append(len(m & h) / len(m | h))
+    assert row["n"].iloc[0] == len(units)
+    assert row["value"].iloc[0] == pytest.approx(np.mean(jac))
+    assert max(len(s) for s in machine) >= 2
