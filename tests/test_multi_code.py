@@ -162,3 +162,37 @@ def test_compare_after_learn_scores_the_learned_code_sets(games_learned, tmp_pat
     assert row["n"].iloc[0] == len(units)
     assert row["value"].iloc[0] == pytest.approx(np.mean(jac))
     assert max(len(s) for s in machine) >= 2
+
+
+def test_a_qdpx_with_several_codes_on_one_passage_reads_as_the_same_sets(games_learned, tmp_path):
+    """The games_as_art coding written as a REFI-QDA project (one selection per passage carrying all its
+    codes, as QDA tools export it) aligns to exactly the sets the CSV gives."""
+    import pandas as pd
+
+    from pipeline.compare import compare
+    from pipeline.framework import load_framework
+    from pipeline.io.human_codes import read_human_codes
+    from pipeline.io.qdpx import ExportCode, ExportSource, write_qdpx
+    from pipeline.io.rundir import read_table
+
+    run_dir, _ = games_learned
+    sources = read_table(run_dir, "sources")
+    text = dict(zip(sources.column("interview_id").to_pylist(), sources.column("source_text").to_pylist()))
+    rows = pd.read_csv(HUMAN)
+    codes = {name: ExportCode(name, key=("code", name)) for name in sorted(rows["code"].unique())}
+    project = []
+    for iid, g in rows.groupby("interview_id"):
+        passages = g.groupby(["start_char", "end_char"])["code"].agg(sorted)
+        project.append(ExportSource(iid, "", text[iid], [(int(s), int(e), [codes[c] for c in names])
+                                                           for (s, e), names in passages.items()]))
+    path = tmp_path / "games.qdpx"
+    write_qdpx(path, "games as art", "authors", list(codes.values()), project)
+    qdpx = read_human_codes(path)
+    assert set(qdpx.frame["coder"]) == {"authors"} and len(qdpx.frame) == len(rows)
+    framework = load_framework(FRAMEWORK)
+    got = compare(read_table(run_dir, "utterances"), sources, qdpx, framework, None,
+                  read_table(run_dir, "utterance_dimensions_framework"), None, _cfg())
+    from_qdpx = got.human_codes.to_pandas().groupby("utterance_id")["second_order"].agg(set).to_dict()
+    from_csv, _ = _human_sets(run_dir)
+    assert from_qdpx == from_csv
+    assert got.counts["coders"] == ["authors"]
