@@ -329,7 +329,8 @@ def shift(run_dir: RunArg, config: ConfigOpt = None, quiet: QuietOpt = False) ->
 def transform(fitted_run: Annotated[Path, typer.Argument(help="A run whose codes to reuse.")],
               input_dir: InputArg, out: OutOpt, config: ConfigOpt = None, skip_bad: SkipBadOpt = False,
               quiet: QuietOpt = False) -> None:
-    """Assign an earlier run's codes to new transcripts (segment, embed, nearest code).
+    """Assign an earlier run's codes to new transcripts (segment, embed, nearest code), and code them with
+    its learned model when `themeshift learn` made one.
 
     Example: themeshift transform runs/study1 new_interviews/ --out runs/study1-new
     """
@@ -342,6 +343,10 @@ def transform(fitted_run: Annotated[Path, typer.Argument(help="A run whose codes
         if not quiet:
             c = rec["counts"]
             err.print(f"{c['assigned']} utterances took an existing code, {c['unassigned']} matched none")
+            if rec.get("learned"):
+                lr = rec["learned"]
+                err.print(f"coded {lr['counts']['utterances']} utterances with the learned model ({lr['level']} codes, "
+                          f"{lr['encoder']} encoder): utterance_dimensions.parquet, learned_codes.parquet")
 
 
 models_app = typer.Typer(help="List the embedding models and build the fast one.", no_args_is_help=True)

@@ -780,6 +780,7 @@ class Prepared:
     fallback_all: np.ndarray
     allowed_all: np.ndarray | None
     groups_all: np.ndarray
+    group_patterns: np.ndarray | None  # (groups, classes) the classes each model group may give
 
 
 def prepare(utterances: pa.Table, embeddings: pa.Table, t: Targets, framework, encoder, cfg: dict,
@@ -812,7 +813,7 @@ def prepare(utterances: pa.Table, embeddings: pa.Table, t: Targets, framework, e
              lc["framework_weight"], None if allowed_all is None else allowed_all[ui],
              groups=groups_all[ui], weak_groups=None if patterns is None else patterns[:, weak_y])
     d.turn_pooling = bool(lc["turn_pooling"]) and mixed_turn_share(t) <= MIXED_TURN_SHARE
-    return Prepared(blocks, pos, ui, d, fallback_all, allowed_all, groups_all)
+    return Prepared(blocks, pos, ui, d, fallback_all, allowed_all, groups_all, patterns)
 
 
 def tuning_targets(t: Targets) -> np.ndarray:
@@ -1029,6 +1030,7 @@ def learn_stage(utterances: pa.Table, sources: pa.Table, embeddings: pa.Table, f
     model.unit_words_ = (blocks.unit_words.vectorizer if blocks.unit_words is not None
                          and "unit_words" in FEATURE_SETS[best] else None)
     model.projection_ = blocks.projections[best]
+    model.group_patterns_ = final_prep.group_patterns  # transform maps a new corpus's roles onto these groups
     if t.multi_code:  # thresholds for new utterances: fitted on every coded unit's out-of-fold probability
         truth, labelled_any = t.truth_sets()
         model.thresholds_ = fit_thresholds(thresholds_from, truth, np.flatnonzero(labelled_any))
@@ -1080,6 +1082,59 @@ def learn_stage(utterances: pa.Table, sources: pa.Table, embeddings: pa.Table, f
     return LearnResult(final, cv_table, learned_codes_table(blocks.utterance_ids, all_probs, t, cross_validated, assigned_all),
                        pa.Table.from_pylist(eval_rows, schema=LEARN_EVAL), model, best, t, counts, scores,
                        t.warnings, choice)
+
+
+@dataclass(frozen=True)
+class Classes:
+    """A saved model's classes and what each names in the framework (model.json)."""
+    classes: list[str]
+    class_dimension: list[str | None]
+    class_concept: list[str | None]
+
+
+def groups_for(allowed: np.ndarray, patterns: np.ndarray | None, path) -> np.ndarray:
+    """Each utterance's model group: the saved group whose class pattern its speaker role has."""
+    index = {} if patterns is None else {row.tobytes(): g for g, row in enumerate(np.asarray(patterns, dtype=bool))}
+    out = np.empty(len(allowed), dtype=np.int64)
+    for i, row in enumerate(np.asarray(allowed, dtype=bool)):
+        if row.tobytes() not in index:
+            raise InputError("a speaker role of these transcripts has a set of codes the learned model never saw "
+                             "(speakers.csv roles must be those of the run learn was trained on)", path)
+        out[i] = index[row.tobytes()]
+    return out
+
+
+def apply_model(utterances: pa.Table, embeddings: pa.Table, model: TurnPooledLogit, meta: dict, framework, encoder,
+                cfg: dict, path) -> tuple[pa.Table, pa.Table]:
+    """A saved learned model (learn_model/) codes other transcripts: the same feature set, vocabularies,
+    principal components, role groups and thresholds it was trained with. Returns
+    (utterance_dimensions with source 'learned', learned_codes)."""
+    from pipeline.learn_features import build_blocks, framework_block
+    from pipeline.map import embed_framework, renormalise_within, restrict_to_roles, speaker_roles
+
+    fs = meta["feature_set"]
+    blocks = build_blocks(utterances, embeddings, encoder, cfg, model.words_, model.unit_words_)
+    fv = embed_framework(framework, encoder)
+    fallback_all, own_p, turn_p, _ = framework_concepts(blocks, framework, fv, cfg)
+    roles = speaker_roles(utterances, blocks.utterance_ids)
+    fallback_all, _ = restrict_to_roles(fallback_all, framework, roles)
+    blocks.blocks["framework"] = framework_block(own_p, turn_p)
+    blocks.projections[fs] = model.projection_
+    info = Classes(meta["classes"], meta["class_dimension"], meta["class_concept"])
+    allowed = class_roles_mask(info, framework, roles)
+    n = len(blocks.utterance_ids)
+    groups = groups_for(allowed, getattr(model, "group_patterns_", None), path) if allowed is not None \
+        else np.zeros(n, dtype=np.int64)
+    p = predict_all(model, blocks, fs, groups)
+    if allowed is not None:
+        p = renormalise_within(p, allowed)
+    if model.multi_code:
+        assigned = label_sets(p, model.thresholds_)
+    else:
+        assigned = np.eye(len(info.classes), dtype=bool)[p.argmax(axis=1)] if n else np.zeros((0, len(info.classes)), bool)
+    dv = derive(p, info, framework, fallback_all)
+    return (dimensions_table(blocks.utterance_ids, dv, [SOURCE_LEARNED] * n, framework),
+            learned_codes_table(blocks.utterance_ids, p, info, np.zeros(n, dtype=bool), assigned))
 
 
 def _replace_rows(table: pa.Table, rows: pa.Table) -> pa.Table:

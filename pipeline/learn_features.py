@@ -189,9 +189,11 @@ def _blocks(feature_set: str) -> tuple[str, ...]:
     return FEATURE_SETS[feature_set]
 
 
-def build_blocks(utterances: pa.Table, embeddings: pa.Table, encoder, cfg: dict) -> FeatureBlocks:
+def build_blocks(utterances: pa.Table, embeddings: pa.Table, encoder, cfg: dict, words_vectorizer=False,
+                 unit_words_vectorizer=False) -> FeatureBlocks:
     """All blocks for the embedded utterances; the interviewer's turns are embedded here
-    (through the embedding cache) because the embed stage skips them."""
+    (through the embedding cache) because the embed stage skips them. The two TF-IDF vocabularies
+    are fitted on these utterances, unless a saved model's vectorizers are given (None: none)."""
     from pipeline.embed import vectors
     from pipeline.map import turn_context
     from pipeline.questions import embed_questions, turns_with_questions
@@ -222,9 +224,12 @@ def build_blocks(utterances: pa.Table, embeddings: pa.Table, encoder, cfg: dict)
     key = pd.MultiIndex.from_frame(turns[["interview_id", "turn_index"]])
     meta = u.set_index("utterance_id").loc[ids]
     row = key.get_indexer(pd.MultiIndex.from_arrays([meta["interview_id"], meta["turn_index"]]))
-    words = WordFeatures.fit(answers["text"].tolist(), cfg)
+    words = (WordFeatures.fit(answers["text"].tolist(), cfg) if words_vectorizer is False else
+             WordFeatures(words_vectorizer, cfg["codes"]["fillers"], cfg["codes"]["lemmatizer"],
+                          cfg["embed"]["cache_dir"]))
     question = q_lookup[turns["question_row"].to_numpy()[row]]
-    unit_words = UnitWords.fit(meta["text"].tolist(), cfg)
+    unit_words = (UnitWords.fit(meta["text"].tolist(), cfg) if unit_words_vectorizer is False
+                  else UnitWords(unit_words_vectorizer))
     blocks = {"own": own, "turn": turn, "question": question, "qa": qa_block(question, turn),
               "position": position[row], "words": words.transform(turns["text"].tolist())[row],
               "unit_words": unit_words.transform(meta["text"].tolist())}

@@ -1,7 +1,7 @@
 """The learned coder saved in the run directory: learn_model/model.joblib (the fitted
 scikit-learn estimators, one per role group, with the TF-IDF vectorizers as words_ / unit_words_,
-the embedding blocks' principal components as projection_ and, for a multi-code model, each
-code's threshold as thresholds_) next to learn_model/model.json (format version, package
+the embedding blocks' principal components as projection_, the role groups' class patterns as
+group_patterns_ and, for a multi-code model, each code's threshold as thresholds_) next to learn_model/model.json (format version, package
 versions, feature set, classes, parameters, the encoder choice and the hashes of what it was
 trained on), and learn_model/encoder/ when learn kept a fine-tuned sentence model (a
 sentence-transformers folder: load it with SentenceTransformer(path)).
@@ -19,7 +19,7 @@ import numpy as np
 
 from pipeline.errors import InputError
 
-FORMAT_VERSION = 3  # 3: multi-code models (multi_code, skip, thresholds_) and the tuned encoder
+FORMAT_VERSION = 3  # 3: multi-code models (multi_code, skip, thresholds_), group_patterns_, the tuned encoder
 
 
 def _versions() -> dict[str, str]:

@@ -531,6 +531,47 @@ def run_transform(fitted_run: Path, input_dir: Path, run_dir: Path, cfg: dict,
         "assigned": assignments.num_rows - unassigned_count(assignments),
         "unassigned": unassigned_count(assignments)}, "seconds": round(time.perf_counter() - started, 3)}
     update_manifest(run_dir, "codes", record, cfg)
+    if (fitted_run / "learn_model" / "model.json").is_file():
+        record["learned"] = _apply_learned(fitted_run, run_dir, cfg, encoder, progress)
+    return record
+
+
+def _apply_learned(fitted_run: Path, run_dir: Path, cfg: dict, encoder, progress: Progress | None) -> dict:
+    """The fitted run's learned coder (learn_model/) codes the new transcripts: utterance_dimensions
+    (source 'learned') and learned_codes, as learn writes them for its own run."""
+    import hashlib
+
+    from pipeline.io.rundir import read_table
+    from pipeline.learn import apply_model, embed_table
+    from pipeline.learn_model import load_model
+
+    started = time.perf_counter()
+    model, meta = load_model(fitted_run / "learn_model")
+    framework = _framework_for(fitted_run, cfg, None)
+    utterances = read_table(run_dir, "utterances")
+    embeddings = read_table(run_dir, "embeddings")
+    if meta["encoder"]["kept"] == "finetune":
+        from sentence_transformers import SentenceTransformer
+
+        from pipeline.learn_finetune import TunedEncoder
+
+        tuned = SentenceTransformer(str(fitted_run / "learn_model" / meta["encoder"]["path"]), device="cpu",
+                                    local_files_only=True)
+        encoder = TunedEncoder(encoder, tuned, meta["encoder"]["model_id"].rsplit("-", 1)[-1])
+        embeddings = embed_table(utterances, encoder, cfg, progress=progress)
+    dims, codes = apply_model(utterances, embeddings, model, meta, framework, encoder, cfg,
+                              fitted_run / "learn_model")
+    write_table(run_dir, "utterance_dimensions", dims)
+    write_table(run_dir, "learned_codes", codes)
+    record = {"applied_from": str((fitted_run / "learn_model").resolve()), "level": meta["level"],
+              "feature_set": meta["feature_set"], "encoder": meta["encoder"]["kept"],
+              "framework": {"name": framework.name, "path": framework.path, "sha256": framework.sha256},
+              "counts": {"utterances": len(set(dims.column("utterance_id").to_pylist()))},
+              "utterance_dimensions_sha256": hashlib.sha256((run_dir / "utterance_dimensions.parquet").read_bytes())
+              .hexdigest(),
+              "outputs": ["utterance_dimensions.parquet", "learned_codes.parquet"],
+              "seconds": round(time.perf_counter() - started, 3)}
+    update_manifest(run_dir, "learn", record, cfg)
     return record
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import shutil
 
 import numpy as np
@@ -16,7 +17,7 @@ from pipeline.config import load_config
 from pipeline.errors import InputError
 from pipeline.learn import pool_turns, training_rows
 
-from conftest import ANSWER_KEY
+from conftest import ANSWER_KEY, EXAMPLE
 
 HUMAN = ANSWER_KEY / "human_codes.csv"
 SMALL = {"learn": {"feature_sets": ["utterance", "context_prior"], "encoder": "frozen", "cv_folds": 3, "learning_curve_draws": 1,
@@ -392,3 +393,30 @@ def test_class_balance_keeps_the_most_used_concept_from_swallowing_its_neighbour
     weighted = most_used(tmp_path)[top]
     assert weighted < unweighted
     assert abs(weighted - coded.loc[top].mean()) < abs(unweighted - coded.loc[top].mean())
+
+
+def test_transform_codes_new_transcripts_with_the_learned_model(example_run, encoder, tmp_path):
+    """The saved learned coder codes transcripts it is given later (themeshift transform): given the
+    study's own transcripts again, it reproduces exactly what learn wrote for the utterances no coder
+    coded, and learned_codes carries the same classes."""
+    from pipeline.runner import run_learn, run_map, run_transform
+
+    fitted = tmp_path / "fitted"
+    shutil.copytree(example_run, fitted)
+    run_map(fitted, _cfg(), encoder=encoder)
+    run_learn(fitted, HUMAN, _cfg(learning_curve_draws=0), encoder=encoder)
+    new = tmp_path / "new"
+    record = run_transform(fitted, EXAMPLE, new, _cfg())
+    assert record["learned"]["encoder"] == "frozen" and record["learned"]["level"] == "second-order"
+    mine = pq.read_table(new / "learned_codes.parquet").to_pandas()
+    theirs = pq.read_table(fitted / "learned_codes.parquet").to_pandas()
+    assert list(mine.columns) == list(theirs.columns) and not mine["cross_validated"].any()
+    uncoded = theirs[~theirs["cross_validated"]]
+    assert len(uncoded) > 1000
+    got = mine.set_index(["utterance_id", "label"]).loc[uncoded.set_index(["utterance_id", "label"]).index]
+    np.testing.assert_allclose(got["probability"].to_numpy(), uncoded["probability"].to_numpy(), atol=1e-9)
+    assert (got["is_argmax"].to_numpy() == uncoded["is_argmax"].to_numpy()).all()
+    dims = pq.read_table(new / "utterance_dimensions.parquet").to_pandas()
+    assert set(dims["source"]) == {"learned"}
+    manifest = json.loads((new / "manifest.json").read_text())
+    assert manifest["stages"]["learn"]["applied_from"].endswith("learn_model")

@@ -274,3 +274,27 @@ def test_a_finetuned_rerun_gives_identical_tables(finetuned, tmp_path, encoder, 
     run_learn(again, TALKMOVES / "human_codes.csv", _finetune_cfg(), framework_path=FRAMEWORK, encoder=encoder)
     for table in ("learned_codes", "utterance_dimensions", "learn_eval"):
         assert pq.read_table(run / f"{table}.parquet").equals(pq.read_table(again / f"{table}.parquet")), table
+
+
+def test_transform_codes_with_the_fine_tuned_encoder(finetuned, tmp_path):
+    """transform reads the saved tuned encoder: the lessons coded again agree with their human codes (the
+    model saw them: an in-sample check that the tuned encoder and the model travel together), and a
+    teacher is never given a student move."""
+    from sklearn.metrics import cohen_kappa_score
+
+    from pipeline.runner import run_transform
+
+    run, _ = finetuned
+    new = tmp_path / "new"
+    record = run_transform(run, TALKMOVES, new, _finetune_cfg())
+    assert record["learned"]["encoder"] == "finetune"
+    top = _concepts_by_role(new)
+    assert set(top["source"]) == {"learned"}
+    mapped = top[top["mapped"]]
+    assert not mapped.loc[mapped["speaker_role"] == "TEACHER", "concept_id"].isin(STUDENT_MOVES).any()
+    human = _concepts_by_role(run)  # learn's table: human codes where coders coded
+    both = top.merge(human[human["source"] == "human"][["utterance_id", "concept_id"]], on="utterance_id",
+                     suffixes=("", "_human"))
+    teacher = both[both["speaker_role"] == "TEACHER"]
+    k = cohen_kappa_score(teacher["concept_id_human"].fillna("none"), teacher["concept_id"].fillna("none"))
+    assert k > 0.6
