@@ -335,9 +335,10 @@ def fit_thresholds(p: np.ndarray, truth: np.ndarray, rows: np.ndarray) -> np.nda
     return out
 
 
-def label_sets(p: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """(n, classes) the labels at or above their threshold, and always the most probable one."""
-    out = p >= thresholds[None, :]
+def label_sets(p: np.ndarray, thresholds: np.ndarray | None) -> np.ndarray:
+    """(n, classes) the labels at or above their threshold, and always the most probable one (only the
+    most probable one without thresholds: a single-label model)."""
+    out = p >= thresholds[None, :] if thresholds is not None else np.zeros(p.shape, dtype=bool)
     if len(p):
         out[np.arange(len(p)), p.argmax(axis=1)] = True
     return out
@@ -783,25 +784,36 @@ class Prepared:
     group_patterns: np.ndarray | None  # (groups, classes) the classes each model group may give
 
 
-def prepare(utterances: pa.Table, embeddings: pa.Table, t: Targets, framework, encoder, cfg: dict,
-            feature_sets: list[str], path) -> Prepared:
-    from pipeline.learn_features import build_blocks, framework_block, weak_matrix
+def feature_blocks(utterances: pa.Table, embeddings: pa.Table, framework, encoder, cfg: dict,
+                   words_vectorizer=False, unit_words_vectorizer=False):
+    """Every feature block of the embedded utterances, the framework block included. Returns (blocks,
+    framework vectors, speaker roles, role-restricted framework-similarity concept probabilities, the
+    framework texts' own). A saved model's vectorizers are passed through to build_blocks."""
+    from pipeline.learn_features import build_blocks, framework_block
     from pipeline.map import embed_framework, restrict_to_roles, speaker_roles
 
+    blocks = build_blocks(utterances, embeddings, encoder, cfg, words_vectorizer, unit_words_vectorizer)
+    fv = embed_framework(framework, encoder)
+    roles = speaker_roles(utterances, blocks.utterance_ids)
+    fallback, own_p, turn_p, weak_p = framework_concepts(blocks, framework, fv, cfg)
+    fallback, _ = restrict_to_roles(fallback, framework, roles)
+    blocks.blocks["framework"] = framework_block(own_p, turn_p)
+    return blocks, fv, roles, fallback, weak_p
+
+
+def prepare(utterances: pa.Table, embeddings: pa.Table, t: Targets, framework, encoder, cfg: dict,
+            feature_sets: list[str], path) -> Prepared:
+    from pipeline.learn_features import weak_matrix
+
     lc = cfg["learn"]
-    blocks = build_blocks(utterances, embeddings, encoder, cfg)
+    blocks, fv, roles_all, fallback_all, weak_p = feature_blocks(utterances, embeddings, framework, encoder, cfg)
     pos = {u: i for i, u in enumerate(blocks.utterance_ids)}
     missing = [u for u in t.units["utterance_id"] if u not in pos]
     if missing:
         raise InputError(f"{len(missing)} coded utterances have no embedding (e.g. {missing[0]}); "
                          "run `themeshift embed` again", path)
     ui = t.units["utterance_id"].map(pos).to_numpy(np.int64)
-    fv = embed_framework(framework, encoder)
     weak_idx, weak_y = weak_examples(t, fv)
-    roles_all = speaker_roles(utterances, blocks.utterance_ids)
-    fallback_all, own_p, turn_p, weak_p = framework_concepts(blocks, framework, fv, cfg)
-    fallback_all, _ = restrict_to_roles(fallback_all, framework, roles_all)
-    blocks.blocks["framework"] = framework_block(own_p, turn_p)
     blocks.project(feature_sets, lc["components"], cfg["run"]["seed"])
     weak_words = blocks.words.transform([fv.texts[i] for i in weak_idx])
     allowed_all = class_roles_mask(t, framework, roles_all)
@@ -848,7 +860,8 @@ def choose_encoder(utterances: pa.Table, t: Targets, framework, encoder, cfg: di
         return EncoderChoice("frozen", f"the embedding model {encoder.model_id} is a static model2vec model: "
                              "nothing to fine-tune")
     gpu = has_gpu() and encoder.device != "cpu"
-    n_coded = int(tuning_targets(t).any(axis=1).sum())
+    targets = tuning_targets(t)
+    n_coded = int(targets.any(axis=1).sum())
     if mode == "auto" and not gpu and n_coded > lc["finetune_max_units"]:
         return EncoderChoice("frozen", f"{n_coded} coded units is more than learn.finetune_max_units "
                              f"({lc['finetune_max_units']}) for a fine-tune on CPU; set learn.encoder = \"finetune\" "
@@ -860,7 +873,6 @@ def choose_encoder(utterances: pa.Table, t: Targets, framework, encoder, cfg: di
     held = rng.choice(len(names), size=max(1, int(round(lc["finetune_holdout"] * len(names)))), replace=False)
     test = np.flatnonzero(np.isin(groups, held))
     train = np.flatnonzero(~np.isin(groups, held))
-    targets = tuning_targets(t)
     fit_rows = train[targets[train].any(axis=1)]
     allowed = frozen.d.allowed
     tuned, report = tune_encoder(encoder, t.units["text"].to_numpy()[fit_rows].tolist(), targets[fit_rows],
@@ -875,14 +887,14 @@ def choose_encoder(utterances: pa.Table, t: Targets, framework, encoder, cfg: di
     tuned_prep = prepare(sub, sub_embeddings, t, framework, tuned, cfg, [feature_set], path)
     tuned_prep.d.turn_pooling = frozen.d.turn_pooling
     scores, rows = {}, []
+    fallback = frozen.fallback_all[frozen.ui]
+    truth, labelled = t.truth_sets()
     for name, prep in (("frozen", frozen), ("finetune", tuned_prep)):
         p = np.zeros((len(t.units), len(t.classes)))
         p[test] = fit_predict(prep.d, feature_set, train, test, cfg)
-        fallback = frozen.fallback_all[frozen.ui]
         primary = machine_primary(p, t, framework, fallback)
         sets = None
         if t.multi_code:
-            truth, labelled = t.truth_sets()
             p_train = np.zeros_like(p)
             for fold_train, fold_test in _inner_folds(groups, train, cfg):
                 p_train[fold_test] = fit_predict(prep.d, feature_set, fold_train, fold_test, cfg)
@@ -1041,12 +1053,9 @@ def learn_stage(utterances: pa.Table, sources: pa.Table, embeddings: pa.Table, f
     cross_validated = np.zeros(len(pos), dtype=bool)
     cross_validated[ui] = True
     all_probs[ui] = cv_probs  # human-coded utterances: the honest, out-of-interview prediction
+    assigned_all = label_sets(all_probs, model.thresholds_ if t.multi_code else None)
     if t.multi_code:
-        assigned_all = label_sets(all_probs, model.thresholds_)
         assigned_all[ui] = cv_sets
-    else:
-        assigned_all = np.eye(len(t.classes), dtype=bool)[all_probs.argmax(axis=1)] if len(pos) else \
-            np.zeros((0, len(t.classes)), dtype=bool)
     dv_all = derive(all_probs, t, framework, fallback_all)
     dv_cv = derive(cv_probs, t, framework, fallback)
     dv_h, labelled = human_derived(t, dv_cv, framework)
@@ -1095,13 +1104,11 @@ class Classes:
 def groups_for(allowed: np.ndarray, patterns: np.ndarray | None, path) -> np.ndarray:
     """Each utterance's model group: the saved group whose class pattern its speaker role has."""
     index = {} if patterns is None else {row.tobytes(): g for g, row in enumerate(np.asarray(patterns, dtype=bool))}
-    out = np.empty(len(allowed), dtype=np.int64)
-    for i, row in enumerate(np.asarray(allowed, dtype=bool)):
-        if row.tobytes() not in index:
-            raise InputError("a speaker role of these transcripts has a set of codes the learned model never saw "
-                             "(speakers.csv roles must be those of the run learn was trained on)", path)
-        out[i] = index[row.tobytes()]
-    return out
+    distinct, which = np.unique(np.asarray(allowed, dtype=bool), axis=0, return_inverse=True)
+    if any(row.tobytes() not in index for row in distinct):
+        raise InputError("a speaker role of these transcripts has a set of codes the learned model never saw "
+                         "(speakers.csv roles must be those of the run learn was trained on)", path)
+    return np.array([index[row.tobytes()] for row in distinct], dtype=np.int64)[which.reshape(-1)]
 
 
 def apply_model(utterances: pa.Table, embeddings: pa.Table, model: TurnPooledLogit, meta: dict, framework, encoder,
@@ -1109,16 +1116,11 @@ def apply_model(utterances: pa.Table, embeddings: pa.Table, model: TurnPooledLog
     """A saved learned model (learn_model/) codes other transcripts: the same feature set, vocabularies,
     principal components, role groups and thresholds it was trained with. Returns
     (utterance_dimensions with source 'learned', learned_codes)."""
-    from pipeline.learn_features import build_blocks, framework_block
-    from pipeline.map import embed_framework, renormalise_within, restrict_to_roles, speaker_roles
+    from pipeline.map import renormalise_within
 
     fs = meta["feature_set"]
-    blocks = build_blocks(utterances, embeddings, encoder, cfg, model.words_, model.unit_words_)
-    fv = embed_framework(framework, encoder)
-    fallback_all, own_p, turn_p, _ = framework_concepts(blocks, framework, fv, cfg)
-    roles = speaker_roles(utterances, blocks.utterance_ids)
-    fallback_all, _ = restrict_to_roles(fallback_all, framework, roles)
-    blocks.blocks["framework"] = framework_block(own_p, turn_p)
+    blocks, _, roles, fallback_all, _ = feature_blocks(utterances, embeddings, framework, encoder, cfg,
+                                                       model.words_, model.unit_words_)
     blocks.projections[fs] = model.projection_
     info = Classes(meta["classes"], meta["class_dimension"], meta["class_concept"])
     allowed = class_roles_mask(info, framework, roles)
@@ -1128,10 +1130,7 @@ def apply_model(utterances: pa.Table, embeddings: pa.Table, model: TurnPooledLog
     p = predict_all(model, blocks, fs, groups)
     if allowed is not None:
         p = renormalise_within(p, allowed)
-    if model.multi_code:
-        assigned = label_sets(p, model.thresholds_)
-    else:
-        assigned = np.eye(len(info.classes), dtype=bool)[p.argmax(axis=1)] if n else np.zeros((0, len(info.classes)), bool)
+    assigned = label_sets(p, model.thresholds_ if model.multi_code else None)
     dv = derive(p, info, framework, fallback_all)
     return (dimensions_table(blocks.utterance_ids, dv, [SOURCE_LEARNED] * n, framework),
             learned_codes_table(blocks.utterance_ids, p, info, np.zeros(n, dtype=bool), assigned))
@@ -1154,23 +1153,32 @@ def _replace_rows(table: pa.Table, rows: pa.Table) -> pa.Table:
 
 # ---------------------------------------------------------------- compare after learn
 
-def learned_sets(run_dir) -> dict[str, pd.Series] | None:
-    """After a multi-code learn whose table is still the run's: per compare level, utterance_id -> the
-    concepts (or dimensions) of the codes in its learned set (out-of-fold for hand-coded utterances)."""
+def current_learn_record(run_dir) -> dict | None:
+    """The manifest's learn record while the run's utterance_dimensions is still the table learn wrote
+    (None when learn never ran, or map ran again since)."""
+    import hashlib
     import json
+    from pathlib import Path
+
+    run_dir = Path(run_dir)
+    manifest, table = run_dir / "manifest.json", run_dir / "utterance_dimensions.parquet"
+    if not manifest.is_file() or not table.is_file():
+        return None
+    rec = json.loads(manifest.read_text(encoding="utf-8")).get("stages", {}).get("learn", {})
+    if not rec or rec.get("utterance_dimensions_sha256") != hashlib.sha256(table.read_bytes()).hexdigest():
+        return None
+    return rec
+
+
+def learned_sets(run_dir, rec: dict | None) -> dict[str, pd.Series] | None:
+    """After a multi-code learn (rec: current_learn_record): per compare level, utterance_id -> the
+    concepts (or dimensions) of the codes in its learned set (out-of-fold for hand-coded utterances)."""
     from pathlib import Path
 
     import pyarrow.parquet as pq
 
-    run_dir = Path(run_dir)
-    manifest, path = run_dir / "manifest.json", run_dir / "learned_codes.parquet"
-    if not manifest.is_file() or not path.is_file():
-        return None
-    rec = json.loads(manifest.read_text(encoding="utf-8")).get("stages", {}).get("learn", {})
-    import hashlib
-
-    current = hashlib.sha256((run_dir / "utterance_dimensions.parquet").read_bytes()).hexdigest()
-    if not rec.get("counts", {}).get("multi_code") or rec.get("utterance_dimensions_sha256") != current:
+    path = Path(run_dir) / "learned_codes.parquet"
+    if rec is None or not rec.get("counts", {}).get("multi_code") or not path.is_file():
         return None
     lc = pq.read_table(path, columns=["utterance_id", "second_order", "dimension", "assigned"]).to_pandas()
     lc = lc[lc["assigned"]]
@@ -1178,25 +1186,18 @@ def learned_sets(run_dir) -> dict[str, pd.Series] | None:
             "dimension": lc.dropna(subset=["dimension"]).groupby("utterance_id")["dimension"].agg(frozenset)}
 
 
-def dimensions_for_compare(run_dir, dims: pa.Table) -> tuple[pa.Table, dict | None]:
-    """When the run's utterance_dimensions is learn's output, the human-coded utterances take their
-    cross-validated predictions, so compare never scores the model on its own training data (or the
-    coders against their own codes). Returns (table, note for the manifest; None when not applied)."""
-    import hashlib
-    import json
+def dimensions_for_compare(run_dir, dims: pa.Table, rec: dict | None) -> tuple[pa.Table, dict | None]:
+    """When the run's utterance_dimensions is learn's output (rec: current_learn_record), the human-coded
+    utterances take their cross-validated predictions, so compare never scores the model on its own
+    training data (or the coders against their own codes). Returns (table, note for the manifest; None
+    when not applied)."""
     from pathlib import Path
 
     import pyarrow.parquet as pq
 
-    run_dir = Path(run_dir)
-    manifest = run_dir / "manifest.json"
-    cv_path = run_dir / "utterance_dimensions_cv.parquet"
-    if not manifest.is_file() or not cv_path.is_file():
-        return dims, None
-    rec = json.loads(manifest.read_text(encoding="utf-8")).get("stages", {}).get("learn", {})
-    current = hashlib.sha256((run_dir / "utterance_dimensions.parquet").read_bytes()).hexdigest()
-    if rec.get("utterance_dimensions_sha256") != current:
-        return dims, None  # map ran again since: the table is not learn's
+    cv_path = Path(run_dir) / "utterance_dimensions_cv.parquet"
+    if rec is None or not cv_path.is_file():
+        return dims, None  # no learn, or map ran again since: the table is not learn's
     cv = pq.read_table(cv_path)
     note = {"cross_validated_utterances": len(set(cv.column("utterance_id").to_pylist())),
             "note": "machine labels of the human-coded (training) utterances are cross-validated predictions "

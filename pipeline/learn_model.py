@@ -1,9 +1,9 @@
 """The learned coder saved in the run directory: learn_model/model.joblib (the fitted
 scikit-learn estimators, one per role group, with the TF-IDF vectorizers as words_ / unit_words_,
 the embedding blocks' principal components as projection_, the role groups' class patterns as
-group_patterns_ and, for a multi-code model, each code's threshold as thresholds_) next to learn_model/model.json (format version, package
-versions, feature set, classes, parameters, the encoder choice and the hashes of what it was
-trained on), and learn_model/encoder/ when learn kept a fine-tuned sentence model (a
+group_patterns_ and, for a multi-code model, each code's threshold as thresholds_) next to
+learn_model/model.json (format version, package versions, feature set, classes, parameters, the
+encoder choice and the hashes of what it was trained on), and learn_model/encoder/ when learn kept a fine-tuned sentence model (a
 sentence-transformers folder: load it with SentenceTransformer(path)).
 
 joblib files run code when loaded: load only models from run directories you made.

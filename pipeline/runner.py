@@ -449,7 +449,7 @@ def run_compare(run_dir: Path, human_path: Path, cfg: dict, mapping_path: Path |
     from pipeline.compare import compare
     from pipeline.io.human_codes import read_human_codes, read_mapping
     from pipeline.io.rundir import read_table
-    from pipeline.learn import dimensions_for_compare, drop_suggestion_markers, learned_sets
+    from pipeline.learn import current_learn_record, dimensions_for_compare, drop_suggestion_markers, learned_sets
 
     started = time.perf_counter()
     run_dir, c = Path(run_dir), cfg["compare"]
@@ -460,9 +460,10 @@ def run_compare(run_dir: Path, human_path: Path, cfg: dict, mapping_path: Path |
     utterances = read_table(run_dir, "utterances", "themeshift segment")
     sources = read_table(run_dir, "sources", "themeshift segment")
     dims = read_table(run_dir, "utterance_dimensions", "themeshift map")
-    dims, learned = dimensions_for_compare(run_dir, dims)  # after learn: out-of-interview predictions
+    learn_rec = current_learn_record(run_dir)
+    dims, learned = dimensions_for_compare(run_dir, dims, learn_rec)  # after learn: out-of-interview predictions
     result = compare(utterances, sources, human, framework, mapping, dims, _optional_table(run_dir, "assignments"),
-                     cfg, learned_sets(run_dir))
+                     cfg, learned_sets(run_dir, learn_rec))
     for name in ("agreement", "confusion", "disagreements", "human_codes"):
         write_table(run_dir, name, getattr(result, name))
     if learned:
@@ -719,19 +720,12 @@ def run_learn(run_dir: Path, human_path: Path, cfg: dict, mapping_path: Path | N
 def framework_table(run_dir: Path):
     """The map stage's framework-similarity utterance_dimensions: the kept copy once learn has replaced
     the table, else the table itself (also when map has run again since learn)."""
-    import hashlib
-    import json
-
     from pipeline.io.rundir import read_table
+    from pipeline.learn import current_learn_record
 
     run_dir = Path(run_dir)
     current = read_table(run_dir, "utterance_dimensions", "themeshift map")
-    manifest = run_dir / "manifest.json"
-    rec = json.loads(manifest.read_text(encoding="utf-8")).get("stages", {}).get("learn", {}) \
-        if manifest.is_file() else {}
-    saved = run_dir / "utterance_dimensions_framework.parquet"
-    sha = hashlib.sha256((run_dir / "utterance_dimensions.parquet").read_bytes()).hexdigest()
-    if saved.is_file() and rec.get("utterance_dimensions_sha256") == sha:
+    if (run_dir / "utterance_dimensions_framework.parquet").is_file() and current_learn_record(run_dir) is not None:
         return read_table(run_dir, "utterance_dimensions_framework")
     return current
 
