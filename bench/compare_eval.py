@@ -21,17 +21,17 @@ from pipeline.compare import compare  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 from pipeline.io.human_codes import read_human_codes  # noqa: E402
 from pipeline.io.rundir import read_table  # noqa: E402
-from pipeline.runner import _framework_for, _optional_table  # noqa: E402
+from pipeline.runner import framework_for  # noqa: E402
 
 
 def main(run_dir: Path) -> dict:
     cfg = load_config()
     started = time.perf_counter()
     human = read_human_codes(REPO / "examples" / "answer_key" / "human_codes.csv")
-    framework = _framework_for(run_dir, cfg, None)
+    framework = framework_for(run_dir, cfg, None)
     result = compare(read_table(run_dir, "utterances"), read_table(run_dir, "sources"), human, framework, None,
                      read_table(run_dir, "utterance_dimensions", "themeshift map"),
-                     _optional_table(run_dir, "assignments"), cfg)
+                     read_table(run_dir, "assignments") if (run_dir / "assignments.parquet").is_file() else None, cfg)
     a = result.agreement.to_pandas()
     manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
     m = cfg["compare"]["machine_name"]

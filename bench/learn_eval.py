@@ -134,12 +134,12 @@ def _nested(work: Path, cfg: dict) -> dict:
     from pipeline.io.human_codes import read_human_codes
     from pipeline.io.rundir import read_table
     from pipeline.learn import human_targets
-    from pipeline.runner import _framework_for
+    from pipeline.runner import framework_for
 
     c = cfg["compare"]
     t = human_targets(read_table(work, "utterances"), read_table(work, "sources"),
                       read_human_codes(HUMAN, c["qdpx_max_members"], c["qdpx_max_bytes"]),
-                      _framework_for(work, cfg, None), None, "dimension", cfg)
+                      framework_for(work, cfg, None), None, "dimension", cfg)
     same_folds = _kappas(t, _dimension_labels(pd.read_parquet(work / "utterance_dimensions_cv.parquet")))
     codes = pd.read_csv(HUMAN)
     held_out: dict[str, str] = {}

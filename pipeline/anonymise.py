@@ -24,9 +24,23 @@ import pyarrow as pa
 
 from pipeline import schema
 from pipeline.errors import InputError, environment_fault
+from pipeline.ingest import discover
 from pipeline.io.metadata import read_csv_rows, read_manifest, read_speakers
-from pipeline.io.pseudonymise_formats import SourceFile, read_for_pseudonymising, replace_spans
-from pipeline.pii import KINDS, NAME_KINDS, Detector, Finding, listed_pattern, resolve_overlaps
+from pipeline.io.pseudonymise_formats import (
+    SourceFile,
+    read_for_pseudonymising,
+    replace_spans,
+)
+from pipeline.io.readers import label_key
+from pipeline.io.rundir import atomic_write
+from pipeline.pii import (
+    KINDS,
+    NAME_KINDS,
+    Detector,
+    Finding,
+    listed_pattern,
+    resolve_overlaps,
+)
 from pipeline.pseudonym_key import PseudonymKey, load_key, normalise
 
 MARKER = ".themeshift-pseudonymised"  # marks a folder this module wrote (and may overwrite)
@@ -94,7 +108,6 @@ def speaker_names(speakers_path: Path, cfg: dict) -> list[str]:
 def protected_labels(src: Path, cfg: dict, manifest: dict) -> set[str]:
     """Speaker ids, aliases and generic labels that are codes, not names (INT, P01, P-05, Interviewer):
     never replaced, so labels and ids still resolve. Keys as readers.label_key makes them."""
-    from pipeline.io.readers import label_key
 
     out = {label_key(x) for x in cfg["speakers"]["interviewer_labels"] + cfg["speakers"]["participant_labels"]
            + cfg["anonymise"]["keep_labels"]}
@@ -127,7 +140,6 @@ def name_parts(people: list[str], lower: set[str]) -> list[str]:
 
 
 def _discover(src: Path, cfg: dict) -> tuple[list[str], dict]:
-    from pipeline.ingest import discover
 
     inp = cfg["input"]
     manifest_path = src / inp["manifest_file"]
@@ -272,7 +284,6 @@ def _own(piece, findings: list[Finding]) -> list[Finding]:
 
 def _unprotected(piece, findings: list[Finding], protected: set[str]) -> list[Finding]:
     """Findings that are not a speaker code, nor inside a label that is one ("[00:09] C01:", "<v P08>")."""
-    from pipeline.io.readers import label_key
 
     coded = [(a, b) for a, b in piece.labels if label_key(piece.text[a:b]) in protected]
     def is_code(span: str) -> bool:
@@ -442,7 +453,6 @@ def _write_review(path: Path, sources, replacements, width: int) -> None:
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
-    from pipeline.io.rundir import atomic_write
 
     table = review_table(sources, replacements, width)
     path.parent.mkdir(parents=True, exist_ok=True)

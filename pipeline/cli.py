@@ -1,6 +1,7 @@
 """themeshift command line: thin commands over pipeline.runner."""
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import sys
@@ -13,10 +14,40 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from pipeline.config import load_config
+from pipeline.embed import load_encoder
 from pipeline.errors import EnvironmentFault, InputError, environment_fault, printable
+from pipeline.framework import load_framework
+from pipeline.io.human_codes import read_human_codes, read_mapping
+from pipeline.io.metadata import read_speakers
+from pipeline.io.rundir import read_table
+from pipeline.models import build_fast, registry, resolve
+from pipeline.ray_engine import configured_session, require_ray
+from pipeline.runner import (
+    PSEUDONYMISED_INPUT,
+    framework_for,
+    run_anonymise,
+    run_codes,
+    run_compare,
+    run_embed,
+    run_export_qdpx,
+    run_learn,
+    run_map,
+    run_report,
+    run_segment,
+    run_shift,
+    run_suggest,
+    run_transform,
+)
+from pipeline.stages import STAGES, describe, graph, stage
 
 app = typer.Typer(
     help=(
@@ -39,6 +70,28 @@ def _main(ctx: typer.Context, log_json: Annotated[bool, typer.Option(
                            "themeshift --log-json run ...")] = False) -> None:
     _LOG_JSON.update(on=log_json, command=ctx.invoked_subcommand)
     err.quiet = log_json  # the human-readable lines give way to the JSON ones
+
+
+_STAGE_COMMANDS: dict[str, tuple] = {}  # stage -> (function, command name, typer app); registered in stage order
+
+
+def _stage_command(name: str, command: str | None = None, on=None):
+    """Declare a stage's command: its help is the function's docstring, then what the stage reads and
+    writes, from the stage table (pipeline.stages); `_register_stage_commands` adds them in pipeline order."""
+    def declare(fn):
+        doc = inspect.cleandoc(fn.__doc__ or "")
+        first, _, rest = doc.partition("\n\n")
+        text = " ".join(first.split()) + f"\n\n{describe(stage(name))}" + (f"\n\n{rest}" if rest else "")
+        _STAGE_COMMANDS[name] = (fn, command or name, on, text)
+        return fn
+    return declare
+
+
+def _register_stage_commands() -> None:
+    for s in STAGES:
+        if s.name in _STAGE_COMMANDS:
+            fn, command, on, text = _STAGE_COMMANDS[s.name]
+            (on or app).command(command, help=text)(fn)
 
 
 def _log(event: str, **fields) -> None:
@@ -155,14 +208,22 @@ RunArg = Annotated[Path, typer.Argument(help="Run directory made by `themeshift 
 def _check_inputs(cfg: dict, framework: Optional[Path], human: Optional[Path], mapping: Optional[Path],
                   input_dir: Optional[Path] = None) -> None:
     """Read and validate every input file a run will need, before its first stage starts."""
-    from pipeline.framework import load_framework
-    from pipeline.io.human_codes import read_human_codes, read_mapping
-    from pipeline.io.metadata import read_speakers
 
     fw = load_framework(framework or cfg["map"]["framework"] or None)
     if fw.role_lines and input_dir is not None and Path(input_dir).is_dir():
         speakers = Path(input_dir) / cfg["input"]["speakers_file"]
         fw.check_roles({s.role for s in read_speakers(speakers).values()} if speakers.is_file() else set())
+    if human is not None:
+        read_human_codes(human, cfg["compare"]["qdpx_max_members"], cfg["compare"]["qdpx_max_bytes"])
+    if mapping is not None:
+        read_mapping(mapping, fw)
+
+
+def _check_files(cfg: dict, run_dir: Path, framework: Optional[Path], human: Optional[Path] = None,
+                 mapping: Optional[Path] = None) -> None:
+    """A stage's own input files (framework, human codes, mapping) are read and checked before its
+    tables: a bad file is the error to fix first."""
+    fw = framework_for(run_dir, cfg, framework)
     if human is not None:
         read_human_codes(human, cfg["compare"]["qdpx_max_members"], cfg["compare"]["qdpx_max_bytes"])
     if mapping is not None:
@@ -181,7 +242,6 @@ def _config(config: Optional[Path], skip_bad: bool = False, model: Optional[str]
         overrides["scale"] = scale
     cfg = load_config(config, overrides or None)
     if cfg["scale"]["engine"] == "ray":
-        from pipeline.ray_engine import require_ray
 
         require_ray()  # one line naming the extra, before any stage starts
     elif address is not None:
@@ -196,8 +256,6 @@ def _summary(quiet: bool, record: dict, run_dir: Path) -> None:
     excluded = ", ".join(f"{n} {why}" for why, n in c["excluded"].items()) or "none"
     err.print(f"{c['files_read']} files, {c['turns']} turns -> {c['utterances']} utterances "
               f"({c['coded']} coded; not coded: {excluded}); {c['files_rejected']} files rejected")
-    for w in record.get("warnings", []):
-        err.print(f"[yellow]warning:[/] {w}", highlight=False)
     err.print(f"tables in {run_dir}/")
 
 
@@ -210,17 +268,16 @@ AddressOpt = Annotated[Optional[str], typer.Option(
                       "starts on this machine.")]
 
 
-@app.command()
+@_stage_command("segment")
 def segment(input_dir: InputArg, out: OutOpt, config: ConfigOpt = None,
             skip_bad: SkipBadOpt = False, engine: EngineOpt = None, address: AddressOpt = None,
             quiet: QuietOpt = False) -> None:
-    """Split transcripts into utterances ([bold]utterances.parquet[/]).
+    """Split transcripts into utterances.
 
     Reads manifest.csv and speakers.csv from the folder when present.
 
     Example: themeshift segment interviews/ --out runs/study1
     """
-    from pipeline.runner import run_segment
 
     with _reporting(quiet, out):
         cfg = _config(config, skip_bad, engine=engine, address=address)
@@ -229,14 +286,13 @@ def segment(input_dir: InputArg, out: OutOpt, config: ConfigOpt = None,
         _summary(quiet, record, out)
 
 
-@app.command()
+@_stage_command("embed")
 def embed(run_dir: RunArg, config: ConfigOpt = None, model: ModelOpt = None, engine: EngineOpt = None,
           address: AddressOpt = None, quiet: QuietOpt = False) -> None:
-    """Embed the coded utterances ([bold]embeddings.parquet[/]), reusing cached vectors.
+    """Embed the coded utterances, reusing cached vectors.
 
     Example: themeshift embed runs/study1 --model fast
     """
-    from pipeline.runner import run_embed
 
     with _reporting(quiet, run_dir):
         cfg = _config(config, model=model, engine=engine, address=address)
@@ -250,16 +306,15 @@ def embed(run_dir: RunArg, config: ConfigOpt = None, model: ModelOpt = None, eng
                       f"({rec['coded']} coded utterances, {rec['distinct_texts']} distinct) with {rec['model']}")
 
 
-@app.command()
+@_stage_command("codes")
 def codes(run_dir: RunArg, config: ConfigOpt = None, model: ModelOpt = None, engine: EngineOpt = None,
           address: AddressOpt = None, quiet: QuietOpt = False) -> None:
-    """Cluster embedded utterances into candidate first-order codes ([bold]codes.parquet[/], [bold]assignments.parquet[/]).
+    """Cluster embedded utterances into candidate first-order codes.
 
     Above codes.fit_sample utterances (default 200,000) the codes are fitted on a stratified sample and every other utterance joins its nearest code.
 
     Example: themeshift codes runs/study1
     """
-    from pipeline.runner import run_codes
 
     with _reporting(quiet, run_dir):
         cfg = _config(config, model=model, engine=engine, address=address)
@@ -278,18 +333,17 @@ OverridesOpt = Annotated[Optional[Path], typer.Option(
     "--overrides", help="CSV/YAML of code fingerprint -> concept (or 'unmapped'); default: overrides.csv in RUN.")]
 
 
-@app.command("map")
+@_stage_command("map")
 def map_(run_dir: RunArg, framework: FrameworkOpt = None, overrides: OverridesOpt = None,
          config: ConfigOpt = None, quiet: QuietOpt = False) -> None:
-    """Map codes onto a framework's concepts and dimensions ([bold]code_dimensions.parquet[/],
-    [bold]utterance_dimensions.parquet[/], [bold]data_structure.parquet[/] and [bold]data_structure.md[/]).
+    """Map codes onto a framework's concepts and dimensions.
 
     Example: themeshift map runs/study1 --framework my_codebook.yaml --overrides my_overrides.csv
     """
-    from pipeline.runner import run_map
 
     with _reporting(quiet, run_dir):
         cfg = _config(config)
+        _check_files(cfg, run_dir, framework)
         with _progress(quiet) as update:
             rec = run_map(run_dir, cfg, framework, overrides, update)
         if not quiet:
@@ -301,15 +355,12 @@ def map_(run_dir: RunArg, framework: FrameworkOpt = None, overrides: OverridesOp
             err.print(f"data structure: {run_dir}/data_structure.md")
 
 
-@app.command()
+@_stage_command("shift")
 def shift(run_dir: RunArg, config: ConfigOpt = None, quiet: QuietOpt = False) -> None:
-    """Score each speaker's shift between interview waves ([bold]shifts.parquet[/], [bold]speaker_waves.parquet[/], ...).
-
-    Needs utterance_dimensions.parquet (themeshift map); uses embeddings and assignments when present.
+    """Score each group's and each speaker's shift between interview waves.
 
     Example: themeshift shift runs/study1
     """
-    from pipeline.runner import run_shift
 
     with _reporting(quiet, run_dir):
         cfg = _config(config)
@@ -325,7 +376,7 @@ def shift(run_dir: RunArg, config: ConfigOpt = None, quiet: QuietOpt = False) ->
                       f"not scored or flagged: {other}); tables in {run_dir}/")
 
 
-@app.command()
+@_stage_command("transform")
 def transform(fitted_run: Annotated[Path, typer.Argument(help="A run whose codes to reuse.")],
               input_dir: InputArg, out: OutOpt, config: ConfigOpt = None, skip_bad: SkipBadOpt = False,
               quiet: QuietOpt = False) -> None:
@@ -334,7 +385,6 @@ def transform(fitted_run: Annotated[Path, typer.Argument(help="A run whose codes
 
     Example: themeshift transform runs/study1 new_interviews/ --out runs/study1-new
     """
-    from pipeline.runner import run_transform
 
     with _reporting(quiet, out):
         cfg = _config(config, skip_bad)
@@ -356,7 +406,6 @@ app.add_typer(models_app, name="models")
 @models_app.command("list")
 def models_list() -> None:
     """Show the known embedding models and whether each is available here."""
-    from pipeline.models import registry, resolve
 
     for name, entry in registry().items():
         try:
@@ -372,7 +421,6 @@ def models_build(name: Annotated[str, typer.Argument(help="Model to build: fast.
 
     Example: themeshift models build fast && themeshift run interviews/ --out runs/quick --model fast
     """
-    from pipeline.models import build_fast
 
     with _reporting(False):
         if name != "fast":
@@ -386,21 +434,20 @@ MappingOpt = Annotated[Optional[Path], typer.Option(
     "--mapping", help="CSV mapping human code names to the framework: human_code, concept and/or dimension.")]
 
 
-@app.command()
+@_stage_command("compare")
 def compare(run_dir: RunArg, human: HumanOpt, mapping: MappingOpt = None, framework: FrameworkOpt = None,
             config: ConfigOpt = None, quiet: QuietOpt = False) -> None:
-    """Compare the machine's codes with human coders ([bold]agreement.parquet[/], [bold]confusion.parquet[/],
-    [bold]disagreements.parquet[/], [bold]human_codes.parquet[/]).
+    """Compare the machine's codes with human coders.
 
     Cohen's kappa per coder pair, Krippendorff's alpha with and without the machine, precision/recall/F1
     per dimension, cluster-vs-human-code alignment; bootstrap intervals.
 
     Example: themeshift compare runs/demo --human examples/answer_key/human_codes.csv
     """
-    from pipeline.runner import run_compare
 
     with _reporting(quiet, run_dir):
         cfg = _config(config)
+        _check_files(cfg, run_dir, framework, human, mapping)
         rec = run_compare(run_dir, human, cfg, mapping, framework)
         if not quiet:
             c = rec["counts"]
@@ -408,7 +455,6 @@ def compare(run_dir: RunArg, human: HumanOpt, mapping: MappingOpt = None, framew
             err.print(f"{c['units']} coded utterances in {c['interviews']} interviews, coders: "
                       f"{', '.join(c['coders'])} + {cfg['compare']['machine_name']}; utterances where the machine "
                       f"differs from a coder: {by_level or 'none'}; tables in {run_dir}/")
-            from pipeline.io.rundir import read_table
 
             a = read_table(run_dir, "agreement").to_pandas()
             # every level the codes were given at, finest first (a dimension-only kappa can hide that the
@@ -426,7 +472,7 @@ export_app = typer.Typer(help="Export a run for other tools.", no_args_is_help=T
 app.add_typer(export_app, name="export")
 
 
-@export_app.command("qdpx")
+@_stage_command("export", "qdpx", on=export_app)
 def export_qdpx(run_dir: RunArg, out: Annotated[Path, typer.Argument(help="The .qdpx file to write.")],
                 framework: FrameworkOpt = None, config: ConfigOpt = None, quiet: QuietOpt = False) -> None:
     """Write the sources and the machine's coding as a REFI-QDA project (NVivo, ATLAS.ti, MAXQDA, QualCoder).
@@ -435,10 +481,10 @@ def export_qdpx(run_dir: RunArg, out: Annotated[Path, typer.Argument(help="The .
 
     Example: themeshift export qdpx runs/demo runs/demo/demo.qdpx
     """
-    from pipeline.runner import run_export_qdpx
 
     with _reporting(quiet, run_dir):
         cfg = _config(config)
+        _check_files(cfg, run_dir, framework)
         rec = run_export_qdpx(run_dir, out, cfg, framework)
         if not quiet:
             c = rec["counts"]
@@ -447,7 +493,7 @@ def export_qdpx(run_dir: RunArg, out: Annotated[Path, typer.Argument(help="The .
                       f"{c['first_order_codes']} first-order codes) -> {rec['path']}")
 
 
-@app.command()
+@_stage_command("report")
 def report(run_dir: RunArg,
            figures: Annotated[Optional[Path], typer.Option(
                "--figures", help="Also write each figure as SVG (with its numbers as CSV) into this folder.")] = None,
@@ -461,7 +507,6 @@ def report(run_dir: RunArg,
 
     Example: themeshift report runs/demo --figures runs/demo/figures
     """
-    from pipeline.runner import run_report
 
     with _reporting(quiet, run_dir):
         cfg = _config(config)
@@ -478,11 +523,11 @@ LevelOpt = Annotated[Optional[str], typer.Option(
     "--level", help="What the model learns: dimension, second_order or code (default: the config's learn.level, second_order).")]
 
 
-@app.command()
+@_stage_command("learn")
 def learn(run_dir: RunArg, human: HumanOpt, mapping: MappingOpt = None, level: LevelOpt = None,
           framework: FrameworkOpt = None, config: ConfigOpt = None, quiet: QuietOpt = False) -> None:
-    """Learn from the researchers' own coding and code every other utterance ([bold]utterance_dimensions.parquet[/]
-    with source human / learned, [bold]learn_eval.parquet[/], [bold]learned_codes.parquet[/], learn_model/).
+    """Learn from the researchers' own coding and code every other utterance (utterance_dimensions gets
+    source human / learned).
 
     Cross-validated by interview: machine-vs-coder kappa and alpha next to the coders' own agreement, a
     learning curve, and the gain over the framework-similarity mapping (kept as
@@ -490,10 +535,10 @@ def learn(run_dir: RunArg, human: HumanOpt, mapping: MappingOpt = None, level: L
 
     Example: themeshift learn runs/demo --human examples/answer_key/human_codes.csv
     """
-    from pipeline.runner import run_learn
 
     with _reporting(quiet, run_dir):
         cfg = _config(config)
+        _check_files(cfg, run_dir, framework, human, mapping)
         with _progress(quiet) as update:
             rec = run_learn(run_dir, human, cfg, mapping, framework, level, update)
         if not quiet:
@@ -506,7 +551,6 @@ def learn(run_dir: RunArg, human: HumanOpt, mapping: MappingOpt = None, level: L
             err.print(f"encoder: {c['encoder']} ({c['encoder_reason']})", highlight=False)
             by_source = ", ".join(f"{n} {s}" for s, n in c["utterances_by_source"].items())
             err.print(f"utterances: {by_source}; tables in {run_dir}/")
-            from pipeline.io.rundir import read_table
 
             e = read_table(run_dir, "learn_eval").to_pandas()
             order = {"code": 0, "second-order": 1, "dimension": 2}  # the level learned first, then coarser
@@ -521,7 +565,7 @@ def learn(run_dir: RunArg, human: HumanOpt, mapping: MappingOpt = None, level: L
                           f"(n={r.n})", highlight=False)
 
 
-@app.command()
+@_stage_command("suggest")
 def suggest(run_dir: RunArg,
             n: Annotated[Optional[int], typer.Option("--n", help="How many to suggest (default: the config's learn.suggest_n, 50).")] = None,
             unit: Annotated[str, typer.Option("--unit", help="utterance or interview.")] = "utterance",
@@ -535,7 +579,6 @@ def suggest(run_dir: RunArg,
 
     Example: themeshift suggest runs/demo --n 50
     """
-    from pipeline.runner import run_suggest
 
     with _reporting(quiet, run_dir):
         cfg = _config(config)
@@ -571,7 +614,7 @@ def _anonymise_summary(quiet: bool, rec: dict) -> None:
         err.print(f"[yellow]skipped:[/] {r['source_file']}: {r['reason']}", highlight=False)
 
 
-@app.command()
+@_stage_command("anonymise")
 def anonymise(input_dir: InputArg, out: OutOpt, key: KeyOpt = None, names: NamesOpt = None,
               review: ReviewOpt = False, decisions: DecisionsOpt = None,
               study: Annotated[Optional[str], typer.Option(
@@ -584,7 +627,6 @@ def anonymise(input_dir: InputArg, out: OutOpt, key: KeyOpt = None, names: Names
 
     Example: themeshift anonymise interviews/ --out interviews_pseudonymised --review
     """
-    from pipeline.runner import run_anonymise
 
     with _reporting(quiet, None):
         cfg = _config(config, skip_bad)
@@ -609,7 +651,6 @@ def _engine_session(cfg: dict):
     if cfg["scale"]["engine"] != "ray":
         yield
         return
-    from pipeline.ray_engine import configured_session
 
     with configured_session(cfg):
         yield
@@ -632,8 +673,7 @@ def run(input_dir: InputArg, out: OutOpt, config: ConfigOpt = None, model: Model
         key: KeyOpt = None, names: NamesOpt = None, review: ReviewOpt = False, decisions: DecisionsOpt = None,
         engine: EngineOpt = None, address: AddressOpt = None, skip_bad: SkipBadOpt = False,
         quiet: QuietOpt = False) -> None:
-    """Run every stage on a folder of transcripts: segment, embed, codes, map, (learn,) shift
-    (and compare, with --human), then write report.html.
+    """Run every stage on a folder of transcripts: segment, embed, codes, map, (learn,) shift (and compare, with --human), then write report.html.
 
     Example: themeshift run examples/kt_study --out runs/demo
 
@@ -641,9 +681,6 @@ def run(input_dir: InputArg, out: OutOpt, config: ConfigOpt = None, model: Model
 
     Example: themeshift run interviews/ --out runs/study1 --human coding.qdpx --learn --framework my_codebook.yaml
     """
-    from pipeline.embed import load_encoder
-    from pipeline.runner import (PSEUDONYMISED_INPUT, run_anonymise, run_codes, run_compare, run_embed, run_learn,
-                                 run_map, run_report, run_segment, run_shift)
 
     with _reporting(quiet, out):
         cfg = _config(config, skip_bad, model, engine, address)
@@ -684,6 +721,18 @@ def run(input_dir: InputArg, out: OutOpt, config: ConfigOpt = None, model: Model
             for line in shift_rec["findings"]:  # what was found first, then where it is
                 err.print(line, markup=False, highlight=False)
             err.print(f"{rec['counts']['codes']} codes; tables, manifest.json and report.html in {out}/")
+
+
+_register_stage_commands()
+
+
+@app.command("stages")
+def stages_() -> None:
+    """Print the stage graph: each stage, its command, the tables it reads and writes, and which stages read what it writes.
+
+    Example: themeshift stages
+    """
+    typer.echo(graph())
 
 
 if __name__ == "__main__":

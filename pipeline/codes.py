@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 
 from pipeline import schema
 from pipeline.embed import Encoder, vectors
-from pipeline.errors import InputError
+from pipeline.errors import ConfigError, InputError
 from pipeline.keywords import TOKEN_PATTERN, keyword_texts, vocabulary_min_df
 from pipeline.numba_cache import enable as enable_numba_cache
 from pipeline.reduce import make_umap
@@ -102,7 +102,6 @@ def representation_model(cfg: dict):
 
 def use_cuml(device: str) -> bool:
     """cuML's UMAP and HDBSCAN (pip install cuml-cu12) when [codes] device allows and a GPU is there."""
-    from pipeline.errors import ConfigError
 
     if device == "cpu":
         return False

@@ -20,6 +20,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline import schema
+from pipeline.embed import vectors
+from pipeline.io.rundir import iter_table, table_num_rows
 
 ASSIGN_BATCH = 200_000  # embeddings per similarity product: ~300 MB of MiniLM vectors
 
@@ -63,8 +65,6 @@ def nearest_codes(X: np.ndarray, centroids: np.ndarray, code_ids: np.ndarray,
 
 
 def assign_batch(embeddings: pa.Table, centroids: np.ndarray, code_ids: np.ndarray, threshold: float) -> pa.Table:
-    from pipeline.embed import vectors
-
     code, sim = nearest_codes(vectors(embeddings), centroids, code_ids, threshold)
     return pa.table({"utterance_id": embeddings.column("utterance_id"), "code_id": code,
                      "probability": np.clip(sim, 0, 1),
@@ -113,23 +113,15 @@ def recount_codes(codes: pa.Table, assignments: pa.Table) -> pa.Table:
                             pa.array([fingerprint.get(c, "") for c in code_ids], pa.string()))
 
 
-def assign_all(run_dir: Path, codes: pa.Table, threshold: float, engine: str = "local",
+def assign_all(run_dir: Path, codes: pa.Table, threshold: float,
                progress: Callable[[str, int, int], None] | None = None) -> pa.Table:
-    """Every embedded utterance's nearest code, one batch (local) or one part file (Ray) at a time."""
-    from pipeline.io.rundir import iter_table, table_files, table_num_rows, table_path
-
+    """Every embedded utterance's nearest code, one batch at a time (the Ray engine: ray_engine.assign_all_parts)."""
     centroids, code_ids = centroid_matrix(codes)
     total = table_num_rows(run_dir, "embeddings")
-    if engine == "ray" and table_path(run_dir, "embeddings").is_dir():
-        from pipeline.ray_engine import assign_parts
-
-        pieces = assign_parts(table_files(run_dir, "embeddings"), centroids, code_ids, threshold,
-                              progress and (lambda done: progress("codes (assigning)", done, total)))
-    else:
-        pieces, done = [], 0
-        for batch in iter_table(run_dir, "embeddings", batch_rows=ASSIGN_BATCH):
-            pieces.append(assign_batch(batch, centroids, code_ids, threshold))
-            done += batch.num_rows
-            if progress:
-                progress("codes (assigning)", done, total)
+    pieces, done = [], 0
+    for batch in iter_table(run_dir, "embeddings", batch_rows=ASSIGN_BATCH):
+        pieces.append(assign_batch(batch, centroids, code_ids, threshold))
+        done += batch.num_rows
+        if progress:
+            progress("codes (assigning)", done, total)
     return pa.concat_tables(pieces) if pieces else pa.Table.from_pylist([], schema=schema.ASSIGNMENTS)

@@ -18,7 +18,14 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from pipeline.agreement import (CONSENSUS, MISSING, Bootstrap, Ratings, compare_clusters, compare_ratings)
+from pipeline.agreement import (
+    CONSENSUS,
+    MISSING,
+    Bootstrap,
+    Ratings,
+    compare_clusters,
+    compare_ratings,
+)
 from pipeline.errors import ConfigError, InputError
 from pipeline.io.human_codes import HumanCodes, align, resolve_codes
 from pipeline.schema import AGREEMENT, CONFUSION, DISAGREEMENTS

@@ -1,4 +1,4 @@
-"""Configuration: configs/default.toml is the single source of defaults and types.
+"""Configuration: configs/default.toml (package data) is the single source of defaults and types.
 
 A user file overrides any subset of keys. Unknown sections or keys and values whose
 type differs from the default's are errors naming the file and key.
@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError
+from pipeline.pii import KINDS
+from pipeline.resources import data_dir
 
-DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "configs" / "default.toml"
+DEFAULT_CONFIG_PATH = data_dir("configs") / "default.toml"
 
 Config = dict[str, dict[str, Any]]
 
@@ -165,7 +167,6 @@ def _validate(config: Config) -> None:
             codecs.lookup(name)
         except LookupError:
             raise ConfigError(f"input.fallback_encodings: unknown encoding {name!r}") from None
-    from pipeline.pii import KINDS
 
     unknown = [e for e in config["anonymise"]["entities"] if e not in KINDS]
     if unknown:

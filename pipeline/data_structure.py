@@ -2,11 +2,15 @@
 concepts -> aggregate dimensions, as a tidy table and as a Markdown table for a paper."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pyarrow as pa
 
 from pipeline import schema
 from pipeline.framework import Framework
-from pipeline.map import CodeMapping
+
+if TYPE_CHECKING:  # map builds the data structure from its CodeMapping: a type only, no import cycle
+    from pipeline.map import CodeMapping
 
 
 def data_structure_table(codes: pa.Table, mapping: CodeMapping, framework: Framework,

@@ -16,8 +16,10 @@ import numpy as np
 import yaml
 
 from pipeline.errors import InputError
+from pipeline.resources import data_dir
 
-DEFAULT_FRAMEWORK_PATH = Path(__file__).resolve().parent.parent / "configs" / "frameworks" / "kt_push_pull_exchange.yaml"
+FRAMEWORKS_DIR = data_dir("configs") / "frameworks"
+DEFAULT_FRAMEWORK_PATH = FRAMEWORKS_DIR / "kt_push_pull_exchange.yaml"
 
 MAX_FRAMEWORK_BYTES = 5_000_000
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")

@@ -16,10 +16,21 @@ import pyarrow as pa
 from pipeline import schema
 from pipeline.errors import InputError, environment_fault
 from pipeline.io.documents import read_unlabelled
-from pipeline.io.metadata import FileMeta, meta_from_filename, read_manifest, read_speakers, template_regex
+from pipeline.io.metadata import (
+    FileMeta,
+    meta_from_filename,
+    read_manifest,
+    read_speakers,
+    template_regex,
+)
 from pipeline.io.readers import label_key, read_document
-from pipeline.segment import (SpeakerResolver, columns_to_table, load_sentence_splitter, one_label_many_people,
-                              segment_document)
+from pipeline.segment import (
+    SpeakerResolver,
+    columns_to_table,
+    load_sentence_splitter,
+    one_label_many_people,
+    segment_document,
+)
 
 
 @dataclass

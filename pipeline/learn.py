@@ -44,16 +44,43 @@ so a model is never scored on its own training data.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from pipeline.agreement import MISSING, Bootstrap, Ratings, compare_ratings
+from pipeline.compare import human_ratings, machine_labels, machine_ratings
+from pipeline.embed import embed_utterances, vectors
 from pipeline.errors import ConfigError, InputError
-from pipeline.learn_features import FEATURE_SETS, vstack
-from pipeline.schema import LEARN_EVAL, LEARNED_CODES, UTTERANCE_DIMENSIONS
+from pipeline.io.human_codes import align, resolve_codes
+from pipeline.io.rundir import stage_record, table_sha256
+from pipeline.learn_features import (
+    FEATURE_SETS,
+    build_blocks,
+    framework_block,
+    vstack,
+    weak_matrix,
+)
+from pipeline.learn_finetune import has_gpu, tune_encoder
+from pipeline.map import (
+    embed_framework,
+    make_mapper,
+    pooled_similarity,
+    renormalise_within,
+    restrict_to_roles,
+    softmax_rows,
+    speaker_roles,
+)
+from pipeline.schema import (
+    LEARN_EVAL,
+    LEARNED_CODES,
+    UTTERANCE_DIMENSIONS,
+    embeddings_schema,
+)
 
 NONE = "none"
 MACHINE = "machine"
@@ -99,8 +126,6 @@ def _level_categories(level: str, framework, aligned: pd.DataFrame) -> list[str]
 
 def human_targets(utterances: pa.Table, sources: pa.Table, human, framework, mapping, level: str,
                   cfg: dict) -> Targets:
-    from pipeline.compare import human_ratings
-    from pipeline.io.human_codes import align, resolve_codes
 
     if level not in LEVELS:
         raise ConfigError(f"learn.level must be dimension, second_order or code, got {level!r}")
@@ -374,7 +399,6 @@ class Data:
     weak_groups: np.ndarray | None = None  # (groups, weak examples) bool: the groups a weak example trains
 
     def restrict(self, p: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        from pipeline.map import renormalise_within
 
         return p if self.allowed is None else renormalise_within(p, self.allowed[rows])
 
@@ -756,7 +780,6 @@ def framework_concepts(blocks, framework, fv, cfg: dict):
     """Framework-similarity concept probabilities (the map stage's prototype similarity): the blend of
     the utterance's and its turn's (map's weights, no code part; the second-order concept of a
     dimension-level model), the two parts, and the framework texts' own (leave-one-out)."""
-    from pipeline.map import make_mapper
 
     m = cfg["map"]
     mapper = make_mapper(cfg, "similarity").fit(fv)
@@ -764,7 +787,6 @@ def framework_concepts(blocks, framework, fv, cfg: dict):
     blend = (m["own_weight"] * own + m["context_weight"] * ctx) / (m["own_weight"] + m["context_weight"])
     sims = fv.vectors.astype(np.float64) @ fv.vectors.astype(np.float64).T
     np.fill_diagonal(sims, -np.inf)  # a framework text must not vote for itself
-    from pipeline.map import pooled_similarity, softmax_rows
 
     scores = pooled_similarity(sims, fv.labels, mapper.n_concepts_, mapper.top_k)
     weak = softmax_rows(np.where(np.isfinite(scores), scores, -1.0) / mapper.temperature_)
@@ -789,8 +811,6 @@ def feature_blocks(utterances: pa.Table, embeddings: pa.Table, framework, encode
     """Every feature block of the embedded utterances, the framework block included. Returns (blocks,
     framework vectors, speaker roles, role-restricted framework-similarity concept probabilities, the
     framework texts' own). A saved model's vectorizers are passed through to build_blocks."""
-    from pipeline.learn_features import build_blocks, framework_block
-    from pipeline.map import embed_framework, restrict_to_roles, speaker_roles
 
     blocks = build_blocks(utterances, embeddings, encoder, cfg, words_vectorizer, unit_words_vectorizer)
     fv = embed_framework(framework, encoder)
@@ -803,7 +823,6 @@ def feature_blocks(utterances: pa.Table, embeddings: pa.Table, framework, encode
 
 def prepare(utterances: pa.Table, embeddings: pa.Table, t: Targets, framework, encoder, cfg: dict,
             feature_sets: list[str], path) -> Prepared:
-    from pipeline.learn_features import weak_matrix
 
     lc = cfg["learn"]
     blocks, fv, roles_all, fallback_all, weak_p = feature_blocks(utterances, embeddings, framework, encoder, cfg)
@@ -850,7 +869,6 @@ def choose_encoder(utterances: pa.Table, t: Targets, framework, encoder, cfg: di
                    frozen: Prepared, boot: Bootstrap, boot_groups: np.ndarray, path, progress=None) -> EncoderChoice:
     """[learn] encoder: tune the sentence model on part of the coded interviews and score learn's model
     on the held-out rest with tuned and with frozen features (pipeline.learn_finetune)."""
-    from pipeline.learn_finetune import has_gpu, tune_encoder
 
     lc = cfg["learn"]
     mode = lc["encoder"]
@@ -930,8 +948,6 @@ def _inner_folds(groups: np.ndarray, train: np.ndarray, cfg: dict):
 def embed_table(utterances: pa.Table, encoder, cfg: dict, known: pa.Table | None = None, progress=None) -> pa.Table:
     """Embeddings of the coded utterances with encoder (schema of the embed stage); rows already in
     known (made with the same encoder) are reused, not embedded again."""
-    from pipeline.embed import embed_utterances, vectors
-    from pipeline.schema import embeddings_schema
 
     if known is None:
         return embed_utterances(utterances, encoder, cfg, progress)[0]
@@ -950,8 +966,6 @@ def embed_table(utterances: pa.Table, encoder, cfg: dict, known: pa.Table | None
 
 def learn_stage(utterances: pa.Table, sources: pa.Table, embeddings: pa.Table, framework_dims: pa.Table,
                 human, framework, mapping, encoder, cfg: dict, level: str, progress=None) -> LearnResult:
-    from pipeline.compare import machine_ratings, machine_labels
-    from pipeline.map import renormalise_within
 
     lc, c = cfg["learn"], cfg["compare"]
     if not lc["feature_sets"]:
@@ -1116,7 +1130,6 @@ def apply_model(utterances: pa.Table, embeddings: pa.Table, model: TurnPooledLog
     """A saved learned model (learn_model/) codes other transcripts: the same feature set, vocabularies,
     principal components, role groups and thresholds it was trained with. Returns
     (utterance_dimensions with source 'learned', learned_codes)."""
-    from pipeline.map import renormalise_within
 
     fs = meta["feature_set"]
     blocks, _, roles, fallback_all, _ = feature_blocks(utterances, embeddings, framework, encoder, cfg,
@@ -1156,16 +1169,9 @@ def _replace_rows(table: pa.Table, rows: pa.Table) -> pa.Table:
 def current_learn_record(run_dir) -> dict | None:
     """The manifest's learn record while the run's utterance_dimensions is still the table learn wrote
     (None when learn never ran, or map ran again since)."""
-    import hashlib
-    import json
-    from pathlib import Path
-
-    run_dir = Path(run_dir)
-    manifest, table = run_dir / "manifest.json", run_dir / "utterance_dimensions.parquet"
-    if not manifest.is_file() or not table.is_file():
-        return None
-    rec = json.loads(manifest.read_text(encoding="utf-8")).get("stages", {}).get("learn", {})
-    if not rec or rec.get("utterance_dimensions_sha256") != hashlib.sha256(table.read_bytes()).hexdigest():
+    table = Path(run_dir) / "utterance_dimensions.parquet"
+    rec = stage_record(run_dir, "learn")
+    if not rec or not table.is_file() or rec.get("utterance_dimensions_sha256") != table_sha256(table):
         return None
     return rec
 
@@ -1173,10 +1179,6 @@ def current_learn_record(run_dir) -> dict | None:
 def learned_sets(run_dir, rec: dict | None) -> dict[str, pd.Series] | None:
     """After a multi-code learn (rec: current_learn_record): per compare level, utterance_id -> the
     concepts (or dimensions) of the codes in its learned set (out-of-fold for hand-coded utterances)."""
-    from pathlib import Path
-
-    import pyarrow.parquet as pq
-
     path = Path(run_dir) / "learned_codes.parquet"
     if rec is None or not rec.get("counts", {}).get("multi_code") or not path.is_file():
         return None
@@ -1191,10 +1193,6 @@ def dimensions_for_compare(run_dir, dims: pa.Table, rec: dict | None) -> tuple[p
     utterances take their cross-validated predictions, so compare never scores the model on its own
     training data (or the coders against their own codes). Returns (table, note for the manifest; None
     when not applied)."""
-    from pathlib import Path
-
-    import pyarrow.parquet as pq
-
     cv_path = Path(run_dir) / "utterance_dimensions_cv.parquet"
     if rec is None or not cv_path.is_file():
         return dims, None  # no learn, or map ran again since: the table is not learn's

@@ -52,7 +52,11 @@ import pandas as pd
 import pyarrow as pa
 import scipy.sparse as sp
 
+from pipeline.embed import vectors
+from pipeline.errors import ConfigError
 from pipeline.keywords import TOKEN_PATTERN, keyword_texts, vocabulary_min_df
+from pipeline.map import turn_context
+from pipeline.questions import embed_questions, turns_with_questions
 
 FEATURE_SETS: dict[str, tuple[str, ...]] = {
     "utterance": ("own",),
@@ -181,7 +185,6 @@ class WordFeatures:
 
 
 def _blocks(feature_set: str) -> tuple[str, ...]:
-    from pipeline.errors import ConfigError
 
     if feature_set not in FEATURE_SETS:
         raise ConfigError(f"learn.feature_sets: unknown feature set {feature_set!r} "
@@ -194,9 +197,6 @@ def build_blocks(utterances: pa.Table, embeddings: pa.Table, encoder, cfg: dict,
     """All blocks for the embedded utterances; the interviewer's turns are embedded here
     (through the embedding cache) because the embed stage skips them. The two TF-IDF vocabularies
     are fitted on these utterances, unless a saved model's vectorizers are given (None: none)."""
-    from pipeline.embed import vectors
-    from pipeline.map import turn_context
-    from pipeline.questions import embed_questions, turns_with_questions
 
     ids = embeddings.column("utterance_id").to_pylist()
     own = vectors(embeddings).astype(np.float64)

@@ -42,6 +42,14 @@ class TunedEncoder(Encoder):
         return self
 
 
+def load_tuned_encoder(path, base: Encoder, model_id: str) -> TunedEncoder:
+    """The fine-tuned encoder a learn run saved (learn_model/encoder), over the base it was tuned from."""
+    from sentence_transformers import SentenceTransformer
+
+    tuned = SentenceTransformer(str(path), device="cpu", local_files_only=True)
+    return TunedEncoder(base, tuned, model_id.rsplit("-", 1)[-1])
+
+
 @dataclass(frozen=True)
 class TuneReport:
     units: int          # coded units the encoder was tuned on

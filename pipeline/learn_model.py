@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import InputError
+from pipeline.learn_features import FEATURE_SETS
 
 FORMAT_VERSION = 3  # 3: multi-code models (multi_code, skip, thresholds_), group_patterns_, the tuned encoder
 
@@ -32,7 +33,6 @@ def save_model(model_dir: Path, result, framework, encoder, cfg: dict, human_sha
     """Write model.joblib + model.json atomically (a fresh folder renamed into place)."""
     import joblib
 
-    from pipeline.learn_features import FEATURE_SETS
 
     model_dir = Path(model_dir)
     t = result.targets

@@ -23,9 +23,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline import schema
+from pipeline.data_structure import data_structure_markdown, data_structure_table
 from pipeline.embed import Encoder, vectors
 from pipeline.errors import ConfigError
 from pipeline.framework import Framework
+from pipeline.io.vectors import StoredEmbeddings
 
 SOURCE = {"similarity": "framework-similarity", "classifier": "learned"}
 HUMAN = "human"
@@ -410,8 +412,6 @@ def map_stage(utterances: pa.Table, embeddings, codes: pa.Table, assignments: pa
               overrides: dict[str, str | None] | None = None) -> MapResult:
     """embeddings: a table, or io.vectors.StoredEmbeddings (read CHUNK_ROWS utterances at a time).
     overrides: fingerprint -> concept id (None = unmapped), already checked against the codes."""
-    from pipeline.data_structure import data_structure_markdown, data_structure_table
-    from pipeline.io.vectors import StoredEmbeddings
 
     mapper = make_mapper(cfg).fit(embed_framework(framework, encoder))
     source = StoredEmbeddings.of(embeddings)

@@ -3,17 +3,17 @@ each resolves to files on this machine. Nothing is ever fetched from a hub."""
 from __future__ import annotations
 
 import hashlib
-import json
 import importlib.util
+import json
 import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import InputError
+from pipeline.resources import data_dir, is_source_checkout
 
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
-REGISTRY_PATH = MODELS_DIR / "registry.toml"
+REGISTRY_PATH = data_dir("models") / "registry.toml"
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def resolve(name_or_path: str) -> ModelSpec:
                 raise InputError(f"embedding model {name_or_path!r} is not installed; run: {entry['install']}")
             path = Path(list(spec.submodule_search_locations)[0]) / entry.get("subdir", "")
         else:
-            path = MODELS_DIR / entry["path"]
+            path = local_models_dir() / entry["path"]
         if not path.is_dir():
             raise InputError(f"embedding model {name_or_path!r} is not available at {path}; run: {entry['install']}")
         return ModelSpec(name_or_path, path, entry["backend"])
@@ -82,6 +82,12 @@ def _local_backend(path: Path) -> str:
     return "sentence-transformers"
 
 
+def local_models_dir() -> Path:
+    """Where models built on this machine live ("local" registry entries): models/ in a source checkout,
+    else the user's cache (an installed package's folder is no place to write)."""
+    return data_dir("models") if is_source_checkout() else cache_root() / "models"
+
+
 def cache_root(configured: str = "") -> Path:
     root = configured or os.environ.get("THEMESHIFT_CACHE") or str(Path.home() / ".cache" / "themeshift")
     return Path(root).expanduser()
@@ -94,7 +100,7 @@ def build_fast(source: str = "minilm", out: Path | None = None) -> Path:
     from model2vec.distill import distill
 
     spec = resolve(source)
-    out = Path(out) if out else MODELS_DIR / registry()["fast"]["path"]
+    out = Path(out) if out else local_models_dir() / registry()["fast"]["path"]
     model = distill(model_name=str(spec.path), pca_dims=256)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)

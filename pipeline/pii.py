@@ -102,11 +102,24 @@ class Detector:
     """Finds personal data in texts. `listed` maps kind -> names the study lists (always found)."""
 
     def __init__(self, cfg: dict, listed: dict[str, list[str]], never: Iterable[str] = ()):
-        from presidio_analyzer import AnalyzerEngine, BatchAnalyzerEngine, Pattern, PatternRecognizer, \
-            RecognizerRegistry
-        from presidio_analyzer.nlp_engine import NerModelConfiguration, NlpEngineProvider
-        from presidio_analyzer.predefined_recognizers import (DateRecognizer, PhoneRecognizer, SpacyRecognizer,
-                                                              NhsRecognizer, UkPostcodeRecognizer)
+        from presidio_analyzer import (
+            AnalyzerEngine,
+            BatchAnalyzerEngine,
+            Pattern,
+            PatternRecognizer,
+            RecognizerRegistry,
+        )
+        from presidio_analyzer.nlp_engine import (
+            NerModelConfiguration,
+            NlpEngineProvider,
+        )
+        from presidio_analyzer.predefined_recognizers import (
+            DateRecognizer,
+            NhsRecognizer,
+            PhoneRecognizer,
+            SpacyRecognizer,
+            UkPostcodeRecognizer,
+        )
 
         logging.getLogger("presidio-analyzer").setLevel(logging.ERROR)
         self.cfg = cfg

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.errors import InputError
+from pipeline.io.rundir import atomic_write
 from pipeline.pii import KINDS, NAME_KINDS
 
 KEY_FORMAT = "themeshift-pseudonym-key"
@@ -110,7 +111,6 @@ class PseudonymKey:
         return json.dumps(data, ensure_ascii=False, indent=1) + "\n"
 
     def save(self, path: Path) -> None:
-        from pipeline.io.rundir import atomic_write
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)

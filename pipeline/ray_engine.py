@@ -23,8 +23,20 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline import schema
+from pipeline.codes_scale import assign_batch, centroid_matrix
+from pipeline.embed import load_encoder
 from pipeline.errors import EnvironmentFault, InputError
-from pipeline.io.rundir import finish_folder_table, part_files, part_metadata, write_part
+from pipeline.ingest import assemble, open_study, segment_file
+from pipeline.io.rundir import (
+    finish_folder_table,
+    part_files,
+    part_metadata,
+    table_files,
+    table_num_rows,
+    write_part,
+)
+from pipeline.segment import load_sentence_splitter
 
 RAY_MISSING = "--engine ray needs Ray: pip install 'themeshift[scale]'"
 INPUT_KEY = "themeshift.input_digest"  # embeddings part metadata: digest of what the part was made from
@@ -101,20 +113,17 @@ def ray_session(address: str = "", num_cpus: int | None = None, connect_timeout:
 @lru_cache(maxsize=2)
 def _splitter(name: str):
     """One sentence splitter per worker process, reused by every file it segments."""
-    from pipeline.segment import load_sentence_splitter
 
     return load_sentence_splitter(name)
 
 
 def _segment_one(study, rel: str, cfg: dict):
-    from pipeline.ingest import segment_file
 
     return segment_file(study, rel, _splitter(cfg["segment"]["sentence_splitter"]), cfg)
 
 
 def segment_corpus(folder: Path, cfg: dict, on_file: Callable[[str], None] | None = None):
     """ingest.segment_corpus with the files segmented in parallel as Ray tasks."""
-    from pipeline.ingest import assemble, open_study
 
     ray = require_ray()
     study = open_study(folder, cfg)
@@ -158,7 +167,6 @@ class EmbedWorker:
     the matching embeddings parts itself (so rows never travel back through the driver)."""
 
     def __init__(self, cfg: dict, threads: int):
-        from pipeline.embed import load_encoder
 
         self.cfg = cfg
         # No persistent text cache here: a worker would rescan the whole cache for every part it embeds.
@@ -171,8 +179,6 @@ class EmbedWorker:
 
     def __call__(self, batch: dict) -> dict:
         import resource
-
-        from pipeline import schema
 
         out = {"index": [], "rows": [], "embedded": [], "cache_hits": [], "pid": [], "peak_rss_mb": []}
         e = self.cfg["embed"]
@@ -209,8 +215,6 @@ def embed_parts(run_dir: Path, cfg: dict, model_id: str, dim: int,
                 progress: Callable[[str, int, int], None] | None = None) -> dict:
     """Embed the coded utterances of every part of utterances/ into embeddings/, skipping parts
     already embedded from the same texts with the same model (a resumed run)."""
-    from pipeline import schema
-
     ray = require_ray()
     run_dir = Path(run_dir)
     sources = part_files(run_dir / "utterances")
@@ -250,8 +254,6 @@ def embed_parts(run_dir: Path, cfg: dict, model_id: str, dim: int,
 # ------------------------------------------------------------------ codes
 
 def _assign_part(path: str, centroids, code_ids, threshold: float) -> pa.Table:
-    from pipeline.codes_scale import assign_batch
-
     return assign_batch(pq.read_table(path), centroids, code_ids, threshold)
 
 
@@ -270,3 +272,14 @@ def assign_parts(parts: list[Path], centroids, code_ids, threshold: float,
         if on_rows:
             on_rows(done)
     return ray.get(refs)
+
+
+def assign_all_parts(run_dir: Path, codes: pa.Table, threshold: float,
+                     progress: Callable[[str, int, int], None] | None = None) -> pa.Table:
+    """Every embedded utterance's nearest code, one Ray task per part file of embeddings/ (the local
+    engine: codes_scale.assign_all)."""
+    centroids, code_ids = centroid_matrix(codes)
+    total = table_num_rows(run_dir, "embeddings")
+    pieces = assign_parts(table_files(run_dir, "embeddings"), centroids, code_ids, threshold,
+                          progress and (lambda done: progress("codes (assigning)", done, total)))
+    return pa.concat_tables(pieces) if pieces else pa.Table.from_pylist([], schema=schema.ASSIGNMENTS)

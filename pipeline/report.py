@@ -21,14 +21,21 @@ import pandas as pd
 
 from pipeline import report_figures as rf
 from pipeline.errors import InputError
-from pipeline.io.rundir import COMMANDS, read_table, stale_reason, table_path
+from pipeline.io.rundir import (
+    atomic_write,
+    read_run_manifest,
+    read_table,
+    stale_reason,
+    table_path,
+)
 from pipeline.io.spreadsheet import safe_cell
+from pipeline.learn import MACHINE
+from pipeline.reduce import fit_umap
+from pipeline.shift_groups import headline
+from pipeline.stages import remake_command, stage
 
 # the tables the report reads, when they exist
-REPORTED = ["utterances", "interviews", "rejected", "embeddings", "codes", "assignments", "data_structure",
-            "utterance_dimensions", "shifts", "shift_dimensions", "group_shifts", "group_trajectory", "group_changes",
-            "group_contrasts", "shift_codes_change", "agreement",
-            "confusion", "disagreements", "learn_eval", "source_themes"]
+REPORTED = stage("report").optional  # its own utterance_map is never an input
 
 SECTIONS = [("overview", "Corpus overview"), ("data-structure", "Data structure"),
             ("dimension-shares", "Dimension shares by wave and role"), ("sources", "Themes by source type"),
@@ -72,13 +79,7 @@ def load_tables(run_dir: Path) -> tuple[dict[str, pd.DataFrame], dict]:
                 tables[name] = read_table(run_dir, name, check=False, columns=["utterance_id"])
                 continue
             tables[name] = read_table(run_dir, name, check=False).to_pandas()
-    manifest: dict = {}
-    path = run_dir / "manifest.json"
-    if path.is_file():
-        try:
-            manifest = json.loads(path.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise InputError(f"manifest is not valid JSON ({exc})", path) from None
+    manifest = read_run_manifest(run_dir)
     manifest["_stale_tables"] = stale
     return tables, manifest
 
@@ -93,7 +94,6 @@ def project_2d(vectors: np.ndarray, method: str, seed: int, neighbors: int) -> n
 
         out = PCA(n_components=2, random_state=seed).fit_transform(vectors)
     elif method == "umap":
-        from pipeline.reduce import fit_umap
 
         out = fit_umap(np.asarray(vectors, dtype=np.float32), 2, neighbors, 0.1, "pca", seed)
     else:
@@ -178,7 +178,7 @@ def _quote(text: str, limit: int) -> str:
 
 
 def _missing_note(names: list[str], what: str) -> str:
-    items = "".join(f"<li><code>{_e(n)}.parquet</code>: run <code>{_e(COMMANDS[n])}</code></li>" for n in names)
+    items = "".join(f"<li><code>{_e(n)}.parquet</code>: run <code>{_e(remake_command(n))}</code></li>" for n in names)
     return f'<div class="missing"><p>{_e(what)} Missing:</p><ul>{items}</ul></div>'
 
 
@@ -205,7 +205,7 @@ class _Ctx:
     def need(self, *names: str) -> list[str]:
         gone = [n for n in names if n not in self.t]
         for n in gone:
-            self.missing[n] = COMMANDS[n]
+            self.missing[n] = remake_command(n)
         return gone
 
 
@@ -430,7 +430,6 @@ def _pair_label(r) -> str:
 def _groups(c: _Ctx) -> str:
     """Group findings first: each group's mean change per dimension with its interval, the
     contrasts between groups, and where the talk moved (concepts and codes) with quotes."""
-    from pipeline.shift_groups import headline
 
     gone = c.need("group_changes")
     if gone:
@@ -786,7 +785,6 @@ def _learned_coder(c: _Ctx) -> str:
     """How well the model learned from the coders' own coding agrees with them (learn_eval), if learn ran."""
     if "learn_eval" not in c.t:
         return ""
-    from pipeline.learn import MACHINE
 
     e = c.t["learn_eval"]
     rec = c.manifest.get("stages", {}).get("learn", {})
@@ -1042,7 +1040,7 @@ def build_report(tables: dict[str, pd.DataFrame], manifest: dict, cfg: dict,
                    f"Not there yet:</p><ul>{items}</ul></div>")
     stale = manifest.get("_stale_tables", {})
     if stale:
-        items = "".join(f"<li><code>{_e(t)}.parquet</code>: {_e(why)}; re-run <code>{_e(COMMANDS.get(t, ''))}</code>"
+        items = "".join(f"<li><code>{_e(t)}.parquet</code>: {_e(why)}; re-run <code>{_e(remake_command(t))}</code>"
                         "</li>" for t, why in stale.items())
         missing += (f'<div class="missing" id="stale-tables"><p>Left out because they no longer match the tables '
                     f"they were made from:</p><ul>{items}</ul></div>")
@@ -1068,7 +1066,6 @@ def write_shareable(path: Path, text: str) -> Path:
     """Atomic write, readable by others (the page and figures are meant to be passed on)."""
     import os
 
-    from pipeline.io.rundir import atomic_write
 
     def write(tmp: str) -> None:
         Path(tmp).write_bytes(text.encode("utf-8"))

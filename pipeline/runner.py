@@ -1,71 +1,192 @@
-"""Stage runners: read what a stage needs from the run directory, call the stage's
-plain function, write its tables and its manifest record. The CLI is a thin layer
-over these."""
+"""The one runner: every stage declared in pipeline.stages runs through `execute`.
+
+execute checks the stage's declared reads (each required table present, every table it reads current),
+hands the stage body a Context to read them through, writes the tables the body returns atomically,
+records their lineage from the declared reads (never from a hand-kept list), times the stage, emits
+its warnings and keeps its manifest record. A body adapts one plain stage function (tables and
+settings in, tables out) to the run directory. `run_<stage>` are the public entry points, one line each.
+"""
 from __future__ import annotations
 
+import hashlib
+import shutil
 import time
+import warnings
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.io.rundir import table_num_rows, update_manifest, write_table
+from pipeline import ray_engine, schema
+from pipeline.anonymise import anonymise_folder, default_key_path
+from pipeline.codes import assign_new, fit_codes, save_topic_model, unassigned_count
+from pipeline.codes_scale import (
+    assign_all,
+    merge_fitted,
+    recount_codes,
+    stratified_sample,
+)
+from pipeline.compare import compare as compare_codes
+from pipeline.embed import embed_utterances, load_encoder, vectors
+from pipeline.errors import InputError
+from pipeline.framework import load_framework
+from pipeline.ingest import discover, segment_corpus
+from pipeline.io.human_codes import read_human_codes, read_mapping
+from pipeline.io.qdpx import machine_project, speaker_cases, write_qdpx
+from pipeline.io.rundir import (
+    atomic_write,
+    input_digests,
+    iter_table,
+    read_rows,
+    read_table,
+    record_lineage,
+    remake_command,
+    stage_record,
+    stale_reason,
+    table_num_rows,
+    table_path,
+    table_sha256,
+    update_manifest,
+    write_table,
+)
+from pipeline.io.vectors import StoredEmbeddings
+from pipeline.learn import (
+    apply_model,
+    current_learn_record,
+    dimensions_for_compare,
+    drop_suggestion_markers,
+    embed_table,
+    learn_stage,
+    learned_sets,
+)
+from pipeline.learn_finetune import load_tuned_encoder
+from pipeline.learn_model import load_model, save_model
+from pipeline.map import map_stage, mapping_warnings
+from pipeline.overrides import find_overrides, load_overrides, split_obsolete
+from pipeline.questions import question_table
+from pipeline.report import (
+    build_report,
+    load_tables,
+    project_2d,
+    write_figures,
+    write_shareable,
+)
+from pipeline.shift import compute_shifts
+from pipeline.shift_groups import headline
+from pipeline.stages import SHIFT, Stage, stage
+from pipeline.suggest import suggest, write_suggestions
+from pipeline.triangulate import source_themes
 
 Progress = Callable[[str, int, int], None]  # (what, done, total)
-
 
 PSEUDONYMISED_INPUT = "pseudonymised_input"  # run --anonymise: the pseudonymised copy the run reads
 
 
-def run_anonymise(input_dir: Path, out_dir: Path, cfg: dict, key_path: Path | None = None,
-                  names_path: Path | None = None, review: bool = False, decisions_path: Path | None = None,
-                  progress: Progress | None = None, run_dir: Path | None = None) -> dict:
-    """Pseudonymise input_dir into out_dir; the key (and review table) go beside the shared folder: the
-    run directory when there is one, else out_dir. With run_dir, the record joins its manifest."""
-    from pipeline.anonymise import anonymise_folder, default_key_path
-    from pipeline.errors import InputError
+@dataclass
+class Context:
+    """What a stage body gets: its declared tables (read through here), settings and helpers."""
+    stage: Stage
+    run_dir: Path
+    cfg: dict
+    progress: Progress | None = None
+    encoder: Any = None
 
-    shared = Path(run_dir or out_dir)
-    key_path = Path(key_path) if key_path else default_key_path(shared)
-    review_path = key_path.parent / f"{shared.name}.pseudonym-review.csv" if review else None
-    for what, p in (("key file", key_path), ("review table", review_path)):
-        if p is not None and Path(p).resolve().is_relative_to(shared.resolve()):
-            raise InputError(f"the {what} holds the original names: keep it outside {shared}", p)
-    record = anonymise_folder(input_dir, out_dir, cfg, key_path, names_path, review_path, decisions_path, progress)
-    record["review_table"] = str(review_path) if review_path else None
-    if run_dir is not None:
-        update_manifest(run_dir, "anonymise", {k: v for k, v in record.items() if k != "written"}, cfg)
-    return {**record, "key": str(key_path)}
+    def table(self, name: str, columns: list[str] | None = None) -> pa.Table:
+        """A declared table (execute has checked that it is present and current)."""
+        if name not in self.stage.reads + self.stage.optional:
+            raise AssertionError(f"stage {self.stage.name} reads {name} without declaring it in pipeline.stages")
+        return read_table(self.run_dir, name, check=False, columns=columns)
+
+    def has(self, name: str) -> bool:
+        return table_path(self.run_dir, name).exists()
+
+    def optional(self, name: str, columns: list[str] | None = None) -> pa.Table | None:
+        return self.table(name, columns) if self.has(name) else None
+
+    def embedding_encoder(self):
+        """The encoder that embedded the run, so new texts share its vector space."""
+        return embedding_encoder(self.run_dir, self.cfg, self.encoder)
 
 
-def run_segment(input_dir: Path, run_dir: Path, cfg: dict, progress: Progress | None = None) -> dict:
-    from pipeline.ingest import discover, segment_corpus
+@dataclass
+class Output:
+    """What a stage body returns: its manifest record and the tables to write, in order."""
+    record: dict
+    tables: dict[str, pa.Table] = field(default_factory=dict)
+    written: tuple[str, ...] = ()   # tables the body wrote itself (the Ray engine's part files)
+    finish: Callable[[dict], None] | None = None  # completes the record once the tables are written
 
+
+def check_inputs(s: Stage, run_dir: Path) -> dict[str, str]:
+    """The digests of the tables the stage reads; a required one missing, or any one stale, is one
+    line naming the command that remakes it. The report leaves stale tables out instead (and says so)."""
+    for name in s.reads:
+        if not table_path(run_dir, name).exists():
+            raise InputError(f"missing {name}.parquet; run `{remake_command(name)}` first", run_dir)
+    if s.name != "report":
+        for name in s.reads + s.optional:
+            if table_path(run_dir, name).exists() and (why := stale_reason(run_dir, name)):
+                raise InputError(f"stale table: {why}; re-run `{remake_command(name)}`", table_path(run_dir, name))
+    return input_digests(run_dir, s.reads + s.optional)
+
+
+def execute(name: str, run_dir: Path, cfg: dict, progress: Progress | None = None, encoder=None, **args) -> dict:
+    """Run one stage on a run directory: check, run, write, record. Returns its manifest record."""
+    s = stage(name)
+    run_dir = Path(run_dir)
     started = time.perf_counter()
+    made_from = check_inputs(s, run_dir)
+    out = BODIES[name](Context(s, run_dir, cfg, progress, encoder), **args)
+    undeclared = set(out.tables) - set(s.writes)
+    if undeclared:
+        raise AssertionError(f"stage {name} writes {sorted(undeclared)} without declaring it in pipeline.stages")
+    for table_name, table in out.tables.items():
+        write_table(run_dir, table_name, table)
+    written = list(out.tables) + list(out.written)
+    if written:
+        record_lineage(run_dir, written, made_from)
+    record = out.record
+    if out.finish:
+        out.finish(record)
+    if "outputs" not in record and written:
+        record["outputs"] = [f"{t}.parquet" for t in written] + list(s.files)
+    record["seconds"] = round(time.perf_counter() - started, 3)
+    for message in record.get("warnings", []):
+        warnings.warn(message, stacklevel=2)
+    update_manifest(run_dir, name, record, cfg if s.config else None)
+    return record
+
+
+# ---- stage bodies -------------------------------------------------------------------------------
+
+def _segment(ctx: Context, input_dir: Path) -> Output:
+    cfg = ctx.cfg
     total = len(discover(Path(input_dir), cfg))
     done = 0
 
     def on_file(rel: str) -> None:
         nonlocal done
         done += 1
-        if progress:
-            progress(f"segment {rel}", done, max(total, done))
+        if ctx.progress:
+            ctx.progress(f"segment {rel}", done, max(total, done))
 
-    run_dir = Path(run_dir)
+    tables: dict[str, pa.Table] = {}
+    written: tuple[str, ...] = ()
     if cfg["scale"]["engine"] == "ray":
-        from pipeline import ray_engine
-
         with ray_engine.configured_session(cfg):
             corpus = ray_engine.segment_corpus(input_dir, cfg, on_file)
-        ray_engine.write_sharded(run_dir, "utterances", corpus.utterances, cfg["scale"]["shard_rows"])
+        ray_engine.write_sharded(ctx.run_dir, "utterances", corpus.utterances, cfg["scale"]["shard_rows"])
+        written = ("utterances",)
     else:
         corpus = segment_corpus(input_dir, cfg, on_file)
-        write_table(run_dir, "utterances", corpus.utterances)
+        tables["utterances"] = corpus.utterances
     for name in ("sources", "interviews", "rejected", "speakers"):
-        write_table(run_dir, name, getattr(corpus, name))
+        tables[name] = getattr(corpus, name)
     utt = corpus.utterances
     reasons = Counter(r for r in utt.column("exclusion_reason").to_pylist() if r is not None)
     counts = {
@@ -78,107 +199,70 @@ def run_segment(input_dir: Path, run_dir: Path, cfg: dict, progress: Progress | 
         "speakers": len(set(utt.column("speaker_id").to_pylist())),
     }
     assert counts["coded"] + sum(reasons.values()) == counts["utterances"]
-    record = {
-        "input_dir": str(Path(input_dir).resolve()),
-        "inputs": corpus.inputs,
-        "rejected": corpus.rejected.to_pylist(),
-        "counts": counts,
-        "warnings": corpus.warnings,
-        "seconds": round(time.perf_counter() - started, 3),
-    }
-    update_manifest(run_dir, "segment", record, cfg)
-    return record
+    record = {"input_dir": str(Path(input_dir).resolve()), "inputs": corpus.inputs,
+              "rejected": corpus.rejected.to_pylist(), "counts": counts, "warnings": corpus.warnings}
+    return Output(record, tables, written)
 
 
-def run_embed(run_dir: Path, cfg: dict, progress: Progress | None = None, encoder=None) -> dict:
-    from pipeline.embed import embed_utterances, load_encoder
-    from pipeline.errors import InputError
-    from pipeline.io.rundir import read_table
-
-    started = time.perf_counter()
+def _embed(ctx: Context) -> Output:
+    cfg, run_dir = ctx.cfg, ctx.run_dir
     ray = cfg["scale"]["engine"] == "ray"
     # The Ray engine's workers read the utterance parts themselves: here only what the check needs.
-    utterances = read_table(run_dir, "utterances", "themeshift segment",
-                            columns=["coded", "exclusion_reason"] if ray else None)
+    utterances = ctx.table("utterances", columns=["coded", "exclusion_reason"] if ray else None)
     if not pc.any(utterances.column("coded")).as_py():
         reasons = Counter(r for r in utterances.column("exclusion_reason").to_pylist() if r)
         raise InputError(f"no utterance is left to code ({', '.join(f'{n} {r}' for r, n in reasons.most_common())}): "
                          "are the participants' labels taken for interviewers? See speakers.csv and "
-                         "speakers.interviewer_labels", Path(run_dir) / "utterances.parquet")
-    encoder = encoder or load_encoder(cfg["embed"]["model"], cfg["embed"]["device"])
+                         "speakers.interviewer_labels", run_dir / "utterances.parquet")
+    encoder = ctx.encoder or load_encoder(cfg["embed"]["model"], cfg["embed"]["device"])
+    tables: dict[str, pa.Table] = {}
     if ray:
-        from pipeline import ray_engine
-
-        if not (Path(run_dir) / "utterances").is_dir():
+        if not (run_dir / "utterances").is_dir():
             raise InputError("the Ray engine embeds the part files of utterances/: segment with --engine ray "
-                             "first", Path(run_dir) / "utterances.parquet")
+                             "first", run_dir / "utterances.parquet")
         with ray_engine.configured_session(cfg):
-            stats = ray_engine.embed_parts(Path(run_dir), cfg, encoder.model_id, encoder.dim, progress)
+            stats = ray_engine.embed_parts(run_dir, cfg, encoder.model_id, encoder.dim, ctx.progress)
         n_rows = table_num_rows(run_dir, "embeddings")
     else:
-        table, embed_stats = embed_utterances(utterances, encoder, cfg, progress)
-        write_table(run_dir, "embeddings", table)
+        table, embed_stats = embed_utterances(utterances, encoder, cfg, ctx.progress)
+        tables["embeddings"] = table
         stats, n_rows = {"engine": "local", **embed_stats.__dict__}, table.num_rows
     record = {"model": cfg["embed"]["model"], "model_id": encoder.model_id, "model_path": str(encoder.spec.path),
-              "dim": encoder.dim, "counts": {"embeddings": n_rows}, **stats,
-              "seconds": round(time.perf_counter() - started, 3)}
-    update_manifest(run_dir, "embed", record, cfg)
-    return record
+              "dim": encoder.dim, "counts": {"embeddings": n_rows}, **stats}
+    return Output(record, tables, () if tables else ("embeddings",))
 
 
-def _codes_key(run_dir: Path, cfg: dict, model_id: str) -> str:
+def codes_key(run_dir: Path, cfg: dict, model_id: str) -> str:
     """What the codes stage's output depends on: the embeddings' bytes, [codes], seed and model."""
-    import hashlib
     import json
-
-    from pipeline.io.rundir import table_path, table_sha256
 
     digest = table_sha256(table_path(run_dir, "embeddings"))
     params = json.dumps({"codes": cfg["codes"], "seed": cfg["run"]["seed"], "model": model_id}, sort_keys=True)
     return hashlib.sha256(f"{digest}:{params}".encode()).hexdigest()
 
 
-def run_codes(run_dir: Path, cfg: dict, progress: Progress | None = None, encoder=None) -> dict:
-    """Fit the codes; skipped when this run directory already holds codes made from the same
+def _codes(ctx: Context) -> Output:
+    """Fit the codes; reused when this run directory already holds codes made from the same
     embeddings, configuration and seed (they would be identical)."""
-    import json
-    import shutil
-
-    from pipeline.embed import load_encoder
-    from pipeline.io.rundir import read_table
-
-    started = time.perf_counter()
-    run_dir = Path(run_dir)
-    emb_ids = read_table(run_dir, "embeddings", "themeshift embed", columns=["utterance_id"]).column("utterance_id")
-    read_table(run_dir, "utterances", "themeshift segment", columns=["utterance_id"])  # the stale check
-    encoder = encoder or load_encoder(cfg["embed"]["model"], cfg["embed"]["device"])
-    key = _codes_key(run_dir, cfg, encoder.model_id)
-    manifest = run_dir / "manifest.json"
-    previous = json.loads(manifest.read_text(encoding="utf-8")).get("stages", {}).get("codes", {}) \
-        if manifest.is_file() else {}
-    outputs = [run_dir / "codes.parquet", run_dir / "assignments.parquet"]
-    if previous.get("key") == key and all(p.is_file() for p in outputs):
-        record = {**previous, "reused": True, "seconds": round(time.perf_counter() - started, 3)}
-        update_manifest(run_dir, "codes", record, cfg)
-        return record
-
-    from pipeline.codes import fit_codes, save_topic_model, unassigned_count
-
+    cfg, run_dir, progress = ctx.cfg, ctx.run_dir, ctx.progress
+    emb_ids = ctx.table("embeddings", columns=["utterance_id"]).column("utterance_id")
+    encoder = ctx.encoder or load_encoder(cfg["embed"]["model"], cfg["embed"]["device"])
+    key = codes_key(run_dir, cfg, encoder.model_id)
+    previous = stage_record(run_dir, "codes")
+    if previous.get("key") == key and all((run_dir / f"{t}.parquet").is_file() for t in ("codes", "assignments")):
+        return Output({**previous, "reused": True})
     if progress:
         progress("codes (clustering)", 0, 1)
-    sample = _fit_sample(run_dir, emb_ids, cfg)
+    sample = fit_sample(run_dir, emb_ids, cfg)
     if sample is None:
-        utterances = read_table(run_dir, "utterances", columns=["utterance_id", "text"])
-        embeddings = read_table(run_dir, "embeddings")
+        utterances, embeddings = ctx.table("utterances", columns=["utterance_id", "text"]), ctx.table("embeddings")
     else:
         utterances, embeddings = sample
     result = fit_codes(utterances, embeddings, encoder, cfg, population=None if sample is None else len(emb_ids))
     del utterances, embeddings
     codes, assignments = result.codes, result.assignments
     if sample is not None:
-        codes, assignments = _assign_beyond_sample(run_dir, result, cfg, progress)
-    write_table(run_dir, "codes", codes)
-    write_table(run_dir, "assignments", assignments)
+        codes, assignments = assign_beyond_sample(run_dir, result, cfg, progress)
     model_dir = run_dir / "topic_model"
     if result.topic_model is not None:
         tmp = run_dir / ".topic_model.tmp"
@@ -193,18 +277,13 @@ def run_codes(run_dir: Path, cfg: dict, progress: Progress | None = None, encode
     record = {"method": result.method, "min_cluster_size": result.min_cluster_size, "key": key, "reused": False,
               "fitted_on": result.assignments.num_rows, "sampled": sample is not None,
               "counts": {"codes": codes.num_rows, "assigned": n - outliers, "unassigned": outliers},
-              "outlier_share": round(outliers / n, 4) if n else 0.0,
-              "seconds": round(time.perf_counter() - started, 3)}
-    update_manifest(run_dir, "codes", record, cfg)
-    return record
+              "outlier_share": round(outliers / n, 4) if n else 0.0}
+    return Output(record, {"codes": codes, "assignments": assignments})
 
 
-def _fit_sample(run_dir: Path, emb_ids: pa.ChunkedArray, cfg: dict) -> tuple[pa.Table, pa.Table] | None:
+def fit_sample(run_dir: Path, emb_ids: pa.ChunkedArray, cfg: dict) -> tuple[pa.Table, pa.Table] | None:
     """(utterances, embeddings) of the stratified sample the codes are fitted on, when there are more
     than [codes] fit_sample embedded utterances; None: fit on all of them."""
-    from pipeline.codes_scale import stratified_sample
-    from pipeline.io.rundir import iter_table, read_rows, read_table
-
     size = cfg["codes"]["fit_sample"]
     if not size or len(emb_ids) <= size:
         return None
@@ -223,55 +302,37 @@ def _fit_sample(run_dir: Path, emb_ids: pa.ChunkedArray, cfg: dict) -> tuple[pa.
     return texts, embeddings
 
 
-def _assign_beyond_sample(run_dir: Path, result, cfg: dict,
-                          progress: Progress | None = None) -> tuple[pa.Table, pa.Table]:
+def assign_beyond_sample(run_dir: Path, result, cfg: dict,
+                         progress: Progress | None = None) -> tuple[pa.Table, pa.Table]:
     """Codes fitted on a sample: every embedded utterance assigned, and the codes' sizes recounted."""
-    from contextlib import nullcontext
-
-    from pipeline.codes_scale import assign_all, merge_fitted, recount_codes
-
-    engine = cfg["scale"]["engine"]
-    if engine == "ray":
-        from pipeline.ray_engine import configured_session
-        session = configured_session(cfg)
+    threshold = cfg["codes"]["outlier_threshold"]
+    if cfg["scale"]["engine"] == "ray":
+        with ray_engine.configured_session(cfg):
+            if table_path(run_dir, "embeddings").is_dir():
+                nearest = ray_engine.assign_all_parts(run_dir, result.codes, threshold, progress)
+            else:
+                nearest = assign_all(run_dir, result.codes, threshold, progress)
     else:
-        session = nullcontext()
-    with session:
-        nearest = assign_all(run_dir, result.codes, cfg["codes"]["outlier_threshold"], engine, progress)
+        nearest = assign_all(run_dir, result.codes, threshold, progress)
     assignments = merge_fitted(nearest, result.assignments)
     return recount_codes(result.codes, assignments), assignments
 
 
-def run_map(run_dir: Path, cfg: dict, framework_path: Path | str | None = None,
-            overrides_path: Path | str | None = None, progress: Progress | None = None, encoder=None) -> dict:
-    import warnings
-
-    from pipeline.errors import InputError
-    from pipeline.framework import load_framework
-    from pipeline.io.rundir import atomic_write, read_table
-    from pipeline.io.vectors import StoredEmbeddings
-    from pipeline.map import map_stage, mapping_warnings
-    from pipeline.overrides import find_overrides, load_overrides, split_obsolete
-
-    started = time.perf_counter()
-    run_dir = Path(run_dir)
-    m = cfg["map"]
+def _map(ctx: Context, framework_path: Path | str | None = None, overrides_path: Path | str | None = None) -> Output:
+    cfg, run_dir, m = ctx.cfg, ctx.run_dir, ctx.cfg["map"]
     framework = load_framework(framework_path or m["framework"] or None)
-    utterances = read_table(run_dir, "utterances", "themeshift segment",
-                            columns=["utterance_id", "interview_id", "turn_index", "speaker_role", "text"])
+    utterances = ctx.table("utterances", columns=["utterance_id", "interview_id", "turn_index", "speaker_role", "text"])
     if framework.role_lines:  # a role nobody has would leave its concepts empty without a word
         framework.check_roles(pc.unique(utterances.column("speaker_role")).to_pylist())
     embeddings = StoredEmbeddings(run_dir)  # read a chunk of whole turns at a time
-    codes = read_table(run_dir, "codes", "themeshift codes")
-    assignments = read_table(run_dir, "assignments", "themeshift codes")
-    if progress:
-        progress("map", 0, 1)
+    codes, assignments = ctx.table("codes"), ctx.table("assignments")
+    if ctx.progress:
+        ctx.progress("map", 0, 1)
     # Framework texts must live in the same vector space as the utterances: use the model that embedded them.
-    encoder = _embedding_encoder(run_dir, cfg, encoder)
+    encoder = ctx.embedding_encoder()
     model = encoder.spec.name
-    dim = embeddings.dim
-    if encoder.dim != dim:
-        raise InputError(f"embeddings have {dim} dimensions but model {model!r} gives {encoder.dim}; "
+    if encoder.dim != embeddings.dim:
+        raise InputError(f"embeddings have {embeddings.dim} dimensions but model {model!r} gives {encoder.dim}; "
                          "re-run `themeshift embed` with the model you map with", run_dir / "embeddings.parquet")
 
     record_overrides: dict = {"path": None}
@@ -290,13 +351,9 @@ def run_map(run_dir: Path, cfg: dict, framework_path: Path | str | None = None,
                             "applied": [as_dict(o) for o in kept], "obsolete": [as_dict(o) for o in obsolete]}
 
     result = map_stage(utterances, embeddings, codes, assignments, framework, encoder, cfg, live)
-    write_table(run_dir, "code_dimensions", result.code_dimensions)
-    write_table(run_dir, "utterance_dimensions", result.utterance_dimensions)
-    write_table(run_dir, "data_structure", result.data_structure)
-    md_path = run_dir / "data_structure.md"
-    atomic_write(md_path, lambda tmp: Path(tmp).write_text(result.markdown, encoding="utf-8"))
-    if progress:
-        progress("map", 1, 1)
+    atomic_write(run_dir / "data_structure.md", lambda tmp: Path(tmp).write_text(result.markdown, encoding="utf-8"))
+    if ctx.progress:
+        ctx.progress("map", 1, 1)
 
     cm, um = result.code_mapping, result.utterance_mapping
     n_codes, mapped_codes = len(cm.assigned), int((cm.assigned >= 0).sum())
@@ -315,9 +372,6 @@ def run_map(run_dir: Path, cfg: dict, framework_path: Path | str | None = None,
                    "utterances_by_dimension": {d: shares.get(d, 0) for d in framework.dimension_ids}},
         "unmapped_code_share": round((n_codes - mapped_codes) / n_codes, 4) if n_codes else 0.0,
         "unmapped_utterance_share": round(1 - float(um.mapped.mean()), 4) if n_utt else 0.0,
-        "outputs": ["code_dimensions.parquet", "utterance_dimensions.parquet", "data_structure.parquet",
-                    "data_structure.md"],
-        "seconds": round(time.perf_counter() - started, 3),
     }
     record["warnings"] = mapping_warnings(record["unmapped_utterance_share"], record["temperature"],
                                           fitted=m["method"] == "similarity" and not m["temperature"])
@@ -326,62 +380,43 @@ def run_map(run_dir: Path, cfg: dict, framework_path: Path | str | None = None,
         record["counts"]["utterances_without_a_concept_for_their_role"] = int(no_concept.sum())
         record["warnings"].append(f"{int(no_concept.sum())} utterances are of speaker roles no concept of the "
                                   "framework applies to (see its 'roles'); they stay unmapped")
-    for message in record["warnings"]:
-        warnings.warn(message, stacklevel=2)
-    update_manifest(run_dir, "map", record, cfg)
-    return record
+    return Output(record, {"code_dimensions": result.code_dimensions,
+                           "utterance_dimensions": result.utterance_dimensions,
+                           "data_structure": result.data_structure})
 
 
-def run_shift(run_dir: Path, cfg: dict, progress: Progress | None = None, encoder=None) -> dict:
+def _shift(ctx: Context) -> Output:
     """utterances + utterance_dimensions (+ embeddings, assignments when present) -> the shift tables.
     With embeddings and interviewer turns, the questions are embedded (through the cache) for the
     question-matched shift."""
-    import warnings
-
-    from pipeline.io.rundir import read_table, table_path
-    from pipeline.io.vectors import StoredEmbeddings
-    from pipeline.shift import compute_shifts
-
-    started = time.perf_counter()
-    run_dir = Path(run_dir)
-    utterances = read_table(run_dir, "utterances", "themeshift segment")
-    dims = read_table(run_dir, "utterance_dimensions", "themeshift map")
+    cfg = ctx.cfg
+    utterances, dims = ctx.table("utterances"), ctx.table("utterance_dimensions")
     # Embeddings may be a folder of parts (the Ray engine): read only the analysed rows' vectors.
-    optional = {"embeddings": StoredEmbeddings(run_dir) if table_path(run_dir, "embeddings").exists() else None,
-                "assignments": read_table(run_dir, "assignments") if table_path(run_dir, "assignments").exists()
-                else None}
-    themes = _source_themes(run_dir, utterances, dims, optional["assignments"])
-    utterances, dims, n_left_out = _shift_sources(utterances, dims, cfg["shift"]["source_types"])
+    embeddings = StoredEmbeddings(ctx.run_dir) if ctx.has("embeddings") else None
+    assignments = ctx.optional("assignments")
+    themes = shift_source_themes(utterances, dims, assignments, ctx.optional("codes"))
+    utterances, dims, n_left_out = shift_sources(utterances, dims, cfg["shift"]["source_types"])
     questions = None
-    if optional["embeddings"] is not None and pc.any(utterances.column("is_interviewer")).as_py():
-        from pipeline.questions import question_table
-
-        questions = question_table(utterances, _embedding_encoder(run_dir, cfg, encoder), cfg)
+    if embeddings is not None and pc.any(utterances.column("is_interviewer")).as_py():
+        questions = question_table(utterances, ctx.embedding_encoder(), cfg)
     by_column = cfg["shift"]["group_by"] != "speaker_role"
-    interviews = read_table(run_dir, "interviews", "themeshift segment") if by_column else None
-    speakers = (read_table(run_dir, "speakers", "themeshift segment")
-                if by_column and table_path(run_dir, "speakers").exists() else None)
-    result = compute_shifts(utterances, dims, cfg, optional["embeddings"], optional["assignments"], progress,
-                            questions, interviews, speakers)
-    names = ("speaker_waves", "speaker_codes", "shifts", "shift_dimensions", "group_shifts", "group_trajectory",
-             "group_changes", "group_contrasts", "shift_codes_change")
-    for name in names:
-        write_table(run_dir, name, getattr(result, name))
-    write_table(run_dir, "source_themes", themes)
-    for message in result.warnings:
-        warnings.warn(message, stacklevel=2)
-    from pipeline.shift_groups import headline
-
+    interviews = ctx.table("interviews") if by_column else None
+    speakers = ctx.optional("speakers") if by_column else None
+    result = compute_shifts(utterances, dims, cfg, embeddings, assignments, ctx.progress, questions, interviews,
+                            speakers)
+    tables = {name: getattr(result, name) for name in SHIFT if name != "source_themes"}
+    tables["source_themes"] = themes
     findings = headline(result.group_changes.to_pandas(), result.shift_dimensions.to_pandas(), cfg["shift"]["alpha"])
     status = Counter(result.shifts.column("status").to_pylist())
     significant = sum(1 for s in result.shifts.column("significant").to_pylist() if s)
     significant_fdr = sum(1 for q in result.shifts.column("q_value").to_pylist() if q is not None
                           and q < cfg["shift"]["alpha"])
     record = {
-        "inputs": ["utterances", "utterance_dimensions"] + [n for n, t in optional.items() if t is not None]
+        "inputs": ["utterances", "utterance_dimensions"]
+                  + [n for n, t in (("embeddings", embeddings), ("assignments", assignments)) if t is not None]
                   + (["questions (interviewer turns, embedded)"] if questions is not None else []),
         "parameters": dict(cfg["shift"]),
-        "counts": {**{name: getattr(result, name).num_rows for name in names},
+        "counts": {**{name: tables[name].num_rows for name in SHIFT if name != "source_themes"},
                    "speakers": len(set(result.shifts.column("speaker_id").to_pylist())),
                    "status": dict(sorted(status.items())), "significant": significant,
                    "significant_fdr": significant_fdr, "source_themes": themes.num_rows,
@@ -389,24 +424,21 @@ def run_shift(run_dir: Path, cfg: dict, progress: Progress | None = None, encode
         "findings": findings,
         "warnings": result.warnings,
         "seconds_by_step": result.seconds,
-        "seconds": round(time.perf_counter() - started, 3),
     }
-    update_manifest(run_dir, "shift", record, cfg)
-    return record
+    return Output(record, tables)
 
 
-def _source_themes(run_dir: Path, utterances, dims, assignments):
+def shift_source_themes(utterances: pa.Table, dims: pa.Table, assignments: pa.Table | None,
+                        codes: pa.Table | None) -> pa.Table:
     """Themes by source type (triangulation), from every source whatever shift.source_types says."""
-    from pipeline.io.rundir import read_table
-    from pipeline.triangulate import source_themes
-
     if "source_type" not in utterances.column_names:
         utterances = utterances.append_column("source_type", pa.array(["interview"] * utterances.num_rows))
-    codes = read_table(run_dir, "codes") if assignments is not None and (run_dir / "codes.parquet").is_file() else None
-    return source_themes(utterances, dims, assignments if codes is not None else None, codes)
+    if assignments is None or codes is None:
+        assignments = codes = None
+    return source_themes(utterances, dims, assignments, codes)
 
 
-def _shift_sources(utterances, dims, source_types: list[str]):
+def shift_sources(utterances: pa.Table, dims: pa.Table, source_types: list[str]):
     """Only the source types shift.source_types names (interviews by default); field notes and documents,
     when included, count for the case or speaker they are attributed to."""
     if "source_type" not in utterances.column_names:  # a run segmented before sources had types: interviews
@@ -420,189 +452,78 @@ def _shift_sources(utterances, dims, source_types: list[str]):
     return utterances, dims, left_out
 
 
-def _framework_for(run_dir: Path, cfg: dict, framework_path: Path | str | None):
+def framework_for(run_dir: Path, cfg: dict, framework_path: Path | str | None):
     """The framework the run was mapped with (manifest), unless one is given."""
-    import json
-
-    from pipeline.framework import load_framework
-
     if framework_path is None and not cfg.get("map", {}).get("framework"):
-        manifest = Path(run_dir) / "manifest.json"
-        stages = json.loads(manifest.read_text(encoding="utf-8")).get("stages", {}) if manifest.is_file() else {}
-        framework_path = stages.get("map", {}).get("framework", {}).get("path") or None
+        framework_path = stage_record(run_dir, "map").get("framework", {}).get("path") or None
     return load_framework(framework_path or cfg.get("map", {}).get("framework") or None)
 
 
-def _optional_table(run_dir: Path, name: str):
-    from pipeline.io.rundir import read_table
+def embedding_encoder(run_dir: Path, cfg: dict, encoder=None):
+    """The encoder that embedded the run (manifest), so new texts share its vector space."""
+    embed = stage_record(run_dir, "embed")
+    if encoder is not None and encoder.model_id == embed.get("model_id", encoder.model_id):
+        return encoder
+    return load_encoder(embed.get("model") or cfg["embed"]["model"], cfg["embed"]["device"])
 
-    return read_table(run_dir, name) if (Path(run_dir) / f"{name}.parquet").is_file() else None
+
+def human_record(human_path: Path) -> dict:
+    return {"path": str(Path(human_path).resolve()), "sha256": hashlib.sha256(Path(human_path).read_bytes()).hexdigest()}
 
 
-def run_compare(run_dir: Path, human_path: Path, cfg: dict, mapping_path: Path | None = None,
-                framework_path: Path | str | None = None) -> dict:
+def _compare(ctx: Context, human_path: Path, mapping_path: Path | None = None,
+             framework_path: Path | str | None = None) -> Output:
     """Human codes (CSV / Parquet / .qdpx) vs the run's machine codes -> agreement, confusion,
     disagreements and the aligned human_codes tables."""
-    import hashlib
-    import warnings
-
-    from pipeline.compare import compare
-    from pipeline.io.human_codes import read_human_codes, read_mapping
-    from pipeline.io.rundir import read_table
-    from pipeline.learn import current_learn_record, dimensions_for_compare, drop_suggestion_markers, learned_sets
-
-    started = time.perf_counter()
-    run_dir, c = Path(run_dir), cfg["compare"]
+    cfg, run_dir, c = ctx.cfg, ctx.run_dir, ctx.cfg["compare"]
     human = read_human_codes(human_path, c["qdpx_max_members"], c["qdpx_max_bytes"])  # bad input fails first
     human = drop_suggestion_markers(human, cfg)  # `themeshift suggest` markers are nobody's coding
-    framework = _framework_for(run_dir, cfg, framework_path)
+    framework = framework_for(run_dir, cfg, framework_path)
     mapping = read_mapping(mapping_path, framework) if mapping_path else None
-    utterances = read_table(run_dir, "utterances", "themeshift segment")
-    sources = read_table(run_dir, "sources", "themeshift segment")
-    dims = read_table(run_dir, "utterance_dimensions", "themeshift map")
     learn_rec = current_learn_record(run_dir)
-    dims, learned = dimensions_for_compare(run_dir, dims, learn_rec)  # after learn: out-of-interview predictions
-    result = compare(utterances, sources, human, framework, mapping, dims, _optional_table(run_dir, "assignments"),
-                     cfg, learned_sets(run_dir, learn_rec))
-    for name in ("agreement", "confusion", "disagreements", "human_codes"):
-        write_table(run_dir, name, getattr(result, name))
+    # after learn: out-of-interview predictions for the utterances it was trained on
+    dims, learned = dimensions_for_compare(run_dir, ctx.table("utterance_dimensions"), learn_rec)
+    result = compare_codes(ctx.table("utterances"), ctx.table("sources"), human, framework, mapping, dims,
+                           ctx.optional("assignments"), cfg, learned_sets(run_dir, learn_rec))
     if learned:
         result.warnings.append(f"{learned['cross_validated_utterances']} human-coded utterances were the learned "
                                "model's training data: the machine's labels there are cross-validated predictions")
-    for message in result.warnings:
-        warnings.warn(message, stacklevel=2)
     record = {
-        "human_codes": {"path": str(Path(human_path).resolve()),
-                        "sha256": hashlib.sha256(Path(human_path).read_bytes()).hexdigest()},
+        "human_codes": human_record(human_path),
         "mapping": str(Path(mapping_path).resolve()) if mapping_path else None,
         "framework": {"name": framework.name, "path": framework.path, "sha256": framework.sha256},
         "parameters": dict(c),
         "counts": {**result.counts, **{n: getattr(result, n).num_rows for n in ("agreement", "confusion")}},
         "warnings": result.warnings, "learned": learned,
-        "outputs": ["agreement.parquet", "confusion.parquet", "disagreements.parquet", "human_codes.parquet"],
-        "seconds": round(time.perf_counter() - started, 3),
     }
-    update_manifest(run_dir, "compare", record, cfg)
-    return record
+    return Output(record, {n: getattr(result, n) for n in stage("compare").writes})
 
 
-def run_export_qdpx(run_dir: Path, out_path: Path, cfg: dict, framework_path: Path | str | None = None) -> dict:
+def _export(ctx: Context, out_path: Path, framework_path: Path | str | None = None) -> Output:
     """The run's sources and machine coding as a REFI-QDA project (.qdpx)."""
-    from pipeline.io.qdpx import machine_project, speaker_cases, write_qdpx
-    from pipeline.io.rundir import read_table
-
-    run_dir = Path(run_dir)
-    framework = _framework_for(run_dir, cfg, framework_path)
-    utterances = read_table(run_dir, "utterances", "themeshift segment")
+    framework = framework_for(ctx.run_dir, ctx.cfg, framework_path)
+    utterances = ctx.table("utterances")
     book, sources, counts = machine_project(
-        read_table(run_dir, "sources", "themeshift segment"), utterances,
-        framework, *(_optional_table(run_dir, n) for n in ("utterance_dimensions", "codes", "assignments",
-                                                           "code_dimensions")))
-    cases = speaker_cases(utterances, _optional_table(run_dir, "shifts"))
+        ctx.table("sources"), utterances, framework,
+        *(ctx.optional(n) for n in ("utterance_dimensions", "codes", "assignments", "code_dimensions")))
+    cases = speaker_cases(utterances, ctx.optional("shifts"))
     counts["cases"] = len(cases)
-    write_qdpx(out_path, f"themeshift: {run_dir.name}", cfg["compare"]["qdpx_user"], book, sources, cases)
-    return {"path": str(Path(out_path).resolve()), "framework": framework.name, "counts": counts}
+    write_qdpx(out_path, f"themeshift: {ctx.run_dir.name}", ctx.cfg["compare"]["qdpx_user"], book, sources, cases)
+    return Output({"path": str(Path(out_path).resolve()), "framework": framework.name, "counts": counts})
 
 
-def run_transform(fitted_run: Path, input_dir: Path, run_dir: Path, cfg: dict,
-                  progress: Progress | None = None) -> dict:
-    """Code new transcripts with the codes of an earlier run (same embedding model)."""
-    import json
-    import shutil
-
-    from pipeline.codes import assign_new, unassigned_count
-    from pipeline.errors import InputError
-    from pipeline.io.rundir import read_table
-
-    fitted_run, run_dir = Path(fitted_run), Path(run_dir)
-    if not (fitted_run / "topic_model").is_dir():
-        raise InputError("no topic_model/ here; run `themeshift codes` on it first", fitted_run)
-    encoder = _embedding_encoder(fitted_run, cfg)  # new text goes into the fitted run's vector space
-    cfg["embed"]["model"] = json.loads((fitted_run / "manifest.json").read_text(encoding="utf-8"))[
-        "stages"]["embed"]["model"]  # and the new run's manifest says so
-    run_segment(input_dir, run_dir, cfg, progress)
-    run_embed(run_dir, cfg, progress, encoder=encoder)
-
-    started = time.perf_counter()
-    embeddings = read_table(run_dir, "embeddings")
-    assignments = assign_new(fitted_run / "topic_model", embeddings, encoder, cfg)
-    write_table(run_dir, "assignments", assignments)
-    shutil.copyfile(fitted_run / "codes.parquet", run_dir / "codes.parquet")
-    record = {"fitted_run": str(fitted_run.resolve()), "counts": {
-        "assigned": assignments.num_rows - unassigned_count(assignments),
-        "unassigned": unassigned_count(assignments)}, "seconds": round(time.perf_counter() - started, 3)}
-    update_manifest(run_dir, "codes", record, cfg)
-    if (fitted_run / "learn_model" / "model.json").is_file():
-        record["learned"] = _apply_learned(fitted_run, run_dir, cfg, encoder, progress)
-    return record
-
-
-def _apply_learned(fitted_run: Path, run_dir: Path, cfg: dict, encoder, progress: Progress | None) -> dict:
-    """The fitted run's learned coder (learn_model/) codes the new transcripts: utterance_dimensions
-    (source 'learned') and learned_codes, as learn writes them for its own run."""
-    import hashlib
-
-    from pipeline.io.rundir import read_table
-    from pipeline.learn import apply_model, embed_table
-    from pipeline.learn_model import load_model
-
-    started = time.perf_counter()
-    model, meta = load_model(fitted_run / "learn_model")
-    framework = _framework_for(fitted_run, cfg, None)
-    utterances = read_table(run_dir, "utterances")
-    embeddings = read_table(run_dir, "embeddings")
-    if meta["encoder"]["kept"] == "finetune":
-        from sentence_transformers import SentenceTransformer
-
-        from pipeline.learn_finetune import TunedEncoder
-
-        tuned = SentenceTransformer(str(fitted_run / "learn_model" / meta["encoder"]["path"]), device="cpu",
-                                    local_files_only=True)
-        encoder = TunedEncoder(encoder, tuned, meta["encoder"]["model_id"].rsplit("-", 1)[-1])
-        embeddings = embed_table(utterances, encoder, cfg, progress=progress)
-    dims, codes = apply_model(utterances, embeddings, model, meta, framework, encoder, cfg,
-                              fitted_run / "learn_model")
-    write_table(run_dir, "utterance_dimensions", dims)
-    write_table(run_dir, "learned_codes", codes)
-    record = {"applied_from": str((fitted_run / "learn_model").resolve()), "level": meta["level"],
-              "feature_set": meta["feature_set"], "encoder": meta["encoder"]["kept"],
-              "framework": {"name": framework.name, "path": framework.path, "sha256": framework.sha256},
-              "counts": {"utterances": len(set(dims.column("utterance_id").to_pylist()))},
-              "utterance_dimensions_sha256": hashlib.sha256((run_dir / "utterance_dimensions.parquet").read_bytes())
-              .hexdigest(),
-              "outputs": ["utterance_dimensions.parquet", "learned_codes.parquet"],
-              "seconds": round(time.perf_counter() - started, 3)}
-    update_manifest(run_dir, "learn", record, cfg)
-    return record
-
-
-def run_report(run_dir: Path, cfg: dict, figures_dir: Path | str | None = None, out_path: Path | None = None,
-               progress: Progress | None = None) -> dict:
+def _report(ctx: Context, figures_dir: Path | str | None = None, out_path: Path | None = None) -> Output:
     """report.html from whatever tables the run directory holds (missing ones are named in the page),
     utterance_map.parquet (the map's 2-D layout, reused while the embeddings are unchanged) and,
     with figures_dir, each figure as SVG + CSV."""
-
-    import numpy as np
-    import pyarrow as pa
-
-    from pipeline import schema
-    from pipeline.embed import vectors
-    from pipeline.errors import InputError
-    from pipeline.io.rundir import read_rows, table_path, table_sha256
-    from pipeline.report import build_report, load_tables, project_2d, write_figures, write_shareable
-
-    started = time.perf_counter()
-    run_dir, rc = Path(run_dir), cfg["report"]
-    if rc["projection"] not in ("umap", "pca"):
-        raise InputError(f"report.projection must be umap or pca, got {rc['projection']!r}")
+    cfg, run_dir, rc, progress = ctx.cfg, ctx.run_dir, ctx.cfg["report"], ctx.progress
     tables, manifest = load_tables(run_dir)
-    import warnings
-
     for name, why in manifest.get("_stale_tables", {}).items():
         warnings.warn(f"{run_dir / name}.parquet left out of the report: {why}", stacklevel=2)
     xy = ids = None
     map_record: dict = {}
     seconds_map = 0.0
+    out: dict[str, pa.Table] = {}
     if "embeddings" in tables:
         t0 = time.perf_counter()
         emb = tables["embeddings"]
@@ -610,7 +531,8 @@ def run_report(run_dir: Path, cfg: dict, figures_dir: Path | str | None = None, 
         key = f"{digest}:{rc['projection']}:{rc['map_neighbors']}:{rc['map_max_points']}:{cfg['run']['seed']}"
         cached = run_dir / "utterance_map.parquet"
         previous = manifest.get("stages", {}).get("report", {}).get("map", {})
-        if previous.get("key") == key and cached.is_file():
+        reused = previous.get("key") == key and cached.is_file()
+        if reused:
             # The key (the embeddings' digest and the map settings) is this cache's own validity check:
             # tables other stages rewrote since (shifts, agreement) do not make the layout stale.
             layout = pq.read_table(cached)
@@ -626,13 +548,12 @@ def run_report(run_dir: Path, cfg: dict, figures_dir: Path | str | None = None, 
             emb = read_rows(run_dir, "embeddings", keep)
             ids = emb.column("utterance_id").to_pylist()
             xy = project_2d(vectors(emb), rc["projection"], cfg["run"]["seed"], rc["map_neighbors"])
-            write_table(run_dir, "utterance_map", pa.table(
+            out["utterance_map"] = pa.table(
                 {"utterance_id": ids, "x": xy[:, 0], "y": xy[:, 1], "projection": [rc["projection"]] * len(ids)},
-                schema=schema.UTTERANCE_MAP))
+                schema=schema.UTTERANCE_MAP)
         if progress:
             progress(f"report map ({rc['projection']})", 1, 1)
-        map_record = {"key": key, "projection": rc["projection"], "rows": len(ids), "reused": previous.get("key") == key
-                      and cached.is_file()}
+        map_record = {"key": key, "projection": rc["projection"], "rows": len(ids), "reused": reused}
         seconds_map = time.perf_counter() - t0
     out_path = Path(out_path) if out_path else run_dir / "report.html"
     try:
@@ -644,61 +565,29 @@ def run_report(run_dir: Path, cfg: dict, figures_dir: Path | str | None = None, 
     figures = [str(p) for p in write_figures(report.figures, Path(figures_dir))] if figures_dir else []
     record = {"path": str(out_path.resolve()), "bytes": out_path.stat().st_size, "sections": report.sections,
               "missing": report.missing, "figures": [f.slug for f in report.figures], "figure_files": figures,
-              "parameters": dict(rc), "map": map_record, "seconds_map": round(seconds_map, 3),
-              "seconds": round(time.perf_counter() - started, 3)}
-    # config=None: the manifest keeps the configuration the tables were made with
-    update_manifest(run_dir, "report", record, None)
-    return record
+              "parameters": dict(rc), "map": map_record, "seconds_map": round(seconds_map, 3)}
+    return Output(record, out)
 
 
-def _embedding_encoder(run_dir: Path, cfg: dict, encoder=None):
-    """The encoder that embedded the run (manifest), so new texts share its vector space."""
-    import json
-
-    from pipeline.embed import load_encoder
-
-    manifest = Path(run_dir) / "manifest.json"
-    embed = json.loads(manifest.read_text(encoding="utf-8")).get("stages", {}).get("embed", {}) \
-        if manifest.is_file() else {}
-    if encoder is not None and encoder.model_id == embed.get("model_id", encoder.model_id):
-        return encoder
-    return load_encoder(embed.get("model") or cfg["embed"]["model"], cfg["embed"]["device"])
-
-
-def run_learn(run_dir: Path, human_path: Path, cfg: dict, mapping_path: Path | None = None,
-              framework_path: Path | str | None = None, level: str | None = None,
-              progress: Progress | None = None, encoder=None) -> dict:
-    """Train on the human-coded utterances, code the rest; write the learned tables and the model."""
-    import hashlib
-    import warnings
-
-    from pipeline.io.human_codes import read_human_codes, read_mapping
-    from pipeline.io.rundir import read_table
-    from pipeline.learn import learn_stage
-    from pipeline.learn_model import save_model
-
-    started = time.perf_counter()
-    run_dir, c = Path(run_dir), cfg["compare"]
+def _learn(ctx: Context, human_path: Path, mapping_path: Path | None = None,
+           framework_path: Path | str | None = None, level: str | None = None) -> Output:
+    """Train on the human-coded utterances, code the rest; the learned tables and the model."""
+    cfg, run_dir, c = ctx.cfg, ctx.run_dir, ctx.cfg["compare"]
     level = level or cfg["learn"]["level"]
     human = read_human_codes(human_path, c["qdpx_max_members"], c["qdpx_max_bytes"])  # bad input fails first
-    framework = _framework_for(run_dir, cfg, framework_path)
+    framework = framework_for(run_dir, cfg, framework_path)
     mapping = read_mapping(mapping_path, framework) if mapping_path else None
-    utterances = read_table(run_dir, "utterances", "themeshift segment")
-    sources = read_table(run_dir, "sources", "themeshift segment")
-    embeddings = read_table(run_dir, "embeddings", "themeshift embed")
-    framework_dims = framework_table(run_dir)
-    encoder = _embedding_encoder(run_dir, cfg, encoder)
-    result = learn_stage(utterances, sources, embeddings, framework_dims, human, framework, mapping, encoder, cfg,
-                         level, progress)
-    write_table(run_dir, "utterance_dimensions_framework", framework_dims)
-    for name in ("utterance_dimensions", "utterance_dimensions_cv", "learned_codes", "learn_eval"):
-        write_table(run_dir, name, getattr(result, name))
-    human_sha = hashlib.sha256(Path(human_path).read_bytes()).hexdigest()
-    model_info = save_model(run_dir / "learn_model", result, framework, encoder, cfg, human_sha)
-    for message in result.warnings:
-        warnings.warn(message, stacklevel=2)
+    framework_dims = framework_table(ctx)
+    encoder = ctx.embedding_encoder()
+    result = learn_stage(ctx.table("utterances"), ctx.table("sources"), ctx.table("embeddings"), framework_dims,
+                         human, framework, mapping, encoder, cfg, level, ctx.progress)
+    human_rec = human_record(human_path)
+    model_info = save_model(run_dir / "learn_model", result, framework, encoder, cfg, human_rec["sha256"])
+    tables = {"utterance_dimensions_framework": framework_dims,
+              **{name: getattr(result, name) for name in ("utterance_dimensions", "utterance_dimensions_cv",
+                                                          "learned_codes", "learn_eval")}}
     record = {
-        "human_codes": {"path": str(Path(human_path).resolve()), "sha256": human_sha},
+        "human_codes": human_rec,
         "mapping": str(Path(mapping_path).resolve()) if mapping_path else None,
         "framework": {"name": framework.name, "path": framework.path, "sha256": framework.sha256},
         "level": level, "feature_set": result.feature_set, "model": model_info,
@@ -706,47 +595,167 @@ def run_learn(run_dir: Path, human_path: Path, cfg: dict, mapping_path: Path | N
         "targets": "each coder's label (or, multi-code, label set) is a training row weighted 1 / (coders "
                    "labelling the utterance); framework texts are weak examples (learn.framework_weight)",
         "counts": result.counts, "warnings": result.warnings,
-        "utterance_dimensions_sha256": hashlib.sha256((run_dir / "utterance_dimensions.parquet").read_bytes())
-        .hexdigest(),
-        "outputs": ["utterance_dimensions.parquet", "utterance_dimensions_framework.parquet",
-                    "utterance_dimensions_cv.parquet", "learned_codes.parquet", "learn_eval.parquet",
-                    "learn_model/"],
-        "seconds": round(time.perf_counter() - started, 3),
     }
-    update_manifest(run_dir, "learn", record, cfg)
-    return record
+
+    def finish(rec: dict) -> None:  # what compare and suggest check to know utterance_dimensions is still learn's
+        rec["utterance_dimensions_sha256"] = table_sha256(run_dir / "utterance_dimensions.parquet")
+
+    return Output(record, tables, finish=finish)
 
 
-def framework_table(run_dir: Path):
+def framework_table(ctx: Context) -> pa.Table:
     """The map stage's framework-similarity utterance_dimensions: the kept copy once learn has replaced
     the table, else the table itself (also when map has run again since learn)."""
-    from pipeline.io.rundir import read_table
-    from pipeline.learn import current_learn_record
-
-    run_dir = Path(run_dir)
-    current = read_table(run_dir, "utterance_dimensions", "themeshift map")
-    if (run_dir / "utterance_dimensions_framework.parquet").is_file() and current_learn_record(run_dir) is not None:
-        return read_table(run_dir, "utterance_dimensions_framework")
+    current = ctx.table("utterance_dimensions")
+    if ctx.has("utterance_dimensions_framework") and current_learn_record(ctx.run_dir) is not None:
+        return ctx.table("utterance_dimensions_framework")
     return current
+
+
+def _suggest(ctx: Context, n: int | None = None, unit: str = "utterance", out: Path | None = None,
+             framework_path: Path | str | None = None) -> Output:
+    """Utterances (or interviews) whose hand-coding would help the model most, as CSV and .qdpx."""
+    cfg, run_dir = ctx.cfg, ctx.run_dir
+    n = cfg["learn"]["suggest_n"] if n is None else n
+    framework = framework_for(run_dir, cfg, framework_path)
+    utterances = ctx.table("utterances")
+    table, source, excluded = suggest(utterances, ctx.table("embeddings"), ctx.optional("learned_codes"),
+                                      ctx.optional("utterance_dimensions"), n, unit, cfg)
+    out = Path(out) if out else run_dir / f"suggestions_{unit}s.csv"
+    paths = write_suggestions(table, out, ctx.table("sources"), utterances, framework, cfg)
+    record = {"n": n, "unit": unit, "source": source, "suggested": table.num_rows,
+              "excluded_hand_coded_interviews": excluded, "outputs": [str(p) for p in paths],
+              "parameters": {k: cfg["learn"][k] for k in ("suggest_diversity", "suggest_user")}}
+    return Output(record)
+
+
+BODIES: dict[str, Callable[..., Output]] = {
+    "segment": _segment, "embed": _embed, "codes": _codes, "map": _map, "learn": _learn, "shift": _shift,
+    "compare": _compare, "report": _report, "suggest": _suggest, "export": _export,
+}
+
+
+# ---- public entry points ------------------------------------------------------------------------
+
+def run_segment(input_dir: Path, run_dir: Path, cfg: dict, progress: Progress | None = None) -> dict:
+    return execute("segment", run_dir, cfg, progress, input_dir=input_dir)
+
+
+def run_embed(run_dir: Path, cfg: dict, progress: Progress | None = None, encoder=None) -> dict:
+    return execute("embed", run_dir, cfg, progress, encoder)
+
+
+def run_codes(run_dir: Path, cfg: dict, progress: Progress | None = None, encoder=None) -> dict:
+    return execute("codes", run_dir, cfg, progress, encoder)
+
+
+def run_map(run_dir: Path, cfg: dict, framework_path: Path | str | None = None,
+            overrides_path: Path | str | None = None, progress: Progress | None = None, encoder=None) -> dict:
+    return execute("map", run_dir, cfg, progress, encoder, framework_path=framework_path,
+                   overrides_path=overrides_path)
+
+
+def run_learn(run_dir: Path, human_path: Path, cfg: dict, mapping_path: Path | None = None,
+              framework_path: Path | str | None = None, level: str | None = None,
+              progress: Progress | None = None, encoder=None) -> dict:
+    return execute("learn", run_dir, cfg, progress, encoder, human_path=human_path, mapping_path=mapping_path,
+                   framework_path=framework_path, level=level)
+
+
+def run_shift(run_dir: Path, cfg: dict, progress: Progress | None = None, encoder=None) -> dict:
+    return execute("shift", run_dir, cfg, progress, encoder)
+
+
+def run_compare(run_dir: Path, human_path: Path, cfg: dict, mapping_path: Path | None = None,
+                framework_path: Path | str | None = None) -> dict:
+    return execute("compare", run_dir, cfg, human_path=human_path, mapping_path=mapping_path,
+                   framework_path=framework_path)
+
+
+def run_report(run_dir: Path, cfg: dict, figures_dir: Path | str | None = None, out_path: Path | None = None,
+               progress: Progress | None = None) -> dict:
+    return execute("report", run_dir, cfg, progress, figures_dir=figures_dir, out_path=out_path)
 
 
 def run_suggest(run_dir: Path, cfg: dict, n: int | None = None, unit: str = "utterance",
                 out: Path | None = None, framework_path: Path | str | None = None) -> dict:
-    """Utterances (or interviews) whose hand-coding would help the model most, as CSV and .qdpx."""
-    from pipeline.io.rundir import read_table
-    from pipeline.suggest import suggest, write_suggestions
+    return execute("suggest", run_dir, cfg, n=n, unit=unit, out=out, framework_path=framework_path)
 
-    run_dir = Path(run_dir)
-    n = cfg["learn"]["suggest_n"] if n is None else n
-    framework = _framework_for(run_dir, cfg, framework_path)
-    table, source, excluded = suggest(
-        read_table(run_dir, "utterances", "themeshift segment"), read_table(run_dir, "embeddings", "themeshift embed"),
-        _optional_table(run_dir, "learned_codes"), _optional_table(run_dir, "utterance_dimensions"), n, unit, cfg)
-    out = Path(out) if out else run_dir / f"suggestions_{unit}s.csv"
-    paths = write_suggestions(table, out, read_table(run_dir, "sources", "themeshift segment"),
-                              read_table(run_dir, "utterances"), framework, cfg)
-    record = {"n": n, "unit": unit, "source": source, "suggested": table.num_rows,
-              "excluded_hand_coded_interviews": excluded, "outputs": [str(p) for p in paths],
-              "parameters": {k: cfg["learn"][k] for k in ("suggest_diversity", "suggest_user")}}
-    update_manifest(run_dir, "suggest", record, cfg)
+
+def run_export_qdpx(run_dir: Path, out_path: Path, cfg: dict, framework_path: Path | str | None = None) -> dict:
+    record = execute("export", run_dir, cfg, out_path=out_path, framework_path=framework_path)
+    return {k: record[k] for k in ("path", "framework", "counts")}
+
+
+def run_anonymise(input_dir: Path, out_dir: Path, cfg: dict, key_path: Path | None = None,
+                  names_path: Path | None = None, review: bool = False, decisions_path: Path | None = None,
+                  progress: Progress | None = None, run_dir: Path | None = None) -> dict:
+    """Pseudonymise input_dir into out_dir; the key (and review table) go beside the shared folder: the
+    run directory when there is one, else out_dir. With run_dir, the record joins its manifest."""
+    shared = Path(run_dir or out_dir)
+    key_path = Path(key_path) if key_path else default_key_path(shared)
+    review_path = key_path.parent / f"{shared.name}.pseudonym-review.csv" if review else None
+    for what, p in (("key file", key_path), ("review table", review_path)):
+        if p is not None and Path(p).resolve().is_relative_to(shared.resolve()):
+            raise InputError(f"the {what} holds the original names: keep it outside {shared}", p)
+    record = anonymise_folder(input_dir, out_dir, cfg, key_path, names_path, review_path, decisions_path, progress)
+    record["review_table"] = str(review_path) if review_path else None
+    if run_dir is not None:
+        update_manifest(run_dir, "anonymise", {k: v for k, v in record.items() if k != "written"}, cfg)
+    return {**record, "key": str(key_path)}
+
+
+def run_transform(fitted_run: Path, input_dir: Path, run_dir: Path, cfg: dict,
+                  progress: Progress | None = None) -> dict:
+    """Code new transcripts with the codes of an earlier run (same embedding model), and with its
+    learned model when it has one: segment and embed run as themselves, then the fitted run's codes
+    (recorded as the new run's codes stage) and learned model (as its learn stage)."""
+    fitted_run, run_dir = Path(fitted_run), Path(run_dir)
+    if not (fitted_run / "topic_model").is_dir():
+        raise InputError("no topic_model/ here; run `themeshift codes` on it first", fitted_run)
+    encoder = embedding_encoder(fitted_run, cfg)  # new text goes into the fitted run's vector space
+    cfg = {**cfg, "embed": {**cfg["embed"], "model": stage_record(fitted_run, "embed")["model"]}}  # and says so
+    run_segment(input_dir, run_dir, cfg, progress)
+    run_embed(run_dir, cfg, progress, encoder=encoder)
+
+    started = time.perf_counter()
+    made_from = input_digests(run_dir, ["utterances", "embeddings"])
+    assignments = assign_new(fitted_run / "topic_model", read_table(run_dir, "embeddings"), encoder, cfg)
+    write_table(run_dir, "assignments", assignments)
+    shutil.copyfile(fitted_run / "codes.parquet", run_dir / "codes.parquet")
+    record_lineage(run_dir, ["assignments", "codes"], made_from)
+    record = {"fitted_run": str(fitted_run.resolve()), "counts": {
+        "assigned": assignments.num_rows - unassigned_count(assignments),
+        "unassigned": unassigned_count(assignments)}, "seconds": round(time.perf_counter() - started, 3)}
+    update_manifest(run_dir, "codes", record, cfg)
+    if (fitted_run / "learn_model" / "model.json").is_file():
+        record["learned"] = apply_learned(fitted_run, run_dir, cfg, encoder, progress)
+    return record
+
+
+def apply_learned(fitted_run: Path, run_dir: Path, cfg: dict, encoder, progress: Progress | None) -> dict:
+    """The fitted run's learned coder (learn_model/) codes the new transcripts: utterance_dimensions
+    (source 'learned') and learned_codes, as learn writes them for its own run."""
+    started = time.perf_counter()
+    model, meta = load_model(fitted_run / "learn_model")
+    framework = framework_for(fitted_run, cfg, None)
+    made_from = input_digests(run_dir, ["utterances", "embeddings"])
+    utterances, embeddings = read_table(run_dir, "utterances"), read_table(run_dir, "embeddings")
+    if meta["encoder"]["kept"] == "finetune":
+        encoder = load_tuned_encoder(fitted_run / "learn_model" / meta["encoder"]["path"], encoder,
+                                     meta["encoder"]["model_id"])
+        embeddings = embed_table(utterances, encoder, cfg, progress=progress)
+    dims, codes = apply_model(utterances, embeddings, model, meta, framework, encoder, cfg,
+                              fitted_run / "learn_model")
+    write_table(run_dir, "utterance_dimensions", dims)
+    write_table(run_dir, "learned_codes", codes)
+    record_lineage(run_dir, ["utterance_dimensions", "learned_codes"], made_from)
+    record = {"applied_from": str((fitted_run / "learn_model").resolve()), "level": meta["level"],
+              "feature_set": meta["feature_set"], "encoder": meta["encoder"]["kept"],
+              "framework": {"name": framework.name, "path": framework.path, "sha256": framework.sha256},
+              "counts": {"utterances": len(set(dims.column("utterance_id").to_pylist()))},
+              "utterance_dimensions_sha256": table_sha256(run_dir / "utterance_dimensions.parquet"),
+              "outputs": ["utterance_dimensions.parquet", "learned_codes.parquet"],
+              "seconds": round(time.perf_counter() - started, 3)}
+    update_manifest(run_dir, "learn", record, cfg)
     return record

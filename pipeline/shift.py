@@ -39,13 +39,32 @@ import pandas as pd
 import pyarrow as pa
 
 from pipeline import schema
+from pipeline.embed import vectors
 from pipeline.errors import ConfigError, InputError
 from pipeline.io.readers import label_key
-from pipeline.shift_groups import PairEstimate, group_tables, moderate_all, speaker_tests
+from pipeline.io.vectors import StoredEmbeddings
+from pipeline.shift_groups import (
+    PairEstimate,
+    group_tables,
+    moderate_all,
+    speaker_tests,
+)
 from pipeline.shift_inference import pair_moments
 from pipeline.shift_stats import (
-    all_label_masks, benjamini_hochberg, bootstrap_counts, cosine_distance, distance_interval, exact_p, js_distance,
-    label_masks, labelling_count, percentile_interval, permutation_p, resampled_means, rng_for, split_means,
+    all_label_masks,
+    benjamini_hochberg,
+    bootstrap_counts,
+    cosine_distance,
+    distance_interval,
+    exact_p,
+    js_distance,
+    label_masks,
+    labelling_count,
+    percentile_interval,
+    permutation_p,
+    resampled_means,
+    rng_for,
+    split_means,
 )
 
 Progress = Callable[[str, int, int], None]
@@ -255,7 +274,6 @@ def _prepare(utterances: pa.Table, utterance_dimensions: pa.Table, cfg: dict,
 
     X = None
     if embeddings is not None:
-        from pipeline.io.vectors import StoredEmbeddings
 
         X, found = StoredEmbeddings.of(embeddings).gather(rows["utterance_id"].tolist())
         if not found.all():
@@ -279,7 +297,6 @@ def _question_index(rows: pd.DataFrame, questions: pa.Table | None) -> tuple[np.
     """Each analysed row's question (the interviewer turn its answer follows) as an index into Q."""
     if questions is None or questions.num_rows == 0:
         return np.full(len(rows), -1, dtype=np.int64), None
-    from pipeline.embed import vectors
 
     q = questions.select(["interview_id", "turn_index", "question_turn"]).to_pandas()
     key = rows["interview_id"].astype(str) + "\x1f" + rows["turn_index"].astype(str)

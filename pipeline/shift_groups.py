@@ -22,7 +22,15 @@ import numpy as np
 import pandas as pd
 
 from pipeline.shift_inference import (
-    PairMoments, RandomEffects, bonferroni, contrast, fit_prior, moderate, random_effects, shrink, t_interval,
+    PairMoments,
+    RandomEffects,
+    bonferroni,
+    contrast,
+    fit_prior,
+    moderate,
+    random_effects,
+    shrink,
+    t_interval,
 )
 from pipeline.shift_stats import benjamini_hochberg
 

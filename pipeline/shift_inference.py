@@ -23,7 +23,6 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import special, stats
 
-
 # ---------------------------------------------------------------- one speaker, one wave pair
 
 @dataclass(frozen=True)

@@ -19,8 +19,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from pipeline.embed import vectors
 from pipeline.errors import ConfigError, InputError
-from pipeline.schema import SUGGESTIONS
+from pipeline.io.qdpx import ExportCode, ExportSource, machine_project, write_qdpx
+from pipeline.io.rundir import atomic_write
+from pipeline.io.spreadsheet import safe_frame
+from pipeline.schema import SUGGESTIONS, UTTERANCE_DIMENSIONS
 
 MARKER = "Suggested for hand-coding"
 
@@ -72,7 +76,6 @@ def suggest(utterances: pa.Table, embeddings: pa.Table, learned_codes: pa.Table 
             n: int, unit: str, cfg: dict) -> tuple[pa.Table, str, list[str]]:
     """Hand-coded interviews are the ones `learn` trained on (learned_codes.cross_validated); the
     human_codes table an earlier `compare` left is an evaluation, not what the model knows."""
-    from pipeline.embed import vectors
 
     if unit not in ("utterance", "interview"):
         raise ConfigError(f"--unit must be utterance or interview, got {unit!r}")
@@ -142,10 +145,6 @@ def write_suggestions(table: pa.Table, csv_path, sources: pa.Table, utterances: 
     whose codings learn and compare ignore when the coded project comes back)."""
     from pathlib import Path
 
-    from pipeline.io.qdpx import ExportCode, ExportSource, machine_project, write_qdpx
-    from pipeline.io.rundir import atomic_write
-    from pipeline.io.spreadsheet import safe_frame
-    from pipeline.schema import UTTERANCE_DIMENSIONS
 
     csv_path = Path(csv_path)
     df = table.to_pandas()

@@ -156,7 +156,7 @@ def test_codes_are_reused_when_embeddings_and_config_are_unchanged(example_run, 
     cfg["codes"]["top_keywords"] = 8  # any [codes] change refits
     changed = dict(cfg, codes=dict(cfg["codes"]))
     assert json.loads((example_run / "manifest.json").read_text())["stages"]["codes"]["key"] != \
-        __import__("pipeline.runner", fromlist=["_codes_key"])._codes_key(example_run, changed, encoder.model_id)
+        __import__("pipeline.runner", fromlist=["codes_key"]).codes_key(example_run, changed, encoder.model_id)
 
 
 def test_identical_tables_across_processes_with_different_hash_seeds(example_run, tmp_path):

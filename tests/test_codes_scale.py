@@ -102,9 +102,9 @@ def test_codes_fitted_on_a_sample_assign_every_utterance(sampled):
 
 def test_utterances_outside_the_sample_join_the_nearest_centroid(sampled, example_run):
     run_dir, _, cfg = sampled
-    from pipeline.runner import _fit_sample
+    from pipeline.runner import fit_sample
 
-    fitted_ids = set(_fit_sample(run_dir, pq.read_table(run_dir / "embeddings.parquet").column("utterance_id"),
+    fitted_ids = set(fit_sample(run_dir, pq.read_table(run_dir / "embeddings.parquet").column("utterance_id"),
                                  cfg)[1].column("utterance_id").to_pylist())
     assert len(fitted_ids) == SAMPLE
     emb = pq.read_table(run_dir / "embeddings.parquet")

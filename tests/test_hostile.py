@@ -296,7 +296,7 @@ def test_tables_made_from_an_earlier_corpus_are_refused_by_name(tmp_path):
     import pyarrow as pa
 
     from pipeline.errors import InputError
-    from pipeline.io.rundir import end_stage, read_table, write_table
+    from pipeline.io.rundir import input_digests, read_table, record_lineage, write_table
 
     corpus = tmp_path / "corpus"
     corpus.mkdir()
@@ -305,7 +305,7 @@ def test_tables_made_from_an_earlier_corpus_are_refused_by_name(tmp_path):
     assert _invoke(["segment", str(corpus), "--out", str(run)]).exit_code == 0
     utt = read_table(run, "utterances")  # a stage reads utterances and writes a table made from them
     write_table(run, "shifts", pa.table({"speaker_id": utt.column("speaker_id").unique()}))
-    end_stage(run)
+    record_lineage(run, ["shifts"], input_digests(run, ["utterances"]))
     read_table(run, "shifts")  # fresh: fine
 
     (corpus / "b.txt").write_text(GOOD.replace("P01", "P02"), encoding="utf-8")
@@ -355,13 +355,13 @@ def test_kill_9_during_embed_then_rerun_gives_the_uninterrupted_tables(tmp_path)
 
 
 def test_an_unforeseen_error_logs_its_traceback_in_the_run_folder_else_the_current_one(tmp_path, monkeypatch):
-    import pipeline.runner
+    import pipeline.cli
 
     def boom(*args, **kwargs):
         raise RuntimeError("something nobody planned for")
 
-    monkeypatch.setattr(pipeline.runner, "run_shift", boom)
-    monkeypatch.setattr(pipeline.runner, "run_segment", boom)
+    monkeypatch.setattr(pipeline.cli, "run_shift", boom)
+    monkeypatch.setattr(pipeline.cli, "run_segment", boom)
     monkeypatch.chdir(tmp_path)
     run = tmp_path / "run"
     run.mkdir()

@@ -381,7 +381,7 @@ def test_cli_writes_the_tables_and_reports_a_missing_input_in_one_line(study, tm
                         "speaker_test = \"permutation\"\n")
     missing = CliRunner().invoke(app, ["shift", str(run), "-c", str(cfg_file)])
     assert missing.exit_code == 2
-    assert "missing utterance_dimensions.parquet; run `themeshift map` first" in missing.output
+    assert "missing utterance_dimensions.parquet; run `themeshift map RUN` first" in missing.output
     assert "Traceback" not in missing.output
     pq.write_table(study["dims"], run / "utterance_dimensions.parquet")
     ok = CliRunner().invoke(app, ["shift", str(run), "-c", str(cfg_file)])

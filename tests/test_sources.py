@@ -14,7 +14,8 @@ from pdf_fixtures import corrupt_pdf, encrypted_pdf, scanned_pdf, text_pdf
 from pipeline.cli import app
 from pipeline.config import load_config
 from pipeline.errors import InputError
-from pipeline.io.documents import pdf_text, read_unlabelled
+from pipeline.io.documents import read_unlabelled
+from pipeline.io.pdf import pdf_text
 
 runner = CliRunner()
 FIXTURES = Path(__file__).parent / "fixtures" / "sources"

@@ -31,6 +31,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.errors import InputError
+from pipeline.io.qdpx import UNMAPPED_GROUP, read_qdpx
+from pipeline.schema import HUMAN_CODES
 
 SPAN_COLUMNS = ("start_char", "end_char", "code", "coder")
 UTTERANCE_COLUMNS = ("utterance_id", "code", "coder")
@@ -135,7 +137,6 @@ def read_human_codes(path: str | Path, max_members: int = 10_000, max_bytes: int
 
 
 def _from_qdpx(path: Path, max_members: int, max_bytes: int) -> HumanCodes:
-    from pipeline.io.qdpx import read_qdpx
 
     project = read_qdpx(path, max_members, max_bytes)
     if not project.codings:
@@ -191,7 +192,6 @@ def read_mapping(path: str | Path, framework) -> dict[str, CodeTarget]:
 
 
 def _direct(name: str, framework) -> CodeTarget | None:
-    from pipeline.io.qdpx import UNMAPPED_GROUP
 
     if name.strip().lower() in ("none", "unmapped", UNMAPPED_GROUP.lower()):
         return CodeTarget(None, None, "name")  # explicitly outside the framework
@@ -295,7 +295,6 @@ def _str(value) -> str | None:
 def align(codes: HumanCodes, resolved: pd.DataFrame, utterances: pa.Table, sources: pa.Table,
           min_overlap: float) -> pa.Table:
     """Human codes per utterance (schema HUMAN_CODES): one row per utterance x coder x code."""
-    from pipeline.schema import HUMAN_CODES
 
     utt = utterances.select(["utterance_id", "interview_id", "start_char", "end_char", "coded"]).to_pandas()
     texts = dict(zip(sources.column("interview_id").to_pylist(), sources.column("source_text").to_pylist()))

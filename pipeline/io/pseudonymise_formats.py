@@ -15,7 +15,8 @@ from pathlib import Path
 
 from pipeline.errors import InputError
 from pipeline.io.decode import decode_text
-from pipeline.io.readers import CUE_TIMING, VOICE, match_label, load_json
+from pipeline.io.pdf import pdf_text
+from pipeline.io.readers import CUE_TIMING, VOICE, docx_text, load_json, match_label
 
 TEXT_FORMATS = (".txt", ".md", ".vtt", ".srt")
 LABEL_KEYS = ("speaker", "name", "speaker_id")  # JSON fields holding a speaker label (as the reader reads them)
@@ -132,7 +133,6 @@ def _paragraphs(document):
 def _docx_source(path: Path, rel: str) -> SourceFile:
     import docx
 
-    from pipeline.io.readers import docx_text
 
     if not zipfile.is_zipfile(path):
         raise InputError("not a Word .docx file (not a zip archive)", rel)
@@ -202,7 +202,6 @@ def read_for_pseudonymising(path: Path, rel: str, fallbacks: list[str]) -> Sourc
     if suffix == ".docx":
         return _docx_source(path, rel)
     if suffix == ".pdf":
-        from pipeline.io.documents import pdf_text
 
         text, _ = pdf_text(path, rel)
         out_rel = str(Path(rel).with_suffix(".txt").as_posix())

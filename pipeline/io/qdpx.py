@@ -20,6 +20,7 @@ from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
 from pipeline.errors import InputError
+from pipeline.io.rundir import atomic_write
 from pipeline.io.safezip import SafeZip
 from pipeline.io.spreadsheet import safe_cell
 
@@ -274,7 +275,6 @@ def project_xml(name: str, user: str, codes: list[ExportCode], sources: list[Exp
 def write_qdpx(path: str | Path, name: str, user: str, codes: list[ExportCode],
                sources: list[ExportSource], cases: list[ExportCase] = ()) -> None:
     """Write project.qde plus sources/<guid>.txt (for tools that read plainTextPath), atomically."""
-    from pipeline.io.rundir import atomic_write
 
     xml = project_xml(name, user, codes, sources, cases)
 

@@ -18,6 +18,8 @@ from pathlib import Path
 
 from pipeline.errors import InputError
 from pipeline.io.decode import decode_text
+from pipeline.io.pdf import page_starts, pdf_text
+from pipeline.io.safezip import SafeZip
 
 FORMATS = {".txt": "txt", ".md": "md", ".docx": "docx", ".vtt": "vtt", ".srt": "srt", ".json": "json", ".pdf": "pdf"}
 
@@ -296,7 +298,6 @@ def docx_text(path: Path) -> str:
     from docx.text.paragraph import Paragraph
     from lxml import etree
 
-    from pipeline.io.safezip import SafeZip
 
     archive = SafeZip(path, DOCX_MAX_MEMBERS, DOCX_MAX_BYTES, "a Word .docx file (not a zip archive)")
     missing = [part for part in ("[Content_Types].xml", "word/document.xml") if part not in archive.names]
@@ -344,7 +345,6 @@ def read_document(path: Path, display: str, known: set[str], fallbacks: list[str
     if fmt is None:
         raise InputError(f"unknown transcript format {path.suffix!r} (known: {', '.join(FORMATS)})", display)
     if fmt == "pdf":  # a transcript kept as PDF: its text layer, read like plain text
-        from pipeline.io.documents import page_starts, pdf_text
 
         text, warnings = pdf_text(path, display)
         doc = parse_labelled_text(text, display, known, "pdf", "pdf")

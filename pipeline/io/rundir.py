@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.errors import InputError
+from pipeline.stages import remake_command
 
 _PACKAGES = ["themeshift", "pyarrow", "spacy", "sentence-transformers", "torch", "bertopic",
              "umap-learn", "hdbscan", "scikit-learn", "numpy", "model2vec"]
@@ -52,28 +53,10 @@ def atomic_write(path: Path, write) -> None:
         raise
 
 
-# table -> the command that writes it
-COMMANDS = {
-    "utterances": "themeshift segment TRANSCRIPTS --out RUN", "interviews": "themeshift segment TRANSCRIPTS --out RUN",
-    "rejected": "themeshift segment TRANSCRIPTS --out RUN", "sources": "themeshift segment TRANSCRIPTS --out RUN",
-    "speakers": "themeshift segment TRANSCRIPTS --out RUN",
-    "embeddings": "themeshift embed RUN", "codes": "themeshift codes RUN", "assignments": "themeshift codes RUN",
-    "code_dimensions": "themeshift map RUN", "data_structure": "themeshift map RUN",
-    "utterance_dimensions": "themeshift map RUN", "shifts": "themeshift shift RUN",
-    "speaker_waves": "themeshift shift RUN", "speaker_codes": "themeshift shift RUN",
-    "shift_dimensions": "themeshift shift RUN", "group_shifts": "themeshift shift RUN",
-    "group_trajectory": "themeshift shift RUN", "group_changes": "themeshift shift RUN",
-    "group_contrasts": "themeshift shift RUN", "shift_codes_change": "themeshift shift RUN", "source_themes": "themeshift shift RUN", "agreement": "themeshift compare RUN --human CODES",
-    "confusion": "themeshift compare RUN --human CODES", "disagreements": "themeshift compare RUN --human CODES",
-    "human_codes": "themeshift compare RUN --human CODES", "learn_eval": "themeshift learn RUN --human CODES",
-    "learned_codes": "themeshift learn RUN --human CODES", "utterance_map": "themeshift report RUN",
-}
 LINEAGE = "lineage.json"
 # Rows per Parquet row group: a reader decodes a whole group at once, so this bounds the memory of
 # stages that stream a table (io.vectors), which pyarrow's default of about a million rows does not.
 ROW_GROUP_ROWS = 65_536
-_reads: dict[str, dict[str, str]] = {}      # run folder -> tables read by the running stage -> sha256
-_written: dict[str, set[str]] = {}          # run folder -> tables the running stage has written
 _digests: dict[tuple, str] = {}             # (path, size, mtime) -> sha256
 
 
@@ -138,10 +121,9 @@ def stale_reason(run_dir: Path, name: str) -> str | None:
     return None
 
 
-def end_stage(run_dir: Path) -> None:
-    """Forget what the finished stage read: the next stage's tables record only their own inputs."""
-    _reads.pop(str(Path(run_dir).resolve()), None)
-    _written.pop(str(Path(run_dir).resolve()), None)
+def input_digests(run_dir: Path, names) -> dict[str, str]:
+    """SHA-256 of each named table the run directory holds: what a stage's outputs are made from."""
+    return {n: table_sha256(table_path(run_dir, n)) for n in names if table_path(run_dir, n).exists()}
 
 
 def write_table(run_dir: Path, name: str, table: pa.Table) -> Path:
@@ -149,7 +131,6 @@ def write_table(run_dir: Path, name: str, table: pa.Table) -> Path:
     atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd", row_group_size=ROW_GROUP_ROWS))
     if (Path(run_dir) / name).is_dir():  # a folder table from an earlier run with the Ray engine
         shutil.rmtree(Path(run_dir) / name)
-    _record_lineage(run_dir, name, path)
     return path
 
 
@@ -182,21 +163,17 @@ def finish_folder_table(run_dir: Path, name: str, n_parts: int) -> Path:
         if int(part.stem.split("-")[1]) >= n_parts:
             part.unlink()
     (Path(run_dir) / f"{name}.parquet").unlink(missing_ok=True)
-    _record_lineage(run_dir, name, folder)
     return folder
 
 
-def _record_lineage(run_dir: Path, name: str, path: Path) -> None:
-    key = str(Path(run_dir).resolve())
-    reads, written = _reads.get(key, {}), _written.setdefault(key, set())
-    written.add(name)
+def record_lineage(run_dir: Path, written: list[str], made_from: dict[str, str]) -> None:
+    """Record that the tables `written` were made from the tables (name -> sha256) `made_from`. A table
+    the stage rewrites (learn replaces utterance_dimensions) is its output, not an input of the tables
+    it writes beside it."""
     lineage = _lineage(run_dir)
-    # A table the stage rewrites (learn replaces utterance_dimensions) is its output, not an input of
-    # the tables it writes beside it.
-    lineage[name] = {"sha256": table_sha256(path),
-                     "made_from": {k: v for k, v in sorted(reads.items()) if k not in written}}
-    for sibling in written - {name}:
-        lineage.get(sibling, {}).get("made_from", {}).pop(name, None)
+    for name in written:
+        lineage[name] = {"sha256": table_sha256(table_path(run_dir, name)),
+                         "made_from": {k: v for k, v in sorted(made_from.items()) if k not in written}}
     write_json(Path(run_dir) / LINEAGE, lineage)
 
 
@@ -209,15 +186,14 @@ def read_table(run_dir: Path, name: str, command: str | None = None, check: bool
         hint = f"; run `{command}` first" if command else ""
         raise InputError(f"missing {name}.parquet{hint}", run_dir)
     if check and (why := stale_reason(run_dir, name)):
-        raise InputError(f"stale table: {why}; re-run `{COMMANDS.get(name, command or 'its stage')}`", path)
-    _reads.setdefault(str(Path(run_dir).resolve()), {})[name] = table_sha256(path)
+        raise InputError(f"stale table: {why}; re-run `{remake_command(name)}`", path)
     try:
         if path.is_dir():  # parts in name order, so the rows keep the order they were written in
             return pa.concat_tables([pq.read_table(p, columns=columns) for p in part_files(path)]) \
                 if part_files(path) else pq.read_table(path, columns=columns)
         return pq.read_table(path, columns=columns)
     except (pa.ArrowException, OSError) as exc:
-        raise InputError(f"unreadable Parquet file ({exc}); re-run `{COMMANDS.get(name, 'its stage')}`", path) \
+        raise InputError(f"unreadable Parquet file ({exc}); re-run `{remake_command(name)}`", path) \
             from None
 
 
@@ -235,7 +211,7 @@ def iter_table(run_dir: Path, name: str, columns: list[str] | None = None, batch
                 for start in range(0, table.num_rows, batch_rows):
                     yield table.slice(start, batch_rows)
     except (pa.ArrowException, OSError) as exc:
-        raise InputError(f"unreadable Parquet file ({exc}); re-run `{COMMANDS.get(name, 'its stage')}`",
+        raise InputError(f"unreadable Parquet file ({exc}); re-run `{remake_command(name)}`",
                          table_path(run_dir, name)) from None
 
 
@@ -286,11 +262,26 @@ def versions() -> dict[str, str]:
 def update_manifest(run_dir: Path, stage: str, record: dict[str, Any], config: dict | None = None) -> None:
     """Merge one stage's record into manifest.json (inputs, counts, timings, parameters)."""
     path = Path(run_dir) / "manifest.json"
-    manifest = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    manifest = read_run_manifest(run_dir)
     manifest.setdefault("stages", {})[stage] = record
     if config is not None:
         manifest["config"] = config
         manifest["seed"] = config["run"]["seed"]
     manifest["versions"] = versions()
     write_json(path, manifest)
-    end_stage(run_dir)
+
+
+def read_run_manifest(run_dir: Path) -> dict[str, Any]:
+    """manifest.json ({} when the run has none yet)."""
+    path = Path(run_dir) / "manifest.json"
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"manifest is not valid JSON ({exc})", path) from None
+
+
+def stage_record(run_dir: Path, stage: str) -> dict[str, Any]:
+    """One stage's manifest record ({} when it has not run)."""
+    return read_run_manifest(run_dir).get("stages", {}).get(stage, {})

@@ -14,6 +14,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.embed import vectors
+from pipeline.io.rundir import iter_table, read_table, table_files, take_sorted
+
 BATCH_ROWS = 100_000
 SPILL_BYTES = 2 << 30  # gathered vectors above this size live in a temporary file in the run directory
 
@@ -22,7 +25,6 @@ class StoredEmbeddings:
     """utterance_id + vector rows, from a run directory (streamed) or from a table in memory."""
 
     def __init__(self, run_dir: Path | None = None, table: pa.Table | None = None):
-        from pipeline.io.rundir import read_table
 
         self.run_dir, self.table = (Path(run_dir) if run_dir else None), table
         if table is None:  # the checked read: stale embeddings are refused, and the read is recorded
@@ -44,7 +46,6 @@ class StoredEmbeddings:
     def _schema(self) -> pa.Schema:
         import pyarrow.parquet as pq
 
-        from pipeline.io.rundir import table_files
 
         return pq.read_schema(table_files(self.run_dir, "embeddings")[0])
 
@@ -54,7 +55,6 @@ class StoredEmbeddings:
             for start in range(0, self.table.num_rows, rows):
                 yield self.table.slice(start, rows)
             return
-        from pipeline.io.rundir import iter_table
 
         yield from iter_table(self.run_dir, "embeddings", batch_rows=rows)
 
@@ -79,8 +79,6 @@ class StoredEmbeddings:
     def gather(self, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """(vectors, found): float32 rows in the order of `ids` (zeros where not embedded) and a mask
         of the ids that were found. Above SPILL_BYTES the matrix is a temporary file, mapped."""
-        from pipeline.embed import vectors
-        from pipeline.io.rundir import take_sorted
 
         wanted = pa.array(list(ids), pa.string())
         n = len(wanted)

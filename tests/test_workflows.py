@@ -1,0 +1,95 @@
+"""The README's command sequences, in the documented order and in the likely wrong ones: each ends in
+exit 0 and a report made from current tables, or in one line naming the command that remakes what is
+missing, and that command then works."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+from pipeline.stages import STAGES, remake_command, stage, tables
+
+from conftest import ANSWER_KEY
+
+HUMAN = str(ANSWER_KEY / "human_codes.csv")
+FAST_LEARN = '[learn]\nencoder = "frozen"\nfeature_sets = ["utterance", "context_prior"]\ncv_folds = 3\n' \
+             'learning_curve_draws = 1\n'
+
+
+@pytest.fixture
+def run(example_run, tmp_path):
+    """The example study after segment, embed and codes; a copy each test may change."""
+    folder = tmp_path / "run"
+    shutil.copytree(example_run, folder)
+    (tmp_path / "fast.toml").write_text(FAST_LEARN, encoding="utf-8")
+    return folder
+
+
+def _cli(run, *args):
+    config = ["--config", str(run.parent / "fast.toml")] if args[0] == "learn" else []
+    result = CliRunner().invoke(app, [args[0], str(run), *args[1:], *config, "--quiet"])
+    return result.exit_code, result.output.strip()
+
+
+def _report_is_current(run) -> None:
+    """The last report left nothing out as stale and its page was written."""
+    code, out = _cli(run, "report")
+    assert code == 0, out
+    record = json.loads((run / "manifest.json").read_text(encoding="utf-8"))["stages"]["report"]
+    assert record["path"].endswith("report.html") and "left out" not in out
+    assert (run / "report.html").stat().st_size > 10_000
+
+
+def test_the_documented_order_and_the_wrong_ones_all_end_in_a_current_report(run):
+    for step in (["map"], ["learn", "--human", HUMAN], ["shift"], ["compare", "--human", HUMAN]):
+        code, out = _cli(run, *step)
+        assert code == 0, (step, out)
+    _report_is_current(run)
+    _report_is_current(run)                                  # report twice
+    assert _cli(run, "learn", "--human", HUMAN)[0] == 0      # learn after report: shift's tables are now stale
+    code, out = _cli(run, "report")
+    assert code == 0 and (run / "report.html").is_file()     # the report leaves them out and says so
+    assert _cli(run, "compare", "--human", HUMAN)[0] == 0    # compare after learn
+    assert _cli(run, "shift")[0] == 0
+    _report_is_current(run)
+    assert _cli(run, "map")[0] == 0                          # map again after learn replaces its table
+    for step in (["shift"], ["compare", "--human", HUMAN]):
+        assert _cli(run, *step)[0] == 0
+    _report_is_current(run)
+
+
+def test_a_deleted_table_names_the_command_that_remakes_it_and_that_command_works(run):
+    assert _cli(run, "map")[0] == 0 and _cli(run, "shift")[0] == 0
+    (run / "shifts.parquet").unlink()
+    code, _ = _cli(run, "report")                            # a report without shifts, naming what makes them
+    assert code == 0
+    missing = json.loads((run / "manifest.json").read_text(encoding="utf-8"))["stages"]["report"]["missing"]
+    assert missing["shifts"] == "themeshift shift RUN"
+
+    (run / "codes.parquet").unlink()
+    code, out = _cli(run, "shift")                           # utterance_dimensions was made from the codes
+    assert code == 2 and out.count("\n") == 0 and "re-run `themeshift map RUN`" in out, out
+    code, out = _cli(run, "map")
+    assert code == 2 and "missing codes.parquet; run `themeshift codes RUN` first" in out, out
+    for step in ("codes", "map", "shift"):
+        code, out = _cli(run, step)
+        assert code == 0, (step, out)
+    _report_is_current(run)
+
+
+def test_every_table_has_one_writer_and_a_schema_and_every_read_is_written_somewhere():
+    import pyarrow as pa
+
+    from pipeline import schema
+
+    written = set(tables())
+    for s in STAGES:
+        assert set(s.reads + s.optional) <= written, s.name
+    documented = {name.lower() for name, value in vars(schema).items() if isinstance(value, pa.Schema)}
+    documented |= {"embeddings", "codes", "utterance_dimensions_framework", "utterance_dimensions_cv"}
+    assert written <= documented, written - documented
+    assert remake_command("utterance_dimensions") == stage("map").command
+    assert remake_command("agreement") == "themeshift compare RUN --human CODES"
