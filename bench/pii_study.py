@@ -111,10 +111,10 @@ def build(dest: Path) -> list[dict]:
         if path.suffix == ".docx":
             import docx
 
-            from pipeline.io.pseudonymise_formats import _paragraphs
+            from pipeline.io.formats.docx_format import every_paragraph
 
             document = docx.Document(str(path))
-            for p in _paragraphs(document):
+            for p in every_paragraph(document):
                 if "[" in p.text:
                     new = _fill(p.text, rel, counters, speaker, found)
                     if new != p.text:

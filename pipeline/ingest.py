@@ -7,15 +7,17 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import os
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 import pyarrow as pa
 
 from pipeline import schema
 from pipeline.errors import InputError, environment_fault
 from pipeline.io.documents import read_unlabelled
+from pipeline.io.formats import EXTENSIONS
 from pipeline.io.metadata import (
     FileMeta,
     meta_from_filename,
@@ -109,7 +111,7 @@ class Study:
     files: list[str]
     manifest: dict | None
     resolver: SpeakerResolver
-    template: object
+    template: re.Pattern
     inputs: list[dict]        # the metadata files read
     warnings: list[str]
 
@@ -119,7 +121,7 @@ class FileResult:
     """One file segmented (cols, rows for sources and interviews) or refused (error)."""
     rel: str
     meta: FileMeta | None = None
-    error: Exception | None = None
+    error: InputError | OSError | None = None
     cols: dict | None = None
     source: dict | None = None
     interview: dict | None = None
@@ -170,9 +172,10 @@ def segment_file(study: Study, rel: str, nlp, cfg: dict) -> FileResult:
         if storable_name(rel) != rel:
             raise InputError("the file name is not UTF-8 text; rename the file (tables keep file names as UTF-8)",
                              rel)
-        if Path(rel).suffix.lower() not in [e.lower() for e in inp["extensions"]]:
+        extensions = inp["extensions"] or EXTENSIONS  # none listed: every format themeshift reads
+        if Path(rel).suffix.lower() not in [e.lower() for e in extensions]:
             raise InputError(f"unknown transcript format {Path(rel).suffix or '(none)'!r} "
-                             f"(known: {', '.join(inp['extensions'])}; or add it to input.ignore)", rel)
+                             f"(known: {', '.join(extensions)}; or add it to input.ignore)", rel)
         if study.manifest is not None:
             if rel not in study.manifest:
                 raise InputError(f"not listed in {inp['manifest_file']}", rel)
@@ -246,6 +249,9 @@ def assemble(study: Study, results: list[FileResult], cfg: dict) -> Corpus:
             reason = exc.message if isinstance(exc, InputError) else f"cannot read: {exc.strerror}"
             rejected.append({"source_file": storable_name(r.rel), "line": getattr(exc, "line", None), "reason": reason})
             continue
+        # without an error segment_file set them all
+        assert r.meta is not None and r.input is not None and r.cols is not None
+        assert r.source is not None and r.interview is not None
         ids_seen[r.meta.interview_id] = r.rel
         for speaker_id, used in r.label_only.items():
             study.resolver.label_only.setdefault(speaker_id, {}).update(used)
@@ -281,8 +287,9 @@ def speakers_table(speakers: dict) -> pa.Table:
     sch = schema.SPEAKERS
     for name in extra:
         sch = sch.append(pa.field(name, pa.string(), nullable=True, metadata={"doc": "extra speakers.csv column"}))
-    return pa.Table.from_pylist([{"speaker_id": s.speaker_id, "speaker_role": s.role, "is_interviewer": s.is_interviewer,
-                                  **{k: s.extra.get(k) or None for k in extra}} for s in people], schema=sch)
+    rows = [{"speaker_id": s.speaker_id, "speaker_role": s.role, "is_interviewer": s.is_interviewer,
+             **{k: s.extra.get(k) or None for k in extra}} for s in people]
+    return pa.Table.from_pylist(rows, schema=sch)
 
 
 def segment_corpus(folder: str | Path, cfg: dict, on_file: Callable[[str], None] | None = None) -> Corpus:
