@@ -357,6 +357,7 @@ def compare_ratings(r: Ratings, humans: list[str], machine: str, groups: np.ndar
     m_coded = r.primary[machine] != MISSING
     refs = [(h, r.present[h], (r.primary[h] != MISSING)[:, None] & np.ones((1, k), bool)) for h in humans]
     if cons_primary is not None:
+        assert cons_present is not None and cons_usable is not None  # consensus() gives all three
         refs.append((CONSENSUS, cons_present, cons_usable))
     real = [i for i, c in enumerate(r.categories) if c != "none"]
     for ref, present, usable in refs:
@@ -426,7 +427,7 @@ def _set_rows(r: Ratings, humans: list[str], machine: str, cons_primary, cons_pr
         for i in np.flatnonzero(used):
             rows.append(_row(r.level, "label_kappa", a, b, r.categories[i], value[i], lo[i], hi[i], n))
 
-        def mean_kappa(t):
+        def mean_kappa(t, used=used):
             with _quiet_nan():
                 return np.nanmean(kappa(t[..., used, :, :]), axis=-1)
 

@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import pyarrow as pa
 
@@ -297,7 +297,7 @@ _THE_TITLE = re.compile(r"\b[Tt]he\s+([A-Z][a-z]+)\b(?!['\u2019]?\s*[A-Z])")  # 
 
 
 def _plausible(piece, findings: list[Finding], lower: set[str], listed: set[str],
-               titled: set[str] = frozenset()) -> list[Finding]:
+               titled: set[str] | frozenset[str] = frozenset()) -> list[Finding]:
     """Drop what the named-entity model reads as a name but the study shows is not one: a single word the
     study also writes in lower case (an answer starting "Attendance has tripled"), a common noun the study
     uses as a title after 'the', whatever it is taken for (the programme's own "the
@@ -383,7 +383,9 @@ def _assign(sources: list[SourceFile], found: list[list[Finding]], key: Pseudony
 def _repeat(text: str, start: int, end: int, key: PseudonymKey, origin: dict) -> Finding:
     """A name found again by the study key, with the score and recognisers that first found it."""
     score, recognizers = origin.get(normalise(text), (1.0, set()))
-    return Finding(start, end, key.lookup(text).kind, score, "study-key (" + ", ".join(sorted(recognizers)) + ")")
+    entry = key.lookup(text)
+    assert entry is not None  # the caller found text in the key
+    return Finding(start, end, entry.kind, score, "study-key (" + ", ".join(sorted(recognizers)) + ")")
 
 
 def _write(sources: list[SourceFile], replacements: list[Replacement], dst: Path) -> list[str]:
@@ -416,8 +418,7 @@ def _write_metadata(src: Path, dst: Path, cfg: dict, key: PseudonymKey, sources:
                 if column == "file":
                     row[j] = renamed.get(cell.replace("\\", "/"), cell)
                 elif column not in ("wave", "date", "is_interviewer", "role", "source_type") and rx is not None:
-                    row[j] = rx.sub(lambda m: key.lookup(m.group()).pseudonym if key.lookup(m.group()) else m.group(),
-                                    cell)
+                    row[j] = rx.sub(lambda m: e.pseudonym if (e := key.lookup(m.group())) else m.group(), cell)
         buf = io.StringIO()
         csv.writer(buf, lineterminator="\n").writerows(rows)
         (dst / name).write_text(buf.getvalue(), encoding="utf-8")
@@ -435,6 +436,7 @@ def review_table(sources: list[SourceFile], replacements: list[Replacement], wid
     for r in replacements:
         names = r.finding.recognizer.removeprefix("study-key (").rstrip(")").split(", ")
         agree.setdefault(normalise(r.original), set()).update(n for n in names if n)
+    rows: list[dict[str, Any]]
     rows = [{"source_file": sources[r.file].rel, "line": sources[r.file].pieces[r.piece].line,
              "start_char": r.finding.start, "end_char": r.finding.end, "entity": r.finding.kind,
              "original": r.original, "pseudonym": r.pseudonym.strip("[]"),

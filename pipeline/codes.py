@@ -187,13 +187,13 @@ def fit_codes(utterances: pa.Table, embeddings: pa.Table, encoder: Encoder, cfg:
     n = len(ids)
     dim = X.shape[1] if X.ndim == 2 else encoder.dim
     if n < 3:
-        warnings.warn(f"only {n} coded utterances: too few to form codes; all are left unassigned")
+        warnings.warn(f"only {n} coded utterances: too few to form codes; all are left unassigned", stacklevel=2)
         assignments = pa.table({"utterance_id": ids, "code_id": [-1] * n, "probability": [0.0] * n,
                                 "reason": ["too few utterances"] * n}, schema=schema.ASSIGNMENTS)
         return CodesResult(pa.Table.from_pylist([], schema=schema.codes_schema(dim)), assignments, None, "none", 0)
     if n < c["min_utterances_umap"]:
         warnings.warn(f"only {n} coded utterances (< codes.min_utterances_umap = {c['min_utterances_umap']}): "
-                      "UMAP + HDBSCAN need more; clustering with the agglomerative fallback")
+                      "UMAP + HDBSCAN need more; clustering with the agglomerative fallback", stacklevel=2)
     encoder.with_cache(cfg)  # keyword and exemplar embeddings recur across runs
     docs = keyword_texts(texts, c["fillers"] + cfg["segment"]["backchannel_words"], c["lemmatizer"],
                          cfg["embed"]["cache_dir"])
@@ -209,7 +209,7 @@ def fit_codes(utterances: pa.Table, embeddings: pa.Table, encoder: Encoder, cfg:
         topics, probs = model.fit_transform(docs, embeddings=X)
     topics = np.asarray(topics)
     probs = np.ones(n) if probs is None else np.asarray(probs, dtype=float)
-    reason = np.where(topics == -1, "outlier", None).astype(object)
+    reason = np.where(topics == -1, "outlier", None).astype(object)  # type: ignore[call-overload]  # stubs refuse None
     reassigned = 0
     # Outliers close to a code's centroid join it; the similarity becomes their probability.
     if (topics == -1).any() and (topics >= 0).any() and c["outlier_threshold"] < 1.0:

@@ -35,7 +35,7 @@ class EmbeddingCache:
 
     def _read(self, shard: Path) -> pa.Table | None:
         if shard.is_dir():  # not ours to remove
-            warnings.warn(f"embedding cache: {shard} is a folder, not a cache shard; left alone and not read")
+            warnings.warn(f"embedding cache: {shard} is a folder, not a cache shard; left alone and not read", stacklevel=2)
             return None
         try:
             table = pq.read_table(shard)
@@ -53,7 +53,7 @@ class EmbeddingCache:
         except FileNotFoundError:  # merged away by another run meanwhile
             return None
         except (OSError, ValueError, pa.ArrowException) as exc:
-            warnings.warn(f"embedding cache shard {shard} is corrupted ({exc}); removing it, texts will be re-embedded")
+            warnings.warn(f"embedding cache shard {shard} is corrupted ({exc}); removing it, texts will be re-embedded", stacklevel=2)
             shard.unlink(missing_ok=True)
             return None
 
@@ -77,7 +77,7 @@ class EmbeddingCache:
             self._put(hashes, vectors)
         except OSError as exc:
             warnings.warn(f"embedding cache {self.dir} cannot be written ({exc.strerror or exc}); going on "
-                          "without caching these vectors (embed.cache_dir or embed.use_cache = false)")
+                          "without caching these vectors (embed.cache_dir or embed.use_cache = false)", stacklevel=2)
 
     def _put(self, hashes: list[str], vectors: np.ndarray) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)

@@ -48,6 +48,7 @@ class EnvironmentFault(Exception):
         return f"{self.path}: {self.message}" if self.path else self.message
 
 
+_ENVIRONMENT_ERRNOS: dict[int | None, str]  # looked up with OSError.errno, which may be None
 _ENVIRONMENT_ERRNOS = {errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
                        errno.ENOSPC: "no space left on the device", errno.EROFS: "read-only file system",
                        errno.EDQUOT: "disk quota exceeded", errno.EISDIR: "is a folder, not a file",

@@ -10,7 +10,7 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, cast
 
 import numpy as np
 import yaml
@@ -65,7 +65,7 @@ class Framework:
     description: str = ""
     path: str = ""
     sha256: str = ""
-    role_lines: dict[str, int] = field(default_factory=dict)  # each role named in the file -> first line naming it
+    role_lines: dict[str, int | None] = field(default_factory=dict)  # each role in the file -> first line naming it
 
     def check_roles(self, speaker_roles) -> None:
         """A role the framework restricts concepts to that no speaker has would silently empty those
@@ -158,7 +158,7 @@ class _Reader:
     def __init__(self, path: Path):
         self.path = path
 
-    def fail(self, message: str, node: Any = None) -> None:
+    def fail(self, message: str, node: Any = None) -> NoReturn:
         raise InputError(message, self.path, getattr(node, "line", None))
 
     def mapping(self, node: Any, what: str, allowed: set[str], parent: Any = None) -> _Map:
@@ -167,7 +167,7 @@ class _Reader:
         unknown = sorted(set(node) - allowed)
         if unknown:
             self.fail(f"{what}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})", node)
-        return node
+        return cast(_Map, node)  # _LineLoader builds every mapping as a _Map
 
     def text(self, node: _Map, key: str, what: str, required: bool = True) -> str:
         value = node.get(key)
@@ -246,7 +246,7 @@ def load_framework(path: str | Path | None = None) -> Framework:
     dimensions: list[Dimension] = []
     concepts: list[Concept] = []
     seen: dict[str, tuple[int, str]] = {}  # normalised id or name -> (entry, what used it first)
-    role_lines: dict[str, int] = {}
+    role_lines: dict[str, int | None] = {}
 
     def roles_of(node: _Map, what: str) -> tuple[str, ...]:
         found = tuple(r.texts(node, "roles", what))

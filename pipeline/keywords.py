@@ -49,7 +49,7 @@ def lemma_map(words: set[str], pipeline_name: str, cache_dir: str = "") -> dict[
         try:
             nlp = spacy.load(pipeline_name, exclude=["parser", "ner"])
         except OSError:
-            warnings.warn(f"spaCy pipeline {pipeline_name!r} is not installed; keywords are not lemmatised")
+            warnings.warn(f"spaCy pipeline {pipeline_name!r} is not installed; keywords are not lemmatised", stacklevel=2)
             return {w: w for w in words}
         for word, doc in zip(missing, nlp.pipe(missing, batch_size=2048)):
             lemma = doc[0].lemma_.lower() if len(doc) == 1 else word
@@ -69,6 +69,8 @@ _WORD = re.compile(r"[A-Za-z][A-Za-z'\u2019-]*")
 def name_like(texts: list[str], min_count: int = 2, share: float = 0.8) -> set[str]:
     """Lower-cased words written with a capital inside sentences at least `share` of the time:
     personal names ('Donna', 'Jackie'), which make labels that say who talked, not what about."""
+    mid: Counter[str]
+    capital: Counter[str]
     mid, capital = Counter(), Counter()
     for text in texts:
         for m in _WORD.finditer(text):

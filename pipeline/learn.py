@@ -45,6 +45,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -60,12 +61,14 @@ from pipeline.io.human_codes import align, resolve_codes
 from pipeline.io.rundir import stage_record, table_sha256
 from pipeline.learn_features import (
     FEATURE_SETS,
+    FeatureBlocks,
+    Projection,
     build_blocks,
     framework_block,
     vstack,
     weak_matrix,
 )
-from pipeline.learn_finetune import has_gpu, tune_encoder
+from pipeline.learn_finetune import TunedEncoder, TuneReport, has_gpu, tune_encoder
 from pipeline.map import (
     embed_framework,
     make_mapper,
@@ -113,7 +116,8 @@ class Targets:
     def truth_sets(self) -> tuple[np.ndarray, np.ndarray]:
         """(units, classes) labels any coder gave, and (units,) whether any coder labelled the unit."""
         labelled = np.stack([self.primary[c] != MISSING for c in self.coders], axis=1).any(axis=1)
-        return np.stack([self.present[c] for c in self.coders], axis=0).any(axis=0), labelled
+        given = np.stack([self.present[c] for c in self.coders], axis=0).any(axis=0)
+        return cast(np.ndarray, given), cast(np.ndarray, labelled)  # numpy's stubs: .any(axis=) may be a scalar
 
 
 def _level_categories(level: str, framework, aligned: pd.DataFrame) -> list[str]:
@@ -150,6 +154,8 @@ def human_targets(utterances: pa.Table, sources: pa.Table, human, framework, map
                                           uncoded_is_none)
         eval_levels[lv] = (cats, primary, present)
     classes = eval_levels[name][0]
+    class_dim: list[str | None]
+    class_concept: list[str | None]
     if name == "dimension":
         class_dim, class_concept = [*framework.dimension_ids, None], [None] * len(classes)
     elif name == "second-order":
@@ -278,6 +284,15 @@ class TurnPooledLogit:
     set is every label at or above its threshold (thresholds_, set by learn) plus the most probable.
     """
 
+    models_: dict[int, Any]  # group -> LogisticRegression, its one label (int) or one-vs-rest list
+    n_features_in_: int
+    # set by learn_stage on the final model and saved with it (pipeline.learn_model)
+    words_: Any  # the words block's TfidfVectorizer, or None
+    unit_words_: Any  # the unit_words block's TfidfVectorizer, or None
+    projection_: Projection | None
+    group_patterns_: np.ndarray | None
+    thresholds_: np.ndarray
+
     def __init__(self, n_classes: int, c: float = 0.5, turn_pooling: bool = True, seed: int = 0,
                  balance_classes: bool = False, multi_code: bool = False, skip: tuple[int, ...] = ()):
         self.n_classes = n_classes
@@ -403,7 +418,7 @@ class Data:
         return p if self.allowed is None else renormalise_within(p, self.allowed[rows])
 
 
-def class_roles_mask(t: "Targets", framework, roles: list) -> np.ndarray | None:
+def class_roles_mask(t: "Targets | Classes", framework, roles: list) -> np.ndarray | None:
     """(n, classes) bool: a class naming a concept is allowed where the concept applies to the unit's
     speaker role, one naming a dimension where any of its concepts does; 'outside the framework'
     always. None for frameworks without roles."""
@@ -538,7 +553,7 @@ class Derived:
     concept: np.ndarray      # (n,) concept index (framework order); its dimension is the unit's label
 
 
-def derive(p: np.ndarray, t: Targets, framework, concept_fallback: np.ndarray) -> Derived:
+def derive(p: np.ndarray, t: Targets | Classes, framework, concept_fallback: np.ndarray) -> Derived:
     """Class probabilities -> dimension probabilities, mapped flag and second-order concept.
 
     The label is the most probable class (as the coders would give one): a unit is mapped when
@@ -743,7 +758,7 @@ def human_derived(t: Targets, model_dv: Derived, framework) -> tuple[Derived, np
     return Derived(probs, np.asarray(mapped, bool), concept), labelled
 
 
-def learned_codes_table(ids: list[str], p: np.ndarray, t: Targets, cross_validated: np.ndarray,
+def learned_codes_table(ids: list[str], p: np.ndarray, t: Targets | Classes, cross_validated: np.ndarray,
                         assigned: np.ndarray) -> pa.Table:
     n, k = p.shape
     argmax = p.argmax(axis=1) if n else np.zeros(0, np.int64)
@@ -796,7 +811,7 @@ def framework_concepts(blocks, framework, fv, cfg: dict):
 @dataclass
 class Prepared:
     """Features of every embedded utterance and the Data of the human-coded units, for one encoder."""
-    blocks: object
+    blocks: FeatureBlocks | None  # None once learn_stage is done with the frozen features
     pos: dict[str, int]
     ui: np.ndarray
     d: Data
@@ -859,8 +874,8 @@ def tuning_targets(t: Targets) -> np.ndarray:
 class EncoderChoice:
     kept: str                 # "frozen" or "finetune"
     reason: str
-    tuned: object | None = None   # the TunedEncoder, when one was made
-    report: object | None = None  # its TuneReport
+    tuned: TunedEncoder | None = None  # when one was made
+    report: TuneReport | None = None  # its report
     rows: list[dict] = field(default_factory=list)  # learn_eval rows of the held-out comparison
     embeddings: pa.Table | None = None  # the tuned encoder's vectors of the coded interviews (reused)
 
@@ -1040,15 +1055,18 @@ def learn_stage(utterances: pa.Table, sources: pa.Table, embeddings: pa.Table, f
         # the final model reads the tuned encoder's features; the human-coded utterances keep the frozen
         # model's cross-validated predictions, the only ones no encoder tuned on their own codes made
         tuned_embeddings = embed_table(utterances, choice.tuned, cfg, choice.embeddings, progress)
+        assert blocks is not None  # prepare() builds them
         ids = blocks.utterance_ids
         blocks = frozen.blocks = None  # the frozen features are done with: never hold both corpora's blocks
         final_prep = prepare(utterances, tuned_embeddings, t, framework, choice.tuned, cfg, [best], human.path)
         final_prep.d.turn_pooling = d.turn_pooling
+        assert final_prep.blocks is not None
         if final_prep.blocks.utterance_ids != ids:
             raise RuntimeError("tuned embeddings are not in the order of the run's embeddings")
         if t.multi_code:
             thresholds_from = cross_validate(final_prep.d, best, cfg)[0]
     blocks, groups_all = final_prep.blocks, final_prep.groups_all
+    assert blocks is not None  # frozen's untouched, or the tuned encoder's
 
     # The final model: every human-coded unit plus the weak examples; it codes every utterance.
     model = fit_model(final_prep.d, best, np.arange(len(ui)), cfg)

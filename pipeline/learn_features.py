@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -110,7 +111,7 @@ class FeatureBlocks:
 @dataclass
 class Projection:
     """Principal components of a feature set's embedding-sized blocks, side by side."""
-    pca: object  # sklearn PCA, or None when the blocks are already narrower than the components
+    pca: Any  # sklearn PCA, or None when the blocks are already narrower than the components
 
     @classmethod
     def fit(cls, x: np.ndarray, components: int, seed: int) -> "Projection":
@@ -154,7 +155,7 @@ def vstack(parts: list):
 @dataclass
 class WordFeatures:
     """The words block's vectorizer: keyword text (pipeline.keywords) -> L2-normalised TF-IDF."""
-    vectorizer: object
+    vectorizer: Any  # sklearn TfidfVectorizer, or None: no word survived min_df
     fillers: list[str]
     lemmatizer: str
     cache_dir: str
@@ -272,7 +273,7 @@ def lexical_cues(texts: list[str], previous: list[str]) -> np.ndarray:
 @dataclass
 class UnitWords:
     """The unit_words block's vectorizer: the unit's own words, stop words kept, TF-IDF."""
-    vectorizer: object
+    vectorizer: Any  # sklearn TfidfVectorizer, or None
 
     @classmethod
     def fit(cls, texts: list[str], cfg: dict) -> "UnitWords":

@@ -17,6 +17,7 @@ probabilities are sums over each dimension's concepts.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 import pyarrow as pa
@@ -347,7 +348,7 @@ def restrict_to_roles(p: np.ndarray, framework: Framework, roles: list) -> tuple
     none = ~allowed.any(axis=1)
     out = renormalise_within(p, allowed)
     out[none] = 1.0 / p.shape[1]
-    return out, none
+    return out, cast(np.ndarray, none)  # numpy's stubs: .any(axis=) may be a scalar
 
 
 def renormalise_within(p: np.ndarray, allowed: np.ndarray) -> np.ndarray:
@@ -388,7 +389,7 @@ class MapResult:
     markdown: str
     code_mapping: CodeMapping
     utterance_mapping: UtteranceMapping
-    mapper: object
+    mapper: SimilarityMapper | ClassifierMapper
 
 
 def mapping_warnings(unmapped_share: float, temperature: float | None, fitted: bool) -> list[str]:
@@ -466,7 +467,8 @@ def _map_in_chunks(utterances: pa.Table, source, assignments: pa.Table | None, c
     pieces = []
     for lo, hi, chunk in zip(cuts[:-1], cuts[1:], chunks):
         own_utterances = utterances.take(at.slice(lo, hi - lo).drop_null())
-        own_codes = None if at_code is None else assignments.take(at_code.slice(lo, hi - lo).drop_null())
+        own_codes = None if at_code is None or assignments is None \
+            else assignments.take(at_code.slice(lo, hi - lo).drop_null())  # at_code is None just when assignments is
         pieces.append(map_utterances(own_utterances, chunk, own_codes, codes, mapping, mapper, framework, cfg))
     if len(pieces) == 1:
         return pieces[0]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Iterable
 
 from pipeline.errors import InputError
 
@@ -145,11 +145,12 @@ class Detector:
         registry.add_recognizer(_offline_email_recognizer())
         # Presidio scores a postcode-shaped string 0.1 unless "postcode" is near; in transcripts that shape
         # ("BD9 6RJ") is hardly ever anything else
+        postcodes: Any = UkPostcodeRecognizer()  # Any: presidio leaves PatternRecognizer.patterns untyped
         registry.add_recognizer(PatternRecognizer(
             "UK_POSTCODE", name="uk-postcode", patterns=[Pattern(p.name, p.regex, 0.5)
-                                                          for p in UkPostcodeRecognizer().patterns],
+                                                          for p in postcodes.patterns],
             global_regex_flags=0))  # case-sensitive: postcodes are written in capitals
-        dates = DateRecognizer()  # numeric dates (14/02/1961, 1961-02-14); a full written date below
+        dates: Any = DateRecognizer()  # numeric dates (14/02/1961, 1961-02-14); a full written date below
         registry.add_recognizer(PatternRecognizer(
             "DATE_OF_BIRTH", name="numeric-date", patterns=dates.patterns, context=dates.context,
             global_regex_flags=re.IGNORECASE))
@@ -164,7 +165,7 @@ class Detector:
                                                           global_regex_flags=re.MULTILINE))
         self.analyzer = AnalyzerEngine(registry=registry, nlp_engine=engine, supported_languages=["en"])
         self.batch = BatchAnalyzerEngine(self.analyzer)
-        self._engine = engine
+        self._engine: Any = engine  # a SpacyNlpEngine: the NlpEngine it is typed as has no .nlp
         self.never = {w.casefold() for w in list(cfg["never"]) + list(never)}
 
     @property

@@ -46,7 +46,7 @@ class PseudonymKey:
     kept: list[dict] = field(default_factory=list)  # {"kind", "text"} a researcher rejected: never replaced
     path: Path | None = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self._by_name: dict[str, Entry] = {}
         self._kept = {normalise(k["text"]) for k in self.kept}
         for e in self.entries:

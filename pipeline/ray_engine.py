@@ -172,7 +172,7 @@ class EmbedWorker:
         # No persistent text cache here: a worker would rescan the whole cache for every part it embeds.
         # A rerun skips whole parts instead (see embed_parts); texts repeated within a part are embedded once.
         self.encoder = load_encoder(cfg["embed"]["model"], cfg["embed"]["device"])
-        self.encoder.model  # load now: a worker pays for its model once, before its first part
+        _ = self.encoder.model  # load now: a worker pays for its model once, before its first part
         import torch
 
         torch.set_num_threads(threads)  # the model loader takes every core; this worker has `threads`
@@ -180,7 +180,7 @@ class EmbedWorker:
     def __call__(self, batch: dict) -> dict:
         import resource
 
-        out = {"index": [], "rows": [], "embedded": [], "cache_hits": [], "pid": [], "peak_rss_mb": []}
+        out: dict[str, list] = {"index": [], "rows": [], "embedded": [], "cache_hits": [], "pid": [], "peak_rss_mb": []}
         e = self.cfg["embed"]
         for index, source, target, digest in zip(batch["index"], batch["source"], batch["target"], batch["digest"]):
             coded = _coded(Path(source))

@@ -29,8 +29,8 @@ def exact_knn(X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         sims = T[start:start + chunk] @ T.T
         rows = torch.arange(sims.shape[0])
         sims[rows, start + rows] = float("inf")  # a point is its own nearest neighbour, even among duplicates
-        top_sims, top = torch.topk(sims, k, dim=1)
-        top, top_sims = top.numpy(), top_sims.numpy()
+        top_sims_t, top_t = torch.topk(sims, k, dim=1)
+        top, top_sims = top_t.numpy(), top_sims_t.numpy()
         order = np.lexsort((top, -top_sims), axis=1)  # ties broken by index: the same input, the same graph
         top = np.take_along_axis(top, order, axis=1)
         d = 1.0 - np.take_along_axis(top_sims, order, axis=1)
@@ -48,7 +48,7 @@ def make_umap(X: np.ndarray | None, n_components: int, n_neighbors: int, min_dis
 
     n = len(X) if X is not None else 0
     neighbours = max(2, min(n_neighbors, n - 1)) if n else n_neighbors
-    knn = (None, None, None)
+    knn: tuple[np.ndarray | None, np.ndarray | None, None] = (None, None, None)  # UMAP's precomputed_knn
     if X is not None and 2 < n <= EXACT_KNN_MAX:
         knn = (*exact_knn(X, neighbours), None)
     return UMAP(n_neighbors=neighbours, n_components=n_components, min_dist=min_dist, metric="cosine",

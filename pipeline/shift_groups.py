@@ -100,16 +100,16 @@ def interview_excess(pairs: list[PairEstimate], level: str, fits_by: dict, sizes
     for key, ps in by_pair.items():
         if len(ps) < MIN_SHRINK_GROUP:
             continue
-        R = []
+        deviations = []
         for p in ps:
             fits = shrink_target(fits_by, p, level, sizes)
             centre = np.array([f.estimate for f in fits]) if fits is not None else 0.0
-            R.append(p.moments[level].change - centre)
-        R, V = np.vstack(R), np.vstack([p.var[level] for p in ps])
+            deviations.append(p.moments[level].change - centre)
+        R, V = np.vstack(deviations), np.vstack([p.var[level] for p in ps])
         excess = np.zeros(R.shape[1])
         for j in range(R.shape[1]):
-            def median_ratio(e: float) -> float:
-                return float(np.median(R[:, j] ** 2 / (V[:, j] + e)))
+            def median_ratio(e: float, r2: np.ndarray = R[:, j] ** 2, v: np.ndarray = V[:, j]) -> float:
+                return float(np.median(r2 / (v + e)))
             if median_ratio(0.0) <= CHI2_MEDIAN:
                 continue
             lo, hi = 0.0, float(np.max(R[:, j] ** 2)) + 1e-12
@@ -154,7 +154,7 @@ def group_sets(pairs: list[PairEstimate]) -> list[tuple[str, int | None, int | N
     """(group, wave_from, wave_to, is_first_last, pairs) for 'all' and each group: one set per wave
     pair, and one for each speaker's first -> last unless a pair set already is exactly that."""
     groups = ["all"] + sorted({p.group for p in pairs if p.group is not None})
-    out = []
+    out: list[tuple[str, int | None, int | None, bool, list[PairEstimate]]] = []
     for g in groups:
         members = [p for p in pairs if g == "all" or p.group == g]
         firsts = [p for p in members if p.is_first_last]
@@ -210,7 +210,7 @@ def group_tables(pairs: list[PairEstimate], themes: dict[str, list[str]], sc: di
                 rows.append({**base, **_profile_row(fits, len(ps))})
     changes = pd.DataFrame(rows)
     if len(changes):
-        for level, idx in changes.groupby("level").groups.items():
+        for _, idx in changes.groupby("level").groups.items():
             changes.loc[idx, "q_value"] = benjamini_hochberg(changes.loc[idx, "p_value"].to_numpy(dtype=float))
     contrasts = _contrasts(fits_by, themes, level_ci)
     return changes, contrasts, fits_by
@@ -248,7 +248,7 @@ def _contrasts(fits_by: dict, themes: dict[str, list[str]], level_ci: float) -> 
                              "method": "random_effects_welch" if np.isfinite(p) else None})
     out = pd.DataFrame(rows)
     if len(out):
-        for level, idx in out.groupby("level").groups.items():
+        for _, idx in out.groupby("level").groups.items():
             out.loc[idx, "q_value"] = benjamini_hochberg(out.loc[idx, "p_value"].to_numpy(dtype=float))
     return out
 

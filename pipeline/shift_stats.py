@@ -87,14 +87,15 @@ def percentile_interval(values: np.ndarray, level: float) -> tuple[np.ndarray, n
     return lo, hi
 
 
-def distance_interval(values: np.ndarray, estimate: float, level: float) -> tuple[float, float]:
+def distance_interval(values: np.ndarray, estimate: float,
+                      level: float) -> tuple[float | np.ndarray, float | np.ndarray]:
     """Percentile interval of a bootstrapped distance, shifted by the bootstrap's estimate of its bias
     and floored at 0. Resampling adds noise, and noise only ever moves two profiles apart, so the
     plain percentile interval of a distance sits above the estimate (on the example study it
     excluded it for most code-profile and semantic distances)."""
     lo, hi = percentile_interval(values, level)
     if not np.isfinite(estimate) or np.isnan(values).all():
-        return lo, hi
+        return lo, hi  # as percentile_interval gives them: numpy scalars or 0-d arrays
     bias = float(np.nanmean(values)) - estimate
     return max(float(lo) - bias, 0.0), max(float(hi) - bias, 0.0)
 
@@ -137,7 +138,7 @@ def exact_p(observed: float, null: np.ndarray) -> float:
     if null.size == 0:
         return float("nan")
     hits = np.count_nonzero(null >= observed - 1e-9 * max(1.0, abs(observed)))
-    return float(max(hits, 1) / null.size)
+    return float(max(int(hits), 1) / null.size)
 
 
 def benjamini_hochberg(p: np.ndarray) -> np.ndarray:

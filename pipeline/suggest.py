@@ -66,7 +66,9 @@ def greedy_pick(u: np.ndarray, vecs: np.ndarray, known: np.ndarray, n: int, dive
     for _ in range(min(n, len(u))):
         s = np.where(taken, -np.inf, (1 - diversity) * u + diversity * novelty)
         i = int(np.argmax(s))
-        picks.append(i), nov.append(float(novelty[i])), score.append(float(s[i]))
+        picks.append(i)
+        nov.append(float(novelty[i]))
+        score.append(float(s[i]))
         taken[i] = True
         novelty = np.minimum(novelty, np.clip(1.0 - vecs @ vecs[i], 0.0, 1.0))
     return np.asarray(picks, dtype=np.int64), np.asarray(nov), np.asarray(score)
@@ -126,7 +128,7 @@ def suggest(utterances: pa.Table, embeddings: pa.Table, learned_codes: pa.Table 
         free = np.flatnonzero(~is_hand)
         pick, nov, score = greedy_pick(mean_u[free], mean_vec[free], mean_vec[is_hand], n, diversity)
         chosen = free[pick]
-        most = {}
+        most: dict[int, int] = {}  # interview index -> utterance index
         for i in np.argsort(-u, kind="stable"):  # each interview's most uncertain utterance
             most.setdefault(g[i], i)
         ex = np.array([most[c] for c in chosen], dtype=np.int64)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -50,7 +51,7 @@ class HumanCodes:
     path: Path
     frame: pd.DataFrame
     kind: str  # "span" or "utterance"
-    texts: dict[str, str] = field(default_factory=dict)
+    texts: dict[str, str | None] = field(default_factory=dict)
 
     def where(self, row: int | None) -> dict:
         line = None if row is None or pd.isna(row) else int(row)
@@ -162,6 +163,7 @@ def read_mapping(path: str | Path, framework) -> dict[str, CodeTarget]:
     header, rows, lines = _read_csv(path) if path.is_file() else (None, None, None)
     if header is None:
         raise InputError("mapping file not found", path)
+    assert rows is not None and lines is not None  # read together with header
     if "human_code" not in header or not {"concept", "dimension"} & set(header):
         raise InputError(f"mapping file needs columns human_code and concept and/or dimension; found: "
                          f"{', '.join(header)}", path)
@@ -186,8 +188,11 @@ def read_mapping(path: str | Path, framework) -> dict[str, CodeTarget]:
         if concept and dim and concept.dimension != dim.id:
             raise InputError(f"concept {concept.id!r} belongs to dimension {concept.dimension!r}, not {dim.id!r}",
                              path, line)
-        out[code.lower()] = CodeTarget(concept.id if concept else None,
-                                       concept.dimension if concept else dim.id, "mapping")
+        if concept:
+            out[code.lower()] = CodeTarget(concept.id, concept.dimension, "mapping")
+        else:
+            assert dim is not None  # a dimension was named (none at all continued above) and found (else raised)
+            out[code.lower()] = CodeTarget(None, dim.id, "mapping")
     return out
 
 
@@ -208,6 +213,7 @@ def resolve_codes(codes: HumanCodes, framework, mapping: dict[str, CodeTarget] |
     unknown="ignore", kept as unmapped and listed in the returned warnings)."""
     mapping = mapping or {}
     df = codes.frame
+    missing: dict[str, Any]  # code -> the row of its first coding (NaN: no row)
     targets, missing = {}, {}
     for (code, parents), first_row in df.groupby(["code", "parents"], sort=True)["row"].first().items():
         target = mapping.get(code.lower()) or _direct(code, framework)
@@ -283,8 +289,8 @@ def align_spans(frame: pd.DataFrame, u_start: np.ndarray, u_end: np.ndarray,
     for i in range(len(merged)):
         row = overlap[i]
         if row.max() > 0 and not hit[row > 0].any():
-            j = int(np.argmax(row))  # a span too short for the rule codes its best utterance
-            taken[j] = float(share[j])
+            best = int(np.argmax(row))  # a span too short for the rule codes its best utterance
+            taken[best] = float(share[best])
     return sorted(taken.items())
 
 

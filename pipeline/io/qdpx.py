@@ -15,8 +15,10 @@ from __future__ import annotations
 import re
 import uuid
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
 from pipeline.errors import InputError
@@ -44,7 +46,7 @@ class QdpxCoding:
 @dataclass
 class QdpxProject:
     name: str
-    sources: dict[str, str] = field(default_factory=dict)  # TextSource name -> plain text
+    sources: dict[str, str | None] = field(default_factory=dict)  # TextSource name -> plain text (None: none)
     codings: list[QdpxCoding] = field(default_factory=list)
 
 
@@ -55,6 +57,7 @@ def _code_names(codes_el) -> dict[str, tuple[str, tuple[str, ...]]]:
     out: dict[str, tuple[str, tuple[str, ...]]] = {}
     # depth first in document order, with a stack instead of recursion: a codebook nested thousands
     # deep is no crash
+    stack: list[tuple[Any, tuple[str, ...]]]  # (Code element, names of the enclosing codes)
     stack = [(code, ()) for code in reversed(codes_el.findall(_Q + "Code"))] if codes_el is not None else []
     while stack:
         code, parents = stack.pop()
@@ -172,7 +175,7 @@ _VARIABLE_TYPES = {bool: ("Boolean", "BooleanValue"), int: ("Integer", "IntegerV
                    float: ("Float", "FloatValue"), str: ("Text", "TextValue")}
 
 
-def _variable_types(cases: list[ExportCase]) -> dict[str, tuple[str, str]]:
+def _variable_types(cases: Sequence[ExportCase]) -> dict[str, tuple[str, str]]:
     """Variable name -> (typeOfVariable, value element), from the values' Python types, in first-seen order."""
     out: dict[str, tuple[str, str]] = {}
     for case in cases:
@@ -204,7 +207,7 @@ def _attr(value: str) -> str:
 
 
 def project_xml(name: str, user: str, codes: list[ExportCode], sources: list[ExportSource],
-                cases: list[ExportCase] = ()) -> bytes:
+                cases: Sequence[ExportCase] = ()) -> bytes:
     """QDA-XML for the codebook, one user, the cases with their variables and the text sources
     with their codings (in the order the schema requires)."""
     user_guid = guid("user", user)
@@ -244,8 +247,8 @@ def project_xml(name: str, user: str, codes: list[ExportCode], sources: list[Exp
             if value is not None:
                 out.append(f'<VariableValue><VariableRef targetGUID="{guid("variable", var)}"/>'
                            f'<{variables[var][1]}>{_value(value)}</{variables[var][1]}></VariableValue>')
-        for src in case.source_names:
-            out.append(f'<SourceRef targetGUID="{guid("source", src)}"/>')
+        for source_name in case.source_names:
+            out.append(f'<SourceRef targetGUID="{guid("source", source_name)}"/>')
         out.append("</Case>")
     if cases:
         out.append("</Cases>")
@@ -273,7 +276,7 @@ def project_xml(name: str, user: str, codes: list[ExportCode], sources: list[Exp
 
 
 def write_qdpx(path: str | Path, name: str, user: str, codes: list[ExportCode],
-               sources: list[ExportSource], cases: list[ExportCase] = ()) -> None:
+               sources: list[ExportSource], cases: Sequence[ExportCase] = ()) -> None:
     """Write project.qde plus sources/<guid>.txt (for tools that read plainTextPath), atomically."""
 
     xml = project_xml(name, user, codes, sources, cases)

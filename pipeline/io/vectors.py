@@ -28,6 +28,8 @@ class StoredEmbeddings:
 
         self.run_dir, self.table = (Path(run_dir) if run_dir else None), table
         if table is None:  # the checked read: stale embeddings are refused, and the read is recorded
+            if self.run_dir is None:  # neither given: read_table's Path(None) raised a TypeError too
+                raise TypeError("StoredEmbeddings needs a run directory or a table")
             self.ids = read_table(self.run_dir, "embeddings", "themeshift embed", columns=["utterance_id"]
                                   ).column("utterance_id")
             self.dim = self._schema().field("vector").type.list_size
@@ -47,6 +49,7 @@ class StoredEmbeddings:
         import pyarrow.parquet as pq
 
 
+        assert self.run_dir is not None  # __init__ reads the schema only from a run directory
         return pq.read_schema(table_files(self.run_dir, "embeddings")[0])
 
     def batches(self, rows: int = BATCH_ROWS) -> Iterator[pa.Table]:
@@ -56,6 +59,7 @@ class StoredEmbeddings:
                 yield self.table.slice(start, rows)
             return
 
+        assert self.run_dir is not None  # without a table __init__ needed a run directory
         yield from iter_table(self.run_dir, "embeddings", batch_rows=rows)
 
     def chunks(self, cuts: Sequence[int]) -> Iterator[pa.Table]:
@@ -67,13 +71,13 @@ class StoredEmbeddings:
         for batch in self.batches():
             held.append(batch)
             held_to = held_from + sum(t.num_rows for t in held)
-            while lo is not None and held_to >= hi:
+            while lo is not None and hi is not None and held_to >= hi:  # lo and hi are None together
                 block = pa.concat_tables(held)
                 yield block.slice(lo - held_from, hi - lo)
                 rest = block.slice(hi - held_from)
                 held, held_from = [rest], hi
                 lo, hi = next(bounds, (None, None))
-        if lo is not None and hi > lo:
+        if lo is not None and hi is not None and hi > lo:
             raise ValueError("the embeddings have fewer rows than the cuts ask for")
 
     def gather(self, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -82,6 +86,7 @@ class StoredEmbeddings:
 
         wanted = pa.array(list(ids), pa.string())
         n = len(wanted)
+        out: np.ndarray
         if self.run_dir is not None and n * self.dim * 4 > SPILL_BYTES:
             spill = tempfile.TemporaryFile(dir=self.run_dir, prefix=".vectors-")  # gone when closed
             out = np.memmap(spill, dtype=np.float32, mode="w+", shape=(n, self.dim))
