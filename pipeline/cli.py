@@ -18,11 +18,12 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
 )
 
-from pipeline.config import load_config
+from pipeline.config import load_config, load_config_with_origins, settings_text
 from pipeline.embed import load_encoder
 from pipeline.errors import EnvironmentFault, InputError, environment_fault, printable
 from pipeline.framework import load_framework
@@ -189,7 +190,7 @@ def _progress(quiet: bool):
         return
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err, transient=True) as bar:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
 
         def update(what: str, done: int, total: int) -> None:
             stage = what.split(" ", 1)[0]
@@ -231,8 +232,11 @@ def _check_files(cfg: dict, run_dir: Path, framework: Optional[Path], human: Opt
 
 
 def _config(config: Optional[Path], skip_bad: bool = False, model: Optional[str] = None,
-            engine: Optional[str] = None, address: Optional[str] = None):
+            engine: Optional[str] = None, address: Optional[str] = None, study: Optional[str] = None):
+    """The configuration, with the command's options as its last layer; never changed after this."""
     overrides: dict = {}
+    if study:
+        overrides["anonymise"] = {"study": study}
     if skip_bad:
         overrides["run"] = {"skip_bad": True}
     if model:
@@ -242,7 +246,6 @@ def _config(config: Optional[Path], skip_bad: bool = False, model: Optional[str]
         overrides["scale"] = scale
     cfg = load_config(config, overrides or None)
     if cfg["scale"]["engine"] == "ray":
-
         require_ray()  # one line naming the extra, before any stage starts
     elif address is not None:
         raise InputError("--address goes with --engine ray")
@@ -629,9 +632,7 @@ def anonymise(input_dir: InputArg, out: OutOpt, key: KeyOpt = None, names: Names
     """
 
     with _reporting(quiet, None):
-        cfg = _config(config, skip_bad)
-        if study:
-            cfg["anonymise"]["study"] = study
+        cfg = _config(config, skip_bad, study=study)
         with _progress(quiet) as update:
             rec = run_anonymise(input_dir, out, cfg, key, names, review, decisions, update)
         _anonymise_summary(quiet, rec)
@@ -724,6 +725,28 @@ def run(input_dir: InputArg, out: OutOpt, config: ConfigOpt = None, model: Model
 
 
 _register_stage_commands()
+
+config_app = typer.Typer(help="Show the settings a command would use, and where each came from.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("show")
+def config_show(config: ConfigOpt = None, model: ModelOpt = None, engine: EngineOpt = None,
+                skip_bad: SkipBadOpt = False) -> None:
+    """Print every setting as TOML, each with its origin: default, file (--config) or option.
+
+    The output loads back as a --config file. Example: themeshift config show --config my.toml --model fast
+    """
+    with _reporting(False):
+        overrides: dict = {}
+        if skip_bad:
+            overrides["run"] = {"skip_bad": True}
+        if model:
+            overrides["embed"] = {"model": model}
+        if engine:
+            overrides["scale"] = {"engine": engine}
+        cfg, origins = load_config_with_origins(config, overrides or None)
+        typer.echo(settings_text(cfg, origins))
 
 
 @app.command("stages")

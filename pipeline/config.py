@@ -6,6 +6,7 @@ type differs from the default's are errors naming the file and key.
 from __future__ import annotations
 
 import copy
+import json
 import math
 import tomllib
 from pathlib import Path
@@ -18,6 +19,7 @@ from pipeline.resources import data_dir
 DEFAULT_CONFIG_PATH = data_dir("configs") / "default.toml"
 
 Config = dict[str, dict[str, Any]]
+COMMAND_LINE = Path("<command line>")
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -60,12 +62,20 @@ def _check_value(key: str, default: Any, value: Any, path: Path) -> Any:
 
 def load_config(path: str | Path | None = None, overrides: dict[str, dict[str, Any]] | None = None) -> Config:
     """Defaults, then the user's file, then programmatic overrides (e.g. from CLI flags)."""
+    return load_config_with_origins(path, overrides)[0]
+
+
+def load_config_with_origins(path: str | Path | None = None, overrides: dict[str, dict[str, Any]] | None = None
+                             ) -> tuple[Config, dict[str, str]]:
+    """The validated configuration and, per "section.key", where its value came from: "default",
+    "file PATH" or "option" (a command-line option)."""
     config = _read_toml(DEFAULT_CONFIG_PATH)
+    origins = {f"{section}.{key}": "default" for section, values in config.items() for key in values}
     layers: list[tuple[dict[str, Any], Path]] = []
     if path is not None:
         layers.append((_read_toml(Path(path)), Path(path)))
     if overrides:
-        layers.append((overrides, Path("<command line>")))
+        layers.append((overrides, COMMAND_LINE))
     for layer, source in layers:
         for section, values in layer.items():
             if section not in config:
@@ -77,15 +87,28 @@ def load_config(path: str | Path | None = None, overrides: dict[str, dict[str, A
                     known = ", ".join(config[section])
                     raise ConfigError(f"unknown key {section}.{key} (known: {known})", source)
                 config[section][key] = _check_value(f"{section}.{key}", config[section][key], value, source)
+                origins[f"{section}.{key}"] = "option" if source == COMMAND_LINE else f"file {source}"
     try:
         _validate(config)
     except ConfigError as exc:  # name the file that set the value: the last layer that touched the key
         section, _, name = exc.message.split(" ", 1)[0].rstrip(":").partition(".")
-        source = next((src for layer, src in reversed(layers) if name in layer.get(section, {})), None)
-        if exc.path is None and source is not None:
-            raise ConfigError(exc.message, source) from None
+        setter = next((src for layer, src in reversed(layers) if name in layer.get(section, {})), None)
+        if exc.path is None and setter is not None:
+            raise ConfigError(exc.message, setter) from None
         raise
-    return copy.deepcopy(config)
+    return copy.deepcopy(config), origins
+
+
+def settings_text(config: Config, origins: dict[str, str]) -> str:
+    """The resolved settings as TOML that loads back as a --config file, each value with where it came from."""
+    lines = []
+    for section, values in config.items():
+        lines.append(f"[{section}]")
+        width = max((len(k) for k in values), default=0)
+        for key, value in values.items():
+            lines.append(f"{key:<{width}} = {json.dumps(value)}  # {origins.get(f'{section}.{key}', 'default')}")
+        lines.append("")
+    return "\n".join(lines)
 
 
 # Allowed values beyond the type: choices, and (low, high) ranges, None = open. Checked at load, so a

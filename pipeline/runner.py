@@ -343,7 +343,7 @@ def _map(ctx: Context, framework_path: Path | str | None = None, overrides_path:
         kept, obsolete = split_obsolete(o_file, set(codes.column("fingerprint").to_pylist()))
         for o in obsolete:
             warnings.warn(f"{o_file.path}:{o.line}: obsolete override: no code with fingerprint {o.fingerprint} "
-                          f"in this run (codes changed since it was written); not applied")
+                          f"in this run (codes changed since it was written); not applied", stacklevel=2)
         live = {o.fingerprint: o.concept_id for o in kept}
         as_dict = lambda o: {"fingerprint": o.fingerprint, "concept": o.concept_id or "unmapped",  # noqa: E731
                              "line": o.line, "label": o.label, "note": o.note}

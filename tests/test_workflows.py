@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from pipeline.cli import app
 from pipeline.stages import STAGES, remake_command, stage, tables
 
-from conftest import ANSWER_KEY
+from conftest import ANSWER_KEY, EXAMPLE
 
 HUMAN = str(ANSWER_KEY / "human_codes.csv")
 FAST_LEARN = '[learn]\nencoder = "frozen"\nfeature_sets = ["utterance", "context_prior"]\ncv_folds = 3\n' \
@@ -43,8 +43,13 @@ def _report_is_current(run) -> None:
     assert (run / "report.html").stat().st_size > 10_000
 
 
-def test_the_documented_order_and_the_wrong_ones_all_end_in_a_current_report(run):
-    for step in (["map"], ["learn", "--human", HUMAN], ["shift"], ["compare", "--human", HUMAN]):
+def test_the_documented_order_and_the_wrong_ones_all_end_in_a_current_report(tmp_path):
+    run = tmp_path / "run"
+    (tmp_path / "fast.toml").write_text(FAST_LEARN, encoding="utf-8")
+    result = CliRunner().invoke(app, ["run", str(EXAMPLE), "--out", str(run), "--quiet"])
+    assert result.exit_code == 0, result.output
+    # the README's learning workflow: compare, learn, shift, compare, report
+    for step in (["compare", "--human", HUMAN], ["learn", "--human", HUMAN], ["shift"], ["compare", "--human", HUMAN]):
         code, out = _cli(run, *step)
         assert code == 0, (step, out)
     _report_is_current(run)
@@ -93,3 +98,22 @@ def test_every_table_has_one_writer_and_a_schema_and_every_read_is_written_somew
     assert written <= documented, written - documented
     assert remake_command("utterance_dimensions") == stage("map").command
     assert remake_command("agreement") == "themeshift compare RUN --human CODES"
+
+
+def test_config_show_gives_every_setting_its_origin_and_loads_back_as_the_same_configuration(tmp_path):
+    import tomllib
+
+    from pipeline.config import load_config
+
+    mine = tmp_path / "my.toml"
+    mine.write_text("[shift]\nalpha = 0.1\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["config", "show", "--config", str(mine), "--model", "fast"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert f"alpha = 0.1 # file {mine}" in [" ".join(x.split()) for x in lines]
+    assert any(x.startswith("model") and x.endswith('"fast"  # option') for x in lines)
+    assert any(x.startswith("seed") and x.endswith("# default") for x in lines)
+    shown = tmp_path / "shown.toml"
+    shown.write_text(result.output, encoding="utf-8")
+    assert tomllib.loads(result.output)["shift"]["alpha"] == 0.1
+    assert load_config(shown) == load_config(mine, {"embed": {"model": "fast"}})
