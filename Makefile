@@ -8,7 +8,7 @@ export HF_HUB_DISABLE_PROGRESS_BARS := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test browser bench clean
+.PHONY: setup demo test lint browser bench clean
 
 setup: $(VENV)/.installed
 
@@ -21,8 +21,14 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(BIN)/themeshift run examples/kt_study --out runs/demo --human examples/answer_key/human_codes.csv
 
-test: setup browser
+test: setup browser lint
 	$(BIN)/python -m pytest -q
+
+# Lint, format and type checks on the package (settings in pyproject.toml).
+lint: setup
+	$(BIN)/ruff check pipeline
+	$(BIN)/ruff format --check pipeline
+	$(BIN)/mypy
 
 # The report's browser test drives Debian's chromium package (never a browser download).
 browser:

@@ -9,6 +9,7 @@ of group tables: the bootstrap costs one matrix product, not B passes over the d
 
 Functions that take a table accept extra leading (batch) axes where noted.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ MISSING = -1  # label index of a missing coding
 
 
 # ---------------------------------------------------------------- count tables
+
 
 def confusion_tables(a: np.ndarray, b: np.ndarray, groups: np.ndarray, n_groups: int, k: int) -> np.ndarray:
     """Per-group confusion matrices (G, k, k) of two coders' label indices; units where
@@ -51,8 +53,9 @@ def coincidence_tables(values: np.ndarray, groups: np.ndarray, n_groups: int, k:
     return out
 
 
-def presence_tables(machine: np.ndarray, reference: np.ndarray, usable: np.ndarray,
-                    groups: np.ndarray, n_groups: int) -> np.ndarray:
+def presence_tables(
+    machine: np.ndarray, reference: np.ndarray, usable: np.ndarray, groups: np.ndarray, n_groups: int
+) -> np.ndarray:
     """Per-group (G, labels, 3) counts of true positives, false positives and false negatives.
 
     machine, reference, usable: (units, labels) booleans; a unit counts for a label only
@@ -82,8 +85,9 @@ def set_tables(a: np.ndarray, b: np.ndarray, usable: np.ndarray, groups: np.ndar
     return out
 
 
-def label_confusion_tables(a: np.ndarray, b: np.ndarray, usable: np.ndarray, groups: np.ndarray,
-                           n_groups: int) -> np.ndarray:
+def label_confusion_tables(
+    a: np.ndarray, b: np.ndarray, usable: np.ndarray, groups: np.ndarray, n_groups: int
+) -> np.ndarray:
     """Per-group (G, labels, 2, 2) confusion of two raters on whether each label applies
     (index 1 = applies), over the units where usable (units, labels)."""
     out = np.zeros((n_groups, a.shape[1], 2, 2), dtype=np.int64)
@@ -92,8 +96,9 @@ def label_confusion_tables(a: np.ndarray, b: np.ndarray, usable: np.ndarray, gro
     return out
 
 
-def contingency_tables(clusters: np.ndarray, classes: np.ndarray, groups: np.ndarray,
-                       n_groups: int, n_clusters: int, n_classes: int) -> np.ndarray:
+def contingency_tables(
+    clusters: np.ndarray, classes: np.ndarray, groups: np.ndarray, n_groups: int, n_clusters: int, n_classes: int
+) -> np.ndarray:
     """Per-group (G, clusters, classes) contingency tables; missing on either side is left out."""
     keep = (clusters != MISSING) & (classes != MISSING)
     out = np.zeros((n_groups, n_clusters, n_classes), dtype=np.int64)
@@ -102,6 +107,7 @@ def contingency_tables(clusters: np.ndarray, classes: np.ndarray, groups: np.nda
 
 
 # ---------------------------------------------------------------- statistics
+
 
 def kappa(confusion: np.ndarray) -> np.ndarray:
     """Cohen's kappa of (..., k, k) confusion matrices; NaN where chance agreement is 1."""
@@ -184,17 +190,25 @@ def cluster_scores(contingency: np.ndarray) -> dict[str, float]:
     np.add.at(confusion, matched, t)
     square = np.zeros((k + 1, k + 1))
     square[:, :k] = confusion
-    return {"ari": float(ari), "nmi": nmi, "homogeneity": homogeneity, "completeness": completeness,
-            "purity": float(purity), "matched_kappa": float(kappa(square))}
+    return {
+        "ari": float(ari),
+        "nmi": nmi,
+        "homogeneity": homogeneity,
+        "completeness": completeness,
+        "purity": float(purity),
+        "matched_kappa": float(kappa(square)),
+    }
 
 
 # ---------------------------------------------------------------- bootstrap
+
 
 @dataclass(frozen=True)
 class Bootstrap:
     """Resampling weights shared by every statistic of one comparison (a paired bootstrap).
 
     weights: (B, G) how often each group is drawn in each resample (multinomial)."""
+
     weights: np.ndarray
     level: float
 
@@ -274,6 +288,7 @@ class Ratings:
     present: rater -> (units, k) booleans, every label the rater gave (multi-label); rows
         of missing units are all False.
     """
+
     level: str
     categories: list[str]
     primary: dict[str, np.ndarray]
@@ -302,12 +317,23 @@ def _row(level, metric, a, b, dimension, value, lo, hi, n):
     def num(x):
         x = float(x)
         return None if np.isnan(x) else x
-    return {"level": level, "metric": metric, "coder_a": a, "coder_b": b, "dimension": dimension,
-            "value": num(value), "ci_low": num(lo), "ci_high": num(hi), "n": int(n)}
+
+    return {
+        "level": level,
+        "metric": metric,
+        "coder_a": a,
+        "coder_b": b,
+        "dimension": dimension,
+        "value": num(value),
+        "ci_low": num(lo),
+        "ci_high": num(hi),
+        "n": int(n),
+    }
 
 
-def compare_ratings(r: Ratings, humans: list[str], machine: str, groups: np.ndarray, n_groups: int,
-                    boot: Bootstrap) -> tuple[list[dict], list[dict], list[str]]:
+def compare_ratings(
+    r: Ratings, humans: list[str], machine: str, groups: np.ndarray, n_groups: int, boot: Bootstrap
+) -> tuple[list[dict], list[dict], list[str]]:
     """Kappa per rater pair (and machine vs consensus), alpha with and without the machine,
     agreement on label sets (exact set, Jaccard, per-label kappa; _set_rows), and per-label
     precision / recall / F1 of the machine against each coder and the consensus, with their
@@ -318,10 +344,10 @@ def compare_ratings(r: Ratings, humans: list[str], machine: str, groups: np.ndar
     rows: list[dict] = []
     confusion: list[dict] = []
     warnings: list[str] = []
-    cons_primary, cons_present, cons_usable = (r.consensus(humans) if len(humans) >= 2 else (None, None, None))
+    cons_primary, cons_present, cons_usable = r.consensus(humans) if len(humans) >= 2 else (None, None, None)
     primaries = dict(r.primary)
     raters = [*humans, machine]
-    pairs = [(a, b) for i, a in enumerate(raters) for b in raters[i + 1:]]
+    pairs = [(a, b) for i, a in enumerate(raters) for b in raters[i + 1 :]]
     if cons_primary is not None:
         primaries[CONSENSUS] = cons_primary
         pairs.append((machine, CONSENSUS))
@@ -337,8 +363,9 @@ def compare_ratings(r: Ratings, humans: list[str], machine: str, groups: np.ndar
         rows.append(_row(r.level, "cohen_kappa", a, b, None, value, lo, hi, n))
         for i, la in enumerate(r.categories):
             for j, lb in enumerate(r.categories):
-                confusion.append({"level": r.level, "coder_a": a, "coder_b": b, "label_a": la, "label_b": lb,
-                                  "n": int(total[i, j])})
+                confusion.append(
+                    {"level": r.level, "coder_a": a, "coder_b": b, "label_a": la, "label_b": lb, "n": int(total[i, j])}
+                )
 
     sets = [humans, raters] if len(humans) >= 2 else [raters]
     for who in sets:
@@ -365,6 +392,7 @@ def compare_ratings(r: Ratings, humans: list[str], machine: str, groups: np.ndar
         tables = presence_tables(m_present, present, usable, groups, n_groups)
         n_units = usable.sum(axis=0)
         for metric, pos in (("precision", 0), ("recall", 1), ("f1", 2)):
+
             def stat(t, pos=pos):
                 return precision_recall_f1(t)[pos]
 
@@ -379,27 +407,38 @@ def compare_ratings(r: Ratings, humans: list[str], machine: str, groups: np.ndar
                     return np.nanmean(precision_recall_f1(t[..., real, :])[pos], axis=-1)
 
             value, lo, hi = boot.estimate(tables, macro)
-            rows.append(_row(r.level, metric, machine, ref, "macro", value, lo, hi,
-                             int(usable[:, real].all(axis=1).sum())))
+            rows.append(
+                _row(r.level, metric, machine, ref, "macro", value, lo, hi, int(usable[:, real].all(axis=1).sum()))
+            )
 
             def micro(t, pos=pos):  # every (unit, label) decision counts once: frequent labels weigh more
                 return precision_recall_f1(t[..., real, :].sum(axis=-2))[pos]
 
             value, lo, hi = boot.estimate(tables, micro)
-            rows.append(_row(r.level, metric, machine, ref, "micro", value, lo, hi,
-                             int(usable[:, real].all(axis=1).sum())))
+            rows.append(
+                _row(r.level, metric, machine, ref, "micro", value, lo, hi, int(usable[:, real].all(axis=1).sum()))
+            )
     return rows, confusion, warnings
 
 
-def _set_rows(r: Ratings, humans: list[str], machine: str, cons_primary, cons_present, cons_usable,
-              groups: np.ndarray, n_groups: int, boot: Bootstrap) -> list[dict]:
+def _set_rows(
+    r: Ratings,
+    humans: list[str],
+    machine: str,
+    cons_primary,
+    cons_present,
+    cons_usable,
+    groups: np.ndarray,
+    n_groups: int,
+    boot: Bootstrap,
+) -> list[dict]:
     """Agreement on label sets, for passages that carry several codes: per rater pair (coders with
     each other, the machine with each coder and the consensus) the share of units with exactly the
     same set of labels, the mean Jaccard overlap of the sets, and per label Cohen's kappa on
     whether the label applies (label_kappa; 'macro' = its mean over the labels either rater used)."""
     present, coded = dict(r.present), {x: r.primary[x] != MISSING for x in r.primary}
     raters = [*humans, machine]
-    pairs = [(a, b) for i, a in enumerate(raters) for b in raters[i + 1:]]
+    pairs = [(a, b) for i, a in enumerate(raters) for b in raters[i + 1 :]]
     if cons_primary is not None:
         present[CONSENSUS] = cons_present
         coded[CONSENSUS] = cons_usable.all(axis=1)  # the coders agree on the whole set
@@ -413,6 +452,7 @@ def _set_rows(r: Ratings, humans: list[str], machine: str, cons_primary, cons_pr
             continue
         tables = set_tables(present[a], present[b], usable, groups, n_groups)
         for metric, col in (("exact_set", 0), ("jaccard", 1)):
+
             def share(t, col=col):
                 with np.errstate(invalid="ignore", divide="ignore"):
                     return t[..., col] / t[..., 2]
@@ -436,9 +476,17 @@ def _set_rows(r: Ratings, humans: list[str], machine: str, cons_primary, cons_pr
     return rows
 
 
-def compare_clusters(clusters: np.ndarray, n_clusters: int, references: dict[str, np.ndarray], n_classes: int,
-                     machine: str, groups: np.ndarray, n_groups: int, boot: Bootstrap,
-                     level: str = "code") -> list[dict]:
+def compare_clusters(
+    clusters: np.ndarray,
+    n_clusters: int,
+    references: dict[str, np.ndarray],
+    n_classes: int,
+    machine: str,
+    groups: np.ndarray,
+    n_groups: int,
+    boot: Bootstrap,
+    level: str = "code",
+) -> list[dict]:
     """Cluster-vs-human-code alignment of the machine's first-order codes with each reference.
 
     Intervals: jackknife over groups (value +- z * SE, leaving out one group at a time). A

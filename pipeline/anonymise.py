@@ -8,6 +8,7 @@ Three passes over the folder, so the result does not depend on the order names a
 3. replace every occurrence of every known name, also where the detector missed it in a sentence,
    and write the files. The key and the review table (they hold the originals) go elsewhere.
 """
+
 from __future__ import annotations
 
 import csv
@@ -45,8 +46,17 @@ from pipeline.pseudonym_key import PseudonymKey, load_key, normalise
 
 MARKER = ".themeshift-pseudonymised"  # marks a folder this module wrote (and may overwrite)
 _NAME_LIKE = re.compile(r"[A-Z][a-z\u00C0-\u024F'\u2019\-]+(?: [A-Z][a-z\u00C0-\u024F'\u2019\-]+)*")
-_KIND_NAMES = {"person": "person", "people": "person", "name": "person", "place": "place", "location": "place",
-               "site": "place", "org": "org", "organisation": "org", "organization": "org"}
+_KIND_NAMES = {
+    "person": "person",
+    "people": "person",
+    "name": "person",
+    "place": "place",
+    "location": "place",
+    "site": "place",
+    "org": "org",
+    "organisation": "org",
+    "organization": "org",
+}
 
 
 @dataclass
@@ -79,8 +89,9 @@ def read_names_file(path: Path) -> dict[str, list[str]]:
         for line, row in rows:
             kind = _KIND_NAMES.get((row.get("kind") or row.get("type") or "person").lower())
             if kind is None:
-                raise InputError(f"kind must be person, place or org, got {row.get('kind') or row.get('type')!r}",
-                                 path, line)
+                raise InputError(
+                    f"kind must be person, place or org, got {row.get('kind') or row.get('type')!r}", path, line
+                )
             if row["name"]:
                 out[kind].append(row["name"])
     else:  # a plain list: every non-empty line a person's name
@@ -109,8 +120,12 @@ def protected_labels(src: Path, cfg: dict, manifest: dict) -> set[str]:
     """Speaker ids, aliases and generic labels that are codes, not names (INT, P01, P-05, Interviewer):
     never replaced, so labels and ids still resolve. Keys as readers.label_key makes them."""
 
-    out = {label_key(x) for x in cfg["speakers"]["interviewer_labels"] + cfg["speakers"]["participant_labels"]
-           + cfg["anonymise"]["keep_labels"]}
+    out = {
+        label_key(x)
+        for x in cfg["speakers"]["interviewer_labels"]
+        + cfg["speakers"]["participant_labels"]
+        + cfg["anonymise"]["keep_labels"]
+    }
     path = src / cfg["input"]["speakers_file"]
     if path.is_file():
         for _, row in read_csv_rows(path)[1]:
@@ -160,24 +175,33 @@ def _prepare_out(src: Path, dst: Path, key_path: Path, review_path: Path | None)
         raise InputError("the output folder must lie outside the input folder (and not hold it)", dst)
     for what, p in (("key file", key_path), ("review table", review_path)):
         if p is not None and (Path(p).resolve().is_relative_to(dst) or Path(p).resolve().is_relative_to(src)):
-            raise InputError(f"the {what} holds the original names: keep it outside the output and input "
-                             "folders", p)
+            raise InputError(f"the {what} holds the original names: keep it outside the output and input folders", p)
     if dst.exists():
         if not dst.is_dir():
             raise InputError("output exists and is not a folder", dst)
         if any(dst.iterdir()):
             if not (dst / MARKER).is_file():
-                raise InputError("output folder is not empty (and was not written by themeshift anonymise); "
-                                 "give a new folder", dst)
+                raise InputError(
+                    "output folder is not empty (and was not written by themeshift anonymise); give a new folder", dst
+                )
             shutil.rmtree(dst)  # an earlier pseudonymised copy: files it held may be gone from the input
     dst.mkdir(parents=True, exist_ok=True)
-    (dst / MARKER).write_text("written by themeshift anonymise; its files are replaced on the next run\n",
-                              encoding="utf-8")
+    (dst / MARKER).write_text(
+        "written by themeshift anonymise; its files are replaced on the next run\n", encoding="utf-8"
+    )
 
 
-def anonymise_folder(src: Path, dst: Path, cfg: dict, key_path: Path | None = None, names_path: Path | None = None,
-                     review_path: Path | None = None, decisions_path: Path | None = None,
-                     progress: Callable[[str, int, int], None] | None = None, detector: Detector | None = None) -> dict:
+def anonymise_folder(
+    src: Path,
+    dst: Path,
+    cfg: dict,
+    key_path: Path | None = None,
+    names_path: Path | None = None,
+    review_path: Path | None = None,
+    decisions_path: Path | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+    detector: Detector | None = None,
+) -> dict:
     """Write the pseudonymised copy of `src` to `dst`; returns the record (counts, no names)."""
     started = time.perf_counter()
     src, dst = Path(src), Path(dst)
@@ -213,8 +237,13 @@ def anonymise_folder(src: Path, dst: Path, cfg: dict, key_path: Path | None = No
                 if isinstance(exc, OSError):
                     raise environment_fault(exc) from None
                 raise
-            rejected.append({"source_file": rel, "line": getattr(exc, "line", None),
-                             "reason": exc.message if isinstance(exc, InputError) else f"cannot read: {exc.strerror}"})
+            rejected.append(
+                {
+                    "source_file": rel,
+                    "line": getattr(exc, "line", None),
+                    "reason": exc.message if isinstance(exc, InputError) else f"cannot read: {exc.strerror}",
+                }
+            )
     if not sources:
         raise InputError("no file could be read (see the rejected files)", src)
     _check_renames(sources)
@@ -231,7 +260,7 @@ def anonymise_folder(src: Path, dst: Path, cfg: dict, key_path: Path | None = No
     found: list[list[Finding]] = []
     step = max(1, ac["batch_size"] * 8)
     for a in range(0, len(pieces), step):
-        batch = pieces[a:a + step]
+        batch = pieces[a : a + step]
         results = detector.detect([p.before + p.for_detection + p.after for p in batch])
         found += [_own(p, r) for p, r in zip(batch, results)]
         if progress:
@@ -254,14 +283,23 @@ def anonymise_folder(src: Path, dst: Path, cfg: dict, key_path: Path | None = No
     by_recognizer = Counter(r.finding.recognizer for r in replacements)
     n_chars = sum(len(t) for t in texts)
     return {
-        "study": key.study, "files": len(sources), "written": written, "rejected": rejected,
-        "counts": {"texts": len(texts), "characters": n_chars, "replacements": len(replacements),
-                   "by_kind": {k: by_kind.get(k, 0) for k in KINDS if by_kind.get(k)},
-                   "by_recognizer": dict(sorted(by_recognizer.items())),
-                   "entities": Counter(e.kind for e in key.entries), "kept_by_decision": len(key.kept)},
+        "study": key.study,
+        "files": len(sources),
+        "written": written,
+        "rejected": rejected,
+        "counts": {
+            "texts": len(texts),
+            "characters": n_chars,
+            "replacements": len(replacements),
+            "by_kind": {k: by_kind.get(k, 0) for k in KINDS if by_kind.get(k)},
+            "by_recognizer": dict(sorted(by_recognizer.items())),
+            "entities": Counter(e.kind for e in key.entries),
+            "kept_by_decision": len(key.kept),
+        },
         "units_per_second": round(len(texts) / detect_seconds, 1) if detect_seconds else None,
         "characters_per_second": round(n_chars / detect_seconds) if detect_seconds else None,
-        "detect_seconds": round(detect_seconds, 3), "seconds": round(time.perf_counter() - started, 3),
+        "detect_seconds": round(detect_seconds, 3),
+        "seconds": round(time.perf_counter() - started, 3),
         "parameters": {k: ac[k] for k in ("entities", "spacy_model", "score_threshold", "propagate")},
     }
 
@@ -286,18 +324,23 @@ def _unprotected(piece, findings: list[Finding], protected: set[str]) -> list[Fi
     """Findings that are not a speaker code, nor inside a label that is one ("[00:09] C01:", "<v P08>")."""
 
     coded = [(a, b) for a, b in piece.labels if label_key(piece.text[a:b]) in protected]
+
     def is_code(span: str) -> bool:
         return label_key(span) in protected or any(label_key(w) in protected for w in span.split())
 
-    return [f for f in findings if not is_code(piece.text[f.start:f.end])
-            and not any(a < f.end and f.start < b for a, b in coded)]
+    return [
+        f
+        for f in findings
+        if not is_code(piece.text[f.start : f.end]) and not any(a < f.end and f.start < b for a, b in coded)
+    ]
 
 
 _THE_TITLE = re.compile(r"\b[Tt]he\s+([A-Z][a-z]+)\b(?!['\u2019]?\s*[A-Z])")  # not "the Bradford Royal ..."
 
 
-def _plausible(piece, findings: list[Finding], lower: set[str], listed: set[str],
-               titled: set[str] | frozenset[str] = frozenset()) -> list[Finding]:
+def _plausible(
+    piece, findings: list[Finding], lower: set[str], listed: set[str], titled: set[str] | frozenset[str] = frozenset()
+) -> list[Finding]:
     """Drop what the named-entity model reads as a name but the study shows is not one: a single word the
     study also writes in lower case (an answer starting "Attendance has tripled"), a common noun the study
     uses as a title after 'the', whatever it is taken for (the programme's own "the
@@ -308,7 +351,7 @@ def _plausible(piece, findings: list[Finding], lower: set[str], listed: set[str]
         if f.recognizer != "SpacyRecognizer" or f.kind not in NAME_KINDS:
             out.append(f)
             continue
-        span = piece.text[f.start:f.end]
+        span = piece.text[f.start : f.end]
         word = normalise(span)
         if word in listed:
             out.append(f)
@@ -330,8 +373,14 @@ def _check_renames(sources: list[SourceFile]) -> None:
             raise InputError(f"its text would be written as {s.out_rel}, which is another source; rename one", s.rel)
 
 
-def _assign(sources: list[SourceFile], found: list[list[Finding]], key: PseudonymKey,
-            listed: dict[str, list[str]], propagate: bool, lower: set[str]) -> list[Replacement]:
+def _assign(
+    sources: list[SourceFile],
+    found: list[list[Finding]],
+    key: PseudonymKey,
+    listed: dict[str, list[str]],
+    propagate: bool,
+    lower: set[str],
+) -> list[Replacement]:
     """Pseudonyms for every finding, and the known names found again wherever they occur."""
     flat = [(fi, pi, p) for fi, s in enumerate(sources) for pi, p in enumerate(s.pieces)]
     found_at = {(fi, pi): f for (fi, pi, _), f in zip(flat, found)}
@@ -339,13 +388,17 @@ def _assign(sources: list[SourceFile], found: list[list[Finding]], key: Pseudony
     for kind, names in listed.items():
         for name in sorted(names, key=lambda n: " " not in n.strip()):
             key.assign(kind, name)
-    occurrences = [(f.kind, p.text[f.start:f.end]) for (fi, pi, p) in flat for f in found_at[(fi, pi)]
-                   if not key.is_kept(f.kind, p.text[f.start:f.end])]
+    occurrences = [
+        (f.kind, p.text[f.start : f.end])
+        for (fi, pi, p) in flat
+        for f in found_at[(fi, pi)]
+        if not key.is_kept(f.kind, p.text[f.start : f.end])
+    ]
     # what found each name where it was found: a repeat carries that recogniser's doubt, not certainty
     origin: dict[str, tuple[float, set[str]]] = {}
-    for (fi, pi, p) in flat:
+    for fi, pi, p in flat:
         for f in found_at[(fi, pi)]:
-            name = normalise(p.text[f.start:f.end])
+            name = normalise(p.text[f.start : f.end])
             score, recognizers = origin.get(name, (1.0, set()))
             origin[name] = (min(score, f.score), recognizers | {f.recognizer})
     for kind, names in listed.items():
@@ -357,21 +410,27 @@ def _assign(sources: list[SourceFile], found: list[list[Finding]], key: Pseudony
         # a one-word name also used as a plain word ("Nobody", "Collaboration") is a guess that would
         # spread through every file: it stays where it was found, unless the study listed it
         listed_norm = {n.casefold() for names in listed.values() for n in names}
-        pattern = listed_pattern(n for names in key.names().values() for n in names
-                                 if " " in n.strip() or n.casefold() not in lower or n.casefold() in listed_norm)
+        pattern = listed_pattern(
+            n
+            for names in key.names().values()
+            for n in names
+            if " " in n.strip() or n.casefold() not in lower or n.casefold() in listed_norm
+        )
         if pattern:
             rx = re.compile(pattern)
             for fi, pi, p in flat:
                 own = {(f.start, f.end) for f in found_at[(fi, pi)]}  # where a recogniser found it, it says so
-                extra = [_repeat(m.group(), m.start(), m.end(), key, origin)
-                         for m in rx.finditer(p.text) if key.lookup(m.group()) is not None
-                         and (m.start(), m.end()) not in own]
+                extra = [
+                    _repeat(m.group(), m.start(), m.end(), key, origin)
+                    for m in rx.finditer(p.text)
+                    if key.lookup(m.group()) is not None and (m.start(), m.end()) not in own
+                ]
                 if extra:
                     found_at[(fi, pi)] = resolve_overlaps(found_at[(fi, pi)] + extra)
     out = []
     for fi, pi, p in flat:
         for f in found_at[(fi, pi)]:
-            text = p.text[f.start:f.end]
+            text = p.text[f.start : f.end]
             if key.is_kept(f.kind, text):
                 continue
             entry = key.lookup(text) or key.assign(f.kind, text)
@@ -426,7 +485,15 @@ def _write_metadata(src: Path, dst: Path, cfg: dict, key: PseudonymKey, sources:
 
 def _context(text: str, start: int, end: int, width: int) -> str:
     a, b = max(0, start - width), min(len(text), end + width)
-    out = ("..." if a else "") + text[a:start] + "<<" + text[start:end] + ">>" + text[end:b] + ("..." if b < len(text) else "")
+    out = (
+        ("..." if a else "")
+        + text[a:start]
+        + "<<"
+        + text[start:end]
+        + ">>"
+        + text[end:b]
+        + ("..." if b < len(text) else "")
+    )
     return re.sub(r"[\x00-\x1f]", " ", out)  # one spreadsheet row: page breaks and tabs as spaces
 
 
@@ -437,15 +504,33 @@ def review_table(sources: list[SourceFile], replacements: list[Replacement], wid
         names = r.finding.recognizer.removeprefix("study-key (").rstrip(")").split(", ")
         agree.setdefault(normalise(r.original), set()).update(n for n in names if n)
     rows: list[dict[str, Any]]
-    rows = [{"source_file": sources[r.file].rel, "line": sources[r.file].pieces[r.piece].line,
-             "start_char": r.finding.start, "end_char": r.finding.end, "entity": r.finding.kind,
-             "original": r.original, "pseudonym": r.pseudonym.strip("[]"),
-             "context": _context(sources[r.file].pieces[r.piece].text, r.finding.start, r.finding.end, width),
-             "recognizer": r.finding.recognizer, "score": round(r.finding.score, 3),
-             "agreeing": len(agree[normalise(r.original)]), "decision": "accept"}
-            for r in replacements]
-    rows.sort(key=lambda x: (x["score"], x["agreeing"], normalise(x["original"]), x["source_file"], x["line"],
-                             x["start_char"]))
+    rows = [
+        {
+            "source_file": sources[r.file].rel,
+            "line": sources[r.file].pieces[r.piece].line,
+            "start_char": r.finding.start,
+            "end_char": r.finding.end,
+            "entity": r.finding.kind,
+            "original": r.original,
+            "pseudonym": r.pseudonym.strip("[]"),
+            "context": _context(sources[r.file].pieces[r.piece].text, r.finding.start, r.finding.end, width),
+            "recognizer": r.finding.recognizer,
+            "score": round(r.finding.score, 3),
+            "agreeing": len(agree[normalise(r.original)]),
+            "decision": "accept",
+        }
+        for r in replacements
+    ]
+    rows.sort(
+        key=lambda x: (
+            x["score"],
+            x["agreeing"],
+            normalise(x["original"]),
+            x["source_file"],
+            x["line"],
+            x["start_char"],
+        )
+    )
     return pa.Table.from_pylist(rows, schema=schema.PSEUDONYM_REVIEW)
 
 
@@ -454,7 +539,6 @@ def _write_review(path: Path, sources, replacements, width: int) -> None:
     --decisions) and, beside it, as Parquet."""
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
-
 
     table = review_table(sources, replacements, width)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -473,14 +557,16 @@ def _apply_decisions(key: PseudonymKey, path: Path) -> None:
         with open(path, encoding="utf-8-sig", newline="") as fh:
             reader = csv.DictReader(fh)
             fields = [f.strip().lower() for f in reader.fieldnames or []]
-            rows = [(reader.line_num, {k.strip().lower(): (v or "").strip() for k, v in r.items() if k})
-                    for r in reader]
+            rows = [
+                (reader.line_num, {k.strip().lower(): (v or "").strip() for k, v in r.items() if k}) for r in reader
+            ]
     except (UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"not a readable CSV review table ({exc})", path) from None
     missing = {"entity", "original", "decision"} - set(fields)
     if missing:
-        raise InputError(f"decisions file needs the review table's columns ({', '.join(sorted(missing))} missing)",
-                         path, 1)
+        raise InputError(
+            f"decisions file needs the review table's columns ({', '.join(sorted(missing))} missing)", path, 1
+        )
     for line, row in rows:
         decision = row["decision"].lower()
         if decision not in ("accept", "reject", ""):

@@ -1,4 +1,5 @@
 """themeshift command line: thin commands over pipeline.runner."""
+
 from __future__ import annotations
 
 import inspect
@@ -65,10 +66,18 @@ _LOG_JSON: dict = {"on": False, "command": None}
 
 
 @app.callback()
-def _main(ctx: typer.Context, log_json: Annotated[bool, typer.Option(
-        "--log-json", help="Machine-readable log: one JSON object per line on stderr (progress, warning, "
-                           "error, done) instead of progress bars and summaries. Put it before the command: "
-                           "themeshift --log-json run ...")] = False) -> None:
+def _main(
+    ctx: typer.Context,
+    log_json: Annotated[
+        bool,
+        typer.Option(
+            "--log-json",
+            help="Machine-readable log: one JSON object per line on stderr (progress, warning, "
+            "error, done) instead of progress bars and summaries. Put it before the command: "
+            "themeshift --log-json run ...",
+        ),
+    ] = False,
+) -> None:
     _LOG_JSON.update(on=log_json, command=ctx.invoked_subcommand)
     err.quiet = log_json  # the human-readable lines give way to the JSON ones
 
@@ -79,13 +88,28 @@ _STAGE_COMMANDS: dict[str, tuple] = {}  # stage -> (function, command name, type
 def _stage_command(name: str, command: str | None = None, on=None):
     """Declare a stage's command: its help is the function's docstring, then what the stage reads and
     writes, from the stage table (pipeline.stages); `_register_stage_commands` adds them in pipeline order."""
+
     def declare(fn):
-        doc = inspect.cleandoc(fn.__doc__ or "")
-        first, _, rest = doc.partition("\n\n")
-        text = " ".join(first.split()) + f"\n\n{describe(stage(name))}" + (f"\n\n{rest}" if rest else "")
+        first, _, rest = help_text(fn).partition("\n\n")
+        text = f"{first}\n\n{describe(stage(name))}" + (f"\n\n{rest}" if rest else "")
         _STAGE_COMMANDS[name] = (fn, command or name, on, text)
         return fn
+
     return declare
+
+
+def help_text(fn) -> str:
+    """A command's docstring as help: each paragraph one line, so the terminal wraps it at its own width."""
+    return "\n\n".join(" ".join(p.split()) for p in inspect.cleandoc(fn.__doc__ or "").split("\n\n"))
+
+
+def _command(name: str | None = None):
+    """Register a command that is not a stage (run, stages), its help from help_text."""
+
+    def register(fn):
+        return app.command(name, help=help_text(fn))(fn)
+
+    return register
 
 
 def _register_stage_commands() -> None:
@@ -102,12 +126,17 @@ def _log(event: str, **fields) -> None:
         sys.stderr.write(json.dumps(line, default=str) + "\n")
         sys.stderr.flush()
 
+
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML file overriding configs/default.toml.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summaries.")]
 SkipBadOpt = Annotated[bool, typer.Option("--skip-bad", help="Skip unreadable files; list them in rejected.parquet.")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Run directory for the output tables.")]
-InputArg = Annotated[Path, typer.Argument(
-    help="Folder of transcripts (.txt .md .docx .vtt .srt .json .pdf), field notes and documents, read recursively.")]
+InputArg = Annotated[
+    Path,
+    typer.Argument(
+        help="Folder of transcripts (.txt .md .docx .vtt .srt .json .pdf), field notes and documents, read recursively."
+    ),
+]
 
 
 @contextmanager
@@ -180,6 +209,7 @@ def _crash_log(run_dir: Optional[Path]) -> Path:
 @contextmanager
 def _progress(quiet: bool):
     if _LOG_JSON["on"]:
+
         def log_progress(what: str, done: int, total: int) -> None:
             _log("progress", stage=what.split(" ", 1)[0], what=what, done=done, total=total)
 
@@ -188,8 +218,14 @@ def _progress(quiet: bool):
     if quiet or not sys.stderr.isatty() and os.environ.get("THEMESHIFT_PROGRESS") != "1":
         yield None
         return
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=True) as bar:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
         tasks: dict[str, TaskID] = {}
 
         def update(what: str, done: int, total: int) -> None:
@@ -201,13 +237,22 @@ def _progress(quiet: bool):
         yield update
 
 
-ModelOpt = Annotated[Optional[str], typer.Option(
-    "--model", "-m", help="Embedding model: minilm (default), fast, or a local sentence-transformers folder.")]
+ModelOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--model", "-m", help="Embedding model: minilm (default), fast, or a local sentence-transformers folder."
+    ),
+]
 RunArg = Annotated[Path, typer.Argument(help="Run directory made by `themeshift run` or `themeshift segment`.")]
 
 
-def _check_inputs(cfg: dict, framework: Optional[Path], human: Optional[Path], mapping: Optional[Path],
-                  input_dir: Optional[Path] = None) -> None:
+def _check_inputs(
+    cfg: dict,
+    framework: Optional[Path],
+    human: Optional[Path],
+    mapping: Optional[Path],
+    input_dir: Optional[Path] = None,
+) -> None:
     """Read and validate every input file a run will need, before its first stage starts."""
 
     fw = load_framework(framework or cfg["map"]["framework"] or None)
@@ -220,8 +265,9 @@ def _check_inputs(cfg: dict, framework: Optional[Path], human: Optional[Path], m
         read_mapping(mapping, fw)
 
 
-def _check_files(cfg: dict, run_dir: Path, framework: Optional[Path], human: Optional[Path] = None,
-                 mapping: Optional[Path] = None) -> None:
+def _check_files(
+    cfg: dict, run_dir: Path, framework: Optional[Path], human: Optional[Path] = None, mapping: Optional[Path] = None
+) -> None:
     """A stage's own input files (framework, human codes, mapping) are read and checked before its
     tables: a bad file is the error to fix first."""
     fw = framework_for(run_dir, cfg, framework)
@@ -231,8 +277,14 @@ def _check_files(cfg: dict, run_dir: Path, framework: Optional[Path], human: Opt
         read_mapping(mapping, fw)
 
 
-def _config(config: Optional[Path], skip_bad: bool = False, model: Optional[str] = None,
-            engine: Optional[str] = None, address: Optional[str] = None, study: Optional[str] = None):
+def _config(
+    config: Optional[Path],
+    skip_bad: bool = False,
+    model: Optional[str] = None,
+    engine: Optional[str] = None,
+    address: Optional[str] = None,
+    study: Optional[str] = None,
+):
     """The configuration, with the command's options as its last layer; never changed after this."""
     overrides: dict = {}
     if study:
@@ -257,24 +309,42 @@ def _summary(quiet: bool, record: dict, run_dir: Path) -> None:
         return
     c = record["counts"]
     excluded = ", ".join(f"{n} {why}" for why, n in c["excluded"].items()) or "none"
-    err.print(f"{c['files_read']} files, {c['turns']} turns -> {c['utterances']} utterances "
-              f"({c['coded']} coded; not coded: {excluded}); {c['files_rejected']} files rejected")
+    err.print(
+        f"{c['files_read']} files, {c['turns']} turns -> {c['utterances']} utterances "
+        f"({c['coded']} coded; not coded: {excluded}); {c['files_rejected']} files rejected"
+    )
     err.print(f"tables in {run_dir}/")
 
 
-EngineOpt = Annotated[Optional[str], typer.Option(
-    "--engine", help="local (default) or ray: segment and embed as Ray jobs, utterances/ and embeddings/ "
-                     "as folders of part files, and codes fitted on more than codes.fit_sample utterances "
-                     "assigned to the rest in parallel (needs pip install 'themeshift\\[scale]').")]
-AddressOpt = Annotated[Optional[str], typer.Option(
-    "--address", help="With --engine ray: the Ray cluster to join (e.g. auto, or HOST:6379); without it Ray "
-                      "starts on this machine.")]
+EngineOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--engine",
+        help="local (default) or ray: segment and embed as Ray jobs, utterances/ and embeddings/ "
+        "as folders of part files, and codes fitted on more than codes.fit_sample utterances "
+        "assigned to the rest in parallel (needs pip install 'themeshift\\[scale]').",
+    ),
+]
+AddressOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--address",
+        help="With --engine ray: the Ray cluster to join (e.g. auto, or HOST:6379); without it Ray "
+        "starts on this machine.",
+    ),
+]
 
 
 @_stage_command("segment")
-def segment(input_dir: InputArg, out: OutOpt, config: ConfigOpt = None,
-            skip_bad: SkipBadOpt = False, engine: EngineOpt = None, address: AddressOpt = None,
-            quiet: QuietOpt = False) -> None:
+def segment(
+    input_dir: InputArg,
+    out: OutOpt,
+    config: ConfigOpt = None,
+    skip_bad: SkipBadOpt = False,
+    engine: EngineOpt = None,
+    address: AddressOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
     """Split transcripts into utterances.
 
     Reads manifest.csv and speakers.csv from the folder when present.
@@ -290,8 +360,14 @@ def segment(input_dir: InputArg, out: OutOpt, config: ConfigOpt = None,
 
 
 @_stage_command("embed")
-def embed(run_dir: RunArg, config: ConfigOpt = None, model: ModelOpt = None, engine: EngineOpt = None,
-          address: AddressOpt = None, quiet: QuietOpt = False) -> None:
+def embed(
+    run_dir: RunArg,
+    config: ConfigOpt = None,
+    model: ModelOpt = None,
+    engine: EngineOpt = None,
+    address: AddressOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
     """Embed the coded utterances, reusing cached vectors.
 
     Example: themeshift embed runs/study1 --model fast
@@ -302,19 +378,30 @@ def embed(run_dir: RunArg, config: ConfigOpt = None, model: ModelOpt = None, eng
         with _progress(quiet) as update:
             rec = run_embed(run_dir, cfg, update)
         if not quiet and rec["engine"] == "ray":
-            err.print(f"embedded {rec['embedded']} new texts, {rec['cache_hits']} from cache in "
-                      f"{rec['parts_embedded']} parts ({rec['parts_reused']} already done) with {rec['model']}")
+            err.print(
+                f"embedded {rec['embedded']} new texts, {rec['cache_hits']} from cache in "
+                f"{rec['parts_embedded']} parts ({rec['parts_reused']} already done) with {rec['model']}"
+            )
         elif not quiet:
-            err.print(f"embedded {rec['embedded']} new texts, {rec['cache_hits']} from cache "
-                      f"({rec['coded']} coded utterances, {rec['distinct_texts']} distinct) with {rec['model']}")
+            err.print(
+                f"embedded {rec['embedded']} new texts, {rec['cache_hits']} from cache "
+                f"({rec['coded']} coded utterances, {rec['distinct_texts']} distinct) with {rec['model']}"
+            )
 
 
 @_stage_command("codes")
-def codes(run_dir: RunArg, config: ConfigOpt = None, model: ModelOpt = None, engine: EngineOpt = None,
-          address: AddressOpt = None, quiet: QuietOpt = False) -> None:
+def codes(
+    run_dir: RunArg,
+    config: ConfigOpt = None,
+    model: ModelOpt = None,
+    engine: EngineOpt = None,
+    address: AddressOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
     """Cluster embedded utterances into candidate first-order codes.
 
-    Above codes.fit_sample utterances (default 200,000) the codes are fitted on a stratified sample and every other utterance joins its nearest code.
+    Above codes.fit_sample utterances (default 200,000) the codes are fitted on a stratified sample and
+    every other utterance joins its nearest code.
 
     Example: themeshift codes runs/study1
     """
@@ -326,19 +413,32 @@ def codes(run_dir: RunArg, config: ConfigOpt = None, model: ModelOpt = None, eng
         if not quiet:
             c = rec["counts"]
             sample = f", fitted on a sample of {rec['fitted_on']:,}" if rec.get("sampled") else ""
-            err.print(f"{c['codes']} codes ({rec['method']}, min cluster size {rec['min_cluster_size']}{sample}); "
-                      f"{c['unassigned']} of {c['assigned'] + c['unassigned']} utterances unassigned")
+            err.print(
+                f"{c['codes']} codes ({rec['method']}, min cluster size {rec['min_cluster_size']}{sample}); "
+                f"{c['unassigned']} of {c['assigned'] + c['unassigned']} utterances unassigned"
+            )
 
 
-FrameworkOpt = Annotated[Optional[Path], typer.Option(
-    "--framework", "-f", help="Framework YAML (default: configs/frameworks/kt_push_pull_exchange.yaml).")]
-OverridesOpt = Annotated[Optional[Path], typer.Option(
-    "--overrides", help="CSV/YAML of code fingerprint -> concept (or 'unmapped'); default: overrides.csv in RUN.")]
+FrameworkOpt = Annotated[
+    Optional[Path],
+    typer.Option("--framework", "-f", help="Framework YAML (default: configs/frameworks/kt_push_pull_exchange.yaml)."),
+]
+OverridesOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--overrides", help="CSV/YAML of code fingerprint -> concept (or 'unmapped'); default: overrides.csv in RUN."
+    ),
+]
 
 
 @_stage_command("map")
-def map_(run_dir: RunArg, framework: FrameworkOpt = None, overrides: OverridesOpt = None,
-         config: ConfigOpt = None, quiet: QuietOpt = False) -> None:
+def map_(
+    run_dir: RunArg,
+    framework: FrameworkOpt = None,
+    overrides: OverridesOpt = None,
+    config: ConfigOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
     """Map codes onto a framework's concepts and dimensions.
 
     Example: themeshift map runs/study1 --framework my_codebook.yaml --overrides my_overrides.csv
@@ -352,9 +452,11 @@ def map_(run_dir: RunArg, framework: FrameworkOpt = None, overrides: OverridesOp
         if not quiet:
             c = rec["counts"]
             by_dim = ", ".join(f"{n} {d}" for d, n in c["utterances_by_dimension"].items())
-            err.print(f"{c['codes_mapped']} of {c['codes']} codes mapped ({c['codes_overridden']} by override), "
-                      f"{c['codes_unmapped']} unmapped; utterances: {by_dim}, "
-                      f"{c['utterances'] - c['utterances_mapped']} unmapped")
+            err.print(
+                f"{c['codes_mapped']} of {c['codes']} codes mapped ({c['codes_overridden']} by override), "
+                f"{c['codes_unmapped']} unmapped; utterances: {by_dim}, "
+                f"{c['utterances'] - c['utterances_mapped']} unmapped"
+            )
             err.print(f"data structure: {run_dir}/data_structure.md")
 
 
@@ -374,15 +476,22 @@ def shift(run_dir: RunArg, config: ConfigOpt = None, quiet: QuietOpt = False) ->
             other = ", ".join(f"{n} {s}" for s, n in c["status"].items() if s != "ok") or "none"
             for line in rec["findings"]:
                 err.print(line, markup=False, highlight=False)
-            err.print(f"{c['speakers']} speakers, {c['status'].get('ok', 0)} wave pairs scored "
-                      f"({c['significant']} significant shifts, {c['significant_fdr']} at q < alpha; "
-                      f"not scored or flagged: {other}); tables in {run_dir}/")
+            err.print(
+                f"{c['speakers']} speakers, {c['status'].get('ok', 0)} wave pairs scored "
+                f"({c['significant']} significant shifts, {c['significant_fdr']} at q < alpha; "
+                f"not scored or flagged: {other}); tables in {run_dir}/"
+            )
 
 
 @_stage_command("transform")
-def transform(fitted_run: Annotated[Path, typer.Argument(help="A run whose codes to reuse.")],
-              input_dir: InputArg, out: OutOpt, config: ConfigOpt = None, skip_bad: SkipBadOpt = False,
-              quiet: QuietOpt = False) -> None:
+def transform(
+    fitted_run: Annotated[Path, typer.Argument(help="A run whose codes to reuse.")],
+    input_dir: InputArg,
+    out: OutOpt,
+    config: ConfigOpt = None,
+    skip_bad: SkipBadOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
     """Assign an earlier run's codes to new transcripts (segment, embed, nearest code), and code them with
     its learned model when `themeshift learn` made one.
 
@@ -398,8 +507,10 @@ def transform(fitted_run: Annotated[Path, typer.Argument(help="A run whose codes
             err.print(f"{c['assigned']} utterances took an existing code, {c['unassigned']} matched none")
             if rec.get("learned"):
                 lr = rec["learned"]
-                err.print(f"coded {lr['counts']['utterances']} utterances with the learned model ({lr['level']} codes, "
-                          f"{lr['encoder']} encoder): utterance_dimensions.parquet, learned_codes.parquet")
+                err.print(
+                    f"coded {lr['counts']['utterances']} utterances with the learned model ({lr['level']} codes, "
+                    f"{lr['encoder']} encoder): utterance_dimensions.parquet, learned_codes.parquet"
+                )
 
 
 models_app = typer.Typer(help="List the embedding models and build the fast one.", no_args_is_help=True)
@@ -431,15 +542,29 @@ def models_build(name: Annotated[str, typer.Argument(help="Model to build: fast.
         err.print(f"built {build_fast()}")
 
 
-HumanOpt = Annotated[Path, typer.Option(
-    "--human", help="Human codes: CSV/Parquet spans or per-utterance codes, or a REFI-QDA project (.qdpx).")]
-MappingOpt = Annotated[Optional[Path], typer.Option(
-    "--mapping", help="CSV mapping human code names to the framework: human_code, concept and/or dimension.")]
+HumanOpt = Annotated[
+    Path,
+    typer.Option(
+        "--human", help="Human codes: CSV/Parquet spans or per-utterance codes, or a REFI-QDA project (.qdpx)."
+    ),
+]
+MappingOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--mapping", help="CSV mapping human code names to the framework: human_code, concept and/or dimension."
+    ),
+]
 
 
 @_stage_command("compare")
-def compare(run_dir: RunArg, human: HumanOpt, mapping: MappingOpt = None, framework: FrameworkOpt = None,
-            config: ConfigOpt = None, quiet: QuietOpt = False) -> None:
+def compare(
+    run_dir: RunArg,
+    human: HumanOpt,
+    mapping: MappingOpt = None,
+    framework: FrameworkOpt = None,
+    config: ConfigOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
     """Compare the machine's codes with human coders.
 
     Cohen's kappa per coder pair, Krippendorff's alpha with and without the machine, precision/recall/F1
@@ -455,9 +580,11 @@ def compare(run_dir: RunArg, human: HumanOpt, mapping: MappingOpt = None, framew
         if not quiet:
             c = rec["counts"]
             by_level = "; ".join(f"{n} at the {lv} level" for lv, n in c["disagreeing_utterances_by_level"].items())
-            err.print(f"{c['units']} coded utterances in {c['interviews']} interviews, coders: "
-                      f"{', '.join(c['coders'])} + {cfg['compare']['machine_name']}; utterances where the machine "
-                      f"differs from a coder: {by_level or 'none'}; tables in {run_dir}/")
+            err.print(
+                f"{c['units']} coded utterances in {c['interviews']} interviews, coders: "
+                f"{', '.join(c['coders'])} + {cfg['compare']['machine_name']}; utterances where the machine "
+                f"differs from a coder: {by_level or 'none'}; tables in {run_dir}/"
+            )
 
             a = read_table(run_dir, "agreement").to_pandas()
             # every level the codes were given at, finest first (a dimension-only kappa can hide that the
@@ -476,8 +603,13 @@ app.add_typer(export_app, name="export")
 
 
 @_stage_command("export", "qdpx", on=export_app)
-def export_qdpx(run_dir: RunArg, out: Annotated[Path, typer.Argument(help="The .qdpx file to write.")],
-                framework: FrameworkOpt = None, config: ConfigOpt = None, quiet: QuietOpt = False) -> None:
+def export_qdpx(
+    run_dir: RunArg,
+    out: Annotated[Path, typer.Argument(help="The .qdpx file to write.")],
+    framework: FrameworkOpt = None,
+    config: ConfigOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
     """Write the sources and the machine's coding as a REFI-QDA project (NVivo, ATLAS.ti, MAXQDA, QualCoder).
 
     Codebook: dimension > second-order concept > first-order code; codings at exact character positions.
@@ -491,18 +623,26 @@ def export_qdpx(run_dir: RunArg, out: Annotated[Path, typer.Argument(help="The .
         rec = run_export_qdpx(run_dir, out, cfg, framework)
         if not quiet:
             c = rec["counts"]
-            err.print(f"{c['sources']} sources, {c['selections']} coded utterances "
-                      f"({c['concept_codings']} concept and {c['first_order_codings']} first-order codings, "
-                      f"{c['first_order_codes']} first-order codes) -> {rec['path']}")
+            err.print(
+                f"{c['sources']} sources, {c['selections']} coded utterances "
+                f"({c['concept_codings']} concept and {c['first_order_codings']} first-order codings, "
+                f"{c['first_order_codes']} first-order codes) -> {rec['path']}"
+            )
 
 
 @_stage_command("report")
-def report(run_dir: RunArg,
-           figures: Annotated[Optional[Path], typer.Option(
-               "--figures", help="Also write each figure as SVG (with its numbers as CSV) into this folder.")] = None,
-           out: Annotated[Optional[Path], typer.Option(
-               "--out", "-o", help="Where to write the page (default: RUN/report.html).")] = None,
-           config: ConfigOpt = None, quiet: QuietOpt = False) -> None:
+def report(
+    run_dir: RunArg,
+    figures: Annotated[
+        Optional[Path],
+        typer.Option("--figures", help="Also write each figure as SVG (with its numbers as CSV) into this folder."),
+    ] = None,
+    out: Annotated[
+        Optional[Path], typer.Option("--out", "-o", help="Where to write the page (default: RUN/report.html).")
+    ] = None,
+    config: ConfigOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
     """Write [bold]report.html[/]: one self-contained page (no network, email it) with the corpus, the data
     structure, dimension shares, per-speaker shifts, a map of utterances, agreement and the manifest.
 
@@ -518,17 +658,32 @@ def report(run_dir: RunArg,
         if not quiet:
             for table, command in rec["missing"].items():
                 err.print(f"[yellow]missing:[/] {table}.parquet (run `{command}`)", highlight=False)
-            err.print(f"report: {rec['path']} ({rec['bytes'] / 1024:.0f} KB, {len(rec['sections'])} sections)"
-                      + (f"; {len(rec['figure_files'])} figure files in {figures}/" if figures else ""))
+            err.print(
+                f"report: {rec['path']} ({rec['bytes'] / 1024:.0f} KB, {len(rec['sections'])} sections)"
+                + (f"; {len(rec['figure_files'])} figure files in {figures}/" if figures else "")
+            )
 
 
-LevelOpt = Annotated[Optional[str], typer.Option(
-    "--level", help="What the model learns: dimension, second_order or code (default: the config's learn.level, second_order).")]
+LevelOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--level",
+        help="What the model learns: dimension, second_order or code "
+        "(default: the config's learn.level, second_order).",
+    ),
+]
 
 
 @_stage_command("learn")
-def learn(run_dir: RunArg, human: HumanOpt, mapping: MappingOpt = None, level: LevelOpt = None,
-          framework: FrameworkOpt = None, config: ConfigOpt = None, quiet: QuietOpt = False) -> None:
+def learn(
+    run_dir: RunArg,
+    human: HumanOpt,
+    mapping: MappingOpt = None,
+    level: LevelOpt = None,
+    framework: FrameworkOpt = None,
+    config: ConfigOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
     """Learn from the researchers' own coding and code every other utterance (utterance_dimensions gets
     source human / learned).
 
@@ -547,34 +702,49 @@ def learn(run_dir: RunArg, human: HumanOpt, mapping: MappingOpt = None, level: L
         if not quiet:
             c = rec["counts"]
             scores = ", ".join(f"{fs} {k:.3f}" for fs, k in c["cv_score_by_feature_set"].items())
-            err.print(f"learned {rec['level']} codes from {c['labelled_units']} hand-coded utterances in "
-                      f"{c['interviews']} interviews ({', '.join(c['coders'])}) + {c['weak_examples']} framework "
-                      f"examples; cross-validated {c.get('selection_metric', 'machine-coder kappa')} by feature set: "
-                      f"{scores}; kept {rec['feature_set']}")
+            err.print(
+                f"learned {rec['level']} codes from {c['labelled_units']} hand-coded utterances in "
+                f"{c['interviews']} interviews ({', '.join(c['coders'])}) + {c['weak_examples']} framework "
+                f"examples; cross-validated {c.get('selection_metric', 'machine-coder kappa')} by feature set: "
+                f"{scores}; kept {rec['feature_set']}"
+            )
             err.print(f"encoder: {c['encoder']} ({c['encoder_reason']})", highlight=False)
             by_source = ", ".join(f"{n} {s}" for s, n in c["utterances_by_source"].items())
             err.print(f"utterances: {by_source}; tables in {run_dir}/")
 
             e = read_table(run_dir, "learn_eval").to_pandas()
             order = {"code": 0, "second-order": 1, "dimension": 2}  # the level learned first, then coarser
-            shown = (e["metric"] == "cohen_kappa") | (c.get("multi_code", False) & (e["metric"] == "f1")
-                                                      & (e["dimension"] == "micro"))
+            shown = (e["metric"] == "cohen_kappa") | (
+                c.get("multi_code", False) & (e["metric"] == "f1") & (e["dimension"] == "micro")
+            )
             rows = e[shown & e["evaluation"].isin(["cross-validation", "framework-similarity"])]
             rows = rows.sort_values("level", key=lambda lv: lv.map(order), kind="stable")
             for r in rows.itertuples():
                 ci = "" if r.ci_low != r.ci_low else f" [{r.ci_low:.2f}, {r.ci_high:.2f}]"
                 what = "kappa" if r.metric == "cohen_kappa" else "micro-F1 of code sets"
-                err.print(f"  {r.evaluation:20} {what} ({r.level}) {r.coder_a} vs {r.coder_b}: {r.value:.3f}{ci} "
-                          f"(n={r.n})", highlight=False)
+                err.print(
+                    f"  {r.evaluation:20} {what} ({r.level}) {r.coder_a} vs {r.coder_b}: {r.value:.3f}{ci} (n={r.n})",
+                    highlight=False,
+                )
 
 
 @_stage_command("suggest")
-def suggest(run_dir: RunArg,
-            n: Annotated[Optional[int], typer.Option("--n", help="How many to suggest (default: the config's learn.suggest_n, 50).")] = None,
-            unit: Annotated[str, typer.Option("--unit", help="utterance or interview.")] = "utterance",
-            out: Annotated[Optional[Path], typer.Option(
-                "--out", "-o", help="CSV to write (a .qdpx goes next to it); default RUN/suggestions_<unit>s.csv.")] = None,
-            framework: FrameworkOpt = None, config: ConfigOpt = None, quiet: QuietOpt = False) -> None:
+def suggest(
+    run_dir: RunArg,
+    n: Annotated[
+        Optional[int], typer.Option("--n", help="How many to suggest (default: the config's learn.suggest_n, 50).")
+    ] = None,
+    unit: Annotated[str, typer.Option("--unit", help="utterance or interview.")] = "utterance",
+    out: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--out", "-o", help="CSV to write (a .qdpx goes next to it); default RUN/suggestions_<unit>s.csv."
+        ),
+    ] = None,
+    framework: FrameworkOpt = None,
+    config: ConfigOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
     """List the utterances (or interviews) whose hand-coding would help the model most, as CSV and as a
     REFI-QDA project to open in NVivo, ATLAS.ti, MAXQDA or QualCoder.
 
@@ -587,20 +757,37 @@ def suggest(run_dir: RunArg,
         cfg = _config(config)
         rec = run_suggest(run_dir, cfg, n, unit, out, framework)
         if not quiet:
-            err.print(f"{rec['suggested']} {unit}s suggested (uncertainty from {rec['source']}; "
-                      f"{len(rec['excluded_hand_coded_interviews'])} hand-coded interviews left out) -> "
-                      f"{', '.join(rec['outputs'])}")
+            err.print(
+                f"{rec['suggested']} {unit}s suggested (uncertainty from {rec['source']}; "
+                f"{len(rec['excluded_hand_coded_interviews'])} hand-coded interviews left out) -> "
+                f"{', '.join(rec['outputs'])}"
+            )
 
 
-KeyOpt = Annotated[Optional[Path], typer.Option(
-    "--key", help="The study's pseudonym key (JSON; made when missing, extended when given). Default: beside the "
-                  "output folder, OUT.pseudonym-key.json. Keep it apart from the data; it holds the real names.")]
-NamesOpt = Annotated[Optional[Path], typer.Option(
-    "--names", help="Further names and places to replace: CSV name,kind (person, place, org) or one name a line.")]
-ReviewOpt = Annotated[bool, typer.Option(
-    "--review", help="Also write every replacement with its context (OUT.pseudonym-review.csv, beside the key).")]
-DecisionsOpt = Annotated[Optional[Path], typer.Option(
-    "--decisions", help="A review table with decision set to reject on texts to keep; stored in the key.")]
+KeyOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--key",
+        help="The study's pseudonym key (JSON; made when missing, extended when given). Default: beside the "
+        "output folder, OUT.pseudonym-key.json. Keep it apart from the data; it holds the real names.",
+    ),
+]
+NamesOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--names", help="Further names and places to replace: CSV name,kind (person, place, org) or one name a line."
+    ),
+]
+ReviewOpt = Annotated[
+    bool,
+    typer.Option(
+        "--review", help="Also write every replacement with its context (OUT.pseudonym-review.csv, beside the key)."
+    ),
+]
+DecisionsOpt = Annotated[
+    Optional[Path],
+    typer.Option("--decisions", help="A review table with decision set to reject on texts to keep; stored in the key."),
+]
 
 
 def _anonymise_summary(quiet: bool, rec: dict) -> None:
@@ -608,8 +795,10 @@ def _anonymise_summary(quiet: bool, rec: dict) -> None:
         return
     c = rec["counts"]
     kinds = ", ".join(f"{n} {k}" for k, n in c["by_kind"].items()) or "nothing"
-    err.print(f"{rec['files']} files pseudonymised: {c['replacements']} replacements ({kinds}) of "
-              f"{sum(c['entities'].values())} entities; {rec['units_per_second']} texts/s")
+    err.print(
+        f"{rec['files']} files pseudonymised: {c['replacements']} replacements ({kinds}) of "
+        f"{sum(c['entities'].values())} entities; {rec['units_per_second']} texts/s"
+    )
     err.print(f"key (holds the real names, keep it apart): {rec['key']}", highlight=False)
     if rec.get("review_table"):
         err.print(f"review table: {rec['review_table']}", highlight=False)
@@ -618,12 +807,24 @@ def _anonymise_summary(quiet: bool, rec: dict) -> None:
 
 
 @_stage_command("anonymise")
-def anonymise(input_dir: InputArg, out: OutOpt, key: KeyOpt = None, names: NamesOpt = None,
-              review: ReviewOpt = False, decisions: DecisionsOpt = None,
-              study: Annotated[Optional[str], typer.Option(
-                  "--study", help="The study the key belongs to (default: the config's anonymise.study, else the "
-                                  "input folder's name).")] = None,
-              config: ConfigOpt = None, skip_bad: SkipBadOpt = False, quiet: QuietOpt = False) -> None:
+def anonymise(
+    input_dir: InputArg,
+    out: OutOpt,
+    key: KeyOpt = None,
+    names: NamesOpt = None,
+    review: ReviewOpt = False,
+    decisions: DecisionsOpt = None,
+    study: Annotated[
+        Optional[str],
+        typer.Option(
+            "--study",
+            help="The study the key belongs to (default: the config's anonymise.study, else the input folder's name).",
+        ),
+    ] = None,
+    config: ConfigOpt = None,
+    skip_bad: SkipBadOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
     """Pseudonymise a study folder: names, places, organisations, NHS numbers, phone numbers, e-mails and
     dates of birth become [PERSON-07], [PLACE-03], ... consistently across the study. Files keep their
     formats (a PDF becomes text with its page breaks); manifest.csv and speakers.csv follow.
@@ -640,6 +841,7 @@ def anonymise(input_dir: InputArg, out: OutOpt, key: KeyOpt = None, names: Names
 
 class StopAfter(str, Enum):
     """Stages `run --until` can stop after."""
+
     segment = "segment"
     embed = "embed"
     codes = "codes"
@@ -657,24 +859,50 @@ def _engine_session(cfg: dict):
         yield
 
 
-@app.command()
-def run(input_dir: InputArg, out: OutOpt, config: ConfigOpt = None, model: ModelOpt = None,
-        framework: FrameworkOpt = None,
-        human: Annotated[Optional[Path], typer.Option(
-            "--human", help="Human codes (CSV, Parquet or .qdpx) to compare the machine with.")] = None,
-        mapping: MappingOpt = None,
-        learn: Annotated[bool, typer.Option(
-            "--learn", help="With --human: learn from the human codes and code the rest before shift and compare.")] = False,
-        until: Annotated[Optional[StopAfter], typer.Option(
-            "--until", help="Stop after this stage (segment, embed, codes or map); later stages can be run "
-                 "on the run directory afterwards.")] = None,
-        anonymise: Annotated[bool, typer.Option(
-            "--anonymise", help="Pseudonymise the input first (into OUT/pseudonymised_input); every table, the "
-                                "report and the export then hold pseudonyms only.")] = False,
-        key: KeyOpt = None, names: NamesOpt = None, review: ReviewOpt = False, decisions: DecisionsOpt = None,
-        engine: EngineOpt = None, address: AddressOpt = None, skip_bad: SkipBadOpt = False,
-        quiet: QuietOpt = False) -> None:
-    """Run every stage on a folder of transcripts: segment, embed, codes, map, (learn,) shift (and compare, with --human), then write report.html.
+@_command()
+def run(
+    input_dir: InputArg,
+    out: OutOpt,
+    config: ConfigOpt = None,
+    model: ModelOpt = None,
+    framework: FrameworkOpt = None,
+    human: Annotated[
+        Optional[Path], typer.Option("--human", help="Human codes (CSV, Parquet or .qdpx) to compare the machine with.")
+    ] = None,
+    mapping: MappingOpt = None,
+    learn: Annotated[
+        bool,
+        typer.Option(
+            "--learn", help="With --human: learn from the human codes and code the rest before shift and compare."
+        ),
+    ] = False,
+    until: Annotated[
+        Optional[StopAfter],
+        typer.Option(
+            "--until",
+            help="Stop after this stage (segment, embed, codes or map); later stages can be run "
+            "on the run directory afterwards.",
+        ),
+    ] = None,
+    anonymise: Annotated[
+        bool,
+        typer.Option(
+            "--anonymise",
+            help="Pseudonymise the input first (into OUT/pseudonymised_input); every table, the "
+            "report and the export then hold pseudonyms only.",
+        ),
+    ] = False,
+    key: KeyOpt = None,
+    names: NamesOpt = None,
+    review: ReviewOpt = False,
+    decisions: DecisionsOpt = None,
+    engine: EngineOpt = None,
+    address: AddressOpt = None,
+    skip_bad: SkipBadOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run every stage on a folder of transcripts: segment, embed, codes, map, (learn,) shift (and compare,
+    with --human), then write report.html.
 
     Example: themeshift run examples/kt_study --out runs/demo
 
@@ -690,8 +918,17 @@ def run(input_dir: InputArg, out: OutOpt, config: ConfigOpt = None, model: Model
             raise InputError("--key, --names, --review and --decisions go with --anonymise")
         with _progress(quiet) as update, _engine_session(cfg):
             if anonymise:
-                rec = run_anonymise(input_dir, Path(out) / PSEUDONYMISED_INPUT, cfg, key, names, review, decisions,
-                                    update, run_dir=Path(out))
+                rec = run_anonymise(
+                    input_dir,
+                    Path(out) / PSEUDONYMISED_INPUT,
+                    cfg,
+                    key,
+                    names,
+                    review,
+                    decisions,
+                    update,
+                    run_dir=Path(out),
+                )
                 _anonymise_summary(quiet, rec)
                 input_dir = Path(out) / PSEUDONYMISED_INPUT
             record = run_segment(input_dir, out, cfg, update)
@@ -731,8 +968,9 @@ app.add_typer(config_app, name="config")
 
 
 @config_app.command("show")
-def config_show(config: ConfigOpt = None, model: ModelOpt = None, engine: EngineOpt = None,
-                skip_bad: SkipBadOpt = False) -> None:
+def config_show(
+    config: ConfigOpt = None, model: ModelOpt = None, engine: EngineOpt = None, skip_bad: SkipBadOpt = False
+) -> None:
     """Print every setting as TOML, each with its origin: default, file (--config) or option.
 
     The output loads back as a --config file. Example: themeshift config show --config my.toml --model fast
@@ -749,9 +987,10 @@ def config_show(config: ConfigOpt = None, model: ModelOpt = None, engine: Engine
         typer.echo(settings_text(cfg, origins))
 
 
-@app.command("stages")
+@_command("stages")
 def stages_() -> None:
-    """Print the stage graph: each stage, its command, the tables it reads and writes, and which stages read what it writes.
+    """Print the stage graph: each stage, its command, the tables it reads and writes, and which stages
+    read what it writes.
 
     Example: themeshift stages
     """

@@ -6,6 +6,7 @@ words (pipeline.keywords), c-TF-IDF, and a KeyBERT-style or MMR representation f
 readable keywords. Outliers close enough to a code join it; the rest keep code -1
 with the reason. Corpora too small for UMAP use agglomerative clustering instead.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -82,12 +83,10 @@ def representation_model(cfg: dict):
         """KeyBERTInspired with its candidate vocabulary in sorted order: upstream builds it from a
         set, whose order changes between processes and breaks similarity ties differently."""
 
-        def _extract_embeddings(self, topic_model, topics, representative_docs, repr_doc_indices,
-                                repr_embeddings=None):
+        def _extract_embeddings(self, topic_model, topics, representative_docs, repr_doc_indices, repr_embeddings=None):
             if repr_embeddings is None:
-                repr_embeddings = topic_model._extract_embeddings(representative_docs, method="document",
-                                                                  verbose=False)
-            topic_embeddings = [np.mean(repr_embeddings[i[0]: i[-1] + 1], axis=0) for i in repr_doc_indices]
+                repr_embeddings = topic_model._extract_embeddings(representative_docs, method="document", verbose=False)
+            topic_embeddings = [np.mean(repr_embeddings[i[0] : i[-1] + 1], axis=0) for i in repr_doc_indices]
             vocab = sorted({word for words in topics.values() for word in words})
             word_embeddings = topic_model._extract_embeddings(vocab, method="document", verbose=False)
             return cosine_similarity(topic_embeddings, word_embeddings), vocab
@@ -113,13 +112,13 @@ def use_cuml(device: str) -> bool:
     except ImportError:
         ready = False
     if device == "cuda" and not ready:
-        raise ConfigError("codes.device = \"cuda\" needs cuML and a CUDA GPU (pip install cuml-cu12); "
-                          "use \"auto\" or \"cpu\"")
+        raise ConfigError(
+            'codes.device = "cuda" needs cuML and a CUDA GPU (pip install cuml-cu12); use "auto" or "cpu"'
+        )
     return ready
 
 
-def build_topic_model(n: int, encoder: Encoder, cfg: dict, X: np.ndarray | None = None,
-                      population: int | None = None):
+def build_topic_model(n: int, encoder: Encoder, cfg: dict, X: np.ndarray | None = None, population: int | None = None):
     """population: the corpus size when the n utterances are a sample of it (see sample_cluster_sizes)."""
     from bertopic import BERTopic
     from bertopic.dimensionality import BaseDimensionalityReduction
@@ -131,27 +130,43 @@ def build_topic_model(n: int, encoder: Encoder, cfg: dict, X: np.ndarray | None 
     size, samples = cluster_sizes(n, cfg) if not population else sample_cluster_sizes(n, population, cfg)
     if n < c["min_utterances_umap"]:
         reducer = BaseDimensionalityReduction()
-        clusterer = AgglomerativeClustering(n_clusters=None, metric="cosine", linkage="average",
-                                            distance_threshold=c["agglomerative_distance"])
+        clusterer = AgglomerativeClustering(
+            n_clusters=None, metric="cosine", linkage="average", distance_threshold=c["agglomerative_distance"]
+        )
         method = "agglomerative"
     elif use_cuml(c["device"]):
         from cuml.cluster import HDBSCAN
         from cuml.manifold import UMAP
 
-        reducer = UMAP(n_neighbors=c["umap_neighbors"], n_components=c["umap_components"], min_dist=0.0,
-                       metric="cosine", init="random" if c["umap_init"] == "random" else "spectral",
-                       random_state=seed)
-        clusterer = HDBSCAN(min_cluster_size=size, min_samples=samples, metric="euclidean",
-                            cluster_selection_method="eom", max_cluster_size=max_cluster_size(n, size, cfg),
-                            prediction_data=True)
+        reducer = UMAP(
+            n_neighbors=c["umap_neighbors"],
+            n_components=c["umap_components"],
+            min_dist=0.0,
+            metric="cosine",
+            init="random" if c["umap_init"] == "random" else "spectral",
+            random_state=seed,
+        )
+        clusterer = HDBSCAN(
+            min_cluster_size=size,
+            min_samples=samples,
+            metric="euclidean",
+            cluster_selection_method="eom",
+            max_cluster_size=max_cluster_size(n, size, cfg),
+            prediction_data=True,
+        )
         method = "umap+hdbscan (cuML, GPU)"
     else:
         from hdbscan import HDBSCAN
 
         reducer = make_umap(X, c["umap_components"], c["umap_neighbors"], 0.0, c["umap_init"], seed)
-        clusterer = HDBSCAN(min_cluster_size=size, min_samples=samples, metric="euclidean",
-                            cluster_selection_method="eom", max_cluster_size=max_cluster_size(n, size, cfg),
-                            prediction_data=True)
+        clusterer = HDBSCAN(
+            min_cluster_size=size,
+            min_samples=samples,
+            metric="euclidean",
+            cluster_selection_method="eom",
+            max_cluster_size=max_cluster_size(n, size, cfg),
+            prediction_data=True,
+        )
         method = "umap+hdbscan"
     # c-TF-IDF counts a word's documents per code: with the handful of codes a small corpus gives, any
     # min_df above 1 can leave no word at all
@@ -175,8 +190,9 @@ def _normalise(m: np.ndarray) -> np.ndarray:
     return m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-12)
 
 
-def fit_codes(utterances: pa.Table, embeddings: pa.Table, encoder: Encoder, cfg: dict,
-              population: int | None = None) -> CodesResult:
+def fit_codes(
+    utterances: pa.Table, embeddings: pa.Table, encoder: Encoder, cfg: dict, population: int | None = None
+) -> CodesResult:
     """Cluster the embedded utterances into codes; every embedded utterance gets one assignment row.
     population: the corpus size when these utterances are a sample of it (codes_scale)."""
     c, seed = cfg["codes"], cfg["run"]["seed"]
@@ -188,15 +204,21 @@ def fit_codes(utterances: pa.Table, embeddings: pa.Table, encoder: Encoder, cfg:
     dim = X.shape[1] if X.ndim == 2 else encoder.dim
     if n < 3:
         warnings.warn(f"only {n} coded utterances: too few to form codes; all are left unassigned", stacklevel=2)
-        assignments = pa.table({"utterance_id": ids, "code_id": [-1] * n, "probability": [0.0] * n,
-                                "reason": ["too few utterances"] * n}, schema=schema.ASSIGNMENTS)
+        assignments = pa.table(
+            {"utterance_id": ids, "code_id": [-1] * n, "probability": [0.0] * n, "reason": ["too few utterances"] * n},
+            schema=schema.ASSIGNMENTS,
+        )
         return CodesResult(pa.Table.from_pylist([], schema=schema.codes_schema(dim)), assignments, None, "none", 0)
     if n < c["min_utterances_umap"]:
-        warnings.warn(f"only {n} coded utterances (< codes.min_utterances_umap = {c['min_utterances_umap']}): "
-                      "UMAP + HDBSCAN need more; clustering with the agglomerative fallback", stacklevel=2)
+        warnings.warn(
+            f"only {n} coded utterances (< codes.min_utterances_umap = {c['min_utterances_umap']}): "
+            "UMAP + HDBSCAN need more; clustering with the agglomerative fallback",
+            stacklevel=2,
+        )
     encoder.with_cache(cfg)  # keyword and exemplar embeddings recur across runs
-    docs = keyword_texts(texts, c["fillers"] + cfg["segment"]["backchannel_words"], c["lemmatizer"],
-                         cfg["embed"]["cache_dir"])
+    docs = keyword_texts(
+        texts, c["fillers"] + cfg["segment"]["backchannel_words"], c["lemmatizer"], cfg["embed"]["cache_dir"]
+    )
     docs = [d if d else "_" for d in docs]  # an utterance of stop words only still needs a token
     _check_vocabulary(docs, texts)
     random.seed(seed)
@@ -227,13 +249,24 @@ def fit_codes(utterances: pa.Table, embeddings: pa.Table, encoder: Encoder, cfg:
     # Readable keywords, computed once on the final assignments.
     representation = representation_model(cfg)
     if representation is not None or reassigned:
-        model.update_topics(docs, topics=topics.tolist(), top_n_words=c["top_keywords"],
-                            vectorizer_model=model.vectorizer_model, representation_model=representation)
+        model.update_topics(
+            docs,
+            topics=topics.tolist(),
+            top_n_words=c["top_keywords"],
+            vectorizer_model=model.vectorizer_model,
+            representation_model=representation,
+        )
     codes = _codes_table(model, topics, ids, X, c["exemplars"], texts)
     _use_centroids_for_transform(model, codes, topics, X)
-    assignments = pa.table({"utterance_id": ids, "code_id": topics.astype(np.int32),
-                            "probability": np.clip(probs, 0, 1).astype(np.float32),
-                            "reason": pa.array(reason.tolist(), pa.string())}, schema=schema.ASSIGNMENTS)
+    assignments = pa.table(
+        {
+            "utterance_id": ids,
+            "code_id": topics.astype(np.int32),
+            "probability": np.clip(probs, 0, 1).astype(np.float32),
+            "reason": pa.array(reason.tolist(), pa.string()),
+        },
+        schema=schema.ASSIGNMENTS,
+    )
     return CodesResult(codes, assignments, model, method, size)
 
 
@@ -248,12 +281,15 @@ def _check_vocabulary(docs: list[str], texts: list[str]) -> None:
         words = {}
     if len(words) < 2:
         seen = ", ".join(repr(w) for w in sorted(words)) or "none"
-        raise InputError(f"the {len(texts)} coded utterances hold fewer than two distinct content words (found: "
-                         f"{seen}): too repetitive to form codes; add transcripts or code these by hand")
+        raise InputError(
+            f"the {len(texts)} coded utterances hold fewer than two distinct content words (found: "
+            f"{seen}): too repetitive to form codes; add transcripts or code these by hand"
+        )
 
 
-def _codes_table(model, topics: np.ndarray, ids: list[str], X: np.ndarray, n_exemplars: int,
-                 texts: list[str]) -> pa.Table:
+def _codes_table(
+    model, topics: np.ndarray, ids: list[str], X: np.ndarray, n_exemplars: int, texts: list[str]
+) -> pa.Table:
     rows = []
     dim = X.shape[1]
     for t in sorted(set(topics.tolist()) - {-1}):
@@ -263,22 +299,24 @@ def _codes_table(model, topics: np.ndarray, ids: list[str], X: np.ndarray, n_exe
         # a bigram of one word twice ("method method") says nothing the word does not
         words = [w for w, _ in (model.get_topic(t) or []) if w and len(set(w.split())) == len(w.split())]
         member_ids = sorted(ids[i] for i in members)
-        rows.append({
-            "code_id": int(t),
-            # no content word survives (a code of "There we go."): its most typical utterance says what it is
-            "label": " / ".join(words[:3]) if words else _quoted(texts[order[0]]),
-            "keywords": words,
-            "size": int(len(members)),
-            "exemplar_ids": [ids[i] for i in order[:n_exemplars]],
-            "centroid": centroid.astype(np.float32).tolist(),
-            "fingerprint": hashlib.sha1("\n".join(member_ids).encode()).hexdigest()[:12],
-        })
+        rows.append(
+            {
+                "code_id": int(t),
+                # no content word survives (a code of "There we go."): its most typical utterance says what it is
+                "label": " / ".join(words[:3]) if words else _quoted(texts[order[0]]),
+                "keywords": words,
+                "size": int(len(members)),
+                "exemplar_ids": [ids[i] for i in order[:n_exemplars]],
+                "centroid": centroid.astype(np.float32).tolist(),
+                "fingerprint": hashlib.sha1("\n".join(member_ids).encode()).hexdigest()[:12],
+            }
+        )
     return pa.Table.from_pylist(rows, schema=schema.codes_schema(dim))
 
 
 def _quoted(text: str, limit: int = 40) -> str:
     text = " ".join(text.split())
-    return f'"{text if len(text) <= limit else text[:limit - 1].rstrip() + "…"}"'
+    return f'"{text if len(text) <= limit else text[: limit - 1].rstrip() + "…"}"'
 
 
 def _quiet_bertopic() -> None:
@@ -318,10 +356,15 @@ def assign_new(model_dir, embeddings: pa.Table, encoder: Encoder, cfg: dict) -> 
     topics, probs = np.asarray(topics), np.asarray(probs, dtype=float).reshape(len(ids), -1).max(axis=1)
     weak = probs < cfg["codes"]["outlier_threshold"]
     topics[weak] = -1
-    return pa.table({"utterance_id": ids, "code_id": topics.astype(np.int32),
-                     "probability": np.clip(np.where(weak, 0, probs), 0, 1).astype(np.float32),
-                     "reason": pa.array([("outlier" if t == -1 else None) for t in topics], pa.string())},
-                    schema=schema.ASSIGNMENTS)
+    return pa.table(
+        {
+            "utterance_id": ids,
+            "code_id": topics.astype(np.int32),
+            "probability": np.clip(np.where(weak, 0, probs), 0, 1).astype(np.float32),
+            "reason": pa.array([("outlier" if t == -1 else None) for t in topics], pa.string()),
+        },
+        schema=schema.ASSIGNMENTS,
+    )
 
 
 def save_topic_model(model, path) -> None:

@@ -9,6 +9,7 @@ reaches [codes] outlier_threshold: the rule a saved topic model applies to new t
 batch at a time, so the whole matrix is never in memory; with the Ray engine the batches
 are assigned in parallel, one task per part file.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -52,8 +53,9 @@ def stratified_sample(strata, size: int, seed: int) -> np.ndarray:
     return np.flatnonzero(rank < quota[stratum])
 
 
-def nearest_codes(X: np.ndarray, centroids: np.ndarray, code_ids: np.ndarray,
-                  threshold: float) -> tuple[np.ndarray, np.ndarray]:
+def nearest_codes(
+    X: np.ndarray, centroids: np.ndarray, code_ids: np.ndarray, threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
     """(code_id, similarity) of each row's most similar centroid; -1 and 0 below threshold."""
     if len(centroids) == 0 or len(X) == 0:
         return np.full(len(X), -1, np.int32), np.zeros(len(X), np.float32)
@@ -66,10 +68,15 @@ def nearest_codes(X: np.ndarray, centroids: np.ndarray, code_ids: np.ndarray,
 
 def assign_batch(embeddings: pa.Table, centroids: np.ndarray, code_ids: np.ndarray, threshold: float) -> pa.Table:
     code, sim = nearest_codes(vectors(embeddings), centroids, code_ids, threshold)
-    return pa.table({"utterance_id": embeddings.column("utterance_id"), "code_id": code,
-                     "probability": np.clip(sim, 0, 1),
-                     "reason": pa.array([None if c >= 0 else "outlier" for c in code.tolist()], pa.string())},
-                    schema=schema.ASSIGNMENTS)
+    return pa.table(
+        {
+            "utterance_id": embeddings.column("utterance_id"),
+            "code_id": code,
+            "probability": np.clip(sim, 0, 1),
+            "reason": pa.array([None if c >= 0 else "outlier" for c in code.tolist()], pa.string()),
+        },
+        schema=schema.ASSIGNMENTS,
+    )
 
 
 def centroid_matrix(codes: pa.Table) -> tuple[np.ndarray, np.ndarray]:
@@ -83,8 +90,10 @@ def merge_fitted(all_rows: pa.Table, fitted: pa.Table) -> pa.Table:
     """The nearest-centroid assignments, with the sampled utterances' rows replaced by the fit's own."""
     pos = pc.index_in(all_rows.column("utterance_id"), value_set=fitted.column("utterance_id"))
     in_fit = pc.is_valid(pos)
-    columns = {name: pc.if_else(in_fit, fitted.column(name).take(pos), all_rows.column(name))
-               for name in ("code_id", "probability", "reason")}
+    columns = {
+        name: pc.if_else(in_fit, fitted.column(name).take(pos), all_rows.column(name))
+        for name in ("code_id", "probability", "reason")
+    }
     return pa.table({"utterance_id": all_rows.column("utterance_id"), **columns}, schema=schema.ASSIGNMENTS)
 
 
@@ -95,7 +104,8 @@ def recount_codes(codes: pa.Table, assignments: pa.Table) -> pa.Table:
         return codes
     pairs = pa.table({"code_id": assignments.column("code_id"), "utterance_id": assignments.column("utterance_id")})
     pairs = pairs.filter(pc.greater_equal(pairs.column("code_id"), 0)).sort_by(
-        [("code_id", "ascending"), ("utterance_id", "ascending")])
+        [("code_id", "ascending"), ("utterance_id", "ascending")]
+    )
     code_col = pairs.column("code_id").to_numpy()
     ids = pairs.column("utterance_id")
     size, fingerprint = {}, {}
@@ -107,14 +117,21 @@ def recount_codes(codes: pa.Table, assignments: pa.Table) -> pa.Table:
             size[c] = int(stop - start)
             fingerprint[c] = hashlib.sha1("\n".join(members).encode()).hexdigest()[:12]
     code_ids = codes.column("code_id").to_pylist()
-    codes = codes.set_column(codes.schema.get_field_index("size"), codes.schema.field("size"),
-                             pa.array([size.get(c, 0) for c in code_ids], codes.schema.field("size").type))
-    return codes.set_column(codes.schema.get_field_index("fingerprint"), codes.schema.field("fingerprint"),
-                            pa.array([fingerprint.get(c, "") for c in code_ids], pa.string()))
+    codes = codes.set_column(
+        codes.schema.get_field_index("size"),
+        codes.schema.field("size"),
+        pa.array([size.get(c, 0) for c in code_ids], codes.schema.field("size").type),
+    )
+    return codes.set_column(
+        codes.schema.get_field_index("fingerprint"),
+        codes.schema.field("fingerprint"),
+        pa.array([fingerprint.get(c, "") for c in code_ids], pa.string()),
+    )
 
 
-def assign_all(run_dir: Path, codes: pa.Table, threshold: float,
-               progress: Callable[[str, int, int], None] | None = None) -> pa.Table:
+def assign_all(
+    run_dir: Path, codes: pa.Table, threshold: float, progress: Callable[[str, int, int], None] | None = None
+) -> pa.Table:
     """Every embedded utterance's nearest code, one batch at a time (the Ray engine: ray_engine.assign_all_parts)."""
     centroids, code_ids = centroid_matrix(codes)
     total = table_num_rows(run_dir, "embeddings")

@@ -10,6 +10,7 @@ Kappa and alpha need one label per rater and unit: where a coder gave several, t
 label covering most of the utterance's characters is used (ties: alphabetical).
 Precision / recall / F1 use every label a coder gave (multi-label).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -54,15 +55,24 @@ def machine_labels(utterance_dimensions: pa.Table, framework) -> pd.DataFrame:
         c = framework.concept(name)
         concept_ids[name] = c.id if c else name
     mapped = top["mapped"].to_numpy(bool)
-    return pd.DataFrame({
-        "dimension": np.where(mapped, top["dimension"], NONE),
-        "second-order": np.where(mapped, top["second_order"].map(concept_ids).fillna(NONE), NONE),
-        "probability": top["probability"].to_numpy(float),
-    }, index=top.index)
+    return pd.DataFrame(
+        {
+            "dimension": np.where(mapped, top["dimension"], NONE),
+            "second-order": np.where(mapped, top["second_order"].map(concept_ids).fillna(NONE), NONE),
+            "probability": top["probability"].to_numpy(float),
+        },
+        index=top.index,
+    )
 
 
-def human_ratings(aligned: pd.DataFrame, units: pd.DataFrame, coders: list[str], column: str,
-                   categories: list[str], uncoded_is_none: bool):
+def human_ratings(
+    aligned: pd.DataFrame,
+    units: pd.DataFrame,
+    coders: list[str],
+    column: str,
+    categories: list[str],
+    uncoded_is_none: bool,
+):
     """Per coder: primary label index (units,) and presence matrix (units, k) at one level."""
     pos = {u: i for i, u in enumerate(units["utterance_id"])}
     cat = {c: i for i, c in enumerate(categories)}
@@ -90,8 +100,9 @@ def human_ratings(aligned: pd.DataFrame, units: pd.DataFrame, coders: list[str],
     return primary, present
 
 
-def machine_ratings(units: pd.DataFrame, machine: pd.DataFrame, level: str, categories: list[str],
-                    sets: pd.Series | None = None):
+def machine_ratings(
+    units: pd.DataFrame, machine: pd.DataFrame, level: str, categories: list[str], sets: pd.Series | None = None
+):
     """The machine's label (index) and its set of labels per unit at one level: its one label, plus
     the codes of its set where a multi-code learned model gave one (sets: utterance_id -> labels)."""
     cat = {c: i for i, c in enumerate(categories)}
@@ -107,14 +118,25 @@ def machine_ratings(units: pd.DataFrame, machine: pd.DataFrame, level: str, cate
     return p, pres
 
 
-def compare(utterances: pa.Table, sources: pa.Table, human: HumanCodes, framework, mapping,
-            utterance_dimensions: pa.Table, assignments: pa.Table | None, cfg: dict,
-            machine_sets: dict[str, pd.Series] | None = None) -> Comparison:
+def compare(
+    utterances: pa.Table,
+    sources: pa.Table,
+    human: HumanCodes,
+    framework,
+    mapping,
+    utterance_dimensions: pa.Table,
+    assignments: pa.Table | None,
+    cfg: dict,
+    machine_sets: dict[str, pd.Series] | None = None,
+) -> Comparison:
     """machine_sets: level -> (utterance_id -> set of labels) of a multi-code learned model
     (pipeline.learn.learned_sets), so set measures see every code the machine gave."""
     c = cfg["compare"]
-    for key, allowed in (("uncoded", ("none", "missing")), ("unknown_codes", ("error", "ignore")),
-                         ("bootstrap_unit", ("interview", "utterance"))):
+    for key, allowed in (
+        ("uncoded", ("none", "missing")),
+        ("unknown_codes", ("error", "ignore")),
+        ("bootstrap_unit", ("interview", "utterance")),
+    ):
         if c[key] not in allowed:
             raise ConfigError(f"compare.{key} must be {' or '.join(allowed)}, got {c[key]!r}")
     if not 0.0 <= c["min_overlap"] <= 1.0 or not 0.0 < c["ci_level"] < 1.0:
@@ -124,14 +146,18 @@ def compare(utterances: pa.Table, sources: pa.Table, human: HumanCodes, framewor
     aligned_table = align(human, resolved, utterances, sources, c["min_overlap"])
     aligned = aligned_table.to_pandas()
     if aligned.empty:
-        raise InputError("no human code falls on an utterance of this run; is it the run the codes were made on?",
-                         human.path)
+        raise InputError(
+            "no human code falls on an utterance of this run; is it the run the codes were made on?", human.path
+        )
     coders = sorted(aligned["coder"].unique())
     if machine in coders:
-        raise InputError(f"a human coder is called {machine!r}, the machine's name; rename the coder or set "
-                         "compare.machine_name", human.path)
-    utt = utterances.select(["utterance_id", "interview_id", "speaker_id", "wave", "start_char", "end_char",
-                             "text", "coded"]).to_pandas()
+        raise InputError(
+            f"a human coder is called {machine!r}, the machine's name; rename the coder or set compare.machine_name",
+            human.path,
+        )
+    utt = utterances.select(
+        ["utterance_id", "interview_id", "speaker_id", "wave", "start_char", "end_char", "text", "coded"]
+    ).to_pandas()
     units = utt[utt["coded"] & utt["interview_id"].isin(set(aligned["interview_id"]))].reset_index(drop=True)
     if units.empty:
         raise InputError("the human-coded interviews hold no coded utterance", human.path)
@@ -151,8 +177,9 @@ def compare(utterances: pa.Table, sources: pa.Table, human: HumanCodes, framewor
     agreement_rows, confusion_rows, ratings = [], [], {}
     for level in LEVELS:
         primary, present = human_ratings(aligned, units, coders, column[level], categories[level], uncoded_is_none)
-        primary[machine], present[machine] = machine_ratings(units, m_labels, level, categories[level],
-                                                             (machine_sets or {}).get(level))
+        primary[machine], present[machine] = machine_ratings(
+            units, m_labels, level, categories[level], (machine_sets or {}).get(level)
+        )
         ratings[level] = r = Ratings(level, categories[level], primary, present)
         rows, conf, warn = compare_ratings(r, coders, machine, groups, n_groups, boot)
         agreement_rows += rows
@@ -160,8 +187,9 @@ def compare(utterances: pa.Table, sources: pa.Table, human: HumanCodes, framewor
         warnings += [w for w in warn if w not in warnings]
 
     if assignments is not None:
-        agreement_rows += _cluster_rows(aligned, units, coders, assignments, machine, groups, n_groups, boot,
-                                        uncoded_is_none)
+        agreement_rows += _cluster_rows(
+            aligned, units, coders, assignments, machine, groups, n_groups, boot, uncoded_is_none
+        )
     else:
         warnings.append("no assignments.parquet: cluster-vs-human-code alignment skipped (run `themeshift codes`)")
 
@@ -174,17 +202,30 @@ def compare(utterances: pa.Table, sources: pa.Table, human: HumanCodes, framewor
         "human_codes_aligned": len(aligned),
         "human_codes_on_uncoded_utterances": int((~aligned["coded"]).sum()),
         "multi_label_utterances": {
-            coder: int((aligned[(aligned["coder"] == coder) & aligned["coded"] & aligned["dimension"].notna()]
-                        .groupby("utterance_id")["second_order"].nunique() > 1).sum()) for coder in coders},
+            coder: int(
+                (
+                    aligned[(aligned["coder"] == coder) & aligned["coded"] & aligned["dimension"].notna()]
+                    .groupby("utterance_id")["second_order"]
+                    .nunique()
+                    > 1
+                ).sum()
+            )
+            for coder in coders
+        },
         "machine_unlabelled_units": int((ratings["dimension"].primary[machine] == MISSING).sum()),
         "disagreements": len(disagreements),  # rows: one per utterance x level x coder
         "disagreeing_utterances_by_level": {  # utterances where the machine differs from at least one coder
-            level: int(n) for level, n in disagreements.to_pandas().groupby("level")["utterance_id"].nunique().items()},
+            level: int(n) for level, n in disagreements.to_pandas().groupby("level")["utterance_id"].nunique().items()
+        },
     }
     return Comparison(
         agreement=pa.Table.from_pylist(agreement_rows, schema=AGREEMENT),
         confusion=pa.Table.from_pylist(confusion_rows, schema=CONFUSION),
-        disagreements=disagreements, human_codes=aligned_table, counts=counts, warnings=warnings)
+        disagreements=disagreements,
+        human_codes=aligned_table,
+        counts=counts,
+        warnings=warnings,
+    )
 
 
 def _cluster_rows(aligned, units, coders, assignments, machine, groups, n_groups, boot, uncoded_is_none):
@@ -217,14 +258,23 @@ def _disagreements(units, ratings, coders, machine, m_labels) -> pa.Table:
             h = human[:, j]
             for i in np.nonzero((m != MISSING) & (h != MISSING) & (m != h))[0]:
                 u = units.iloc[i]
-                rows.append({
-                    "utterance_id": u["utterance_id"], "interview_id": u["interview_id"],
-                    "speaker_id": u["speaker_id"], "wave": None if pd.isna(u["wave"]) else int(u["wave"]),
-                    "start_char": int(u["start_char"]), "end_char": int(u["end_char"]), "level": level,
-                    "machine_label": r.categories[m[i]],
-                    "machine_probability": None if prob is None or np.isnan(prob[i]) else float(prob[i]),
-                    "coder": coder, "human_label": r.categories[h[i]],
-                    "human_labels": [r.categories[k] for k in np.nonzero(r.present[coder][i])[0]],
-                    "humans_agree": bool(agree[i]) if coded[i].sum() >= 2 else None, "text": u["text"]})
+                rows.append(
+                    {
+                        "utterance_id": u["utterance_id"],
+                        "interview_id": u["interview_id"],
+                        "speaker_id": u["speaker_id"],
+                        "wave": None if pd.isna(u["wave"]) else int(u["wave"]),
+                        "start_char": int(u["start_char"]),
+                        "end_char": int(u["end_char"]),
+                        "level": level,
+                        "machine_label": r.categories[m[i]],
+                        "machine_probability": None if prob is None or np.isnan(prob[i]) else float(prob[i]),
+                        "coder": coder,
+                        "human_label": r.categories[h[i]],
+                        "human_labels": [r.categories[k] for k in np.nonzero(r.present[coder][i])[0]],
+                        "humans_agree": bool(agree[i]) if coded[i].sum() >= 2 else None,
+                        "text": u["text"],
+                    }
+                )
     rows.sort(key=lambda x: (x["interview_id"], x["start_char"], x["level"], x["coder"]))
     return pa.Table.from_pylist(rows, schema=DISAGREEMENTS)

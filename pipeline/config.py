@@ -3,6 +3,7 @@
 A user file overrides any subset of keys. Unknown sections or keys and values whose
 type differs from the default's are errors naming the file and key.
 """
+
 from __future__ import annotations
 
 import copy
@@ -65,8 +66,9 @@ def load_config(path: str | Path | None = None, overrides: dict[str, dict[str, A
     return load_config_with_origins(path, overrides)[0]
 
 
-def load_config_with_origins(path: str | Path | None = None, overrides: dict[str, dict[str, Any]] | None = None
-                             ) -> tuple[Config, dict[str, str]]:
+def load_config_with_origins(
+    path: str | Path | None = None, overrides: dict[str, dict[str, Any]] | None = None
+) -> tuple[Config, dict[str, str]]:
     """The validated configuration and, per "section.key", where its value came from: "default",
     "file PATH" or "option" (a command-line option)."""
     config = _read_toml(DEFAULT_CONFIG_PATH)
@@ -132,34 +134,80 @@ _CHOICES = {
 }
 _RANGES = {
     "run.seed": (0, 2**32 - 1),
-    "segment.window_size": (1, None), "segment.backchannel_max_words": (0, None),
-    "embed.batch_size": (1, None), "embed.batch_tokens": (1, None),
-    "codes.size_factor": (0, None), "codes.min_samples_ratio": (0, None), "codes.max_cluster_share": (0, 1),
-    "codes.umap_neighbors": (2, None), "codes.umap_components": (1, None), "codes.min_utterances_umap": (0, None),
-    "codes.agglomerative_distance": (0, 2), "codes.outlier_threshold": (0, 1), "codes.top_keywords": (1, None),
-    "codes.exemplars": (1, None), "codes.ngram_max": (1, 5), "codes.min_df": (1, None),
+    "segment.window_size": (1, None),
+    "segment.backchannel_max_words": (0, None),
+    "embed.batch_size": (1, None),
+    "embed.batch_tokens": (1, None),
+    "codes.size_factor": (0, None),
+    "codes.min_samples_ratio": (0, None),
+    "codes.max_cluster_share": (0, 1),
+    "codes.umap_neighbors": (2, None),
+    "codes.umap_components": (1, None),
+    "codes.min_utterances_umap": (0, None),
+    "codes.agglomerative_distance": (0, 2),
+    "codes.outlier_threshold": (0, 1),
+    "codes.top_keywords": (1, None),
+    "codes.exemplars": (1, None),
+    "codes.ngram_max": (1, 5),
+    "codes.min_df": (1, None),
     "codes.fit_sample": (0, None),
-    "map.similarity_top_k": (1, None), "map.temperature": (0, None), "map.classifier_c": (1e-12, None),
-    "map.code_exemplars": (0, None), "map.centroid_weight": (0, 1), "map.code_threshold": (0, 1),
-    "map.code_margin": (0, 1), "map.own_weight": (0, None), "map.context_weight": (0, None),
-    "map.code_weight": (0, None), "map.utterance_threshold": (0, 1), "map.utterance_margin": (0, 1),
+    "map.similarity_top_k": (1, None),
+    "map.temperature": (0, None),
+    "map.classifier_c": (1e-12, None),
+    "map.code_exemplars": (0, None),
+    "map.centroid_weight": (0, 1),
+    "map.code_threshold": (0, 1),
+    "map.code_margin": (0, 1),
+    "map.own_weight": (0, None),
+    "map.context_weight": (0, None),
+    "map.code_weight": (0, None),
+    "map.utterance_threshold": (0, 1),
+    "map.utterance_margin": (0, 1),
     "map.quotes": (0, None),
-    "shift.min_utterances_per_wave": (0, None), "shift.bootstrap": (0, 1_000_000),
-    "shift.permutations": (100, 1_000_000), "shift.blocks_per_interview": (2, 50), "shift.min_labellings": (1, None),
-    "shift.max_unmapped_share": (0, 1), "shift.min_evidence": (0, 1), "shift.question_match_similarity": (-1, 1),
-    "shift.ci_level": (1e-9, 1 - 1e-9), "shift.alpha": (1e-9, 1 - 1e-9),
-    "compare.min_overlap": (1e-9, 1), "compare.bootstrap": (0, 1_000_000), "compare.ci_level": (1e-9, 1 - 1e-9),
-    "compare.qdpx_max_members": (1, None), "compare.qdpx_max_bytes": (1, None),
-    "report.map_neighbors": (2, None), "report.map_max_points": (1, None), "report.quotes": (0, None),
-    "report.quote_chars": (10, None), "report.disagreements": (0, None),
-    "learn.words_min_df": (1, None), "learn.words_max_features": (1, None), "learn.c": (1e-12, None), "learn.c_multi_code": (1e-12, None),
-    "learn.finetune_holdout": (0.01, 0.9), "learn.finetune_samples": (1, None), "learn.finetune_batch_size": (1, 4096),
-    "learn.finetune_learning_rate": (1e-12, 1.0), "learn.finetune_max_units": (0, None), "learn.components": (0, None),
-    "learn.framework_weight": (0, None), "learn.cv_folds": (2, None), "learn.min_utterances": (1, None),
-    "learn.min_per_class": (1, None), "learn.learning_curve_draws": (0, 1000), "learn.learning_curve_points": (1, 1000),
-    "learn.suggest_n": (1, None), "learn.suggest_diversity": (0, 1),
-    "scale.shard_rows": (1, None), "scale.workers": (0, None), "scale.connect_timeout": (0.1, 3600),
-    "anonymise.score_threshold": (0, 1), "anonymise.context_chars": (0, 1000), "anonymise.batch_size": (1, None),
+    "shift.min_utterances_per_wave": (0, None),
+    "shift.bootstrap": (0, 1_000_000),
+    "shift.permutations": (100, 1_000_000),
+    "shift.blocks_per_interview": (2, 50),
+    "shift.min_labellings": (1, None),
+    "shift.max_unmapped_share": (0, 1),
+    "shift.min_evidence": (0, 1),
+    "shift.question_match_similarity": (-1, 1),
+    "shift.ci_level": (1e-9, 1 - 1e-9),
+    "shift.alpha": (1e-9, 1 - 1e-9),
+    "compare.min_overlap": (1e-9, 1),
+    "compare.bootstrap": (0, 1_000_000),
+    "compare.ci_level": (1e-9, 1 - 1e-9),
+    "compare.qdpx_max_members": (1, None),
+    "compare.qdpx_max_bytes": (1, None),
+    "report.map_neighbors": (2, None),
+    "report.map_max_points": (1, None),
+    "report.quotes": (0, None),
+    "report.quote_chars": (10, None),
+    "report.disagreements": (0, None),
+    "learn.words_min_df": (1, None),
+    "learn.words_max_features": (1, None),
+    "learn.c": (1e-12, None),
+    "learn.c_multi_code": (1e-12, None),
+    "learn.finetune_holdout": (0.01, 0.9),
+    "learn.finetune_samples": (1, None),
+    "learn.finetune_batch_size": (1, 4096),
+    "learn.finetune_learning_rate": (1e-12, 1.0),
+    "learn.finetune_max_units": (0, None),
+    "learn.components": (0, None),
+    "learn.framework_weight": (0, None),
+    "learn.cv_folds": (2, None),
+    "learn.min_utterances": (1, None),
+    "learn.min_per_class": (1, None),
+    "learn.learning_curve_draws": (0, 1000),
+    "learn.learning_curve_points": (1, 1000),
+    "learn.suggest_n": (1, None),
+    "learn.suggest_diversity": (0, 1),
+    "scale.shard_rows": (1, None),
+    "scale.workers": (0, None),
+    "scale.connect_timeout": (0.1, 3600),
+    "anonymise.score_threshold": (0, 1),
+    "anonymise.context_chars": (0, 1000),
+    "anonymise.batch_size": (1, None),
 }
 
 
@@ -198,10 +246,13 @@ def _validate(config: Config) -> None:
         if not all(isinstance(x, str) for x in config["input"][key]):
             raise ConfigError(f"input.{key} must be a list of text")
     if not config["shift"]["group_by"].strip():
-        raise ConfigError("shift.group_by must name a column (speaker_role, or a speakers.csv or manifest.csv column), got ''")
+        raise ConfigError(
+            "shift.group_by must name a column (speaker_role, or a speakers.csv or manifest.csv column), got ''"
+        )
     bad = [x for x in config["shift"]["source_types"] if x not in ("interview", "fieldnote", "document")]
     if bad or not config["shift"]["source_types"]:
-        raise ConfigError(f"shift.source_types: each must be interview, fieldnote or document, got "
-                          f"{(bad or ['(empty list)'])[0]!r}")
+        raise ConfigError(
+            f"shift.source_types: each must be interview, fieldnote or document, got {(bad or ['(empty list)'])[0]!r}"
+        )
     if not all(isinstance(x, str) for x in config["anonymise"]["keep_labels"]):
         raise ConfigError("anonymise.keep_labels must be a list of text")

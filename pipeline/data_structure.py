@@ -1,5 +1,6 @@
 """The Gioia data structure: first-order codes (with exemplar quotes) -> second-order
 concepts -> aggregate dimensions, as a tidy table and as a Markdown table for a paper."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -13,8 +14,9 @@ if TYPE_CHECKING:  # map builds the data structure from its CodeMapping: a type 
     from pipeline.map import CodeMapping
 
 
-def data_structure_table(codes: pa.Table, mapping: CodeMapping, framework: Framework,
-                         texts: dict[str, str], n_quotes: int) -> pa.Table:
+def data_structure_table(
+    codes: pa.Table, mapping: CodeMapping, framework: Framework, texts: dict[str, str], n_quotes: int
+) -> pa.Table:
     """One row per code, grouped by dimension and concept in framework order (best fit first);
     a concept no code maps to gets one 'empty' row; unmapped codes come last, largest first."""
     c = codes.to_pydict()
@@ -24,11 +26,20 @@ def data_structure_table(codes: pa.Table, mapping: CodeMapping, framework: Frame
         j = mapping.assigned[i] if mapping.assigned[i] >= 0 else int(mapping.probabilities[i].argmax())
         quotes = [texts[u] for u in (c["exemplar_ids"][i] or []) if u in texts][:n_quotes]
         dim = framework.dimension(concept.dimension) if concept else None
-        return {"dimension": dim.id if dim else None, "dimension_name": dim.name if dim else None,
-                "concept_id": concept.id if concept else None, "second_order": concept.name if concept else None,
-                "code_id": c["code_id"][i], "fingerprint": c["fingerprint"][i], "first_order": c["label"][i],
-                "size": c["size"][i], "probability": float(mapping.probabilities[i, j]), "status": status,
-                "source": mapping.source[i], "quotes": quotes}
+        return {
+            "dimension": dim.id if dim else None,
+            "dimension_name": dim.name if dim else None,
+            "concept_id": concept.id if concept else None,
+            "second_order": concept.name if concept else None,
+            "code_id": c["code_id"][i],
+            "fingerprint": c["fingerprint"][i],
+            "first_order": c["label"][i],
+            "size": c["size"][i],
+            "probability": float(mapping.probabilities[i, j]),
+            "status": status,
+            "source": mapping.source[i],
+            "quotes": quotes,
+        }
 
     for dim in framework.dimensions:
         for j, concept in enumerate(framework.concepts):
@@ -38,10 +49,22 @@ def data_structure_table(codes: pa.Table, mapping: CodeMapping, framework: Frame
             members.sort(key=lambda i: (-mapping.probabilities[i, j], c["code_id"][i]))
             rows += [code_row(i, concept, "mapped") for i in members]
             if not members:
-                rows.append({"dimension": dim.id, "dimension_name": dim.name, "concept_id": concept.id,
-                             "second_order": concept.name, "code_id": None, "fingerprint": None,
-                             "first_order": None, "size": None, "probability": None, "status": "empty",
-                             "source": None, "quotes": []})
+                rows.append(
+                    {
+                        "dimension": dim.id,
+                        "dimension_name": dim.name,
+                        "concept_id": concept.id,
+                        "second_order": concept.name,
+                        "code_id": None,
+                        "fingerprint": None,
+                        "first_order": None,
+                        "size": None,
+                        "probability": None,
+                        "status": "empty",
+                        "source": None,
+                        "quotes": [],
+                    }
+                )
     unmapped = [i for i in range(codes.num_rows) if mapping.assigned[i] < 0]
     unmapped.sort(key=lambda i: (-c["size"][i], c["code_id"][i]))
     rows += [code_row(i, None, "unmapped") for i in unmapped]
@@ -61,9 +84,12 @@ def data_structure_markdown(table: pa.Table, framework: Framework) -> str:
     """First-order codes | Second-order concepts | Aggregate dimensions, concept and dimension
     written once per group as in a Gioia figure; unmapped codes listed underneath."""
     rows = table.to_pylist()
-    out = [f"# Data structure: {_cell(framework.name)}", "",
-           "| First-order codes (exemplar quote) | Second-order concepts | Aggregate dimensions |",
-           "|---|---|---|"]
+    out = [
+        f"# Data structure: {_cell(framework.name)}",
+        "",
+        "| First-order codes (exemplar quote) | Second-order concepts | Aggregate dimensions |",
+        "|---|---|---|",
+    ]
     last_concept = last_dim = None
     for r in rows:
         if r["status"] == "unmapped":
@@ -73,7 +99,7 @@ def data_structure_markdown(table: pa.Table, framework: Framework) -> str:
         else:
             first = f"{_cell(r['first_order'])} (n={r['size']})"
             if r["quotes"]:
-                first += f": \"{_cell(_quote(r['quotes'][0]))}\""
+                first += f': "{_cell(_quote(r["quotes"][0]))}"'
             if r["source"] == "human":
                 first += " [researcher]"
         concept = _cell(r["second_order"]) if r["concept_id"] != last_concept else ""

@@ -4,6 +4,7 @@ Each distinct text is embedded once: duplicates within a corpus ("Yes, exactly."
 share a vector, and a persistent cache keyed by (model id, text hash) means a
 re-run embeds nothing and a run after adding an interview embeds only its new text.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -71,12 +72,16 @@ class Encoder:
             # the thread count changes a vector's last bits too: vectors made with another count (a Ray
             # worker, another machine) are never mixed with this process's
             threads = f"-t{compute_threads()}" if self.spec.backend != "model2vec" else ""
-            self.cache = EmbeddingCache(cache_root(cfg["embed"]["cache_dir"]) / "embeddings",
-                                        f"{self.model_id}{CACHE_LAYOUT}{threads}", self.dim)
+            self.cache = EmbeddingCache(
+                cache_root(cfg["embed"]["cache_dir"]) / "embeddings",
+                f"{self.model_id}{CACHE_LAYOUT}{threads}",
+                self.dim,
+            )
         return self
 
-    def encode(self, texts: list[str], batch_size: int = 64, progress: Progress | None = None,
-               batch_tokens: int = 2048) -> np.ndarray:
+    def encode(
+        self, texts: list[str], batch_size: int = 64, progress: Progress | None = None, batch_tokens: int = 2048
+    ) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         if self.spec.backend == "model2vec":
@@ -87,8 +92,9 @@ class Encoder:
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return vectors / np.maximum(norms, 1e-12)
 
-    def _encode_transformer(self, texts: list[str], batch_size: int, batch_tokens: int,
-                            progress: Progress | None) -> np.ndarray:
+    def _encode_transformer(
+        self, texts: list[str], batch_size: int, batch_tokens: int, progress: Progress | None
+    ) -> np.ndarray:
         """Batches of texts of one token length, cut by token count rather than sentence count.
 
         A text padded to a longer neighbour's length gets a vector that differs in the
@@ -103,27 +109,36 @@ class Encoder:
 
         model = self.model
         torch.set_num_threads(compute_threads())  # whatever else changed it since: the count the cache assumes
-        lengths = np.fromiter((len(ids) for ids in model.tokenizer(
-            texts, truncation=True, max_length=model.max_seq_length)["input_ids"]), dtype=np.int64, count=len(texts))
+        lengths = np.fromiter(
+            (len(ids) for ids in model.tokenizer(texts, truncation=True, max_length=model.max_seq_length)["input_ids"]),
+            dtype=np.int64,
+            count=len(texts),
+        )
         order = np.argsort(lengths, kind="stable")
         vectors = np.empty((len(texts), self.dim), dtype=np.float32)
         done, start = 0, 0
         while start < len(order):
             stop = start + 1
-            while (stop < len(order) and stop - start < batch_size and lengths[order[stop]] == lengths[order[start]]
-                   and (stop - start + 1) * lengths[order[stop]] <= batch_tokens):
+            while (
+                stop < len(order)
+                and stop - start < batch_size
+                and lengths[order[stop]] == lengths[order[start]]
+                and (stop - start + 1) * lengths[order[stop]] <= batch_tokens
+            ):
                 stop += 1
             rows = order[start:stop]
-            vectors[rows] = model.encode([texts[i] for i in rows], batch_size=len(rows), convert_to_numpy=True,
-                                         show_progress_bar=False)
+            vectors[rows] = model.encode(
+                [texts[i] for i in rows], batch_size=len(rows), convert_to_numpy=True, show_progress_bar=False
+            )
             start = stop
             if progress and (start - done >= 1024 or start == len(order)):
                 done = start
                 progress("embed", start, len(texts))
         return vectors
 
-    def encode_cached(self, texts: list[str], batch_size: int = 64, progress: Progress | None = None,
-                      batch_tokens: int = 2048) -> tuple[np.ndarray, "EmbedStats"]:
+    def encode_cached(
+        self, texts: list[str], batch_size: int = 64, progress: Progress | None = None, batch_tokens: int = 2048
+    ) -> tuple[np.ndarray, "EmbedStats"]:
         """Like encode, but each distinct text is looked up in the cache before it is embedded."""
         import time
 
@@ -169,17 +184,22 @@ class EmbedStats:
     seconds_encoding: float
 
 
-def embed_utterances(utterances: pa.Table, encoder: Encoder, cfg: dict,
-                     progress: Progress | None = None) -> tuple[pa.Table, EmbedStats]:
+def embed_utterances(
+    utterances: pa.Table, encoder: Encoder, cfg: dict, progress: Progress | None = None
+) -> tuple[pa.Table, EmbedStats]:
     """Vectors for the coded utterances, in utterance order."""
     coded = utterances.filter(pc.field("coded"))
     encoder.with_cache(cfg)
-    matrix, stats = encoder.encode_cached(coded.column("text").to_pylist(), cfg["embed"]["batch_size"], progress,
-                                          cfg["embed"]["batch_tokens"])
-    table = pa.table({
-        "utterance_id": coded.column("utterance_id"),
-        "vector": pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1), pa.float32()), encoder.dim),
-    }, schema=schema.embeddings_schema(encoder.dim))
+    matrix, stats = encoder.encode_cached(
+        coded.column("text").to_pylist(), cfg["embed"]["batch_size"], progress, cfg["embed"]["batch_tokens"]
+    )
+    table = pa.table(
+        {
+            "utterance_id": coded.column("utterance_id"),
+            "vector": pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1), pa.float32()), encoder.dim),
+        },
+        schema=schema.embeddings_schema(encoder.dim),
+    )
     return table, stats
 
 

@@ -6,6 +6,7 @@ same file. Each shard carries a checksum of its (text hash, vector) pairs. A sha
 cannot be read, holds bad vectors or no longer matches its checksum is reported, deleted
 and rebuilt from the model. Many small shards are merged under a lock.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -35,7 +36,9 @@ class EmbeddingCache:
 
     def _read(self, shard: Path) -> pa.Table | None:
         if shard.is_dir():  # not ours to remove
-            warnings.warn(f"embedding cache: {shard} is a folder, not a cache shard; left alone and not read", stacklevel=2)
+            warnings.warn(
+                f"embedding cache: {shard} is a folder, not a cache shard; left alone and not read", stacklevel=2
+            )
             return None
         try:
             table = pq.read_table(shard)
@@ -53,7 +56,10 @@ class EmbeddingCache:
         except FileNotFoundError:  # merged away by another run meanwhile
             return None
         except (OSError, ValueError, pa.ArrowException) as exc:
-            warnings.warn(f"embedding cache shard {shard} is corrupted ({exc}); removing it, texts will be re-embedded", stacklevel=2)
+            warnings.warn(
+                f"embedding cache shard {shard} is corrupted ({exc}); removing it, texts will be re-embedded",
+                stacklevel=2,
+            )
             shard.unlink(missing_ok=True)
             return None
 
@@ -76,14 +82,23 @@ class EmbeddingCache:
         try:
             self._put(hashes, vectors)
         except OSError as exc:
-            warnings.warn(f"embedding cache {self.dir} cannot be written ({exc.strerror or exc}); going on "
-                          "without caching these vectors (embed.cache_dir or embed.use_cache = false)", stacklevel=2)
+            warnings.warn(
+                f"embedding cache {self.dir} cannot be written ({exc.strerror or exc}); going on "
+                "without caching these vectors (embed.cache_dir or embed.use_cache = false)",
+                stacklevel=2,
+            )
 
     def _put(self, hashes: list[str], vectors: np.ndarray) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        table = pa.table({"text_hash": pa.array(hashes, pa.string()),
-                          "vector": pa.FixedSizeListArray.from_arrays(
-                              pa.array(np.asarray(vectors, np.float32).reshape(-1)), self.dim)}, schema=self.schema)
+        table = pa.table(
+            {
+                "text_hash": pa.array(hashes, pa.string()),
+                "vector": pa.FixedSizeListArray.from_arrays(
+                    pa.array(np.asarray(vectors, np.float32).reshape(-1)), self.dim
+                ),
+            },
+            schema=self.schema,
+        )
         name = f"shard-{os.getpid()}-{uuid.uuid4().hex}.parquet"
         atomic_write(self.dir / name, lambda tmp: pq.write_table(_with_checksum(table), tmp))
         if len(self._shards()) > MAX_SHARDS:
@@ -122,8 +137,11 @@ def checksum(table: pa.Table) -> str:
     table = table.sort_by("text_hash")
     digest = hashlib.sha256()
     digest.update("\x1f".join(table.column("text_hash").to_pylist()).encode("ascii"))
-    digest.update(np.ascontiguousarray(table.column("vector").combine_chunks().values.to_numpy(
-        zero_copy_only=False), dtype=np.float32).tobytes())
+    digest.update(
+        np.ascontiguousarray(
+            table.column("vector").combine_chunks().values.to_numpy(zero_copy_only=False), dtype=np.float32
+        ).tobytes()
+    )
     return digest.hexdigest()
 
 

@@ -1,5 +1,6 @@
 """One exception type for bad input: it always names the file (and line when known); and how the
 command line turns any failure into one printable line."""
+
 from __future__ import annotations
 
 import errno
@@ -49,11 +50,17 @@ class EnvironmentFault(Exception):
 
 
 _ENVIRONMENT_ERRNOS: dict[int | None, str]  # looked up with OSError.errno, which may be None
-_ENVIRONMENT_ERRNOS = {errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
-                       errno.ENOSPC: "no space left on the device", errno.EROFS: "read-only file system",
-                       errno.EDQUOT: "disk quota exceeded", errno.EISDIR: "is a folder, not a file",
-                       errno.ENOTDIR: "a part of the path is a file, not a folder",
-                       errno.EEXIST: "already exists", errno.EMFILE: "too many open files"}
+_ENVIRONMENT_ERRNOS = {
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.ENOSPC: "no space left on the device",
+    errno.EROFS: "read-only file system",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EISDIR: "is a folder, not a file",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.EEXIST: "already exists",
+    errno.EMFILE: "too many open files",
+}
 
 
 def environment_fault(exc: OSError) -> EnvironmentFault:

@@ -4,6 +4,7 @@ first-order descriptions) read from YAML and validated on load.
 Every problem is an InputError naming the file and, where YAML tells us, the line.
 See configs/frameworks/kt_push_pull_exchange.yaml for the format.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -81,8 +82,11 @@ class Framework:
             near = difflib.get_close_matches(role, have, n=1, cutoff=0.6)
             hint = f"; did you mean {near[0]!r}?" if near else ""
             known = ", ".join(have) if have else "none (give speakers.csv a role column)"
-            raise InputError(f"framework role {role!r} matches no speaker role (roles in the corpus: {known}){hint}",
-                             self.path or None, line)
+            raise InputError(
+                f"framework role {role!r} matches no speaker role (roles in the corpus: {known}){hint}",
+                self.path or None,
+                line,
+            )
 
     def concept(self, name_or_id: str) -> Concept | None:
         wanted = _key(str(name_or_id))
@@ -121,8 +125,9 @@ class Framework:
         keys = [_key(str(r)) if r is not None and r == r else None for r in roles]  # r == r: not NaN
         by_role: dict[str | None, np.ndarray] = {}
         for k in set(keys):
-            by_role[k] = np.array([not c.roles or (k is not None and k in {_key(x) for x in c.roles})
-                                   for c in self.concepts], dtype=bool)
+            by_role[k] = np.array(
+                [not c.roles or (k is not None and k in {_key(x) for x in c.roles}) for c in self.concepts], dtype=bool
+            )
         if not keys:
             return np.zeros((0, len(self.concepts)), dtype=bool)
         return np.stack([by_role[k] for k in keys])
@@ -141,8 +146,9 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> _Map:
     for key_node, _ in node.value:  # a key given twice would silently take the later value
         key = loader.construct_object(key_node, deep=True)
         if isinstance(key, (str, int, float, bool)) and key in seen:
-            raise InputError(f"key {key!r} is given twice (also on line {seen[key]})", None,
-                             key_node.start_mark.line + 1)
+            raise InputError(
+                f"key {key!r} is given twice (also on line {seen[key]})", None, key_node.start_mark.line + 1
+            )
         seen[key] = key_node.start_mark.line + 1
     out = _Map(loader.construct_mapping(node, deep=True))
     out.line = node.start_mark.line + 1
@@ -200,7 +206,9 @@ class _Reader:
         """The id, or one derived from the name when the file gives none."""
         if node.get("id") is None:
             name = self.text(node, "name", what)
-            return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or self.fail(f"{what}: cannot derive an id", node)
+            return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or self.fail(
+                f"{what}: cannot derive an id", node
+            )
         ident = self.text(node, "id", what)
         if not _ID.match(ident):
             self.fail(f"{what}: id {ident!r} may use only letters, digits, '_' and '-'", node)
@@ -217,8 +225,9 @@ def load_framework(path: str | Path | None = None) -> Framework:
     except OSError as exc:
         raise InputError(f"cannot read framework file: {exc.strerror}", path) from None
     if len(raw) > MAX_FRAMEWORK_BYTES:
-        raise InputError(f"framework file is {len(raw):,} bytes; a codebook is far smaller (limit "
-                         f"{MAX_FRAMEWORK_BYTES:,})", path)
+        raise InputError(
+            f"framework file is {len(raw):,} bytes; a codebook is far smaller (limit {MAX_FRAMEWORK_BYTES:,})", path
+        )
     try:
         doc = yaml.load(raw.decode("utf-8"), Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
     except UnicodeDecodeError:
@@ -240,8 +249,10 @@ def load_framework(path: str | Path | None = None) -> Framework:
     if not isinstance(dims_raw, list) or not dims_raw:
         r.fail("framework has no dimensions: give a list of aggregate dimensions under 'dimensions'", top)
     if len(dims_raw) < 2:
-        r.fail("framework has only one dimension; mapping needs at least two aggregate dimensions to choose between",
-               dims_raw[0] if isinstance(dims_raw[0], dict) else top)
+        r.fail(
+            "framework has only one dimension; mapping needs at least two aggregate dimensions to choose between",
+            dims_raw[0] if isinstance(dims_raw[0], dict) else top,
+        )
 
     dimensions: list[Dimension] = []
     concepts: list[Concept] = []
@@ -287,6 +298,12 @@ def load_framework(path: str | Path | None = None) -> Framework:
             keywords = [k.lower() for k in r.texts(c, "keywords", what)]
             c_roles = roles_of(c, what) or d_roles
             concepts.append(Concept(c_id, c_name, d_id, descriptions, exemplars, keywords, c_roles))
-    return Framework(name=name, dimensions=dimensions, concepts=concepts,
-                     description=r.text(top, "description", "", required=False),
-                     path=str(path.resolve()), sha256=hashlib.sha256(raw).hexdigest(), role_lines=role_lines)
+    return Framework(
+        name=name,
+        dimensions=dimensions,
+        concepts=concepts,
+        description=r.text(top, "description", "", required=False),
+        path=str(path.resolve()),
+        sha256=hashlib.sha256(raw).hexdigest(),
+        role_lines=role_lines,
+    )

@@ -2,6 +2,7 @@
 
 The one entry point is `segment_corpus`; it returns Arrow tables and never writes.
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -107,18 +108,20 @@ def _sha256(data: bytes) -> str:
 @dataclass
 class Study:
     """What every file's segmentation needs: the folder's metadata, read once (and sent to workers)."""
+
     folder: Path
     files: list[str]
     manifest: dict | None
     resolver: SpeakerResolver
     template: re.Pattern
-    inputs: list[dict]        # the metadata files read
+    inputs: list[dict]  # the metadata files read
     warnings: list[str]
 
 
 @dataclass
 class FileResult:
     """One file segmented (cols, rows for sources and interviews) or refused (error)."""
+
     rel: str
     meta: FileMeta | None = None
     error: InputError | OSError | None = None
@@ -170,12 +173,14 @@ def segment_file(study: Study, rel: str, nlp, cfg: dict) -> FileResult:
         if any(ord(ch) < 32 or ord(ch) == 127 for ch in rel):
             raise InputError("the file name holds a line break or another control character; rename the file", rel)
         if storable_name(rel) != rel:
-            raise InputError("the file name is not UTF-8 text; rename the file (tables keep file names as UTF-8)",
-                             rel)
+            raise InputError("the file name is not UTF-8 text; rename the file (tables keep file names as UTF-8)", rel)
         extensions = inp["extensions"] or EXTENSIONS  # none listed: every format themeshift reads
         if Path(rel).suffix.lower() not in [e.lower() for e in extensions]:
-            raise InputError(f"unknown transcript format {Path(rel).suffix or '(none)'!r} "
-                             f"(known: {', '.join(extensions)}; or add it to input.ignore)", rel)
+            raise InputError(
+                f"unknown transcript format {Path(rel).suffix or '(none)'!r} "
+                f"(known: {', '.join(extensions)}; or add it to input.ignore)",
+                rel,
+            )
         if study.manifest is not None:
             if rel not in study.manifest:
                 raise InputError(f"not listed in {inp['manifest_file']}", rel)
@@ -194,20 +199,34 @@ def segment_file(study: Study, rel: str, nlp, cfg: dict) -> FileResult:
             cols = segment_document(doc, meta, rel, resolver, nlp, cfg)
         else:
             doc = read_unlabelled(folder / rel, rel, source_type, inp["fallback_encodings"])
-            cols = segment_document(doc, meta, rel, resolver, nlp, cfg,
-                                    attribution(meta, resolver, inp["case_column"]))
+            cols = segment_document(doc, meta, rel, resolver, nlp, cfg, attribution(meta, resolver, inp["case_column"]))
     except (InputError, OSError) as exc:
         out.error = exc
         return out
     out.cols, out.warnings, out.label_only = cols, doc.warnings, resolver.label_only
     out.input = {"path": rel, "sha256": _sha256(data), "bytes": len(data)}
-    out.source = {"interview_id": meta.interview_id, "source_file": rel, "format": doc.format,
-                  "encoding": doc.encoding, "sha256": out.input["sha256"], "source_text": doc.source_text,
-                  "source_type": doc.source_type, "page_starts": doc.page_starts}
-    out.interview = {"interview_id": meta.interview_id, "source_file": rel, "wave": meta.wave,
-                     "date": meta.date, "participant_id": meta.participant_id,
-                     "n_turns": len(doc.turns), "n_utterances": len(cols["utterance_id"]),
-                     "n_skipped_lines": doc.n_skipped_lines, "source_type": doc.source_type, **meta.extra}
+    out.source = {
+        "interview_id": meta.interview_id,
+        "source_file": rel,
+        "format": doc.format,
+        "encoding": doc.encoding,
+        "sha256": out.input["sha256"],
+        "source_text": doc.source_text,
+        "source_type": doc.source_type,
+        "page_starts": doc.page_starts,
+    }
+    out.interview = {
+        "interview_id": meta.interview_id,
+        "source_file": rel,
+        "wave": meta.wave,
+        "date": meta.date,
+        "participant_id": meta.participant_id,
+        "n_turns": len(doc.turns),
+        "n_utterances": len(cols["utterance_id"]),
+        "n_skipped_lines": doc.n_skipped_lines,
+        "source_type": doc.source_type,
+        **meta.extra,
+    }
     return out
 
 
@@ -239,8 +258,9 @@ def assemble(study: Study, results: list[FileResult], cfg: dict) -> Corpus:
     for r in results:
         exc = r.error
         if r.meta is not None and r.meta.interview_id in ids_seen:
-            exc = InputError(f"duplicate interview_id {r.meta.interview_id!r} (also {ids_seen[r.meta.interview_id]})",
-                             r.rel)
+            exc = InputError(
+                f"duplicate interview_id {r.meta.interview_id!r} (also {ids_seen[r.meta.interview_id]})", r.rel
+            )
         if exc is not None:
             if not skip_bad:
                 if isinstance(exc, OSError):
@@ -267,7 +287,8 @@ def assemble(study: Study, results: list[FileResult], cfg: dict) -> Corpus:
     interviews_schema = schema.INTERVIEWS
     for name in extra_cols:
         interviews_schema = interviews_schema.append(
-            pa.field(name, pa.string(), nullable=True, metadata={"doc": "extra manifest column"}))
+            pa.field(name, pa.string(), nullable=True, metadata={"doc": "extra manifest column"})
+        )
     return Corpus(
         utterances=columns_to_table(parts, schema.UTTERANCES),
         sources=pa.Table.from_pylist(sources, schema=schema.SOURCES),
@@ -287,8 +308,15 @@ def speakers_table(speakers: dict) -> pa.Table:
     sch = schema.SPEAKERS
     for name in extra:
         sch = sch.append(pa.field(name, pa.string(), nullable=True, metadata={"doc": "extra speakers.csv column"}))
-    rows = [{"speaker_id": s.speaker_id, "speaker_role": s.role, "is_interviewer": s.is_interviewer,
-             **{k: s.extra.get(k) or None for k in extra}} for s in people]
+    rows = [
+        {
+            "speaker_id": s.speaker_id,
+            "speaker_role": s.role,
+            "is_interviewer": s.is_interviewer,
+            **{k: s.extra.get(k) or None for k in extra},
+        }
+        for s in people
+    ]
     return pa.Table.from_pylist(rows, schema=sch)
 
 

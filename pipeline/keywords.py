@@ -3,6 +3,7 @@
 Lemmas are looked up once per distinct word (spaCy tagger + lemmatizer over the
 vocabulary, not over every sentence), which keeps this fast at 100k utterances.
 """
+
 from __future__ import annotations
 
 import json
@@ -49,7 +50,9 @@ def lemma_map(words: set[str], pipeline_name: str, cache_dir: str = "") -> dict[
         try:
             nlp = spacy.load(pipeline_name, exclude=["parser", "ner"])
         except OSError:
-            warnings.warn(f"spaCy pipeline {pipeline_name!r} is not installed; keywords are not lemmatised", stacklevel=2)
+            warnings.warn(
+                f"spaCy pipeline {pipeline_name!r} is not installed; keywords are not lemmatised", stacklevel=2
+            )
             return {w: w for w in words}
         for word, doc in zip(missing, nlp.pipe(missing, batch_size=2048)):
             lemma = doc[0].lemma_.lower() if len(doc) == 1 else word
@@ -60,9 +63,40 @@ def lemma_map(words: set[str], pipeline_name: str, cache_dir: str = "") -> dict[
 
 
 # Spoken sounds and transcriber marks that carry no content, whatever the fillers list says.
-SPOKEN = {"mhm", "mhmm", "mmhmm", "mm-hmm", "mmm", "hmm", "hm", "umm", "uhm", "uhh", "uh-huh", "ahh", "ohh", "ooh",
-          "huh", "yep", "yup", "yeah", "yah", "nope", "okay", "ok", "kay", "inaudible", "unintelligible", "crosstalk",
-          "laughter", "laughs", "laughing", "pause", "silence", "indiscernible"}
+SPOKEN = {
+    "mhm",
+    "mhmm",
+    "mmhmm",
+    "mm-hmm",
+    "mmm",
+    "hmm",
+    "hm",
+    "umm",
+    "uhm",
+    "uhh",
+    "uh-huh",
+    "ahh",
+    "ohh",
+    "ooh",
+    "huh",
+    "yep",
+    "yup",
+    "yeah",
+    "yah",
+    "nope",
+    "okay",
+    "ok",
+    "kay",
+    "inaudible",
+    "unintelligible",
+    "crosstalk",
+    "laughter",
+    "laughs",
+    "laughing",
+    "pause",
+    "silence",
+    "indiscernible",
+}
 _WORD = re.compile(r"[A-Za-z][A-Za-z'\u2019-]*")
 
 
@@ -74,8 +108,8 @@ def name_like(texts: list[str], min_count: int = 2, share: float = 0.8) -> set[s
     mid, capital = Counter(), Counter()
     for text in texts:
         for m in _WORD.finditer(text):
-            before = text[:m.start()].rstrip()
-            if not before or before[-1] in ".!?:;\"\u201c(":  # sentence or quote start: no evidence
+            before = text[: m.start()].rstrip()
+            if not before or before[-1] in '.!?:;"\u201c(':  # sentence or quote start: no evidence
                 continue
             word = m.group()
             if len(word) > 1 and word.isupper():  # acronyms (NHS, PDSA) carry content

@@ -41,6 +41,7 @@ utterance_dimensions_framework; the cross-validated predictions for the human-co
 utterances are utterance_dimensions_cv, which the compare stage uses for those utterances
 so a model is never scored on its own training data.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -93,19 +94,21 @@ SOURCE_HUMAN, SOURCE_LEARNED, SOURCE_FRAMEWORK = "human", "learned", "framework-
 
 # ---------------------------------------------------------------- targets from human codes
 
+
 @dataclass
 class Targets:
     """Human labels of the units (coded utterances of human-coded interviews)."""
-    units: pd.DataFrame                 # utterance_id, interview_id, ... in utterance order
+
+    units: pd.DataFrame  # utterance_id, interview_id, ... in utterance order
     coders: list[str]
-    level: str                          # compare's level name of the model's classes
-    classes: list[str]                  # model classes (index = label id), "none" last
+    level: str  # compare's level name of the model's classes
+    classes: list[str]  # model classes (index = label id), "none" last
     class_dimension: list[str | None]
     class_concept: list[str | None]
-    primary: dict[str, np.ndarray]      # coder -> (units,) class index or MISSING, at the model level
+    primary: dict[str, np.ndarray]  # coder -> (units,) class index or MISSING, at the model level
     eval_levels: dict[str, tuple[list[str], dict, dict]]  # level -> (categories, primary, present) of the coders
     warnings: list[str] = field(default_factory=list)
-    multi_code: bool = False            # coders put several codes on one unit: one-vs-rest models, label sets
+    multi_code: bool = False  # coders put several codes on one unit: one-vs-rest models, label sets
     unlearned: list[str] = field(default_factory=list)  # multi-code classes with too few examples to model
 
     @property
@@ -128,8 +131,7 @@ def _level_categories(level: str, framework, aligned: pd.DataFrame) -> list[str]
     return [*sorted(c for c in aligned["code"].unique() if c != NONE), NONE]
 
 
-def human_targets(utterances: pa.Table, sources: pa.Table, human, framework, mapping, level: str,
-                  cfg: dict) -> Targets:
+def human_targets(utterances: pa.Table, sources: pa.Table, human, framework, mapping, level: str, cfg: dict) -> Targets:
 
     if level not in LEVELS:
         raise ConfigError(f"learn.level must be dimension, second_order or code, got {level!r}")
@@ -138,8 +140,9 @@ def human_targets(utterances: pa.Table, sources: pa.Table, human, framework, map
     resolved, warnings = resolve_codes(human, framework, mapping, c["unknown_codes"])
     aligned = align(human, resolved, utterances, sources, c["min_overlap"]).to_pandas()
     if aligned.empty:
-        raise InputError("no human code falls on an utterance of this run; is it the run the codes were made on?",
-                         human.path)
+        raise InputError(
+            "no human code falls on an utterance of this run; is it the run the codes were made on?", human.path
+        )
     coders = sorted(aligned["coder"].unique())
     utt = utterances.select(["utterance_id", "interview_id", "turn_index", "coded", "text"]).to_pandas()
     units = utt[utt["coded"] & utt["interview_id"].isin(set(aligned["interview_id"]))].reset_index(drop=True)
@@ -150,8 +153,9 @@ def human_targets(utterances: pa.Table, sources: pa.Table, human, framework, map
     for lv in dict.fromkeys([name, "dimension", "second-order"]):
         cats = _level_categories(lv, framework, aligned)
         column = {"dimension": "dimension", "second-order": "second_order", "code": "code"}[lv]
-        primary, present = human_ratings(framed if lv == "code" else aligned, units, coders, column, cats,
-                                          uncoded_is_none)
+        primary, present = human_ratings(
+            framed if lv == "code" else aligned, units, coders, column, cats, uncoded_is_none
+        )
         eval_levels[lv] = (cats, primary, present)
     classes = eval_levels[name][0]
     class_dim: list[str | None]
@@ -163,12 +167,16 @@ def human_targets(utterances: pa.Table, sources: pa.Table, human, framework, map
         class_concept = [*framework.concept_ids, None]
     else:
         first = aligned.drop_duplicates("code").set_index("code")
-        class_dim = [None if cl == NONE or pd.isna(first.at[cl, "dimension"]) else first.at[cl, "dimension"]
-                     for cl in classes]
-        class_concept = [None if cl == NONE or pd.isna(first.at[cl, "second_order"]) else first.at[cl, "second_order"]
-                         for cl in classes]
-    t = Targets(units, coders, name, classes, class_dim, class_concept, eval_levels[name][1], eval_levels,
-                list(warnings))
+        class_dim = [
+            None if cl == NONE or pd.isna(first.at[cl, "dimension"]) else first.at[cl, "dimension"] for cl in classes
+        ]
+        class_concept = [
+            None if cl == NONE or pd.isna(first.at[cl, "second_order"]) else first.at[cl, "second_order"]
+            for cl in classes
+        ]
+    t = Targets(
+        units, coders, name, classes, class_dim, class_concept, eval_levels[name][1], eval_levels, list(warnings)
+    )
     t.multi_code = multi_code_share(t) >= MULTI_CODE_SHARE
     return t
 
@@ -206,29 +214,43 @@ def check_enough(t: Targets, cfg: dict, path) -> dict[str, int]:
     n = int(coded.sum())  # utterances with a real code: "none" (left uncoded) alone teaches nothing
     keep = "; the framework-similarity mapping stays in place"
     if n < lc["min_utterances"]:
-        raise InputError(f"only {n} human-coded utterances at the {t.level} level; learning needs at least "
-                         f"{lc['min_utterances']}: code {lc['min_utterances'] - n} more{keep}", path)
+        raise InputError(
+            f"only {n} human-coded utterances at the {t.level} level; learning needs at least "
+            f"{lc['min_utterances']}: code {lc['min_utterances'] - n} more{keep}",
+            path,
+        )
     interviews = t.units.loc[coded, "interview_id"].nunique()
     if interviews < 2:
-        raise InputError("human codes come from one interview; cross-validation by interview needs at least 2: "
-                         f"code 1 more interview{keep}", path)
+        raise InputError(
+            "human codes come from one interview; cross-validation by interview needs at least 2: "
+            f"code 1 more interview{keep}",
+            path,
+        )
     counts = {}
     sets, _ = t.truth_sets()
     for k, cl in enumerate(t.classes):
-        counts[cl] = (int(sets[:, k].sum()) if t.multi_code
-                      else int(np.stack([t.primary[c] == k for c in t.coders], axis=1).any(axis=1).sum()))
+        counts[cl] = (
+            int(sets[:, k].sum())
+            if t.multi_code
+            else int(np.stack([t.primary[c] == k for c in t.coders], axis=1).any(axis=1).sum())
+        )
     short = {cl: m for cl, m in counts.items() if 0 < m < lc["min_per_class"]}
     if short and t.multi_code:
         # one-vs-rest: each code is its own model, so a rare code is simply not learned (it stays the coders')
         t.unlearned = sorted(short)
-        t.warnings.append(f"{len(short)} {t.level} label(s) have fewer than {lc['min_per_class']} coded units and "
-                          "are not learned (the machine never assigns them; code more to include them): "
-                          + ", ".join(f"{cl!r} ({m})" for cl, m in short.items()))
+        t.warnings.append(
+            f"{len(short)} {t.level} label(s) have fewer than {lc['min_per_class']} coded units and "
+            "are not learned (the machine never assigns them; code more to include them): "
+            + ", ".join(f"{cl!r} ({m})" for cl, m in short.items())
+        )
     elif short:
         need = ", ".join(f"{cl!r} has {m} (code {lc['min_per_class'] - m} more)" for cl, m in short.items())
         coarser = "" if t.level == "dimension" else " (or learn dimensions only: --level dimension)"
-        raise InputError(f"too few examples to learn from: every {t.level} label needs at least "
-                         f"{lc['min_per_class']} coded utterances; {need}{coarser}{keep}", path)
+        raise InputError(
+            f"too few examples to learn from: every {t.level} label needs at least "
+            f"{lc['min_per_class']} coded utterances; {need}{coarser}{keep}",
+            path,
+        )
     return counts
 
 
@@ -268,6 +290,7 @@ def weak_examples(t: Targets, fv) -> tuple[np.ndarray, np.ndarray]:
 
 # ---------------------------------------------------------------- the model
 
+
 class TurnPooledLogit:
     """Logistic regression over a feature set, one per group of units, optionally pooling
     probabilities within speaker turns.
@@ -293,8 +316,16 @@ class TurnPooledLogit:
     group_patterns_: np.ndarray | None
     thresholds_: np.ndarray
 
-    def __init__(self, n_classes: int, c: float = 0.5, turn_pooling: bool = True, seed: int = 0,
-                 balance_classes: bool = False, multi_code: bool = False, skip: tuple[int, ...] = ()):
+    def __init__(
+        self,
+        n_classes: int,
+        c: float = 0.5,
+        turn_pooling: bool = True,
+        seed: int = 0,
+        balance_classes: bool = False,
+        multi_code: bool = False,
+        skip: tuple[int, ...] = (),
+    ):
         self.n_classes = n_classes
         self.c = c
         self.turn_pooling = turn_pooling
@@ -309,9 +340,13 @@ class TurnPooledLogit:
 
         if y.all() or not y.any():
             return float(y[0])
-        return LogisticRegression(C=self.c, max_iter=5000, tol=FIT_TOLERANCE, random_state=self.seed,
-                                  class_weight="balanced" if self.balance_classes else None).fit(
-            x, y.astype(np.int64), sample_weight=w)
+        return LogisticRegression(
+            C=self.c,
+            max_iter=5000,
+            tol=FIT_TOLERANCE,
+            random_state=self.seed,
+            class_weight="balanced" if self.balance_classes else None,
+        ).fit(x, y.astype(np.int64), sample_weight=w)
 
     def fit(self, x, y: np.ndarray, sample_weight: np.ndarray, groups: np.ndarray | None = None) -> "TurnPooledLogit":
         from sklearn.linear_model import LogisticRegression
@@ -321,15 +356,21 @@ class TurnPooledLogit:
         for g in np.unique(groups).tolist():
             m = groups == g
             if self.multi_code:
-                self.models_[g] = [0.0 if k in self.skip else self._binary(x[m], y[m, k], sample_weight[m])
-                                   for k in range(self.n_classes)]
+                self.models_[g] = [
+                    0.0 if k in self.skip else self._binary(x[m], y[m, k], sample_weight[m])
+                    for k in range(self.n_classes)
+                ]
                 continue
             if len(np.unique(y[m])) < 2:  # one label only: that label, with certainty
                 self.models_[g] = int(y[m][0])
                 continue
             self.models_[g] = LogisticRegression(
-                C=self.c, max_iter=5000, tol=FIT_TOLERANCE, random_state=self.seed,
-                class_weight="balanced" if self.balance_classes else None).fit(x[m], y[m], sample_weight=sample_weight[m])
+                C=self.c,
+                max_iter=5000,
+                tol=FIT_TOLERANCE,
+                random_state=self.seed,
+                class_weight="balanced" if self.balance_classes else None,
+            ).fit(x[m], y[m], sample_weight=sample_weight[m])
         self.n_features_in_ = int(x.shape[1])
         return self
 
@@ -402,15 +443,16 @@ def pool_turns(p: np.ndarray, turns: np.ndarray) -> np.ndarray:
 @dataclass
 class Data:
     """Everything a fit needs, indexed by unit (human-coded utterance)."""
+
     targets: Targets
-    x_units: dict[str, np.ndarray]   # feature set -> (units, features)
-    turns: np.ndarray                # (units,) turn group ids
-    x_weak: dict[str, np.ndarray]    # feature set -> (weak examples, features)
+    x_units: dict[str, np.ndarray]  # feature set -> (units, features)
+    turns: np.ndarray  # (units,) turn group ids
+    x_weak: dict[str, np.ndarray]  # feature set -> (weak examples, features)
     y_weak: np.ndarray
     weak_weight: float
     allowed: np.ndarray | None = None  # (units, classes) bool: classes the unit's speaker role may get
-    turn_pooling: bool = True          # learn.turn_pooling, unless the coders code sentence by sentence
-    groups: np.ndarray | None = None   # (units,) the unit's model group (role_groups); None: one model
+    turn_pooling: bool = True  # learn.turn_pooling, unless the coders code sentence by sentence
+    groups: np.ndarray | None = None  # (units,) the unit's model group (role_groups); None: one model
     weak_groups: np.ndarray | None = None  # (groups, weak examples) bool: the groups a weak example trains
 
     def restrict(self, p: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -481,9 +523,15 @@ def fit_model(d: Data, feature_set: str, train: np.ndarray, cfg: dict) -> TurnPo
             w = np.concatenate([w, np.full(len(idx), d.weak_weight)])
             g = np.concatenate([g, np.full(len(idx), k, dtype=np.int64)])
     skip = tuple(t.classes.index(cl) for cl in t.unlearned)
-    return TurnPooledLogit(len(t.classes), lc["c_multi_code"] if t.multi_code else lc["c"], d.turn_pooling,
-                           cfg["run"]["seed"],
-                           lc["balance_classes"], t.multi_code, skip).fit(x, y, w, g)
+    return TurnPooledLogit(
+        len(t.classes),
+        lc["c_multi_code"] if t.multi_code else lc["c"],
+        d.turn_pooling,
+        cfg["run"]["seed"],
+        lc["balance_classes"],
+        t.multi_code,
+        skip,
+    ).fit(x, y, w, g)
 
 
 def fit_predict(d: Data, feature_set: str, train: np.ndarray, test: np.ndarray, cfg: dict) -> np.ndarray:
@@ -545,12 +593,14 @@ def cross_validated_sets(probs: np.ndarray, fold_of: np.ndarray, t: Targets) -> 
 
 # ---------------------------------------------------------------- labels from class probabilities
 
+
 @dataclass
 class Derived:
     """Dimension-level view of class probabilities."""
-    dimensions: np.ndarray   # (n, d) probabilities over the framework dimensions (sum 1)
-    mapped: np.ndarray       # (n,) the most probable class lies inside the framework
-    concept: np.ndarray      # (n,) concept index (framework order); its dimension is the unit's label
+
+    dimensions: np.ndarray  # (n, d) probabilities over the framework dimensions (sum 1)
+    mapped: np.ndarray  # (n,) the most probable class lies inside the framework
+    concept: np.ndarray  # (n,) concept index (framework order); its dimension is the unit's label
 
 
 def derive(p: np.ndarray, t: Targets | Classes, framework, concept_fallback: np.ndarray) -> Derived:
@@ -624,8 +674,9 @@ def machine_sets(assigned: np.ndarray, t: Targets, machine: dict[str, np.ndarray
     return out
 
 
-def _ratings(t: Targets, level: str, machine: np.ndarray, rows: np.ndarray | None = None,
-             sets: np.ndarray | None = None) -> Ratings:
+def _ratings(
+    t: Targets, level: str, machine: np.ndarray, rows: np.ndarray | None = None, sets: np.ndarray | None = None
+) -> Ratings:
     cats, primary, present = t.eval_levels[level]
     sel = slice(None) if rows is None else rows
     pri = {c: primary[c][sel] for c in t.coders}
@@ -640,9 +691,15 @@ def _ratings(t: Targets, level: str, machine: np.ndarray, rows: np.ndarray | Non
 EVAL_METRICS = ("cohen_kappa", "krippendorff_alpha", "f1", "exact_set", "jaccard", "label_kappa")
 
 
-def agreement_rows(t: Targets, machine: dict[str, np.ndarray], boot: Bootstrap, groups: np.ndarray,
-                   rows: np.ndarray | None = None, metrics=EVAL_METRICS,
-                   sets: dict[str, np.ndarray] | None = None) -> list[dict]:
+def agreement_rows(
+    t: Targets,
+    machine: dict[str, np.ndarray],
+    boot: Bootstrap,
+    groups: np.ndarray,
+    rows: np.ndarray | None = None,
+    metrics=EVAL_METRICS,
+    sets: dict[str, np.ndarray] | None = None,
+) -> list[dict]:
     """Machine and coder agreement per evaluation level; per-label rows are kept only as averages
     (macro, micro): the per-label detail is the compare stage's."""
     out = []
@@ -650,8 +707,12 @@ def agreement_rows(t: Targets, machine: dict[str, np.ndarray], boot: Bootstrap, 
     for level in t.eval_levels:
         r = _ratings(t, level, machine[level], rows, None if sets is None else sets[level])
         got, _, _ = compare_ratings(r, t.coders, MACHINE, g, int(groups.max()) + 1, boot)
-        out += [x for x in got if x["metric"] in metrics
-                and (x["metric"] not in ("f1", "label_kappa") or x["dimension"] in ("macro", "micro"))]
+        out += [
+            x
+            for x in got
+            if x["metric"] in metrics
+            and (x["metric"] not in ("f1", "label_kappa") or x["dimension"] in ("macro", "micro"))
+        ]
     return out
 
 
@@ -660,22 +721,51 @@ def selection_score(rows: list[dict], t: Targets) -> float:
     (multi-code) the micro-F1 of the machine's sets against each coder."""
     if not t.multi_code:
         return mean_machine_kappa(rows, t.level, t.coders)
-    vals = [r["value"] for r in rows if r["level"] == t.level and r["metric"] == "f1" and r["dimension"] == "micro"
-            and r["coder_a"] == MACHINE and r["coder_b"] in t.coders and r["value"] is not None]
+    vals = [
+        r["value"]
+        for r in rows
+        if r["level"] == t.level
+        and r["metric"] == "f1"
+        and r["dimension"] == "micro"
+        and r["coder_a"] == MACHINE
+        and r["coder_b"] in t.coders
+        and r["value"] is not None
+    ]
     return float(np.mean(vals)) if vals else float("-inf")
 
 
 def mean_machine_kappa(rows: list[dict], level: str, coders: list[str]) -> float:
-    vals = [r["value"] for r in rows if r["level"] == level and r["metric"] == "cohen_kappa"
-            and MACHINE in (r["coder_a"], r["coder_b"]) and {r["coder_a"], r["coder_b"]} & set(coders)]
+    vals = [
+        r["value"]
+        for r in rows
+        if r["level"] == level
+        and r["metric"] == "cohen_kappa"
+        and MACHINE in (r["coder_a"], r["coder_b"])
+        and {r["coder_a"], r["coder_b"]} & set(coders)
+    ]
     vals = [v for v in vals if v is not None]
     return float(np.mean(vals)) if vals else float("-inf")
 
 
-def _eval_rows(rows: list[dict], evaluation: str, feature_set: str | None, selected: bool,
-               train_interviews: int | None, draw: int | None) -> list[dict]:
-    return [{"evaluation": evaluation, "feature_set": feature_set, "selected": selected,
-             "train_interviews": train_interviews, "draw": draw, **r} for r in rows]
+def _eval_rows(
+    rows: list[dict],
+    evaluation: str,
+    feature_set: str | None,
+    selected: bool,
+    train_interviews: int | None,
+    draw: int | None,
+) -> list[dict]:
+    return [
+        {
+            "evaluation": evaluation,
+            "feature_set": feature_set,
+            "selected": selected,
+            "train_interviews": train_interviews,
+            "draw": draw,
+            **r,
+        }
+        for r in rows
+    ]
 
 
 def learning_curve(d: Data, feature_set: str, cfg: dict, fallback: np.ndarray, framework) -> list[dict]:
@@ -705,6 +795,7 @@ def learning_curve(d: Data, feature_set: str, cfg: dict, fallback: np.ndarray, f
 
 # ---------------------------------------------------------------- output tables
 
+
 def _votes(t: Targets, level: str, k: int) -> np.ndarray:
     """(units, k) share of the coders who gave each label (rows of unlabelled units are 0)."""
     _, primary, _ = t.eval_levels[level]
@@ -721,15 +812,18 @@ def dimensions_table(ids: list[str], dv: Derived, source: list[str], framework) 
     n, d = dv.dimensions.shape
     argmax = chosen_dimension(dv, framework)
     names = np.array([c.name for c in framework.concepts], dtype=object)
-    return pa.table({
-        "utterance_id": pa.array(np.repeat(np.asarray(ids, dtype=object), d), pa.string()),
-        "dimension": pa.array(np.tile(np.asarray(framework.dimension_ids, dtype=object), n), pa.string()),
-        "probability": pa.array(dv.dimensions.reshape(-1), pa.float64()),
-        "is_argmax": pa.array((argmax[:, None] == np.arange(d)[None, :]).reshape(-1), pa.bool_()),
-        "mapped": pa.array(np.repeat(dv.mapped, d), pa.bool_()),
-        "second_order": pa.array(np.repeat(names[dv.concept] if n else names[:0], d), pa.string()),
-        "source": pa.array(np.repeat(np.asarray(source, dtype=object), d), pa.string()),
-    }, schema=UTTERANCE_DIMENSIONS)
+    return pa.table(
+        {
+            "utterance_id": pa.array(np.repeat(np.asarray(ids, dtype=object), d), pa.string()),
+            "dimension": pa.array(np.tile(np.asarray(framework.dimension_ids, dtype=object), n), pa.string()),
+            "probability": pa.array(dv.dimensions.reshape(-1), pa.float64()),
+            "is_argmax": pa.array((argmax[:, None] == np.arange(d)[None, :]).reshape(-1), pa.bool_()),
+            "mapped": pa.array(np.repeat(dv.mapped, d), pa.bool_()),
+            "second_order": pa.array(np.repeat(names[dv.concept] if n else names[:0], d), pa.string()),
+            "source": pa.array(np.repeat(np.asarray(source, dtype=object), d), pa.string()),
+        },
+        schema=UTTERANCE_DIMENSIONS,
+    )
 
 
 def human_derived(t: Targets, model_dv: Derived, framework) -> tuple[Derived, np.ndarray]:
@@ -739,17 +833,19 @@ def human_derived(t: Targets, model_dv: Derived, framework) -> tuple[Derived, np
     d_cats = t.eval_levels["dimension"][0]
     v = _votes(t, "dimension", len(d_cats))
     labelled = v.sum(axis=1) > 0
-    dim_votes = v[:, :len(dims)]
+    dim_votes = v[:, : len(dims)]
     tie = 1e-6 * model_dv.dimensions
     mapped = np.where(labelled, (dim_votes + tie).max(axis=1) > v[:, d_cats.index(NONE)], model_dv.mapped)
     has_dim = dim_votes.sum(axis=1) > 0
-    probs = np.where(has_dim[:, None], dim_votes / np.maximum(dim_votes.sum(axis=1, keepdims=True), 1e-12),
-                     model_dv.dimensions)
+    probs = np.where(
+        has_dim[:, None], dim_votes / np.maximum(dim_votes.sum(axis=1, keepdims=True), 1e-12), model_dv.dimensions
+    )
     best = (probs + tie).argmax(axis=1)
     c_cats = t.eval_levels["second-order"][0]
-    cv = _votes(t, "second-order", len(c_cats))[:, :len(framework.concepts)]
-    in_dim = np.array([[framework.dimension_of(c) == dims[b] for c in framework.concept_ids]
-                       for b in range(len(dims))])[best]
+    cv = _votes(t, "second-order", len(c_cats))[:, : len(framework.concepts)]
+    in_dim = np.array(
+        [[framework.dimension_of(c) == dims[b] for c in framework.concept_ids] for b in range(len(dims))]
+    )[best]
     model_pick = np.eye(len(framework.concepts))[model_dv.concept]
     concept = np.where(in_dim, cv + 1e-6 * model_pick, -1.0).argmax(axis=1)
     # probs for the argmax must agree with `best`: add the tie-break to the stored probabilities' argmax
@@ -758,23 +854,28 @@ def human_derived(t: Targets, model_dv: Derived, framework) -> tuple[Derived, np
     return Derived(probs, np.asarray(mapped, bool), concept), labelled
 
 
-def learned_codes_table(ids: list[str], p: np.ndarray, t: Targets | Classes, cross_validated: np.ndarray,
-                        assigned: np.ndarray) -> pa.Table:
+def learned_codes_table(
+    ids: list[str], p: np.ndarray, t: Targets | Classes, cross_validated: np.ndarray, assigned: np.ndarray
+) -> pa.Table:
     n, k = p.shape
     argmax = p.argmax(axis=1) if n else np.zeros(0, np.int64)
-    return pa.table({
-        "utterance_id": pa.array(np.repeat(np.asarray(ids, dtype=object), k), pa.string()),
-        "label": pa.array(np.tile(np.asarray(t.classes, dtype=object), n), pa.string()),
-        "dimension": pa.array(np.tile(np.asarray(t.class_dimension, dtype=object), n), pa.string()),
-        "second_order": pa.array(np.tile(np.asarray(t.class_concept, dtype=object), n), pa.string()),
-        "probability": pa.array(p.reshape(-1), pa.float64()),
-        "is_argmax": pa.array((argmax[:, None] == np.arange(k)[None, :]).reshape(-1), pa.bool_()),
-        "assigned": pa.array(assigned.reshape(-1), pa.bool_()),
-        "cross_validated": pa.array(np.repeat(cross_validated, k), pa.bool_()),
-    }, schema=LEARNED_CODES)
+    return pa.table(
+        {
+            "utterance_id": pa.array(np.repeat(np.asarray(ids, dtype=object), k), pa.string()),
+            "label": pa.array(np.tile(np.asarray(t.classes, dtype=object), n), pa.string()),
+            "dimension": pa.array(np.tile(np.asarray(t.class_dimension, dtype=object), n), pa.string()),
+            "second_order": pa.array(np.tile(np.asarray(t.class_concept, dtype=object), n), pa.string()),
+            "probability": pa.array(p.reshape(-1), pa.float64()),
+            "is_argmax": pa.array((argmax[:, None] == np.arange(k)[None, :]).reshape(-1), pa.bool_()),
+            "assigned": pa.array(assigned.reshape(-1), pa.bool_()),
+            "cross_validated": pa.array(np.repeat(cross_validated, k), pa.bool_()),
+        },
+        schema=LEARNED_CODES,
+    )
 
 
 # ---------------------------------------------------------------- the stage
+
 
 @dataclass
 class LearnResult:
@@ -811,6 +912,7 @@ def framework_concepts(blocks, framework, fv, cfg: dict):
 @dataclass
 class Prepared:
     """Features of every embedded utterance and the Data of the human-coded units, for one encoder."""
+
     blocks: FeatureBlocks | None  # None once learn_stage is done with the frozen features
     pos: dict[str, int]
     ui: np.ndarray
@@ -821,8 +923,15 @@ class Prepared:
     group_patterns: np.ndarray | None  # (groups, classes) the classes each model group may give
 
 
-def feature_blocks(utterances: pa.Table, embeddings: pa.Table, framework, encoder, cfg: dict,
-                   words_vectorizer=False, unit_words_vectorizer=False):
+def feature_blocks(
+    utterances: pa.Table,
+    embeddings: pa.Table,
+    framework,
+    encoder,
+    cfg: dict,
+    words_vectorizer=False,
+    unit_words_vectorizer=False,
+):
     """Every feature block of the embedded utterances, the framework block included. Returns (blocks,
     framework vectors, speaker roles, role-restricted framework-similarity concept probabilities, the
     framework texts' own). A saved model's vectorizers are passed through to build_blocks."""
@@ -836,28 +945,46 @@ def feature_blocks(utterances: pa.Table, embeddings: pa.Table, framework, encode
     return blocks, fv, roles, fallback, weak_p
 
 
-def prepare(utterances: pa.Table, embeddings: pa.Table, t: Targets, framework, encoder, cfg: dict,
-            feature_sets: list[str], path) -> Prepared:
+def prepare(
+    utterances: pa.Table, embeddings: pa.Table, t: Targets, framework, encoder, cfg: dict, feature_sets: list[str], path
+) -> Prepared:
 
     lc = cfg["learn"]
     blocks, fv, roles_all, fallback_all, weak_p = feature_blocks(utterances, embeddings, framework, encoder, cfg)
     pos = {u: i for i, u in enumerate(blocks.utterance_ids)}
     missing = [u for u in t.units["utterance_id"] if u not in pos]
     if missing:
-        raise InputError(f"{len(missing)} coded utterances have no embedding (e.g. {missing[0]}); "
-                         "run `themeshift embed` again", path)
+        raise InputError(
+            f"{len(missing)} coded utterances have no embedding (e.g. {missing[0]}); run `themeshift embed` again", path
+        )
     ui = t.units["utterance_id"].map(pos).to_numpy(np.int64)
     weak_idx, weak_y = weak_examples(t, fv)
     blocks.project(feature_sets, lc["components"], cfg["run"]["seed"])
     weak_words = blocks.words.transform([fv.texts[i] for i in weak_idx])
     allowed_all = class_roles_mask(t, framework, roles_all)
     groups_all, patterns = role_groups(allowed_all, len(pos))
-    d = Data(t, {fs: blocks.matrix(fs, ui) for fs in feature_sets}, blocks.turns[ui],
-             {fs: weak_matrix(fv.vectors[weak_idx], weak_p[weak_idx], weak_words, fs,
-                              [fv.texts[i] for i in weak_idx], blocks.unit_words, blocks.projections[fs])
-              for fs in feature_sets}, weak_y,
-             lc["framework_weight"], None if allowed_all is None else allowed_all[ui],
-             groups=groups_all[ui], weak_groups=None if patterns is None else patterns[:, weak_y])
+    d = Data(
+        t,
+        {fs: blocks.matrix(fs, ui) for fs in feature_sets},
+        blocks.turns[ui],
+        {
+            fs: weak_matrix(
+                fv.vectors[weak_idx],
+                weak_p[weak_idx],
+                weak_words,
+                fs,
+                [fv.texts[i] for i in weak_idx],
+                blocks.unit_words,
+                blocks.projections[fs],
+            )
+            for fs in feature_sets
+        },
+        weak_y,
+        lc["framework_weight"],
+        None if allowed_all is None else allowed_all[ui],
+        groups=groups_all[ui],
+        weak_groups=None if patterns is None else patterns[:, weak_y],
+    )
     d.turn_pooling = bool(lc["turn_pooling"]) and mixed_turn_share(t) <= MIXED_TURN_SHARE
     return Prepared(blocks, pos, ui, d, fallback_all, allowed_all, groups_all, patterns)
 
@@ -872,7 +999,7 @@ def tuning_targets(t: Targets) -> np.ndarray:
 
 @dataclass
 class EncoderChoice:
-    kept: str                 # "frozen" or "finetune"
+    kept: str  # "frozen" or "finetune"
     reason: str
     tuned: TunedEncoder | None = None  # when one was made
     report: TuneReport | None = None  # its report
@@ -880,25 +1007,40 @@ class EncoderChoice:
     embeddings: pa.Table | None = None  # the tuned encoder's vectors of the coded interviews (reused)
 
 
-def choose_encoder(utterances: pa.Table, t: Targets, framework, encoder, cfg: dict, feature_set: str,
-                   frozen: Prepared, boot: Bootstrap, boot_groups: np.ndarray, path, progress=None) -> EncoderChoice:
+def choose_encoder(
+    utterances: pa.Table,
+    t: Targets,
+    framework,
+    encoder,
+    cfg: dict,
+    feature_set: str,
+    frozen: Prepared,
+    boot: Bootstrap,
+    boot_groups: np.ndarray,
+    path,
+    progress=None,
+) -> EncoderChoice:
     """[learn] encoder: tune the sentence model on part of the coded interviews and score learn's model
     on the held-out rest with tuned and with frozen features (pipeline.learn_finetune)."""
 
     lc = cfg["learn"]
     mode = lc["encoder"]
     if mode == "frozen":
-        return EncoderChoice("frozen", "learn.encoder is \"frozen\"")
+        return EncoderChoice("frozen", 'learn.encoder is "frozen"')
     if encoder.spec.backend == "model2vec":
-        return EncoderChoice("frozen", f"the embedding model {encoder.model_id} is a static model2vec model: "
-                             "nothing to fine-tune")
+        return EncoderChoice(
+            "frozen", f"the embedding model {encoder.model_id} is a static model2vec model: nothing to fine-tune"
+        )
     gpu = has_gpu() and encoder.device != "cpu"
     targets = tuning_targets(t)
     n_coded = int(targets.any(axis=1).sum())
     if mode == "auto" and not gpu and n_coded > lc["finetune_max_units"]:
-        return EncoderChoice("frozen", f"{n_coded} coded units is more than learn.finetune_max_units "
-                             f"({lc['finetune_max_units']}) for a fine-tune on CPU; set learn.encoder = \"finetune\" "
-                             "to tune anyway")
+        return EncoderChoice(
+            "frozen",
+            f"{n_coded} coded units is more than learn.finetune_max_units "
+            f'({lc["finetune_max_units"]}) for a fine-tune on CPU; set learn.encoder = "finetune" '
+            "to tune anyway",
+        )
     names, groups = interview_codes(t)
     if len(names) < 3:
         return EncoderChoice("frozen", "fewer than 3 coded interviews: none to hold out for the comparison")
@@ -908,11 +1050,18 @@ def choose_encoder(utterances: pa.Table, t: Targets, framework, encoder, cfg: di
     train = np.flatnonzero(~np.isin(groups, held))
     fit_rows = train[targets[train].any(axis=1)]
     allowed = frozen.d.allowed
-    tuned, report = tune_encoder(encoder, t.units["text"].to_numpy()[fit_rows].tolist(), targets[fit_rows],
-                                 t.multi_code, None if allowed is None else allowed[fit_rows],
-                                 min(lc["finetune_samples"], max(len(fit_rows), MIN_TUNE_DRAWS)),
-                                 lc["finetune_batch_size"], lc["finetune_learning_rate"],
-                                 cfg["run"]["seed"], progress)
+    tuned, report = tune_encoder(
+        encoder,
+        t.units["text"].to_numpy()[fit_rows].tolist(),
+        targets[fit_rows],
+        t.multi_code,
+        None if allowed is None else allowed[fit_rows],
+        min(lc["finetune_samples"], max(len(fit_rows), MIN_TUNE_DRAWS)),
+        lc["finetune_batch_size"],
+        lc["finetune_learning_rate"],
+        cfg["run"]["seed"],
+        progress,
+    )
     # learn's model on the coded interviews only, with the tuned encoder's features
     coded_interviews = pa.array(sorted(t.units["interview_id"].unique()), pa.string())
     sub = utterances.filter(pc.is_in(utterances["interview_id"], coded_interviews))
@@ -937,14 +1086,21 @@ def choose_encoder(utterances: pa.Table, t: Targets, framework, encoder, cfg: di
         scores[name] = selection_score(got, t)
         rows += _eval_rows(got, f"held-out-{name}", feature_set, False, len(np.unique(groups[train])), None)
     metric = "micro-F1 of code sets" if t.multi_code else "machine-coder kappa"
-    verdict = (f"on {len(held)} held-out coded interviews, {metric} {scores['finetune']:.3f} with the fine-tuned "
-               f"encoder against {scores['frozen']:.3f} frozen (tuned on {report.units} units, {report.draws} draws, "
-               f"{report.seconds:.0f} s on {report.device})")
+    verdict = (
+        f"on {len(held)} held-out coded interviews, {metric} {scores['finetune']:.3f} with the fine-tuned "
+        f"encoder against {scores['frozen']:.3f} frozen (tuned on {report.units} units, {report.draws} draws, "
+        f"{report.seconds:.0f} s on {report.device})"
+    )
     kept = "finetune" if mode == "finetune" or scores["finetune"] > scores["frozen"] else "frozen"
     for r in rows:
         r["selected"] = r["evaluation"] == f"held-out-{kept}"
-    why = ("learn.encoder is \"finetune\"" if mode == "finetune"
-           else "it scores higher" if kept == "finetune" else "fine-tuning did not score higher")
+    why = (
+        'learn.encoder is "finetune"'
+        if mode == "finetune"
+        else "it scores higher"
+        if kept == "finetune"
+        else "fine-tuning did not score higher"
+    )
     return EncoderChoice(kept, f"{verdict}; kept {kept}: {why}", tuned, report, rows, sub_embeddings)
 
 
@@ -974,13 +1130,28 @@ def embed_table(utterances: pa.Table, encoder, cfg: dict, known: pa.Table | None
     lookup = dict(zip(known.column("utterance_id").to_pylist(), vectors(known)))
     lookup.update(zip(fresh.column("utterance_id").to_pylist(), vectors(fresh)))
     matrix = np.stack([lookup[u] for u in ids]) if ids else np.zeros((0, encoder.dim), np.float32)
-    return pa.table({"utterance_id": pa.array(ids, pa.string()),
-                     "vector": pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1), pa.float32()), encoder.dim)},
-                    schema=embeddings_schema(encoder.dim))
+    return pa.table(
+        {
+            "utterance_id": pa.array(ids, pa.string()),
+            "vector": pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1), pa.float32()), encoder.dim),
+        },
+        schema=embeddings_schema(encoder.dim),
+    )
 
 
-def learn_stage(utterances: pa.Table, sources: pa.Table, embeddings: pa.Table, framework_dims: pa.Table,
-                human, framework, mapping, encoder, cfg: dict, level: str, progress=None) -> LearnResult:
+def learn_stage(
+    utterances: pa.Table,
+    sources: pa.Table,
+    embeddings: pa.Table,
+    framework_dims: pa.Table,
+    human,
+    framework,
+    mapping,
+    encoder,
+    cfg: dict,
+    level: str,
+    progress=None,
+) -> LearnResult:
 
     lc, c = cfg["learn"], cfg["compare"]
     if not lc["feature_sets"]:
@@ -996,8 +1167,10 @@ def learn_stage(utterances: pa.Table, sources: pa.Table, embeddings: pa.Table, f
     fallback = fallback_all[ui]
     mixed = mixed_turn_share(t)
     if lc["turn_pooling"] and not d.turn_pooling:
-        t.warnings.append(f"the coders labelled units of one turn differently in {mixed:.0%} of the coded turns: "
-                          "units are coded one by one, not pooled by turn (learn.turn_pooling)")
+        t.warnings.append(
+            f"the coders labelled units of one turn differently in {mixed:.0%} of the coded turns: "
+            "units are coded one by one, not pooled by turn (learn.turn_pooling)"
+        )
 
     names, groups = interview_codes(t)
     boot_groups = groups if c["bootstrap_unit"] == "interview" else np.arange(len(groups), dtype=np.int64)
@@ -1021,8 +1194,9 @@ def learn_stage(utterances: pa.Table, sources: pa.Table, embeddings: pa.Table, f
         advance(f"cross-validated {fs}")
         primary = machine_primary(probs, t, framework, fallback)
         label_set = cross_validated_sets(probs, folds, t) if t.multi_code else None
-        rows = agreement_rows(t, primary, boot, boot_groups,
-                              sets=None if label_set is None else machine_sets(label_set, t, primary))
+        rows = agreement_rows(
+            t, primary, boot, boot_groups, sets=None if label_set is None else machine_sets(label_set, t, primary)
+        )
         candidates[fs] = (probs, folds, rows, selection_score(rows, t), label_set)
     best = max(sets, key=lambda fs: (candidates[fs][3], -sets.index(fs)))
     eval_rows = []
@@ -1040,15 +1214,26 @@ def learn_stage(utterances: pa.Table, sources: pa.Table, embeddings: pa.Table, f
     for lv in base:
         r = _ratings(t, lv, base[lv])
         got, _, _ = compare_ratings(r, t.coders, MACHINE, boot_groups, int(boot_groups.max()) + 1, boot)
-        eval_rows += _eval_rows([x for x in got if x["metric"] in EVAL_METRICS
-                                 and (x["metric"] not in ("f1", "label_kappa") or x["dimension"] in ("macro", "micro"))],
-                                "framework-similarity", None, False, None, None)
+        eval_rows += _eval_rows(
+            [
+                x
+                for x in got
+                if x["metric"] in EVAL_METRICS
+                and (x["metric"] not in ("f1", "label_kappa") or x["dimension"] in ("macro", "micro"))
+            ],
+            "framework-similarity",
+            None,
+            False,
+            None,
+            None,
+        )
     if lc["learning_curve_draws"] > 0:
         eval_rows += learning_curve(d, best, cfg, fallback, framework)
     advance("learning curve")
 
-    choice = choose_encoder(utterances, t, framework, encoder, cfg, best, frozen, boot, boot_groups, human.path,
-                            progress)
+    choice = choose_encoder(
+        utterances, t, framework, encoder, cfg, best, frozen, boot, boot_groups, human.path, progress
+    )
     eval_rows += choice.rows
     final_prep, thresholds_from = frozen, cv_probs
     if choice.kept == "finetune":
@@ -1071,8 +1256,9 @@ def learn_stage(utterances: pa.Table, sources: pa.Table, embeddings: pa.Table, f
     # The final model: every human-coded unit plus the weak examples; it codes every utterance.
     model = fit_model(final_prep.d, best, np.arange(len(ui)), cfg)
     model.words_ = blocks.words.vectorizer if "words" in FEATURE_SETS[best] else None  # saved with the model
-    model.unit_words_ = (blocks.unit_words.vectorizer if blocks.unit_words is not None
-                         and "unit_words" in FEATURE_SETS[best] else None)
+    model.unit_words_ = (
+        blocks.unit_words.vectorizer if blocks.unit_words is not None and "unit_words" in FEATURE_SETS[best] else None
+    )
     model.projection_ = blocks.projections[best]
     model.group_patterns_ = final_prep.group_patterns  # transform maps a new corpus's roles onto these groups
     if t.multi_code:  # thresholds for new utterances: fitted on every coded unit's out-of-fold probability
@@ -1100,34 +1286,56 @@ def learn_stage(utterances: pa.Table, sources: pa.Table, embeddings: pa.Table, f
     overridden = sorted(set(fw_top.loc[fw_top["source"] == SOURCE_HUMAN, "utterance_id"]) - human_ids)
     kept = pc.is_in(framework_dims["utterance_id"], pa.array(overridden, pa.string()))
     final = _replace_rows(final, framework_dims.filter(kept))
-    human_table = dimensions_table(t.units["utterance_id"][labelled].tolist(),
-                                   Derived(dv_h.dimensions[labelled], dv_h.mapped[labelled], dv_h.concept[labelled]),
-                                   [SOURCE_HUMAN] * int(labelled.sum()), framework)
+    human_table = dimensions_table(
+        t.units["utterance_id"][labelled].tolist(),
+        Derived(dv_h.dimensions[labelled], dv_h.mapped[labelled], dv_h.concept[labelled]),
+        [SOURCE_HUMAN] * int(labelled.sum()),
+        framework,
+    )
     final = _replace_rows(final, human_table)
     cv_table = dimensions_table(t.units["utterance_id"].tolist(), dv_cv, [SOURCE_LEARNED] * len(ui), framework)
 
     sources_count = pd.Series(final.column("source").to_pylist()).value_counts() / len(framework.dimension_ids)
     scores = {fs: round(candidates[fs][3], 4) for fs in sets}
     counts = {
-        "units": len(t.units), "interviews": len(names), "coders": t.coders, "classes": class_counts,
-        "labelled_units": int(labelled.sum()), "weak_examples": int(len(d.y_weak)),
+        "units": len(t.units),
+        "interviews": len(names),
+        "coders": t.coders,
+        "classes": class_counts,
+        "labelled_units": int(labelled.sum()),
+        "weak_examples": int(len(d.y_weak)),
         "training_rows": int(len(training_rows(t, np.arange(len(ui)))[0])),
         "utterances_by_source": {k: int(v) for k, v in sources_count.sort_index().items()},
         "cv_score_by_feature_set": scores,
-        "mixed_turn_share": round(mixed, 4), "turn_pooling": d.turn_pooling,
-        "multi_code_share": round(multi_code_share(t), 4), "multi_code": t.multi_code, "unlearned": t.unlearned,
+        "mixed_turn_share": round(mixed, 4),
+        "turn_pooling": d.turn_pooling,
+        "multi_code_share": round(multi_code_share(t), 4),
+        "multi_code": t.multi_code,
+        "unlearned": t.unlearned,
         "selection_metric": "micro-F1 of code sets" if t.multi_code else "machine-coder kappa",
-        "encoder": choice.kept, "encoder_reason": choice.reason,
+        "encoder": choice.kept,
+        "encoder_reason": choice.reason,
         "finetune": None if choice.report is None else asdict(choice.report),
     }
-    return LearnResult(final, cv_table, learned_codes_table(blocks.utterance_ids, all_probs, t, cross_validated, assigned_all),
-                       pa.Table.from_pylist(eval_rows, schema=LEARN_EVAL), model, best, t, counts, scores,
-                       t.warnings, choice)
+    return LearnResult(
+        final,
+        cv_table,
+        learned_codes_table(blocks.utterance_ids, all_probs, t, cross_validated, assigned_all),
+        pa.Table.from_pylist(eval_rows, schema=LEARN_EVAL),
+        model,
+        best,
+        t,
+        counts,
+        scores,
+        t.warnings,
+        choice,
+    )
 
 
 @dataclass(frozen=True)
 class Classes:
     """A saved model's classes and what each names in the framework (model.json)."""
+
     classes: list[str]
     class_dimension: list[str | None]
     class_concept: list[str | None]
@@ -1138,33 +1346,43 @@ def groups_for(allowed: np.ndarray, patterns: np.ndarray | None, path) -> np.nda
     index = {} if patterns is None else {row.tobytes(): g for g, row in enumerate(np.asarray(patterns, dtype=bool))}
     distinct, which = np.unique(np.asarray(allowed, dtype=bool), axis=0, return_inverse=True)
     if any(row.tobytes() not in index for row in distinct):
-        raise InputError("a speaker role of these transcripts has a set of codes the learned model never saw "
-                         "(speakers.csv roles must be those of the run learn was trained on)", path)
+        raise InputError(
+            "a speaker role of these transcripts has a set of codes the learned model never saw "
+            "(speakers.csv roles must be those of the run learn was trained on)",
+            path,
+        )
     return np.array([index[row.tobytes()] for row in distinct], dtype=np.int64)[which.reshape(-1)]
 
 
-def apply_model(utterances: pa.Table, embeddings: pa.Table, model: TurnPooledLogit, meta: dict, framework, encoder,
-                cfg: dict, path) -> tuple[pa.Table, pa.Table]:
+def apply_model(
+    utterances: pa.Table, embeddings: pa.Table, model: TurnPooledLogit, meta: dict, framework, encoder, cfg: dict, path
+) -> tuple[pa.Table, pa.Table]:
     """A saved learned model (learn_model/) codes other transcripts: the same feature set, vocabularies,
     principal components, role groups and thresholds it was trained with. Returns
     (utterance_dimensions with source 'learned', learned_codes)."""
 
     fs = meta["feature_set"]
-    blocks, _, roles, fallback_all, _ = feature_blocks(utterances, embeddings, framework, encoder, cfg,
-                                                       model.words_, model.unit_words_)
+    blocks, _, roles, fallback_all, _ = feature_blocks(
+        utterances, embeddings, framework, encoder, cfg, model.words_, model.unit_words_
+    )
     blocks.projections[fs] = model.projection_
     info = Classes(meta["classes"], meta["class_dimension"], meta["class_concept"])
     allowed = class_roles_mask(info, framework, roles)
     n = len(blocks.utterance_ids)
-    groups = groups_for(allowed, getattr(model, "group_patterns_", None), path) if allowed is not None \
+    groups = (
+        groups_for(allowed, getattr(model, "group_patterns_", None), path)
+        if allowed is not None
         else np.zeros(n, dtype=np.int64)
+    )
     p = predict_all(model, blocks, fs, groups)
     if allowed is not None:
         p = renormalise_within(p, allowed)
     assigned = label_sets(p, model.thresholds_ if model.multi_code else None)
     dv = derive(p, info, framework, fallback_all)
-    return (dimensions_table(blocks.utterance_ids, dv, [SOURCE_LEARNED] * n, framework),
-            learned_codes_table(blocks.utterance_ids, p, info, np.zeros(n, dtype=bool), assigned))
+    return (
+        dimensions_table(blocks.utterance_ids, dv, [SOURCE_LEARNED] * n, framework),
+        learned_codes_table(blocks.utterance_ids, p, info, np.zeros(n, dtype=bool), assigned),
+    )
 
 
 def _replace_rows(table: pa.Table, rows: pa.Table) -> pa.Table:
@@ -1184,6 +1402,7 @@ def _replace_rows(table: pa.Table, rows: pa.Table) -> pa.Table:
 
 # ---------------------------------------------------------------- compare after learn
 
+
 def current_learn_record(run_dir) -> dict | None:
     """The manifest's learn record while the run's utterance_dimensions is still the table learn wrote
     (None when learn never ran, or map ran again since)."""
@@ -1202,8 +1421,10 @@ def learned_sets(run_dir, rec: dict | None) -> dict[str, pd.Series] | None:
         return None
     lc = pq.read_table(path, columns=["utterance_id", "second_order", "dimension", "assigned"]).to_pandas()
     lc = lc[lc["assigned"]]
-    return {"second-order": lc.dropna(subset=["second_order"]).groupby("utterance_id")["second_order"].agg(frozenset),
-            "dimension": lc.dropna(subset=["dimension"]).groupby("utterance_id")["dimension"].agg(frozenset)}
+    return {
+        "second-order": lc.dropna(subset=["second_order"]).groupby("utterance_id")["second_order"].agg(frozenset),
+        "dimension": lc.dropna(subset=["dimension"]).groupby("utterance_id")["dimension"].agg(frozenset),
+    }
 
 
 def dimensions_for_compare(run_dir, dims: pa.Table, rec: dict | None) -> tuple[pa.Table, dict | None]:
@@ -1215,7 +1436,9 @@ def dimensions_for_compare(run_dir, dims: pa.Table, rec: dict | None) -> tuple[p
     if rec is None or not cv_path.is_file():
         return dims, None  # no learn, or map ran again since: the table is not learn's
     cv = pq.read_table(cv_path)
-    note = {"cross_validated_utterances": len(set(cv.column("utterance_id").to_pylist())),
-            "note": "machine labels of the human-coded (training) utterances are cross-validated predictions "
-                    "(grouped by interview); the other utterances use the learned model"}
+    note = {
+        "cross_validated_utterances": len(set(cv.column("utterance_id").to_pylist())),
+        "note": "machine labels of the human-coded (training) utterances are cross-validated predictions "
+        "(grouped by interview); the other utterances use the learned model",
+    }
     return _replace_rows(dims, cv), note

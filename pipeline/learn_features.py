@@ -42,6 +42,7 @@ stay as they are: a projection would drown them in the embeddings' variance.
 Wave and speaker role are deliberately not features: the shift stage compares waves and
 roles, and a model that knew them would write the expected difference into the codes.
 """
+
 from __future__ import annotations
 
 import re
@@ -72,21 +73,25 @@ VECTOR_BLOCKS = ("own", "turn", "question", "qa", "neighbours")  # projected ont
 PROJECTION_SAMPLE = 20_000  # the principal components are fitted on at most this many utterances (seeded)
 DIALOGUE_SIM_SCALE = 5.0  # cosine similarities and cue flags scaled so the L2 penalty leaves them a say
 DIALOGUE_CUE_SCALE = 2.0  # (measured on TalkMoves, 20% of lessons coded: bench/validity.py)
-_OPENERS = re.compile(r"\s*(why|how|what|when|where|who|which|can|could|would|will|do|does|did|is|are|was|were)\b",
-                      re.I)
+_OPENERS = re.compile(
+    r"\s*(why|how|what|when|where|who|which|can|could|would|will|do|does|did|is|are|was|were)\b", re.I
+)
 _REASONING = re.compile(r"\b(why|because|how do you know|how did you|explain|convince|prove|reason|so that)\b", re.I)
 _TOKENS = re.compile(r"[a-z0-9']+")
 POSITION_DIM = 6
 SHORT_ANSWER_WORDS = 8  # an answer of at most this many words is flagged short
 LENGTH_SCALE = 2.0  # the length columns scaled so the L2 penalty leaves them a say (measured: bench/learn_eval.py)
 WEAK_ANSWER_WORDS = 20  # framework texts stand in as a substantive answer of this many words
-QA_SCALE = 20.0  # products of two unit vectors' entries are ~1e-3: scaled to the embeddings' size (measured: bench/learn_eval.py)
-PRIOR_SCALE = 3.0  # probabilities live in [0, 1], embeddings' entries near +-0.1: scaled so the L2 penalty does not mute them
+# products of two unit vectors' entries are ~1e-3: scaled to the embeddings' size (measured: bench/learn_eval.py)
+QA_SCALE = 20.0
+# probabilities live in [0, 1], embeddings' entries near +-0.1: scaled so the L2 penalty does not mute them
+PRIOR_SCALE = 3.0
 
 
 @dataclass
 class FeatureBlocks:
     """Every block for the embedded utterances, plus each utterance's turn key (for pooling)."""
+
     utterance_ids: list[str]
     blocks: dict[str, np.ndarray | sp.csr_matrix]
     turns: np.ndarray  # (n,) int turn group id: utterances of one speaker turn share it
@@ -99,18 +104,21 @@ class FeatureBlocks:
         """Fit each feature set's projection of its embedding-sized blocks (no labels involved)."""
         for fs in feature_sets:
             vec = [b for b in _blocks(fs) if b in VECTOR_BLOCKS]
-            self.projections[fs] = Projection.fit(np.hstack([self.blocks[b] for b in vec]), components, seed) \
-                if vec else None
+            self.projections[fs] = (
+                Projection.fit(np.hstack([self.blocks[b] for b in vec]), components, seed) if vec else None
+            )
 
     def matrix(self, feature_set: str, rows: np.ndarray | slice = slice(None)):
         """The feature set's matrix for some rows: dense, or sparse CSR when it has a words block."""
-        return assemble({b: self.blocks[b][rows] for b in _blocks(feature_set)}, feature_set,
-                        self.projections.get(feature_set))
+        return assemble(
+            {b: self.blocks[b][rows] for b in _blocks(feature_set)}, feature_set, self.projections.get(feature_set)
+        )
 
 
 @dataclass
 class Projection:
     """Principal components of a feature set's embedding-sized blocks, side by side."""
+
     pca: Any  # sklearn PCA, or None when the blocks are already narrower than the components
 
     @classmethod
@@ -155,6 +163,7 @@ def vstack(parts: list):
 @dataclass
 class WordFeatures:
     """The words block's vectorizer: keyword text (pipeline.keywords) -> L2-normalised TF-IDF."""
+
     vectorizer: Any  # sklearn TfidfVectorizer, or None: no word survived min_df
     fillers: list[str]
     lemmatizer: str
@@ -167,9 +176,14 @@ class WordFeatures:
         lc = cfg["learn"]
         words = cls(None, cfg["codes"]["fillers"], cfg["codes"]["lemmatizer"], cfg["embed"]["cache_dir"])
         docs = words._keywords(answers)
-        vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=vocabulary_min_df(lc["words_min_df"], len(docs)),
-                                     max_features=lc["words_max_features"], token_pattern=TOKEN_PATTERN,
-                                     sublinear_tf=True, dtype=np.float64)
+        vectorizer = TfidfVectorizer(
+            ngram_range=(1, 2),
+            min_df=vocabulary_min_df(lc["words_min_df"], len(docs)),
+            max_features=lc["words_max_features"],
+            token_pattern=TOKEN_PATTERN,
+            sublinear_tf=True,
+            dtype=np.float64,
+        )
         try:
             words.vectorizer = vectorizer.fit(docs)
         except ValueError:  # no word survives min_df: an empty block
@@ -188,13 +202,13 @@ class WordFeatures:
 def _blocks(feature_set: str) -> tuple[str, ...]:
 
     if feature_set not in FEATURE_SETS:
-        raise ConfigError(f"learn.feature_sets: unknown feature set {feature_set!r} "
-                          f"(known: {', '.join(FEATURE_SETS)})")
+        raise ConfigError(f"learn.feature_sets: unknown feature set {feature_set!r} (known: {', '.join(FEATURE_SETS)})")
     return FEATURE_SETS[feature_set]
 
 
-def build_blocks(utterances: pa.Table, embeddings: pa.Table, encoder, cfg: dict, words_vectorizer=False,
-                 unit_words_vectorizer=False) -> FeatureBlocks:
+def build_blocks(
+    utterances: pa.Table, embeddings: pa.Table, encoder, cfg: dict, words_vectorizer=False, unit_words_vectorizer=False
+) -> FeatureBlocks:
     """All blocks for the embedded utterances; the interviewer's turns are embedded here
     (through the embedding cache) because the embed stage skips them. The two TF-IDF vocabularies
     are fitted on these utterances, unless a saved model's vectorizers are given (None: none)."""
@@ -225,21 +239,42 @@ def build_blocks(utterances: pa.Table, embeddings: pa.Table, encoder, cfg: dict,
     key = pd.MultiIndex.from_frame(turns[["interview_id", "turn_index"]])
     meta = u.set_index("utterance_id").loc[ids]
     row = key.get_indexer(pd.MultiIndex.from_arrays([meta["interview_id"], meta["turn_index"]]))
-    words = (WordFeatures.fit(answers["text"].tolist(), cfg) if words_vectorizer is False else
-             WordFeatures(words_vectorizer, cfg["codes"]["fillers"], cfg["codes"]["lemmatizer"],
-                          cfg["embed"]["cache_dir"]))
+    words = (
+        WordFeatures.fit(answers["text"].tolist(), cfg)
+        if words_vectorizer is False
+        else WordFeatures(
+            words_vectorizer, cfg["codes"]["fillers"], cfg["codes"]["lemmatizer"], cfg["embed"]["cache_dir"]
+        )
+    )
     question = q_lookup[turns["question_row"].to_numpy()[row]]
-    unit_words = (UnitWords.fit(meta["text"].tolist(), cfg) if unit_words_vectorizer is False
-                  else UnitWords(unit_words_vectorizer))
-    blocks = {"own": own, "turn": turn, "question": question, "qa": qa_block(question, turn),
-              "position": position[row], "words": words.transform(turns["text"].tolist())[row],
-              "unit_words": unit_words.transform(meta["text"].tolist())}
+    unit_words = (
+        UnitWords.fit(meta["text"].tolist(), cfg)
+        if unit_words_vectorizer is False
+        else UnitWords(unit_words_vectorizer)
+    )
+    blocks = {
+        "own": own,
+        "turn": turn,
+        "question": question,
+        "qa": qa_block(question, turn),
+        "position": position[row],
+        "words": words.transform(turns["text"].tolist())[row],
+        "unit_words": unit_words.transform(meta["text"].tolist()),
+    }
     blocks["neighbours"], blocks["dialogue"] = _dialogue(own, turn, turns, row, own.shape[1], q_turns, q_vec, meta)
     return FeatureBlocks(ids, blocks, row.astype(np.int64), encoder.model_id, words, unit_words)
 
 
-def _dialogue(own: np.ndarray, turn: np.ndarray, turns: pd.DataFrame, row: np.ndarray, dim: int,
-              q_turns: pd.DataFrame, q_vec: np.ndarray, meta: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+def _dialogue(
+    own: np.ndarray,
+    turn: np.ndarray,
+    turns: pd.DataFrame,
+    row: np.ndarray,
+    dim: int,
+    q_turns: pd.DataFrame,
+    q_vec: np.ndarray,
+    meta: pd.DataFrame,
+) -> tuple[np.ndarray, np.ndarray]:
     """The neighbours block (the turns before and after: a turn's mean unit embedding, an
     interviewer turn's question embedding) and the dialogue block (similarities, lexical cues)."""
     vec = np.zeros((len(turns), dim))
@@ -264,15 +299,21 @@ def lexical_cues(texts: list[str], previous: list[str]) -> np.ndarray:
     for i, (text, before) in enumerate(zip(texts, previous)):
         words, prior = set(_TOKENS.findall(text.lower())), set(_TOKENS.findall(before.lower()))
         core = text.lower().strip(" .?!,")
-        out[i] = [len(words & prior) / max(1, len(words)), bool(core) and core in before.lower(),
-                  text.rstrip().endswith("?"), bool(_OPENERS.match(text)), bool(_REASONING.search(text)),
-                  np.log1p(len(text.split())) / 3]
+        out[i] = [
+            len(words & prior) / max(1, len(words)),
+            bool(core) and core in before.lower(),
+            text.rstrip().endswith("?"),
+            bool(_OPENERS.match(text)),
+            bool(_REASONING.search(text)),
+            np.log1p(len(text.split())) / 3,
+        ]
     return out * DIALOGUE_CUE_SCALE
 
 
 @dataclass
 class UnitWords:
     """The unit_words block's vectorizer: the unit's own words, stop words kept, TF-IDF."""
+
     vectorizer: Any  # sklearn TfidfVectorizer, or None
 
     @classmethod
@@ -280,9 +321,14 @@ class UnitWords:
         from sklearn.feature_extraction.text import TfidfVectorizer
 
         lc = cfg["learn"]
-        vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=vocabulary_min_df(lc["words_min_df"], len(texts)),
-                                     max_features=lc["words_max_features"], sublinear_tf=True, dtype=np.float64,
-                                     token_pattern=r"(?u)\b\w+\b")
+        vectorizer = TfidfVectorizer(
+            ngram_range=(1, 2),
+            min_df=vocabulary_min_df(lc["words_min_df"], len(texts)),
+            max_features=lc["words_max_features"],
+            sublinear_tf=True,
+            dtype=np.float64,
+            token_pattern=r"(?u)\b\w+\b",
+        )
         try:
             return cls(vectorizer.fit(texts))
         except ValueError:  # nothing survives min_df
@@ -310,24 +356,43 @@ def framework_block(own_p: np.ndarray, turn_p: np.ndarray) -> np.ndarray:
     return np.hstack([own_p, turn_p]) * PRIOR_SCALE
 
 
-def weak_blocks(framework_vectors: np.ndarray, framework_p: np.ndarray, words: sp.csr_matrix,
-                texts: list[str] | None = None, unit_words: "UnitWords | None" = None) -> dict:
+def weak_blocks(
+    framework_vectors: np.ndarray,
+    framework_p: np.ndarray,
+    words: sp.csr_matrix,
+    texts: list[str] | None = None,
+    unit_words: "UnitWords | None" = None,
+) -> dict:
     """Blocks for framework texts (no conversation around them; the text is its own turn)."""
     v = np.asarray(framework_vectors, dtype=np.float64)
     texts = list(texts) if texts is not None else [""] * len(v)
-    dialogue = np.hstack([np.tile([0.0, 0.0, DIALOGUE_SIM_SCALE, DIALOGUE_CUE_SCALE], (len(v), 1)),
-                          lexical_cues(texts, [""] * len(v))])
-    position = np.tile([0.5, 0.0, 0.0, np.log1p(1) / 3, *answer_length(np.array([WEAK_ANSWER_WORDS]))[0]],
-                       (len(v), 1))
+    dialogue = np.hstack(
+        [np.tile([0.0, 0.0, DIALOGUE_SIM_SCALE, DIALOGUE_CUE_SCALE], (len(v), 1)), lexical_cues(texts, [""] * len(v))]
+    )
+    position = np.tile([0.5, 0.0, 0.0, np.log1p(1) / 3, *answer_length(np.array([WEAK_ANSWER_WORDS]))[0]], (len(v), 1))
     question = np.zeros_like(v)
-    return {"own": v, "turn": v, "question": question, "qa": qa_block(question, v), "position": position,
-            "framework": framework_block(framework_p, framework_p), "words": words, "dialogue": dialogue,
-            "neighbours": np.zeros((len(v), 2 * v.shape[1])),
-            "unit_words": unit_words.transform(texts) if unit_words is not None else sp.csr_matrix((len(v), 0))}
+    return {
+        "own": v,
+        "turn": v,
+        "question": question,
+        "qa": qa_block(question, v),
+        "position": position,
+        "framework": framework_block(framework_p, framework_p),
+        "words": words,
+        "dialogue": dialogue,
+        "neighbours": np.zeros((len(v), 2 * v.shape[1])),
+        "unit_words": unit_words.transform(texts) if unit_words is not None else sp.csr_matrix((len(v), 0)),
+    }
 
 
-def weak_matrix(framework_vectors: np.ndarray, framework_p: np.ndarray, words: sp.csr_matrix, feature_set: str,
-                texts: list[str] | None = None, unit_words: "UnitWords | None" = None,
-                projection: "Projection | None" = None):
+def weak_matrix(
+    framework_vectors: np.ndarray,
+    framework_p: np.ndarray,
+    words: sp.csr_matrix,
+    feature_set: str,
+    texts: list[str] | None = None,
+    unit_words: "UnitWords | None" = None,
+    projection: "Projection | None" = None,
+):
     blocks = weak_blocks(framework_vectors, framework_p, words, texts, unit_words)
     return assemble({b: blocks[b] for b in _blocks(feature_set)}, feature_set, projection)

@@ -16,6 +16,7 @@ where it fits the time budget (a GPU, or at most [learn] finetune_max_units code
 Reproducible: seeded draws, dropout and head initialisation; on CPU the same thread count gives
 the same weights, so a rerun gives identical tables.
 """
+
 from __future__ import annotations
 
 import copy
@@ -52,11 +53,11 @@ def load_tuned_encoder(path, base: Encoder, model_id: str) -> TunedEncoder:
 
 @dataclass(frozen=True)
 class TuneReport:
-    units: int          # coded units the encoder was tuned on
-    draws: int          # training examples drawn (one pass)
+    units: int  # coded units the encoder was tuned on
+    draws: int  # training examples drawn (one pass)
     seconds: float
     device: str
-    final_loss: float   # mean loss over the last tenth of the steps
+    final_loss: float  # mean loss over the last tenth of the steps
 
 
 def class_balanced_weights(targets: np.ndarray) -> np.ndarray:
@@ -68,9 +69,18 @@ def class_balanced_weights(targets: np.ndarray) -> np.ndarray:
     return w / w.sum()
 
 
-def tune_encoder(base: Encoder, texts: list[str], targets: np.ndarray, multi_code: bool,
-                 allowed: np.ndarray | None, draws: int, batch_size: int, learning_rate: float, seed: int,
-                 progress=None) -> tuple[TunedEncoder, TuneReport]:
+def tune_encoder(
+    base: Encoder,
+    texts: list[str],
+    targets: np.ndarray,
+    multi_code: bool,
+    allowed: np.ndarray | None,
+    draws: int,
+    batch_size: int,
+    learning_rate: float,
+    seed: int,
+    progress=None,
+) -> tuple[TunedEncoder, TuneReport]:
     """Fine-tune a copy of base's sentence model on (texts, targets).
 
     targets: (n, classes) soft labels (rows sum to 1) for one code per unit, or 0/1 code sets with
@@ -88,8 +98,10 @@ def tune_encoder(base: Encoder, texts: list[str], targets: np.ndarray, multi_cod
     dim = base.dim
     head = torch.nn.Linear(dim, targets.shape[1]).to(device)
     # the pretrained encoder moves gently, the fresh head fast
-    opt = torch.optim.AdamW([{"params": model.parameters(), "lr": learning_rate},
-                             {"params": head.parameters(), "lr": learning_rate * 50}], weight_decay=0.01)
+    opt = torch.optim.AdamW(
+        [{"params": model.parameters(), "lr": learning_rate}, {"params": head.parameters(), "lr": learning_rate * 50}],
+        weight_decay=0.01,
+    )
     order = rng.choice(len(texts), size=draws, replace=True, p=class_balanced_weights(targets))
     y_all = torch.tensor(targets, dtype=torch.float32)
     mask_all = None if allowed is None else torch.tensor(allowed, dtype=torch.bool)
@@ -97,7 +109,7 @@ def tune_encoder(base: Encoder, texts: list[str], targets: np.ndarray, multi_cod
     losses = []
     steps = int(np.ceil(draws / batch_size))
     for step in range(steps):
-        rows = order[step * batch_size:(step + 1) * batch_size]
+        rows = order[step * batch_size : (step + 1) * batch_size]
         features = model.preprocess([texts[i] for i in rows])
         features = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
         logits = head(model(features)["sentence_embedding"])
@@ -120,9 +132,14 @@ def tune_encoder(base: Encoder, texts: list[str], targets: np.ndarray, multi_cod
         digest.update(text.encode("utf-8") + b"\0")
     digest.update(targets.round(6).tobytes() + repr((multi_code, draws, batch_size, learning_rate, seed)).encode())
     tag = digest.hexdigest()
-    tail = losses[-max(1, len(losses) // 10):]
-    report = TuneReport(len(texts), int(draws), round(time.perf_counter() - started, 1), str(device),
-                        round(float(np.mean(tail)), 4) if tail else float("nan"))
+    tail = losses[-max(1, len(losses) // 10) :]
+    report = TuneReport(
+        len(texts),
+        int(draws),
+        round(time.perf_counter() - started, 1),
+        str(device),
+        round(float(np.mean(tail)), 4) if tail else float("nan"),
+    )
     return TunedEncoder(base, model, tag), report
 
 

@@ -14,6 +14,7 @@ concept is weak or ambiguous stays unmapped. An utterance's probabilities blend 
 own evidence, its speaker turn's and its code's (code -1: no code part). Dimension
 probabilities are sums over each dimension's concepts.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -103,7 +104,9 @@ class SimilarityMapper:
         return float(TEMPERATURE_GRID[int(np.argmin(nll))])
 
     def scores(self, x: np.ndarray) -> np.ndarray:
-        return pooled_similarity(np.asarray(x, np.float64) @ self.vectors_.T, self.labels_, self.n_concepts_, self.top_k)
+        return pooled_similarity(
+            np.asarray(x, np.float64) @ self.vectors_.T, self.labels_, self.n_concepts_, self.top_k
+        )
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         if len(x) == 0:
@@ -166,6 +169,7 @@ def _best_two(p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 # --- codes ---------------------------------------------------------------------------------------
 
+
 @dataclass
 class CodeMapping:
     probabilities: np.ndarray  # (n_codes, n_concepts), the mapper's evidence
@@ -198,8 +202,9 @@ def code_probabilities(codes: pa.Table, emb_ids: dict[str, int], emb: np.ndarray
     return w * p_centroid + (1 - w) * p_exemplars
 
 
-def decide_codes(probabilities: np.ndarray, fingerprints: list[str], overrides: dict[str, int | None],
-                 source: str, cfg: dict) -> CodeMapping:
+def decide_codes(
+    probabilities: np.ndarray, fingerprints: list[str], overrides: dict[str, int | None], source: str, cfg: dict
+) -> CodeMapping:
     """Threshold + margin decide each code; a researcher's override (fingerprint -> concept index or None) wins."""
     m = cfg["map"]
     n = len(probabilities)
@@ -225,25 +230,29 @@ def code_dimensions_table(codes: pa.Table, mapping: CodeMapping, framework: Fram
     rep = lambda col: np.repeat(np.asarray(col, dtype=object), k)  # noqa: E731
     tile = lambda vals: np.tile(np.asarray(vals, dtype=object), n)  # noqa: E731
     assigned = mapping.assigned
-    return pa.table({
-        "code_id": pa.array(np.repeat(codes.column("code_id").to_numpy(), k), pa.int32()),
-        "fingerprint": pa.array(rep(codes.column("fingerprint").to_pylist()), pa.string()),
-        "label": pa.array(rep(codes.column("label").to_pylist()), pa.string()),
-        "size": pa.array(np.repeat(codes.column("size").to_numpy(), k), pa.int32()),
-        "dimension": pa.array(tile([c.dimension for c in framework.concepts]), pa.string()),
-        "concept_id": pa.array(tile([c.id for c in framework.concepts]), pa.string()),
-        "second_order": pa.array(tile([c.name for c in framework.concepts]), pa.string()),
-        "probability": pa.array(p.reshape(-1), pa.float64()),
-        "dimension_probability": pa.array(dim_p[:, dim_index].reshape(-1), pa.float64()),
-        "rank": pa.array(ranks.reshape(-1), pa.int32()),
-        "assigned": pa.array((assigned[:, None] == np.arange(k)[None, :]).reshape(-1), pa.bool_()),
-        "status": pa.array(rep(np.where(assigned >= 0, "mapped", "unmapped")), pa.string()),
-        "margin": pa.array(np.repeat(mapping.margin, k), pa.float64()),
-        "source": pa.array(rep(mapping.source), pa.string()),
-    }, schema=schema.CODE_DIMENSIONS)
+    return pa.table(
+        {
+            "code_id": pa.array(np.repeat(codes.column("code_id").to_numpy(), k), pa.int32()),
+            "fingerprint": pa.array(rep(codes.column("fingerprint").to_pylist()), pa.string()),
+            "label": pa.array(rep(codes.column("label").to_pylist()), pa.string()),
+            "size": pa.array(np.repeat(codes.column("size").to_numpy(), k), pa.int32()),
+            "dimension": pa.array(tile([c.dimension for c in framework.concepts]), pa.string()),
+            "concept_id": pa.array(tile([c.id for c in framework.concepts]), pa.string()),
+            "second_order": pa.array(tile([c.name for c in framework.concepts]), pa.string()),
+            "probability": pa.array(p.reshape(-1), pa.float64()),
+            "dimension_probability": pa.array(dim_p[:, dim_index].reshape(-1), pa.float64()),
+            "rank": pa.array(ranks.reshape(-1), pa.int32()),
+            "assigned": pa.array((assigned[:, None] == np.arange(k)[None, :]).reshape(-1), pa.bool_()),
+            "status": pa.array(rep(np.where(assigned >= 0, "mapped", "unmapped")), pa.string()),
+            "margin": pa.array(np.repeat(mapping.margin, k), pa.float64()),
+            "source": pa.array(rep(mapping.source), pa.string()),
+        },
+        schema=schema.CODE_DIMENSIONS,
+    )
 
 
 # --- utterances ----------------------------------------------------------------------------------
+
 
 @dataclass
 class UtteranceMapping:
@@ -267,9 +276,16 @@ def turn_context(utterances: pa.Table, emb_ids: list[str], emb: np.ndarray) -> n
     return sums[group]
 
 
-def map_utterances(utterances: pa.Table, embeddings: pa.Table, assignments: pa.Table | None,
-                   codes: pa.Table | None, mapping: CodeMapping | None, mapper, framework: Framework,
-                   cfg: dict) -> UtteranceMapping:
+def map_utterances(
+    utterances: pa.Table,
+    embeddings: pa.Table,
+    assignments: pa.Table | None,
+    codes: pa.Table | None,
+    mapping: CodeMapping | None,
+    mapper,
+    framework: Framework,
+    cfg: dict,
+) -> UtteranceMapping:
     m = cfg["map"]
     ids = embeddings.column("utterance_id").to_pylist()
     emb = vectors(embeddings)
@@ -305,8 +321,14 @@ def map_utterances(utterances: pa.Table, embeddings: pa.Table, assignments: pa.T
     _, dim = best_concept(blended, framework)
     top, margin = dimension_lead(dims, dim)
     mapped = (top >= m["utterance_threshold"]) & (margin >= m["utterance_margin"]) & ~blocked & ~no_concept
-    return UtteranceMapping(ids, blended, dims, mapped, source.tolist(),
-                            {"own": own, "context": ctx, "has_code": has_code, "no_concept": no_concept})
+    return UtteranceMapping(
+        ids,
+        blended,
+        dims,
+        mapped,
+        source.tolist(),
+        {"own": own, "context": ctx, "has_code": has_code, "no_concept": no_concept},
+    )
 
 
 def best_concept(concepts: np.ndarray, framework: Framework) -> tuple[np.ndarray, np.ndarray]:
@@ -368,18 +390,22 @@ def utterance_dimensions_table(um: UtteranceMapping, framework: Framework) -> pa
     no_concept = um.extra.get("no_concept")
     if no_concept is not None and n:
         concept = np.where(no_concept, len(framework.concepts), concept)  # no concept for this role: null
-    return pa.table({
-        "utterance_id": pa.array(np.repeat(np.asarray(um.utterance_ids, dtype=object), d), pa.string()),
-        "dimension": pa.array(np.tile(np.asarray(framework.dimension_ids, dtype=object), n), pa.string()),
-        "probability": pa.array(um.dimensions.reshape(-1), pa.float64()),
-        "is_argmax": pa.array((argmax[:, None] == np.arange(d)[None, :]).reshape(-1), pa.bool_()),
-        "mapped": pa.array(np.repeat(um.mapped, d), pa.bool_()),
-        "second_order": pa.array(np.repeat(names[concept] if n else names[:0], d), pa.string()),
-        "source": pa.array(np.repeat(np.asarray(um.source, dtype=object), d), pa.string()),
-    }, schema=schema.UTTERANCE_DIMENSIONS)
+    return pa.table(
+        {
+            "utterance_id": pa.array(np.repeat(np.asarray(um.utterance_ids, dtype=object), d), pa.string()),
+            "dimension": pa.array(np.tile(np.asarray(framework.dimension_ids, dtype=object), n), pa.string()),
+            "probability": pa.array(um.dimensions.reshape(-1), pa.float64()),
+            "is_argmax": pa.array((argmax[:, None] == np.arange(d)[None, :]).reshape(-1), pa.bool_()),
+            "mapped": pa.array(np.repeat(um.mapped, d), pa.bool_()),
+            "second_order": pa.array(np.repeat(names[concept] if n else names[:0], d), pa.string()),
+            "source": pa.array(np.repeat(np.asarray(um.source, dtype=object), d), pa.string()),
+        },
+        schema=schema.UTTERANCE_DIMENSIONS,
+    )
 
 
 # --- the stage -----------------------------------------------------------------------------------
+
 
 @dataclass
 class MapResult:
@@ -396,21 +422,32 @@ def mapping_warnings(unmapped_share: float, temperature: float | None, fitted: b
     """What a researcher must know before reading shifts off this mapping."""
     out = []
     if unmapped_share > 0.5:
-        out.append(f"{unmapped_share:.0%} of the utterances stay unmapped: the framework does not describe most of "
-                   "this talk, so dimension shares and shifts rest on little evidence (shift marks such speakers "
-                   "no_evidence); consider `themeshift learn` with some hand-coded interviews")
+        out.append(
+            f"{unmapped_share:.0%} of the utterances stay unmapped: the framework does not describe most of "
+            "this talk, so dimension shares and shifts rest on little evidence (shift marks such speakers "
+            "no_evidence); consider `themeshift learn` with some hand-coded interviews"
+        )
     if fitted and temperature is not None and temperature in (TEMPERATURE_GRID[0], TEMPERATURE_GRID[-1]):
-        out.append(f"the fitted temperature {temperature:g} sits at the edge of its grid "
-                   f"[{TEMPERATURE_GRID[0]:g}, {TEMPERATURE_GRID[-1]:g}]: the framework's own texts do not separate "
-                   "its concepts, so probabilities are "
-                   + ("near uniform" if temperature == TEMPERATURE_GRID[-1] else "overconfident")
-                   + "; set map.temperature or add exemplars")
+        out.append(
+            f"the fitted temperature {temperature:g} sits at the edge of its grid "
+            f"[{TEMPERATURE_GRID[0]:g}, {TEMPERATURE_GRID[-1]:g}]: the framework's own texts do not separate "
+            "its concepts, so probabilities are "
+            + ("near uniform" if temperature == TEMPERATURE_GRID[-1] else "overconfident")
+            + "; set map.temperature or add exemplars"
+        )
     return out
 
 
-def map_stage(utterances: pa.Table, embeddings, codes: pa.Table, assignments: pa.Table,
-              framework: Framework, encoder: Encoder, cfg: dict,
-              overrides: dict[str, str | None] | None = None) -> MapResult:
+def map_stage(
+    utterances: pa.Table,
+    embeddings,
+    codes: pa.Table,
+    assignments: pa.Table,
+    framework: Framework,
+    encoder: Encoder,
+    cfg: dict,
+    overrides: dict[str, str | None] | None = None,
+) -> MapResult:
     """embeddings: a table, or io.vectors.StoredEmbeddings (read CHUNK_ROWS utterances at a time).
     overrides: fingerprint -> concept id (None = unmapped), already checked against the codes."""
 
@@ -427,8 +464,15 @@ def map_stage(utterances: pa.Table, embeddings, codes: pa.Table, assignments: pa
     quoted = utterances.filter(pc.is_in(utterances.column("utterance_id"), value_set=pa.array(exemplars, pa.string())))
     texts = dict(zip(quoted.column("utterance_id").to_pylist(), quoted.column("text").to_pylist()))
     ds = data_structure_table(codes, mapping, framework, texts, cfg["map"]["quotes"])
-    return MapResult(code_dimensions_table(codes, mapping, framework), utterance_dimensions_table(um, framework),
-                     ds, data_structure_markdown(ds, framework), mapping, um, mapper)
+    return MapResult(
+        code_dimensions_table(codes, mapping, framework),
+        utterance_dimensions_table(um, framework),
+        ds,
+        data_structure_markdown(ds, framework),
+        mapping,
+        um,
+        mapper,
+    )
 
 
 def turn_cuts(interview: pa.Array, turn: pa.Array, size: int) -> list[int]:
@@ -448,32 +492,49 @@ def turn_cuts(interview: pa.Array, turn: pa.Array, size: int) -> list[int]:
     return cuts + [n]
 
 
-def _map_in_chunks(utterances: pa.Table, source, assignments: pa.Table | None, codes: pa.Table,
-                   mapping: CodeMapping, mapper, framework: Framework, cfg: dict) -> UtteranceMapping:
+def _map_in_chunks(
+    utterances: pa.Table,
+    source,
+    assignments: pa.Table | None,
+    codes: pa.Table,
+    mapping: CodeMapping,
+    mapper,
+    framework: Framework,
+    cfg: dict,
+) -> UtteranceMapping:
     """map_utterances over chunks of whole speaker turns, read a chunk at a time; every row is
     mapped independently of the others but for its turn, so the result is the one-chunk result."""
     emb_ids = source.ids.combine_chunks()
     at = pc.index_in(emb_ids, value_set=utterances.column("utterance_id").combine_chunks())
-    at_code = None if assignments is None else \
-        pc.index_in(emb_ids, value_set=assignments.column("utterance_id").combine_chunks())
-    cuts = turn_cuts(utterances.column("interview_id").take(at), utterances.column("turn_index").take(at),
-                     CHUNK_ROWS)
+    at_code = (
+        None
+        if assignments is None
+        else pc.index_in(emb_ids, value_set=assignments.column("utterance_id").combine_chunks())
+    )
+    cuts = turn_cuts(utterances.column("interview_id").take(at), utterances.column("turn_index").take(at), CHUNK_ROWS)
     if len(emb_ids) == 0:
-        chunks = [source.table if source.table is not None
-                  else pa.Table.from_pylist([], schema=schema.embeddings_schema(source.dim))]
+        chunks = [
+            source.table
+            if source.table is not None
+            else pa.Table.from_pylist([], schema=schema.embeddings_schema(source.dim))
+        ]
         cuts = [0, 0]
     else:
         chunks = source.chunks(cuts)
     pieces = []
     for lo, hi, chunk in zip(cuts[:-1], cuts[1:], chunks):
         own_utterances = utterances.take(at.slice(lo, hi - lo).drop_null())
-        own_codes = None if at_code is None or assignments is None \
-            else assignments.take(at_code.slice(lo, hi - lo).drop_null())  # at_code is None just when assignments is
+        own_codes = (
+            None if at_code is None or assignments is None else assignments.take(at_code.slice(lo, hi - lo).drop_null())
+        )  # at_code is None just when assignments is
         pieces.append(map_utterances(own_utterances, chunk, own_codes, codes, mapping, mapper, framework, cfg))
     if len(pieces) == 1:
         return pieces[0]
     return UtteranceMapping(
-        [u for p in pieces for u in p.utterance_ids], np.concatenate([p.concepts for p in pieces]),
-        np.concatenate([p.dimensions for p in pieces]), np.concatenate([p.mapped for p in pieces]),
+        [u for p in pieces for u in p.utterance_ids],
+        np.concatenate([p.concepts for p in pieces]),
+        np.concatenate([p.dimensions for p in pieces]),
+        np.concatenate([p.mapped for p in pieces]),
         [s for p in pieces for s in p.source],
-        {k: np.concatenate([p.extra[k] for p in pieces]) for k in pieces[0].extra})
+        {k: np.concatenate([p.extra[k] for p in pieces]) for k in pieces[0].extra},
+    )

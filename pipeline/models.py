@@ -1,5 +1,6 @@
 """The model registry (models/registry.toml): which embedding models exist and how
 each resolves to files on this machine. Nothing is ever fetched from a hub."""
+
 from __future__ import annotations
 
 import hashlib
@@ -114,7 +115,8 @@ def build_fast(source: str = "minilm", out: Path | None = None) -> Path:
         "---\nlicense: apache-2.0\nlibrary_name: model2vec\n---\n"
         f"Static embeddings distilled with model2vec from the local '{source}' model "
         "(all-MiniLM-L6-v2, Apache-2.0). Built by `themeshift models build fast`; not redistributed.\n",
-        encoding="utf-8")
+        encoding="utf-8",
+    )
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return out

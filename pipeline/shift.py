@@ -27,6 +27,7 @@ Documented behaviour for awkward input:
   wave is listed with status no_wave, a speaker with one wave with single_wave.
 - Interviewer units are never profiled.
 """
+
 from __future__ import annotations
 
 import time
@@ -88,6 +89,7 @@ class ShiftResult:
 
 # ---------------------------------------------------------------- inputs
 
+
 def canonical_speaker_ids(ids: pd.Series) -> tuple[pd.Series, list[str]]:
     """Merge ids that normalise the same (case, spaces, punctuation ignored) under the
     most frequent spelling (ties: the alphabetically first)."""
@@ -101,9 +103,11 @@ def canonical_speaker_ids(ids: pd.Series) -> tuple[pd.Series, list[str]]:
         for s in spellings:
             mapping[s] = spellings[0]
         if len(spellings) > 1:
-            warnings.append(f"speaker ids {', '.join(repr(s) for s in sorted(spellings))} differ only in case or "
-                            f"punctuation; treated as one speaker {spellings[0]!r} (list them as aliases in "
-                            "speakers.csv to make this explicit)")
+            warnings.append(
+                f"speaker ids {', '.join(repr(s) for s in sorted(spellings))} differ only in case or "
+                f"punctuation; treated as one speaker {spellings[0]!r} (list them as aliases in "
+                "speakers.csv to make this explicit)"
+            )
     return ids.map(mapping), warnings
 
 
@@ -113,8 +117,9 @@ def _dimension_matrix(dims: pa.Table, known_ids: set[str]) -> tuple[pd.DataFrame
     missing = need - set(dims.column_names)
     if missing:
         raise InputError(f"missing column(s) {', '.join(sorted(missing))}", DIMENSIONS_FILE)
-    cols = ["utterance_id", "dimension", "probability"] + [c for c in ("mapped", "second_order")
-                                                            if c in dims.column_names]
+    cols = ["utterance_id", "dimension", "probability"] + [
+        c for c in ("mapped", "second_order") if c in dims.column_names
+    ]
     df = dims.select(cols).to_pandas()
     if df["utterance_id"].isna().any() or df["dimension"].isna().any():
         raise InputError("utterance_id and dimension must not be empty", DIMENSIONS_FILE)
@@ -123,16 +128,21 @@ def _dimension_matrix(dims: pa.Table, known_ids: set[str]) -> tuple[pd.DataFrame
     bad = ~np.isfinite(prob) | (prob < -1e-9) | (prob > 1 + 1e-9)
     if bad.any():
         row = df[bad].iloc[0]
-        raise InputError(f"probability {row['probability']!r} of utterance {row['utterance_id']!r} is not in [0, 1]",
-                         DIMENSIONS_FILE)
+        raise InputError(
+            f"probability {row['probability']!r} of utterance {row['utterance_id']!r} is not in [0, 1]", DIMENSIONS_FILE
+        )
     if df.duplicated(["utterance_id", "dimension"]).any():
         row = df[df.duplicated(["utterance_id", "dimension"])].iloc[0]
-        raise InputError(f"utterance {row['utterance_id']!r} has two rows for dimension {row['dimension']!r}",
-                         DIMENSIONS_FILE)
+        raise InputError(
+            f"utterance {row['utterance_id']!r} has two rows for dimension {row['dimension']!r}", DIMENSIONS_FILE
+        )
     unknown = set(df["utterance_id"]) - known_ids
     if unknown:
-        raise InputError(f"{len(unknown)} utterance id(s) not in utterances.parquet, e.g. {sorted(unknown)[0]!r}: "
-                         "the table comes from another run", DIMENSIONS_FILE)
+        raise InputError(
+            f"{len(unknown)} utterance id(s) not in utterances.parquet, e.g. {sorted(unknown)[0]!r}: "
+            "the table comes from another run",
+            DIMENSIONS_FILE,
+        )
     wide = df.pivot(index="utterance_id", columns="dimension", values="probability").reindex(columns=dimensions)
     wide = wide.fillna(0.0)
     sums = wide.sum(axis=1)
@@ -151,19 +161,19 @@ def _dimension_matrix(dims: pa.Table, known_ids: set[str]) -> tuple[pd.DataFrame
 
 @dataclass
 class _Prepared:
-    speakers: pd.DataFrame        # speaker_id, speaker_role, sorted
-    spoken: pd.DataFrame          # (speaker_id, wave) -> n_spoken
-    rows: pd.DataFrame            # analysed utterances, sorted by speaker, wave: speaker_id, wave, utterance_id
-    P: np.ndarray                 # (n, K) dimension probabilities
-    code: np.ndarray | None       # (n,) each row's column in code_ids, -1 = unassigned (one_hot() expands it)
+    speakers: pd.DataFrame  # speaker_id, speaker_role, sorted
+    spoken: pd.DataFrame  # (speaker_id, wave) -> n_spoken
+    rows: pd.DataFrame  # analysed utterances, sorted by speaker, wave: speaker_id, wave, utterance_id
+    P: np.ndarray  # (n, K) dimension probabilities
+    code: np.ndarray | None  # (n,) each row's column in code_ids, -1 = unassigned (one_hot() expands it)
     code_ids: list[int]
-    concept: np.ndarray | None    # (n,) index into concept_names of each row's most probable concept, -1 = none
+    concept: np.ndarray | None  # (n,) index into concept_names of each row's most probable concept, -1 = none
     concept_names: list[str]
-    X: np.ndarray | None          # (n, d) float32 embeddings
-    interview: np.ndarray         # (n,) interview index; rows of one interview are contiguous
-    turn: np.ndarray              # (n,) answer (turn) index; rows of one answer are contiguous
-    question: np.ndarray          # (n,) index into Q of the question the answer follows, -1 = none
-    Q: np.ndarray | None          # (n_questions, d) unit-length question embeddings
+    X: np.ndarray | None  # (n, d) float32 embeddings
+    interview: np.ndarray  # (n,) interview index; rows of one interview are contiguous
+    turn: np.ndarray  # (n,) answer (turn) index; rows of one answer are contiguous
+    question: np.ndarray  # (n,) index into Q of the question the answer follows, -1 = none
+    Q: np.ndarray | None  # (n_questions, d) unit-length question embeddings
     dimensions: list[str]
     blocks: dict[tuple[str, int], tuple[int, int]]  # (speaker, wave) -> [start, stop) into rows
     unmapped: dict[tuple[str, int], float]  # (speaker, wave) -> share of coded units the map left unmapped
@@ -192,13 +202,21 @@ def _most_frequent(values: pd.Series, what: str) -> tuple[pd.Series, list[str]]:
     """Per speaker (the series' index) the value they have most often (ties: alphabetically first), and
     a warning for each speaker with several."""
     ranked = values.groupby(level=0).agg(lambda r: sorted(Counter(map(str, r)).items(), key=lambda kv: (-kv[1], kv[0])))
-    warnings = [f"speaker {sid!r} has several {what} ({', '.join(v for v, _ in r)}); using {r[0][0]!r}"
-                for sid, r in ranked.items() if len(r) > 1]
+    warnings = [
+        f"speaker {sid!r} has several {what} ({', '.join(v for v, _ in r)}); using {r[0][0]!r}"
+        for sid, r in ranked.items()
+        if len(r) > 1
+    ]
     return ranked.map(lambda r: r[0][0]), warnings
 
 
-def speaker_groups(spk: pd.DataFrame, speakers: pd.DataFrame, group_by: str,
-                   interviews: pa.Table | None, speaker_table: pa.Table | None = None) -> tuple[pd.Series, list[str]]:
+def speaker_groups(
+    spk: pd.DataFrame,
+    speakers: pd.DataFrame,
+    group_by: str,
+    interviews: pa.Table | None,
+    speaker_table: pa.Table | None = None,
+) -> tuple[pd.Series, list[str]]:
     """Each speaker's group for group_changes and group_contrasts: their role, a speakers.csv column,
     or the value of a manifest column (interviews table) over their interviews (the most frequent one)."""
     if group_by == "speaker_role":
@@ -207,23 +225,53 @@ def speaker_groups(spk: pd.DataFrame, speakers: pd.DataFrame, group_by: str,
         value = speaker_table.select(["speaker_id", group_by]).to_pandas().set_index("speaker_id")[group_by]
         return speakers["speaker_id"].map(value.where(value.astype(str).str.strip() != "")), []
     if interviews is None or group_by not in interviews.column_names:
-        known = ["speaker_role"] + [c for t in (speaker_table, interviews) if t is not None for c in t.column_names
-                                    if c not in ("speaker_id", "speaker_role", "is_interviewer", "interview_id",
-                                                 "source_file", "n_turns", "n_utterances", "n_skipped_lines")]
-        raise ConfigError(f"shift.group_by: no column {group_by!r} in speakers.csv, the manifest or utterances "
-                          f"(known: {', '.join(dict.fromkeys(known))})")
+        known = ["speaker_role"] + [
+            c
+            for t in (speaker_table, interviews)
+            if t is not None
+            for c in t.column_names
+            if c
+            not in (
+                "speaker_id",
+                "speaker_role",
+                "is_interviewer",
+                "interview_id",
+                "source_file",
+                "n_turns",
+                "n_utterances",
+                "n_skipped_lines",
+            )
+        ]
+        raise ConfigError(
+            f"shift.group_by: no column {group_by!r} in speakers.csv, the manifest or utterances "
+            f"(known: {', '.join(dict.fromkeys(known))})"
+        )
     value = interviews.select(["interview_id", group_by]).to_pandas().set_index("interview_id")[group_by]
     per = spk.set_index("speaker_id")["interview_id"].map(value).dropna()
     winner, warnings = _most_frequent(per[per.astype(str).str.strip() != ""], f"values of {group_by}")
     return speakers["speaker_id"].map(winner), warnings
 
 
-def _prepare(utterances: pa.Table, utterance_dimensions: pa.Table, cfg: dict,
-             embeddings, assignments: pa.Table | None,
-             questions: pa.Table | None = None, interviews: pa.Table | None = None,
-             speaker_table: pa.Table | None = None) -> _Prepared:
-    cols = ["utterance_id", "interview_id", "turn_index", "speaker_id", "speaker_role", "wave", "is_interviewer",
-            "coded"]
+def _prepare(
+    utterances: pa.Table,
+    utterance_dimensions: pa.Table,
+    cfg: dict,
+    embeddings,
+    assignments: pa.Table | None,
+    questions: pa.Table | None = None,
+    interviews: pa.Table | None = None,
+    speaker_table: pa.Table | None = None,
+) -> _Prepared:
+    cols = [
+        "utterance_id",
+        "interview_id",
+        "turn_index",
+        "speaker_id",
+        "speaker_role",
+        "wave",
+        "is_interviewer",
+        "coded",
+    ]
     utt = utterances.select(cols).to_pandas()
     utt["order"] = np.arange(len(utt))
     wide, dimensions = _dimension_matrix(utterance_dimensions, set(utt["utterance_id"]))
@@ -234,15 +282,18 @@ def _prepare(utterances: pa.Table, utterance_dimensions: pa.Table, cfg: dict,
     warnings += role_warnings
     speakers = pd.DataFrame({"speaker_id": sorted(spk["speaker_id"].unique())})
     speakers["speaker_role"] = speakers["speaker_id"].map(role)
-    speakers["group"], group_warnings = speaker_groups(spk, speakers, cfg["shift"]["group_by"], interviews,
-                                                       speaker_table)
+    speakers["group"], group_warnings = speaker_groups(
+        spk, speakers, cfg["shift"]["group_by"], interviews, speaker_table
+    )
     warnings += group_warnings
 
     no_wave = spk["wave"].isna()
     if no_wave.any():
         ids = sorted(spk.loc[no_wave, "speaker_id"].unique())
-        warnings.append(f"{int(no_wave.sum())} units of speaker(s) {', '.join(ids[:5])}"
-                        f"{' ...' if len(ids) > 5 else ''} have no wave and are left out of the shift profiles")
+        warnings.append(
+            f"{int(no_wave.sum())} units of speaker(s) {', '.join(ids[:5])}"
+            f"{' ...' if len(ids) > 5 else ''} have no wave and are left out of the shift profiles"
+        )
     spk = spk[~no_wave].copy()
     spk["wave"] = spk["wave"].astype(np.int64)
     spoken = spk.groupby(["speaker_id", "wave"]).size().rename("n_spoken").reset_index()
@@ -250,8 +301,10 @@ def _prepare(utterances: pa.Table, utterance_dimensions: pa.Table, cfg: dict,
     coded = spk[spk["coded"].astype(bool)]
     has_dims = coded["utterance_id"].isin(wide.index)
     if (~has_dims).any():
-        warnings.append(f"{int((~has_dims).sum())} coded utterances have no dimension probabilities "
-                        f"in {DIMENSIONS_FILE} and are left out")
+        warnings.append(
+            f"{int((~has_dims).sum())} coded utterances have no dimension probabilities "
+            f"in {DIMENSIONS_FILE} and are left out"
+        )
     rows = coded[has_dims]
     mapped = wide.loc[rows["utterance_id"], "_mapped"].to_numpy(dtype=bool)
     unmapped = (~pd.Series(mapped, index=rows.index)).groupby([rows["speaker_id"], rows["wave"]]).mean().to_dict()
@@ -276,11 +329,12 @@ def _prepare(utterances: pa.Table, utterance_dimensions: pa.Table, cfg: dict,
 
     X = None
     if embeddings is not None:
-
         X, found = StoredEmbeddings.of(embeddings).gather(rows["utterance_id"].tolist())
         if not found.all():
-            warnings.append(f"{int((~found).sum())} analysed utterances have no embedding; "
-                            "semantic drift is not computed (re-run `themeshift embed`)")
+            warnings.append(
+                f"{int((~found).sum())} analysed utterances have no embedding; "
+                "semantic drift is not computed (re-run `themeshift embed`)"
+            )
             X = None
 
     interview = pd.factorize(rows["interview_id"])[0]
@@ -291,8 +345,25 @@ def _prepare(utterances: pa.Table, utterance_dimensions: pa.Table, cfg: dict,
     for i, key in enumerate(keys):  # rows are sorted, so each (speaker, wave) is one contiguous block
         start, _ = blocks.get(key, (i, i))
         blocks[key] = (start, i + 1)
-    return _Prepared(speakers, spoken, rows, P, column, code_ids, concept, concept_names, X, interview, turn, question,
-                     Q, dimensions, blocks, unmapped, warnings)
+    return _Prepared(
+        speakers,
+        spoken,
+        rows,
+        P,
+        column,
+        code_ids,
+        concept,
+        concept_names,
+        X,
+        interview,
+        turn,
+        question,
+        Q,
+        dimensions,
+        blocks,
+        unmapped,
+        warnings,
+    )
 
 
 def _question_index(rows: pd.DataFrame, questions: pa.Table | None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -310,6 +381,7 @@ def _question_index(rows: pd.DataFrame, questions: pa.Table | None) -> tuple[np.
 
 
 # ---------------------------------------------------------------- per speaker
+
 
 def _pairs(waves: list[int]) -> list[tuple[int, int, bool, bool]]:
     """(wave_from, wave_to, is_consecutive, is_first_last) for sorted observed waves."""
@@ -335,7 +407,7 @@ def _unit_keys(prep: _Prepared, rows: np.ndarray, unit: str, k: int) -> np.ndarr
         return interview
     starts = np.flatnonzero(np.r_[True, interview[1:] != interview[:-1]])
     size = np.diff(np.r_[starts, len(rows)])
-    offset = np.arange(len(rows)) - np.repeat(starts, size)          # position within the interview
+    offset = np.arange(len(rows)) - np.repeat(starts, size)  # position within the interview
     turn = prep.turn[rows]
     turn_start = np.r_[True, turn[1:] != turn[:-1]]
     first = np.maximum.accumulate(np.where(turn_start, np.arange(len(rows)), 0))  # the answer's first row
@@ -364,6 +436,7 @@ def resample_unit_for(n_interviews_from: int, n_interviews_to: int, configured: 
 class _Units:
     """One wave pair's resampling units: feature sums per unit, utterances per unit, and the
     permutations (every labelling when there are few, else a seeded random sample)."""
+
     n_from: np.ndarray
     n_to: np.ndarray
     masks: np.ndarray
@@ -398,25 +471,35 @@ def _permutation(units: _Units, SA: np.ndarray, SB: np.ndarray, distance) -> tup
     return observed, null
 
 
-def _pair_stats(prep: _Prepared, sa: slice, sb: slice, seed: int, key: tuple, sc: dict,
-                timing: dict[str, float]) -> dict:
+def _pair_stats(
+    prep: _Prepared, sa: slice, sb: slice, seed: int, key: tuple, sc: dict, timing: dict[str, float]
+) -> dict:
     B, level = sc["bootstrap"], sc["ci_level"]
     ia, ib = np.arange(sa.start, sa.stop), np.arange(sb.start, sb.stop)
     Pa, Pb = prep.P[ia], prep.P[ib]
     share_a, share_b = Pa.mean(axis=0), Pb.mean(axis=0)
-    unit = resample_unit_for(len(np.unique(prep.interview[ia])), len(np.unique(prep.interview[ib])),
-                             sc["resample_unit"])
+    unit = resample_unit_for(
+        len(np.unique(prep.interview[ia])), len(np.unique(prep.interview[ib])), sc["resample_unit"]
+    )
     units, (st_a, st_b) = _pair_units(prep, ia, ib, unit, sc, rng_for(seed, "permutation", *key))
     n_a, n_b = units.n_from, units.n_to
-    out = {"share_from": share_a, "share_to": share_b, "change": share_b - share_a, "resample_unit": unit,
-           "n_units_from": len(n_a), "n_units_to": len(n_b), "p_min": units.p_min,
-           "labellings": labelling_count(len(n_a), len(n_a) + len(n_b))}
+    out = {
+        "share_from": share_a,
+        "share_to": share_b,
+        "change": share_b - share_a,
+        "resample_unit": unit,
+        "n_units_from": len(n_a),
+        "n_units_to": len(n_b),
+        "p_min": units.p_min,
+        "labellings": labelling_count(len(n_a), len(n_a) + len(n_b)),
+    }
     SPa, SPb = _sums(Pa, st_a), _sums(Pb, st_b)
     # The change per theme at each level with its between-unit variance, for the moderated and group tests.
     out["moments"] = {"dimension": pair_moments(SPa, n_a, SPb, n_b)}
     if prep.concept_names:
-        out["moments"]["concept"] = pair_moments(_sums(prep.concept_one_hot(ia), st_a), n_a,
-                                                 _sums(prep.concept_one_hot(ib), st_b), n_b)
+        out["moments"]["concept"] = pair_moments(
+            _sums(prep.concept_one_hot(ia), st_a), n_a, _sums(prep.concept_one_hot(ib), st_b), n_b
+        )
     if prep.code is not None:
         SCa, SCb = _sums(prep.one_hot(ia), st_a), _sums(prep.one_hot(ib), st_b)
         if prep.code_ids:
@@ -430,8 +513,9 @@ def _pair_stats(prep: _Prepared, sa: slice, sb: slice, seed: int, key: tuple, sc
     out["p_value"], out["jsd_noise"] = units.p(out["jsd"], null), float(np.mean(null))
     if prep.code is not None:  # code profiles are shares of assigned utterances: js_distance normalises
         out["jsd_codes"] = float(js_distance(SCa.sum(axis=0), SCb.sum(axis=0)))
-        out["p_codes"] = units.p(out["jsd_codes"], js_distance(*split_means(
-            units.masks, np.concatenate([SCa, SCb]), units.sizes)))
+        out["p_codes"] = units.p(
+            out["jsd_codes"], js_distance(*split_means(units.masks, np.concatenate([SCa, SCb]), units.sizes))
+        )
     if prep.X is not None:
         out["semantic_drift"], null_x = _permutation(units, SXa, SXb, cosine_distance)
         # Topic drifts within an interview, and blocks of one interview cannot stand for another
@@ -453,7 +537,8 @@ def _pair_stats(prep: _Prepared, sa: slice, sb: slice, seed: int, key: tuple, sc
         out["jsd_codes_ci"] = distance_interval(js_distance(ka @ SCa, kb @ SCb), out["jsd_codes"], level)
     if prep.X is not None:
         out["semantic_drift_ci"] = distance_interval(
-            cosine_distance(resampled_means(ka, SXa, n_a), resampled_means(kb, SXb, n_b)), out["semantic_drift"], level)
+            cosine_distance(resampled_means(ka, SXa, n_a), resampled_means(kb, SXb, n_b)), out["semantic_drift"], level
+        )
     timing["bootstrap"] += time.perf_counter() - t0
 
     if prep.Q is not None:
@@ -496,11 +581,13 @@ def evidence(P: np.ndarray) -> float:
 
 # ---------------------------------------------------------------- tables
 
+
 def _col(values, type_: pa.DataType) -> pa.Array:
     """NaN and None become null, so R and pandas see missing values, not NaN."""
     if pa.types.is_floating(type_):
-        return pa.array(np.asarray([np.nan if v is None else v for v in values], dtype=np.float64),
-                        type=type_, from_pandas=True)
+        return pa.array(
+            np.asarray([np.nan if v is None else v for v in values], dtype=np.float64), type=type_, from_pandas=True
+        )
     # pandas turns missing strings (e.g. a role no speakers.csv gave) into NaN
     return pa.array([None if isinstance(v, float) and np.isnan(v) else v for v in values], type=type_)
 
@@ -520,9 +607,17 @@ def _speaker_waves(prep: _Prepared, min_n: int) -> pa.Table:
         share = P.mean(axis=0) if n else np.full(K, np.nan)
         argmax = np.bincount(P.argmax(axis=1), minlength=K) / n if n else np.full(K, np.nan)
         for k, dim in enumerate(prep.dimensions):
-            for name, value in (("speaker_id", sid), ("speaker_role", role.get(sid)), ("wave", wave),
-                                ("dimension", dim), ("n_spoken", n_spoken), ("n_utterances", n),
-                                ("share", share[k]), ("argmax_share", argmax[k]), ("too_few", n < min_n)):
+            for name, value in (
+                ("speaker_id", sid),
+                ("speaker_role", role.get(sid)),
+                ("wave", wave),
+                ("dimension", dim),
+                ("n_spoken", n_spoken),
+                ("n_utterances", n),
+                ("share", share[k]),
+                ("argmax_share", argmax[k]),
+                ("too_few", n < min_n),
+            ):
                 cols[name].append(value)
     return _table(cols, schema.SPEAKER_WAVES)
 
@@ -536,10 +631,16 @@ def _speaker_codes(prep: _Prepared) -> pa.Table:
         counts = prep.one_hot(np.arange(start, stop)).sum(axis=0)
         n_assigned = int(counts.sum())
         for j in np.flatnonzero(counts):
-            for name, value in (("speaker_id", sid), ("speaker_role", role.get(sid)), ("wave", wave),
-                                ("code_id", prep.code_ids[j]), ("n_utterances", int(counts[j])),
-                                ("share", counts[j] / n_assigned), ("n_assigned", n_assigned),
-                                ("n_unassigned", stop - start - n_assigned)):
+            for name, value in (
+                ("speaker_id", sid),
+                ("speaker_role", role.get(sid)),
+                ("wave", wave),
+                ("code_id", prep.code_ids[j]),
+                ("n_utterances", int(counts[j])),
+                ("share", counts[j] / n_assigned),
+                ("n_assigned", n_assigned),
+                ("n_unassigned", stop - start - n_assigned),
+            ):
                 cols[name].append(value)
     return _table(cols, schema.SPEAKER_CODES)
 
@@ -571,19 +672,33 @@ def _group_shifts(shifts: pd.DataFrame, dims: pd.DataFrame, cfg: dict) -> pa.Tab
     p_of = {"jsd": "p_value", "jsd_codes": "p_codes", "semantic_drift": "p_semantic"}
     for group, frame in _groups(ok):
         for (wf, wt), pair in frame.groupby(["wave_from", "wave_to"], sort=True):
-            series = [(m, None, pair[m].to_numpy(dtype=np.float64), pair.get(p_of.get(m)))
-                      for m in ("jsd", "jsd_codes", "semantic_drift", "semantic_ratio")]
-            pd_ = ok_dims[(ok_dims["wave_from"] == wf) & (ok_dims["wave_to"] == wt)
-                          & ok_dims["speaker_id"].isin(pair["speaker_id"])]
+            series = [
+                (m, None, pair[m].to_numpy(dtype=np.float64), pair.get(p_of.get(m)))
+                for m in ("jsd", "jsd_codes", "semantic_drift", "semantic_ratio")
+            ]
+            pd_ = ok_dims[
+                (ok_dims["wave_from"] == wf)
+                & (ok_dims["wave_to"] == wt)
+                & ok_dims["speaker_id"].isin(pair["speaker_id"])
+            ]
             for dim, d in pd_.groupby("dimension", sort=False):
                 series.append(("change", dim, d["change"].to_numpy(dtype=np.float64), None))
             for measure, dim, values, pvals in series:
                 rng = rng_for(seed, "group", group, wf, wt, measure, dim)
                 n, mean, lo, hi = _bootstrap_mean(values, rng, sc["bootstrap"], sc["ci_level"])
                 n_sig = int((pvals.to_numpy(dtype=np.float64) < sc["alpha"]).sum()) if pvals is not None else None
-                for name, value in (("group", group), ("wave_from", wf), ("wave_to", wt), ("measure", measure),
-                                    ("dimension", dim), ("n_speakers", n), ("mean", mean), ("ci_low", lo),
-                                    ("ci_high", hi), ("n_significant", n_sig if n else None)):
+                for name, value in (
+                    ("group", group),
+                    ("wave_from", wf),
+                    ("wave_to", wt),
+                    ("measure", measure),
+                    ("dimension", dim),
+                    ("n_speakers", n),
+                    ("mean", mean),
+                    ("ci_low", lo),
+                    ("ci_high", hi),
+                    ("n_significant", n_sig if n else None),
+                ):
                     cols[name].append(value)
     return _table(cols, schema.GROUP_SHIFTS)
 
@@ -595,13 +710,22 @@ def _group_trajectory(waves: pd.DataFrame, cfg: dict) -> pa.Table:
     for group, frame in _groups(enough):
         for (wave, dim), d in frame.groupby(["wave", "dimension"], sort=False):
             rng = rng_for(seed, "trajectory", group, wave, dim)
-            n, mean, lo, hi = _bootstrap_mean(d["share"].to_numpy(dtype=np.float64), rng, sc["bootstrap"],
-                                              sc["ci_level"])
+            n, mean, lo, hi = _bootstrap_mean(
+                d["share"].to_numpy(dtype=np.float64), rng, sc["bootstrap"], sc["ci_level"]
+            )
             n_utt = int(d["n_utterances"].sum())
             pooled = float((d["share"] * d["n_utterances"]).sum() / n_utt) if n_utt else None
-            for name, value in (("group", group), ("wave", wave), ("dimension", dim), ("n_speakers", n),
-                                ("n_utterances", n_utt), ("mean_share", mean), ("ci_low", lo), ("ci_high", hi),
-                                ("pooled_share", pooled)):
+            for name, value in (
+                ("group", group),
+                ("wave", wave),
+                ("dimension", dim),
+                ("n_speakers", n),
+                ("n_utterances", n_utt),
+                ("mean_share", mean),
+                ("ci_low", lo),
+                ("ci_high", hi),
+                ("pooled_share", pooled),
+            ):
                 cols[name].append(value)
     table = _table(cols, schema.GROUP_TRAJECTORY)
     return table.sort_by([("group", "ascending"), ("wave", "ascending")]) if table.num_rows else table
@@ -614,14 +738,22 @@ def _verdict(row: dict, st: dict, unmapped: float, ev: float, sc: dict) -> None:
     if row["status"] != "ok":
         return
     if unmapped > sc["max_unmapped_share"]:
-        row.update(status="no_evidence", reason=f"{unmapped:.0%} of the units are unmapped (more than "
-                   f"max_unmapped_share {sc['max_unmapped_share']:.0%}): the profiles say nothing about this speaker")
+        row.update(
+            status="no_evidence",
+            reason=f"{unmapped:.0%} of the units are unmapped (more than "
+            f"max_unmapped_share {sc['max_unmapped_share']:.0%}): the profiles say nothing about this speaker",
+        )
     elif ev < sc["min_evidence"]:
-        row.update(status="no_evidence", reason=f"the units' probabilities are near uniform (evidence {ev:.2f} < "
-                   f"min_evidence {sc['min_evidence']})")
+        row.update(
+            status="no_evidence",
+            reason=f"the units' probabilities are near uniform (evidence {ev:.2f} < min_evidence {sc['min_evidence']})",
+        )
     elif row["p_method"] == "permutation" and st["p_min"] > sc["alpha"]:
-        row.update(status="too_few_units", reason=f"{st['n_units_from']} + {st['n_units_to']} {st['resample_unit']} "
-                   f"units: p cannot fall below {st['p_min']:.3f}")
+        row.update(
+            status="too_few_units",
+            reason=f"{st['n_units_from']} + {st['n_units_to']} {st['resample_unit']} "
+            f"units: p cannot fall below {st['p_min']:.3f}",
+        )
     if row["status"] == "no_evidence":
         for key in ("p_value", "p_codes", "p_semantic", "p_matched"):
             row[key] = None
@@ -645,8 +777,9 @@ def speaker_test_for(labellings: int, sc: dict) -> str:
     return "permutation" if labellings >= sc["min_labellings"] else "moderated_t"
 
 
-def _apply_moderated(rows: list[dict], dim_rows: list[dict], estimates: dict, prep: _Prepared,
-                     fits_by: dict, sc: dict) -> None:
+def _apply_moderated(
+    rows: list[dict], dim_rows: list[dict], estimates: dict, prep: _Prepared, fits_by: dict, sc: dict
+) -> None:
     """Moderated p-values and intervals per dimension, shrunken changes, and the profile p of the
     pairs whose test is the moderated t."""
     by_key = {(r["speaker_id"], r.get("wave_from"), r.get("wave_to")): r for r in rows}
@@ -659,9 +792,14 @@ def _apply_moderated(rows: list[dict], dim_rows: list[dict], estimates: dict, pr
                 d.update(change_ci_low=None, change_ci_high=None)
     for key, (test, shrunk) in speaker_tests(list(estimates.values()), "dimension", fits_by, sc).items():
         for k, d in enumerate(dims_by_key.get(key, [])):
-            d.update(change_se=float(test["se"][k]), change_ci_low=float(test["ci_low"][k]),
-                     change_ci_high=float(test["ci_high"][k]), df=float(test["df"][k]),
-                     p_value=float(test["p"][k]), change_shrunk=float(shrunk[k]))
+            d.update(
+                change_se=float(test["se"][k]),
+                change_ci_low=float(test["ci_low"][k]),
+                change_ci_high=float(test["ci_high"][k]),
+                df=float(test["df"][k]),
+                p_value=float(test["p"][k]),
+                change_shrunk=float(shrunk[k]),
+            )
         row = by_key[key]
         if row["p_method"] == "moderated_t" and row["status"] == "ok":
             row["p_value"] = test["p_profile"]
@@ -670,10 +808,17 @@ def _apply_moderated(rows: list[dict], dim_rows: list[dict], estimates: dict, pr
         d["q_value"] = float(q)
 
 
-def compute_shifts(utterances: pa.Table, utterance_dimensions: pa.Table, cfg: dict,
-                   embeddings=None, assignments: pa.Table | None = None,
-                   progress: Progress | None = None, questions: pa.Table | None = None,
-                   interviews: pa.Table | None = None, speakers: pa.Table | None = None) -> ShiftResult:
+def compute_shifts(
+    utterances: pa.Table,
+    utterance_dimensions: pa.Table,
+    cfg: dict,
+    embeddings=None,
+    assignments: pa.Table | None = None,
+    progress: Progress | None = None,
+    questions: pa.Table | None = None,
+    interviews: pa.Table | None = None,
+    speakers: pa.Table | None = None,
+) -> ShiftResult:
     """All shift tables from the run's tables (a pure function of its inputs, config and seed).
 
     embeddings (optional): a table, or io.vectors.StoredEmbeddings to read only the analysed rows.
@@ -693,21 +838,29 @@ def compute_shifts(utterances: pa.Table, utterance_dimensions: pa.Table, cfg: di
     timing = cast(dict[str, float], Counter())  # seconds per step (typeshed's Counter counts ints only)
     rows: list[dict] = []
     dim_rows: list[dict] = []
-    todo = [(sid, role, p) for sid, role, _ in prep.speakers.itertuples(index=False)
-            for p in (_pairs(waves_of.get(sid, [])) or (None,))]
+    todo = [
+        (sid, role, p)
+        for sid, role, _ in prep.speakers.itertuples(index=False)
+        for p in (_pairs(waves_of.get(sid, [])) or (None,))
+    ]
     for done, (sid, role, pair) in enumerate(todo, 1):
         row = {"speaker_id": sid, "speaker_role": role, "is_consecutive": False, "is_first_last": False}
         waves = waves_of.get(sid, [])
         if pair is None:
-            row.update(wave_from=waves[0] if waves else None, n_from=size.get((sid, waves[0]), 0) if waves else None,
-                       status="single_wave" if waves else "no_wave",
-                       reason=f"only wave {waves[0]} recorded" if waves else "no unit of this speaker has a wave")
+            row.update(
+                wave_from=waves[0] if waves else None,
+                n_from=size.get((sid, waves[0]), 0) if waves else None,
+                status="single_wave" if waves else "no_wave",
+                reason=f"only wave {waves[0]} recorded" if waves else "no unit of this speaker has a wave",
+            )
             rows.append(row)
             continue
         wf, wt, row["is_consecutive"], row["is_first_last"] = pair
         na, nb = size.get((sid, wf), 0), size.get((sid, wt), 0)
         row.update(wave_from=wf, wave_to=wt, wave_gap=wt - wf, n_from=na, n_to=nb, status="ok")
-        short = [f"wave {w} has {n} coded utterance{'s' if n != 1 else ''}" for w, n in ((wf, na), (wt, nb)) if n < min_n]
+        short = [
+            f"wave {w} has {n} coded utterance{'s' if n != 1 else ''}" for w, n in ((wf, na), (wt, nb)) if n < min_n
+        ]
         if short:
             row.update(status="too_few_utterances", reason="; ".join(short) + f" (minimum {min_n})")
         if na and nb:
@@ -715,18 +868,36 @@ def compute_shifts(utterances: pa.Table, utterance_dimensions: pa.Table, cfg: di
             st = _pair_stats(prep, sa, sb, seed, (sid, wf, wt), sc, timing)
             up, down = int(np.argmax(st["change"])), int(np.argmin(st["change"]))
             row.update(
-                jsd=st["jsd"], jsd_ci_low=st["jsd_ci"][0], jsd_ci_high=st["jsd_ci"][1], jsd_noise=st["jsd_noise"],
-                p_value=st["p_value"], resample_unit=st["resample_unit"], n_units_from=st["n_units_from"],
-                n_units_to=st["n_units_to"], p_min=st["p_min"], from_dimension=prep.dimensions[down], to_dimension=prep.dimensions[up],
-                direction=f"{prep.dimensions[down]} -> {prep.dimensions[up]}", max_change=float(st["change"][up]),
+                jsd=st["jsd"],
+                jsd_ci_low=st["jsd_ci"][0],
+                jsd_ci_high=st["jsd_ci"][1],
+                jsd_noise=st["jsd_noise"],
+                p_value=st["p_value"],
+                resample_unit=st["resample_unit"],
+                n_units_from=st["n_units_from"],
+                n_units_to=st["n_units_to"],
+                p_min=st["p_min"],
+                from_dimension=prep.dimensions[down],
+                to_dimension=prep.dimensions[up],
+                direction=f"{prep.dimensions[down]} -> {prep.dimensions[up]}",
+                max_change=float(st["change"][up]),
             )
             if "jsd_codes" in st:
-                row.update(jsd_codes=st["jsd_codes"], jsd_codes_ci_low=st["jsd_codes_ci"][0],
-                           jsd_codes_ci_high=st["jsd_codes_ci"][1], p_codes=st["p_codes"])
+                row.update(
+                    jsd_codes=st["jsd_codes"],
+                    jsd_codes_ci_low=st["jsd_codes_ci"][0],
+                    jsd_codes_ci_high=st["jsd_codes_ci"][1],
+                    p_codes=st["p_codes"],
+                )
             if "semantic_drift" in st:
-                row.update(semantic_drift=st["semantic_drift"], semantic_drift_ci_low=st["semantic_drift_ci"][0],
-                           semantic_drift_ci_high=st["semantic_drift_ci"][1], semantic_noise=st["semantic_noise"],
-                           semantic_ratio=st["semantic_ratio"], p_semantic=st["p_semantic"])
+                row.update(
+                    semantic_drift=st["semantic_drift"],
+                    semantic_drift_ci_low=st["semantic_drift_ci"][0],
+                    semantic_drift_ci_high=st["semantic_drift_ci"][1],
+                    semantic_noise=st["semantic_noise"],
+                    semantic_ratio=st["semantic_ratio"],
+                    p_semantic=st["p_semantic"],
+                )
             row.update({k: st.get(k) for k in ("jsd_matched", "p_matched", "n_matched_from", "n_matched_to")})
             row["p_method"] = speaker_test_for(st["labellings"], sc)
             if row["p_method"] == "moderated_t":
@@ -736,13 +907,29 @@ def compute_shifts(utterances: pa.Table, utterance_dimensions: pa.Table, cfg: di
             if row["status"] in ("ok", "too_few_units"):
                 group = group_of.get(sid)
                 estimates[(sid, wf, wt)] = PairEstimate(
-                    sid, None if isinstance(group, float) else group, wf, wt, row["is_first_last"],
-                    st["resample_unit"], st["moments"])
+                    sid,
+                    None if isinstance(group, float) else group,
+                    wf,
+                    wt,
+                    row["is_first_last"],
+                    st["resample_unit"],
+                    st["moments"],
+                )
             for k, dim in enumerate(prep.dimensions):
-                dim_rows.append({"speaker_id": sid, "speaker_role": role, "wave_from": wf, "wave_to": wt,
-                                 "dimension": dim, "share_from": st["share_from"][k], "share_to": st["share_to"][k],
-                                 "change": st["change"][k], "change_ci_low": st["change_ci"][0][k],
-                                 "change_ci_high": st["change_ci"][1][k]})
+                dim_rows.append(
+                    {
+                        "speaker_id": sid,
+                        "speaker_role": role,
+                        "wave_from": wf,
+                        "wave_to": wt,
+                        "dimension": dim,
+                        "share_from": st["share_from"][k],
+                        "share_to": st["share_to"][k],
+                        "change": st["change"][k],
+                        "change_ci_low": st["change_ci"][0][k],
+                        "change_ci_high": st["change_ci"][1][k],
+                    }
+                )
         rows.append(row)
         if progress:
             progress("shift speakers", done, len(todo))
@@ -754,22 +941,34 @@ def compute_shifts(utterances: pa.Table, utterance_dimensions: pa.Table, cfg: di
     _apply_moderated(rows, dim_rows, estimates, prep, fits_by, sc)
     for row in rows:
         if "p_method" in row:
-            row["significant"] = (None if row.get("p_value") is None
-                                  else bool(row["p_value"] < sc["alpha"] and row["status"] == "ok"))
+            row["significant"] = (
+                None if row.get("p_value") is None else bool(row["p_value"] < sc["alpha"] and row["status"] == "ok")
+            )
     codes_change = speaker_theme_changes(estimates, fits_by, prep, sc)
     timing["moderated_and_groups"] += time.perf_counter() - t0
     _add_q_values(rows)
     shifts = _table({f.name: [r.get(f.name) for r in rows] for f in schema.SHIFTS}, schema.SHIFTS)
-    shift_dims = _table({f.name: [r.get(f.name) for r in dim_rows] for f in schema.SHIFT_DIMENSIONS},
-                        schema.SHIFT_DIMENSIONS)
+    shift_dims = _table(
+        {f.name: [r.get(f.name) for r in dim_rows] for f in schema.SHIFT_DIMENSIONS}, schema.SHIFT_DIMENSIONS
+    )
     t0 = time.perf_counter()
     speaker_waves = _speaker_waves(prep, min_n)
     group_shifts = _group_shifts(shifts.to_pandas(), shift_dims.to_pandas(), cfg)
     group_trajectory = _group_trajectory(speaker_waves.to_pandas(), cfg)
     timing["groups"] += time.perf_counter() - t0
-    return ShiftResult(speaker_waves, _speaker_codes(prep), shifts, shift_dims, group_shifts, group_trajectory,
-                       _frame_table(changes, schema.GROUP_CHANGES), _frame_table(contrasts, schema.GROUP_CONTRASTS),
-                       codes_change, prep.warnings, {k: round(v, 3) for k, v in timing.items()})
+    return ShiftResult(
+        speaker_waves,
+        _speaker_codes(prep),
+        shifts,
+        shift_dims,
+        group_shifts,
+        group_trajectory,
+        _frame_table(changes, schema.GROUP_CHANGES),
+        _frame_table(contrasts, schema.GROUP_CONTRASTS),
+        codes_change,
+        prep.warnings,
+        {k: round(v, 3) for k, v in timing.items()},
+    )
 
 
 def _frame_table(frame: pd.DataFrame, sch: pa.Schema) -> pa.Table:
@@ -792,11 +991,21 @@ def speaker_theme_changes(estimates: dict, fits_by: dict, prep: _Prepared, sc: d
             m = est.moments[level]
             test, shrunk = tests[level][(sid, wf, wt)]
             for j in np.flatnonzero((m.share_from > 0) | (m.share_to > 0)):
-                for name, value in (("speaker_id", sid), ("speaker_role", role.get(sid)), ("group", est.group),
-                                    ("wave_from", wf), ("wave_to", wt), ("level", level), ("theme", names[level][j]),
-                                    ("code_id", prep.code_ids[j] if level == "code" else None),
-                                    ("share_from", m.share_from[j]), ("share_to", m.share_to[j]),
-                                    ("change", m.change[j]), ("ci_low", test["ci_low"][j]),
-                                    ("ci_high", test["ci_high"][j]), ("change_shrunk", shrunk[j])):
+                for name, value in (
+                    ("speaker_id", sid),
+                    ("speaker_role", role.get(sid)),
+                    ("group", est.group),
+                    ("wave_from", wf),
+                    ("wave_to", wt),
+                    ("level", level),
+                    ("theme", names[level][j]),
+                    ("code_id", prep.code_ids[j] if level == "code" else None),
+                    ("share_from", m.share_from[j]),
+                    ("share_to", m.share_to[j]),
+                    ("change", m.change[j]),
+                    ("ci_low", test["ci_low"][j]),
+                    ("ci_high", test["ci_high"][j]),
+                    ("change_shrunk", shrunk[j]),
+                ):
                     cols[name].append(value)
     return _table(cols, schema.SHIFT_CODES_CHANGE)

@@ -13,6 +13,7 @@ group for each speaker's own first -> last wave when speakers were seen in diffe
 (wave_from and wave_to are then null); a pair row that already is every speaker's first ->
 last is marked is_first_last instead of repeated.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -36,9 +37,9 @@ from pipeline.shift_stats import benjamini_hochberg
 
 LEVELS = ("dimension", "concept", "code")
 CONTRAST_LEVELS = ("dimension", "concept")
-MIN_GROUP = 2           # speakers a group needs for an interval and a p-value
-MIN_SHRINK_GROUP = 3    # speakers a group needs to be the target of a speaker's shrunken change
-VARIANCE_FLOOR = 1e-6   # a speaker's variance of a change is never taken as exactly 0
+MIN_GROUP = 2  # speakers a group needs for an interval and a p-value
+MIN_SHRINK_GROUP = 3  # speakers a group needs to be the target of a speaker's shrunken change
+VARIANCE_FLOOR = 1e-6  # a speaker's variance of a change is never taken as exactly 0
 CHI2_MEDIAN = 0.454936  # median of chi-square with 1 df
 
 
@@ -49,7 +50,7 @@ class PairEstimate:
     wave_from: int
     wave_to: int
     is_first_last: bool
-    unit: str                                  # interview or block (the resampling unit)
+    unit: str  # interview or block (the resampling unit)
     moments: dict[str, PairMoments] = field(default_factory=dict)
     # filled by moderate_all: per level, moderated variance of the change and its degrees of freedom
     var: dict[str, np.ndarray] = field(default_factory=dict)
@@ -57,6 +58,7 @@ class PairEstimate:
 
 
 # ---------------------------------------------------------------- per speaker: moderation
+
 
 def moderate_all(pairs: list[PairEstimate]) -> None:
     """Moderated variances for every pair and level, from priors (d0, s0^2) per level, unit and theme.
@@ -108,8 +110,10 @@ def interview_excess(pairs: list[PairEstimate], level: str, fits_by: dict, sizes
         R, V = np.vstack(deviations), np.vstack([p.var[level] for p in ps])
         excess = np.zeros(R.shape[1])
         for j in range(R.shape[1]):
+
             def median_ratio(e: float, r2: np.ndarray = R[:, j] ** 2, v: np.ndarray = V[:, j]) -> float:
                 return float(np.median(r2 / (v + e)))
+
             if median_ratio(0.0) <= CHI2_MEDIAN:
                 continue
             lo, hi = 0.0, float(np.max(R[:, j] ** 2)) + 1e-12
@@ -132,8 +136,9 @@ def speaker_test(p: PairEstimate, level: str, ci_level: float, excess: np.ndarra
     return {"se": se, "p": pv, "ci_low": lo, "ci_high": hi, "df": p.df[level], "p_profile": bonferroni(pv)}
 
 
-def speaker_tests(pairs: list[PairEstimate], level: str, fits_by: dict,
-                  sc: dict) -> dict[tuple, tuple[dict, np.ndarray]]:
+def speaker_tests(
+    pairs: list[PairEstimate], level: str, fits_by: dict, sc: dict
+) -> dict[tuple, tuple[dict, np.ndarray]]:
     """(speaker_test, shrunken change) of every pair holding `level`, keyed by (speaker, wave_from,
     wave_to): the between-interview variance borrowed where shift.interview_variance says so, and
     each change shrunk towards its group's."""
@@ -149,6 +154,7 @@ def speaker_tests(pairs: list[PairEstimate], level: str, fits_by: dict,
 
 
 # ---------------------------------------------------------------- groups
+
 
 def group_sets(pairs: list[PairEstimate]) -> list[tuple[str, int | None, int | None, bool, list[PairEstimate]]]:
     """(group, wave_from, wave_to, is_first_last, pairs) for 'all' and each group: one set per wave
@@ -176,16 +182,19 @@ def _fits(ps: list[PairEstimate], level: str, ci_level: float) -> list[RandomEff
     return [random_effects(Y[:, j], V[:, j], ci_level) for j in range(Y.shape[1])]
 
 
-def group_tables(pairs: list[PairEstimate], themes: dict[str, list[str]], sc: dict,
-                 warnings: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+def group_tables(
+    pairs: list[PairEstimate], themes: dict[str, list[str]], sc: dict, warnings: list[str]
+) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """group_changes and group_contrasts (as frames), and the fits by (group, wf, wt, level)
     that shrink each speaker's change."""
     level_ci = sc["ci_level"]
     rows, fits_by = [], {}
     for g, wf, wt, is_fl, ps in group_sets(pairs):
         if g != "all" and len({p.speaker_id for p in ps}) < MIN_GROUP:
-            warnings.append(f"[shift] group_by: group {g!r} has one speaker in waves "
-                            f"{'first -> last' if wf is None else f'{wf} -> {wt}'}; no interval or p-value for it")
+            warnings.append(
+                f"[shift] group_by: group {g!r} has one speaker in waves "
+                f"{'first -> last' if wf is None else f'{wf} -> {wt}'}; no interval or p-value for it"
+            )
         base = {"group": g, "wave_from": wf, "wave_to": wt, "is_first_last": is_fl, "n_speakers": len(ps)}
         for level in LEVELS:
             if not all(level in p.moments for p in ps):
@@ -199,13 +208,25 @@ def group_tables(pairs: list[PairEstimate], themes: dict[str, list[str]], sc: di
                 if level != "dimension" and not (SF[:, j].any() or ST[:, j].any()):
                     continue  # a concept or code none of the group's speakers used in these waves
                 w = fit.weights / fit.weights.sum()
-                rows.append({**base, "level": level, "theme": themes[level][j],
-                             "share_from": float(w @ SF[:, j]), "share_to": float(w @ ST[:, j]),
-                             "change": fit.estimate, "ci_low": fit.ci_low, "ci_high": fit.ci_high,
-                             "se": fit.se, "p_value": fit.p_value,
-                             "method": "random_effects_hksj" if fit.k > 1 else None,
-                             "tau2": fit.tau2, "i2": fit.i2,
-                             "n_rising": int((Y[:, j] > 0).sum()), "n_falling": int((Y[:, j] < 0).sum())})
+                rows.append(
+                    {
+                        **base,
+                        "level": level,
+                        "theme": themes[level][j],
+                        "share_from": float(w @ SF[:, j]),
+                        "share_to": float(w @ ST[:, j]),
+                        "change": fit.estimate,
+                        "ci_low": fit.ci_low,
+                        "ci_high": fit.ci_high,
+                        "se": fit.se,
+                        "p_value": fit.p_value,
+                        "method": "random_effects_hksj" if fit.k > 1 else None,
+                        "tau2": fit.tau2,
+                        "i2": fit.i2,
+                        "n_rising": int((Y[:, j] > 0).sum()),
+                        "n_falling": int((Y[:, j] < 0).sum()),
+                    }
+                )
             if level == "dimension":
                 rows.append({**base, **_profile_row(fits, len(ps))})
     changes = pd.DataFrame(rows)
@@ -231,8 +252,10 @@ def _profile_row(fits: list[RandomEffects], n_speakers: int) -> dict:
 
 def _contrasts(fits_by: dict, themes: dict[str, list[str]], level_ci: float) -> pd.DataFrame:
     rows = []
-    keys = sorted({(wf, wt, level) for (g, wf, wt, level) in fits_by if g != "all"},
-                  key=lambda k: (k[0] is None, k[0] or 0, k[1] or 0, k[2]))
+    keys = sorted(
+        {(wf, wt, level) for (g, wf, wt, level) in fits_by if g != "all"},
+        key=lambda k: (k[0] is None, k[0] or 0, k[1] or 0, k[2]),
+    )
     for wf, wt, level in keys:
         if level not in CONTRAST_LEVELS:
             continue
@@ -241,11 +264,27 @@ def _contrasts(fits_by: dict, themes: dict[str, list[str]], level_ci: float) -> 
             fa, fb = fits_by[(ga, wf, wt, level)], fits_by[(gb, wf, wt, level)]
             for j, (a, b) in enumerate(zip(fa, fb)):
                 diff, se, lo, hi, p = contrast(a, b, level_ci)
-                rows.append({"group_a": ga, "group_b": gb, "wave_from": wf, "wave_to": wt,
-                             "is_first_last": wf is None, "level": level, "theme": themes[level][j],
-                             "n_a": a.k, "n_b": b.k, "change_a": a.estimate, "change_b": b.estimate,
-                             "difference": diff, "ci_low": lo, "ci_high": hi, "se": se, "p_value": p,
-                             "method": "random_effects_welch" if np.isfinite(p) else None})
+                rows.append(
+                    {
+                        "group_a": ga,
+                        "group_b": gb,
+                        "wave_from": wf,
+                        "wave_to": wt,
+                        "is_first_last": wf is None,
+                        "level": level,
+                        "theme": themes[level][j],
+                        "n_a": a.k,
+                        "n_b": b.k,
+                        "change_a": a.estimate,
+                        "change_b": b.estimate,
+                        "difference": diff,
+                        "ci_low": lo,
+                        "ci_high": hi,
+                        "se": se,
+                        "p_value": p,
+                        "method": "random_effects_welch" if np.isfinite(p) else None,
+                    }
+                )
     out = pd.DataFrame(rows)
     if len(out):
         for _, idx in out.groupby("level").groups.items():
@@ -281,6 +320,7 @@ def group_sizes(pairs: list[PairEstimate]) -> dict:
 
 # ---------------------------------------------------------------- what a researcher reads first
 
+
 def _pts(x: float) -> str:
     return f"{100 * x:+.1f}"
 
@@ -307,18 +347,25 @@ def headline(changes: pd.DataFrame, dims: pd.DataFrame, alpha: float) -> list[st
         for (wf, wt), r in rows.groupby([rows["wave_from"].fillna(-1), rows["wave_to"].fillna(-1)], sort=True):
             r = r.reindex(r["change"].abs().sort_values(ascending=False).index)
             waves = "first -> last wave" if wf < 0 else f"wave {int(wf)} -> {int(wt)}"
-            parts = [f"{x.theme} {_pts(x.change)} points [{_pts(x.ci_low)}, {_pts(x.ci_high)}], p {x.p_value:.3f}"
-                     for x in r.head(2).itertuples()]
+            parts = [
+                f"{x.theme} {_pts(x.change)} points [{_pts(x.ci_low)}, {_pts(x.ci_high)}], p {x.p_value:.3f}"
+                for x in r.head(2).itertuples()
+            ]
             mde = detectable(float(r["se"].median()), float(r["n_speakers"].iloc[0]) - 1, alpha)
-            lines.append(f"{g} ({int(r['n_speakers'].iloc[0])} speakers), {waves}: " + "; ".join(parts)
-                         + f" (random effects; a mean change of about {100 * mde:.0f} points is detectable)")
+            lines.append(
+                f"{g} ({int(r['n_speakers'].iloc[0])} speakers), {waves}: "
+                + "; ".join(parts)
+                + f" (random effects; a mean change of about {100 * mde:.0f} points is detectable)"
+            )
     if len(dims) and "p_value" in dims:
         ok = dims[dims["p_value"].notna()]
         if len(ok):
             pairs = ok.groupby(["speaker_id", "wave_from", "wave_to"])
             flagged = pairs["q_value"].min().lt(alpha).sum()
             mde = detectable(float(ok["change_se"].median()), float(ok["df"].median()), alpha)
-            lines.append(f"speakers: {flagged} of {pairs.ngroups} wave pairs changed in a dimension at q < {alpha} "
-                         f"(moderated t); in this design one speaker's change must be about {100 * mde:.0f} points "
-                         "to be detectable")
+            lines.append(
+                f"speakers: {flagged} of {pairs.ngroups} wave pairs changed in a dimension at q < {alpha} "
+                f"(moderated t); in this design one speaker's change must be about {100 * mde:.0f} points "
+                "to be detectable"
+            )
     return lines

@@ -16,6 +16,7 @@ or blocks of answers within an interview), never from sentences, which hang toge
   random-effects one), tau^2 and I^2: the group's mean change, heterogeneity beside it.
 - `contrast`: the difference between two groups' mean changes (Welch-Satterthwaite df).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -25,14 +26,15 @@ from scipy import special, stats
 
 # ---------------------------------------------------------------- one speaker, one wave pair
 
+
 @dataclass(frozen=True)
 class PairMoments:
-    change: np.ndarray   # (D,) share_to - share_from
+    change: np.ndarray  # (D,) share_to - share_from
     share_from: np.ndarray
     share_to: np.ndarray
-    s2: np.ndarray       # (D,) between-unit variance of unit means (pooled over both waves)
-    c: float             # design factor: var(change) = s2 * c (1/J_a + 1/J_b for equal units)
-    df: int              # J_a + J_b - 2 (0: no variance estimate of its own)
+    s2: np.ndarray  # (D,) between-unit variance of unit means (pooled over both waves)
+    c: float  # design factor: var(change) = s2 * c (1/J_a + 1/J_b for equal units)
+    df: int  # J_a + J_b - 2 (0: no variance estimate of its own)
 
 
 def pair_moments(SA: np.ndarray, nA: np.ndarray, SB: np.ndarray, nB: np.ndarray) -> PairMoments:
@@ -46,15 +48,16 @@ def pair_moments(SA: np.ndarray, nA: np.ndarray, SB: np.ndarray, nB: np.ndarray)
         m = S.sum(axis=0) / N
         shares.append(m)
         w = n / N
-        weights += float((w ** 2).sum())
+        weights += float((w**2).sum())
         resid = S - np.outer(n, m)
-        parts.append((resid ** 2).sum(axis=0) / N ** 2 * (J / (J - 1) if J > 1 else 0.0))
+        parts.append((resid**2).sum(axis=0) / N**2 * (J / (J - 1) if J > 1 else 0.0))
     df = len(nA) + len(nB) - 2
     s2 = (parts[0] + parts[1]) / weights if df > 0 else np.full(SA.shape[1], np.nan)
     return PairMoments(shares[1] - shares[0], shares[0], shares[1], s2, weights, df)
 
 
 # ---------------------------------------------------------------- empirical-Bayes moderation
+
 
 def trigamma_inverse(x: float) -> float:
     """y with trigamma(y) = x (Newton's method, as limma's trigammaInverse)."""
@@ -122,18 +125,19 @@ def bonferroni(p: np.ndarray) -> float:
 
 # ---------------------------------------------------------------- a group of speakers
 
+
 @dataclass(frozen=True)
 class RandomEffects:
-    k: int                 # speakers
-    estimate: float        # mean change, weighted by 1 / (v + tau^2)
-    se: float              # Hartung-Knapp-Sidik-Jonkman standard error (never below the plain one)
-    df: float              # k - 1
+    k: int  # speakers
+    estimate: float  # mean change, weighted by 1 / (v + tau^2)
+    se: float  # Hartung-Knapp-Sidik-Jonkman standard error (never below the plain one)
+    df: float  # k - 1
     ci_low: float
     ci_high: float
     p_value: float
-    tau2: float            # between-speaker variance of the true changes (DerSimonian-Laird)
-    i2: float              # share of the changes' spread that is between speakers, not sampling
-    weights: np.ndarray    # 1 / (v + tau^2), per speaker
+    tau2: float  # between-speaker variance of the true changes (DerSimonian-Laird)
+    i2: float  # share of the changes' spread that is between speakers, not sampling
+    weights: np.ndarray  # 1 / (v + tau^2), per speaker
 
 
 EMPTY = RandomEffects(0, np.nan, np.nan, np.nan, np.nan, np.nan, np.nan, np.nan, np.nan, np.zeros(0))
@@ -151,7 +155,7 @@ def random_effects(y: np.ndarray, v: np.ndarray, level: float) -> RandomEffects:
     w = 1.0 / v
     fixed = (w * y).sum() / w.sum()
     q = float((w * (y - fixed) ** 2).sum())
-    scale = w.sum() - (w ** 2).sum() / w.sum()
+    scale = w.sum() - (w**2).sum() / w.sum()
     tau2 = max(0.0, (q - (k - 1)) / scale) if scale > 0 else 0.0
     ws = 1.0 / (v + tau2)
     mu = float((ws * y).sum() / ws.sum())
@@ -166,8 +170,8 @@ def contrast(a: RandomEffects, b: RandomEffects, level: float) -> tuple[float, f
     """(difference a - b, se, ci_low, ci_high, p) with Welch-Satterthwaite degrees of freedom."""
     if a.k < 2 or b.k < 2:
         return a.estimate - b.estimate, np.nan, np.nan, np.nan, np.nan
-    va, vb = a.se ** 2, b.se ** 2
-    df = (va + vb) ** 2 / (va ** 2 / a.df + vb ** 2 / b.df) if va + vb > 0 else np.inf
+    va, vb = a.se**2, b.se**2
+    df = (va + vb) ** 2 / (va**2 / a.df + vb**2 / b.df) if va + vb > 0 else np.inf
     diff, se = a.estimate - b.estimate, float(np.sqrt(va + vb))
     p, lo, hi = t_interval(np.array(diff), np.array(se), np.array(df), level)
     return float(diff), se, float(lo), float(hi), float(p)

@@ -5,6 +5,7 @@ permuted wave labels, split halves); resampled profiles are one matrix product
 with the utterance features, so B or P replicates cost one BLAS call per speaker
 and wave pair, never a Python loop per replicate.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -87,8 +88,9 @@ def percentile_interval(values: np.ndarray, level: float) -> tuple[np.ndarray, n
     return lo, hi
 
 
-def distance_interval(values: np.ndarray, estimate: float,
-                      level: float) -> tuple[float | np.ndarray, float | np.ndarray]:
+def distance_interval(
+    values: np.ndarray, estimate: float, level: float
+) -> tuple[float | np.ndarray, float | np.ndarray]:
     """Percentile interval of a bootstrapped distance, shifted by the bootstrap's estimate of its bias
     and floored at 0. Resampling adds noise, and noise only ever moves two profiles apart, so the
     plain percentile interval of a distance sits above the estimate (on the example study it

@@ -10,6 +10,7 @@ Like spaCy's component meta (`requires=`, `assigns=`) and kedro's split of nodes
 runner: this module is the declaration only (it imports no stage), so the I/O layer can name the
 command that remakes a table without importing the stages themselves.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -18,61 +19,141 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Stage:
     name: str
-    command: str                      # how to run it, with placeholders (RUN, TRANSCRIPTS, CODES)
-    summary: str                      # one line: what it does
-    reads: tuple[str, ...] = ()       # tables that must exist and be current
-    optional: tuple[str, ...] = ()    # tables used when present (and current)
-    writes: tuple[str, ...] = ()      # tables it writes (a stage may write a subset, e.g. when reused)
-    files: tuple[str, ...] = ()       # other outputs in the run directory
-    config: bool = True               # its manifest record carries the configuration the tables were made with
-    run_stage: bool = True            # one step on a run directory (not a folder copy, not several stages)
+    command: str  # how to run it, with placeholders (RUN, TRANSCRIPTS, CODES)
+    summary: str  # one line: what it does
+    reads: tuple[str, ...] = ()  # tables that must exist and be current
+    optional: tuple[str, ...] = ()  # tables used when present (and current)
+    writes: tuple[str, ...] = ()  # tables it writes (a stage may write a subset, e.g. when reused)
+    files: tuple[str, ...] = ()  # other outputs in the run directory
+    config: bool = True  # its manifest record carries the configuration the tables were made with
+    run_stage: bool = True  # one step on a run directory (not a folder copy, not several stages)
 
 
 SEGMENT = ("utterances", "sources", "interviews", "rejected", "speakers")
-SHIFT = ("speaker_waves", "speaker_codes", "shifts", "shift_dimensions", "group_shifts", "group_trajectory",
-         "group_changes", "group_contrasts", "shift_codes_change", "source_themes")
+SHIFT = (
+    "speaker_waves",
+    "speaker_codes",
+    "shifts",
+    "shift_dimensions",
+    "group_shifts",
+    "group_trajectory",
+    "group_changes",
+    "group_contrasts",
+    "shift_codes_change",
+    "source_themes",
+)
 COMPARE = ("agreement", "confusion", "disagreements", "human_codes")
-LEARN = ("utterance_dimensions", "utterance_dimensions_framework", "utterance_dimensions_cv", "learned_codes",
-         "learn_eval")
+LEARN = (
+    "utterance_dimensions",
+    "utterance_dimensions_framework",
+    "utterance_dimensions_cv",
+    "learned_codes",
+    "learn_eval",
+)
 
 STAGES: tuple[Stage, ...] = (
-    Stage("anonymise", "themeshift anonymise TRANSCRIPTS --out FOLDER",
-          "pseudonymise a study folder (names, places, numbers) into a copy", run_stage=False),
-    Stage("segment", "themeshift segment TRANSCRIPTS --out RUN", "split transcripts into utterances",
-          writes=SEGMENT),
-    Stage("embed", "themeshift embed RUN", "embed the coded utterances", reads=("utterances",),
-          writes=("embeddings",)),
-    Stage("codes", "themeshift codes RUN", "cluster the utterances into candidate first-order codes",
-          reads=("utterances", "embeddings"), writes=("codes", "assignments"), files=("topic_model/",)),
-    Stage("map", "themeshift map RUN", "map the codes onto the framework's concepts and dimensions",
-          reads=("utterances", "embeddings", "codes", "assignments"),
-          writes=("code_dimensions", "utterance_dimensions", "data_structure"), files=("data_structure.md",)),
-    Stage("learn", "themeshift learn RUN --human CODES",
-          "learn from the researchers' coding and code every other utterance",
-          reads=("utterances", "sources", "embeddings", "utterance_dimensions"),
-          optional=("utterance_dimensions_framework",), writes=LEARN, files=("learn_model/",)),
-    Stage("shift", "themeshift shift RUN", "score each speaker's and group's shift between waves",
-          reads=("utterances", "utterance_dimensions"),
-          optional=("embeddings", "assignments", "codes", "interviews", "speakers"), writes=SHIFT),
-    Stage("compare", "themeshift compare RUN --human CODES", "agreement of the machine with human coders",
-          reads=("utterances", "sources", "utterance_dimensions"),
-          optional=("assignments", "utterance_dimensions_cv", "learned_codes"), writes=COMPARE),
-    Stage("report", "themeshift report RUN", "one self-contained page of the run's findings",
-          optional=("utterances", "interviews", "rejected", "embeddings", "codes", "assignments", "data_structure",
-                    "utterance_dimensions", "shifts", "shift_dimensions", "group_shifts", "group_trajectory",
-                    "group_changes", "group_contrasts", "shift_codes_change", "agreement", "confusion",
-                    "disagreements", "learn_eval", "source_themes"),
-          writes=("utterance_map",), files=("report.html",), config=False),
-    Stage("suggest", "themeshift suggest RUN", "the utterances whose hand-coding would help the model most",
-          reads=("utterances", "sources", "embeddings"), optional=("learned_codes", "utterance_dimensions"),
-          files=("suggestions_<unit>s.csv", "suggestions_<unit>s.qdpx")),
-    Stage("export", "themeshift export qdpx RUN OUT.qdpx", "the run as a REFI-QDA project for QDA tools",
-          reads=("utterances", "sources"),
-          optional=("utterance_dimensions", "codes", "assignments", "code_dimensions", "shifts"), config=False),
-    Stage("transform", "themeshift transform RUN TRANSCRIPTS --out NEW_RUN",
-          "code new transcripts with an earlier run's codes and learned model",
-          writes=SEGMENT + ("embeddings", "codes", "assignments", "utterance_dimensions", "learned_codes"),
-          run_stage=False),
+    Stage(
+        "anonymise",
+        "themeshift anonymise TRANSCRIPTS --out FOLDER",
+        "pseudonymise a study folder (names, places, numbers) into a copy",
+        run_stage=False,
+    ),
+    Stage("segment", "themeshift segment TRANSCRIPTS --out RUN", "split transcripts into utterances", writes=SEGMENT),
+    Stage("embed", "themeshift embed RUN", "embed the coded utterances", reads=("utterances",), writes=("embeddings",)),
+    Stage(
+        "codes",
+        "themeshift codes RUN",
+        "cluster the utterances into candidate first-order codes",
+        reads=("utterances", "embeddings"),
+        writes=("codes", "assignments"),
+        files=("topic_model/",),
+    ),
+    Stage(
+        "map",
+        "themeshift map RUN",
+        "map the codes onto the framework's concepts and dimensions",
+        reads=("utterances", "embeddings", "codes", "assignments"),
+        writes=("code_dimensions", "utterance_dimensions", "data_structure"),
+        files=("data_structure.md",),
+    ),
+    Stage(
+        "learn",
+        "themeshift learn RUN --human CODES",
+        "learn from the researchers' coding and code every other utterance",
+        reads=("utterances", "sources", "embeddings", "utterance_dimensions"),
+        optional=("utterance_dimensions_framework",),
+        writes=LEARN,
+        files=("learn_model/",),
+    ),
+    Stage(
+        "shift",
+        "themeshift shift RUN",
+        "score each speaker's and group's shift between waves",
+        reads=("utterances", "utterance_dimensions"),
+        optional=("embeddings", "assignments", "codes", "interviews", "speakers"),
+        writes=SHIFT,
+    ),
+    Stage(
+        "compare",
+        "themeshift compare RUN --human CODES",
+        "agreement of the machine with human coders",
+        reads=("utterances", "sources", "utterance_dimensions"),
+        optional=("assignments", "utterance_dimensions_cv", "learned_codes"),
+        writes=COMPARE,
+    ),
+    Stage(
+        "report",
+        "themeshift report RUN",
+        "one self-contained page of the run's findings",
+        optional=(
+            "utterances",
+            "interviews",
+            "rejected",
+            "embeddings",
+            "codes",
+            "assignments",
+            "data_structure",
+            "utterance_dimensions",
+            "shifts",
+            "shift_dimensions",
+            "group_shifts",
+            "group_trajectory",
+            "group_changes",
+            "group_contrasts",
+            "shift_codes_change",
+            "agreement",
+            "confusion",
+            "disagreements",
+            "learn_eval",
+            "source_themes",
+        ),
+        writes=("utterance_map",),
+        files=("report.html",),
+        config=False,
+    ),
+    Stage(
+        "suggest",
+        "themeshift suggest RUN",
+        "the utterances whose hand-coding would help the model most",
+        reads=("utterances", "sources", "embeddings"),
+        optional=("learned_codes", "utterance_dimensions"),
+        files=("suggestions_<unit>s.csv", "suggestions_<unit>s.qdpx"),
+    ),
+    Stage(
+        "export",
+        "themeshift export qdpx RUN OUT.qdpx",
+        "the run as a REFI-QDA project for QDA tools",
+        reads=("utterances", "sources"),
+        optional=("utterance_dimensions", "codes", "assignments", "code_dimensions", "shifts"),
+        config=False,
+    ),
+    Stage(
+        "transform",
+        "themeshift transform RUN TRANSCRIPTS --out NEW_RUN",
+        "code new transcripts with an earlier run's codes and learned model",
+        writes=SEGMENT + ("embeddings", "codes", "assignments", "utterance_dimensions", "learned_codes"),
+        run_stage=False,
+    ),
 )
 BY_NAME = {s.name: s for s in STAGES}
 
@@ -108,8 +189,9 @@ def describe(s: Stage) -> str:
     """What a command reads and writes, for its --help."""
     parts = []
     if s.reads:
-        parts.append("Reads " + ", ".join(s.reads) + (f" (and {', '.join(s.optional)} when present)"
-                                                      if s.optional else "") + ".")
+        parts.append(
+            "Reads " + ", ".join(s.reads) + (f" (and {', '.join(s.optional)} when present)" if s.optional else "") + "."
+        )
     elif s.optional:
         parts.append("Reads whatever the run holds of " + ", ".join(s.optional) + ".")
     out = [f"{t}.parquet" for t in s.writes] + list(s.files)

@@ -13,6 +13,7 @@ novelty = 1 - cosine similarity to the nearest hand-coded or already chosen exam
 interviews a coder already coded are left out. With unit "interview", interviews are
 scored by their utterances' mean uncertainty and their mean embedding.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -59,7 +60,7 @@ def greedy_pick(u: np.ndarray, vecs: np.ndarray, known: np.ndarray, n: int, dive
     novelty = np.ones(len(u))
     if len(known):
         for start in range(0, len(known), 4096):  # chunks keep memory flat on large coded sets
-            novelty = np.minimum(novelty, (1.0 - vecs @ known[start:start + 4096].T).min(axis=1))
+            novelty = np.minimum(novelty, (1.0 - vecs @ known[start : start + 4096].T).min(axis=1))
     novelty = np.clip(novelty, 0.0, 1.0)
     taken = np.zeros(len(u), dtype=bool)
     picks, nov, score = [], [], []
@@ -74,8 +75,15 @@ def greedy_pick(u: np.ndarray, vecs: np.ndarray, known: np.ndarray, n: int, dive
     return np.asarray(picks, dtype=np.int64), np.asarray(nov), np.asarray(score)
 
 
-def suggest(utterances: pa.Table, embeddings: pa.Table, learned_codes: pa.Table | None, dims: pa.Table | None,
-            n: int, unit: str, cfg: dict) -> tuple[pa.Table, str, list[str]]:
+def suggest(
+    utterances: pa.Table,
+    embeddings: pa.Table,
+    learned_codes: pa.Table | None,
+    dims: pa.Table | None,
+    n: int,
+    unit: str,
+    cfg: dict,
+) -> tuple[pa.Table, str, list[str]]:
     """Hand-coded interviews are the ones `learn` trained on (learned_codes.cross_validated); the
     human_codes table an earlier `compare` left is an evaluation, not what the model knows."""
 
@@ -89,13 +97,18 @@ def suggest(utterances: pa.Table, embeddings: pa.Table, learned_codes: pa.Table 
     probs, source = _probabilities(learned_codes, dims)
     ids = embeddings.column("utterance_id").to_pylist()
     vecs = _unit_rows(vectors(embeddings).astype(np.float64))
-    meta = utterances.select(["utterance_id", "interview_id", "speaker_id", "start_char", "end_char", "text"]) \
-        .to_pandas().set_index("utterance_id").loc[ids]
+    meta = (
+        utterances.select(["utterance_id", "interview_id", "speaker_id", "start_char", "end_char", "text"])
+        .to_pandas()
+        .set_index("utterance_id")
+        .loc[ids]
+    )
     coded_interviews: set[str] = set()
     if learned_codes is not None:
         lc = learned_codes.select(["utterance_id", "cross_validated"]).to_pandas()
-        coded_interviews |= set(meta.loc[meta.index.isin(set(lc.loc[lc["cross_validated"], "utterance_id"])),
-                                         "interview_id"])
+        coded_interviews |= set(
+            meta.loc[meta.index.isin(set(lc.loc[lc["cross_validated"], "utterance_id"])), "interview_id"]
+        )
     p = probs.reindex(ids).fillna(0.0)
     u = uncertainty(p.to_numpy(float))
     label = p.columns.to_numpy()[p.to_numpy(float).argmax(axis=1)] if p.shape[1] else np.full(len(ids), None)
@@ -107,15 +120,24 @@ def suggest(utterances: pa.Table, embeddings: pa.Table, learned_codes: pa.Table 
     if unit == "utterance":
         pick, nov, score = greedy_pick(u[cand], vecs[cand], vecs[hand], n, diversity)
         rows = cand[pick]
-        table = pd.DataFrame({"rank": np.arange(1, len(rows) + 1), "unit": "utterance",
-                              "utterance_id": [ids[i] for i in rows],
-                              "interview_id": meta["interview_id"].to_numpy()[rows],
-                              "speaker_id": meta["speaker_id"].to_numpy()[rows],
-                              "start_char": meta["start_char"].to_numpy()[rows],
-                              "end_char": meta["end_char"].to_numpy()[rows],
-                              "uncertainty": u[rows], "novelty": nov, "score": score,
-                              "predicted": label[rows], "probability": top[rows], "source": source,
-                              "text": meta["text"].to_numpy()[rows]})
+        table = pd.DataFrame(
+            {
+                "rank": np.arange(1, len(rows) + 1),
+                "unit": "utterance",
+                "utterance_id": [ids[i] for i in rows],
+                "interview_id": meta["interview_id"].to_numpy()[rows],
+                "speaker_id": meta["speaker_id"].to_numpy()[rows],
+                "start_char": meta["start_char"].to_numpy()[rows],
+                "end_char": meta["end_char"].to_numpy()[rows],
+                "uncertainty": u[rows],
+                "novelty": nov,
+                "score": score,
+                "predicted": label[rows],
+                "probability": top[rows],
+                "source": source,
+                "text": meta["text"].to_numpy()[rows],
+            }
+        )
     else:
         iid = meta["interview_id"].to_numpy()
         names = sorted(set(iid))
@@ -132,28 +154,45 @@ def suggest(utterances: pa.Table, embeddings: pa.Table, learned_codes: pa.Table 
         for i in np.argsort(-u, kind="stable"):  # each interview's most uncertain utterance
             most.setdefault(g[i], i)
         ex = np.array([most[c] for c in chosen], dtype=np.int64)
-        table = pd.DataFrame({"rank": np.arange(1, len(chosen) + 1), "unit": "interview", "utterance_id": None,
-                              "interview_id": [names[c] for c in chosen], "speaker_id": None, "start_char": None,
-                              "end_char": None, "uncertainty": mean_u[chosen], "novelty": nov, "score": score,
-                              "predicted": label[ex], "probability": top[ex], "source": source,
-                              "text": meta["text"].to_numpy()[ex]})
+        table = pd.DataFrame(
+            {
+                "rank": np.arange(1, len(chosen) + 1),
+                "unit": "interview",
+                "utterance_id": None,
+                "interview_id": [names[c] for c in chosen],
+                "speaker_id": None,
+                "start_char": None,
+                "end_char": None,
+                "uncertainty": mean_u[chosen],
+                "novelty": nov,
+                "score": score,
+                "predicted": label[ex],
+                "probability": top[ex],
+                "source": source,
+                "text": meta["text"].to_numpy()[ex],
+            }
+        )
     return pa.Table.from_pandas(table, schema=SUGGESTIONS, preserve_index=False), source, sorted(coded_interviews)
 
 
-def write_suggestions(table: pa.Table, csv_path, sources: pa.Table, utterances: pa.Table, framework,
-                      cfg: dict) -> list:
+def write_suggestions(table: pa.Table, csv_path, sources: pa.Table, utterances: pa.Table, framework, cfg: dict) -> list:
     """The suggestions as CSV and as a .qdpx of the suggested interviews: the framework's codebook
     plus, for utterances, a marker code on each suggested passage (credited to learn.suggest_user,
     whose codings learn and compare ignore when the coded project comes back)."""
     from pathlib import Path
 
-
     csv_path = Path(csv_path)
     df = table.to_pandas()
     atomic_write(csv_path, lambda tmp: safe_frame(df).to_csv(tmp, index=False))
     book, _, _ = machine_project(sources, utterances, framework, UTTERANCE_DIMENSIONS.empty_table())
-    marker = ExportCode(MARKER, "passages whose hand-coding would help the learned model most (themeshift suggest); "
-                        "code them with the codebook, the marker itself can be deleted", True, [], ("suggest",))
+    marker = ExportCode(
+        MARKER,
+        "passages whose hand-coding would help the learned model most (themeshift suggest); "
+        "code them with the codebook, the marker itself can be deleted",
+        True,
+        [],
+        ("suggest",),
+    )
     wanted = list(dict.fromkeys(df["interview_id"]))
     text = dict(zip(sources.column("interview_id").to_pylist(), sources.column("source_text").to_pylist()))
     rel = dict(zip(sources.column("interview_id").to_pylist(), sources.column("source_file").to_pylist()))
@@ -163,6 +202,11 @@ def write_suggestions(table: pa.Table, csv_path, sources: pa.Table, utterances: 
         selections = [(int(s), int(e), [marker]) for s, e in zip(rows["start_char"], rows["end_char"])]
         out.append(ExportSource(iid, rel[iid], text[iid], selections))
     qdpx_path = csv_path.with_suffix(".qdpx")
-    write_qdpx(qdpx_path, "themeshift suggestions", cfg["learn"]["suggest_user"],
-               [*book, marker] if df["utterance_id"].notna().any() else book, out)
+    write_qdpx(
+        qdpx_path,
+        "themeshift suggestions",
+        cfg["learn"]["suggest_user"],
+        [*book, marker] if df["utterance_id"].notna().any() else book,
+        out,
+    )
     return [csv_path, qdpx_path]

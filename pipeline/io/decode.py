@@ -1,4 +1,5 @@
 """Bytes to text: UTF-8 (with or without BOM), UTF-16 with BOM, then fallbacks with a warning."""
+
 from __future__ import annotations
 
 import codecs
@@ -36,8 +37,10 @@ def clean_controls(text: str, path: str) -> tuple[str, str | None]:
         return text, None
     lines = _lines_with(text, found)
     cleaned = text.translate({ord(c): None for c in found})
-    return cleaned, f"{path}:{lines[0]}: {sum(text.count(c) for c in found)} control character(s) removed " \
-                    f"(lines {_listed(lines)})"
+    return (
+        cleaned,
+        f"{path}:{lines[0]}: {sum(text.count(c) for c in found)} control character(s) removed (lines {_listed(lines)})",
+    )
 
 
 def _decode_lines(data: bytes, path: str, fallbacks: list[str]) -> tuple[str, str, str]:
@@ -63,8 +66,11 @@ def _decode_lines(data: bytes, path: str, fallbacks: list[str]) -> tuple[str, st
         used.append(enc)
     encodings = sorted(set(used))
     encoding = "+".join(["utf-8", *encodings] if utf8 else encodings)
-    return "\n".join(out), encoding, (f"{path}:{odd[0]}: not UTF-8 on line(s) {_listed(odd)}; those lines decoded "
-                                      f"as {', '.join(encodings)}")
+    return (
+        "\n".join(out),
+        encoding,
+        (f"{path}:{odd[0]}: not UTF-8 on line(s) {_listed(odd)}; those lines decoded as {', '.join(encodings)}"),
+    )
 
 
 def utf16_without_bom(data: bytes) -> str | None:

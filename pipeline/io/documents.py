@@ -7,6 +7,7 @@ the offset where each page begins, so any offset maps back to its page. A plain-
 form feeds (a pseudonymised PDF, or a text export that kept its page breaks) gets pages the same way.
 Each format's reading is its module's ``read_paragraphs`` (pipeline.io.formats).
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -19,6 +19,7 @@ through the mapping file (CSV: human_code, concept and/or dimension; "none" mark
 as outside the framework). A .qdpx code that matches nothing is looked up through the
 codes it is nested in, innermost first.
 """
+
 from __future__ import annotations
 
 import csv
@@ -48,6 +49,7 @@ class HumanCodes:
     parents (enclosing code names, outermost first, joined by PATH_SEP), coder,
     row (file line or row number).
     texts: source name -> text, for .qdpx sources (checked against the run's text)."""
+
     path: Path
     frame: pd.DataFrame
     kind: str  # "span" or "utterance"
@@ -59,6 +61,7 @@ class HumanCodes:
 
 
 # ---------------------------------------------------------------- reading
+
 
 def _read_csv(path: Path) -> tuple[list[str], list[dict], list[int]]:
     try:
@@ -111,9 +114,11 @@ def read_human_codes(path: str | Path, max_members: int = 10_000, max_bytes: int
     elif set(SPAN_COLUMNS) <= cols and cols & {"interview_id", "source_file"}:
         kind = "span"
     else:
-        raise InputError("human-code file needs columns (interview_id or source_file), start_char, end_char, code, "
-                         f"coder for spans, or utterance_id, code, coder per utterance; found: {', '.join(header)}",
-                         path)
+        raise InputError(
+            "human-code file needs columns (interview_id or source_file), start_char, end_char, code, "
+            f"coder for spans, or utterance_id, code, coder per utterance; found: {', '.join(header)}",
+            path,
+        )
     records = []
     for rec, line in zip(rows, lines):
         code, coder = (rec.get("code") or "").strip(), (rec.get("coder") or "").strip()
@@ -121,17 +126,26 @@ def read_human_codes(path: str | Path, max_members: int = 10_000, max_bytes: int
             raise InputError("empty code", path, line)
         if not coder:
             raise InputError("empty coder", path, line)
-        out = {"interview_id": rec.get("interview_id") or None, "source_file": rec.get("source_file") or None,
-               "utterance_id": rec.get("utterance_id") or None, "start_char": None, "end_char": None,
-               "code": code, "parents": "", "coder": coder, "row": line}
+        out = {
+            "interview_id": rec.get("interview_id") or None,
+            "source_file": rec.get("source_file") or None,
+            "utterance_id": rec.get("utterance_id") or None,
+            "start_char": None,
+            "end_char": None,
+            "code": code,
+            "parents": "",
+            "coder": coder,
+            "row": line,
+        }
         if kind == "span":
             if not (out["interview_id"] or out["source_file"]):
                 raise InputError("no interview_id or source_file for this span", path, line)
             start = _int(rec.get("start_char"), "start_char", path, line)
             end = _int(rec.get("end_char"), "end_char", path, line)
             if not 0 <= start < end:
-                raise InputError(f"span {start}-{end} is empty or negative (need 0 <= start_char < end_char)",
-                                 path, line)
+                raise InputError(
+                    f"span {start}-{end} is empty or negative (need 0 <= start_char < end_char)", path, line
+                )
             out["start_char"], out["end_char"] = start, end
         records.append(out)
     return HumanCodes(path, pd.DataFrame.from_records(records), kind)
@@ -142,19 +156,31 @@ def _from_qdpx(path: Path, max_members: int, max_bytes: int) -> HumanCodes:
     project = read_qdpx(path, max_members, max_bytes)
     if not project.codings:
         raise InputError("the REFI-QDA project holds no text codings", path)
-    records = [{"interview_id": None, "source_file": c.source, "utterance_id": None, "start_char": c.start,
-                "end_char": c.end, "code": c.code, "parents": PATH_SEP.join(c.parents), "coder": c.coder, "row": None}
-               for c in project.codings]
+    records = [
+        {
+            "interview_id": None,
+            "source_file": c.source,
+            "utterance_id": None,
+            "start_char": c.start,
+            "end_char": c.end,
+            "code": c.code,
+            "parents": PATH_SEP.join(c.parents),
+            "coder": c.coder,
+            "row": None,
+        }
+        for c in project.codings
+    ]
     return HumanCodes(path, pd.DataFrame.from_records(records), "span", dict(project.sources))
 
 
 # ---------------------------------------------------------------- naming codes
 
+
 @dataclass(frozen=True)
 class CodeTarget:
-    second_order: str | None   # concept id
-    dimension: str | None      # dimension id
-    via: str                   # "name", "mapping", "parent" or "unmapped"
+    second_order: str | None  # concept id
+    dimension: str | None  # dimension id
+    via: str  # "name", "mapping", "parent" or "unmapped"
 
 
 def read_mapping(path: str | Path, framework) -> dict[str, CodeTarget]:
@@ -165,8 +191,9 @@ def read_mapping(path: str | Path, framework) -> dict[str, CodeTarget]:
         raise InputError("mapping file not found", path)
     assert rows is not None and lines is not None  # read together with header
     if "human_code" not in header or not {"concept", "dimension"} & set(header):
-        raise InputError(f"mapping file needs columns human_code and concept and/or dimension; found: "
-                         f"{', '.join(header)}", path)
+        raise InputError(
+            f"mapping file needs columns human_code and concept and/or dimension; found: {', '.join(header)}", path
+        )
     out: dict[str, CodeTarget] = {}
     for rec, line in zip(rows, lines):
         code = (rec.get("human_code") or "").strip()
@@ -179,15 +206,24 @@ def read_mapping(path: str | Path, framework) -> dict[str, CodeTarget]:
             continue
         concept = framework.concept(concept_name) if concept_name and concept_name.lower() != "none" else None
         if concept_name and concept_name.lower() != "none" and concept is None:
-            raise InputError(f"concept {concept_name!r} is not in framework {framework.name!r} "
-                             f"(concepts: {', '.join(framework.concept_ids)})", path, line)
+            raise InputError(
+                f"concept {concept_name!r} is not in framework {framework.name!r} "
+                f"(concepts: {', '.join(framework.concept_ids)})",
+                path,
+                line,
+            )
         dim = framework.dimension(dim_name) if dim_name and dim_name.lower() != "none" else None
         if dim_name and dim_name.lower() != "none" and dim is None:
-            raise InputError(f"dimension {dim_name!r} is not in framework {framework.name!r} "
-                             f"(dimensions: {', '.join(framework.dimension_ids)})", path, line)
+            raise InputError(
+                f"dimension {dim_name!r} is not in framework {framework.name!r} "
+                f"(dimensions: {', '.join(framework.dimension_ids)})",
+                path,
+                line,
+            )
         if concept and dim and concept.dimension != dim.id:
-            raise InputError(f"concept {concept.id!r} belongs to dimension {concept.dimension!r}, not {dim.id!r}",
-                             path, line)
+            raise InputError(
+                f"concept {concept.id!r} belongs to dimension {concept.dimension!r}, not {dim.id!r}", path, line
+            )
         if concept:
             out[code.lower()] = CodeTarget(concept.id, concept.dimension, "mapping")
         else:
@@ -207,8 +243,9 @@ def _direct(name: str, framework) -> CodeTarget | None:
     return CodeTarget(None, dim.id, "name") if dim is not None else None
 
 
-def resolve_codes(codes: HumanCodes, framework, mapping: dict[str, CodeTarget] | None,
-                  unknown: str = "error") -> tuple[pd.DataFrame, list[str]]:
+def resolve_codes(
+    codes: HumanCodes, framework, mapping: dict[str, CodeTarget] | None, unknown: str = "error"
+) -> tuple[pd.DataFrame, list[str]]:
     """Add second_order, dimension and via columns; unknown names are an error (or, with
     unknown="ignore", kept as unmapped and listed in the returned warnings)."""
     mapping = mapping or {}
@@ -230,11 +267,13 @@ def resolve_codes(codes: HumanCodes, framework, mapping: dict[str, CodeTarget] |
     warnings = []
     if missing:
         listed = ", ".join(repr(c) + ("" if pd.isna(r) else f" (line {int(r)})") for c, r in missing.items())
-        msg = (f"{len(missing)} human code name(s) match no concept or dimension of framework {framework.name!r}: "
-               f"{listed}")
+        msg = (
+            f"{len(missing)} human code name(s) match no concept or dimension of framework {framework.name!r}: {listed}"
+        )
         if unknown == "error":
-            raise InputError(msg + "; map them with --mapping FILE (CSV columns human_code, concept, dimension)",
-                             codes.path)
+            raise InputError(
+                msg + "; map them with --mapping FILE (CSV columns human_code, concept, dimension)", codes.path
+            )
         warnings.append(msg + "; treated as outside the framework")
     keys = list(zip(df["code"], df["parents"]))
     out = df.copy()
@@ -245,6 +284,7 @@ def resolve_codes(codes: HumanCodes, framework, mapping: dict[str, CodeTarget] |
 
 
 # ---------------------------------------------------------------- alignment
+
 
 def _source_index(codes: HumanCodes, sources: pa.Table) -> dict[str, str]:
     """Every name a source may go by (interview id, relative path, file name, stem) -> interview id."""
@@ -272,8 +312,9 @@ def _merge(spans: np.ndarray) -> np.ndarray:
     return np.asarray(merged, dtype=np.int64)
 
 
-def align_spans(frame: pd.DataFrame, u_start: np.ndarray, u_end: np.ndarray,
-                min_overlap: float) -> list[tuple[int, float]]:
+def align_spans(
+    frame: pd.DataFrame, u_start: np.ndarray, u_end: np.ndarray, min_overlap: float
+) -> list[tuple[int, float]]:
     """Utterances one coder's spans of one code fall on: [(utterance position, covered share)].
 
     u_start, u_end: the interview's utterance offsets. See the module docstring for the rule."""
@@ -298,8 +339,9 @@ def _str(value) -> str | None:
     return None if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
 
 
-def align(codes: HumanCodes, resolved: pd.DataFrame, utterances: pa.Table, sources: pa.Table,
-          min_overlap: float) -> pa.Table:
+def align(
+    codes: HumanCodes, resolved: pd.DataFrame, utterances: pa.Table, sources: pa.Table, min_overlap: float
+) -> pa.Table:
     """Human codes per utterance (schema HUMAN_CODES): one row per utterance x coder x code."""
 
     utt = utterances.select(["utterance_id", "interview_id", "start_char", "end_char", "coded"]).to_pandas()
@@ -320,41 +362,72 @@ def align(codes: HumanCodes, resolved: pd.DataFrame, utterances: pa.Table, sourc
         names = [i or s for i, s in zip(df["interview_id"], df["source_file"])]
         for name, row in zip(names, df["row"]):
             if name not in index:
-                raise InputError(f"source {name!r} is not in the run (known interviews: "
-                                 f"{', '.join(sorted(texts)[:5])}...)", **codes.where(row))
+                raise InputError(
+                    f"source {name!r} is not in the run (known interviews: {', '.join(sorted(texts)[:5])}...)",
+                    **codes.where(row),
+                )
         for iid, src, row in zip(df["interview_id"], df["source_file"], df["row"]):
             if isinstance(iid, str) and isinstance(src, str) and src in index and index[src] != index.get(iid, iid):
-                raise InputError(f"interview_id {iid!r} and source_file {src!r} name different interviews "
-                                 f"({src!r} is {index[src]!r}); give one, or make them agree", **codes.where(row))
+                raise InputError(
+                    f"interview_id {iid!r} and source_file {src!r} name different interviews "
+                    f"({src!r} is {index[src]!r}); give one, or make them agree",
+                    **codes.where(row),
+                )
         df["interview_id"] = [index[n] for n in names]
         for name, text in codes.texts.items():
             iid = index.get(name)
             if iid is not None and text != texts[iid] and name in set(names):
-                raise InputError(f"source {name!r}: the project's text differs from the run's source_text for "
-                                 f"{iid}; positions would point at different characters", codes.path)
+                raise InputError(
+                    f"source {name!r}: the project's text differs from the run's source_text for "
+                    f"{iid}; positions would point at different characters",
+                    codes.path,
+                )
         too_long = df["end_char"].to_numpy() > np.array([len(texts[i]) for i in df["interview_id"]])
         if too_long.any():
             bad = df[too_long].iloc[0]
-            raise InputError(f"span {bad['start_char']}-{bad['end_char']} ends past the end of {bad['interview_id']}'s "
-                             f"text ({len(texts[bad['interview_id']])} characters)", **codes.where(bad["row"]))
+            raise InputError(
+                f"span {bad['start_char']}-{bad['end_char']} ends past the end of {bad['interview_id']}'s "
+                f"text ({len(texts[bad['interview_id']])} characters)",
+                **codes.where(bad["row"]),
+            )
         by_interview = {iid: g.sort_values("start_char") for iid, g in utt.groupby("interview_id")}
-        for (iid, coder, code, parents), group in df.groupby(["interview_id", "coder", "code", "parents"],
-                                                             sort=True):
+        for (iid, coder, code, parents), group in df.groupby(["interview_id", "coder", "code", "parents"], sort=True):
             u = by_interview.get(iid)
             if u is None:
                 continue
             first = group.iloc[0]
             for j, share in align_spans(group, u["start_char"].to_numpy(), u["end_char"].to_numpy(), min_overlap):
-                rows.append({"utterance_id": u["utterance_id"].iat[j], "interview_id": iid, "coder": coder,
-                             "code": code, "parents": parents, "second_order": first["second_order"],
-                             "dimension": first["dimension"], "via": first["via"], "overlap": share})
+                rows.append(
+                    {
+                        "utterance_id": u["utterance_id"].iat[j],
+                        "interview_id": iid,
+                        "coder": coder,
+                        "code": code,
+                        "parents": parents,
+                        "second_order": first["second_order"],
+                        "dimension": first["dimension"],
+                        "via": first["via"],
+                        "overlap": share,
+                    }
+                )
     coded = dict(zip(utt["utterance_id"], utt["coded"]))
     order = {u: i for i, u in enumerate(utt["utterance_id"])}
     rows.sort(key=lambda r: (order[r["utterance_id"]], r["coder"], r["code"]))
-    return pa.Table.from_pylist([
-        {"utterance_id": r["utterance_id"], "interview_id": r["interview_id"], "coder": r["coder"],
-         "code": r["code"], "code_path": r["parents"].split(PATH_SEP) if r["parents"] else [],
-         "second_order": _str(r["second_order"]), "dimension": _str(r["dimension"]), "mapped_via": r["via"],
-         "overlap": float(r["overlap"]),
-         "coded": bool(coded[r["utterance_id"]])}
-        for r in rows], schema=HUMAN_CODES)
+    return pa.Table.from_pylist(
+        [
+            {
+                "utterance_id": r["utterance_id"],
+                "interview_id": r["interview_id"],
+                "coder": r["coder"],
+                "code": r["code"],
+                "code_path": r["parents"].split(PATH_SEP) if r["parents"] else [],
+                "second_order": _str(r["second_order"]),
+                "dimension": _str(r["dimension"]),
+                "mapped_via": r["via"],
+                "overlap": float(r["overlap"]),
+                "coded": bool(coded[r["utterance_id"]]),
+            }
+            for r in rows
+        ],
+        schema=HUMAN_CODES,
+    )

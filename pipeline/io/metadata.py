@@ -1,5 +1,6 @@
 """Corpus metadata: manifest.csv (one row per transcript), speakers.csv (one row per
 speaker) and the filename template used when a file has no manifest row."""
+
 from __future__ import annotations
 
 import csv
@@ -71,9 +72,17 @@ def parse_wave(value: str, path: Path | str, line: int | None) -> int | None:
     return int(m.group(1))
 
 
-_SOURCE_TYPE_NAMES = {"interview": "interview", "transcript": "interview", "fieldnote": "fieldnote",
-                      "field note": "fieldnote", "field notes": "fieldnote", "fieldnotes": "fieldnote",
-                      "observation": "fieldnote", "document": "document", "doc": "document"}
+_SOURCE_TYPE_NAMES = {
+    "interview": "interview",
+    "transcript": "interview",
+    "fieldnote": "fieldnote",
+    "field note": "fieldnote",
+    "field notes": "fieldnote",
+    "fieldnotes": "fieldnote",
+    "observation": "fieldnote",
+    "document": "document",
+    "doc": "document",
+}
 
 
 def parse_source_type(value: str, path: Path | str, line: int | None) -> str | None:
@@ -102,8 +111,9 @@ def read_manifest(path: Path, folder: Path) -> dict[str, tuple[FileMeta, int]]:
         if not rel:
             raise InputError("empty 'file' value", path, line)
         if Path(rel).is_absolute() or not (folder / rel).resolve().is_relative_to(root):
-            raise InputError(f"file {rel!r} lies outside the input folder; refused (give paths inside "
-                             f"{folder})", path, line)
+            raise InputError(
+                f"file {rel!r} lies outside the input folder; refused (give paths inside {folder})", path, line
+            )
         if not (folder / rel).is_file():
             raise InputError(f"manifest names a missing file {rel!r}", path, line)
         key = str(Path(rel).as_posix())
@@ -139,11 +149,19 @@ def read_speakers(path: Path) -> dict[str, Speaker]:
         if flag not in _TRUE | _FALSE:
             raise InputError(f"is_interviewer must be true or false, got {flag!r}", path, line)
         if row["speaker_id"] in first_line:
-            raise InputError(f"speaker {row['speaker_id']!r} is listed twice (also on line "
-                             f"{first_line[row['speaker_id']]}); give one row per speaker", path, line)
+            raise InputError(
+                f"speaker {row['speaker_id']!r} is listed twice (also on line "
+                f"{first_line[row['speaker_id']]}); give one row per speaker",
+                path,
+                line,
+            )
         first_line[row["speaker_id"]] = line
-        speaker = Speaker(row["speaker_id"], row.get("role") or None, flag in _TRUE,
-                          {k: v for k, v in row.items() if k not in SPEAKER_COLUMNS})
+        speaker = Speaker(
+            row["speaker_id"],
+            row.get("role") or None,
+            flag in _TRUE,
+            {k: v for k, v in row.items() if k not in SPEAKER_COLUMNS},
+        )
         names = [row["speaker_id"]] + [a for a in row.get("aliases", "").split(";") if a.strip()]
         for name in names:
             key = label_key(name)
@@ -159,7 +177,7 @@ def template_regex(template: str) -> re.Pattern:
     """'{speaker}_wave{wave}' -> a regex with named groups matched against the file stem."""
     pattern, pos = "", 0
     for m in re.finditer(r"\{(\w+)\}", template):
-        pattern += re.escape(template[pos:m.start()])
+        pattern += re.escape(template[pos : m.start()])
         name = m.group(1)
         if name not in ("interview_id", "speaker", "wave", "any"):
             raise InputError(f"unknown field {{{name}}} in filename_template {template!r}")

@@ -3,6 +3,7 @@
 Transcripts (readers), field notes and documents (documents) and pseudonymised copies
 (pseudonymise_formats) all read PDFs through here.
 """
+
 from __future__ import annotations
 
 import io
@@ -41,8 +42,9 @@ def pdf_text(path: Path, display: str) -> tuple[str, list[str]]:
                 if not reader.decrypt(""):
                     raise FileNotDecryptedError("password required")
             except (FileNotDecryptedError, NotImplementedError, ValueError):
-                raise InputError("encrypted PDF (password-protected): save an unprotected copy first", display) \
-                    from None
+                raise InputError(
+                    "encrypted PDF (password-protected): save an unprotected copy first", display
+                ) from None
         n_pages = len(reader.pages)
         if n_pages > PDF_MAX_PAGES:
             raise InputError(f"PDF has {n_pages} pages, more than the limit of {PDF_MAX_PAGES}", display)
@@ -50,8 +52,11 @@ def pdf_text(path: Path, display: str) -> tuple[str, list[str]]:
     except InputError:
         raise
     except LimitReachedError as exc:
-        raise InputError(f"PDF refused by the reader's safety limits ({exc}): a decompression bomb or a looping "
-                         "page tree, which no transcript needs", display) from None
+        raise InputError(
+            f"PDF refused by the reader's safety limits ({exc}): a decompression bomb or a looping "
+            "page tree, which no transcript needs",
+            display,
+        ) from None
     except (PdfReadError, FileNotDecryptedError) as exc:
         raise InputError(f"damaged or unreadable PDF ({exc.__class__.__name__}: {exc})", display) from None
     except Exception as exc:  # noqa: BLE001 - pypdf raises many kinds on a damaged file
@@ -60,13 +65,18 @@ def pdf_text(path: Path, display: str) -> tuple[str, list[str]]:
         raise InputError("PDF has no pages", display)
     pages = [p.replace("\r\n", "\n").replace("\r", "\n").replace(PAGE_BREAK, "\n") for p in pages]
     if not any(p.strip() for p in pages):
-        raise InputError(f"no text layer on any of its {n_pages} page(s) (a scan?): OCR it first, e.g. "
-                         "`ocrmypdf in.pdf out.pdf`, and read the OCR'd copy", display)
+        raise InputError(
+            f"no text layer on any of its {n_pages} page(s) (a scan?): OCR it first, e.g. "
+            "`ocrmypdf in.pdf out.pdf`, and read the OCR'd copy",
+            display,
+        )
     warnings = []
     blank = [i for i, p in enumerate(pages, 1) if not p.strip()]
     if blank:
-        warnings.append(f"{display}: page(s) {', '.join(map(str, blank[:20]))} have no text layer (images only?); "
-                        "OCR the file to include them")
+        warnings.append(
+            f"{display}: page(s) {', '.join(map(str, blank[:20]))} have no text layer (images only?); "
+            "OCR the file to include them"
+        )
     text, cleaned = clean_controls(PAGE_BREAK.join(pages), display)
     if cleaned:
         warnings.append(cleaned)

@@ -4,6 +4,7 @@ A piece is a line (txt, md, vtt, srt, a PDF's extracted text), a Word paragraph,
 Speaker labels are marked so a pseudonym there is written bare ("PERSON-03: ...", "<v PERSON-03>"):
 a label must still read as a label when the pseudonymised file is segmented.
 """
+
 from __future__ import annotations
 
 import re
@@ -17,11 +18,11 @@ from pipeline.io.turns import CUE_TIMING, VOICE, match_label
 @dataclass
 class Piece:
     text: str
-    line: int                                                   # line, paragraph or JSON string number (1-based)
+    line: int  # line, paragraph or JSON string number (1-based)
     labels: list[tuple[int, int]] = field(default_factory=list)  # spans that are speaker labels
     masked: str | None = None  # the text the detector reads, when markup is blanked out (same offsets)
-    before: str = ""           # neighbouring text the detector reads with it (a subtitle cue's sentence
-    after: str = ""            # runs on into the next cue); findings there belong to the neighbours
+    before: str = ""  # neighbouring text the detector reads with it (a subtitle cue's sentence
+    after: str = ""  # runs on into the next cue); findings there belong to the neighbours
 
     @property
     def for_detection(self) -> str:
@@ -34,12 +35,14 @@ _CUE_TAG = re.compile(r"<v(?:\.[\w.]+)?\s+(?P<name>[^>]+)>|</?(?:[A-Za-z]|\d+:)[
 def mask_cue_tags(line: str) -> str:
     """Cue markup as spaces, a voice tag's name kept: "<v Ann>Dr Lee</v>" reads "   Ann Dr Lee    " to
     the detector (tags glued to words make spaCy miss or stretch names); offsets do not move."""
+
     def blank(m: re.Match) -> str:
         if m.group("name") is None:
             return " " * len(m.group())
         a, b = m.span("name")
         a, b = a - m.start(), b - m.start()
         return " " * a + m.group()[a:b] + " " * (len(m.group()) - b)
+
     return _CUE_TAG.sub(blank, line)
 
 

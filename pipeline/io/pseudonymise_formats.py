@@ -6,6 +6,7 @@ a label must still read as a label when the pseudonymised file is segmented. A P
 plain text (.txt) with its page breaks kept as form feeds, so pages survive. Each format's reading is
 its module's ``read_for_pseudonymising`` (pipeline.io.formats); Piece and SourceFile are pipeline.io.pieces.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

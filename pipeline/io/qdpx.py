@@ -10,6 +10,7 @@ selection must lie inside its source's text.
 Positions are REFI-QDA character positions: Unicode code points into the plain text,
 end exclusive, which is what Python string indices are.
 """
+
 from __future__ import annotations
 
 import re
@@ -35,12 +36,12 @@ _XML_BAD_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 @dataclass
 class QdpxCoding:
-    source: str            # the TextSource's name
-    start: int             # startPosition
-    end: int               # endPosition (exclusive)
-    code: str              # the Code's name
+    source: str  # the TextSource's name
+    start: int  # startPosition
+    end: int  # endPosition (exclusive)
+    code: str  # the Code's name
     parents: tuple[str, ...]  # names of the enclosing codes, outermost first
-    coder: str             # User name of the coding's creator ("unknown" when not given)
+    coder: str  # User name of the coding's creator ("unknown" when not given)
 
 
 @dataclass
@@ -51,6 +52,7 @@ class QdpxProject:
 
 
 # ---------------------------------------------------------------- reading
+
 
 def _code_names(codes_el) -> dict[str, tuple[str, tuple[str, ...]]]:
     """Code GUID -> (name, names of the enclosing codes)."""
@@ -73,8 +75,14 @@ def read_qdpx(path: str | Path, max_members: int, max_bytes: int) -> QdpxProject
     from defusedxml.ElementTree import fromstring
 
     path = Path(path)
-    archive = SafeZip(path, max_members, max_bytes, "a REFI-QDA project (.qdpx zip archive)",
-                      "compare.qdpx_max_members", "compare.qdpx_max_bytes")
+    archive = SafeZip(
+        path,
+        max_members,
+        max_bytes,
+        "a REFI-QDA project (.qdpx zip archive)",
+        "compare.qdpx_max_members",
+        "compare.qdpx_max_bytes",
+    )
     if "project.qde" not in archive.names:
         raise InputError("no project.qde in the archive; not a REFI-QDA project", path)
     qde = archive.read("project.qde")  # a damaged member says so itself, before any XML is parsed
@@ -87,8 +95,10 @@ def read_qdpx(path: str | Path, max_members: int, max_bytes: int) -> QdpxProject
     if root.tag != _Q + "Project":
         raise InputError(f"project.qde's root is {root.tag!r}, not a QDA-XML Project ({NS})", path)
 
-    users = {u.get("guid", "").strip("{}").lower(): u.get("name") or u.get("id") or "unknown"
-             for u in root.iterfind(f"{_Q}Users/{_Q}User")}
+    users = {
+        u.get("guid", "").strip("{}").lower(): u.get("name") or u.get("id") or "unknown"
+        for u in root.iterfind(f"{_Q}Users/{_Q}User")
+    }
     codes = _code_names(root.find(f"{_Q}CodeBook/{_Q}Codes"))
     project = QdpxProject(name=root.get("name", ""))
     for src in root.iterfind(f"{_Q}Sources/{_Q}TextSource"):
@@ -104,8 +114,7 @@ def read_qdpx(path: str | Path, max_members: int, max_bytes: int) -> QdpxProject
             if text is None:
                 raise InputError(f"{where}: the source has no plain text (PlainTextContent or plainTextPath)", path)
             if not 0 <= start < end <= len(text):
-                raise InputError(f"{where}: positions {start}-{end} lie outside the source text "
-                                 f"(0-{len(text)})", path)
+                raise InputError(f"{where}: positions {start}-{end} lie outside the source text (0-{len(text)})", path)
             sel_user = sel.get("creatingUser", "").strip("{}").lower()
             for coding in sel.iterfind(_Q + "Coding"):
                 ref = coding.find(_Q + "CodeRef")
@@ -137,6 +146,7 @@ def _source_text(src, archive: SafeZip, path: Path, name: str) -> str | None:
 
 # ---------------------------------------------------------------- writing
 
+
 def guid(*parts: object) -> str:
     """Deterministic GUID for an exported object, so the same run exports the same file."""
     return str(uuid.uuid5(_GUID_NAMESPACE, "\x1f".join(map(str, parts))))
@@ -148,7 +158,7 @@ class ExportCode:
     description: str = ""
     codable: bool = True
     children: list["ExportCode"] = field(default_factory=list)
-    key: tuple = ()        # unique key the GUID is derived from
+    key: tuple = ()  # unique key the GUID is derived from
 
     @property
     def guid(self) -> str:
@@ -166,13 +176,18 @@ class ExportSource:
 @dataclass
 class ExportCase:
     """A participant as a QDA case: the interviews they speak in and their attributes."""
+
     name: str
     source_names: list[str]
     values: dict[str, object]  # variable name -> str, bool, int or float (None: no value)
 
 
-_VARIABLE_TYPES = {bool: ("Boolean", "BooleanValue"), int: ("Integer", "IntegerValue"),
-                   float: ("Float", "FloatValue"), str: ("Text", "TextValue")}
+_VARIABLE_TYPES = {
+    bool: ("Boolean", "BooleanValue"),
+    int: ("Integer", "IntegerValue"),
+    float: ("Float", "FloatValue"),
+    str: ("Text", "TextValue"),
+}
 
 
 def _variable_types(cases: Sequence[ExportCase]) -> dict[str, tuple[str, str]]:
@@ -206,14 +221,17 @@ def _attr(value: str) -> str:
     return quoteattr(value)
 
 
-def project_xml(name: str, user: str, codes: list[ExportCode], sources: list[ExportSource],
-                cases: Sequence[ExportCase] = ()) -> bytes:
+def project_xml(
+    name: str, user: str, codes: list[ExportCode], sources: list[ExportSource], cases: Sequence[ExportCase] = ()
+) -> bytes:
     """QDA-XML for the codebook, one user, the cases with their variables and the text sources
     with their codings (in the order the schema requires)."""
     user_guid = guid("user", user)
-    out = ['<?xml version="1.0" encoding="utf-8"?>',
-           f'<Project xmlns="{NS}" name={_attr(name)} origin="themeshift" creatingUserGUID="{user_guid}">',
-           f'<Users><User guid="{user_guid}" name={_attr(user)}/></Users>']
+    out = [
+        '<?xml version="1.0" encoding="utf-8"?>',
+        f'<Project xmlns="{NS}" name={_attr(name)} origin="themeshift" creatingUserGUID="{user_guid}">',
+        f'<Users><User guid="{user_guid}" name={_attr(user)}/></Users>',
+    ]
 
     def code_xml(code: ExportCode, depth: int) -> None:
         pad = "  " * depth
@@ -245,8 +263,10 @@ def project_xml(name: str, user: str, codes: list[ExportCode], sources: list[Exp
         out.append(f'<Case guid="{guid("case", case.name)}" name={_attr(case.name)}>')
         for var, value in case.values.items():
             if value is not None:
-                out.append(f'<VariableValue><VariableRef targetGUID="{guid("variable", var)}"/>'
-                           f'<{variables[var][1]}>{_value(value)}</{variables[var][1]}></VariableValue>')
+                out.append(
+                    f'<VariableValue><VariableRef targetGUID="{guid("variable", var)}"/>'
+                    f"<{variables[var][1]}>{_value(value)}</{variables[var][1]}></VariableValue>"
+                )
         for source_name in case.source_names:
             out.append(f'<SourceRef targetGUID="{guid("source", source_name)}"/>')
         out.append("</Case>")
@@ -256,17 +276,23 @@ def project_xml(name: str, user: str, codes: list[ExportCode], sources: list[Exp
         out.append("<Sources>")
     for src in sources:
         src_guid = guid("source", src.name)
-        out.append(f'<TextSource guid="{src_guid}" name={_attr(src.name)} plainTextPath="internal://{src_guid}.txt" '
-                   f'creatingUser="{user_guid}">')
+        out.append(
+            f'<TextSource guid="{src_guid}" name={_attr(src.name)} plainTextPath="internal://{src_guid}.txt" '
+            f'creatingUser="{user_guid}">'
+        )
         out.append(f"<Description>{_text(src.description, f'source {src.name}')}</Description>")
         out.append(f"<PlainTextContent>{_text(src.text, f'source {src.name}')}</PlainTextContent>")
         for start, end, applied in src.selections:
             sel_guid = guid("selection", src.name, start, end)
-            out.append(f'<PlainTextSelection guid="{sel_guid}" startPosition="{start}" endPosition="{end}" '
-                       f'creatingUser="{user_guid}">')
+            out.append(
+                f'<PlainTextSelection guid="{sel_guid}" startPosition="{start}" endPosition="{end}" '
+                f'creatingUser="{user_guid}">'
+            )
             for code in applied:
-                out.append(f'<Coding guid="{guid("coding", sel_guid, code.guid)}" creatingUser="{user_guid}">'
-                           f'<CodeRef targetGUID="{code.guid}"/></Coding>')
+                out.append(
+                    f'<Coding guid="{guid("coding", sel_guid, code.guid)}" creatingUser="{user_guid}">'
+                    f'<CodeRef targetGUID="{code.guid}"/></Coding>'
+                )
             out.append("</PlainTextSelection>")
         out.append("</TextSource>")
     if sources:
@@ -275,8 +301,14 @@ def project_xml(name: str, user: str, codes: list[ExportCode], sources: list[Exp
     return ("\n".join(out) + "\n").encode("utf-8")
 
 
-def write_qdpx(path: str | Path, name: str, user: str, codes: list[ExportCode],
-               sources: list[ExportSource], cases: Sequence[ExportCase] = ()) -> None:
+def write_qdpx(
+    path: str | Path,
+    name: str,
+    user: str,
+    codes: list[ExportCode],
+    sources: list[ExportSource],
+    cases: Sequence[ExportCase] = (),
+) -> None:
     """Write project.qde plus sources/<guid>.txt (for tools that read plainTextPath), atomically."""
 
     xml = project_xml(name, user, codes, sources, cases)
@@ -294,8 +326,10 @@ def write_qdpx(path: str | Path, name: str, user: str, codes: list[ExportCode],
 
 # ---------------------------------------------------------------- the machine's coding as a project
 
-def machine_project(sources, utterances, framework, utterance_dimensions=None, codes=None, assignments=None,
-                    code_dimensions=None) -> tuple[list[ExportCode], list[ExportSource], dict]:
+
+def machine_project(
+    sources, utterances, framework, utterance_dimensions=None, codes=None, assignments=None, code_dimensions=None
+) -> tuple[list[ExportCode], list[ExportSource], dict]:
     """The run's coding as a Gioia codebook (dimension > second-order concept > first-order
     code) plus one selection per coded utterance at its exact character positions.
 
@@ -313,8 +347,7 @@ def machine_project(sources, utterances, framework, utterance_dimensions=None, c
     for c in framework.concepts:
         concept_codes[c.id] = ExportCode(c.name, " ".join(c.descriptions), True, [], ("concept", c.id))
         dim_codes[c.dimension].children.append(concept_codes[c.id])
-    unmapped = ExportCode(UNMAPPED_GROUP, "first-order codes the framework does not fit", False, [],
-                          ("unmapped",))
+    unmapped = ExportCode(UNMAPPED_GROUP, "first-order codes the framework does not fit", False, [], ("unmapped",))
     applied: dict[str, list[ExportCode]] = {}
     counts = {"concept_codings": 0, "first_order_codings": 0, "first_order_codes": 0}
 
@@ -364,12 +397,18 @@ def machine_project(sources, utterances, framework, utterance_dimensions=None, c
     utt = utt[utt["utterance_id"].isin(applied)]
     by_interview = {iid: g.sort_values("start_char") for iid, g in utt.groupby("interview_id")}
     out_sources = []
-    types = sources.column("source_type").to_pylist() if "source_type" in sources.column_names else \
-        ["interview"] * sources.num_rows
-    for iid, rel, text, stype in zip(*(sources.column(c).to_pylist() for c in ("interview_id", "source_file",
-                                                                               "source_text")), types):
+    types = (
+        sources.column("source_type").to_pylist()
+        if "source_type" in sources.column_names
+        else ["interview"] * sources.num_rows
+    )
+    for iid, rel, text, stype in zip(
+        *(sources.column(c).to_pylist() for c in ("interview_id", "source_file", "source_text")), types
+    ):
         g = by_interview.get(iid, pd.DataFrame(columns=utt.columns))
-        selections = [(int(s), int(e), applied[u]) for u, s, e in zip(g["utterance_id"], g["start_char"], g["end_char"])]
+        selections = [
+            (int(s), int(e), applied[u]) for u, s, e in zip(g["utterance_id"], g["start_char"], g["end_char"])
+        ]
         # field notes and documents travel as text sources (a PDF as its text layer). XML cannot carry the
         # form feeds that mark its pages: each becomes a newline, one character for one, so offsets hold
         description = rel if stype == "interview" else f"{rel} ({stype})"
@@ -396,7 +435,14 @@ def speaker_cases(utterances, shifts=None) -> list[ExportCase]:
         values: dict[str, object] = {"role": next((r for r in g["speaker_role"] if isinstance(r, str) and r), None)}
         r = shift_of.get(speaker)
         if r is not None:
-            values.update({"shift_jsd": r.jsd, "shift_p_value": r.p_value, "shift_significant": r.significant,
-                           "shift_from": r.from_dimension, "shift_to": r.to_dimension})
+            values.update(
+                {
+                    "shift_jsd": r.jsd,
+                    "shift_p_value": r.p_value,
+                    "shift_significant": r.significant,
+                    "shift_from": r.from_dimension,
+                    "shift_to": r.to_dimension,
+                }
+            )
         cases.append(ExportCase(str(speaker), sorted(g["interview_id"].unique()), values))
     return cases

@@ -7,6 +7,7 @@ and JSON transcripts are rendered as ``Speaker: text`` lines, one per turn, beca
 their raw files interleave timing lines with speech. Each format is a module of
 pipeline.io.formats; the turns and label parsing they share are pipeline.io.turns.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -9,6 +9,7 @@ Reading a table checks that those still match: a table made from an earlier utte
 (a corpus re-segmented into the same folder, a stage killed half-way through a run) is refused,
 naming the stale table and the command that remakes it, instead of mixing old and new tables.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -27,8 +28,19 @@ import pyarrow.parquet as pq
 from pipeline.errors import InputError
 from pipeline.stages import remake_command
 
-_PACKAGES = ["themeshift", "pyarrow", "spacy", "sentence-transformers", "torch", "bertopic",
-             "umap-learn", "hdbscan", "scikit-learn", "numpy", "model2vec"]
+_PACKAGES = [
+    "themeshift",
+    "pyarrow",
+    "spacy",
+    "sentence-transformers",
+    "torch",
+    "bertopic",
+    "umap-learn",
+    "hdbscan",
+    "scikit-learn",
+    "numpy",
+    "model2vec",
+]
 
 
 def _umask() -> int:
@@ -57,7 +69,7 @@ LINEAGE = "lineage.json"
 # Rows per Parquet row group: a reader decodes a whole group at once, so this bounds the memory of
 # stages that stream a table (io.vectors), which pyarrow's default of about a million rows does not.
 ROW_GROUP_ROWS = 65_536
-_digests: dict[tuple, str] = {}             # (path, size, mtime) -> sha256
+_digests: dict[tuple, str] = {}  # (path, size, mtime) -> sha256
 
 
 def table_path(run_dir: Path, name: str) -> Path:
@@ -140,8 +152,9 @@ def write_part(folder: Path, index: int, table: pa.Table, metadata: dict[str, st
     metadata: key-value pairs kept in the file's schema (e.g. the digest of the input it was made from)."""
     path = Path(folder) / f"part-{index:05d}.parquet"
     if metadata:
-        table = table.replace_schema_metadata({**(table.schema.metadata or {}),
-                                               **{k.encode(): v.encode() for k, v in metadata.items()}})
+        table = table.replace_schema_metadata(
+            {**(table.schema.metadata or {}), **{k.encode(): v.encode() for k, v in metadata.items()}}
+        )
     atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd", row_group_size=ROW_GROUP_ROWS))
     return path
 
@@ -172,13 +185,16 @@ def record_lineage(run_dir: Path, written: list[str], made_from: dict[str, str])
     it writes beside it."""
     lineage = _lineage(run_dir)
     for name in written:
-        lineage[name] = {"sha256": table_sha256(table_path(run_dir, name)),
-                         "made_from": {k: v for k, v in sorted(made_from.items()) if k not in written}}
+        lineage[name] = {
+            "sha256": table_sha256(table_path(run_dir, name)),
+            "made_from": {k: v for k, v in sorted(made_from.items()) if k not in written},
+        }
     write_json(Path(run_dir) / LINEAGE, lineage)
 
 
-def read_table(run_dir: Path, name: str, command: str | None = None, check: bool = True,
-               columns: list[str] | None = None) -> pa.Table:
+def read_table(
+    run_dir: Path, name: str, command: str | None = None, check: bool = True, columns: list[str] | None = None
+) -> pa.Table:
     """A run table, file or folder; refused when it is stale (see the module docstring). check=False:
     read without the check (the report lists stale tables instead of using them)."""
     path = table_path(run_dir, name)
@@ -189,12 +205,14 @@ def read_table(run_dir: Path, name: str, command: str | None = None, check: bool
         raise InputError(f"stale table: {why}; re-run `{remake_command(name)}`", path)
     try:
         if path.is_dir():  # parts in name order, so the rows keep the order they were written in
-            return pa.concat_tables([pq.read_table(p, columns=columns) for p in part_files(path)]) \
-                if part_files(path) else pq.read_table(path, columns=columns)
+            return (
+                pa.concat_tables([pq.read_table(p, columns=columns) for p in part_files(path)])
+                if part_files(path)
+                else pq.read_table(path, columns=columns)
+            )
         return pq.read_table(path, columns=columns)
     except (pa.ArrowException, OSError) as exc:
-        raise InputError(f"unreadable Parquet file ({exc}); re-run `{remake_command(name)}`", path) \
-            from None
+        raise InputError(f"unreadable Parquet file ({exc}); re-run `{remake_command(name)}`", path) from None
 
 
 def iter_table(run_dir: Path, name: str, columns: list[str] | None = None, batch_rows: int = 100_000):
@@ -211,8 +229,9 @@ def iter_table(run_dir: Path, name: str, columns: list[str] | None = None, batch
                 for start in range(0, table.num_rows, batch_rows):
                     yield table.slice(start, batch_rows)
     except (pa.ArrowException, OSError) as exc:
-        raise InputError(f"unreadable Parquet file ({exc}); re-run `{remake_command(name)}`",
-                         table_path(run_dir, name)) from None
+        raise InputError(
+            f"unreadable Parquet file ({exc}); re-run `{remake_command(name)}`", table_path(run_dir, name)
+        ) from None
 
 
 def take_sorted(batches, positions):
@@ -228,8 +247,9 @@ def take_sorted(batches, positions):
         offset += batch.num_rows
 
 
-def read_rows(run_dir: Path, name: str, positions, columns: list[str] | None = None,
-              batch_rows: int = 100_000) -> pa.Table:
+def read_rows(
+    run_dir: Path, name: str, positions, columns: list[str] | None = None, batch_rows: int = 100_000
+) -> pa.Table:
     """The rows at sorted `positions` of a run table, read a batch at a time (never the whole table)."""
     import numpy as np
 

@@ -2,6 +2,7 @@
 can be a bomb (kilobytes that inflate to gigabytes), carry path-traversal member names, or hold
 millions of members. Names are checked up front, sizes as declared and again as actually inflated.
 """
+
 from __future__ import annotations
 
 import posixpath
@@ -24,8 +25,9 @@ class SafeZip:
     """Zip reading with the caps applied. `what` names the expected kind of file in messages;
     `members_key` and `bytes_key` name the settings that hold the caps."""
 
-    def __init__(self, path: Path, max_members: int, max_bytes: int, what: str, members_key: str = "",
-                 bytes_key: str = ""):
+    def __init__(
+        self, path: Path, max_members: int, max_bytes: int, what: str, members_key: str = "", bytes_key: str = ""
+    ):
         self.path, self.max_bytes, self.read_bytes, self.bytes_key = path, max_bytes, 0, bytes_key
         try:
             self.zip = zipfile.ZipFile(path)
@@ -40,8 +42,9 @@ class SafeZip:
                 raise InputError(f"unsafe member name {info.filename!r} in archive (path traversal); refusing it", path)
         declared = sum(i.file_size for i in infos)
         if declared > max_bytes:
-            raise InputError(f"archive unpacks to {declared} bytes, more than the limit of {max_bytes}"
-                             f"{self._bytes_hint()}", path)
+            raise InputError(
+                f"archive unpacks to {declared} bytes, more than the limit of {max_bytes}{self._bytes_hint()}", path
+            )
         self.names = {i.filename: i for i in infos}
 
     def _bytes_hint(self) -> str:
@@ -54,8 +57,10 @@ class SafeZip:
                 while chunk := fh.read(1 << 20):
                     self.read_bytes += len(chunk)
                     if self.read_bytes > self.max_bytes:  # headers can lie: count what actually inflates
-                        raise InputError(f"archive unpacks to more than {self.max_bytes} bytes"
-                                         f"{self._bytes_hint()}; refusing it", self.path)
+                        raise InputError(
+                            f"archive unpacks to more than {self.max_bytes} bytes{self._bytes_hint()}; refusing it",
+                            self.path,
+                        )
                     chunks.append(chunk)
         except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
             reason = str(exc).replace(f" for file {name!r}", "") or type(exc).__name__  # the name once, not twice

@@ -3,6 +3,7 @@ that starts with =, +, -, @, tab or carriage return gets a leading apostrophe, s
 and Google Sheets show it as text instead of running it (=HYPERLINK(...), =cmd|...). Numbers stay
 numbers; transcript text that offsets point into is never changed in the tables themselves, only
 in CSV and QDA exports meant to be opened by people."""
+
 from __future__ import annotations
 
 import re

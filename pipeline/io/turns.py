@@ -4,6 +4,7 @@ labels (`Speaker: text` lines) and subtitle cues.
 
 The format modules (pipeline.io.formats) import this; it imports no format, so there is no cycle.
 """
+
 from __future__ import annotations
 
 import html
@@ -71,8 +72,28 @@ def parse_timestamp(value: str | None) -> float | None:
     return seconds
 
 
-_NOT_NAMES = {"so", "well", "and", "but", "note", "yes", "no", "okay", "ok", "also", "then", "now",
-              "because", "anyway", "basically", "example", "for example", "question", "answer", "update"}
+_NOT_NAMES = {
+    "so",
+    "well",
+    "and",
+    "but",
+    "note",
+    "yes",
+    "no",
+    "okay",
+    "ok",
+    "also",
+    "then",
+    "now",
+    "because",
+    "anyway",
+    "basically",
+    "example",
+    "for example",
+    "question",
+    "answer",
+    "update",
+}
 
 
 def _accepted_labels(candidates: dict[str, tuple[int, str]], known: set[str]) -> set[str]:
@@ -127,8 +148,12 @@ def parse_labelled_text(text: str, path: str, known: set[str], fmt: str, encodin
         else:
             skipped += 1
     if not turns:
-        raise InputError("no speaker labels found (expected lines such as 'Interviewer: ...'; a field note or "
-                         "document needs source_type in the manifest or a fieldnotes/ or documents/ folder)", path, 1)
+        raise InputError(
+            "no speaker labels found (expected lines such as 'Interviewer: ...'; a field note or "
+            "document needs source_type in the manifest or a fieldnotes/ or documents/ folder)",
+            path,
+            1,
+        )
     for turn in turns:  # a label line with its text on the next line starts at that text
         while turn.start < turn.end and text[turn.start].isspace():
             turn.start += 1
@@ -195,13 +220,13 @@ def read_cues(text: str, path: str, fmt: str, encoding: str, known: set[str]) ->
             if timing_at is None or timing_at + 1 >= len(lines):
                 continue
             bad_timing.append(line_no + timing_at)  # a cue whose timing line is damaged: keep its words
-            cues.append((line_no + timing_at + 1, None, " ".join(lines[timing_at + 1:])))
+            cues.append((line_no + timing_at + 1, None, " ".join(lines[timing_at + 1 :])))
             continue
         timing = CUE_TIMING.match(lines[timing_at])
         ts = parse_timestamp(timing.group("start")) if timing else None
         if ts is None:  # a timing line in the right shape with an impossible time
             bad_timing.append(line_no + timing_at)
-        cues.append((line_no + timing_at + 1, ts, " ".join(lines[timing_at + 1:])))
+        cues.append((line_no + timing_at + 1, ts, " ".join(lines[timing_at + 1 :])))
     if not cues:
         raise InputError(f"no {fmt.upper()} cues found (expected 'hh:mm:ss --> hh:mm:ss' lines)", path, 1)
     parsed: list[tuple[int, float | None, str | None, str, bool]] = []
@@ -232,9 +257,11 @@ def read_cues(text: str, path: str, fmt: str, encoding: str, known: set[str]) ->
         items.append((current, body, ts, line_no))
     doc = render_turns(items, fmt, encoding, path)
     if bad_timing:
-        doc.warnings.append(f"{path}:{bad_timing[0]}: {len(bad_timing)} cue(s) with a malformed or impossible "
-                            f"timing line (lines {', '.join(map(str, bad_timing[:10]))}); their text is kept, "
-                            "without a time")
+        doc.warnings.append(
+            f"{path}:{bad_timing[0]}: {len(bad_timing)} cue(s) with a malformed or impossible "
+            f"timing line (lines {', '.join(map(str, bad_timing[:10]))}); their text is kept, "
+            "without a time"
+        )
     return doc
 
 
@@ -254,8 +281,9 @@ def paragraphs(text: str) -> list[Turn]:
     return turns
 
 
-def paragraph_document(text: str, display: str, fmt: str, encoding: str, source_type: str, warnings: list[str],
-                       paged: bool = False) -> Document:
+def paragraph_document(
+    text: str, display: str, fmt: str, encoding: str, source_type: str, warnings: list[str], paged: bool = False
+) -> Document:
     """A field note or document: its paragraphs as turns; pages where the format has them (`paged`) or the
     text keeps form feeds (a pseudonymised PDF, a text export that kept its page breaks)."""
     turns = paragraphs(text)

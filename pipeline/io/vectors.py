@@ -4,6 +4,7 @@ map, shift and report take their vectors through here, so a run of millions of u
 folder of part files from the Ray engine, or one large file) needs memory for what a stage keeps,
 not for every embedding at once. A table already in memory works the same way (tests, benches).
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -30,8 +31,9 @@ class StoredEmbeddings:
         if table is None:  # the checked read: stale embeddings are refused, and the read is recorded
             if self.run_dir is None:  # neither given: read_table's Path(None) raised a TypeError too
                 raise TypeError("StoredEmbeddings needs a run directory or a table")
-            self.ids = read_table(self.run_dir, "embeddings", "themeshift embed", columns=["utterance_id"]
-                                  ).column("utterance_id")
+            self.ids = read_table(self.run_dir, "embeddings", "themeshift embed", columns=["utterance_id"]).column(
+                "utterance_id"
+            )
             self.dim = self._schema().field("vector").type.list_size
         else:
             self.ids = table.column("utterance_id")
@@ -47,7 +49,6 @@ class StoredEmbeddings:
 
     def _schema(self) -> pa.Schema:
         import pyarrow.parquet as pq
-
 
         assert self.run_dir is not None  # __init__ reads the schema only from a run directory
         return pq.read_schema(table_files(self.run_dir, "embeddings")[0])

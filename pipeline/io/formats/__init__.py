@@ -6,6 +6,7 @@ note or document (pipeline.io.documents), and ``read_for_pseudonymising`` for th
 rewrites (pipeline.io.pseudonymise_formats). Adding a format is a module here, listed in MODULES, and its
 tests. What the formats share lives in pipeline.io.turns and pipeline.io.pieces, which import no format.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

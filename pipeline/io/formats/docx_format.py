@@ -4,6 +4,7 @@ its runs' formatting, and clears the author fields.
 
 Named docx_format, not docx, so that nothing mistakes it for python-docx.
 """
+
 from __future__ import annotations
 
 import re
@@ -44,8 +45,11 @@ def docx_text(path: Path) -> str:
     if missing:
         raise InputError(f"not a complete Word document: the archive has no {missing[0]} (re-save it from Word)", path)
     if paragraphs > DOCX_PARAGRAPHS_NOTICE:  # said before the work, which is minutes and gigabytes
-        warnings.warn(f"{path.name}: {paragraphs:,} paragraphs, far more than an interview holds (a merged or "
-                      "generated file?); reading it takes minutes and much memory", stacklevel=2)
+        warnings.warn(
+            f"{path.name}: {paragraphs:,} paragraphs, far more than an interview holds (a merged or "
+            "generated file?); reading it takes minutes and much memory",
+            stacklevel=2,
+        )
     try:
         document = docx.Document(str(path))
     except KeyError as exc:  # a part another part points to is missing
@@ -94,6 +98,7 @@ def read_paragraphs(path: Path, display: str, source_type: str, fallbacks: list[
 
 def every_paragraph(document) -> Iterator:
     """Every paragraph a reader or a person sees: body, table cells (nested too), headers and footers."""
+
     def walk(container):
         yield from container.paragraphs
         for table in getattr(container, "tables", []):
@@ -107,8 +112,14 @@ def every_paragraph(document) -> Iterator:
 
     yield from walk(document)
     for section in document.sections:
-        for part in (section.header, section.footer, section.first_page_header, section.first_page_footer,
-                     section.even_page_header, section.even_page_footer):
+        for part in (
+            section.header,
+            section.footer,
+            section.first_page_header,
+            section.first_page_footer,
+            section.even_page_header,
+            section.even_page_footer,
+        ):
             if part.is_linked_to_previous:
                 continue
             yield from walk(part)
@@ -154,7 +165,7 @@ def _set_paragraph_text(paragraph, old: str, new: str) -> None:
     s = 0
     while s < min(len(old), len(new)) - p and old[len(old) - 1 - s] == new[len(new) - 1 - s]:
         s += 1
-    start, end, replacement = p, len(old) - s, new[p:len(new) - s]
+    start, end, replacement = p, len(old) - s, new[p : len(new) - s]
     pos, placed = 0, False
     for run in runs:
         rs, re_ = pos, pos + len(run.text)

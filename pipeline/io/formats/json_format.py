@@ -4,6 +4,7 @@ rewrites every string in the file, whatever its shape, and writes the JSON back 
 
 Named json_format, not json, so that nothing mistakes it for the standard library's module.
 """
+
 from __future__ import annotations
 
 import json

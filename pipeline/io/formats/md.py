@@ -1,5 +1,6 @@
 """Markdown: read as plain text, its own text the source text; heading lines before or between turns are
 not speech (counted as skipped lines)."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,5 +1,6 @@
 """PDF: its text layer (pipeline.io.pdf), pages joined by form feeds, read like plain text. A pseudonymised
 PDF is written as plain text (.txt) with its page breaks kept as form feeds, so its pages survive."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,5 +1,6 @@
 """SubRip subtitles: cues rendered as `Speaker: text` lines, one per turn (the raw file interleaves cue
 numbers and timing lines with speech); the speaker from a `Name:` prefix."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """Plain text: the file's own text is the source text, so offsets match what a QDA tool shows."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,5 +1,6 @@
 """WebVTT subtitles: cues rendered as `Speaker: text` lines, one per turn (the raw file interleaves timing
 lines with speech); the speaker from a <v Name> voice tag or a `Name:` prefix."""
+
 from __future__ import annotations
 
 from pathlib import Path
