@@ -179,18 +179,15 @@ def _segment(ctx: Context, input_dir: Path) -> Output:
         if ctx.progress:
             ctx.progress(f"segment {rel}", done, max(total, done))
 
-    tables: dict[str, pa.Table] = {}
     written: tuple[str, ...] = ()
     if cfg["scale"]["engine"] == "ray":
         with ray_engine.configured_session(cfg):
             corpus = ray_engine.segment_corpus(input_dir, cfg, on_file)
         ray_engine.write_sharded(ctx.run_dir, "utterances", corpus.utterances, cfg["scale"]["shard_rows"])
-        written = ("utterances",)
+        written = ("utterances",)  # as part files
     else:
         corpus = segment_corpus(input_dir, cfg, on_file)
-        tables["utterances"] = corpus.utterances
-    for name in ("sources", "interviews", "rejected", "speakers"):
-        tables[name] = getattr(corpus, name)
+    tables = {name: getattr(corpus, name) for name in ctx.stage.writes if name not in written}
     utt = corpus.utterances
     reasons = Counter(r for r in utt.column("exclusion_reason").to_pylist() if r is not None)
     counts = {
@@ -269,7 +266,7 @@ def _codes(ctx: Context) -> Output:
     encoder = ctx.encoder or load_encoder(cfg["embed"]["model"], cfg["embed"]["device"])
     key = codes_key(run_dir, cfg, encoder.model_id)
     previous = stage_record(run_dir, "codes")
-    if previous.get("key") == key and all((run_dir / f"{t}.parquet").is_file() for t in ("codes", "assignments")):
+    if previous.get("key") == key and all(ctx.has(t) for t in ctx.stage.writes):
         return Output({**previous, "reused": True})
     if progress:
         progress("codes (clustering)", 0, 1)
@@ -711,13 +708,9 @@ def _learn(
     )
     human_rec = human_record(human_path)
     model_info = save_model(run_dir / "learn_model", result, framework, encoder, cfg, human_rec["sha256"])
-    tables = {
-        "utterance_dimensions_framework": framework_dims,
-        **{
-            name: getattr(result, name)
-            for name in ("utterance_dimensions", "utterance_dimensions_cv", "learned_codes", "learn_eval")
-        },
-    }
+    # map's framework-similarity table is kept beside the learned one that replaces it
+    tables = {"utterance_dimensions_framework": framework_dims}
+    tables.update({name: getattr(result, name) for name in ctx.stage.writes if name not in tables})
     record = {
         "human_codes": human_rec,
         "mapping": str(Path(mapping_path).resolve()) if mapping_path else None,

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline.io.decode import decode_text
 from pipeline.io.turns import CUE_TIMING, VOICE, match_label
 
 
@@ -91,3 +92,9 @@ def text_source(rel: str, out_rel: str, text: str, fmt: str, cue: bool) -> Sourc
         path.write_text("\n".join(lines), encoding="utf-8")
 
     return SourceFile(rel, out_rel, fmt, pieces, write)
+
+
+def text_file_source(path: Path, rel: str, fallbacks: list[str], cue: bool) -> SourceFile:
+    """A text file (txt, md, vtt, srt) to pseudonymise line by line; cue: subtitle timing and voice tags kept."""
+    text, _, _ = decode_text(path.read_bytes(), rel, fallbacks)
+    return text_source(rel, rel, text, "text", cue=cue)

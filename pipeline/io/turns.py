@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
 
 from pipeline.errors import InputError
+from pipeline.io.decode import decode_text
 from pipeline.io.pdf import PAGE_BREAK, page_starts
 
 TIMESTAMP = r"\d{1,2}:\d{2}(?::\d{2})?(?:[.,]\d{1,3})?"
@@ -303,3 +305,19 @@ def refuse_paragraphs(path: Path, display: str, source_type: str, fallbacks: lis
     suffix = path.suffix.lower()
     named = ", ".join(PARAGRAPH_FORMATS[:-1]) + " or " + PARAGRAPH_FORMATS[-1]
     raise InputError(f"a {source_type} must be {named}, not {suffix or '(none)'!r}", display)
+
+
+def decoded_turns(path: Path, display: str, fallbacks: list[str], parse: Callable[[str, str], Document]) -> Document:
+    """A text transcript decoded (UTF-8, else the fallbacks) and parsed by parse(text, encoding); a decoding
+    warning joins the document's."""
+    text, encoding, warning = decode_text(path.read_bytes(), display, fallbacks)
+    doc = parse(text, encoding)
+    if warning:
+        doc.warnings.append(warning)
+    return doc
+
+
+def decoded_paragraphs(path: Path, display: str, source_type: str, fallbacks: list[str], fmt: str) -> Document:
+    """A text field note or document decoded, its paragraphs as turns."""
+    text, encoding, warning = decode_text(path.read_bytes(), display, fallbacks)
+    return paragraph_document(text, display, fmt, encoding, source_type, [warning] if warning else [])

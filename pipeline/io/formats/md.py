@@ -5,26 +5,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.io.decode import decode_text
-from pipeline.io.pieces import SourceFile, text_source
-from pipeline.io.turns import Document, paragraph_document, parse_labelled_text
+from pipeline.io.pieces import SourceFile, text_file_source
+from pipeline.io.turns import Document, decoded_paragraphs, decoded_turns, parse_labelled_text
 
 EXTENSIONS = (".md",)
 
 
 def read_turns(path: Path, display: str, known: set[str], fallbacks: list[str]) -> Document:
-    text, encoding, warning = decode_text(path.read_bytes(), display, fallbacks)
-    doc = parse_labelled_text(text, display, known, "md", encoding)
-    if warning:
-        doc.warnings.append(warning)
-    return doc
+    return decoded_turns(
+        path, display, fallbacks, lambda text, enc: parse_labelled_text(text, display, known, "md", enc)
+    )
 
 
 def read_paragraphs(path: Path, display: str, source_type: str, fallbacks: list[str]) -> Document:
-    text, encoding, warning = decode_text(path.read_bytes(), display, fallbacks)
-    return paragraph_document(text, display, "md", encoding, source_type, [warning] if warning else [])
+    return decoded_paragraphs(path, display, source_type, fallbacks, "md")
 
 
 def read_for_pseudonymising(path: Path, rel: str, fallbacks: list[str]) -> SourceFile:
-    text, _, _ = decode_text(path.read_bytes(), rel, fallbacks)
-    return text_source(rel, rel, text, "text", cue=False)
+    return text_file_source(path, rel, fallbacks, cue=False)

@@ -5,24 +5,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.io.decode import decode_text
-from pipeline.io.pieces import SourceFile, text_source
-from pipeline.io.turns import Document, read_cues, refuse_paragraphs
+from pipeline.io.pieces import SourceFile, text_file_source
+from pipeline.io.turns import Document, decoded_turns, read_cues, refuse_paragraphs
 
 EXTENSIONS = (".vtt",)
 
 
 def read_turns(path: Path, display: str, known: set[str], fallbacks: list[str]) -> Document:
-    text, encoding, warning = decode_text(path.read_bytes(), display, fallbacks)
-    doc = read_cues(text, display, "vtt", encoding, known)
-    if warning:
-        doc.warnings.append(warning)
-    return doc
+    return decoded_turns(path, display, fallbacks, lambda text, enc: read_cues(text, display, "vtt", enc, known))
 
 
 read_paragraphs = refuse_paragraphs  # subtitles are speech: never a field note or document
 
 
 def read_for_pseudonymising(path: Path, rel: str, fallbacks: list[str]) -> SourceFile:
-    text, _, _ = decode_text(path.read_bytes(), rel, fallbacks)
-    return text_source(rel, rel, text, "text", cue=True)
+    return text_file_source(path, rel, fallbacks, cue=True)
