@@ -47,8 +47,14 @@ class Corpus:
     warnings: list[str] = field(default_factory=list)
 
 
-def discover(folder: Path, cfg: dict, warnings: list[str] | None = None) -> list[str]:
-    """Transcript candidates, relative POSIX paths, sorted; metadata and ignored files left out.
+def is_run_folder(folder: Path) -> bool:
+    """A themeshift run directory (its manifest.json and lineage.json): output, never input."""
+    return (folder / "manifest.json").is_file() and (folder / "lineage.json").is_file()
+
+
+def discover(folder: Path, cfg: dict, warnings: list[str] | None = None, exclude: tuple[Path, ...] = ()) -> list[str]:
+    """Transcript candidates, relative POSIX paths, sorted; metadata and ignored files left out, and so are
+    the folders in `exclude` (the run being written) and earlier run directories inside the input folder.
     Folders that cannot be listed are reported in `warnings`, not dropped silently."""
     inp = cfg["input"]
     skip = {inp["manifest_file"].lower(), inp["speakers_file"].lower()}
@@ -59,8 +65,17 @@ def discover(folder: Path, cfg: dict, warnings: list[str] | None = None) -> list
             warnings.append(f"{exc.filename}: folder cannot be read ({exc.strerror}); its files are left out")
 
     paths = []
+    excluded = {Path(p).resolve() for p in exclude}
     for root, dirs, names in os.walk(folder, onerror=unreadable):  # does not follow symlinked folders
         dirs[:] = [d for d in dirs if not d.startswith(".")]
+        runs = [d for d in dirs if (Path(root) / d).resolve() in excluded or is_run_folder(Path(root) / d)]
+        if runs and warnings is not None:
+            warnings.extend(
+                f"{Path(root, d)}: a themeshift run folder, not read as input"
+                for d in runs
+                if (Path(root) / d).resolve() not in excluded
+            )
+        dirs[:] = [d for d in dirs if d not in runs]
         skipped = [d for d in dirs if (Path(root) / d).is_symlink()]
         if skipped and warnings is not None:
             warnings.extend(f"{Path(root, d)}: symlinked folder left out" for d in skipped)
@@ -133,7 +148,7 @@ class FileResult:
     label_only: dict = field(default_factory=dict)  # the resolver's bare labels this file used
 
 
-def open_study(folder: str | Path, cfg: dict) -> Study:
+def open_study(folder: str | Path, cfg: dict, exclude: tuple[Path, ...] = ()) -> Study:
     folder = Path(folder)
     if folder.is_file():
         raise InputError("is a file; give the folder that holds the transcripts", folder)
@@ -155,9 +170,13 @@ def open_study(folder: str | Path, cfg: dict) -> Study:
         inp["speaker_scope_column"].lower(),
     )
     warn: list[str] = []
-    files = discover(folder, cfg, warn)
-    if manifest is not None:
-        files = sorted(set(files) | set(manifest))
+    files = discover(folder, cfg, warn, exclude)
+    if manifest is not None:  # the manifest says what the study is: other files are listed once, not read
+        not_listed = sorted(set(files) - set(manifest))
+        if not_listed:
+            shown = ", ".join(not_listed[:10]) + (f" and {len(not_listed) - 10} more" if len(not_listed) > 10 else "")
+            warn.append(f"{len(not_listed)} file(s) not in {inp['manifest_file']}, not read: {shown}")
+        files = sorted(manifest)
     if not files:
         raise InputError("no transcript, field note or document files found", folder)
     return Study(folder, files, manifest, resolver, template_regex(inp["filename_template"]), inputs, warn)
@@ -181,9 +200,7 @@ def segment_file(study: Study, rel: str, nlp, cfg: dict) -> FileResult:
                 f"(known: {', '.join(extensions)}; or add it to input.ignore)",
                 rel,
             )
-        if study.manifest is not None:
-            if rel not in study.manifest:
-                raise InputError(f"not listed in {inp['manifest_file']}", rel)
+        if study.manifest is not None:  # with a manifest, its files are the only ones read
             meta: FileMeta = study.manifest[rel][0]
         else:
             meta = meta_from_filename(rel, study.template)
@@ -320,9 +337,11 @@ def speakers_table(speakers: dict) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=sch)
 
 
-def segment_corpus(folder: str | Path, cfg: dict, on_file: Callable[[str], None] | None = None) -> Corpus:
+def segment_corpus(
+    folder: str | Path, cfg: dict, on_file: Callable[[str], None] | None = None, exclude: tuple[Path, ...] = ()
+) -> Corpus:
     """Segment every file here, one after another (pipeline.ray_engine does the same on a Ray cluster)."""
-    study = open_study(folder, cfg)
+    study = open_study(folder, cfg, exclude)
     nlp = load_sentence_splitter(cfg["segment"]["sentence_splitter"])
     results = []
     for rel in study.files:

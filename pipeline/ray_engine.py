@@ -134,11 +134,13 @@ def _segment_one(study, rel: str, cfg: dict):
     return segment_file(study, rel, _splitter(cfg["segment"]["sentence_splitter"]), cfg)
 
 
-def segment_corpus(folder: Path, cfg: dict, on_file: Callable[[str], None] | None = None):
+def segment_corpus(
+    folder: Path, cfg: dict, on_file: Callable[[str], None] | None = None, exclude: tuple[Path, ...] = ()
+):
     """ingest.segment_corpus with the files segmented in parallel as Ray tasks."""
 
     ray = require_ray()
-    study = open_study(folder, cfg)
+    study = open_study(folder, cfg, exclude)
     task = ray.remote(num_cpus=1)(_segment_one)
     study_ref, cfg_ref = ray.put(study), ray.put(cfg)
     refs = [task.remote(study_ref, rel, cfg_ref) for rel in study.files]

@@ -170,7 +170,8 @@ def execute(name: str, run_dir: Path, cfg: dict, progress: Progress | None = Non
 
 def _segment(ctx: Context, input_dir: Path) -> Output:
     cfg = ctx.cfg
-    total = len(discover(Path(input_dir), cfg))
+    exclude = (ctx.run_dir,)  # an --out inside the input folder is never read as input
+    total = len(discover(Path(input_dir), cfg, exclude=exclude))
     done = 0
 
     def on_file(rel: str) -> None:
@@ -182,11 +183,11 @@ def _segment(ctx: Context, input_dir: Path) -> Output:
     written: tuple[str, ...] = ()
     if cfg["scale"]["engine"] == "ray":
         with ray_engine.configured_session(cfg):
-            corpus = ray_engine.segment_corpus(input_dir, cfg, on_file)
+            corpus = ray_engine.segment_corpus(input_dir, cfg, on_file, exclude)
         ray_engine.write_sharded(ctx.run_dir, "utterances", corpus.utterances, cfg["scale"]["shard_rows"])
         written = ("utterances",)  # as part files
     else:
-        corpus = segment_corpus(input_dir, cfg, on_file)
+        corpus = segment_corpus(input_dir, cfg, on_file, exclude)
     tables = {name: getattr(corpus, name) for name in ctx.stage.writes if name not in written}
     utt = corpus.utterances
     reasons = Counter(r for r in utt.column("exclusion_reason").to_pylist() if r is not None)

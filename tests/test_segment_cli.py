@@ -107,8 +107,6 @@ GOOD = "Interviewer: Q?\nP1: An answer.\n"
      "manifest.csv:2: wave must be a whole number from 0 to 2147483647, got 'first'"),
     ({"a.txt": GOOD.encode(), "b.txt": GOOD.encode(), "manifest.csv": b"file,interview_id\na.txt,X1\nb.txt,X1\n"},
      "manifest.csv:3: duplicate interview_id 'X1' (also on line 2)"),
-    ({"a.txt": GOOD.encode(), "b.txt": GOOD.encode(), "manifest.csv": b"file\na.txt\n"},
-     "b.txt: not listed in manifest.csv"),
     ({"a.txt": GOOD.encode(), "speakers.csv": b"speaker_id,is_interviewer\nP1,maybe\n"},
      "speakers.csv:2: is_interviewer must be true or false"),
 ])
@@ -219,3 +217,28 @@ def test_a_bare_label_in_two_party_transcripts_takes_the_manifests_speaker(tmp_p
     assert set(both.utterances.to_pandas()["speaker_id"]) == {"Counsellor", "Client"}
     warned = [w for w in both.warnings if "one speaker across 3 interviews" in w]
     assert len(warned) == 2 and any("'Client'" in w for w in warned)
+
+
+def test_with_a_manifest_only_its_files_are_read_and_the_others_are_named_once(write, tmp_path):
+    write("a.txt", GOOD)
+    write("b.txt", GOOD.replace("P1", "P2"))
+    write("build.py", "print('not a transcript')\n")
+    write("notes/codebook.md", "# Codebook\n\nPush: ...\n")
+    write("manifest.csv", "file,wave\na.txt,1\n")
+    res = runner.invoke(app, ["segment", str(write.dir), "--out", str(tmp_path / "run")])  # warnings shown
+    assert res.exit_code == 0, res.stderr
+    assert "3 file(s) not in manifest.csv, not read: b.txt, build.py, notes/codebook.md" in res.stderr
+    utt = pq.read_table(tmp_path / "run" / "utterances.parquet")
+    assert set(utt.column("source_file").to_pylist()) == {"a.txt"}
+
+
+def test_a_run_folder_inside_the_input_folder_is_never_read_as_input(write):
+    write("P1.txt", GOOD)
+    first, second = write.dir / "runs" / "r1", write.dir / "runs" / "r2"
+    assert _segment(write.dir, first).exit_code == 0
+    res = runner.invoke(app, ["segment", str(write.dir), "--out", str(second)])  # r1 (tables, manifest.json, lineage.json) is output, not input
+    assert res.exit_code == 0, res.stderr
+    assert f"{first}: a themeshift run folder, not read as input" in res.stderr
+    utt = pq.read_table(second / "utterances.parquet")
+    assert set(utt.column("source_file").to_pylist()) == {"P1.txt"}
+    assert pq.read_table(first / "utterances.parquet").equals(utt)
