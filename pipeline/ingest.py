@@ -177,6 +177,16 @@ def open_study(folder: str | Path, cfg: dict, exclude: tuple[Path, ...] = ()) ->
             shown = ", ".join(not_listed[:10]) + (f" and {len(not_listed) - 10} more" if len(not_listed) > 10 else "")
             warn.append(f"{len(not_listed)} file(s) not in {inp['manifest_file']}, not read: {shown}")
         files = sorted(manifest)
+    else:  # without one, files of formats themeshift does not read (code, spreadsheets) are named, not fatal
+        readable = {e.lower() for e in (inp["extensions"] or EXTENSIONS)}
+        other = [f for f in files if Path(f).suffix.lower() not in readable]
+        if other:
+            shown = ", ".join(other[:10]) + (f" and {len(other) - 10} more" if len(other) > 10 else "")
+            warn.append(
+                f"{len(other)} file(s) not of a format themeshift reads ({', '.join(sorted(readable))}), "
+                f"not read: {shown}"
+            )
+            files = [f for f in files if f not in other]
     if not files:
         raise InputError("no transcript, field note or document files found", folder)
     return Study(folder, files, manifest, resolver, template_regex(inp["filename_template"]), inputs, warn)

@@ -99,7 +99,8 @@ GOOD = "Interviewer: Q?\nP1: An answer.\n"
 @pytest.mark.parametrize("files,message", [
     ({"a.txt": b""}, "a.txt: empty file"),
     ({"a.txt": bytes(range(256))}, "a.txt: binary file"),
-    ({"a.xyz": b"hello"}, "a.xyz: unknown transcript format '.xyz'"),
+    ({"a.xyz": b"hello", "manifest.csv": b"file\na.xyz\n"}, "a.xyz: unknown transcript format '.xyz'"),
+    ({"a.xyz": b"hello"}, "no transcript, field note or document files found"),
     ({"a.txt": b"no labels here at all\n"}, "a.txt:1: no speaker labels"),
     ({"a.txt": GOOD.encode(), "manifest.csv": b"file,wave\na.txt,1\nb.txt,2\n"},
      "manifest.csv:3: manifest names a missing file 'b.txt'"),
@@ -242,3 +243,13 @@ def test_a_run_folder_inside_the_input_folder_is_never_read_as_input(write):
     utt = pq.read_table(second / "utterances.parquet")
     assert set(utt.column("source_file").to_pylist()) == {"P1.txt"}
     assert pq.read_table(first / "utterances.parquet").equals(utt)
+
+
+def test_without_a_manifest_files_of_other_formats_are_named_once_and_left_alone(write, tmp_path):
+    write("P1.txt", GOOD)
+    write("analysis/build.py", "print('not a transcript')\n")
+    write("codes.xlsx", b"PK\x03\x04 not a transcript")
+    res = runner.invoke(app, ["segment", str(write.dir), "--out", str(tmp_path / "run")])
+    assert res.exit_code == 0, res.stderr
+    assert "2 file(s) not of a format themeshift reads" in res.stderr and "analysis/build.py, codes.xlsx" in res.stderr
+    assert set(pq.read_table(tmp_path / "run" / "utterances.parquet").column("source_file").to_pylist()) == {"P1.txt"}
