@@ -30,6 +30,13 @@ from pipeline.reduce import make_umap
 enable_numba_cache()  # before bertopic/umap/hdbscan are imported anywhere below
 
 
+def import_bertopic() -> None:
+    """Import bertopic with the warning filters saved and restored: its import adds a global "ignore every
+    UserWarning" filter (bertopic/_bertopic.py), which silenced every later stage's warnings in a run."""
+    with warnings.catch_warnings():
+        import bertopic  # noqa: F401
+
+
 def cluster_sizes(n: int, cfg: dict) -> tuple[int, int]:
     """(min_cluster_size, min_samples) for n utterances: grows with sqrt(n)."""
     c = cfg["codes"]
@@ -55,6 +62,7 @@ def max_cluster_size(n: int, min_size: int, cfg: dict) -> int:
 
 
 def _encoder_backend(encoder: Encoder):
+    import_bertopic()
     from bertopic.backend import BaseEmbedder
 
     class EncoderBackend(BaseEmbedder):
@@ -76,6 +84,7 @@ class CodesResult:
 
 
 def representation_model(cfg: dict):
+    import_bertopic()
     from bertopic.representation import KeyBERTInspired, MaximalMarginalRelevance
     from sklearn.metrics.pairwise import cosine_similarity
 
@@ -120,6 +129,7 @@ def use_cuml(device: str) -> bool:
 
 def build_topic_model(n: int, encoder: Encoder, cfg: dict, X: np.ndarray | None = None, population: int | None = None):
     """population: the corpus size when the n utterances are a sample of it (see sample_cluster_sizes)."""
+    import_bertopic()
     from bertopic import BERTopic
     from bertopic.dimensionality import BaseDimensionalityReduction
     from bertopic.vectorizers import ClassTfidfTransformer
@@ -344,6 +354,7 @@ def _use_centroids_for_transform(model, codes: pa.Table, topics: np.ndarray, X: 
 def assign_new(model_dir, embeddings: pa.Table, encoder: Encoder, cfg: dict) -> pa.Table:
     """Assign existing codes to new utterances with a saved topic model: nearest code
     centroid, kept when its cosine similarity reaches codes.outlier_threshold."""
+    import_bertopic()
     from bertopic import BERTopic
 
     model = BERTopic.load(str(model_dir), embedding_model=_encoder_backend(encoder))

@@ -32,6 +32,7 @@ from pipeline.io.rundir import (
 from pipeline.io.spreadsheet import safe_cell
 from pipeline.learn import MACHINE
 from pipeline.reduce import fit_umap
+from pipeline.shift import missing_shift_reason
 from pipeline.shift_groups import headline
 from pipeline.stages import remake_command, stage
 
@@ -1566,6 +1567,12 @@ def build_report(
         missing = (
             f'<div class="missing" id="missing-tables"><p>This report shows what the run directory holds. '
             f"Not there yet:</p><ul>{items}</ul></div>"
+        )
+    no_shift = missing_shift_reason(tables["shifts"]["status"]) if "shifts" in tables else None
+    if no_shift:  # the headline result is absent: said first, with how to get it
+        missing = (
+            f'<div class="missing" id="no-shift"><p><strong>No shift results.</strong> {_e(no_shift)}.</p></div>'
+            + missing
         )
     stale = manifest.get("_stale_tables", {})
     if stale:

@@ -77,7 +77,7 @@ from pipeline.report import (
     write_figures,
     write_shareable,
 )
-from pipeline.shift import compute_shifts
+from pipeline.shift import compute_shifts, missing_shift_reason
 from pipeline.shift_groups import headline
 from pipeline.stages import SHIFT, Stage, stage
 from pipeline.suggest import suggest, write_suggestions
@@ -479,6 +479,8 @@ def _shift(ctx: Context) -> Output:
     result = compute_shifts(
         utterances, dims, cfg, embeddings, assignments, ctx.progress, questions, interviews, speakers
     )
+    if reason := missing_shift_reason(result.shifts.column("status").to_pylist()):  # never a silent absence
+        result.warnings.append(reason)
     tables = {name: getattr(result, name) for name in SHIFT if name != "source_themes"}
     tables["source_themes"] = themes
     findings = headline(result.group_changes.to_pandas(), result.shift_dimensions.to_pandas(), cfg["shift"]["alpha"])

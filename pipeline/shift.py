@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Callable, cast
 
@@ -806,6 +807,27 @@ def _apply_moderated(
     ok = [d for d in dim_rows if d.get("p_value") is not None and np.isfinite(d["p_value"])]
     for d, q in zip(ok, benjamini_hochberg(np.array([d["p_value"] for d in ok], dtype=float))):
         d["q_value"] = float(q)
+
+
+COMPARED = ("ok", "no_evidence", "too_few_units")  # statuses of wave pairs that were compared
+
+
+def missing_shift_reason(statuses: Iterable[str]) -> str | None:
+    """Why a run has no shift to report, and how to give it one; None when some speaker's waves were compared."""
+    counts = Counter(statuses)
+    if any(counts.get(s) for s in COMPARED):
+        return None
+    if set(counts) <= {"no_wave"}:
+        return (
+            "no interview has a wave, so nobody's talk can be compared across waves: give each interview its wave "
+            "in manifest.csv (a wave column) or through input.filename_template (for files named like "
+            "sarah_time1.txt: '{speaker}_time{wave}')"
+        )
+    found = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    return (
+        f"no speaker has two waves with enough coded utterances to compare ({found}): there is no shift to report; "
+        "shifts.parquet's reason column says what each speaker lacks"
+    )
 
 
 def compute_shifts(

@@ -117,3 +117,27 @@ def test_config_show_gives_every_setting_its_origin_and_loads_back_as_the_same_c
     shown.write_text(result.output, encoding="utf-8")
     assert tomllib.loads(result.output)["shift"]["alpha"] == 0.1
     assert load_config(shown) == load_config(mine, {"embed": {"model": "fast"}})
+
+
+def test_a_study_without_waves_says_so_on_screen_and_at_the_top_of_the_report(tmp_path):
+    """Two interviews of one person named sarah_time1/2 and no manifest: there is no shift, and the run
+    says why and how to give it waves instead of ending as if all were well. Warnings of the stages after
+    codes reach the screen (bertopic's import used to silence every later UserWarning)."""
+    corpus = tmp_path / "study"
+    corpus.mkdir()
+    answers = [
+        line.split(": ", 1)[1]
+        for name in ("core/C01_wave2.txt", "project/P01_wave1.txt", "project/P04_wave2.txt")
+        for line in (EXAMPLE / name).read_text(encoding="utf-8").splitlines()
+        if ": " in line and "Interviewer:" not in line
+    ]
+    for wave in (1, 2):
+        turns = [f"Interviewer: Could you say more?\nSarah: {a}" for a in answers[wave * 10: wave * 10 + 30]]
+        (corpus / f"sarah_time{wave}.txt").write_text("\n".join(turns) + "\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["run", str(corpus), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert "warning: no interview has a wave" in result.output and "'{speaker}_time{wave}'" in result.output
+    assert "unmapped" in result.output or "have no wave" in result.output  # map's and shift's own warnings too
+    page = (tmp_path / "run" / "report.html").read_text(encoding="utf-8")
+    top = page[: page.index("<main>")]
+    assert 'id="no-shift"' in top and "No shift results." in top
