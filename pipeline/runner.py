@@ -161,7 +161,8 @@ def execute(name: str, run_dir: Path, cfg: dict, progress: Progress | None = Non
     record["seconds"] = round(time.perf_counter() - started, 3)
     for message in record.get("warnings", []):
         warnings.warn(message, stacklevel=2)
-    update_manifest(run_dir, name, record, cfg if s.config else None)
+    if s.recorded:
+        update_manifest(run_dir, name, record, cfg if s.config else None)
     return record
 
 

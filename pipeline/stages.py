@@ -26,6 +26,7 @@ class Stage:
     writes: tuple[str, ...] = ()  # tables it writes (a stage may write a subset, e.g. when reused)
     files: tuple[str, ...] = ()  # other outputs in the run directory
     config: bool = True  # its manifest record carries the configuration the tables were made with
+    recorded: bool = True  # it keeps a manifest record (export writes elsewhere and leaves the run untouched)
     run_stage: bool = True  # one step on a run directory (not a folder copy, not several stages)
 
 
@@ -146,6 +147,7 @@ STAGES: tuple[Stage, ...] = (
         reads=("utterances", "sources"),
         optional=("utterance_dimensions", "codes", "assignments", "code_dimensions", "shifts"),
         config=False,
+        recorded=False,
     ),
     Stage(
         "transform",
