@@ -131,7 +131,7 @@ def check_inputs(s: Stage, run_dir: Path) -> dict[str, str]:
     for name in s.reads:
         if not table_path(run_dir, name).exists():
             raise InputError(f"missing {name}.parquet; run `{remake_command(name)}` first", run_dir)
-    if s.name != "report":
+    if s.refuses_stale:
         for name in s.reads + s.optional:
             if table_path(run_dir, name).exists() and (why := stale_reason(run_dir, name)):
                 raise InputError(f"stale table: {why}; re-run `{remake_command(name)}`", table_path(run_dir, name))

@@ -27,6 +27,7 @@ class Stage:
     files: tuple[str, ...] = ()  # other outputs in the run directory
     config: bool = True  # its manifest record carries the configuration the tables were made with
     recorded: bool = True  # it keeps a manifest record (export writes elsewhere and leaves the run untouched)
+    refuses_stale: bool = True  # a stale input stops it (the report leaves stale tables out and says so)
     run_stage: bool = True  # one step on a run directory (not a folder copy, not several stages)
 
 
@@ -131,6 +132,7 @@ STAGES: tuple[Stage, ...] = (
         writes=("utterance_map",),
         files=("report.html",),
         config=False,
+        refuses_stale=False,
     ),
     Stage(
         "suggest",
