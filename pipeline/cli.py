@@ -27,6 +27,7 @@ from rich.progress import (
 from pipeline.config import load_config, load_config_with_origins, settings_text
 from pipeline.embed import load_encoder
 from pipeline.errors import EnvironmentFault, InputError, environment_fault, printable
+from pipeline.findings import findings_lines, run_findings
 from pipeline.framework import load_framework
 from pipeline.io.human_codes import read_human_codes, read_mapping
 from pipeline.io.metadata import read_speakers
@@ -951,14 +952,16 @@ def run(
                 if human is None:
                     raise InputError("--learn needs --human FILE (the researchers' codes to learn from)")
                 run_learn(out, human, cfg, mapping, framework, progress=update, encoder=encoder)
-            shift_rec = run_shift(out, cfg, update, encoder=encoder)
+            run_shift(out, cfg, update, encoder=encoder)
             if human is not None:
                 run_compare(out, human, cfg, mapping, framework)
             run_report(out, cfg, progress=update)
+        found = run_findings(Path(out))  # what was found first, then where it is
+        _log("findings", command="run", **found)
         if not quiet:
-            for line in shift_rec["findings"]:  # what was found first, then where it is
+            for line in findings_lines(found):
                 err.print(line, markup=False, highlight=False)
-            err.print(f"{rec['counts']['codes']} codes; tables, manifest.json and report.html in {out}/")
+            err.print(f"tables, manifest.json and report.html in {out}/")
 
 
 _register_stage_commands()

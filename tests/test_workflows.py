@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli import app
+from pipeline.findings import findings_lines, run_findings
 from pipeline.stages import STAGES, remake_command, stage, tables
 
 from conftest import ANSWER_KEY, EXAMPLE
@@ -46,8 +47,25 @@ def _report_is_current(run) -> None:
 def test_the_documented_order_and_the_wrong_ones_all_end_in_a_current_report(tmp_path):
     run = tmp_path / "run"
     (tmp_path / "fast.toml").write_text(FAST_LEARN, encoding="utf-8")
-    result = CliRunner().invoke(app, ["run", str(EXAMPLE), "--out", str(run), "--quiet"])
+    result = CliRunner().invoke(app, ["--log-json", "run", str(EXAMPLE), "--out", str(run)])
     assert result.exit_code == 0, result.output
+    # run ends with its findings: one JSON object with --log-json, the same numbers as the tables
+    events = [json.loads(x) for x in result.output.splitlines() if x.startswith("{")]
+    found = next(e for e in events if e["event"] == "findings")
+    assert found == {"time": found["time"], "event": "findings", "command": "run", **run_findings(run)}
+    sizes = [c["size"] for c in found["codes"]]
+    assert len(sizes) == 5 and sizes == sorted(sizes, reverse=True)
+    for group_wave in {(s["group"], s["wave"]) for s in found["shares"]}:
+        total = sum(s["share"] for s in found["shares"] if (s["group"], s["wave"]) == group_wave)
+        assert abs(total - 1) < 1e-3
+    assert {s["group"] for s in found["shares"]} == {"CORE", "PROJECT"}
+    manifest = json.loads((run / "manifest.json").read_text(encoding="utf-8"))
+    assert found["groups"] == manifest["stages"]["shift"]["findings"] and found["groups"][0].startswith("CORE")
+    changes = [abs(c["change"]) for c in found["largest_changes"]]
+    assert len(changes) == 3 and changes == sorted(changes, reverse=True)
+    assert all(c["ci_low"] <= c["change"] <= c["ci_high"] for c in found["largest_changes"])
+    assert found["agreement"] == []  # no --human: no agreement figures, and none invented
+    assert findings_lines(found)[0] == "Findings"
     # the README's learning workflow: compare, learn, shift, compare, report
     for step in (["compare", "--human", HUMAN], ["learn", "--human", HUMAN], ["shift"], ["compare", "--human", HUMAN]):
         code, out = _cli(run, *step)
