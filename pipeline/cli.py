@@ -132,6 +132,7 @@ ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML 
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summaries.")]
 SkipBadOpt = Annotated[bool, typer.Option("--skip-bad", help="Skip unreadable files; list them in rejected.parquet.")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Run directory for the output tables.")]
+CopyOutOpt = Annotated[Path, typer.Option("--out", "-o", help="Folder for the pseudonymised copy of the study.")]
 InputArg = Annotated[
     Path,
     typer.Argument(
@@ -254,8 +255,8 @@ def _check_inputs(
     mapping: Optional[Path],
     input_dir: Optional[Path] = None,
 ) -> None:
-    """Read and validate every input file a run will need, before its first stage starts."""
-
+    """Read and validate every input file a run will need, and the embedding model, before its first stage."""
+    resolve(cfg["embed"]["model"])  # an unknown --model is one line before segment writes anything
     fw = load_framework(framework or cfg["map"]["framework"] or None)
     if fw.role_lines and input_dir is not None and Path(input_dir).is_dir():
         speakers = Path(input_dir) / cfg["input"]["speakers_file"]
@@ -810,7 +811,7 @@ def _anonymise_summary(quiet: bool, rec: dict) -> None:
 @_stage_command("anonymise")
 def anonymise(
     input_dir: InputArg,
-    out: OutOpt,
+    out: CopyOutOpt,
     key: KeyOpt = None,
     names: NamesOpt = None,
     review: ReviewOpt = False,

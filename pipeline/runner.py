@@ -10,6 +10,7 @@ settings in, tables out) to the run directory. `run_<stage>` are the public entr
 from __future__ import annotations
 
 import hashlib
+import itertools
 import shutil
 import time
 import warnings
@@ -37,6 +38,7 @@ from pipeline.embed import embed_utterances, load_encoder, vectors
 from pipeline.errors import InputError
 from pipeline.framework import load_framework
 from pipeline.ingest import discover, segment_corpus
+from pipeline.io.formats import EXTENSIONS
 from pipeline.io.human_codes import read_human_codes, read_mapping
 from pipeline.io.qdpx import machine_project, speaker_cases, write_qdpx
 from pipeline.io.rundir import (
@@ -130,12 +132,26 @@ def check_inputs(s: Stage, run_dir: Path) -> dict[str, str]:
     line naming the command that remakes it. The report leaves stale tables out instead (and says so)."""
     for name in s.reads:
         if not table_path(run_dir, name).exists():
+            if holds_transcripts(run_dir):
+                raise InputError(
+                    "a folder of transcripts, not a run directory: run `themeshift run "
+                    f"{run_dir} --out RUN` first, then `{s.command}` on RUN",
+                    run_dir,
+                )
             raise InputError(f"missing {name}.parquet; run `{remake_command(name)}` first", run_dir)
     if s.refuses_stale:
         for name in s.reads + s.optional:
             if table_path(run_dir, name).exists() and (why := stale_reason(run_dir, name)):
                 raise InputError(f"stale table: {why}; re-run `{remake_command(name)}`", table_path(run_dir, name))
     return input_digests(run_dir, s.reads + s.optional)
+
+
+def holds_transcripts(folder: Path) -> bool:
+    """A folder of transcripts rather than a run directory (no manifest.json, files of a format read here)."""
+    if not folder.is_dir() or (folder / "manifest.json").is_file():
+        return False
+    files = itertools.islice((p for p in folder.rglob("*") if p.is_file()), 10_000)  # only on the error path
+    return any(p.suffix.lower() in EXTENSIONS for p in files)
 
 
 def execute(name: str, run_dir: Path, cfg: dict, progress: Progress | None = None, encoder=None, **args) -> dict:

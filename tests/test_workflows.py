@@ -159,3 +159,14 @@ def test_a_study_without_waves_says_so_on_screen_and_at_the_top_of_the_report(tm
     page = (tmp_path / "run" / "report.html").read_text(encoding="utf-8")
     top = page[: page.index("<main>")]
     assert 'id="no-shift"' in top and "No shift results." in top
+
+
+def test_a_transcript_folder_given_as_a_run_and_an_unknown_model_are_one_line_before_anything_is_written(tmp_path):
+    result = CliRunner().invoke(app, ["shift", str(EXAMPLE)])
+    lines = [x for x in result.output.splitlines() if x.strip()]
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert "a folder of transcripts, not a run directory: run `themeshift run" in lines[0]
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["run", str(EXAMPLE), "--out", str(out), "--model", "nosuch"])
+    assert result.exit_code == 2 and "unknown embedding model 'nosuch'" in result.output
+    assert not out.exists()  # refused before segment wrote its tables
