@@ -17,8 +17,11 @@ from pipeline.io.rundir import read_run_manifest, read_table, table_path
 from pipeline.stages import STAGES
 
 
-def _table(run_dir: Path, name: str) -> pd.DataFrame | None:
-    return read_table(run_dir, name, check=False).to_pandas() if table_path(run_dir, name).exists() else None
+def _table(run_dir: Path, name: str, columns: list[str] | None = None) -> pd.DataFrame | None:
+    """A table's columns as pandas (only those asked for: utterances can be millions of rows); None if absent."""
+    if not table_path(run_dir, name).exists():
+        return None
+    return read_table(run_dir, name, check=False, columns=columns).to_pandas()
 
 
 def run_findings(run_dir: Path, top: int = 5) -> dict[str, Any]:
@@ -54,11 +57,10 @@ def run_findings(run_dir: Path, top: int = 5) -> dict[str, Any]:
                     "utterances": int(rows["size"].sum()),
                 }
             )
-    dims, utterances = _table(run_dir, "utterance_dimensions"), _table(run_dir, "utterances")
+    dims = _table(run_dir, "utterance_dimensions", ["utterance_id", "dimension", "is_argmax", "mapped"])
+    utterances = _table(run_dir, "utterances", ["utterance_id", "speaker_role", "wave"])
     if dims is not None and utterances is not None and len(dims):
-        chosen = dims[dims["is_argmax"] & dims["mapped"]].merge(
-            utterances[["utterance_id", "speaker_role", "wave"]], on="utterance_id"
-        )
+        chosen = dims[dims["is_argmax"] & dims["mapped"]].merge(utterances, on="utterance_id")
         chosen["speaker_role"] = chosen["speaker_role"].fillna("(no role)")
         counts = chosen.groupby(["speaker_role", "wave", "dimension"]).size()
         shares = counts / counts.groupby(level=[0, 1]).transform("sum")

@@ -148,6 +148,20 @@ class FileResult:
     label_only: dict = field(default_factory=dict)  # the resolver's bare labels this file used
 
 
+def read_extensions(inp: dict) -> tuple[str, ...]:
+    """The extensions read: input.extensions, or every format themeshift reads when that list is empty."""
+    return tuple(inp["extensions"] or EXTENSIONS)
+
+
+def is_read(rel: str, extensions: tuple[str, ...]) -> bool:
+    return Path(rel).suffix.lower() in {e.lower() for e in extensions}
+
+
+def _listing(names: list[str], most: int = 10) -> str:
+    """The first `most` names, and how many more: a warning stays one readable line."""
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
 def open_study(folder: str | Path, cfg: dict, exclude: tuple[Path, ...] = ()) -> Study:
     folder = Path(folder)
     if folder.is_file():
@@ -174,19 +188,17 @@ def open_study(folder: str | Path, cfg: dict, exclude: tuple[Path, ...] = ()) ->
     if manifest is not None:  # the manifest says what the study is: other files are listed once, not read
         not_listed = sorted(set(files) - set(manifest))
         if not_listed:
-            shown = ", ".join(not_listed[:10]) + (f" and {len(not_listed) - 10} more" if len(not_listed) > 10 else "")
-            warn.append(f"{len(not_listed)} file(s) not in {inp['manifest_file']}, not read: {shown}")
+            warn.append(f"{len(not_listed)} file(s) not in {inp['manifest_file']}, not read: {_listing(not_listed)}")
         files = sorted(manifest)
     else:  # without one, files of formats themeshift does not read (code, spreadsheets) are named, not fatal
-        readable = {e.lower() for e in (inp["extensions"] or EXTENSIONS)}
-        other = [f for f in files if Path(f).suffix.lower() not in readable]
+        readable = read_extensions(inp)
+        other = [f for f in files if not is_read(f, readable)]
         if other:
-            shown = ", ".join(other[:10]) + (f" and {len(other) - 10} more" if len(other) > 10 else "")
             warn.append(
                 f"{len(other)} file(s) not of a format themeshift reads ({', '.join(sorted(readable))}), "
-                f"not read: {shown}"
+                f"not read: {_listing(other)}"
             )
-            files = [f for f in files if f not in other]
+            files = [f for f in files if is_read(f, readable)]
     if not files:
         raise InputError("no transcript, field note or document files found", folder)
     return Study(folder, files, manifest, resolver, template_regex(inp["filename_template"]), inputs, warn)
@@ -203,8 +215,8 @@ def segment_file(study: Study, rel: str, nlp, cfg: dict) -> FileResult:
             raise InputError("the file name holds a line break or another control character; rename the file", rel)
         if storable_name(rel) != rel:
             raise InputError("the file name is not UTF-8 text; rename the file (tables keep file names as UTF-8)", rel)
-        extensions = inp["extensions"] or EXTENSIONS  # none listed: every format themeshift reads
-        if Path(rel).suffix.lower() not in [e.lower() for e in extensions]:
+        extensions = read_extensions(inp)
+        if not is_read(rel, extensions):
             raise InputError(
                 f"unknown transcript format {Path(rel).suffix or '(none)'!r} "
                 f"(known: {', '.join(extensions)}; or add it to input.ignore)",
