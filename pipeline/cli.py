@@ -272,7 +272,7 @@ def _check_files(
 ) -> None:
     """A stage's own input files (framework, human codes, mapping) are read and checked before its
     tables: a bad file is the error to fix first."""
-    fw = framework_for(run_dir, cfg, framework)
+    fw = framework_for(run_dir, cfg["map"]["framework"], framework)
     if human is not None:
         read_human_codes(human, cfg["compare"]["qdpx_max_members"], cfg["compare"]["qdpx_max_bytes"])
     if mapping is not None:

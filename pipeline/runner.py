@@ -79,6 +79,7 @@ from pipeline.report import (
     write_figures,
     write_shareable,
 )
+from pipeline.settings import EmbedSettings, settings_for
 from pipeline.shift import compute_shifts, missing_shift_reason
 from pipeline.shift_groups import headline
 from pipeline.stages import SHIFT, Stage, stage
@@ -97,6 +98,7 @@ class Context:
     stage: Stage
     run_dir: Path
     cfg: dict
+    settings: Any  # the stage's own settings (Stage.settings), built once from cfg by execute
     progress: Progress | None = None
     encoder: Any = None
 
@@ -114,7 +116,7 @@ class Context:
 
     def embedding_encoder(self):
         """The encoder that embedded the run, so new texts share its vector space."""
-        return embedding_encoder(self.run_dir, self.cfg, self.encoder)
+        return embedding_encoder(self.run_dir, self.settings.embed, self.encoder)
 
 
 @dataclass
@@ -160,7 +162,8 @@ def execute(name: str, run_dir: Path, cfg: dict, progress: Progress | None = Non
     run_dir = Path(run_dir)
     started = time.perf_counter()
     made_from = check_inputs(s, run_dir)
-    out = BODIES[name](Context(s, run_dir, cfg, progress, encoder), **args)
+    settings = settings_for(s.settings, cfg) if s.settings else None
+    out = BODIES[name](Context(s, run_dir, cfg, settings, progress, encoder), **args)
     undeclared = set(out.tables) - set(s.writes)
     if undeclared:
         raise AssertionError(f"stage {name} writes {sorted(undeclared)} without declaring it in pipeline.stages")
@@ -552,19 +555,20 @@ def shift_sources(utterances: pa.Table, dims: pa.Table, source_types: list[str])
     return utterances, dims, left_out
 
 
-def framework_for(run_dir: Path, cfg: dict, framework_path: Path | str | None):
-    """The framework the run was mapped with (manifest), unless one is given."""
-    if framework_path is None and not cfg.get("map", {}).get("framework"):
+def framework_for(run_dir: Path, framework: str, framework_path: Path | str | None):
+    """The framework given (framework_path), else the configured one ([map] framework), else the one
+    the run was mapped with (manifest), else the default."""
+    if framework_path is None and not framework:
         framework_path = stage_record(run_dir, "map").get("framework", {}).get("path") or None
-    return load_framework(framework_path or cfg.get("map", {}).get("framework") or None)
+    return load_framework(framework_path or framework or None)
 
 
-def embedding_encoder(run_dir: Path, cfg: dict, encoder=None):
+def embedding_encoder(run_dir: Path, embed: EmbedSettings, encoder=None):
     """The encoder that embedded the run (manifest), so new texts share its vector space."""
-    embed = stage_record(run_dir, "embed")
-    if encoder is not None and encoder.model_id == embed.get("model_id", encoder.model_id):
+    record = stage_record(run_dir, "embed")
+    if encoder is not None and encoder.model_id == record.get("model_id", encoder.model_id):
         return encoder
-    return load_encoder(embed.get("model") or cfg["embed"]["model"], cfg["embed"]["device"])
+    return load_encoder(record.get("model") or embed.model, embed.device)
 
 
 def human_record(human_path: Path) -> dict:
@@ -582,7 +586,7 @@ def _compare(
     cfg, run_dir, c = ctx.cfg, ctx.run_dir, ctx.cfg["compare"]
     human = read_human_codes(human_path, c["qdpx_max_members"], c["qdpx_max_bytes"])  # bad input fails first
     human = drop_suggestion_markers(human, cfg)  # `themeshift suggest` markers are nobody's coding
-    framework = framework_for(run_dir, cfg, framework_path)
+    framework = framework_for(run_dir, ctx.settings.framework, framework_path)
     mapping = read_mapping(mapping_path, framework) if mapping_path else None
     learn_rec = current_learn_record(run_dir)
     # after learn: out-of-interview predictions for the utterances it was trained on
@@ -617,7 +621,7 @@ def _compare(
 
 def _export(ctx: Context, out_path: Path, framework_path: Path | str | None = None) -> Output:
     """The run's sources and machine coding as a REFI-QDA project (.qdpx)."""
-    framework = framework_for(ctx.run_dir, ctx.cfg, framework_path)
+    framework = framework_for(ctx.run_dir, ctx.settings.framework, framework_path)
     utterances = ctx.table("utterances")
     book, sources, counts = machine_project(
         ctx.table("sources"),
@@ -709,7 +713,7 @@ def _learn(
     cfg, run_dir, c = ctx.cfg, ctx.run_dir, ctx.cfg["compare"]
     level = level or cfg["learn"]["level"]
     human = read_human_codes(human_path, c["qdpx_max_members"], c["qdpx_max_bytes"])  # bad input fails first
-    framework = framework_for(run_dir, cfg, framework_path)
+    framework = framework_for(run_dir, ctx.settings.map.framework, framework_path)
     mapping = read_mapping(mapping_path, framework) if mapping_path else None
     framework_dims = framework_table(ctx)
     encoder = ctx.embedding_encoder()
@@ -770,7 +774,7 @@ def _suggest(
     """Utterances (or interviews) whose hand-coding would help the model most, as CSV and .qdpx."""
     cfg, run_dir = ctx.cfg, ctx.run_dir
     n = cfg["learn"]["suggest_n"] if n is None else n
-    framework = framework_for(run_dir, cfg, framework_path)
+    framework = framework_for(run_dir, ctx.settings.map.framework, framework_path)
     utterances = ctx.table("utterances")
     table, source, excluded = suggest(
         utterances,
@@ -935,7 +939,7 @@ def run_transform(
     fitted_run, run_dir = Path(fitted_run), Path(run_dir)
     if not (fitted_run / "topic_model").is_dir():
         raise InputError("no topic_model/ here; run `themeshift codes` on it first", fitted_run)
-    encoder = embedding_encoder(fitted_run, cfg)  # new text goes into the fitted run's vector space
+    encoder = embedding_encoder(fitted_run, settings_for(EmbedSettings, cfg))  # new text goes into the fitted run's vector space
     cfg = {**cfg, "embed": {**cfg["embed"], "model": stage_record(fitted_run, "embed")["model"]}}  # and says so
     run_segment(input_dir, run_dir, cfg, progress)
     run_embed(run_dir, cfg, progress, encoder=encoder)
@@ -965,7 +969,7 @@ def apply_learned(fitted_run: Path, run_dir: Path, cfg: dict, encoder, progress:
     (source 'learned') and learned_codes, as learn writes them for its own run."""
     started = time.perf_counter()
     model, meta = load_model(fitted_run / "learn_model")
-    framework = framework_for(fitted_run, cfg, None)
+    framework = framework_for(fitted_run, cfg["map"]["framework"], None)
     made_from = input_digests(run_dir, ["utterances", "embeddings"])
     utterances, embeddings = read_table(run_dir, "utterances"), read_table(run_dir, "embeddings")
     if meta["encoder"]["kept"] == "finetune":

@@ -15,12 +15,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pipeline.settings import (
+    AnonymiseSettings,
+    CodesSettings,
+    CompareSettings,
+    EmbedSettings,
+    LearnSettings,
+    MapSettings,
+    ReportSettings,
+    SegmentSettings,
+    ShiftSettings,
+)
+
 
 @dataclass(frozen=True)
 class Stage:
     name: str
     command: str  # how to run it, with placeholders (RUN, TRANSCRIPTS, CODES)
     summary: str  # one line: what it does
+    settings: type | None = None  # its settings class (pipeline.settings); the runner hands the body one
     reads: tuple[str, ...] = ()  # tables that must exist and be current
     optional: tuple[str, ...] = ()  # tables used when present (and current)
     writes: tuple[str, ...] = ()  # tables it writes (a stage may write a subset, e.g. when reused)
@@ -58,14 +71,29 @@ STAGES: tuple[Stage, ...] = (
         "anonymise",
         "themeshift anonymise TRANSCRIPTS --out FOLDER",
         "pseudonymise a study folder (names, places, numbers) into a copy",
+        AnonymiseSettings,
         run_stage=False,
     ),
-    Stage("segment", "themeshift segment TRANSCRIPTS --out RUN", "split transcripts into utterances", writes=SEGMENT),
-    Stage("embed", "themeshift embed RUN", "embed the coded utterances", reads=("utterances",), writes=("embeddings",)),
+    Stage(
+        "segment",
+        "themeshift segment TRANSCRIPTS --out RUN",
+        "split transcripts into utterances",
+        SegmentSettings,
+        writes=SEGMENT,
+    ),
+    Stage(
+        "embed",
+        "themeshift embed RUN",
+        "embed the coded utterances",
+        EmbedSettings,
+        reads=("utterances",),
+        writes=("embeddings",),
+    ),
     Stage(
         "codes",
         "themeshift codes RUN",
         "cluster the utterances into candidate first-order codes",
+        CodesSettings,
         reads=("utterances", "embeddings"),
         writes=("codes", "assignments"),
         files=("topic_model/",),
@@ -74,6 +102,7 @@ STAGES: tuple[Stage, ...] = (
         "map",
         "themeshift map RUN",
         "map the codes onto the framework's concepts and dimensions",
+        MapSettings,
         reads=("utterances", "embeddings", "codes", "assignments"),
         writes=("code_dimensions", "utterance_dimensions", "data_structure"),
         files=("data_structure.md",),
@@ -82,6 +111,7 @@ STAGES: tuple[Stage, ...] = (
         "learn",
         "themeshift learn RUN --human CODES",
         "learn from the researchers' coding and code every other utterance",
+        LearnSettings,
         reads=("utterances", "sources", "embeddings", "utterance_dimensions"),
         optional=("utterance_dimensions_framework",),
         writes=LEARN,
@@ -91,6 +121,7 @@ STAGES: tuple[Stage, ...] = (
         "shift",
         "themeshift shift RUN",
         "score each speaker's and group's shift between waves",
+        ShiftSettings,
         reads=("utterances", "utterance_dimensions"),
         optional=("embeddings", "assignments", "codes", "interviews", "speakers"),
         writes=SHIFT,
@@ -99,6 +130,7 @@ STAGES: tuple[Stage, ...] = (
         "compare",
         "themeshift compare RUN --human CODES",
         "agreement of the machine with human coders",
+        CompareSettings,
         reads=("utterances", "sources", "utterance_dimensions"),
         optional=("assignments", "utterance_dimensions_cv", "learned_codes"),
         writes=COMPARE,
@@ -107,6 +139,7 @@ STAGES: tuple[Stage, ...] = (
         "report",
         "themeshift report RUN",
         "one self-contained page of the run's findings",
+        ReportSettings,
         optional=(
             "utterances",
             "interviews",
@@ -138,6 +171,7 @@ STAGES: tuple[Stage, ...] = (
         "suggest",
         "themeshift suggest RUN",
         "the utterances whose hand-coding would help the model most",
+        LearnSettings,
         reads=("utterances", "sources", "embeddings"),
         optional=("learned_codes", "utterance_dimensions"),
         files=("suggestions_<unit>s.csv", "suggestions_<unit>s.qdpx"),
@@ -146,6 +180,7 @@ STAGES: tuple[Stage, ...] = (
         "export",
         "themeshift export qdpx RUN OUT.qdpx",
         "the run as a REFI-QDA project for QDA tools",
+        CompareSettings,
         reads=("utterances", "sources"),
         optional=("utterance_dimensions", "codes", "assignments", "code_dimensions", "shifts"),
         config=False,
@@ -155,6 +190,7 @@ STAGES: tuple[Stage, ...] = (
         "transform",
         "themeshift transform RUN TRANSCRIPTS --out NEW_RUN",
         "code new transcripts with an earlier run's codes and learned model",
+        SegmentSettings,
         writes=SEGMENT + ("embeddings", "codes", "assignments", "utterance_dimensions", "learned_codes"),
         run_stage=False,
     ),
