@@ -20,11 +20,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import pipeline  # noqa: F401  (offline environment)
 import numpy as np
 import pyarrow.parquet as pq
 from scipy.stats import spearmanr
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+import pipeline  # noqa: F401  (offline environment)
 
 REPO = Path(__file__).resolve().parent.parent
 AMI = REPO.parent / "shared" / "corpora" / "ami"
@@ -177,6 +178,7 @@ def main() -> None:
     ami_cfg.write_text('[input]\nspeaker_scope_column = "series"\n')
     from pipeline.config import load_config
     from pipeline.embed import embed_utterances, load_encoder
+    from pipeline.settings import EmbedSettings, settings_for
     from pipeline.ingest import segment_corpus
 
     cfg = load_config(ami_cfg)
@@ -184,7 +186,7 @@ def main() -> None:
     utt = segment_corpus(ami_dir, cfg).utterances
     encoder = load_encoder("minilm", "auto")
     started = time.perf_counter()
-    emb, stats = embed_utterances(utt, encoder, cfg)
+    emb, stats = embed_utterances(utt, encoder, settings_for(EmbedSettings, cfg))
     seconds = time.perf_counter() - started
     raw = stats.embedded / stats.seconds_encoding
     report("ami: utterances / coded / distinct", [utt.num_rows, stats.coded, stats.distinct_texts])

@@ -82,9 +82,10 @@ def encode(texts: list[str], model: str = "minilm") -> np.ndarray:
     """Sentence embeddings through themeshift's encoder and its embedding cache (reruns are instant)."""
     from pipeline.config import load_config
     from pipeline.embed import load_encoder
+    from pipeline.settings import EmbedSettings, settings_for
 
     cfg = load_config()
-    encoder = load_encoder(model, cfg["embed"]["device"]).with_cache(cfg)
+    encoder = load_encoder(model, cfg["embed"]["device"]).with_cache(settings_for(EmbedSettings, cfg))
     X, _ = encoder.encode_cached(texts, cfg["embed"]["batch_size"], batch_tokens=cfg["embed"]["batch_tokens"])
     return np.asarray(X, dtype=np.float32)
 
@@ -94,9 +95,10 @@ def ami_sentences(n_series: int, model: str = "minilm") -> tuple[pd.DataFrame, n
     A person is series + role label ("ES2002/Project Manager"); the wave is the meeting (a-d)."""
     import tempfile
 
+    import pyarrow.parquet as pq
+
     from pipeline.config import load_config
     from pipeline.runner import run_segment
-    import pyarrow.parquet as pq
 
     manifest = pd.read_csv(AMI / "manifest.csv")
     complete = sorted(s for s, g in manifest.groupby("series") if set(g["wave"]) == {1, 2, 3, 4})[:n_series]

@@ -26,6 +26,7 @@ from pipeline.errors import ConfigError, InputError
 from pipeline.keywords import TOKEN_PATTERN, keyword_texts, vocabulary_min_df
 from pipeline.numba_cache import enable as enable_numba_cache
 from pipeline.reduce import make_umap
+from pipeline.settings import EmbedSettings, settings_for
 
 enable_numba_cache()  # before bertopic/umap/hdbscan are imported anywhere below
 
@@ -225,7 +226,7 @@ def fit_codes(
             "UMAP + HDBSCAN need more; clustering with the agglomerative fallback",
             stacklevel=2,
         )
-    encoder.with_cache(cfg)  # keyword and exemplar embeddings recur across runs
+    encoder.with_cache(settings_for(EmbedSettings, cfg))  # keyword and exemplar embeddings recur across runs
     docs = keyword_texts(
         texts, c["fillers"] + cfg["segment"]["backchannel_words"], c["lemmatizer"], cfg["embed"]["cache_dir"]
     )

@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 from pipeline import schema
 from pipeline.embed_cache import EmbeddingCache
 from pipeline.models import ModelSpec, cache_root, resolve
+from pipeline.settings import EmbedSettings
 
 Progress = Callable[[str, int, int], None]
 
@@ -65,15 +66,15 @@ class Encoder:
             self._model = _load_model(self.spec, self.device)
         return self._model
 
-    def with_cache(self, cfg: dict) -> "Encoder":
-        """Attach the persistent cache configured in cfg["embed"] (or none when use_cache is off)."""
+    def with_cache(self, embed: EmbedSettings) -> "Encoder":
+        """Attach the persistent cache the embed settings name (or none when use_cache is off)."""
         self.cache = None
-        if cfg["embed"]["use_cache"]:  # vectors from padded batches (before) live under the bare model id
+        if embed.use_cache:  # vectors from padded batches (before) live under the bare model id
             # the thread count changes a vector's last bits too: vectors made with another count (a Ray
             # worker, another machine) are never mixed with this process's
             threads = f"-t{compute_threads()}" if self.spec.backend != "model2vec" else ""
             self.cache = EmbeddingCache(
-                cache_root(cfg["embed"]["cache_dir"]) / "embeddings",
+                cache_root(embed.cache_dir) / "embeddings",
                 f"{self.model_id}{CACHE_LAYOUT}{threads}",
                 self.dim,
             )
@@ -185,13 +186,13 @@ class EmbedStats:
 
 
 def embed_utterances(
-    utterances: pa.Table, encoder: Encoder, cfg: dict, progress: Progress | None = None
+    utterances: pa.Table, encoder: Encoder, embed: EmbedSettings, progress: Progress | None = None
 ) -> tuple[pa.Table, EmbedStats]:
     """Vectors for the coded utterances, in utterance order."""
     coded = utterances.filter(pc.field("coded"))
-    encoder.with_cache(cfg)
+    encoder.with_cache(embed)
     matrix, stats = encoder.encode_cached(
-        coded.column("text").to_pylist(), cfg["embed"]["batch_size"], progress, cfg["embed"]["batch_tokens"]
+        coded.column("text").to_pylist(), embed.batch_size, progress, embed.batch_tokens
     )
     table = pa.table(
         {

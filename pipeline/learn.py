@@ -85,6 +85,7 @@ from pipeline.schema import (
     UTTERANCE_DIMENSIONS,
     embeddings_schema,
 )
+from pipeline.settings import EmbedSettings, settings_for
 
 NONE = "none"
 MACHINE = "machine"
@@ -1121,12 +1122,12 @@ def embed_table(utterances: pa.Table, encoder, cfg: dict, known: pa.Table | None
     known (made with the same encoder) are reused, not embedded again."""
 
     if known is None:
-        return embed_utterances(utterances, encoder, cfg, progress)[0]
+        return embed_utterances(utterances, encoder, settings_for(EmbedSettings, cfg), progress)[0]
     have = set(known.column("utterance_id").to_pylist())
     coded = utterances.filter(pc.field("coded"))
     ids = coded.column("utterance_id").to_pylist()
     todo = utterances.filter(pc.invert(pc.is_in(utterances["utterance_id"], pa.array(sorted(have), pa.string()))))
-    fresh = embed_utterances(todo, encoder, cfg, progress)[0]
+    fresh = embed_utterances(todo, encoder, settings_for(EmbedSettings, cfg), progress)[0]
     lookup = dict(zip(known.column("utterance_id").to_pylist(), vectors(known)))
     lookup.update(zip(fresh.column("utterance_id").to_pylist(), vectors(fresh)))
     matrix = np.stack([lookup[u] for u in ids]) if ids else np.zeros((0, encoder.dim), np.float32)

@@ -59,6 +59,7 @@ from pipeline.errors import ConfigError
 from pipeline.keywords import TOKEN_PATTERN, keyword_texts, vocabulary_min_df
 from pipeline.map import turn_context
 from pipeline.questions import embed_questions, turns_with_questions
+from pipeline.settings import EmbedSettings, settings_for
 
 FEATURE_SETS: dict[str, tuple[str, ...]] = {
     "utterance": ("own",),
@@ -220,7 +221,7 @@ def build_blocks(
     u = utterances.select(["utterance_id", "interview_id", "turn_index", "sentence_index", "text"]).to_pandas()
     turns = turns_with_questions(utterances)
     q_turns = turns[turns["interviewer"]]
-    q_vec = embed_questions(turns, encoder, cfg)
+    q_vec = embed_questions(turns, encoder, settings_for(EmbedSettings, cfg))
     q_lookup = np.zeros((len(turns) + 1, own.shape[1]))  # last row: zeros for "no question"
     q_lookup[q_turns["row"].to_numpy()] = q_vec
     turns["question_row"] = turns["question_row"].fillna(len(turns)).astype(np.int64)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.embed import Encoder, compute_threads
+from pipeline.settings import EmbedSettings
 
 
 class TunedEncoder(Encoder):
@@ -38,7 +39,7 @@ class TunedEncoder(Encoder):
         self.model_id = f"{base.model_id}+tuned-{tag}"
         self.base_model_id = base.model_id
 
-    def with_cache(self, cfg: dict) -> "TunedEncoder":
+    def with_cache(self, embed: EmbedSettings) -> "TunedEncoder":
         self.cache = None
         return self
 

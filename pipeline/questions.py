@@ -11,6 +11,7 @@ import pandas as pd
 import pyarrow as pa
 
 from pipeline import schema
+from pipeline.settings import EmbedSettings
 
 
 def turns_with_questions(utterances: pa.Table) -> pd.DataFrame:
@@ -29,24 +30,22 @@ def turns_with_questions(utterances: pa.Table) -> pd.DataFrame:
     return turns
 
 
-def embed_questions(turns: pd.DataFrame, encoder, cfg: dict) -> np.ndarray:
+def embed_questions(turns: pd.DataFrame, encoder, embed: EmbedSettings) -> np.ndarray:
     """Embeddings of the interviewer turns (turns[turns.interviewer]), through the embedding cache."""
     q_turns = turns[turns["interviewer"]]
-    encoder.with_cache(cfg)
-    q_vec, _ = encoder.encode_cached(
-        q_turns["text"].tolist(), cfg["embed"]["batch_size"], batch_tokens=cfg["embed"]["batch_tokens"]
-    )
+    encoder.with_cache(embed)
+    q_vec, _ = encoder.encode_cached(q_turns["text"].tolist(), embed.batch_size, batch_tokens=embed.batch_tokens)
     q_vec = np.asarray(q_vec, dtype=np.float32)
     return q_vec.reshape(len(q_turns), -1) if len(q_turns) else q_vec
 
 
-def question_table(utterances: pa.Table, encoder, cfg: dict) -> pa.Table | None:
+def question_table(utterances: pa.Table, encoder, embed: EmbedSettings) -> pa.Table | None:
     """schema.QUESTIONS: every answer turn that follows an interviewer turn, with that question's
     embedding; None when the corpus has no interviewer turns."""
     turns = turns_with_questions(utterances)
     if not turns["interviewer"].any():
         return None
-    q_vec = embed_questions(turns, encoder, cfg)
+    q_vec = embed_questions(turns, encoder, embed)
     lookup = pd.Series(np.arange(int(turns["interviewer"].sum())), index=turns.loc[turns["interviewer"], "row"])
     answers = turns[~turns["interviewer"] & turns["question_row"].notna()]
     X = q_vec[lookup.loc[answers["question_row"].astype(np.int64)].to_numpy()]

@@ -256,7 +256,7 @@ def _embed(ctx: Context) -> Output:
             stats = ray_engine.embed_parts(run_dir, cfg, encoder.model_id, encoder.dim, ctx.progress)
         n_rows = table_num_rows(run_dir, "embeddings")
     else:
-        table, embed_stats = embed_utterances(utterances, encoder, cfg, ctx.progress)
+        table, embed_stats = embed_utterances(utterances, encoder, ctx.settings, ctx.progress)
         tables["embeddings"] = table
         stats, n_rows = {"engine": "local", **embed_stats.__dict__}, table.num_rows
     record = {
@@ -492,7 +492,7 @@ def _shift(ctx: Context) -> Output:
     utterances, dims, n_left_out = shift_sources(utterances, dims, cfg["shift"]["source_types"])
     questions = None
     if embeddings is not None and pc.any(utterances.column("is_interviewer")).as_py():
-        questions = question_table(utterances, ctx.embedding_encoder(), cfg)
+        questions = question_table(utterances, ctx.embedding_encoder(), ctx.settings.embed)
     by_column = cfg["shift"]["group_by"] != "speaker_role"
     interviews = ctx.table("interviews") if by_column else None
     speakers = ctx.optional("speakers") if by_column else None
@@ -939,7 +939,9 @@ def run_transform(
     fitted_run, run_dir = Path(fitted_run), Path(run_dir)
     if not (fitted_run / "topic_model").is_dir():
         raise InputError("no topic_model/ here; run `themeshift codes` on it first", fitted_run)
-    encoder = embedding_encoder(fitted_run, settings_for(EmbedSettings, cfg))  # new text goes into the fitted run's vector space
+    encoder = embedding_encoder(
+        fitted_run, settings_for(EmbedSettings, cfg)
+    )  # new text goes into the fitted run's vector space
     cfg = {**cfg, "embed": {**cfg["embed"], "model": stage_record(fitted_run, "embed")["model"]}}  # and says so
     run_segment(input_dir, run_dir, cfg, progress)
     run_embed(run_dir, cfg, progress, encoder=encoder)

@@ -10,11 +10,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import EXAMPLE, gold_labels
+
 from pipeline.codes import cluster_sizes, fit_codes, max_cluster_size
 from pipeline.config import load_config
 from pipeline.embed import embed_utterances, vectors
+from pipeline.settings import EmbedSettings, settings_for
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +96,7 @@ def _subset(example_run, encoder, interviews):
     utt = pq.read_table(example_run / "utterances.parquet")
     utt = utt.filter(pc.is_in(utt.column("interview_id"), value_set=__import__("pyarrow").array(interviews)))
     cfg = load_config()
-    emb, _ = embed_utterances(utt, encoder, cfg)
+    emb, _ = embed_utterances(utt, encoder, settings_for(EmbedSettings, cfg))
     return utt, emb, cfg
 
 

@@ -7,14 +7,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import EXAMPLE
 
 from pipeline.embed import CACHE_LAYOUT, compute_threads, embed_utterances, text_hash, vectors
 from pipeline.embed_cache import EmbeddingCache
 from pipeline.errors import InputError
 from pipeline.ingest import segment_corpus
 from pipeline.models import resolve
-
-from conftest import EXAMPLE
+from pipeline.settings import EmbedSettings, settings_for
 
 
 def _layout(encoder) -> str:
@@ -51,7 +51,7 @@ def two_interviews(write, cfg):
 def _embed(folder, cfg, encoder, cache_dir):
     cfg["embed"]["cache_dir"] = str(cache_dir)
     utt = segment_corpus(folder, cfg).utterances
-    return embed_utterances(utt, encoder, cfg)
+    return embed_utterances(utt, encoder, settings_for(EmbedSettings, cfg))
 
 
 def test_cache_second_run_embeds_nothing_and_new_interview_only_its_text(two_interviews, cfg, encoder, tmp_path):
@@ -160,7 +160,7 @@ def test_tables_do_not_depend_on_what_the_cache_already_holds(example_segmented,
         fresh._model = encoder.model  # one model load for the whole suite
         if which == "filled":  # another corpus first: every text of the example study, in another order
             texts = pq.read_table(example_segmented / "utterances.parquet").column("text").to_pylist()
-            fresh.with_cache(cfg).encode_cached(texts[::-1], 64)
+            fresh.with_cache(settings_for(EmbedSettings, cfg)).encode_cached(texts[::-1], 64)
         run = tmp_path / f"run-{which}"
         run_segment(corpus, run, cfg)
         run_embed(run, cfg, encoder=fresh)
