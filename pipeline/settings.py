@@ -299,3 +299,11 @@ def settings_for(cls: type[T], cfg: dict[str, dict[str, Any]]) -> T:
             value = settings_for(hints[f.name], cfg)
         values[f.name] = tuple(value) if isinstance(value, list) else value
     return cls(**values)
+
+
+def section_values(obj: Any) -> dict[str, Any]:
+    """The object's own section as the configuration has it (tuples as lists): for manifest records
+    and cache keys, which stay the same as when they were made from the configuration dict."""
+    return {
+        name: list(v) if isinstance(v, tuple) else v for name in own_fields(type(obj)) for v in [getattr(obj, name)]
+    }

@@ -5,7 +5,15 @@ import dataclasses
 import pytest
 
 from pipeline.config import load_config
-from pipeline.settings import CLASSES, SECTIONS, CodesSettings, LearnSettings, own_fields, settings_for
+from pipeline.settings import (
+    CLASSES,
+    SECTIONS,
+    CodesSettings,
+    LearnSettings,
+    own_fields,
+    section_values,
+    settings_for,
+)
 from pipeline.stages import STAGES
 
 
@@ -44,3 +52,9 @@ def test_settings_are_built_from_the_file_with_cross_stage_fields_explicit(tmp_p
 
 def test_every_run_stage_declares_its_settings():
     assert all(s.settings is not None for s in STAGES)
+
+
+def test_section_values_give_back_the_section():
+    cfg = load_config()
+    for cls, section in SECTIONS.items():
+        assert section_values(settings_for(cls, cfg)) == cfg[section]
