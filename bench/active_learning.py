@@ -46,6 +46,7 @@ from pipeline.io.human_codes import read_human_codes
 from pipeline.io.rundir import read_table
 from pipeline.learn import (check_enough, fit_model, fit_thresholds, human_targets, interview_codes, label_sets,
                             prepare)
+from pipeline.settings import LearnSettings, settings_for
 from pipeline.suggest import greedy_pick, uncertainty
 
 CORPORA = {
@@ -75,17 +76,17 @@ class Simulation:
         self.name, self.spec = name, spec
         cfg = load_config(spec["dir"] / "themeshift.toml",
                           {"learn": {"encoder": "frozen"}, "compare": {"unknown_codes": "ignore"}})
-        self.cfg = cfg
+        self.s = s = settings_for(LearnSettings, cfg)
         run = spec["run"]
         framework = load_framework(spec["framework"])
         utterances, sources = read_table(run, "utterances"), read_table(run, "sources")
         human = read_human_codes(spec["dir"] / "human_codes.csv")
-        self.t = t = human_targets(utterances, sources, human, framework, None, "second_order", cfg)
-        check_enough(t, cfg, human.path)
+        self.t = t = human_targets(utterances, sources, human, framework, None, "second_order", s.compare)
+        check_enough(t, s, human.path)
         embeddings = read_table(run, "embeddings")
         fs = spec["feature_set"]
         self.fs = fs
-        self.prep = prepare(utterances, embeddings, t, framework, encoder, cfg, [fs], human.path)
+        self.prep = prepare(utterances, embeddings, t, framework, encoder, s, [fs], human.path)
         self.prep.d.turn_pooling = False  # units are chosen one by one: a turn is never coded as a whole
         names, self.groups = interview_codes(t)
         rng = np.random.default_rng(seed)
@@ -107,7 +108,7 @@ class Simulation:
         return np.flatnonzero(np.isin(self.groups, first))
 
     def fit(self, coded: np.ndarray):
-        return fit_model(self.prep.d, self.fs, coded, self.cfg)
+        return fit_model(self.prep.d, self.fs, coded, self.s)
 
     def probabilities(self, model, rows: np.ndarray) -> np.ndarray:
         d = self.prep.d

@@ -33,6 +33,7 @@ from _results import save
 from pii_study import NAMES, build, evaluate, read_key, surviving
 from pipeline.anonymise import anonymise_folder
 from pipeline.config import load_config
+from pipeline.settings import AnonymiseSettings, settings_for
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("THEMESHIFT_SHARED", REPO.parent / "shared"))
@@ -42,7 +43,7 @@ _INTRO = re.compile(r"\b(?:I'm|I am|[Mm]y name is|[Mm]y name's|[Tt]his is|[Cc]al
 
 
 def _run(study: Path, out: Path, cfg: dict, names: Path | None = None) -> tuple[dict, pd.DataFrame]:
-    rec = anonymise_folder(study, out, cfg, out.parent / f"{out.name}.key.json", names,
+    rec = anonymise_folder(study, out, settings_for(AnonymiseSettings, cfg), out.parent / f"{out.name}.key.json", names,
                            out.parent / f"{out.name}.review.csv")
     return rec, pd.read_csv(out.parent / f"{out.name}.review.csv", keep_default_na=False)
 

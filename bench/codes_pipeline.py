@@ -103,10 +103,12 @@ def ami_by_utterances(target: int, dest: Path) -> Path:
     """Whole AMI series, in order, until they hold at least target utterances."""
     from pipeline.config import load_config
     from pipeline.ingest import segment_corpus
+    from pipeline.settings import SegmentSettings, settings_for
 
     cfg = load_config(None)
     cfg["input"]["speaker_scope_column"] = "series"
-    per_meeting = Counter(segment_corpus(AMI, cfg).utterances.column("interview_id").to_pylist())
+    utterances = segment_corpus(AMI, settings_for(SegmentSettings, cfg)).utterances
+    per_meeting = Counter(utterances.column("interview_id").to_pylist())
     rows = list(csv.DictReader(open(AMI / "manifest.csv", encoding="utf-8")))
     total, n_meetings = 0, 0
     for s in sorted({r["series"] for r in rows}):
@@ -178,12 +180,12 @@ def main() -> None:
     ami_cfg.write_text('[input]\nspeaker_scope_column = "series"\n')
     from pipeline.config import load_config
     from pipeline.embed import embed_utterances, load_encoder
-    from pipeline.settings import EmbedSettings, settings_for
     from pipeline.ingest import segment_corpus
+    from pipeline.settings import EmbedSettings, SegmentSettings, settings_for
 
     cfg = load_config(ami_cfg)
     cfg["embed"]["cache_dir"] = str(tmp / "cache-ami")
-    utt = segment_corpus(ami_dir, cfg).utterances
+    utt = segment_corpus(ami_dir, settings_for(SegmentSettings, cfg)).utterances
     encoder = load_encoder("minilm", "auto")
     started = time.perf_counter()
     emb, stats = embed_utterances(utt, encoder, settings_for(EmbedSettings, cfg))

@@ -36,7 +36,7 @@ def one(run_dir: Path, sample: int, seed: int, sizes: str) -> None:
     from pipeline.runner import run_codes
 
     if sizes == "sample":
-        codes.sample_cluster_sizes = lambda n, population, cfg: codes.cluster_sizes(n, cfg)
+        codes.sample_cluster_sizes = lambda n, population, s: codes.cluster_sizes(n, s)
 
     cfg = load_config(None, overrides={"codes": {"fit_sample": sample}, "run": {"seed": seed}})
     record = run_codes(run_dir, cfg)

@@ -22,19 +22,20 @@ from pipeline.config import load_config  # noqa: E402
 from pipeline.io.human_codes import read_human_codes  # noqa: E402
 from pipeline.io.rundir import read_table  # noqa: E402
 from pipeline.runner import framework_for  # noqa: E402
+from pipeline.settings import CompareSettings, settings_for  # noqa: E402
 
 
 def main(run_dir: Path) -> dict:
-    cfg = load_config()
+    s = settings_for(CompareSettings, load_config())
     started = time.perf_counter()
     human = read_human_codes(REPO / "examples" / "answer_key" / "human_codes.csv")
-    framework = framework_for(run_dir, cfg, None)
+    framework = framework_for(run_dir, s.framework, None)
     result = compare(read_table(run_dir, "utterances"), read_table(run_dir, "sources"), human, framework, None,
                      read_table(run_dir, "utterance_dimensions", "themeshift map"),
-                     read_table(run_dir, "assignments") if (run_dir / "assignments.parquet").is_file() else None, cfg)
+                     read_table(run_dir, "assignments") if (run_dir / "assignments.parquet").is_file() else None, s)
     a = result.agreement.to_pandas()
     manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
-    m = cfg["compare"]["machine_name"]
+    m = s.machine_name
 
     def fig(level, metric, coder_a, coder_b=None, dimension=None):
         rows = a[(a["level"] == level) & (a["metric"] == metric) & (a["coder_a"] == coder_a)]
@@ -61,9 +62,8 @@ def main(run_dir: Path) -> dict:
         "run_dir": str(run_dir),
         "map": {k: manifest.get("stages", {}).get("map", {}).get(k) for k in ("method", "source", "model")},
         "units": result.counts["units"], "interviews": result.counts["interviews"],
-        "bootstrap": {"resamples": cfg["compare"]["bootstrap"], "unit": cfg["compare"]["bootstrap_unit"],
-                      "ci_level": cfg["compare"]["ci_level"], "seed": cfg["run"]["seed"]},
-        "min_overlap": cfg["compare"]["min_overlap"],
+        "bootstrap": {"resamples": s.bootstrap, "unit": s.bootstrap_unit, "ci_level": s.ci_level, "seed": s.seed},
+        "min_overlap": s.min_overlap,
         "figures": figures, "warnings": result.warnings,
         "seconds": round(time.perf_counter() - started, 2),
     }

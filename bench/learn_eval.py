@@ -135,11 +135,12 @@ def _nested(work: Path, cfg: dict) -> dict:
     from pipeline.io.rundir import read_table
     from pipeline.learn import human_targets
     from pipeline.runner import framework_for
+    from pipeline.settings import CompareSettings, settings_for
 
-    c = cfg["compare"]
+    c = settings_for(CompareSettings, cfg)
     t = human_targets(read_table(work, "utterances"), read_table(work, "sources"),
-                      read_human_codes(HUMAN, c["qdpx_max_members"], c["qdpx_max_bytes"]),
-                      framework_for(work, cfg, None), None, "dimension", cfg)
+                      read_human_codes(HUMAN, c.qdpx_max_members, c.qdpx_max_bytes),
+                      framework_for(work, cfg["map"]["framework"], None), None, "dimension", c)
     same_folds = _kappas(t, _dimension_labels(pd.read_parquet(work / "utterance_dimensions_cv.parquet")))
     codes = pd.read_csv(HUMAN)
     held_out: dict[str, str] = {}

@@ -16,8 +16,8 @@ Writes bench/results/map_eval.json.
 """
 from __future__ import annotations
 
-import copy
 import csv
+import dataclasses
 import re
 import sys
 import time
@@ -35,6 +35,7 @@ from pipeline.framework import Framework, load_framework  # noqa: E402
 from pipeline.io.rundir import read_table, write_json  # noqa: E402
 from pipeline.map import (pooled_similarity, best_concept, code_probabilities, decide_codes, embed_framework,  # noqa: E402
                           make_mapper, map_utterances)
+from pipeline.settings import MapSettings, settings_for  # noqa: E402
 
 UNMAPPED = "unmapped"
 
@@ -92,10 +93,8 @@ def predictions(um, dims: list[str], framework: Framework) -> tuple[np.ndarray, 
     return forced, thresholded
 
 
-def with_map(cfg: dict, **changes) -> dict:
-    out = copy.deepcopy(cfg)
-    out["map"].update(changes)
-    return out
+def with_map(m: MapSettings, **changes) -> MapSettings:
+    return dataclasses.replace(m, **changes)
 
 
 def main(run_dir: Path) -> dict:
@@ -117,7 +116,7 @@ def main(run_dir: Path) -> dict:
     emb_index = {u: i for i, u in enumerate(ids)}
     fingerprints = codes.column("fingerprint").to_pylist()
 
-    def run(c: dict, mapper=None):
+    def run(c: MapSettings, mapper=None):
         mapper = mapper or make_mapper(c).fit(fv)
         probs = code_probabilities(codes, emb_index, emb, mapper, c)
         mapping = decide_codes(probs, fingerprints, {}, mapper.source, c)
@@ -127,8 +126,9 @@ def main(run_dir: Path) -> dict:
                      "(examples/answer_key/turns.csv); 'none' turns excluded from accuracy figures",
                      "n_substantive": int(substantive.sum()), "n_none": int((gold == "none").sum()),
                      "config": cfg["map"], "methods": {}, "ablation": {}, "baselines": {}}
+    map_settings = settings_for(MapSettings, cfg)
     for method in ("similarity", "classifier"):
-        c = with_map(cfg, method=method)
+        c = with_map(map_settings, method=method)
         mapper, mapping, um = run(c)
         forced, thresholded = predictions(um, dims, framework)
         results["methods"][method] = {
@@ -159,7 +159,7 @@ def main(run_dir: Path) -> dict:
             sweep_codes.append({"code_threshold": t, "codes_unmapped_share": round(float(1 - mapped.mean()), 4),
                                 "utterances_in_unmapped_codes_share": round(float(sizes[~mapped].sum() / sizes.sum()), 4)})
         top = np.sort(um.dimensions, axis=1)
-        margin_ok = (top[:, -1] - top[:, -2]) >= c["map"]["utterance_margin"]
+        margin_ok = (top[:, -1] - top[:, -2]) >= c.utterance_margin
         forced_sub = forced[substantive]
         for t in (0.34, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7, 0.8):
             ok = (top[:, -1] >= t) & margin_ok

@@ -17,6 +17,7 @@ from pathlib import Path
 import pipeline  # noqa: F401  (offline environment)
 from pipeline.config import load_config
 from pipeline.ingest import segment_corpus
+from pipeline.settings import SegmentSettings, settings_for
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "kt_study"
@@ -42,7 +43,7 @@ def scaled_copy(scale: int, dest: Path) -> Path:
 
 def measure(folder: Path, cfg: dict) -> dict:
     started = time.perf_counter()
-    corpus = segment_corpus(folder, cfg)
+    corpus = segment_corpus(folder, settings_for(SegmentSettings, cfg))
     seconds = time.perf_counter() - started
     n = corpus.utterances.num_rows
     return {"files": corpus.sources.num_rows, "utterances": n, "seconds": round(seconds, 2),

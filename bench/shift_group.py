@@ -46,6 +46,7 @@ from shift_power import stretches, tilt
 from _results import save  # noqa: E402
 
 from pipeline.config import load_config
+from pipeline.settings import ShiftSettings, settings_for
 from pipeline.shift import compute_shifts
 
 ALPHA = 0.05
@@ -99,7 +100,7 @@ def run(frame: pd.DataFrame, P: np.ndarray, dims: list[str], speaker_test: str, 
                                            "min_evidence": 0.0, "max_unmapped_share": 1.0,
                                            "speaker_test": speaker_test,
                                            "interview_variance": interview_variance}})
-    return compute_shifts(utterances, dimensions, cfg)
+    return compute_shifts(utterances, dimensions, settings_for(ShiftSettings, cfg))
 
 
 def sign_flip(y: np.ndarray, rng) -> float:
@@ -261,7 +262,8 @@ def timings(run_dir: str = "runs/demo") -> dict:
     run = Path(REPO / run_dir)
     if (run / "utterances.parquet").exists():
         utt = pq.read_table(run / "utterances.parquet")
-        args = (utt, answer_key_dimensions(utt), load_config(), pq.read_table(run / "embeddings.parquet"),
+        args = (utt, answer_key_dimensions(utt), settings_for(ShiftSettings, load_config()),
+                pq.read_table(run / "embeddings.parquet"),
                 answer_key_assignments(utt))
         t0 = time.perf_counter()
         r = compute_shifts(*args)
@@ -275,7 +277,7 @@ def timings(run_dir: str = "runs/demo") -> dict:
                       speaker_role="TEACHER")
     utterances, dimensions = shift_tables(frame, one_hot(frame["group"], GROUPS), GROUPS)
     t0 = time.perf_counter()
-    r = compute_shifts(utterances, dimensions, load_config())
+    r = compute_shifts(utterances, dimensions, settings_for(ShiftSettings, load_config()))
     out["talkmoves_series"] = {"seconds": round(time.perf_counter() - t0, 2), "sentences": len(frame),
                                "speakers": int(frame["speaker_id"].nunique()), "pairs": r.shifts.num_rows,
                                "group_rows": r.group_changes.num_rows}

@@ -38,6 +38,7 @@ from shift_corpora import GROUPS, REPO, ami_sentences, embedding_table, one_hot,
 from _results import save  # noqa: E402
 
 from pipeline.config import load_config
+from pipeline.settings import ShiftSettings, settings_for
 from pipeline.shift import compute_shifts
 
 SCHEMES = ["utterance", "turn", "auto"]
@@ -83,7 +84,8 @@ def rates(frame: pd.DataFrame, P: np.ndarray, dims: list[str], X: np.ndarray | N
     cfg = load_config(overrides={"shift": {"resample_unit": scheme, "bootstrap": 0, "permutations": 1000,
                                            "min_utterances_per_wave": MIN_PER_WAVE}})
     started = time.perf_counter()
-    s = compute_shifts(utterances, dimensions, cfg, embedding_table(X) if X is not None else None).shifts.to_pandas()
+    emb = embedding_table(X) if X is not None else None
+    s = compute_shifts(utterances, dimensions, settings_for(ShiftSettings, cfg), emb).shifts.to_pandas()
     s = s[s["p_value"].notna()]
     testable = s[s["p_min"] < 0.05]  # units enough for p to reach alpha at all
     out = {"speakers": len(s), "fpr": round(float((s["p_value"] < 0.05).mean()), 4),

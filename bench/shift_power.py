@@ -38,6 +38,7 @@ from shift_corpora import GROUPS, REPO, encode, one_hot, shift_tables, talkmoves
 from _results import save  # noqa: E402
 
 from pipeline.config import load_config
+from pipeline.settings import ShiftSettings, settings_for
 from pipeline.shift import compute_shifts
 from pipeline.shift_stats import js_distance
 
@@ -107,7 +108,8 @@ def evaluate(speakers: pd.DataFrame, P: np.ndarray, dims: list[str], truth: np.n
     cfg = load_config(overrides={"shift": {"resample_unit": scheme, "bootstrap": 0, "permutations": 1000,
                                            "min_utterances_per_wave": 20, "min_evidence": 0.0,
                                            "max_unmapped_share": 1.0}})
-    s = compute_shifts(utterances, dimensions, cfg).shifts.to_pandas().set_index("speaker_id")
+    s = compute_shifts(utterances, dimensions, settings_for(ShiftSettings, cfg)).shifts.to_pandas()
+    s = s.set_index("speaker_id")
     meta = speakers.groupby("speaker_id")[["n", "delta", "target"]].first()
     t = pd.DataFrame(truth[speakers["row"].to_numpy()], columns=GROUPS)
     t[["speaker_id", "wave"]] = speakers[["speaker_id", "wave"]].to_numpy()

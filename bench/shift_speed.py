@@ -22,6 +22,7 @@ sys.path.insert(0, str(REPO / "tests"))  # the realistic-input builders live wit
 from test_shift import DIMS, _synthetic, answer_key_assignments, answer_key_dimensions  # noqa: E402
 
 from pipeline.config import load_config  # noqa: E402
+from pipeline.settings import ShiftSettings, settings_for  # noqa: E402
 from pipeline.embed import vectors  # noqa: E402
 from pipeline.shift import compute_shifts  # noqa: E402
 
@@ -75,12 +76,12 @@ def speed(study: dict) -> dict:
     utterances, dims, emb, codes = large_corpus(study)
     out = {"utterances": utterances.num_rows, "speakers": 200, "waves": 2}
     for unit in ("auto", "turn"):
-        cfg = load_config(overrides={"shift": {"resample_unit": unit}})
+        s = settings_for(ShiftSettings, load_config(overrides={"shift": {"resample_unit": unit}}))
         started = time.perf_counter()
-        result = compute_shifts(utterances, dims, cfg, emb, codes)
+        result = compute_shifts(utterances, dims, s, emb, codes)
         total = time.perf_counter() - started
         out[unit] = {"seconds_total": round(total, 2), **{f"seconds_{k}": v for k, v in result.seconds.items()},
-                     "bootstrap": cfg["shift"]["bootstrap"], "permutations": cfg["shift"]["permutations"],
+                     "bootstrap": s.bootstrap, "permutations": s.permutations,
                      "pairs": int((result.shifts["status"].to_numpy(zero_copy_only=False) == "ok").sum())}
     return out
 
@@ -88,11 +89,12 @@ def speed(study: dict) -> dict:
 def detection(study: dict, n_controls: int = 1000) -> dict:
     out = {}
     # answers split between waves at random: answers are exchangeable, so shuffling them is valid here
-    cfg = load_config(overrides={"shift": {"bootstrap": 100, "resample_unit": "turn"}})
+    settings = settings_for(ShiftSettings, load_config(overrides={"shift": {"bootstrap": 100,
+                                                                             "resample_unit": "turn"}}))
     for replaced in (1.0, 0.5, 0.3):
         utterances, dims, emb, plan = _synthetic(study, n_controls=n_controls if replaced == 1.0 else 0,
                                                  replaced=replaced)
-        s = compute_shifts(utterances, dims, cfg, emb).shifts.to_pandas().set_index("speaker_id")
+        s = compute_shifts(utterances, dims, settings, emb).shifts.to_pandas().set_index("speaker_id")
         planted = s[s.speaker_role == "PLANTED"]
         target = pd.Series({k: v[1][1] for k, v in plan.items() if v[0] == "planted"})[planted.index]
         source = pd.Series({k: v[1][0] for k, v in plan.items() if v[0] == "planted"})[planted.index]

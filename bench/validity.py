@@ -243,6 +243,7 @@ def games_as_art(seed: int) -> dict:
     from pipeline.io.human_codes import read_human_codes
     from pipeline.io.rundir import read_table
     from pipeline.learn import human_targets, interview_codes
+    from pipeline.settings import CompareSettings, settings_for
 
     run = REPO / "runs" / "games_as_art"
     if not (run / "utterance_dimensions.parquet").is_file():
@@ -252,7 +253,8 @@ def games_as_art(seed: int) -> dict:
     cfg = load_config(GAMES / "themeshift.toml")
     framework = load_framework(GAMES_FRAMEWORK)
     t = human_targets(read_table(run, "utterances"), read_table(run, "sources"),
-                      read_human_codes(GAMES / "human_codes.csv"), framework, None, "second_order", cfg)
+                      read_human_codes(GAMES / "human_codes.csv"), framework, None, "second_order",
+                      settings_for(CompareSettings, cfg))
     truth = t.truth_sets()[0][:, :-1]  # the codes; 'none' is not a code
     emb = read_table(run, "embeddings")
     row = {u: i for i, u in enumerate(emb.column("utterance_id").to_pylist())}

@@ -38,6 +38,7 @@ from pipeline.io.human_codes import read_human_codes
 from pipeline.io.rundir import read_table
 from pipeline.learn import human_targets
 from pipeline.map import best_concept, embed_framework, pooled_similarity, speaker_roles
+from pipeline.settings import CompareSettings, settings_for
 
 CORPORA = {
     "talkmoves": {"dir": SHARED / "corpora" / "talkmoves", "run": REPO / "runs" / "talkmoves",
@@ -86,7 +87,8 @@ def evaluate(name: str, spec: dict, encoder) -> dict:
     framework = load_framework(spec["framework"])
     run = spec["run"]
     utterances, sources = read_table(run, "utterances"), read_table(run, "sources")
-    t = human_targets(utterances, sources, read_human_codes(spec["human"]), framework, None, "second_order", cfg)
+    t = human_targets(utterances, sources, read_human_codes(spec["human"]), framework, None, "second_order",
+                      settings_for(CompareSettings, cfg))
     ids = t.units["utterance_id"].tolist()
     dims = map_table(run)
     shipped = machine_labels(dims, framework)

@@ -43,6 +43,7 @@ from pipeline.pii import (
     resolve_overlaps,
 )
 from pipeline.pseudonym_key import PseudonymKey, load_key, normalise
+from pipeline.settings import AnonymiseSettings, InputSettings, SpeakersSettings, section_values
 
 MARKER = ".themeshift-pseudonymised"  # marks a folder this module wrote (and may overwrite)
 _NAME_LIKE = re.compile(r"[A-Z][a-z\u00C0-\u024F'\u2019\-]+(?: [A-Z][a-z\u00C0-\u024F'\u2019\-]+)*")
@@ -68,8 +69,8 @@ class Replacement:
     pseudonym: str
 
 
-def study_name(src: Path, cfg: dict) -> str:
-    return cfg["anonymise"]["study"] or Path(src).resolve().name
+def study_name(src: Path, study: str) -> str:
+    return study or Path(src).resolve().name
 
 
 def default_key_path(out: Path) -> Path:
@@ -100,13 +101,13 @@ def read_names_file(path: Path) -> dict[str, list[str]]:
     return out
 
 
-def speaker_names(speakers_path: Path, cfg: dict) -> list[str]:
+def speaker_names(speakers_path: Path, speakers: SpeakersSettings) -> list[str]:
     """Names in speakers.csv: its name column, and the ids and aliases that are written like names
     (not generic labels such as Interviewer, nor codes such as P-05)."""
     if not speakers_path.is_file():
         return []
     _, rows = read_csv_rows(speakers_path)
-    generic = {x.casefold() for x in cfg["speakers"]["interviewer_labels"] + cfg["speakers"]["participant_labels"]}
+    generic = {x.casefold() for x in speakers.interviewer_labels + speakers.participant_labels}
     names = []
     for _, row in rows:
         candidates = [row.get("name", "")] + [row.get("speaker_id", "")] + row.get("aliases", "").split(";")
@@ -116,17 +117,12 @@ def speaker_names(speakers_path: Path, cfg: dict) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def protected_labels(src: Path, cfg: dict, manifest: dict) -> set[str]:
+def protected_labels(src: Path, s: AnonymiseSettings, manifest: dict) -> set[str]:
     """Speaker ids, aliases and generic labels that are codes, not names (INT, P01, P-05, Interviewer):
     never replaced, so labels and ids still resolve. Keys as readers.label_key makes them."""
 
-    out = {
-        label_key(x)
-        for x in cfg["speakers"]["interviewer_labels"]
-        + cfg["speakers"]["participant_labels"]
-        + cfg["anonymise"]["keep_labels"]
-    }
-    path = src / cfg["input"]["speakers_file"]
+    out = {label_key(x) for x in s.speakers.interviewer_labels + s.speakers.participant_labels + s.keep_labels}
+    path = src / s.input.speakers_file
     if path.is_file():
         for _, row in read_csv_rows(path)[1]:
             for c in [row.get("speaker_id", "")] + row.get("aliases", "").split(";"):
@@ -154,14 +150,13 @@ def name_parts(people: list[str], lower: set[str]) -> list[str]:
     return [p for p in dict.fromkeys(parts) if p not in people]
 
 
-def _discover(src: Path, cfg: dict) -> tuple[list[str], dict]:
+def _discover(src: Path, inp: InputSettings) -> tuple[list[str], dict]:
 
-    inp = cfg["input"]
-    manifest_path = src / inp["manifest_file"]
+    manifest_path = src / inp.manifest_file
     manifest = read_manifest(manifest_path, src) if manifest_path.is_file() else None
-    if (src / inp["speakers_file"]).is_file():
-        read_speakers(src / inp["speakers_file"])  # a damaged speakers file fails before any work
-    files = discover(src, cfg)
+    if (src / inp.speakers_file).is_file():
+        read_speakers(src / inp.speakers_file)  # a damaged speakers file fails before any work
+    files = discover(src, inp)
     if manifest is not None:
         files = sorted(set(files) | set(manifest))
     if not files:
@@ -194,7 +189,7 @@ def _prepare_out(src: Path, dst: Path, key_path: Path, review_path: Path | None)
 def anonymise_folder(
     src: Path,
     dst: Path,
-    cfg: dict,
+    s: AnonymiseSettings,
     key_path: Path | None = None,
     names_path: Path | None = None,
     review_path: Path | None = None,
@@ -209,17 +204,16 @@ def anonymise_folder(
         raise InputError("is a file; give the folder that holds the transcripts", src)
     if not src.is_dir():
         raise InputError("input folder not found", src)
-    ac = cfg["anonymise"]
     key_path = Path(key_path) if key_path else default_key_path(dst)
     _prepare_out(src, dst, key_path, review_path)
-    key = load_key(key_path, study_name(src, cfg))
+    key = load_key(key_path, study_name(src, s.study))
     if decisions_path is not None:
         _apply_decisions(key, Path(decisions_path))
-    files, manifest = _discover(src, cfg)
+    files, manifest = _discover(src, s.input)
 
     listed: dict[str, list[str]] = {k: [] for k in NAME_KINDS}
-    listed["person"] += speaker_names(src / cfg["input"]["speakers_file"], cfg)
-    for path in [names_path] if names_path else ([Path(ac["names_file"])] if ac["names_file"] else []):
+    listed["person"] += speaker_names(src / s.input.speakers_file, s.speakers)
+    for path in [names_path] if names_path else ([Path(s.names_file)] if s.names_file else []):
         for kind, names in read_names_file(path).items():
             listed[kind] += names
     listed = {k: [n for n in dict.fromkeys(v) if not key.is_kept(k, n)] for k, v in listed.items()}
@@ -231,9 +225,9 @@ def anonymise_folder(
         try:
             if not (src / rel).resolve().is_relative_to(src.resolve()):
                 raise InputError("symbolic link to a file outside the input folder; refused", rel)
-            sources.append(read_for_pseudonymising(src / rel, rel, cfg["input"]["fallback_encodings"]))
+            sources.append(read_for_pseudonymising(src / rel, rel, list(s.input.fallback_encodings)))
         except (InputError, OSError) as exc:
-            if not cfg["run"]["skip_bad"]:
+            if not s.skip_bad:
                 if isinstance(exc, OSError):
                     raise environment_fault(exc) from None
                 raise
@@ -248,17 +242,17 @@ def anonymise_folder(
         raise InputError("no file could be read (see the rejected files)", src)
     _check_renames(sources)
 
-    protected = protected_labels(src, cfg, manifest)
+    protected = protected_labels(src, s, manifest)
     # words the study writes in lower case (e-mail addresses and links left out: "lucy.fairbairn@..." is no
     # sign that Lucy is a plain word)
-    lower = {w for s in sources for p in s.pieces for w in _LOWER_WORD.findall(_ADDRESS.sub(" ", p.text))}
+    lower = {w for source in sources for p in source.pieces for w in _LOWER_WORD.findall(_ADDRESS.sub(" ", p.text))}
     listed["person"] += name_parts(listed["person"], lower)
-    detector = detector or Detector(ac, listed)
-    pieces = [p for s in sources for p in s.pieces]
+    detector = detector or Detector(s, listed)
+    pieces = [p for source in sources for p in source.pieces]
     texts = [p.text for p in pieces]
     t0 = time.perf_counter()
     found: list[list[Finding]] = []
-    step = max(1, ac["batch_size"] * 8)
+    step = max(1, s.batch_size * 8)
     for a in range(0, len(pieces), step):
         batch = pieces[a : a + step]
         results = detector.detect([p.before + p.for_detection + p.after for p in batch])
@@ -271,17 +265,18 @@ def anonymise_folder(
     nouns = detector.common_nouns  # "the Collaboration", "the Trust": a common noun used as a title
     titled = {m.group(1).casefold() for t in texts for m in _THE_TITLE.finditer(t) if m.group(1).casefold() in nouns}
     found = [_plausible(p, _unprotected(p, f, protected), lower, listed_norm, titled) for p, f in zip(pieces, found)]
-    replacements = _assign(sources, found, key, listed, ac["propagate"], lower)
+    replacements = _assign(sources, found, key, listed, s.propagate, lower)
     written = _write(sources, replacements, dst)
-    _write_metadata(src, dst, cfg, key, sources)
+    _write_metadata(src, dst, s.input, key, sources)
     key.save(key_path)
     key_path.chmod(0o600)  # the originals: readable by the researcher only
     if review_path is not None:
-        _write_review(Path(review_path), sources, replacements, ac["context_chars"])
+        _write_review(Path(review_path), sources, replacements, s.context_chars)
 
     by_kind = Counter(r.finding.kind for r in replacements)
     by_recognizer = Counter(r.finding.recognizer for r in replacements)
     n_chars = sum(len(t) for t in texts)
+    own = section_values(s)  # as the configuration has them (lists), for the manifest
     return {
         "study": key.study,
         "files": len(sources),
@@ -300,7 +295,7 @@ def anonymise_folder(
         "characters_per_second": round(n_chars / detect_seconds) if detect_seconds else None,
         "detect_seconds": round(detect_seconds, 3),
         "seconds": round(time.perf_counter() - started, 3),
-        "parameters": {k: ac[k] for k in ("entities", "spacy_model", "score_threshold", "propagate")},
+        "parameters": {k: own[k] for k in ("entities", "spacy_model", "score_threshold", "propagate")},
     }
 
 
@@ -459,13 +454,13 @@ def _write(sources: list[SourceFile], replacements: list[Replacement], dst: Path
     return written
 
 
-def _write_metadata(src: Path, dst: Path, cfg: dict, key: PseudonymKey, sources: list[SourceFile]) -> None:
+def _write_metadata(src: Path, dst: Path, inp: InputSettings, key: PseudonymKey, sources: list[SourceFile]) -> None:
     """manifest.csv and speakers.csv with every known name replaced (bare, so ids and labels still
     match the pseudonymised transcripts) and renamed sources (PDF -> .txt) updated."""
     pattern = listed_pattern(n for names in key.names().values() for n in names)
     rx = re.compile(pattern) if pattern else None
     renamed = {s.rel: s.out_rel for s in sources}
-    for name in (cfg["input"]["manifest_file"], cfg["input"]["speakers_file"]):
+    for name in (inp.manifest_file, inp.speakers_file):
         path = src / name
         if not path.is_file():
             continue

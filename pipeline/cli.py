@@ -50,6 +50,7 @@ from pipeline.runner import (
     run_suggest,
     run_transform,
 )
+from pipeline.settings import ScaleSettings, settings_for
 from pipeline.stages import STAGES, describe, graph, stage
 
 app = typer.Typer(
@@ -851,13 +852,13 @@ class StopAfter(str, Enum):
 
 
 @contextmanager
-def _engine_session(cfg: dict):
+def _engine_session(scale: ScaleSettings):
     """With the Ray engine, one Ray session (a local cluster started once) for every stage of the run."""
-    if cfg["scale"]["engine"] != "ray":
+    if scale.engine != "ray":
         yield
         return
 
-    with configured_session(cfg):
+    with configured_session(scale):
         yield
 
 
@@ -918,7 +919,7 @@ def run(
         _check_inputs(cfg, framework, human, mapping, input_dir)  # an hour of embedding must not end in a typo's error
         if not anonymise and (key or names or review or decisions):
             raise InputError("--key, --names, --review and --decisions go with --anonymise")
-        with _progress(quiet) as update, _engine_session(cfg):
+        with _progress(quiet) as update, _engine_session(settings_for(ScaleSettings, cfg)):
             if anonymise:
                 rec = run_anonymise(
                     input_dir,

@@ -26,7 +26,7 @@ from pipeline.errors import ConfigError, InputError
 from pipeline.keywords import TOKEN_PATTERN, keyword_texts, vocabulary_min_df
 from pipeline.numba_cache import enable as enable_numba_cache
 from pipeline.reduce import make_umap
-from pipeline.settings import EmbedSettings, settings_for
+from pipeline.settings import CodesSettings
 
 enable_numba_cache()  # before bertopic/umap/hdbscan are imported anywhere below
 
@@ -38,27 +38,26 @@ def import_bertopic() -> None:
         import bertopic  # noqa: F401
 
 
-def cluster_sizes(n: int, cfg: dict) -> tuple[int, int]:
+def cluster_sizes(n: int, s: CodesSettings) -> tuple[int, int]:
     """(min_cluster_size, min_samples) for n utterances: grows with sqrt(n)."""
-    c = cfg["codes"]
-    size = int(min(500, max(5, round(c["size_factor"] * math.sqrt(max(n, 1))))))
-    return size, max(2, int(round(c["min_samples_ratio"] * size)))
+    size = int(min(500, max(5, round(s.size_factor * math.sqrt(max(n, 1))))))
+    return size, max(2, int(round(s.min_samples_ratio * size)))
 
 
-def sample_cluster_sizes(n: int, population: int, cfg: dict) -> tuple[int, int]:
+def sample_cluster_sizes(n: int, population: int, s: CodesSettings) -> tuple[int, int]:
     """(min_cluster_size, min_samples) for a sample of n of `population` utterances: the whole
     corpus's sizes scaled by the sample's share, so the sample is cut as finely as the corpus would
     be (sizes from the sample's own n gave 51 codes instead of 121 on AMI; bench/codes_sample.py)."""
-    size, samples = cluster_sizes(population, cfg)
+    size, samples = cluster_sizes(population, s)
     share = n / max(population, 1)
     return max(5, int(round(size * share))), max(2, int(round(samples * share)))
 
 
-def max_cluster_size(n: int, min_size: int, cfg: dict) -> int:
+def max_cluster_size(n: int, min_size: int, s: CodesSettings) -> int:
     """HDBSCAN's cap on a selected cluster (0 = none). Excess-of-mass selection sometimes prefers
     one cluster holding nearly the whole corpus to its many sub-clusters, and which way it goes
     can turn on float rounding in the embeddings; a cap keeps the sub-clusters."""
-    share = cfg["codes"]["max_cluster_share"]
+    share = s.max_cluster_share
     return 0 if share <= 0 else max(2 * min_size, int(share * n))
 
 
@@ -84,7 +83,7 @@ class CodesResult:
     min_cluster_size: int
 
 
-def representation_model(cfg: dict):
+def representation_model(s: CodesSettings):
     import_bertopic()
     from bertopic.representation import KeyBERTInspired, MaximalMarginalRelevance
     from sklearn.metrics.pairwise import cosine_similarity
@@ -101,12 +100,11 @@ def representation_model(cfg: dict):
             word_embeddings = topic_model._extract_embeddings(vocab, method="document", verbose=False)
             return cosine_similarity(topic_embeddings, word_embeddings), vocab
 
-    c = cfg["codes"]
     return {
-        "keybert": lambda: OrderedKeyBERT(top_n_words=c["top_keywords"], random_state=cfg["run"]["seed"]),
-        "mmr": lambda: MaximalMarginalRelevance(diversity=0.3, top_n_words=c["top_keywords"]),
+        "keybert": lambda: OrderedKeyBERT(top_n_words=s.top_keywords, random_state=s.seed),
+        "mmr": lambda: MaximalMarginalRelevance(diversity=0.3, top_n_words=s.top_keywords),
         "ctfidf": lambda: None,
-    }[c["representation"]]()
+    }[s.representation]()
 
 
 def use_cuml(device: str) -> bool:
@@ -128,7 +126,9 @@ def use_cuml(device: str) -> bool:
     return ready
 
 
-def build_topic_model(n: int, encoder: Encoder, cfg: dict, X: np.ndarray | None = None, population: int | None = None):
+def build_topic_model(
+    n: int, encoder: Encoder, s: CodesSettings, X: np.ndarray | None = None, population: int | None = None
+):
     """population: the corpus size when the n utterances are a sample of it (see sample_cluster_sizes)."""
     import_bertopic()
     from bertopic import BERTopic
@@ -137,24 +137,24 @@ def build_topic_model(n: int, encoder: Encoder, cfg: dict, X: np.ndarray | None 
     from sklearn.cluster import AgglomerativeClustering
     from sklearn.feature_extraction.text import CountVectorizer
 
-    c, seed = cfg["codes"], cfg["run"]["seed"]
-    size, samples = cluster_sizes(n, cfg) if not population else sample_cluster_sizes(n, population, cfg)
-    if n < c["min_utterances_umap"]:
+    seed = s.seed
+    size, samples = cluster_sizes(n, s) if not population else sample_cluster_sizes(n, population, s)
+    if n < s.min_utterances_umap:
         reducer = BaseDimensionalityReduction()
         clusterer = AgglomerativeClustering(
-            n_clusters=None, metric="cosine", linkage="average", distance_threshold=c["agglomerative_distance"]
+            n_clusters=None, metric="cosine", linkage="average", distance_threshold=s.agglomerative_distance
         )
         method = "agglomerative"
-    elif use_cuml(c["device"]):
+    elif use_cuml(s.device):
         from cuml.cluster import HDBSCAN
         from cuml.manifold import UMAP
 
         reducer = UMAP(
-            n_neighbors=c["umap_neighbors"],
-            n_components=c["umap_components"],
+            n_neighbors=s.umap_neighbors,
+            n_components=s.umap_components,
             min_dist=0.0,
             metric="cosine",
-            init="random" if c["umap_init"] == "random" else "spectral",
+            init="random" if s.umap_init == "random" else "spectral",
             random_state=seed,
         )
         clusterer = HDBSCAN(
@@ -162,27 +162,27 @@ def build_topic_model(n: int, encoder: Encoder, cfg: dict, X: np.ndarray | None 
             min_samples=samples,
             metric="euclidean",
             cluster_selection_method="eom",
-            max_cluster_size=max_cluster_size(n, size, cfg),
+            max_cluster_size=max_cluster_size(n, size, s),
             prediction_data=True,
         )
         method = "umap+hdbscan (cuML, GPU)"
     else:
         from hdbscan import HDBSCAN
 
-        reducer = make_umap(X, c["umap_components"], c["umap_neighbors"], 0.0, c["umap_init"], seed)
+        reducer = make_umap(X, s.umap_components, s.umap_neighbors, 0.0, s.umap_init, seed)
         clusterer = HDBSCAN(
             min_cluster_size=size,
             min_samples=samples,
             metric="euclidean",
             cluster_selection_method="eom",
-            max_cluster_size=max_cluster_size(n, size, cfg),
+            max_cluster_size=max_cluster_size(n, size, s),
             prediction_data=True,
         )
         method = "umap+hdbscan"
     # c-TF-IDF counts a word's documents per code: with the handful of codes a small corpus gives, any
     # min_df above 1 can leave no word at all
-    min_df = 1 if method == "agglomerative" else vocabulary_min_df(c["min_df"], n)
-    vectorizer = CountVectorizer(ngram_range=(1, c["ngram_max"]), min_df=min_df, token_pattern=TOKEN_PATTERN)
+    min_df = 1 if method == "agglomerative" else vocabulary_min_df(s.min_df, n)
+    vectorizer = CountVectorizer(ngram_range=(1, s.ngram_max), min_df=min_df, token_pattern=TOKEN_PATTERN)
     model = BERTopic(
         embedding_model=_encoder_backend(encoder),
         umap_model=reducer,
@@ -190,7 +190,7 @@ def build_topic_model(n: int, encoder: Encoder, cfg: dict, X: np.ndarray | None 
         vectorizer_model=vectorizer,
         ctfidf_model=ClassTfidfTransformer(reduce_frequent_words=True),
         representation_model=None,  # applied once, after outliers are reassigned (see fit_codes)
-        top_n_words=c["top_keywords"],
+        top_n_words=s.top_keywords,
         calculate_probabilities=False,
         verbose=False,
     )
@@ -202,11 +202,11 @@ def _normalise(m: np.ndarray) -> np.ndarray:
 
 
 def fit_codes(
-    utterances: pa.Table, embeddings: pa.Table, encoder: Encoder, cfg: dict, population: int | None = None
+    utterances: pa.Table, embeddings: pa.Table, encoder: Encoder, s: CodesSettings, population: int | None = None
 ) -> CodesResult:
     """Cluster the embedded utterances into codes; every embedded utterance gets one assignment row.
     population: the corpus size when these utterances are a sample of it (codes_scale)."""
-    c, seed = cfg["codes"], cfg["run"]["seed"]
+    seed = s.seed
     ids = embeddings.column("utterance_id").to_pylist()
     text_by_id = dict(zip(utterances.column("utterance_id").to_pylist(), utterances.column("text").to_pylist()))
     texts = [text_by_id[i] for i in ids]
@@ -220,21 +220,19 @@ def fit_codes(
             schema=schema.ASSIGNMENTS,
         )
         return CodesResult(pa.Table.from_pylist([], schema=schema.codes_schema(dim)), assignments, None, "none", 0)
-    if n < c["min_utterances_umap"]:
+    if n < s.min_utterances_umap:
         warnings.warn(
-            f"only {n} coded utterances (< codes.min_utterances_umap = {c['min_utterances_umap']}): "
+            f"only {n} coded utterances (< codes.min_utterances_umap = {s.min_utterances_umap}): "
             "UMAP + HDBSCAN need more; clustering with the agglomerative fallback",
             stacklevel=2,
         )
-    encoder.with_cache(settings_for(EmbedSettings, cfg))  # keyword and exemplar embeddings recur across runs
-    docs = keyword_texts(
-        texts, c["fillers"] + cfg["segment"]["backchannel_words"], c["lemmatizer"], cfg["embed"]["cache_dir"]
-    )
+    encoder.with_cache(s.embed)  # keyword and exemplar embeddings recur across runs
+    docs = keyword_texts(texts, list(s.fillers + s.backchannel_words), s.lemmatizer, s.embed.cache_dir)
     docs = [d if d else "_" for d in docs]  # an utterance of stop words only still needs a token
     _check_vocabulary(docs, texts)
     random.seed(seed)
     np.random.seed(seed)
-    model, method, size = build_topic_model(n, encoder, cfg, X, population)
+    model, method, size = build_topic_model(n, encoder, s, X, population)
     _quiet_bertopic()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="n_jobs value")  # a seeded UMAP runs on one thread
@@ -245,29 +243,29 @@ def fit_codes(
     reason = np.where(topics == -1, "outlier", None).astype(object)  # type: ignore[call-overload]  # stubs refuse None
     reassigned = 0
     # Outliers close to a code's centroid join it; the similarity becomes their probability.
-    if (topics == -1).any() and (topics >= 0).any() and c["outlier_threshold"] < 1.0:
+    if (topics == -1).any() and (topics >= 0).any() and s.outlier_threshold < 1.0:
         labels = sorted(set(topics[topics >= 0].tolist()))
         cents = _normalise(np.stack([X[topics == t].mean(axis=0) for t in labels]))
         out = np.flatnonzero(topics == -1)
         sims = X[out] @ cents.T
         best, best_sim = sims.argmax(axis=1), sims.max(axis=1)
-        join = best_sim >= c["outlier_threshold"]
+        join = best_sim >= s.outlier_threshold
         topics[out[join]] = np.asarray(labels)[best[join]]
         probs[out[join]] = best_sim[join]
         probs[out[~join]] = 0.0
         reason[out[join]] = None
         reassigned = int(join.sum())
     # Readable keywords, computed once on the final assignments.
-    representation = representation_model(cfg)
+    representation = representation_model(s)
     if representation is not None or reassigned:
         model.update_topics(
             docs,
             topics=topics.tolist(),
-            top_n_words=c["top_keywords"],
+            top_n_words=s.top_keywords,
             vectorizer_model=model.vectorizer_model,
             representation_model=representation,
         )
-    codes = _codes_table(model, topics, ids, X, c["exemplars"], texts)
+    codes = _codes_table(model, topics, ids, X, s.exemplars, texts)
     _use_centroids_for_transform(model, codes, topics, X)
     assignments = pa.table(
         {
@@ -352,7 +350,7 @@ def _use_centroids_for_transform(model, codes: pa.Table, topics: np.ndarray, X: 
     model.topic_embeddings_ = np.stack(rows)
 
 
-def assign_new(model_dir, embeddings: pa.Table, encoder: Encoder, cfg: dict) -> pa.Table:
+def assign_new(model_dir, embeddings: pa.Table, encoder: Encoder, s: CodesSettings) -> pa.Table:
     """Assign existing codes to new utterances with a saved topic model: nearest code
     centroid, kept when its cosine similarity reaches codes.outlier_threshold."""
     import_bertopic()
@@ -366,7 +364,7 @@ def assign_new(model_dir, embeddings: pa.Table, encoder: Encoder, cfg: dict) -> 
         return pa.Table.from_pylist([], schema=schema.ASSIGNMENTS)
     topics, probs = model.transform(["_"] * len(ids), embeddings=X)
     topics, probs = np.asarray(topics), np.asarray(probs, dtype=float).reshape(len(ids), -1).max(axis=1)
-    weak = probs < cfg["codes"]["outlier_threshold"]
+    weak = probs < s.outlier_threshold
     topics[weak] = -1
     return pa.table(
         {

@@ -27,9 +27,10 @@ from pipeline.agreement import (
     compare_clusters,
     compare_ratings,
 )
-from pipeline.errors import ConfigError, InputError
+from pipeline.errors import InputError
 from pipeline.io.human_codes import HumanCodes, align, resolve_codes
 from pipeline.schema import AGREEMENT, CONFUSION, DISAGREEMENTS
+from pipeline.settings import CompareSettings
 
 NONE = "none"
 LEVELS = ("dimension", "second-order")
@@ -126,24 +127,14 @@ def compare(
     mapping,
     utterance_dimensions: pa.Table,
     assignments: pa.Table | None,
-    cfg: dict,
+    s: CompareSettings,
     machine_sets: dict[str, pd.Series] | None = None,
 ) -> Comparison:
     """machine_sets: level -> (utterance_id -> set of labels) of a multi-code learned model
     (pipeline.learn.learned_sets), so set measures see every code the machine gave."""
-    c = cfg["compare"]
-    for key, allowed in (
-        ("uncoded", ("none", "missing")),
-        ("unknown_codes", ("error", "ignore")),
-        ("bootstrap_unit", ("interview", "utterance")),
-    ):
-        if c[key] not in allowed:
-            raise ConfigError(f"compare.{key} must be {' or '.join(allowed)}, got {c[key]!r}")
-    if not 0.0 <= c["min_overlap"] <= 1.0 or not 0.0 < c["ci_level"] < 1.0:
-        raise ConfigError("compare.min_overlap must lie in [0, 1] and compare.ci_level in (0, 1)")
-    machine = c["machine_name"]
-    resolved, warnings = resolve_codes(human, framework, mapping, c["unknown_codes"])
-    aligned_table = align(human, resolved, utterances, sources, c["min_overlap"])
+    machine = s.machine_name
+    resolved, warnings = resolve_codes(human, framework, mapping, s.unknown_codes)
+    aligned_table = align(human, resolved, utterances, sources, s.min_overlap)
     aligned = aligned_table.to_pandas()
     if aligned.empty:
         raise InputError(
@@ -162,18 +153,18 @@ def compare(
     if units.empty:
         raise InputError("the human-coded interviews hold no coded utterance", human.path)
 
-    if c["bootstrap_unit"] == "interview":
+    if s.bootstrap_unit == "interview":
         group_names = sorted(units["interview_id"].unique())
         groups = units["interview_id"].map({g: i for i, g in enumerate(group_names)}).to_numpy(np.int64)
     else:
         groups = np.arange(len(units), dtype=np.int64)
     n_groups = int(groups.max()) + 1
-    boot = Bootstrap.draw(n_groups, c["bootstrap"], cfg["run"]["seed"], c["ci_level"])
+    boot = Bootstrap.draw(n_groups, s.bootstrap, s.seed, s.ci_level)
 
     m_labels = machine_labels(utterance_dimensions, framework)
     categories = {"dimension": [*framework.dimension_ids, NONE], "second-order": [*framework.concept_ids, NONE]}
     column = {"dimension": "dimension", "second-order": "second_order"}
-    uncoded_is_none = c["uncoded"] == "none"
+    uncoded_is_none = s.uncoded == "none"
     agreement_rows, confusion_rows, ratings = [], [], {}
     for level in LEVELS:
         primary, present = human_ratings(aligned, units, coders, column[level], categories[level], uncoded_is_none)

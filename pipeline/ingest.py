@@ -34,6 +34,7 @@ from pipeline.segment import (
     one_label_many_people,
     segment_document,
 )
+from pipeline.settings import InputSettings, SegmentSettings
 
 
 @dataclass
@@ -52,12 +53,13 @@ def is_run_folder(folder: Path) -> bool:
     return (folder / "manifest.json").is_file() and (folder / "lineage.json").is_file()
 
 
-def discover(folder: Path, cfg: dict, warnings: list[str] | None = None, exclude: tuple[Path, ...] = ()) -> list[str]:
+def discover(
+    folder: Path, inp: InputSettings, warnings: list[str] | None = None, exclude: tuple[Path, ...] = ()
+) -> list[str]:
     """Transcript candidates, relative POSIX paths, sorted; metadata and ignored files left out, and so are
     the folders in `exclude` (the run being written) and earlier run directories inside the input folder.
     Folders that cannot be listed are reported in `warnings`, not dropped silently."""
-    inp = cfg["input"]
-    skip = {inp["manifest_file"].lower(), inp["speakers_file"].lower()}
+    skip = {inp.manifest_file.lower(), inp.speakers_file.lower()}
     found = []
 
     def unreadable(exc: OSError) -> None:
@@ -84,21 +86,21 @@ def discover(folder: Path, cfg: dict, warnings: list[str] | None = None, exclude
         rel = path.relative_to(folder)
         if not (path.is_file() or path.is_symlink()) or any(part.startswith(".") for part in rel.parts):
             continue
-        if rel.name.lower() in skip or any(fnmatch.fnmatch(rel.name, g) for g in inp["ignore"]):
+        if rel.name.lower() in skip or any(fnmatch.fnmatch(rel.name, g) for g in inp.ignore):
             continue
         found.append(rel.as_posix())
     return found
 
 
-def source_type_of(rel: str, meta: FileMeta, cfg: dict) -> str:
+def source_type_of(rel: str, meta: FileMeta, inp: InputSettings) -> str:
     """The manifest's source_type, else the folder convention (input.fieldnote_folders,
     input.document_folders), else interview."""
     if meta.source_type:
         return meta.source_type
     folders = {p.casefold() for p in Path(rel).parts[:-1]}
-    if folders & {f.casefold() for f in cfg["input"]["fieldnote_folders"]}:
+    if folders & {f.casefold() for f in inp.fieldnote_folders}:
         return "fieldnote"
-    if folders & {f.casefold() for f in cfg["input"]["document_folders"]}:
+    if folders & {f.casefold() for f in inp.document_folders}:
         return "document"
     return "interview"
 
@@ -148,9 +150,9 @@ class FileResult:
     label_only: dict = field(default_factory=dict)  # the resolver's bare labels this file used
 
 
-def read_extensions(inp: dict) -> tuple[str, ...]:
+def read_extensions(inp: InputSettings) -> tuple[str, ...]:
     """The extensions read: input.extensions, or every format themeshift reads when that list is empty."""
-    return tuple(inp["extensions"] or EXTENSIONS)
+    return tuple(inp.extensions or EXTENSIONS)
 
 
 def is_read(rel: str, extensions: tuple[str, ...]) -> bool:
@@ -162,15 +164,15 @@ def _listing(names: list[str], most: int = 10) -> str:
     return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
-def open_study(folder: str | Path, cfg: dict, exclude: tuple[Path, ...] = ()) -> Study:
+def open_study(folder: str | Path, s: SegmentSettings, exclude: tuple[Path, ...] = ()) -> Study:
     folder = Path(folder)
     if folder.is_file():
         raise InputError("is a file; give the folder that holds the transcripts", folder)
     if not folder.is_dir():
         raise InputError("input folder not found", folder)
-    inp = cfg["input"]
+    inp = s.input
     inputs: list[dict] = []
-    manifest_path, speakers_path = folder / inp["manifest_file"], folder / inp["speakers_file"]
+    manifest_path, speakers_path = folder / inp.manifest_file, folder / inp.speakers_file
     manifest = read_manifest(manifest_path, folder) if manifest_path.is_file() else None
     speakers = read_speakers(speakers_path) if speakers_path.is_file() else {}
     for meta_path in (manifest_path, speakers_path):
@@ -179,16 +181,16 @@ def open_study(folder: str | Path, cfg: dict, exclude: tuple[Path, ...] = ()) ->
             inputs.append({"path": meta_path.name, "sha256": _sha256(data), "bytes": len(data)})
     resolver = SpeakerResolver(
         speakers,
-        {label_key(x) for x in cfg["speakers"]["interviewer_labels"]},
-        {label_key(x) for x in cfg["speakers"]["participant_labels"]},
-        inp["speaker_scope_column"].lower(),
+        {label_key(x) for x in s.speakers.interviewer_labels},
+        {label_key(x) for x in s.speakers.participant_labels},
+        inp.speaker_scope_column.lower(),
     )
     warn: list[str] = []
-    files = discover(folder, cfg, warn, exclude)
+    files = discover(folder, inp, warn, exclude)
     if manifest is not None:  # the manifest says what the study is: other files are listed once, not read
         not_listed = sorted(set(files) - set(manifest))
         if not_listed:
-            warn.append(f"{len(not_listed)} file(s) not in {inp['manifest_file']}, not read: {_listing(not_listed)}")
+            warn.append(f"{len(not_listed)} file(s) not in {inp.manifest_file}, not read: {_listing(not_listed)}")
         files = sorted(manifest)
     else:  # without one, files of formats themeshift does not read (code, spreadsheets) are named, not fatal
         readable = read_extensions(inp)
@@ -201,13 +203,13 @@ def open_study(folder: str | Path, cfg: dict, exclude: tuple[Path, ...] = ()) ->
             files = [f for f in files if is_read(f, readable)]
     if not files:
         raise InputError("no transcript, field note or document files found", folder)
-    return Study(folder, files, manifest, resolver, template_regex(inp["filename_template"]), inputs, warn)
+    return Study(folder, files, manifest, resolver, template_regex(inp.filename_template), inputs, warn)
 
 
-def segment_file(study: Study, rel: str, nlp, cfg: dict) -> FileResult:
+def segment_file(study: Study, rel: str, nlp, s: SegmentSettings) -> FileResult:
     """Segment one file; a bad file comes back as its error (the caller decides: raise or reject).
     Independent of every other file, so files can be segmented in any order or on any machine."""
-    inp, folder = cfg["input"], study.folder
+    inp, folder = s.input, study.folder
     resolver = replace(study.resolver, label_only={})
     out = FileResult(rel)
     try:
@@ -232,13 +234,14 @@ def segment_file(study: Study, rel: str, nlp, cfg: dict) -> FileResult:
         if not (folder / rel).resolve().is_relative_to(folder.resolve()):
             raise InputError("symbolic link to a file outside the input folder; refused", rel)
         data = (folder / rel).read_bytes()
-        source_type = source_type_of(rel, meta, cfg)
+        source_type = source_type_of(rel, meta, inp)
+        fallbacks = list(inp.fallback_encodings)
         if source_type == "interview":
-            doc = read_document(folder / rel, rel, resolver.known_label_keys(), inp["fallback_encodings"])
-            cols = segment_document(doc, meta, rel, resolver, nlp, cfg)
+            doc = read_document(folder / rel, rel, resolver.known_label_keys(), fallbacks)
+            cols = segment_document(doc, meta, rel, resolver, nlp, s)
         else:
-            doc = read_unlabelled(folder / rel, rel, source_type, inp["fallback_encodings"])
-            cols = segment_document(doc, meta, rel, resolver, nlp, cfg, attribution(meta, resolver, inp["case_column"]))
+            doc = read_unlabelled(folder / rel, rel, source_type, fallbacks)
+            cols = segment_document(doc, meta, rel, resolver, nlp, s, attribution(meta, resolver, inp.case_column))
     except (InputError, OSError) as exc:
         out.error = exc
         return out
@@ -287,10 +290,9 @@ def _check_link(path: Path, rel: str) -> None:
         raise InputError("symbolic link loop: the link leads back to itself", rel) from None
 
 
-def assemble(study: Study, results: list[FileResult], cfg: dict) -> Corpus:
+def assemble(study: Study, results: list[FileResult], skip_bad: bool) -> Corpus:
     """The corpus from every file's result, taken in file order: the first bad file raises (or, with
     run.skip_bad, is rejected); a second file with an interview_id already taken is a duplicate."""
-    skip_bad = cfg["run"]["skip_bad"]
     inputs, warn = list(study.inputs), list(study.warnings)
     parts, sources, interviews, rejected = [], [], [], []
     ids_seen: dict[str, str] = {}
@@ -360,14 +362,14 @@ def speakers_table(speakers: dict) -> pa.Table:
 
 
 def segment_corpus(
-    folder: str | Path, cfg: dict, on_file: Callable[[str], None] | None = None, exclude: tuple[Path, ...] = ()
+    folder: str | Path, s: SegmentSettings, on_file: Callable[[str], None] | None = None, exclude: tuple[Path, ...] = ()
 ) -> Corpus:
     """Segment every file here, one after another (pipeline.ray_engine does the same on a Ray cluster)."""
-    study = open_study(folder, cfg, exclude)
-    nlp = load_sentence_splitter(cfg["segment"]["sentence_splitter"])
+    study = open_study(folder, s, exclude)
+    nlp = load_sentence_splitter(s.sentence_splitter)
     results = []
     for rel in study.files:
         if on_file:
             on_file(rel)
-        results.append(segment_file(study, rel, nlp, cfg))
-    return assemble(study, results, cfg)
+        results.append(segment_file(study, rel, nlp, s))
+    return assemble(study, results, s.skip_bad)

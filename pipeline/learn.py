@@ -85,7 +85,7 @@ from pipeline.schema import (
     UTTERANCE_DIMENSIONS,
     embeddings_schema,
 )
-from pipeline.settings import EmbedSettings, settings_for
+from pipeline.settings import CompareSettings, EmbedSettings, LearnSettings, MapSettings
 
 NONE = "none"
 MACHINE = "machine"
@@ -132,14 +132,15 @@ def _level_categories(level: str, framework, aligned: pd.DataFrame) -> list[str]
     return [*sorted(c for c in aligned["code"].unique() if c != NONE), NONE]
 
 
-def human_targets(utterances: pa.Table, sources: pa.Table, human, framework, mapping, level: str, cfg: dict) -> Targets:
+def human_targets(
+    utterances: pa.Table, sources: pa.Table, human, framework, mapping, level: str, compare: CompareSettings
+) -> Targets:
 
     if level not in LEVELS:
         raise ConfigError(f"learn.level must be dimension, second_order or code, got {level!r}")
-    c = cfg["compare"]
-    human = drop_suggestion_markers(human, cfg)
-    resolved, warnings = resolve_codes(human, framework, mapping, c["unknown_codes"])
-    aligned = align(human, resolved, utterances, sources, c["min_overlap"]).to_pandas()
+    human = drop_suggestion_markers(human, compare.suggest_user)
+    resolved, warnings = resolve_codes(human, framework, mapping, compare.unknown_codes)
+    aligned = align(human, resolved, utterances, sources, compare.min_overlap).to_pandas()
     if aligned.empty:
         raise InputError(
             "no human code falls on an utterance of this run; is it the run the codes were made on?", human.path
@@ -147,7 +148,7 @@ def human_targets(utterances: pa.Table, sources: pa.Table, human, framework, map
     coders = sorted(aligned["coder"].unique())
     utt = utterances.select(["utterance_id", "interview_id", "turn_index", "coded", "text"]).to_pandas()
     units = utt[utt["coded"] & utt["interview_id"].isin(set(aligned["interview_id"]))].reset_index(drop=True)
-    uncoded_is_none = c["uncoded"] == "none"
+    uncoded_is_none = compare.uncoded == "none"
     name = LEVELS[level]
     framed = aligned.assign(dimension=aligned["dimension"].fillna("outside"))  # every code counts at code level
     eval_levels = {}
@@ -196,10 +197,10 @@ def multi_code_share(t: Targets) -> float:
     return multi / labelled if labelled else 0.0
 
 
-def drop_suggestion_markers(human, cfg: dict):
-    """Codings by the suggest command's own user are markers, not anybody's coding."""
+def drop_suggestion_markers(human, suggest_user: str):
+    """Codings by the suggest command's own user (learn.suggest_user) are markers, not anybody's coding."""
     frame = human.frame
-    keep = frame["coder"] != cfg["learn"]["suggest_user"]
+    keep = frame["coder"] != suggest_user
     if keep.all():
         return human
     from dataclasses import replace
@@ -207,17 +208,16 @@ def drop_suggestion_markers(human, cfg: dict):
     return replace(human, frame=frame[keep].reset_index(drop=True))
 
 
-def check_enough(t: Targets, cfg: dict, path) -> dict[str, int]:
+def check_enough(t: Targets, s: LearnSettings, path) -> dict[str, int]:
     """Refuse to learn from too little: a clear message with how many more are needed."""
-    lc = cfg["learn"]
     none = t.classes.index(NONE)
     coded = np.stack([(t.primary[c] != MISSING) & (t.primary[c] != none) for c in t.coders], axis=1).any(axis=1)
     n = int(coded.sum())  # utterances with a real code: "none" (left uncoded) alone teaches nothing
     keep = "; the framework-similarity mapping stays in place"
-    if n < lc["min_utterances"]:
+    if n < s.min_utterances:
         raise InputError(
             f"only {n} human-coded utterances at the {t.level} level; learning needs at least "
-            f"{lc['min_utterances']}: code {lc['min_utterances'] - n} more{keep}",
+            f"{s.min_utterances}: code {s.min_utterances - n} more{keep}",
             path,
         )
     interviews = t.units.loc[coded, "interview_id"].nunique()
@@ -235,21 +235,21 @@ def check_enough(t: Targets, cfg: dict, path) -> dict[str, int]:
             if t.multi_code
             else int(np.stack([t.primary[c] == k for c in t.coders], axis=1).any(axis=1).sum())
         )
-    short = {cl: m for cl, m in counts.items() if 0 < m < lc["min_per_class"]}
+    short = {cl: m for cl, m in counts.items() if 0 < m < s.min_per_class}
     if short and t.multi_code:
         # one-vs-rest: each code is its own model, so a rare code is simply not learned (it stays the coders')
         t.unlearned = sorted(short)
         t.warnings.append(
-            f"{len(short)} {t.level} label(s) have fewer than {lc['min_per_class']} coded units and "
+            f"{len(short)} {t.level} label(s) have fewer than {s.min_per_class} coded units and "
             "are not learned (the machine never assigns them; code more to include them): "
             + ", ".join(f"{cl!r} ({m})" for cl, m in short.items())
         )
     elif short:
-        need = ", ".join(f"{cl!r} has {m} (code {lc['min_per_class'] - m} more)" for cl, m in short.items())
+        need = ", ".join(f"{cl!r} has {m} (code {s.min_per_class - m} more)" for cl, m in short.items())
         coarser = "" if t.level == "dimension" else " (or learn dimensions only: --level dimension)"
         raise InputError(
             f"too few examples to learn from: every {t.level} label needs at least "
-            f"{lc['min_per_class']} coded utterances; {need}{coarser}{keep}",
+            f"{s.min_per_class} coded utterances; {need}{coarser}{keep}",
             path,
         )
     return counts
@@ -507,8 +507,7 @@ def role_groups(allowed: np.ndarray | None, n: int) -> tuple[np.ndarray, np.ndar
     return group.reshape(-1).astype(np.int64), patterns
 
 
-def fit_model(d: Data, feature_set: str, train: np.ndarray, cfg: dict) -> TurnPooledLogit:
-    lc = cfg["learn"]
+def fit_model(d: Data, feature_set: str, train: np.ndarray, s: LearnSettings) -> TurnPooledLogit:
     t = d.targets
     rows, y, w = training_sets(t, train) if t.multi_code else training_rows(t, train)
     x = d.x_units[feature_set][rows]
@@ -526,18 +525,18 @@ def fit_model(d: Data, feature_set: str, train: np.ndarray, cfg: dict) -> TurnPo
     skip = tuple(t.classes.index(cl) for cl in t.unlearned)
     return TurnPooledLogit(
         len(t.classes),
-        lc["c_multi_code"] if t.multi_code else lc["c"],
+        s.c_multi_code if t.multi_code else s.c,
         d.turn_pooling,
-        cfg["run"]["seed"],
-        lc["balance_classes"],
+        s.seed,
+        s.balance_classes,
         t.multi_code,
         skip,
     ).fit(x, y, w, g)
 
 
-def fit_predict(d: Data, feature_set: str, train: np.ndarray, test: np.ndarray, cfg: dict) -> np.ndarray:
+def fit_predict(d: Data, feature_set: str, train: np.ndarray, test: np.ndarray, s: LearnSettings) -> np.ndarray:
     """Fit on the train units, return the test units' probabilities within their roles."""
-    model = fit_model(d, feature_set, train, cfg)
+    model = fit_model(d, feature_set, train, s)
     groups = None if d.groups is None else d.groups[test]
     return d.restrict(model.predict_proba(d.x_units[feature_set][test], d.turns[test], groups), test)
 
@@ -564,19 +563,17 @@ def interview_codes(t: Targets) -> tuple[list[str], np.ndarray]:
     return names, t.units["interview_id"].map({g: i for i, g in enumerate(names)}).to_numpy(np.int64)
 
 
-def cross_validate(d: Data, feature_set: str, cfg: dict) -> tuple[np.ndarray, np.ndarray]:
+def cross_validate(d: Data, feature_set: str, s: LearnSettings) -> tuple[np.ndarray, np.ndarray]:
     """Out-of-fold probabilities (units, classes) and each unit's fold, grouped by interview."""
     from sklearn.model_selection import GroupKFold
 
     names, groups = interview_codes(d.targets)
-    folds = min(cfg["learn"]["cv_folds"], len(names))
-    if folds < 2:
-        raise ConfigError("learn.cv_folds must be at least 2")
+    folds = min(s.cv_folds, len(names))
     probs = np.zeros((len(groups), len(d.targets.classes)))
     fold_of = np.zeros(len(groups), dtype=np.int32)
     x = d.x_units[feature_set]
     for f, (train, test) in enumerate(GroupKFold(n_splits=folds).split(x, groups=groups)):
-        probs[test] = fit_predict(d, feature_set, train, test, cfg)
+        probs[test] = fit_predict(d, feature_set, train, test, s)
         fold_of[test] = f
     return probs, fold_of
 
@@ -769,16 +766,16 @@ def _eval_rows(
     ]
 
 
-def learning_curve(d: Data, feature_set: str, cfg: dict, fallback: np.ndarray, framework) -> list[dict]:
+def learning_curve(d: Data, feature_set: str, s: LearnSettings, fallback: np.ndarray, framework) -> list[dict]:
     """Agreement on the interviews left out when training on 1, 2, ... of the coded interviews
     ([learn] learning_curve_points sizes, spaced geometrically up to all but one)."""
     t = d.targets
     names, groups = interview_codes(t)
-    draws = cfg["learn"]["learning_curve_draws"]
-    rng = np.random.default_rng(cfg["run"]["seed"])
-    no_ci = Bootstrap.draw(len(names), 0, 0, cfg["compare"]["ci_level"])
+    draws = s.learning_curve_draws
+    rng = np.random.default_rng(s.seed)
+    no_ci = Bootstrap.draw(len(names), 0, 0, s.compare.ci_level)
     out = []
-    sizes = np.unique(np.round(np.geomspace(1, len(names) - 1, cfg["learn"]["learning_curve_points"])).astype(int))
+    sizes = np.unique(np.round(np.geomspace(1, len(names) - 1, s.learning_curve_points)).astype(int))
     for n in sizes.tolist():
         for draw in range(draws):
             train_groups = np.sort(rng.choice(len(names), size=n, replace=False))
@@ -787,7 +784,7 @@ def learning_curve(d: Data, feature_set: str, cfg: dict, fallback: np.ndarray, f
             if len(np.unique(training_rows(t, train)[1])) < 2 and not len(d.y_weak):
                 continue  # one class only: nothing to learn from this draw
             p = np.zeros((len(groups), len(t.classes)))
-            p[test] = fit_predict(d, feature_set, train, test, cfg)
+            p[test] = fit_predict(d, feature_set, train, test, s)
             machine = machine_primary(p, t, framework, fallback)
             rows = agreement_rows(t, machine, no_ci, groups, test, ("cohen_kappa",))
             out += _eval_rows(rows, "learning-curve", feature_set, True, n, draw)
@@ -893,15 +890,14 @@ class LearnResult:
     encoder_choice: "EncoderChoice | None" = None
 
 
-def framework_concepts(blocks, framework, fv, cfg: dict):
+def framework_concepts(blocks, framework, fv, m: MapSettings):
     """Framework-similarity concept probabilities (the map stage's prototype similarity): the blend of
     the utterance's and its turn's (map's weights, no code part; the second-order concept of a
     dimension-level model), the two parts, and the framework texts' own (leave-one-out)."""
 
-    m = cfg["map"]
-    mapper = make_mapper(cfg, "similarity").fit(fv)
+    mapper = make_mapper(m, "similarity").fit(fv)
     own, ctx = mapper.predict_proba(blocks.blocks["own"]), mapper.predict_proba(blocks.blocks["turn"])
-    blend = (m["own_weight"] * own + m["context_weight"] * ctx) / (m["own_weight"] + m["context_weight"])
+    blend = (m.own_weight * own + m.context_weight * ctx) / (m.own_weight + m.context_weight)
     sims = fv.vectors.astype(np.float64) @ fv.vectors.astype(np.float64).T
     np.fill_diagonal(sims, -np.inf)  # a framework text must not vote for itself
 
@@ -929,7 +925,7 @@ def feature_blocks(
     embeddings: pa.Table,
     framework,
     encoder,
-    cfg: dict,
+    s: LearnSettings,
     words_vectorizer=False,
     unit_words_vectorizer=False,
 ):
@@ -937,21 +933,27 @@ def feature_blocks(
     framework vectors, speaker roles, role-restricted framework-similarity concept probabilities, the
     framework texts' own). A saved model's vectorizers are passed through to build_blocks."""
 
-    blocks = build_blocks(utterances, embeddings, encoder, cfg, words_vectorizer, unit_words_vectorizer)
+    blocks = build_blocks(utterances, embeddings, encoder, s, words_vectorizer, unit_words_vectorizer)
     fv = embed_framework(framework, encoder)
     roles = speaker_roles(utterances, blocks.utterance_ids)
-    fallback, own_p, turn_p, weak_p = framework_concepts(blocks, framework, fv, cfg)
+    fallback, own_p, turn_p, weak_p = framework_concepts(blocks, framework, fv, s.map)
     fallback, _ = restrict_to_roles(fallback, framework, roles)
     blocks.blocks["framework"] = framework_block(own_p, turn_p)
     return blocks, fv, roles, fallback, weak_p
 
 
 def prepare(
-    utterances: pa.Table, embeddings: pa.Table, t: Targets, framework, encoder, cfg: dict, feature_sets: list[str], path
+    utterances: pa.Table,
+    embeddings: pa.Table,
+    t: Targets,
+    framework,
+    encoder,
+    s: LearnSettings,
+    feature_sets: list[str],
+    path,
 ) -> Prepared:
 
-    lc = cfg["learn"]
-    blocks, fv, roles_all, fallback_all, weak_p = feature_blocks(utterances, embeddings, framework, encoder, cfg)
+    blocks, fv, roles_all, fallback_all, weak_p = feature_blocks(utterances, embeddings, framework, encoder, s)
     pos = {u: i for i, u in enumerate(blocks.utterance_ids)}
     missing = [u for u in t.units["utterance_id"] if u not in pos]
     if missing:
@@ -960,7 +962,7 @@ def prepare(
         )
     ui = t.units["utterance_id"].map(pos).to_numpy(np.int64)
     weak_idx, weak_y = weak_examples(t, fv)
-    blocks.project(feature_sets, lc["components"], cfg["run"]["seed"])
+    blocks.project(feature_sets, s.components, s.seed)
     weak_words = blocks.words.transform([fv.texts[i] for i in weak_idx])
     allowed_all = class_roles_mask(t, framework, roles_all)
     groups_all, patterns = role_groups(allowed_all, len(pos))
@@ -981,12 +983,12 @@ def prepare(
             for fs in feature_sets
         },
         weak_y,
-        lc["framework_weight"],
+        s.framework_weight,
         None if allowed_all is None else allowed_all[ui],
         groups=groups_all[ui],
         weak_groups=None if patterns is None else patterns[:, weak_y],
     )
-    d.turn_pooling = bool(lc["turn_pooling"]) and mixed_turn_share(t) <= MIXED_TURN_SHARE
+    d.turn_pooling = bool(s.turn_pooling) and mixed_turn_share(t) <= MIXED_TURN_SHARE
     return Prepared(blocks, pos, ui, d, fallback_all, allowed_all, groups_all, patterns)
 
 
@@ -1013,7 +1015,7 @@ def choose_encoder(
     t: Targets,
     framework,
     encoder,
-    cfg: dict,
+    s: LearnSettings,
     feature_set: str,
     frozen: Prepared,
     boot: Bootstrap,
@@ -1024,8 +1026,7 @@ def choose_encoder(
     """[learn] encoder: tune the sentence model on part of the coded interviews and score learn's model
     on the held-out rest with tuned and with frozen features (pipeline.learn_finetune)."""
 
-    lc = cfg["learn"]
-    mode = lc["encoder"]
+    mode = s.encoder
     if mode == "frozen":
         return EncoderChoice("frozen", 'learn.encoder is "frozen"')
     if encoder.spec.backend == "model2vec":
@@ -1035,18 +1036,18 @@ def choose_encoder(
     gpu = has_gpu() and encoder.device != "cpu"
     targets = tuning_targets(t)
     n_coded = int(targets.any(axis=1).sum())
-    if mode == "auto" and not gpu and n_coded > lc["finetune_max_units"]:
+    if mode == "auto" and not gpu and n_coded > s.finetune_max_units:
         return EncoderChoice(
             "frozen",
             f"{n_coded} coded units is more than learn.finetune_max_units "
-            f'({lc["finetune_max_units"]}) for a fine-tune on CPU; set learn.encoder = "finetune" '
+            f'({s.finetune_max_units}) for a fine-tune on CPU; set learn.encoder = "finetune" '
             "to tune anyway",
         )
     names, groups = interview_codes(t)
     if len(names) < 3:
         return EncoderChoice("frozen", "fewer than 3 coded interviews: none to hold out for the comparison")
-    rng = np.random.default_rng(cfg["run"]["seed"])
-    held = rng.choice(len(names), size=max(1, int(round(lc["finetune_holdout"] * len(names)))), replace=False)
+    rng = np.random.default_rng(s.seed)
+    held = rng.choice(len(names), size=max(1, int(round(s.finetune_holdout * len(names)))), replace=False)
     test = np.flatnonzero(np.isin(groups, held))
     train = np.flatnonzero(~np.isin(groups, held))
     fit_rows = train[targets[train].any(axis=1)]
@@ -1057,30 +1058,30 @@ def choose_encoder(
         targets[fit_rows],
         t.multi_code,
         None if allowed is None else allowed[fit_rows],
-        min(lc["finetune_samples"], max(len(fit_rows), MIN_TUNE_DRAWS)),
-        lc["finetune_batch_size"],
-        lc["finetune_learning_rate"],
-        cfg["run"]["seed"],
+        min(s.finetune_samples, max(len(fit_rows), MIN_TUNE_DRAWS)),
+        s.finetune_batch_size,
+        s.finetune_learning_rate,
+        s.seed,
         progress,
     )
     # learn's model on the coded interviews only, with the tuned encoder's features
     coded_interviews = pa.array(sorted(t.units["interview_id"].unique()), pa.string())
     sub = utterances.filter(pc.is_in(utterances["interview_id"], coded_interviews))
-    sub_embeddings = embed_table(sub, tuned, cfg)
-    tuned_prep = prepare(sub, sub_embeddings, t, framework, tuned, cfg, [feature_set], path)
+    sub_embeddings = embed_table(sub, tuned, s.embed)
+    tuned_prep = prepare(sub, sub_embeddings, t, framework, tuned, s, [feature_set], path)
     tuned_prep.d.turn_pooling = frozen.d.turn_pooling
     scores, rows = {}, []
     fallback = frozen.fallback_all[frozen.ui]
     truth, labelled = t.truth_sets()
     for name, prep in (("frozen", frozen), ("finetune", tuned_prep)):
         p = np.zeros((len(t.units), len(t.classes)))
-        p[test] = fit_predict(prep.d, feature_set, train, test, cfg)
+        p[test] = fit_predict(prep.d, feature_set, train, test, s)
         primary = machine_primary(p, t, framework, fallback)
         sets = None
         if t.multi_code:
             p_train = np.zeros_like(p)
-            for fold_train, fold_test in _inner_folds(groups, train, cfg):
-                p_train[fold_test] = fit_predict(prep.d, feature_set, fold_train, fold_test, cfg)
+            for fold_train, fold_test in _inner_folds(groups, train, s.cv_folds):
+                p_train[fold_test] = fit_predict(prep.d, feature_set, fold_train, fold_test, s)
             thresholds = fit_thresholds(p_train, truth, train[labelled[train]])
             sets = machine_sets(label_sets(p, thresholds), t, primary)
         got = agreement_rows(t, primary, boot, boot_groups, test, sets=sets)
@@ -1108,26 +1109,28 @@ def choose_encoder(
 MIN_TUNE_DRAWS = 1000  # a small coded set is drawn more than once: the fresh head needs this many examples
 
 
-def _inner_folds(groups: np.ndarray, train: np.ndarray, cfg: dict):
+def _inner_folds(groups: np.ndarray, train: np.ndarray, cv_folds: int):
     """Grouped folds inside the training interviews (for thresholds that never see the held-out ones)."""
     from sklearn.model_selection import GroupKFold
 
-    k = min(cfg["learn"]["cv_folds"], len(np.unique(groups[train])))
+    k = min(cv_folds, len(np.unique(groups[train])))
     for a, b in GroupKFold(n_splits=k).split(train, groups=groups[train]):
         yield train[a], train[b]
 
 
-def embed_table(utterances: pa.Table, encoder, cfg: dict, known: pa.Table | None = None, progress=None) -> pa.Table:
+def embed_table(
+    utterances: pa.Table, encoder, embed: EmbedSettings, known: pa.Table | None = None, progress=None
+) -> pa.Table:
     """Embeddings of the coded utterances with encoder (schema of the embed stage); rows already in
     known (made with the same encoder) are reused, not embedded again."""
 
     if known is None:
-        return embed_utterances(utterances, encoder, settings_for(EmbedSettings, cfg), progress)[0]
+        return embed_utterances(utterances, encoder, embed, progress)[0]
     have = set(known.column("utterance_id").to_pylist())
     coded = utterances.filter(pc.field("coded"))
     ids = coded.column("utterance_id").to_pylist()
     todo = utterances.filter(pc.invert(pc.is_in(utterances["utterance_id"], pa.array(sorted(have), pa.string()))))
-    fresh = embed_utterances(todo, encoder, settings_for(EmbedSettings, cfg), progress)[0]
+    fresh = embed_utterances(todo, encoder, embed, progress)[0]
     lookup = dict(zip(known.column("utterance_id").to_pylist(), vectors(known)))
     lookup.update(zip(fresh.column("utterance_id").to_pylist(), vectors(fresh)))
     matrix = np.stack([lookup[u] for u in ids]) if ids else np.zeros((0, encoder.dim), np.float32)
@@ -1149,34 +1152,32 @@ def learn_stage(
     framework,
     mapping,
     encoder,
-    cfg: dict,
+    s: LearnSettings,
     level: str,
     progress=None,
 ) -> LearnResult:
 
-    lc, c = cfg["learn"], cfg["compare"]
-    if not lc["feature_sets"]:
+    c = s.compare
+    if not s.feature_sets:
         raise ConfigError("learn.feature_sets is empty: name at least one feature set")
-    if lc["c"] <= 0 or lc["framework_weight"] < 0:
-        raise ConfigError("learn.c must be > 0 and learn.framework_weight >= 0")
-    t = human_targets(utterances, sources, human, framework, mapping, level, cfg)
-    class_counts = check_enough(t, cfg, human.path)
-    sets = list(dict.fromkeys(lc["feature_sets"]))
-    frozen = prepare(utterances, embeddings, t, framework, encoder, cfg, sets, human.path)
+    t = human_targets(utterances, sources, human, framework, mapping, level, c)
+    class_counts = check_enough(t, s, human.path)
+    sets = list(dict.fromkeys(s.feature_sets))
+    frozen = prepare(utterances, embeddings, t, framework, encoder, s, sets, human.path)
     blocks, pos, ui, d = frozen.blocks, frozen.pos, frozen.ui, frozen.d
     fallback_all, allowed_all, groups_all = frozen.fallback_all, frozen.allowed_all, frozen.groups_all
     fallback = fallback_all[ui]
     mixed = mixed_turn_share(t)
-    if lc["turn_pooling"] and not d.turn_pooling:
+    if s.turn_pooling and not d.turn_pooling:
         t.warnings.append(
             f"the coders labelled units of one turn differently in {mixed:.0%} of the coded turns: "
             "units are coded one by one, not pooled by turn (learn.turn_pooling)"
         )
 
     names, groups = interview_codes(t)
-    boot_groups = groups if c["bootstrap_unit"] == "interview" else np.arange(len(groups), dtype=np.int64)
-    boot = Bootstrap.draw(int(boot_groups.max()) + 1, c["bootstrap"], cfg["run"]["seed"], c["ci_level"])
-    per_fold = len(names) - int(np.ceil(len(names) / min(lc["cv_folds"], len(names))))
+    boot_groups = groups if c.bootstrap_unit == "interview" else np.arange(len(groups), dtype=np.int64)
+    boot = Bootstrap.draw(int(boot_groups.max()) + 1, c.bootstrap, s.seed, c.ci_level)
+    per_fold = len(names) - int(np.ceil(len(names) / min(s.cv_folds, len(names))))
 
     # progress: one step per candidate's cross-validation, the learning curve, the final model
     steps, step = len(sets) + 2, 0
@@ -1191,7 +1192,7 @@ def learn_stage(
         progress("learn features", 0, steps)
     candidates = {}
     for fs in sets:
-        probs, folds = cross_validate(d, fs, cfg)
+        probs, folds = cross_validate(d, fs, s)
         advance(f"cross-validated {fs}")
         primary = machine_primary(probs, t, framework, fallback)
         label_set = cross_validated_sets(probs, folds, t) if t.multi_code else None
@@ -1228,34 +1229,32 @@ def learn_stage(
             None,
             None,
         )
-    if lc["learning_curve_draws"] > 0:
-        eval_rows += learning_curve(d, best, cfg, fallback, framework)
+    if s.learning_curve_draws > 0:
+        eval_rows += learning_curve(d, best, s, fallback, framework)
     advance("learning curve")
 
-    choice = choose_encoder(
-        utterances, t, framework, encoder, cfg, best, frozen, boot, boot_groups, human.path, progress
-    )
+    choice = choose_encoder(utterances, t, framework, encoder, s, best, frozen, boot, boot_groups, human.path, progress)
     eval_rows += choice.rows
     final_prep, thresholds_from = frozen, cv_probs
     if choice.kept == "finetune":
         # the final model reads the tuned encoder's features; the human-coded utterances keep the frozen
         # model's cross-validated predictions, the only ones no encoder tuned on their own codes made
-        tuned_embeddings = embed_table(utterances, choice.tuned, cfg, choice.embeddings, progress)
+        tuned_embeddings = embed_table(utterances, choice.tuned, s.embed, choice.embeddings, progress)
         assert blocks is not None  # prepare() builds them
         ids = blocks.utterance_ids
         blocks = frozen.blocks = None  # the frozen features are done with: never hold both corpora's blocks
-        final_prep = prepare(utterances, tuned_embeddings, t, framework, choice.tuned, cfg, [best], human.path)
+        final_prep = prepare(utterances, tuned_embeddings, t, framework, choice.tuned, s, [best], human.path)
         final_prep.d.turn_pooling = d.turn_pooling
         assert final_prep.blocks is not None
         if final_prep.blocks.utterance_ids != ids:
             raise RuntimeError("tuned embeddings are not in the order of the run's embeddings")
         if t.multi_code:
-            thresholds_from = cross_validate(final_prep.d, best, cfg)[0]
+            thresholds_from = cross_validate(final_prep.d, best, s)[0]
     blocks, groups_all = final_prep.blocks, final_prep.groups_all
     assert blocks is not None  # frozen's untouched, or the tuned encoder's
 
     # The final model: every human-coded unit plus the weak examples; it codes every utterance.
-    model = fit_model(final_prep.d, best, np.arange(len(ui)), cfg)
+    model = fit_model(final_prep.d, best, np.arange(len(ui)), s)
     model.words_ = blocks.words.vectorizer if "words" in FEATURE_SETS[best] else None  # saved with the model
     model.unit_words_ = (
         blocks.unit_words.vectorizer if blocks.unit_words is not None and "unit_words" in FEATURE_SETS[best] else None
@@ -1356,7 +1355,14 @@ def groups_for(allowed: np.ndarray, patterns: np.ndarray | None, path) -> np.nda
 
 
 def apply_model(
-    utterances: pa.Table, embeddings: pa.Table, model: TurnPooledLogit, meta: dict, framework, encoder, cfg: dict, path
+    utterances: pa.Table,
+    embeddings: pa.Table,
+    model: TurnPooledLogit,
+    meta: dict,
+    framework,
+    encoder,
+    s: LearnSettings,
+    path,
 ) -> tuple[pa.Table, pa.Table]:
     """A saved learned model (learn_model/) codes other transcripts: the same feature set, vocabularies,
     principal components, role groups and thresholds it was trained with. Returns
@@ -1364,7 +1370,7 @@ def apply_model(
 
     fs = meta["feature_set"]
     blocks, _, roles, fallback_all, _ = feature_blocks(
-        utterances, embeddings, framework, encoder, cfg, model.words_, model.unit_words_
+        utterances, embeddings, framework, encoder, s, model.words_, model.unit_words_
     )
     blocks.projections[fs] = model.projection_
     info = Classes(meta["classes"], meta["class_dimension"], meta["class_concept"])

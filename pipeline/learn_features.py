@@ -59,7 +59,7 @@ from pipeline.errors import ConfigError
 from pipeline.keywords import TOKEN_PATTERN, keyword_texts, vocabulary_min_df
 from pipeline.map import turn_context
 from pipeline.questions import embed_questions, turns_with_questions
-from pipeline.settings import EmbedSettings, settings_for
+from pipeline.settings import LearnSettings
 
 FEATURE_SETS: dict[str, tuple[str, ...]] = {
     "utterance": ("own",),
@@ -171,16 +171,15 @@ class WordFeatures:
     cache_dir: str
 
     @classmethod
-    def fit(cls, answers: list[str], cfg: dict) -> "WordFeatures":
+    def fit(cls, answers: list[str], s: LearnSettings) -> "WordFeatures":
         from sklearn.feature_extraction.text import TfidfVectorizer
 
-        lc = cfg["learn"]
-        words = cls(None, cfg["codes"]["fillers"], cfg["codes"]["lemmatizer"], cfg["embed"]["cache_dir"])
+        words = cls(None, list(s.fillers), s.lemmatizer, s.embed.cache_dir)
         docs = words._keywords(answers)
         vectorizer = TfidfVectorizer(
             ngram_range=(1, 2),
-            min_df=vocabulary_min_df(lc["words_min_df"], len(docs)),
-            max_features=lc["words_max_features"],
+            min_df=vocabulary_min_df(s.words_min_df, len(docs)),
+            max_features=s.words_max_features,
             token_pattern=TOKEN_PATTERN,
             sublinear_tf=True,
             dtype=np.float64,
@@ -208,7 +207,12 @@ def _blocks(feature_set: str) -> tuple[str, ...]:
 
 
 def build_blocks(
-    utterances: pa.Table, embeddings: pa.Table, encoder, cfg: dict, words_vectorizer=False, unit_words_vectorizer=False
+    utterances: pa.Table,
+    embeddings: pa.Table,
+    encoder,
+    s: LearnSettings,
+    words_vectorizer=False,
+    unit_words_vectorizer=False,
 ) -> FeatureBlocks:
     """All blocks for the embedded utterances; the interviewer's turns are embedded here
     (through the embedding cache) because the embed stage skips them. The two TF-IDF vocabularies
@@ -221,7 +225,7 @@ def build_blocks(
     u = utterances.select(["utterance_id", "interview_id", "turn_index", "sentence_index", "text"]).to_pandas()
     turns = turns_with_questions(utterances)
     q_turns = turns[turns["interviewer"]]
-    q_vec = embed_questions(turns, encoder, settings_for(EmbedSettings, cfg))
+    q_vec = embed_questions(turns, encoder, s.embed)
     q_lookup = np.zeros((len(turns) + 1, own.shape[1]))  # last row: zeros for "no question"
     q_lookup[q_turns["row"].to_numpy()] = q_vec
     turns["question_row"] = turns["question_row"].fillna(len(turns)).astype(np.int64)
@@ -241,17 +245,13 @@ def build_blocks(
     meta = u.set_index("utterance_id").loc[ids]
     row = key.get_indexer(pd.MultiIndex.from_arrays([meta["interview_id"], meta["turn_index"]]))
     words = (
-        WordFeatures.fit(answers["text"].tolist(), cfg)
+        WordFeatures.fit(answers["text"].tolist(), s)
         if words_vectorizer is False
-        else WordFeatures(
-            words_vectorizer, cfg["codes"]["fillers"], cfg["codes"]["lemmatizer"], cfg["embed"]["cache_dir"]
-        )
+        else WordFeatures(words_vectorizer, list(s.fillers), s.lemmatizer, s.embed.cache_dir)
     )
     question = q_lookup[turns["question_row"].to_numpy()[row]]
     unit_words = (
-        UnitWords.fit(meta["text"].tolist(), cfg)
-        if unit_words_vectorizer is False
-        else UnitWords(unit_words_vectorizer)
+        UnitWords.fit(meta["text"].tolist(), s) if unit_words_vectorizer is False else UnitWords(unit_words_vectorizer)
     )
     blocks = {
         "own": own,
@@ -318,14 +318,13 @@ class UnitWords:
     vectorizer: Any  # sklearn TfidfVectorizer, or None
 
     @classmethod
-    def fit(cls, texts: list[str], cfg: dict) -> "UnitWords":
+    def fit(cls, texts: list[str], s: LearnSettings) -> "UnitWords":
         from sklearn.feature_extraction.text import TfidfVectorizer
 
-        lc = cfg["learn"]
         vectorizer = TfidfVectorizer(
             ngram_range=(1, 2),
-            min_df=vocabulary_min_df(lc["words_min_df"], len(texts)),
-            max_features=lc["words_max_features"],
+            min_df=vocabulary_min_df(s.words_min_df, len(texts)),
+            max_features=s.words_max_features,
             sublinear_tf=True,
             dtype=np.float64,
             token_pattern=r"(?u)\b\w+\b",

@@ -20,6 +20,7 @@ import numpy as np
 
 from pipeline.errors import InputError
 from pipeline.learn_features import FEATURE_SETS
+from pipeline.settings import LearnSettings
 
 FORMAT_VERSION = 3  # 3: multi-code models (multi_code, skip, thresholds_), group_patterns_, the tuned encoder
 
@@ -30,7 +31,7 @@ def _versions() -> dict[str, str]:
     return {"scikit-learn": sklearn.__version__, "numpy": np.__version__}
 
 
-def save_model(model_dir: Path, result, framework, encoder, cfg: dict, human_sha256: str) -> dict:
+def save_model(model_dir: Path, result, framework, encoder, s: LearnSettings, human_sha256: str) -> dict:
     """Write model.joblib + model.json atomically (a fresh folder renamed into place)."""
     import joblib
 
@@ -62,8 +63,8 @@ def save_model(model_dir: Path, result, framework, encoder, cfg: dict, human_sha
             "turn_pooling": result.model.turn_pooling,
             "seed": result.model.seed,
             "balance_classes": result.model.balance_classes,
-            "framework_weight": cfg["learn"]["framework_weight"],
-            "components": cfg["learn"]["components"],
+            "framework_weight": s.framework_weight,
+            "components": s.components,
         },
         "embedding_model": encoder.model_id,
         "framework": {"name": framework.name, "sha256": framework.sha256},

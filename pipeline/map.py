@@ -30,6 +30,7 @@ from pipeline.embed import Encoder, vectors
 from pipeline.errors import ConfigError
 from pipeline.framework import Framework
 from pipeline.io.vectors import StoredEmbeddings
+from pipeline.settings import MapSettings
 
 SOURCE = {"similarity": "framework-similarity", "classifier": "learned"}
 HUMAN = "human"
@@ -137,16 +138,16 @@ class ClassifierMapper:
         return self.model_.predict_proba(np.asarray(x, np.float64))
 
 
-def make_mapper(cfg: dict, method: str | None = None):
-    m = cfg["map"]
-    method = method or m["method"]
-    if min(m["own_weight"], m["context_weight"], m["code_weight"]) < 0 or m["own_weight"] + m["context_weight"] <= 0:
-        raise ConfigError("map.own_weight, context_weight and code_weight must be >= 0, own + context > 0")
-    if method == "similarity":
-        return SimilarityMapper(m["similarity_top_k"], m["temperature"])
-    if method == "classifier":
-        return ClassifierMapper(m["classifier_c"], cfg["run"]["seed"])
-    raise ConfigError(f"map.method must be similarity or classifier, got {method!r}")
+def make_mapper(m: MapSettings, method: str | None = None):
+    """The mapper [map] method names (or `method`). config.py has checked the method and that each
+    weight is >= 0; that own + context is not 0 is checked here."""
+    if m.own_weight + m.context_weight <= 0:
+        raise ConfigError("map.own_weight + map.context_weight must be > 0")
+    mappers = {
+        "similarity": lambda: SimilarityMapper(m.similarity_top_k, m.temperature),
+        "classifier": lambda: ClassifierMapper(m.classifier_c, m.seed),
+    }
+    return mappers[method or m.method]()
 
 
 def dimension_matrix(framework: Framework) -> np.ndarray:
@@ -179,9 +180,8 @@ class CodeMapping:
     overridden: np.ndarray  # (n_codes,) bool
 
 
-def code_probabilities(codes: pa.Table, emb_ids: dict[str, int], emb: np.ndarray, mapper, cfg: dict) -> np.ndarray:
+def code_probabilities(codes: pa.Table, emb_ids: dict[str, int], emb: np.ndarray, mapper, m: MapSettings) -> np.ndarray:
     """Blend each code's centroid with the mean of its first `code_exemplars` exemplar utterances."""
-    m = cfg["map"]
     n = codes.num_rows
     k = mapper.n_concepts_
     if n == 0:
@@ -189,7 +189,7 @@ def code_probabilities(codes: pa.Table, emb_ids: dict[str, int], emb: np.ndarray
     p_centroid = mapper.predict_proba(vectors(codes.select(["centroid"]).rename_columns(["vector"])))
     rows, owner = [], []
     for i, ids in enumerate(codes.column("exemplar_ids").to_pylist()):
-        picked = [emb_ids[u] for u in (ids or []) if u in emb_ids][: m["code_exemplars"]]
+        picked = [emb_ids[u] for u in (ids or []) if u in emb_ids][: m.code_exemplars]
         rows += picked
         owner += [i] * len(picked)
     p_exemplars = np.zeros((n, k))
@@ -198,20 +198,19 @@ def code_probabilities(codes: pa.Table, emb_ids: dict[str, int], emb: np.ndarray
         np.add.at(p_exemplars, np.asarray(owner), mapper.predict_proba(emb[np.asarray(rows)]))
     has = counts > 0
     p_exemplars[has] /= counts[has, None]
-    w = np.where(has, m["centroid_weight"], 1.0)[:, None]  # no exemplars: the centroid alone
+    w = np.where(has, m.centroid_weight, 1.0)[:, None]  # no exemplars: the centroid alone
     return w * p_centroid + (1 - w) * p_exemplars
 
 
 def decide_codes(
-    probabilities: np.ndarray, fingerprints: list[str], overrides: dict[str, int | None], source: str, cfg: dict
+    probabilities: np.ndarray, fingerprints: list[str], overrides: dict[str, int | None], source: str, m: MapSettings
 ) -> CodeMapping:
     """Threshold + margin decide each code; a researcher's override (fingerprint -> concept index or None) wins."""
-    m = cfg["map"]
     n = len(probabilities)
     if n == 0:
         return CodeMapping(probabilities, np.zeros(0, np.int64), np.zeros(0), [], np.zeros(0, bool))
     best, top, margin = _best_two(probabilities)
-    assigned = np.where((top >= m["code_threshold"]) & (margin >= m["code_margin"]), best, -1)
+    assigned = np.where((top >= m.code_threshold) & (margin >= m.code_margin), best, -1)
     overridden = np.array([fp in overrides for fp in fingerprints], dtype=bool)
     for i in np.flatnonzero(overridden):
         target = overrides[fingerprints[i]]
@@ -284,14 +283,13 @@ def map_utterances(
     mapping: CodeMapping | None,
     mapper,
     framework: Framework,
-    cfg: dict,
+    m: MapSettings,
 ) -> UtteranceMapping:
-    m = cfg["map"]
     ids = embeddings.column("utterance_id").to_pylist()
     emb = vectors(embeddings)
     k = len(framework.concepts)
     own = mapper.predict_proba(emb)
-    ctx = mapper.predict_proba(turn_context(utterances, ids, emb)) if m["context_weight"] > 0 else np.zeros_like(own)
+    ctx = mapper.predict_proba(turn_context(utterances, ids, emb)) if m.context_weight > 0 else np.zeros_like(own)
 
     # The code part: the code's evidence, or one-hot on a researcher's chosen concept.
     code_p = np.zeros_like(own)
@@ -313,14 +311,14 @@ def map_utterances(
         source[over] = HUMAN
         has_code &= ~blocked
 
-    w_own, w_ctx, w_code = m["own_weight"], m["context_weight"], m["code_weight"]
+    w_own, w_ctx, w_code = m.own_weight, m.context_weight, m.code_weight
     weight_code = np.where(has_code, w_code, 0.0)[:, None]
     blended = (w_own * own + w_ctx * ctx + weight_code * code_p) / (w_own + w_ctx + weight_code)
     blended, no_concept = restrict_to_roles(blended, framework, speaker_roles(utterances, ids))
     dims = blended @ dimension_matrix(framework)
     _, dim = best_concept(blended, framework)
     top, margin = dimension_lead(dims, dim)
-    mapped = (top >= m["utterance_threshold"]) & (margin >= m["utterance_margin"]) & ~blocked & ~no_concept
+    mapped = (top >= m.utterance_threshold) & (margin >= m.utterance_margin) & ~blocked & ~no_concept
     return UtteranceMapping(
         ids,
         blended,
@@ -445,25 +443,25 @@ def map_stage(
     assignments: pa.Table,
     framework: Framework,
     encoder: Encoder,
-    cfg: dict,
+    m: MapSettings,
     overrides: dict[str, str | None] | None = None,
 ) -> MapResult:
     """embeddings: a table, or io.vectors.StoredEmbeddings (read CHUNK_ROWS utterances at a time).
     overrides: fingerprint -> concept id (None = unmapped), already checked against the codes."""
 
-    mapper = make_mapper(cfg).fit(embed_framework(framework, encoder))
+    mapper = make_mapper(m).fit(embed_framework(framework, encoder))
     source = StoredEmbeddings.of(embeddings)
     index = {c.id: j for j, c in enumerate(framework.concepts)}
     by_index = {fp: (None if cid is None else index[cid]) for fp, cid in (overrides or {}).items()}
     exemplars = sorted({u for ids in codes.column("exemplar_ids").to_pylist() for u in (ids or [])})
     ex_vectors, found = source.gather(exemplars)
     present = [u for u, ok in zip(exemplars, found) if ok]
-    probs = code_probabilities(codes, {u: i for i, u in enumerate(present)}, ex_vectors[found], mapper, cfg)
-    mapping = decide_codes(probs, codes.column("fingerprint").to_pylist(), by_index, mapper.source, cfg)
-    um = _map_in_chunks(utterances, source, assignments, codes, mapping, mapper, framework, cfg)
+    probs = code_probabilities(codes, {u: i for i, u in enumerate(present)}, ex_vectors[found], mapper, m)
+    mapping = decide_codes(probs, codes.column("fingerprint").to_pylist(), by_index, mapper.source, m)
+    um = _map_in_chunks(utterances, source, assignments, codes, mapping, mapper, framework, m)
     quoted = utterances.filter(pc.is_in(utterances.column("utterance_id"), value_set=pa.array(exemplars, pa.string())))
     texts = dict(zip(quoted.column("utterance_id").to_pylist(), quoted.column("text").to_pylist()))
-    ds = data_structure_table(codes, mapping, framework, texts, cfg["map"]["quotes"])
+    ds = data_structure_table(codes, mapping, framework, texts, m.quotes)
     return MapResult(
         code_dimensions_table(codes, mapping, framework),
         utterance_dimensions_table(um, framework),
@@ -500,7 +498,7 @@ def _map_in_chunks(
     mapping: CodeMapping,
     mapper,
     framework: Framework,
-    cfg: dict,
+    m: MapSettings,
 ) -> UtteranceMapping:
     """map_utterances over chunks of whole speaker turns, read a chunk at a time; every row is
     mapped independently of the others but for its turn, so the result is the one-chunk result."""
@@ -527,7 +525,7 @@ def _map_in_chunks(
         own_codes = (
             None if at_code is None or assignments is None else assignments.take(at_code.slice(lo, hi - lo).drop_null())
         )  # at_code is None just when assignments is
-        pieces.append(map_utterances(own_utterances, chunk, own_codes, codes, mapping, mapper, framework, cfg))
+        pieces.append(map_utterances(own_utterances, chunk, own_codes, codes, mapping, mapper, framework, m))
     if len(pieces) == 1:
         return pieces[0]
     return UtteranceMapping(

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from pipeline.errors import InputError
+from pipeline.settings import AnonymiseSettings
 
 # Our entity kinds -> (Presidio entity, pseudonym prefix). Kinds are what configs and the key file use.
 KINDS = {
@@ -106,7 +107,7 @@ _UK_PHONES = [
 class Detector:
     """Finds personal data in texts. `listed` maps kind -> names the study lists (always found)."""
 
-    def __init__(self, cfg: dict, listed: dict[str, list[str]], never: Iterable[str] = ()):
+    def __init__(self, s: AnonymiseSettings, listed: dict[str, list[str]], never: Iterable[str] = ()):
         from presidio_analyzer import (
             AnalyzerEngine,
             BatchAnalyzerEngine,
@@ -127,9 +128,9 @@ class Detector:
         )
 
         logging.getLogger("presidio-analyzer").setLevel(logging.ERROR)
-        self.cfg = cfg
-        self.kinds = list(cfg["entities"])
-        check_spacy_model(cfg["spacy_model"])
+        self.settings = s
+        self.kinds = list(s.entities)
+        check_spacy_model(s.spacy_model)
         ner = NerModelConfiguration(
             # spaCy's DATE, TIME, NORP, ... are left to the pattern recognisers or kept: "last year" is no one's data
             model_to_presidio_entity_mapping={
@@ -160,15 +161,15 @@ class Detector:
         engine = NlpEngineProvider(
             nlp_configuration={
                 "nlp_engine_name": "spacy",
-                "models": [{"lang_code": "en", "model_name": cfg["spacy_model"]}],
+                "models": [{"lang_code": "en", "model_name": s.spacy_model}],
                 "ner_model_configuration": ner.model_dump(),
             }
         ).create_engine()
         registry = RecognizerRegistry(supported_languages=["en"])
         registry.add_recognizer(SpacyRecognizer(supported_entities=["PERSON", "LOCATION", "ORGANIZATION"]))
         registry.add_recognizer(NhsRecognizer())
-        registry.add_recognizer(PhoneRecognizer(supported_regions=tuple(cfg["phone_regions"])))
-        if "GB" in cfg["phone_regions"]:  # the number library skips ranges it thinks unallocated (07700 900xxx)
+        registry.add_recognizer(PhoneRecognizer(supported_regions=tuple(s.phone_regions)))
+        if "GB" in s.phone_regions:  # the number library skips ranges it thinks unallocated (07700 900xxx)
             registry.add_recognizer(
                 PatternRecognizer(
                     "PHONE_NUMBER", name="uk-national-phone", patterns=[Pattern(n, r, 0.6) for n, r in _UK_PHONES]
@@ -218,7 +219,7 @@ class Detector:
         self.analyzer = AnalyzerEngine(registry=registry, nlp_engine=engine, supported_languages=["en"])
         self.batch = BatchAnalyzerEngine(self.analyzer)
         self._engine: Any = engine  # a SpacyNlpEngine: the NlpEngine it is typed as has no .nlp
-        self.never = {w.casefold() for w in list(cfg["never"]) + list(never)}
+        self.never = {w.casefold() for w in list(s.never) + list(never)}
 
     @property
     def common_nouns(self) -> set[str]:
@@ -238,9 +239,9 @@ class Detector:
         results = self.batch.analyze_iterator(
             texts,
             language="en",
-            batch_size=self.cfg["batch_size"],
+            batch_size=self.settings.batch_size,
             entities=entities,
-            score_threshold=self.cfg["score_threshold"],
+            score_threshold=self.settings.score_threshold,
         )
         out = []
         for text, found in zip(texts, results):
@@ -265,7 +266,7 @@ class Detector:
                         continue
                     if start and text[start - 1] in "'\u2019" and " " not in span:  # elided speech: 'Kay, 'Cause
                         continue
-                    if name == "SpacyRecognizer" and not self.cfg["acronyms"] and _ACRONYM.fullmatch(span):
+                    if name == "SpacyRecognizer" and not self.settings.acronyms and _ACRONYM.fullmatch(span):
                         continue
                 if name == "numeric-date" and len(re.findall(r"[/.-]", text[start:end])) < 2:
                     continue  # "03/2020", "2/20": a month, a score; a date of birth has a day

@@ -38,6 +38,7 @@ from pipeline.io.rundir import (
     write_part,
 )
 from pipeline.segment import load_sentence_splitter
+from pipeline.settings import EmbedSettings, ScaleSettings, SegmentSettings
 
 RAY_MISSING = "--engine ray needs Ray: pip install 'themeshift[scale]'"
 INPUT_KEY = "themeshift.input_digest"  # embeddings part metadata: digest of what the part was made from
@@ -84,9 +85,9 @@ def reachable(address: str, timeout: float) -> None:
     )
 
 
-def configured_session(cfg: dict):
+def configured_session(scale: ScaleSettings):
     """The Ray session [scale] describes: its address, within its connect_timeout."""
-    return ray_session(cfg["scale"]["address"], connect_timeout=cfg["scale"]["connect_timeout"])
+    return ray_session(scale.address, connect_timeout=scale.connect_timeout)
 
 
 @contextmanager
@@ -129,28 +130,28 @@ def _splitter(name: str):
     return load_sentence_splitter(name)
 
 
-def _segment_one(study, rel: str, cfg: dict):
+def _segment_one(study, rel: str, s: SegmentSettings):
 
-    return segment_file(study, rel, _splitter(cfg["segment"]["sentence_splitter"]), cfg)
+    return segment_file(study, rel, _splitter(s.sentence_splitter), s)
 
 
 def segment_corpus(
-    folder: Path, cfg: dict, on_file: Callable[[str], None] | None = None, exclude: tuple[Path, ...] = ()
+    folder: Path, s: SegmentSettings, on_file: Callable[[str], None] | None = None, exclude: tuple[Path, ...] = ()
 ):
     """ingest.segment_corpus with the files segmented in parallel as Ray tasks."""
 
     ray = require_ray()
-    study = open_study(folder, cfg, exclude)
+    study = open_study(folder, s, exclude)
     task = ray.remote(num_cpus=1)(_segment_one)
-    study_ref, cfg_ref = ray.put(study), ray.put(cfg)
-    refs = [task.remote(study_ref, rel, cfg_ref) for rel in study.files]
+    study_ref, settings_ref = ray.put(study), ray.put(s)
+    refs = [task.remote(study_ref, rel, settings_ref) for rel in study.files]
     rel_of = dict(zip(refs, study.files))
     pending = list(refs)
     while pending:  # progress as files finish, in whatever order they do
         done, pending = ray.wait(pending, num_returns=1)
         if on_file:
             on_file(rel_of[done[0]])
-    return assemble(study, ray.get(refs), cfg)
+    return assemble(study, ray.get(refs), s.skip_bad)
 
 
 def write_sharded(run_dir: Path, name: str, table: pa.Table, shard_rows: int) -> Path:
@@ -181,12 +182,12 @@ class EmbedWorker:
     """A Ray Data actor: one encoder, loaded once; each call embeds whole utterance parts and writes
     the matching embeddings parts itself (so rows never travel back through the driver)."""
 
-    def __init__(self, cfg: dict, threads: int):
+    def __init__(self, embed: EmbedSettings, threads: int):
 
-        self.cfg = cfg
+        self.embed = embed
         # No persistent text cache here: a worker would rescan the whole cache for every part it embeds.
         # A rerun skips whole parts instead (see embed_parts); texts repeated within a part are embedded once.
-        self.encoder = load_encoder(cfg["embed"]["model"], cfg["embed"]["device"])
+        self.encoder = load_encoder(embed.model, embed.device)
         _ = self.encoder.model  # load now: a worker pays for its model once, before its first part
         import torch
 
@@ -196,11 +197,11 @@ class EmbedWorker:
         import resource
 
         out: dict[str, list] = {"index": [], "rows": [], "embedded": [], "cache_hits": [], "pid": [], "peak_rss_mb": []}
-        e = self.cfg["embed"]
+        e = self.embed
         for index, source, target, digest in zip(batch["index"], batch["source"], batch["target"], batch["digest"]):
             coded = _coded(Path(source))
             matrix, stats = self.encoder.encode_cached(
-                coded.column("text").to_pylist(), e["batch_size"], None, e["batch_tokens"]
+                coded.column("text").to_pylist(), e.batch_size, None, e.batch_tokens
             )
             table = pa.table(
                 {
@@ -233,7 +234,11 @@ def plan_workers(res: dict, workers: int) -> tuple[int, int, int]:
 
 
 def embed_parts(
-    run_dir: Path, cfg: dict, model_id: str, dim: int, progress: Callable[[str, int, int], None] | None = None
+    run_dir: Path,
+    embed: EmbedSettings,
+    model_id: str,
+    dim: int,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> dict:
     """Embed the coded utterances of every part of utterances/ into embeddings/, skipping parts
     already embedded from the same texts with the same model (a resumed run)."""
@@ -251,7 +256,7 @@ def embed_parts(
             reused += 1
             continue
         todo.append({"index": i, "source": str(src), "target": str(target), "digest": digest})
-    workers, threads, gpus = plan_workers(ray.cluster_resources(), cfg["scale"]["workers"])
+    workers, threads, gpus = plan_workers(ray.cluster_resources(), embed.scale.workers)
     results: list[dict] = []
     if todo:
         workers = min(workers, len(todo))
@@ -259,7 +264,7 @@ def embed_parts(
             EmbedWorker,
             batch_size=1,
             compute=ray.data.ActorPoolStrategy(size=workers),
-            fn_constructor_kwargs={"cfg": cfg, "threads": threads},
+            fn_constructor_kwargs={"embed": embed, "threads": threads},
             num_cpus=threads,
             num_gpus=gpus,
         )

@@ -2,7 +2,7 @@
 that a researcher can email. Each section is built from the run's tables when they exist;
 a missing table is named together with the command that makes it.
 
-build_report(tables, manifest, cfg, projection) is a pure function of its inputs: the same run
+build_report(tables, manifest, settings, xy, ids) is a pure function of its inputs: the same run
 directory gives the same bytes.
 """
 
@@ -32,6 +32,7 @@ from pipeline.io.rundir import (
 from pipeline.io.spreadsheet import safe_cell
 from pipeline.learn import MACHINE
 from pipeline.reduce import fit_umap
+from pipeline.settings import ReportSettings
 from pipeline.shift import missing_shift_reason
 from pipeline.shift_groups import headline
 from pipeline.stages import remake_command, stage
@@ -105,10 +106,8 @@ def project_2d(vectors: np.ndarray, method: str, seed: int, neighbors: int) -> n
         from sklearn.decomposition import PCA
 
         out = PCA(n_components=2, random_state=seed).fit_transform(vectors)
-    elif method == "umap":
+    else:  # umap (config.py allows only these two)
         out = fit_umap(np.asarray(vectors, dtype=np.float32), 2, neighbors, 0.1, "pca", seed)
-    else:
-        raise InputError(f"report.projection must be umap or pca, got {method!r}")
     return np.asarray(out, dtype=np.float64)
 
 
@@ -213,7 +212,7 @@ def _wave(w) -> str:
 class _Ctx:
     t: dict[str, pd.DataFrame]
     manifest: dict
-    cfg: dict
+    s: ReportSettings
     dimensions: list[str]
     dimension_names: dict[str, str]
     missing: dict[str, str]
@@ -302,7 +301,7 @@ def _overview(c: _Ctx) -> str:
     if "utterance_dimensions" in c.t:
         ud = c.t["utterance_dimensions"]
         n_unmapped = int((~ud.loc[ud["is_argmax"], "mapped"]).sum())
-        kept = c.cfg.get("shift", {}).get("include_unmapped", True)
+        kept = c.s.shift.include_unmapped
         ex_rows.append(
             [
                 "coded, no clear dimension",
@@ -341,7 +340,7 @@ def _code_quotes(c: _Ctx, limit: int) -> dict[int, list[str]]:
     if not c.has("codes", "utterances"):
         return {}
     texts = dict(zip(c.t["utterances"]["utterance_id"], c.t["utterances"]["text"]))
-    n = c.cfg["report"]["quotes"]
+    n = c.s.quotes
     return {
         int(cid): [_quote(texts[u], limit) for u in list(ids)[:n] if u in texts]
         for cid, ids in zip(c.t["codes"]["code_id"], c.t["codes"]["exemplar_ids"])
@@ -353,7 +352,7 @@ def _quotes_html(quotes: list[str]) -> str:
 
 
 def _data_structure(c: _Ctx) -> str:
-    limit = c.cfg["report"]["quote_chars"]
+    limit = c.s.quote_chars
     quotes = _code_quotes(c, limit)
     if "data_structure" not in c.t:
         gone = c.need("data_structure")
@@ -375,7 +374,7 @@ def _data_structure(c: _Ctx) -> str:
             return '<td class="empty">(no code mapped)</td>'
         qs = quotes.get(int(r.code_id)) if not _missing(r.code_id) else None
         if qs is None:
-            qs = [_quote(q, limit) for q in list(r.quotes)[: c.cfg["report"]["quotes"]]]
+            qs = [_quote(q, limit) for q in list(r.quotes)[: c.s.quotes]]
         who = ' <span class="tag">researcher</span>' if r.source == "human" else ""
         return (
             f'<td><span class="code">{_e(r.first_order)}</span> <span class="n">n={int(r.size)}, '
@@ -535,7 +534,7 @@ def _groups(c: _Ctx) -> str:
     if gone:
         c.empty.add("groups")
         return _missing_note(gone, "No group estimates yet.")
-    g, alpha = c.t["group_changes"], c.cfg["shift"]["alpha"]
+    g, alpha = c.t["group_changes"], c.s.shift.alpha
     dims = c.t.get("shift_dimensions", pd.DataFrame())
     out = [
         "<p><strong>Findings</strong> (estimates first; p-values beside them, with the method):</p><ul>"
@@ -621,7 +620,7 @@ def _groups(c: _Ctx) -> str:
             cols,
             [[getattr(r, k) for k in cols] for r in arrows.itertuples()],
             "Arrow: the group's (precision-weighted) share in the earlier wave to the later one; shaded band: the "
-            f"{c.cfg['shift']['ci_level']:.0%} interval of the mean change.",
+            f"{c.s.shift.ci_level:.0%} interval of the mean change.",
         )
         c.figures.append(fig)
         out.append(_figure_html(fig))
@@ -788,8 +787,8 @@ def _shift_label(r) -> str:
 
 
 def _shift_method(c: _Ctx) -> str:
-    sc = c.cfg["shift"]
-    k = sc["blocks_per_interview"]
+    sc = c.s.shift
+    k = sc.blocks_per_interview
     s = c.t["shifts"]
     methods = s["p_method"].value_counts().to_dict() if "p_method" in s else {}
     used = ", ".join(f"{n} by {m.replace('_', ' ')}" for m, n in sorted(methods.items())) or "none"
@@ -799,19 +798,19 @@ def _shift_method(c: _Ctx) -> str:
         "one that rose most. Sentences of one answer, and answers close together in one interview, share a "
         "question and a topic, so they are not independent evidence: intervals and tests work on whole units, "
         "whole interviews where a speaker has two or more in a wave, otherwise the interview cut into "
-        f"{k} runs of whole answers (<code>shift.resample_unit = {_e(sc['resample_unit'])}</code>). "
+        f"{k} runs of whole answers (<code>shift.resample_unit = {_e(sc.resample_unit)}</code>). "
         "A speaker's p-value comes from a permutation of those units where they allow at least "
-        f"{sc['min_labellings']} labellings, otherwise from a moderated t per dimension (Bonferroni over the "
+        f"{sc.min_labellings} labellings, otherwise from a moderated t per dimension (Bonferroni over the "
         "dimensions): each speaker's between-unit variance is pulled towards the variance all speakers show, so "
         "two or three interviews per wave, or one, still give a continuous p-value"
         + (
             ", and with one interview per wave the variance between two interviews of a person, which blocks of "
             "one interview cannot show, is borrowed from the other speakers"
-            if sc["interview_variance"] == "borrow"
+            if sc.interview_variance == "borrow"
             else ""
         )
         + f". Pairs tested here: {used}. With many speakers read the q-value: among speakers with "
-        f"q &lt; {sc['alpha']}, about {sc['alpha']:.0%} are expected to be false discoveries. Semantic drift gets "
+        f"q &lt; {sc.alpha}, about {sc.alpha:.0%} are expected to be false discoveries. Semantic drift gets "
         "a p-value only from whole interviews. A speaker's p-value speaks of this speaker's talk in these "
         "interviews; with one interview per wave it cannot fully separate a change of mind from a different "
         "conversation: the group estimates above are the firmer finding.</p>"
@@ -903,8 +902,8 @@ def _shifts(c: _Ctx) -> str:
             ),
             cols,
             [[getattr(r, k) for k in cols] for r in scored.itertuples()],
-            f"Filled dot: distance, bar: {c.cfg['shift']['ci_level']:.0%} bootstrap interval, open dot: noise level; "
-            f"dark = p < {c.cfg['shift']['alpha']}.",
+            f"Filled dot: distance, bar: {c.s.shift.ci_level:.0%} bootstrap interval, open dot: noise level; "
+            f"dark = p < {c.s.shift.alpha}.",
         )
         c.figures.append(fig)
         out.append(_figure_html(fig))
@@ -1066,7 +1065,7 @@ def _utterance_map(c: _Ctx, xy: np.ndarray | None, ids: list[str] | None) -> str
         c.empty.add("utterance-map")
         return _missing_note(gone, "No embeddings to lay out.")
     assert ids is not None  # build_report's callers give map_ids with xy
-    method = c.cfg["report"]["projection"]
+    method = c.s.projection
     n = len(ids)
     codes = np.full(n, -1)
     code_labels: list[str] = []
@@ -1285,7 +1284,7 @@ def _agreement(c: _Ctx) -> str:
             "<code>themeshift report RUN</code> again.</p>" + learned
         )
     ag = c.t["agreement"]
-    machine = c.cfg.get("compare", {}).get("machine_name", "machine")
+    machine = c.s.machine_name
     main = ag[ag["metric"].isin(["krippendorff_alpha", "cohen_kappa"])]
     rows_fig = [
         {
@@ -1385,9 +1384,9 @@ def _agreement(c: _Ctx) -> str:
         d = c.t["disagreements"]
         d = d[(d["level"] == "dimension") & (d["humans_agree"].fillna(False).astype(bool))]
         d = d.sort_values(["machine_probability", "utterance_id", "coder"], ascending=[False, True, True])
-        d = d.drop_duplicates("utterance_id").head(c.cfg["report"]["disagreements"])
+        d = d.drop_duplicates("utterance_id").head(c.s.disagreements)
         if len(d):
-            limit = c.cfg["report"]["quote_chars"]
+            limit = c.s.quote_chars
             rows = [
                 [
                     r.utterance_id,
@@ -1530,14 +1529,14 @@ a.download='utterance_map.csv';document.body.appendChild(a);a.click();a.remove()
 def build_report(
     tables: dict[str, pd.DataFrame],
     manifest: dict,
-    cfg: dict,
+    s: ReportSettings,
     xy: np.ndarray | None = None,
     map_ids: list[str] | None = None,
     title: str = "",
 ) -> Report:
     """The HTML page and its figures. xy: the 2-D layout of the embedded utterances map_ids."""
     dims, names = _dimension_order(tables, manifest)
-    c = _Ctx(tables, manifest, cfg, dims, names, {}, [])
+    c = _Ctx(tables, manifest, s, dims, names, {}, [])
     builders = {
         "overview": _overview,
         "data-structure": _data_structure,

@@ -79,7 +79,14 @@ from pipeline.report import (
     write_figures,
     write_shareable,
 )
-from pipeline.settings import EmbedSettings, settings_for
+from pipeline.settings import (
+    AnonymiseSettings,
+    CodesSettings,
+    EmbedSettings,
+    LearnSettings,
+    section_values,
+    settings_for,
+)
 from pipeline.shift import compute_shifts, missing_shift_reason
 from pipeline.shift_groups import headline
 from pipeline.stages import SHIFT, Stage, stage
@@ -189,9 +196,9 @@ def execute(name: str, run_dir: Path, cfg: dict, progress: Progress | None = Non
 
 
 def _segment(ctx: Context, input_dir: Path) -> Output:
-    cfg = ctx.cfg
+    s = ctx.settings
     exclude = (ctx.run_dir,)  # an --out inside the input folder is never read as input
-    total = len(discover(Path(input_dir), cfg, exclude=exclude))
+    total = len(discover(Path(input_dir), s.input, exclude=exclude))
     done = 0
 
     def on_file(rel: str) -> None:
@@ -201,13 +208,13 @@ def _segment(ctx: Context, input_dir: Path) -> Output:
             ctx.progress(f"segment {rel}", done, max(total, done))
 
     written: tuple[str, ...] = ()
-    if cfg["scale"]["engine"] == "ray":
-        with ray_engine.configured_session(cfg):
-            corpus = ray_engine.segment_corpus(input_dir, cfg, on_file, exclude)
-        ray_engine.write_sharded(ctx.run_dir, "utterances", corpus.utterances, cfg["scale"]["shard_rows"])
+    if s.scale.engine == "ray":
+        with ray_engine.configured_session(s.scale):
+            corpus = ray_engine.segment_corpus(input_dir, s, on_file, exclude)
+        ray_engine.write_sharded(ctx.run_dir, "utterances", corpus.utterances, s.scale.shard_rows)
         written = ("utterances",)  # as part files
     else:
-        corpus = segment_corpus(input_dir, cfg, on_file, exclude)
+        corpus = segment_corpus(input_dir, s, on_file, exclude)
     tables = {name: getattr(corpus, name) for name in ctx.stage.writes if name not in written}
     utt = corpus.utterances
     reasons = Counter(r for r in utt.column("exclusion_reason").to_pylist() if r is not None)
@@ -232,8 +239,8 @@ def _segment(ctx: Context, input_dir: Path) -> Output:
 
 
 def _embed(ctx: Context) -> Output:
-    cfg, run_dir = ctx.cfg, ctx.run_dir
-    ray = cfg["scale"]["engine"] == "ray"
+    e, run_dir = ctx.settings, ctx.run_dir
+    ray = e.scale.engine == "ray"
     # The Ray engine's workers read the utterance parts themselves: here only what the check needs.
     utterances = ctx.table("utterances", columns=["coded", "exclusion_reason"] if ray else None)
     if not pc.any(utterances.column("coded")).as_py():
@@ -244,7 +251,7 @@ def _embed(ctx: Context) -> Output:
             "speakers.interviewer_labels",
             run_dir / "utterances.parquet",
         )
-    encoder = ctx.encoder or load_encoder(cfg["embed"]["model"], cfg["embed"]["device"])
+    encoder = ctx.encoder or load_encoder(e.model, e.device)
     tables: dict[str, pa.Table] = {}
     if ray:
         if not (run_dir / "utterances").is_dir():
@@ -252,15 +259,15 @@ def _embed(ctx: Context) -> Output:
                 "the Ray engine embeds the part files of utterances/: segment with --engine ray first",
                 run_dir / "utterances.parquet",
             )
-        with ray_engine.configured_session(cfg):
-            stats = ray_engine.embed_parts(run_dir, cfg, encoder.model_id, encoder.dim, ctx.progress)
+        with ray_engine.configured_session(e.scale):
+            stats = ray_engine.embed_parts(run_dir, e, encoder.model_id, encoder.dim, ctx.progress)
         n_rows = table_num_rows(run_dir, "embeddings")
     else:
-        table, embed_stats = embed_utterances(utterances, encoder, ctx.settings, ctx.progress)
+        table, embed_stats = embed_utterances(utterances, encoder, e, ctx.progress)
         tables["embeddings"] = table
         stats, n_rows = {"engine": "local", **embed_stats.__dict__}, table.num_rows
     record = {
-        "model": cfg["embed"]["model"],
+        "model": e.model,
         "model_id": encoder.model_id,
         "model_path": str(encoder.spec.path),
         "dim": encoder.dim,
@@ -270,37 +277,37 @@ def _embed(ctx: Context) -> Output:
     return Output(record, tables, () if tables else ("embeddings",))
 
 
-def codes_key(run_dir: Path, cfg: dict, model_id: str) -> str:
+def codes_key(run_dir: Path, s: CodesSettings, model_id: str) -> str:
     """What the codes stage's output depends on: the embeddings' bytes, [codes], seed and model."""
     import json
 
     digest = table_sha256(table_path(run_dir, "embeddings"))
-    params = json.dumps({"codes": cfg["codes"], "seed": cfg["run"]["seed"], "model": model_id}, sort_keys=True)
+    params = json.dumps({"codes": section_values(s), "seed": s.seed, "model": model_id}, sort_keys=True)
     return hashlib.sha256(f"{digest}:{params}".encode()).hexdigest()
 
 
 def _codes(ctx: Context) -> Output:
     """Fit the codes; reused when this run directory already holds codes made from the same
     embeddings, configuration and seed (they would be identical)."""
-    cfg, run_dir, progress = ctx.cfg, ctx.run_dir, ctx.progress
+    s, run_dir, progress = ctx.settings, ctx.run_dir, ctx.progress
     emb_ids = ctx.table("embeddings", columns=["utterance_id"]).column("utterance_id")
-    encoder = ctx.encoder or load_encoder(cfg["embed"]["model"], cfg["embed"]["device"])
-    key = codes_key(run_dir, cfg, encoder.model_id)
+    encoder = ctx.encoder or load_encoder(s.embed.model, s.embed.device)
+    key = codes_key(run_dir, s, encoder.model_id)
     previous = stage_record(run_dir, "codes")
     if previous.get("key") == key and all(ctx.has(t) for t in ctx.stage.writes):
         return Output({**previous, "reused": True})
     if progress:
         progress("codes (clustering)", 0, 1)
-    sample = fit_sample(run_dir, emb_ids, cfg)
+    sample = fit_sample(run_dir, emb_ids, s)
     if sample is None:
         utterances, embeddings = ctx.table("utterances", columns=["utterance_id", "text"]), ctx.table("embeddings")
     else:
         utterances, embeddings = sample
-    result = fit_codes(utterances, embeddings, encoder, cfg, population=None if sample is None else len(emb_ids))
+    result = fit_codes(utterances, embeddings, encoder, s, population=None if sample is None else len(emb_ids))
     del utterances, embeddings
     codes, assignments = result.codes, result.assignments
     if sample is not None:
-        codes, assignments = assign_beyond_sample(run_dir, result, cfg, progress)
+        codes, assignments = assign_beyond_sample(run_dir, result, s, progress)
     model_dir = run_dir / "topic_model"
     if result.topic_model is not None:
         tmp = run_dir / ".topic_model.tmp"
@@ -325,10 +332,10 @@ def _codes(ctx: Context) -> Output:
     return Output(record, {"codes": codes, "assignments": assignments})
 
 
-def fit_sample(run_dir: Path, emb_ids: pa.ChunkedArray, cfg: dict) -> tuple[pa.Table, pa.Table] | None:
+def fit_sample(run_dir: Path, emb_ids: pa.ChunkedArray, s: CodesSettings) -> tuple[pa.Table, pa.Table] | None:
     """(utterances, embeddings) of the stratified sample the codes are fitted on, when there are more
     than [codes] fit_sample embedded utterances; None: fit on all of them."""
-    size = cfg["codes"]["fit_sample"]
+    size = s.fit_sample
     if not size or len(emb_ids) <= size:
         return None
     meta = read_table(run_dir, "utterances", columns=["utterance_id", "interview_id", "wave"])
@@ -341,9 +348,7 @@ def fit_sample(run_dir: Path, emb_ids: pa.ChunkedArray, cfg: dict) -> tuple[pa.T
         null_replacement="",
     )
     # integer codes, not ten million Python strings
-    keep = stratified_sample(
-        pc.dictionary_encode(stratum.combine_chunks()).indices.to_numpy(), size, cfg["run"]["seed"]
-    )
+    keep = stratified_sample(pc.dictionary_encode(stratum.combine_chunks()).indices.to_numpy(), size, s.seed)
     embeddings = read_rows(run_dir, "embeddings", keep)
     sampled = embeddings.column("utterance_id").combine_chunks()
     texts = pa.concat_tables(
@@ -356,12 +361,12 @@ def fit_sample(run_dir: Path, emb_ids: pa.ChunkedArray, cfg: dict) -> tuple[pa.T
 
 
 def assign_beyond_sample(
-    run_dir: Path, result, cfg: dict, progress: Progress | None = None
+    run_dir: Path, result, s: CodesSettings, progress: Progress | None = None
 ) -> tuple[pa.Table, pa.Table]:
     """Codes fitted on a sample: every embedded utterance assigned, and the codes' sizes recounted."""
-    threshold = cfg["codes"]["outlier_threshold"]
-    if cfg["scale"]["engine"] == "ray":
-        with ray_engine.configured_session(cfg):
+    threshold = s.outlier_threshold
+    if s.embed.scale.engine == "ray":
+        with ray_engine.configured_session(s.embed.scale):
             if table_path(run_dir, "embeddings").is_dir():
                 nearest = ray_engine.assign_all_parts(run_dir, result.codes, threshold, progress)
             else:
@@ -373,8 +378,8 @@ def assign_beyond_sample(
 
 
 def _map(ctx: Context, framework_path: Path | str | None = None, overrides_path: Path | str | None = None) -> Output:
-    cfg, run_dir, m = ctx.cfg, ctx.run_dir, ctx.cfg["map"]
-    framework = load_framework(framework_path or m["framework"] or None)
+    run_dir, m = ctx.run_dir, ctx.settings
+    framework = load_framework(framework_path or m.framework or None)
     utterances = ctx.table("utterances", columns=["utterance_id", "interview_id", "turn_index", "speaker_role", "text"])
     if framework.role_lines:  # a role nobody has would leave its concepts empty without a word
         framework.check_roles(pc.unique(utterances.column("speaker_role")).to_pylist())
@@ -394,7 +399,7 @@ def _map(ctx: Context, framework_path: Path | str | None = None, overrides_path:
 
     record_overrides: dict = {"path": None}
     live: dict[str, str | None] = {}
-    o_path = find_overrides(run_dir, overrides_path, m["overrides"])
+    o_path = find_overrides(run_dir, overrides_path, m.overrides)
     if o_path is not None:
         o_file = load_overrides(o_path, framework)
         kept, obsolete = split_obsolete(o_file, set(codes.column("fingerprint").to_pylist()))
@@ -422,7 +427,7 @@ def _map(ctx: Context, framework_path: Path | str | None = None, overrides_path:
             "obsolete": [as_dict(o) for o in obsolete],
         }
 
-    result = map_stage(utterances, embeddings, codes, assignments, framework, encoder, cfg, live)
+    result = map_stage(utterances, embeddings, codes, assignments, framework, encoder, m, live)
     atomic_write(run_dir / "data_structure.md", lambda tmp: Path(tmp).write_text(result.markdown, encoding="utf-8"))
     if ctx.progress:
         ctx.progress("map", 1, 1)
@@ -440,7 +445,7 @@ def _map(ctx: Context, framework_path: Path | str | None = None, overrides_path:
             "dimensions": framework.dimension_ids,
             "concepts": framework.concept_ids,
         },
-        "method": m["method"],
+        "method": m.method,
         "source": result.mapper.source,
         "model": model,
         "temperature": getattr(result.mapper, "temperature_", None),
@@ -460,7 +465,7 @@ def _map(ctx: Context, framework_path: Path | str | None = None, overrides_path:
     record["warnings"] = mapping_warnings(
         record["unmapped_utterance_share"],
         record["temperature"],
-        fitted=m["method"] == "similarity" and not m["temperature"],
+        fitted=m.method == "similarity" and not m.temperature,
     )
     no_concept = um.extra.get("no_concept")
     if no_concept is not None and no_concept.any():
@@ -483,37 +488,33 @@ def _shift(ctx: Context) -> Output:
     """utterances + utterance_dimensions (+ embeddings, assignments when present) -> the shift tables.
     With embeddings and interviewer turns, the questions are embedded (through the cache) for the
     question-matched shift."""
-    cfg = ctx.cfg
+    s = ctx.settings
     utterances, dims = ctx.table("utterances"), ctx.table("utterance_dimensions")
     # Embeddings may be a folder of parts (the Ray engine): read only the analysed rows' vectors.
     embeddings = StoredEmbeddings(ctx.run_dir) if ctx.has("embeddings") else None
     assignments = ctx.optional("assignments")
     themes = shift_source_themes(utterances, dims, assignments, ctx.optional("codes"))
-    utterances, dims, n_left_out = shift_sources(utterances, dims, cfg["shift"]["source_types"])
+    utterances, dims, n_left_out = shift_sources(utterances, dims, s.source_types)
     questions = None
     if embeddings is not None and pc.any(utterances.column("is_interviewer")).as_py():
-        questions = question_table(utterances, ctx.embedding_encoder(), ctx.settings.embed)
-    by_column = cfg["shift"]["group_by"] != "speaker_role"
+        questions = question_table(utterances, ctx.embedding_encoder(), s.embed)
+    by_column = s.group_by != "speaker_role"
     interviews = ctx.table("interviews") if by_column else None
     speakers = ctx.optional("speakers") if by_column else None
-    result = compute_shifts(
-        utterances, dims, cfg, embeddings, assignments, ctx.progress, questions, interviews, speakers
-    )
+    result = compute_shifts(utterances, dims, s, embeddings, assignments, ctx.progress, questions, interviews, speakers)
     if reason := missing_shift_reason(result.shifts.column("status").to_pylist()):  # never a silent absence
         result.warnings.append(reason)
     tables = {name: getattr(result, name) for name in SHIFT if name != "source_themes"}
     tables["source_themes"] = themes
-    findings = headline(result.group_changes.to_pandas(), result.shift_dimensions.to_pandas(), cfg["shift"]["alpha"])
+    findings = headline(result.group_changes.to_pandas(), result.shift_dimensions.to_pandas(), s.alpha)
     status = Counter(result.shifts.column("status").to_pylist())
-    significant = sum(1 for s in result.shifts.column("significant").to_pylist() if s)
-    significant_fdr = sum(
-        1 for q in result.shifts.column("q_value").to_pylist() if q is not None and q < cfg["shift"]["alpha"]
-    )
+    significant = sum(1 for x in result.shifts.column("significant").to_pylist() if x)
+    significant_fdr = sum(1 for q in result.shifts.column("q_value").to_pylist() if q is not None and q < s.alpha)
     record = {
         "inputs": ["utterances", "utterance_dimensions"]
         + [n for n, t in (("embeddings", embeddings), ("assignments", assignments)) if t is not None]
         + (["questions (interviewer turns, embedded)"] if questions is not None else []),
-        "parameters": dict(cfg["shift"]),
+        "parameters": section_values(s),
         "counts": {
             **{name: tables[name].num_rows for name in SHIFT if name != "source_themes"},
             "speakers": len(set(result.shifts.column("speaker_id").to_pylist())),
@@ -541,7 +542,7 @@ def shift_source_themes(
     return source_themes(utterances, dims, assignments, codes)
 
 
-def shift_sources(utterances: pa.Table, dims: pa.Table, source_types: list[str]):
+def shift_sources(utterances: pa.Table, dims: pa.Table, source_types: tuple[str, ...]):
     """Only the source types shift.source_types names (interviews by default); field notes and documents,
     when included, count for the case or speaker they are attributed to."""
     if "source_type" not in utterances.column_names:  # a run segmented before sources had types: interviews
@@ -583,10 +584,10 @@ def _compare(
 ) -> Output:
     """Human codes (CSV / Parquet / .qdpx) vs the run's machine codes -> agreement, confusion,
     disagreements and the aligned human_codes tables."""
-    cfg, run_dir, c = ctx.cfg, ctx.run_dir, ctx.cfg["compare"]
-    human = read_human_codes(human_path, c["qdpx_max_members"], c["qdpx_max_bytes"])  # bad input fails first
-    human = drop_suggestion_markers(human, cfg)  # `themeshift suggest` markers are nobody's coding
-    framework = framework_for(run_dir, ctx.settings.framework, framework_path)
+    run_dir, c = ctx.run_dir, ctx.settings
+    human = read_human_codes(human_path, c.qdpx_max_members, c.qdpx_max_bytes)  # bad input fails first
+    human = drop_suggestion_markers(human, c.suggest_user)  # `themeshift suggest` markers are nobody's coding
+    framework = framework_for(run_dir, c.framework, framework_path)
     mapping = read_mapping(mapping_path, framework) if mapping_path else None
     learn_rec = current_learn_record(run_dir)
     # after learn: out-of-interview predictions for the utterances it was trained on
@@ -599,7 +600,7 @@ def _compare(
         mapping,
         dims,
         ctx.optional("assignments"),
-        cfg,
+        c,
         learned_sets(run_dir, learn_rec),
     )
     if learned:
@@ -611,7 +612,7 @@ def _compare(
         "human_codes": human_record(human_path),
         "mapping": str(Path(mapping_path).resolve()) if mapping_path else None,
         "framework": {"name": framework.name, "path": framework.path, "sha256": framework.sha256},
-        "parameters": dict(c),
+        "parameters": section_values(c),
         "counts": {**result.counts, **{n: getattr(result, n).num_rows for n in ("agreement", "confusion")}},
         "warnings": result.warnings,
         "learned": learned,
@@ -631,7 +632,7 @@ def _export(ctx: Context, out_path: Path, framework_path: Path | str | None = No
     )
     cases = speaker_cases(utterances, ctx.optional("shifts"))
     counts["cases"] = len(cases)
-    write_qdpx(out_path, f"themeshift: {ctx.run_dir.name}", ctx.cfg["compare"]["qdpx_user"], book, sources, cases)
+    write_qdpx(out_path, f"themeshift: {ctx.run_dir.name}", ctx.settings.qdpx_user, book, sources, cases)
     return Output({"path": str(Path(out_path).resolve()), "framework": framework.name, "counts": counts})
 
 
@@ -639,7 +640,7 @@ def _report(ctx: Context, figures_dir: Path | str | None = None, out_path: Path 
     """report.html from whatever tables the run directory holds (missing ones are named in the page),
     utterance_map.parquet (the map's 2-D layout, reused while the embeddings are unchanged) and,
     with figures_dir, each figure as SVG + CSV."""
-    cfg, run_dir, rc, progress = ctx.cfg, ctx.run_dir, ctx.cfg["report"], ctx.progress
+    run_dir, rc, progress = ctx.run_dir, ctx.settings, ctx.progress
     tables, manifest = load_tables(run_dir)
     for name, why in manifest.get("_stale_tables", {}).items():
         warnings.warn(f"{run_dir / name}.parquet left out of the report: {why}", stacklevel=2)
@@ -651,7 +652,7 @@ def _report(ctx: Context, figures_dir: Path | str | None = None, out_path: Path 
         t0 = time.perf_counter()
         emb = tables["embeddings"]
         digest = table_sha256(table_path(run_dir, "embeddings"))
-        key = f"{digest}:{rc['projection']}:{rc['map_neighbors']}:{rc['map_max_points']}:{cfg['run']['seed']}"
+        key = f"{digest}:{rc.projection}:{rc.map_neighbors}:{rc.map_max_points}:{rc.seed}"
         cached = run_dir / "utterance_map.parquet"
         previous = manifest.get("stages", {}).get("report", {}).get("map", {})
         reused = previous.get("key") == key and cached.is_file()
@@ -663,26 +664,25 @@ def _report(ctx: Context, figures_dir: Path | str | None = None, out_path: Path 
             xy = np.column_stack([layout.column("x").to_numpy(), layout.column("y").to_numpy()])
         else:
             if progress:
-                progress(f"report map ({rc['projection']})", 0, 1)
+                progress(f"report map ({rc.projection})", 0, 1)
             keep = np.arange(emb.num_rows)  # the table holds only the ids: read the vectors laid out
-            if emb.num_rows > rc["map_max_points"] > 0:  # a readable map and a small page for large corpora
-                keep = np.sort(
-                    np.random.default_rng(cfg["run"]["seed"]).choice(emb.num_rows, rc["map_max_points"], replace=False)
-                )
+            if emb.num_rows > rc.map_max_points > 0:  # a readable map and a small page for large corpora
+                keep = np.sort(np.random.default_rng(rc.seed).choice(emb.num_rows, rc.map_max_points, replace=False))
             emb = read_rows(run_dir, "embeddings", keep)
             ids = emb.column("utterance_id").to_pylist()
-            xy = project_2d(vectors(emb), rc["projection"], cfg["run"]["seed"], rc["map_neighbors"])
+            xy = project_2d(vectors(emb), rc.projection, rc.seed, rc.map_neighbors)
             out["utterance_map"] = pa.table(
-                {"utterance_id": ids, "x": xy[:, 0], "y": xy[:, 1], "projection": [rc["projection"]] * len(ids)},
+                {"utterance_id": ids, "x": xy[:, 0], "y": xy[:, 1], "projection": [rc.projection] * len(ids)},
                 schema=schema.UTTERANCE_MAP,
             )
         if progress:
-            progress(f"report map ({rc['projection']})", 1, 1)
-        map_record = {"key": key, "projection": rc["projection"], "rows": len(ids), "reused": reused}
+            progress(f"report map ({rc.projection})", 1, 1)
+        map_record = {"key": key, "projection": rc.projection, "rows": len(ids), "reused": reused}
         seconds_map = time.perf_counter() - t0
     out_path = Path(out_path) if out_path else run_dir / "report.html"
     try:
-        report = build_report(tables, manifest, cfg, xy, ids, title=f"themeshift report: {run_dir.resolve().name}")
+        title = f"themeshift report: {run_dir.resolve().name}"
+        report = build_report(tables, manifest, rc, xy, ids, title=title)
     except BaseException:
         out_path.unlink(missing_ok=True)  # an older page no longer matches the run's tables: never leave it
         raise
@@ -695,7 +695,7 @@ def _report(ctx: Context, figures_dir: Path | str | None = None, out_path: Path 
         "missing": report.missing,
         "figures": [f.slug for f in report.figures],
         "figure_files": figures,
-        "parameters": dict(rc),
+        "parameters": section_values(rc),
         "map": map_record,
         "seconds_map": round(seconds_map, 3),
     }
@@ -710,10 +710,11 @@ def _learn(
     level: str | None = None,
 ) -> Output:
     """Train on the human-coded utterances, code the rest; the learned tables and the model."""
-    cfg, run_dir, c = ctx.cfg, ctx.run_dir, ctx.cfg["compare"]
-    level = level or cfg["learn"]["level"]
-    human = read_human_codes(human_path, c["qdpx_max_members"], c["qdpx_max_bytes"])  # bad input fails first
-    framework = framework_for(run_dir, ctx.settings.map.framework, framework_path)
+    s, run_dir = ctx.settings, ctx.run_dir
+    level = level or s.level
+    # bad input fails first
+    human = read_human_codes(human_path, s.compare.qdpx_max_members, s.compare.qdpx_max_bytes)
+    framework = framework_for(run_dir, s.map.framework, framework_path)
     mapping = read_mapping(mapping_path, framework) if mapping_path else None
     framework_dims = framework_table(ctx)
     encoder = ctx.embedding_encoder()
@@ -726,12 +727,12 @@ def _learn(
         framework,
         mapping,
         encoder,
-        cfg,
+        s,
         level,
         ctx.progress,
     )
     human_rec = human_record(human_path)
-    model_info = save_model(run_dir / "learn_model", result, framework, encoder, cfg, human_rec["sha256"])
+    model_info = save_model(run_dir / "learn_model", result, framework, encoder, s, human_rec["sha256"])
     # map's framework-similarity table is kept beside the learned one that replaces it
     tables = {"utterance_dimensions_framework": framework_dims}
     tables.update({name: getattr(result, name) for name in ctx.stage.writes if name not in tables})
@@ -742,7 +743,7 @@ def _learn(
         "level": level,
         "feature_set": result.feature_set,
         "model": model_info,
-        "parameters": dict(cfg["learn"]),
+        "parameters": section_values(s),
         "targets": "each coder's label (or, multi-code, label set) is a training row weighted 1 / (coders "
         "labelling the utterance); framework texts are weak examples (learn.framework_weight)",
         "counts": result.counts,
@@ -772,9 +773,9 @@ def _suggest(
     framework_path: Path | str | None = None,
 ) -> Output:
     """Utterances (or interviews) whose hand-coding would help the model most, as CSV and .qdpx."""
-    cfg, run_dir = ctx.cfg, ctx.run_dir
-    n = cfg["learn"]["suggest_n"] if n is None else n
-    framework = framework_for(run_dir, ctx.settings.map.framework, framework_path)
+    s, run_dir = ctx.settings, ctx.run_dir
+    n = s.suggest_n if n is None else n
+    framework = framework_for(run_dir, s.map.framework, framework_path)
     utterances = ctx.table("utterances")
     table, source, excluded = suggest(
         utterances,
@@ -783,10 +784,10 @@ def _suggest(
         ctx.optional("utterance_dimensions"),
         n,
         unit,
-        cfg,
+        s.suggest_diversity,
     )
     out = Path(out) if out else run_dir / f"suggestions_{unit}s.csv"
-    paths = write_suggestions(table, out, ctx.table("sources"), utterances, framework, cfg)
+    paths = write_suggestions(table, out, ctx.table("sources"), utterances, framework, s.suggest_user)
     record = {
         "n": n,
         "unit": unit,
@@ -794,7 +795,7 @@ def _suggest(
         "suggested": table.num_rows,
         "excluded_hand_coded_interviews": excluded,
         "outputs": [str(p) for p in paths],
-        "parameters": {k: cfg["learn"][k] for k in ("suggest_diversity", "suggest_user")},
+        "parameters": {k: section_values(s)[k] for k in ("suggest_diversity", "suggest_user")},
     }
     return Output(record)
 
@@ -923,7 +924,8 @@ def run_anonymise(
     for what, p in (("key file", key_path), ("review table", review_path)):
         if p is not None and Path(p).resolve().is_relative_to(shared.resolve()):
             raise InputError(f"the {what} holds the original names: keep it outside {shared}", p)
-    record = anonymise_folder(input_dir, out_dir, cfg, key_path, names_path, review_path, decisions_path, progress)
+    s = settings_for(AnonymiseSettings, cfg)
+    record = anonymise_folder(input_dir, out_dir, s, key_path, names_path, review_path, decisions_path, progress)
     record["review_table"] = str(review_path) if review_path else None
     if run_dir is not None:
         update_manifest(run_dir, "anonymise", {k: v for k, v in record.items() if k != "written"}, cfg)
@@ -948,7 +950,9 @@ def run_transform(
 
     started = time.perf_counter()
     made_from = input_digests(run_dir, ["utterances", "embeddings"])
-    assignments = assign_new(fitted_run / "topic_model", read_table(run_dir, "embeddings"), encoder, cfg)
+    assignments = assign_new(
+        fitted_run / "topic_model", read_table(run_dir, "embeddings"), encoder, settings_for(CodesSettings, cfg)
+    )
     write_table(run_dir, "assignments", assignments)
     shutil.copyfile(fitted_run / "codes.parquet", run_dir / "codes.parquet")
     record_lineage(run_dir, ["assignments", "codes"], made_from)
@@ -970,16 +974,17 @@ def apply_learned(fitted_run: Path, run_dir: Path, cfg: dict, encoder, progress:
     """The fitted run's learned coder (learn_model/) codes the new transcripts: utterance_dimensions
     (source 'learned') and learned_codes, as learn writes them for its own run."""
     started = time.perf_counter()
+    s = settings_for(LearnSettings, cfg)
     model, meta = load_model(fitted_run / "learn_model")
-    framework = framework_for(fitted_run, cfg["map"]["framework"], None)
+    framework = framework_for(fitted_run, s.map.framework, None)
     made_from = input_digests(run_dir, ["utterances", "embeddings"])
     utterances, embeddings = read_table(run_dir, "utterances"), read_table(run_dir, "embeddings")
     if meta["encoder"]["kept"] == "finetune":
         encoder = load_tuned_encoder(
             fitted_run / "learn_model" / meta["encoder"]["path"], encoder, meta["encoder"]["model_id"]
         )
-        embeddings = embed_table(utterances, encoder, cfg, progress=progress)
-    dims, codes = apply_model(utterances, embeddings, model, meta, framework, encoder, cfg, fitted_run / "learn_model")
+        embeddings = embed_table(utterances, encoder, s.embed, progress=progress)
+    dims, codes = apply_model(utterances, embeddings, model, meta, framework, encoder, s, fitted_run / "learn_model")
     write_table(run_dir, "utterance_dimensions", dims)
     write_table(run_dir, "learned_codes", codes)
     record_lineage(run_dir, ["utterance_dimensions", "learned_codes"], made_from)

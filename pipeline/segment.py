@@ -18,6 +18,7 @@ import pyarrow as pa
 from pipeline import schema
 from pipeline.io.metadata import FileMeta, Speaker
 from pipeline.io.readers import Document, label_key
+from pipeline.settings import SegmentSettings
 
 _WORD = re.compile(r"[\w'\u2019-]+")
 _ANNOTATION = re.compile(r"^(\s*[\[(][^\])]*[\])]\s*)+$")
@@ -155,13 +156,12 @@ def segment_document(
     source_file: str,
     resolver: SpeakerResolver,
     nlp,
-    cfg: dict,
+    s: SegmentSettings,
     attribution: tuple[str, str | None] | None = None,
 ) -> dict[str, list]:
     """Columns of the utterances table for one source. A field note or document has no speaker turns:
     its paragraphs take `attribution` (speaker_id, role), the case or speaker it belongs to."""
-    seg, spk = cfg["segment"], cfg["speakers"]
-    bc_words = {w.lower() for w in seg["backchannel_words"]}
+    bc_words = {w.lower() for w in s.backchannel_words}
     cols: dict[str, list] = {f.name: [] for f in schema.UTTERANCES}
     text = doc.source_text
     long_turns = [t for t in doc.turns if t.end - t.start > MAX_CHUNK]
@@ -174,23 +174,23 @@ def segment_document(
     sole = resolver.sole_participant_label([t.label for t in doc.turns], meta) if attribution is None else None
     for turn_index, (turn, spans) in enumerate(zip(doc.turns, _sentence_spans(nlp, text, doc.turns))):
         sents = [_trim(text, a, b) for a, b in spans]
-        sents = [s for s in sents if s[1] > s[0]]
+        sents = [span for span in sents if span[1] > span[0]]
         if attribution is None:
             speaker_id, role, is_int = resolver.resolve(turn.label, meta, sole)
         else:
             (speaker_id, role), is_int = attribution, False
         for unit_index, (start, end) in enumerate(
-            _units(sents, seg["unit"], seg["window_size"], _trim(text, turn.start, turn.end))
+            _units(sents, s.unit, s.window_size, _trim(text, turn.start, turn.end))
         ):
             unit_text = text[start:end]
             words = _WORD.findall(unit_text.lower())
-            is_bc = 0 < len(words) <= seg["backchannel_max_words"] and all(w in bc_words for w in words)
+            is_bc = 0 < len(words) <= s.backchannel_max_words and all(w in bc_words for w in words)
             reason = None
-            if is_int and not spk["code_interviewer"]:
+            if is_int and not s.speakers.code_interviewer:
                 reason = "interviewer"
             elif _ANNOTATION.match(unit_text) or not words:
                 reason = "annotation"
-            elif is_bc and not seg["code_backchannels"]:
+            elif is_bc and not s.code_backchannels:
                 reason = "backchannel"
             cols["utterance_id"].append(f"{meta.interview_id}-t{turn_index:03d}-u{unit_index:02d}")
             cols["interview_id"].append(meta.interview_id)

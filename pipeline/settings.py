@@ -208,7 +208,8 @@ class CompareSettings:
 
 @dataclass(frozen=True)
 class ReportSettings:
-    """[report], and the shift and compare settings the report's wording states."""
+    """[report], and the shift and compare settings the report's wording states (its shift method
+    paragraph states how shifts were tested)."""
 
     projection: str
     map_neighbors: int
@@ -217,10 +218,8 @@ class ReportSettings:
     quote_chars: int
     disagreements: int
     seed: int = from_("run.seed")
-    alpha: float = from_("shift.alpha")
-    ci_level: float = from_("shift.ci_level")
-    include_unmapped: bool = from_("shift.include_unmapped")
     machine_name: str = from_("compare.machine_name")
+    shift: ShiftSettings = from_("shift")
 
 
 @dataclass(frozen=True)

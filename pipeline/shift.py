@@ -45,6 +45,7 @@ from pipeline.embed import vectors
 from pipeline.errors import ConfigError, InputError
 from pipeline.io.readers import label_key
 from pipeline.io.vectors import StoredEmbeddings
+from pipeline.settings import ShiftSettings
 from pipeline.shift_groups import (
     PairEstimate,
     group_tables,
@@ -256,7 +257,7 @@ def speaker_groups(
 def _prepare(
     utterances: pa.Table,
     utterance_dimensions: pa.Table,
-    cfg: dict,
+    s: ShiftSettings,
     embeddings,
     assignments: pa.Table | None,
     questions: pa.Table | None = None,
@@ -283,9 +284,7 @@ def _prepare(
     warnings += role_warnings
     speakers = pd.DataFrame({"speaker_id": sorted(spk["speaker_id"].unique())})
     speakers["speaker_role"] = speakers["speaker_id"].map(role)
-    speakers["group"], group_warnings = speaker_groups(
-        spk, speakers, cfg["shift"]["group_by"], interviews, speaker_table
-    )
+    speakers["group"], group_warnings = speaker_groups(spk, speakers, s.group_by, interviews, speaker_table)
     warnings += group_warnings
 
     no_wave = spk["wave"].isna()
@@ -309,7 +308,7 @@ def _prepare(
     rows = coded[has_dims]
     mapped = wide.loc[rows["utterance_id"], "_mapped"].to_numpy(dtype=bool)
     unmapped = (~pd.Series(mapped, index=rows.index)).groupby([rows["speaker_id"], rows["wave"]]).mean().to_dict()
-    if not cfg["shift"]["include_unmapped"]:
+    if not s.include_unmapped:
         rows = rows[mapped]
     # Interviews, and answers within them, stay contiguous: the resampling units are runs of rows.
     rows = rows.sort_values(["speaker_id", "wave", "interview_id", "order"], kind="stable").reset_index(drop=True)
@@ -455,11 +454,13 @@ class _Units:
         return exact_p(observed, null) if self.exact else permutation_p(observed, null)
 
 
-def _pair_units(prep: _Prepared, ia: np.ndarray, ib: np.ndarray, unit: str, sc: dict, rng) -> tuple[_Units, tuple]:
-    k = sc["blocks_per_interview"]
+def _pair_units(
+    prep: _Prepared, ia: np.ndarray, ib: np.ndarray, unit: str, s: ShiftSettings, rng
+) -> tuple[_Units, tuple]:
+    k = s.blocks_per_interview
     (st_a, n_a), (st_b, n_b) = _units(_unit_keys(prep, ia, unit, k)), _units(_unit_keys(prep, ib, unit, k))
     ma, m = len(n_a), len(n_a) + len(n_b)
-    R = sc["permutations"]
+    R = s.permutations
     exact = labelling_count(ma, m) <= R
     masks = all_label_masks(ma, m) if exact else label_masks(rng, ma, m, R)
     return _Units(n_a, n_b, masks, exact), (st_a, st_b)
@@ -473,16 +474,14 @@ def _permutation(units: _Units, SA: np.ndarray, SB: np.ndarray, distance) -> tup
 
 
 def _pair_stats(
-    prep: _Prepared, sa: slice, sb: slice, seed: int, key: tuple, sc: dict, timing: dict[str, float]
+    prep: _Prepared, sa: slice, sb: slice, seed: int, key: tuple, s: ShiftSettings, timing: dict[str, float]
 ) -> dict:
-    B, level = sc["bootstrap"], sc["ci_level"]
+    B, level = s.bootstrap, s.ci_level
     ia, ib = np.arange(sa.start, sa.stop), np.arange(sb.start, sb.stop)
     Pa, Pb = prep.P[ia], prep.P[ib]
     share_a, share_b = Pa.mean(axis=0), Pb.mean(axis=0)
-    unit = resample_unit_for(
-        len(np.unique(prep.interview[ia])), len(np.unique(prep.interview[ib])), sc["resample_unit"]
-    )
-    units, (st_a, st_b) = _pair_units(prep, ia, ib, unit, sc, rng_for(seed, "permutation", *key))
+    unit = resample_unit_for(len(np.unique(prep.interview[ia])), len(np.unique(prep.interview[ib])), s.resample_unit)
+    units, (st_a, st_b) = _pair_units(prep, ia, ib, unit, s, rng_for(seed, "permutation", *key))
     n_a, n_b = units.n_from, units.n_to
     out = {
         "share_from": share_a,
@@ -544,12 +543,12 @@ def _pair_stats(
 
     if prep.Q is not None:
         t0 = time.perf_counter()
-        out.update(_question_matched(prep, ia, ib, unit, sc, rng_for(seed, "matched", *key)))
+        out.update(_question_matched(prep, ia, ib, unit, s, rng_for(seed, "matched", *key)))
         timing["question_matched"] += time.perf_counter() - t0
     return out
 
 
-def _question_matched(prep: _Prepared, ia: np.ndarray, ib: np.ndarray, unit: str, sc: dict, rng) -> dict:
+def _question_matched(prep: _Prepared, ia: np.ndarray, ib: np.ndarray, unit: str, s: ShiftSettings, rng) -> dict:
     """The shift over answers to questions asked in both waves: an answer counts when its question
     has a counterpart in the other wave at cosine similarity >= question_match_similarity. What is
     left of the raw shift here is not explained by the interview guide having changed."""
@@ -560,12 +559,12 @@ def _question_matched(prep: _Prepared, ia: np.ndarray, ib: np.ndarray, unit: str
     ua, ub = np.unique(qa[qa >= 0]), np.unique(qb[qb >= 0])
     assert prep.Q is not None  # _pair_stats calls this only with question vectors
     sim = prep.Q[ua] @ prep.Q[ub].T
-    thr = sc["question_match_similarity"]
+    thr = s.question_match_similarity
     keep_a, keep_b = ia[np.isin(qa, ua[sim.max(axis=1) >= thr])], ib[np.isin(qb, ub[sim.max(axis=0) >= thr])]
     out.update(n_matched_from=len(keep_a), n_matched_to=len(keep_b))
-    if len(keep_a) < sc["min_utterances_per_wave"] or len(keep_b) < sc["min_utterances_per_wave"]:
+    if len(keep_a) < s.min_utterances_per_wave or len(keep_b) < s.min_utterances_per_wave:
         return out
-    units, (st_a, st_b) = _pair_units(prep, keep_a, keep_b, unit, sc, rng)
+    units, (st_a, st_b) = _pair_units(prep, keep_a, keep_b, unit, s, rng)
     jsd, null = _permutation(units, _sums(prep.P[keep_a], st_a), _sums(prep.P[keep_b], st_b), js_distance)
     out.update(jsd_matched=jsd, p_matched=units.p(jsd, null))
     return out
@@ -665,8 +664,8 @@ def _groups(frame: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     return out
 
 
-def _group_shifts(shifts: pd.DataFrame, dims: pd.DataFrame, cfg: dict) -> pa.Table:
-    sc, seed = cfg["shift"], cfg["run"]["seed"]
+def _group_shifts(shifts: pd.DataFrame, dims: pd.DataFrame, s: ShiftSettings) -> pa.Table:
+    seed = s.seed
     cols: dict[str, list] = {f.name: [] for f in schema.GROUP_SHIFTS}
     ok = shifts[shifts["status"] == "ok"]
     ok_dims = dims.merge(ok[["speaker_id", "wave_from", "wave_to"]], on=["speaker_id", "wave_from", "wave_to"])
@@ -686,8 +685,8 @@ def _group_shifts(shifts: pd.DataFrame, dims: pd.DataFrame, cfg: dict) -> pa.Tab
                 series.append(("change", dim, d["change"].to_numpy(dtype=np.float64), None))
             for measure, dim, values, pvals in series:
                 rng = rng_for(seed, "group", group, wf, wt, measure, dim)
-                n, mean, lo, hi = _bootstrap_mean(values, rng, sc["bootstrap"], sc["ci_level"])
-                n_sig = int((pvals.to_numpy(dtype=np.float64) < sc["alpha"]).sum()) if pvals is not None else None
+                n, mean, lo, hi = _bootstrap_mean(values, rng, s.bootstrap, s.ci_level)
+                n_sig = int((pvals.to_numpy(dtype=np.float64) < s.alpha).sum()) if pvals is not None else None
                 for name, value in (
                     ("group", group),
                     ("wave_from", wf),
@@ -704,16 +703,14 @@ def _group_shifts(shifts: pd.DataFrame, dims: pd.DataFrame, cfg: dict) -> pa.Tab
     return _table(cols, schema.GROUP_SHIFTS)
 
 
-def _group_trajectory(waves: pd.DataFrame, cfg: dict) -> pa.Table:
-    sc, seed = cfg["shift"], cfg["run"]["seed"]
+def _group_trajectory(waves: pd.DataFrame, s: ShiftSettings) -> pa.Table:
+    seed = s.seed
     cols: dict[str, list] = {f.name: [] for f in schema.GROUP_TRAJECTORY}
     enough = waves[~waves["too_few"]]
     for group, frame in _groups(enough):
         for (wave, dim), d in frame.groupby(["wave", "dimension"], sort=False):
             rng = rng_for(seed, "trajectory", group, wave, dim)
-            n, mean, lo, hi = _bootstrap_mean(
-                d["share"].to_numpy(dtype=np.float64), rng, sc["bootstrap"], sc["ci_level"]
-            )
+            n, mean, lo, hi = _bootstrap_mean(d["share"].to_numpy(dtype=np.float64), rng, s.bootstrap, s.ci_level)
             n_utt = int(d["n_utterances"].sum())
             pooled = float((d["share"] * d["n_utterances"]).sum() / n_utt) if n_utt else None
             for name, value in (
@@ -732,24 +729,24 @@ def _group_trajectory(waves: pd.DataFrame, cfg: dict) -> pa.Table:
     return table.sort_by([("group", "ascending"), ("wave", "ascending")]) if table.num_rows else table
 
 
-def _verdict(row: dict, st: dict, unmapped: float, ev: float, sc: dict) -> None:
+def _verdict(row: dict, st: dict, unmapped: float, ev: float, s: ShiftSettings) -> None:
     """No verdict without evidence: profiles the map could not fill, or near-uniform ones, get a
     status instead of a p-value; a permutation test whose units can never reach alpha gets a status too."""
     row.update(unmapped_share=unmapped, evidence=ev)
     if row["status"] != "ok":
         return
-    if unmapped > sc["max_unmapped_share"]:
+    if unmapped > s.max_unmapped_share:
         row.update(
             status="no_evidence",
             reason=f"{unmapped:.0%} of the units are unmapped (more than "
-            f"max_unmapped_share {sc['max_unmapped_share']:.0%}): the profiles say nothing about this speaker",
+            f"max_unmapped_share {s.max_unmapped_share:.0%}): the profiles say nothing about this speaker",
         )
-    elif ev < sc["min_evidence"]:
+    elif ev < s.min_evidence:
         row.update(
             status="no_evidence",
-            reason=f"the units' probabilities are near uniform (evidence {ev:.2f} < min_evidence {sc['min_evidence']})",
+            reason=f"the units' probabilities are near uniform (evidence {ev:.2f} < min_evidence {s.min_evidence})",
         )
-    elif row["p_method"] == "permutation" and st["p_min"] > sc["alpha"]:
+    elif row["p_method"] == "permutation" and st["p_min"] > s.alpha:
         row.update(
             status="too_few_units",
             reason=f"{st['n_units_from']} + {st['n_units_to']} {st['resample_unit']} "
@@ -769,17 +766,17 @@ def _add_q_values(rows: list[dict]) -> None:
             r[q_col] = None if np.isnan(v) else float(v)
 
 
-def speaker_test_for(labellings: int, sc: dict) -> str:
+def speaker_test_for(labellings: int, s: ShiftSettings) -> str:
     """The test of a speaker's profile change: the exact or sampled permutation test where whole
     units allow at least shift.min_labellings labellings (its p-values can then be small enough for
     q-values), else the moderated t, whose variance borrows strength from the other speakers."""
-    if sc["speaker_test"] != "auto":
-        return sc["speaker_test"]
-    return "permutation" if labellings >= sc["min_labellings"] else "moderated_t"
+    if s.speaker_test != "auto":
+        return s.speaker_test
+    return "permutation" if labellings >= s.min_labellings else "moderated_t"
 
 
 def _apply_moderated(
-    rows: list[dict], dim_rows: list[dict], estimates: dict, prep: _Prepared, fits_by: dict, sc: dict
+    rows: list[dict], dim_rows: list[dict], estimates: dict, prep: _Prepared, fits_by: dict, s: ShiftSettings
 ) -> None:
     """Moderated p-values and intervals per dimension, shrunken changes, and the profile p of the
     pairs whose test is the moderated t."""
@@ -791,7 +788,7 @@ def _apply_moderated(
         if key not in estimates:  # too few utterances or no evidence: no interval either
             for d in ds:
                 d.update(change_ci_low=None, change_ci_high=None)
-    for key, (test, shrunk) in speaker_tests(list(estimates.values()), "dimension", fits_by, sc).items():
+    for key, (test, shrunk) in speaker_tests(list(estimates.values()), "dimension", fits_by, s).items():
         for k, d in enumerate(dims_by_key.get(key, [])):
             d.update(
                 change_se=float(test["se"][k]),
@@ -833,7 +830,7 @@ def missing_shift_reason(statuses: Iterable[str]) -> str | None:
 def compute_shifts(
     utterances: pa.Table,
     utterance_dimensions: pa.Table,
-    cfg: dict,
+    s: ShiftSettings,
     embeddings=None,
     assignments: pa.Table | None = None,
     progress: Progress | None = None,
@@ -850,9 +847,9 @@ def compute_shifts(
 
     interviews, speakers (optional): the segment stage's tables, whose manifest and speakers.csv columns
     shift.group_by may name."""
-    sc, seed = cfg["shift"], cfg["run"]["seed"]
-    min_n = sc["min_utterances_per_wave"]
-    prep = _prepare(utterances, utterance_dimensions, cfg, embeddings, assignments, questions, interviews, speakers)
+    seed = s.seed
+    min_n = s.min_utterances_per_wave
+    prep = _prepare(utterances, utterance_dimensions, s, embeddings, assignments, questions, interviews, speakers)
     group_of = dict(zip(prep.speakers["speaker_id"], prep.speakers["group"]))
     estimates: dict[tuple, PairEstimate] = {}
     waves_of = prep.spoken.groupby("speaker_id")["wave"].apply(lambda w: sorted(int(x) for x in w)).to_dict()
@@ -887,7 +884,7 @@ def compute_shifts(
             row.update(status="too_few_utterances", reason="; ".join(short) + f" (minimum {min_n})")
         if na and nb:
             sa, sb = slice(*prep.blocks[(sid, wf)]), slice(*prep.blocks[(sid, wt)])
-            st = _pair_stats(prep, sa, sb, seed, (sid, wf, wt), sc, timing)
+            st = _pair_stats(prep, sa, sb, seed, (sid, wf, wt), s, timing)
             up, down = int(np.argmax(st["change"])), int(np.argmin(st["change"]))
             row.update(
                 jsd=st["jsd"],
@@ -921,11 +918,11 @@ def compute_shifts(
                     p_semantic=st["p_semantic"],
                 )
             row.update({k: st.get(k) for k in ("jsd_matched", "p_matched", "n_matched_from", "n_matched_to")})
-            row["p_method"] = speaker_test_for(st["labellings"], sc)
+            row["p_method"] = speaker_test_for(st["labellings"], s)
             if row["p_method"] == "moderated_t":
                 row["p_value"] = None  # filled once every speaker's variance is known
             unmapped = max(prep.unmapped.get((sid, wf), 0.0), prep.unmapped.get((sid, wt), 0.0))
-            _verdict(row, st, unmapped, min(evidence(prep.P[sa]), evidence(prep.P[sb])), sc)
+            _verdict(row, st, unmapped, min(evidence(prep.P[sa]), evidence(prep.P[sb])), s)
             if row["status"] in ("ok", "too_few_units"):
                 group = group_of.get(sid)
                 estimates[(sid, wf, wt)] = PairEstimate(
@@ -959,14 +956,14 @@ def compute_shifts(
     t0 = time.perf_counter()
     moderate_all(list(estimates.values()))
     themes = {"dimension": prep.dimensions, "concept": prep.concept_names, "code": [str(c) for c in prep.code_ids]}
-    changes, contrasts, fits_by = group_tables(list(estimates.values()), themes, sc, prep.warnings)
-    _apply_moderated(rows, dim_rows, estimates, prep, fits_by, sc)
+    changes, contrasts, fits_by = group_tables(list(estimates.values()), themes, s, prep.warnings)
+    _apply_moderated(rows, dim_rows, estimates, prep, fits_by, s)
     for row in rows:
         if "p_method" in row:
             row["significant"] = (
-                None if row.get("p_value") is None else bool(row["p_value"] < sc["alpha"] and row["status"] == "ok")
+                None if row.get("p_value") is None else bool(row["p_value"] < s.alpha and row["status"] == "ok")
             )
-    codes_change = speaker_theme_changes(estimates, fits_by, prep, sc)
+    codes_change = speaker_theme_changes(estimates, fits_by, prep, s)
     timing["moderated_and_groups"] += time.perf_counter() - t0
     _add_q_values(rows)
     shifts = _table({f.name: [r.get(f.name) for r in rows] for f in schema.SHIFTS}, schema.SHIFTS)
@@ -975,8 +972,8 @@ def compute_shifts(
     )
     t0 = time.perf_counter()
     speaker_waves = _speaker_waves(prep, min_n)
-    group_shifts = _group_shifts(shifts.to_pandas(), shift_dims.to_pandas(), cfg)
-    group_trajectory = _group_trajectory(speaker_waves.to_pandas(), cfg)
+    group_shifts = _group_shifts(shifts.to_pandas(), shift_dims.to_pandas(), s)
+    group_trajectory = _group_trajectory(speaker_waves.to_pandas(), s)
     timing["groups"] += time.perf_counter() - t0
     return ShiftResult(
         speaker_waves,
@@ -999,13 +996,13 @@ def _frame_table(frame: pd.DataFrame, sch: pa.Schema) -> pa.Table:
     return _table({f.name: frame[f.name].tolist() if f.name in frame else [None] * len(frame) for f in sch}, sch)
 
 
-def speaker_theme_changes(estimates: dict, fits_by: dict, prep: _Prepared, sc: dict) -> pa.Table:
+def speaker_theme_changes(estimates: dict, fits_by: dict, prep: _Prepared, s: ShiftSettings) -> pa.Table:
     """shift_codes_change: per speaker and wave pair, every concept and code the speaker used in
     either wave, with its moderated interval and its change shrunk towards the group's."""
     role = dict(zip(prep.speakers["speaker_id"], prep.speakers["speaker_role"]))
     cols: dict[str, list] = {f.name: [] for f in schema.SHIFT_CODES_CHANGE}
     names = {"concept": prep.concept_names, "code": [str(c) for c in prep.code_ids]}
-    tests = {level: speaker_tests(list(estimates.values()), level, fits_by, sc) for level in ("concept", "code")}
+    tests = {level: speaker_tests(list(estimates.values()), level, fits_by, s) for level in ("concept", "code")}
     for (sid, wf, wt), est in sorted(estimates.items()):
         for level in ("concept", "code"):
             if level not in est.moments:

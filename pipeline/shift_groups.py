@@ -22,6 +22,7 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
+from pipeline.settings import ShiftSettings
 from pipeline.shift_inference import (
     PairMoments,
     RandomEffects,
@@ -137,17 +138,17 @@ def speaker_test(p: PairEstimate, level: str, ci_level: float, excess: np.ndarra
 
 
 def speaker_tests(
-    pairs: list[PairEstimate], level: str, fits_by: dict, sc: dict
+    pairs: list[PairEstimate], level: str, fits_by: dict, s: ShiftSettings
 ) -> dict[tuple, tuple[dict, np.ndarray]]:
     """(speaker_test, shrunken change) of every pair holding `level`, keyed by (speaker, wave_from,
     wave_to): the between-interview variance borrowed where shift.interview_variance says so, and
     each change shrunk towards its group's."""
     sizes = group_sizes(pairs)
-    excess = interview_excess(pairs, level, fits_by, sizes) if sc["interview_variance"] == "borrow" else {}
+    excess = interview_excess(pairs, level, fits_by, sizes) if s.interview_variance == "borrow" else {}
     out = {}
     for p in pairs:
         if level in p.moments:
-            test = speaker_test(p, level, sc["ci_level"], excess.get((p.wave_from, p.wave_to)))
+            test = speaker_test(p, level, s.ci_level, excess.get((p.wave_from, p.wave_to)))
             shrunk = shrunken(p, level, shrink_target(fits_by, p, level, sizes))
             out[(p.speaker_id, p.wave_from, p.wave_to)] = (test, shrunk)
     return out
@@ -183,11 +184,11 @@ def _fits(ps: list[PairEstimate], level: str, ci_level: float) -> list[RandomEff
 
 
 def group_tables(
-    pairs: list[PairEstimate], themes: dict[str, list[str]], sc: dict, warnings: list[str]
+    pairs: list[PairEstimate], themes: dict[str, list[str]], s: ShiftSettings, warnings: list[str]
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """group_changes and group_contrasts (as frames), and the fits by (group, wf, wt, level)
     that shrink each speaker's change."""
-    level_ci = sc["ci_level"]
+    level_ci = s.ci_level
     rows, fits_by = [], {}
     for g, wf, wt, is_fl, ps in group_sets(pairs):
         if g != "all" and len({p.speaker_id for p in ps}) < MIN_GROUP:

@@ -82,18 +82,16 @@ def suggest(
     dims: pa.Table | None,
     n: int,
     unit: str,
-    cfg: dict,
+    diversity: float,
 ) -> tuple[pa.Table, str, list[str]]:
-    """Hand-coded interviews are the ones `learn` trained on (learned_codes.cross_validated); the
-    human_codes table an earlier `compare` left is an evaluation, not what the model knows."""
+    """diversity is learn.suggest_diversity. Hand-coded interviews are the ones `learn` trained on
+    (learned_codes.cross_validated); the human_codes table an earlier `compare` left is an evaluation,
+    not what the model knows."""
 
     if unit not in ("utterance", "interview"):
         raise ConfigError(f"--unit must be utterance or interview, got {unit!r}")
     if n < 1:
         raise ConfigError(f"--n must be at least 1, got {n}")
-    diversity = cfg["learn"]["suggest_diversity"]
-    if not 0.0 <= diversity <= 1.0:
-        raise ConfigError("learn.suggest_diversity must lie in [0, 1]")
     probs, source = _probabilities(learned_codes, dims)
     ids = embeddings.column("utterance_id").to_pylist()
     vecs = _unit_rows(vectors(embeddings).astype(np.float64))
@@ -175,7 +173,9 @@ def suggest(
     return pa.Table.from_pandas(table, schema=SUGGESTIONS, preserve_index=False), source, sorted(coded_interviews)
 
 
-def write_suggestions(table: pa.Table, csv_path, sources: pa.Table, utterances: pa.Table, framework, cfg: dict) -> list:
+def write_suggestions(
+    table: pa.Table, csv_path, sources: pa.Table, utterances: pa.Table, framework, suggest_user: str
+) -> list:
     """The suggestions as CSV and as a .qdpx of the suggested interviews: the framework's codebook
     plus, for utterances, a marker code on each suggested passage (credited to learn.suggest_user,
     whose codings learn and compare ignore when the coded project comes back)."""
@@ -205,7 +205,7 @@ def write_suggestions(table: pa.Table, csv_path, sources: pa.Table, utterances: 
     write_qdpx(
         qdpx_path,
         "themeshift suggestions",
-        cfg["learn"]["suggest_user"],
+        suggest_user,
         [*book, marker] if df["utterance_id"].notna().any() else book,
         out,
     )

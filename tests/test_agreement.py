@@ -18,6 +18,7 @@ from pipeline.framework import load_framework
 from pipeline.io.human_codes import read_human_codes
 from pipeline.io.rundir import read_table
 from pipeline.schema import UTTERANCE_DIMENSIONS
+from pipeline.settings import CompareSettings, settings_for
 
 
 # ---------------------------------------------------------------- hand-computed cases
@@ -204,7 +205,7 @@ def example_comparison(example_segmented):
     human = read_human_codes(ANSWER_KEY / "human_codes.csv")
     aligned = align(human, resolve_codes(human, fw, None)[0], utt, src, 0.5)
     dims = machine_from_coder(aligned, utt, "coder_a", flip_every=10)
-    result = compare(utt, src, human, fw, None, dims, None, cfg)
+    result = compare(utt, src, human, fw, None, dims, None, settings_for(CompareSettings, cfg))
     return result, aligned, dims, utt
 
 
@@ -254,7 +255,7 @@ def test_compare_tables_are_reproducible(example_segmented, example_comparison):
 
     result, _, dims, utt = example_comparison
     again = compare(utt, read_table(example_segmented, "sources"), read_human_codes(ANSWER_KEY / "human_codes.csv"),
-                    load_framework(), None, dims, None, load_config())
+                    load_framework(), None, dims, None, settings_for(CompareSettings, load_config()))
     assert again.agreement.equals(result.agreement)
     assert again.disagreements.equals(result.disagreements)
 
@@ -267,4 +268,4 @@ def test_machine_named_like_a_coder_is_refused(example_segmented, tmp_path):
     utt = read_table(example_segmented, "utterances")
     with pytest.raises(InputError, match="machine"):
         compare(utt, read_table(example_segmented, "sources"), read_human_codes(path), load_framework(), None,
-                pa.Table.from_pylist([], schema=UTTERANCE_DIMENSIONS), None, load_config())
+                pa.Table.from_pylist([], schema=UTTERANCE_DIMENSIONS), None, settings_for(CompareSettings, load_config()))

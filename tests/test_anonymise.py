@@ -18,6 +18,7 @@ from pdf_fixtures import text_pdf
 from pipeline.cli import app
 from pipeline.config import load_config
 from pipeline.pseudonym_key import PseudonymKey
+from pipeline.settings import AnonymiseSettings, settings_for
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
@@ -234,7 +235,7 @@ def test_detection_opens_no_network_connection(monkeypatch, tmp_path):
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    detector = Detector(load_config()["anonymise"], {"person": ["Sarah Jones"]})
+    detector = Detector(settings_for(AnonymiseSettings, load_config()), {"person": ["Sarah Jones"]})
     text = "Sarah Jones (sarah.jones@nhs.net, 07911 123456) lives in LS1 4AP."
     found = detector.detect([text])[0]
     assert [(text[f.start:f.end], f.kind) for f in found] == [
@@ -250,7 +251,7 @@ def test_uk_national_phone_formats_are_found(number):
     the number library alone skips; years, NHS numbers and counts are not phone numbers."""
     from pipeline.pii import Detector
 
-    detector = Detector(load_config()["anonymise"], {})
+    detector = Detector(settings_for(AnonymiseSettings, load_config()), {})
     text = f"She called on {number} yesterday, in 2019 about 20 of the 943 476 5919 records."
     found = [(text[f.start:f.end], f.kind) for f in detector.detect([text])[0]]
     assert (number, "phone") in found

@@ -15,7 +15,7 @@ from conftest import EXAMPLE, gold_labels
 from pipeline.codes import cluster_sizes, fit_codes, max_cluster_size
 from pipeline.config import load_config
 from pipeline.embed import embed_utterances, vectors
-from pipeline.settings import EmbedSettings, settings_for
+from pipeline.settings import CodesSettings, EmbedSettings, settings_for
 
 
 @pytest.fixture(scope="module")
@@ -67,16 +67,18 @@ def test_codes_follow_the_studys_concepts_better_than_chance(tables):
 def test_manifest_records_codes_and_topic_model_is_saved(example_run):
     manifest = json.loads((example_run / "manifest.json").read_text())
     rec = manifest["stages"]["codes"]
-    assert rec["method"] == "umap+hdbscan" and rec["min_cluster_size"] == cluster_sizes(3378, load_config())[0]
+    s = settings_for(CodesSettings, load_config())
+    assert rec["method"] == "umap+hdbscan" and rec["min_cluster_size"] == cluster_sizes(3378, s)[0]
     assert (example_run / "topic_model" / "topics.json").is_file()
 
 
 def test_cluster_size_rule():
     cfg = load_config()
-    assert [cluster_sizes(n, cfg)[0] for n in (20, 300, 3400, 20000, 100000, 10**7)] == [5, 9, 29, 71, 158, 500]
-    assert [max_cluster_size(n, cluster_sizes(n, cfg)[0], cfg) for n in (300, 3400, 100000)] == [30, 340, 10000]
+    s = settings_for(CodesSettings, cfg)
+    assert [cluster_sizes(n, s)[0] for n in (20, 300, 3400, 20000, 100000, 10**7)] == [5, 9, 29, 71, 158, 500]
+    assert [max_cluster_size(n, cluster_sizes(n, s)[0], s) for n in (300, 3400, 100000)] == [30, 340, 10000]
     cfg["codes"]["max_cluster_share"] = 0.0
-    assert max_cluster_size(3400, 29, cfg) == 0
+    assert max_cluster_size(3400, 29, settings_for(CodesSettings, cfg)) == 0
 
 
 def test_no_code_swallows_the_corpus(example_run, encoder):
@@ -88,7 +90,8 @@ def test_no_code_swallows_the_corpus(example_run, encoder):
         noisy = X + np.random.default_rng(seed).normal(0, 3e-7, X.shape).astype(np.float32)
         noisy /= np.linalg.norm(noisy, axis=1, keepdims=True)
         table = emb.set_column(1, "vector", pa.FixedSizeListArray.from_arrays(pa.array(noisy.ravel()), X.shape[1]))
-        sizes = fit_codes(utt, table, encoder, load_config()).codes.column("size").to_pylist()
+        s = settings_for(CodesSettings, load_config())
+        sizes = fit_codes(utt, table, encoder, s).codes.column("size").to_pylist()
         assert len(sizes) >= 10 and max(sizes) < 0.2 * len(X), sizes
 
 
@@ -102,8 +105,8 @@ def _subset(example_run, encoder, interviews):
 
 def test_same_input_and_seed_give_identical_tables(example_run, encoder):
     utt, emb, cfg = _subset(example_run, encoder, ["C01-W1", "C02-W1", "P01-W1", "P04-W2"])
-    first = fit_codes(utt, emb, encoder, cfg)
-    second = fit_codes(utt, emb, encoder, cfg)
+    first = fit_codes(utt, emb, encoder, settings_for(CodesSettings, cfg))
+    second = fit_codes(utt, emb, encoder, settings_for(CodesSettings, cfg))
     assert emb.num_rows > cfg["codes"]["min_utterances_umap"]
     assert first.codes.equals(second.codes) and first.assignments.equals(second.assignments)
     assert first.codes.num_rows >= 2
@@ -114,13 +117,13 @@ def test_tiny_corpus_falls_back_with_a_message(example_run, encoder):
     emb = emb.slice(0, 20)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = fit_codes(utt, emb, encoder, cfg)
+        result = fit_codes(utt, emb, encoder, settings_for(CodesSettings, cfg))
     assert any("agglomerative fallback" in str(w.message) for w in caught)
     assert result.method == "agglomerative" and result.assignments.num_rows == 20
     assert result.codes.num_rows >= 1
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        two = fit_codes(utt, emb.slice(0, 2), encoder, cfg)
+        two = fit_codes(utt, emb.slice(0, 2), encoder, settings_for(CodesSettings, cfg))
     assert two.codes.num_rows == 0 and set(two.assignments.column("reason").to_pylist()) == {"too few utterances"}
 
 
@@ -155,7 +158,7 @@ def test_codes_are_reused_when_embeddings_and_config_are_unchanged(example_run, 
     rec = run_codes(example_run, cfg, encoder=encoder)
     assert rec["reused"] and pq.read_table(example_run / "codes.parquet").equals(before)
     cfg["codes"]["top_keywords"] = 8  # any [codes] change refits
-    changed = dict(cfg, codes=dict(cfg["codes"]))
+    changed = settings_for(CodesSettings, dict(cfg, codes=dict(cfg["codes"])))
     assert json.loads((example_run / "manifest.json").read_text())["stages"]["codes"]["key"] != \
         __import__("pipeline.runner", fromlist=["codes_key"]).codes_key(example_run, changed, encoder.model_id)
 
@@ -194,7 +197,7 @@ def test_a_repetitive_pilot_gives_codes_or_one_clear_line(encoder):
             pa.array(np.asarray(X, np.float32).ravel()), X.shape[1])})
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return fit_codes(utt, emb, encoder, cfg)
+            return fit_codes(utt, emb, encoder, settings_for(CodesSettings, cfg))
 
     two = pilot(["The ward was busy.", "The ward was busy again.", "Busy ward, busy ward."])
     assert two.method == "agglomerative" and two.codes.num_rows >= 1

@@ -16,6 +16,7 @@ from pipeline.codes import sample_cluster_sizes
 from pipeline.codes_scale import nearest_codes, stratified_sample
 from pipeline.config import load_config
 from pipeline.embed import vectors
+from pipeline.settings import CodesSettings, settings_for
 
 SAMPLE = 1200  # of the example study's 3,378 coded utterances
 
@@ -35,10 +36,10 @@ def test_sample_is_proportional_to_strata_and_seeded():
 
 
 def test_a_sample_is_clustered_as_finely_as_its_corpus():
-    cfg = load_config()
+    s = settings_for(CodesSettings, load_config())
     # AMI: 64,211 utterances give min_cluster_size 127 and min_samples 32; an 8,000 sample an eighth of each
-    assert sample_cluster_sizes(8000, 64211, cfg) == (16, 4)
-    assert sample_cluster_sizes(100, 10**7, cfg) == (5, 2)
+    assert sample_cluster_sizes(8000, 64211, s) == (16, 4)
+    assert sample_cluster_sizes(100, 10**7, s) == (5, 2)
 
 
 def test_gpu_clustering_is_asked_for_or_taken_when_there():
@@ -105,7 +106,7 @@ def test_utterances_outside_the_sample_join_the_nearest_centroid(sampled, exampl
     from pipeline.runner import fit_sample
 
     fitted_ids = set(fit_sample(run_dir, pq.read_table(run_dir / "embeddings.parquet").column("utterance_id"),
-                                 cfg)[1].column("utterance_id").to_pylist())
+                                 settings_for(CodesSettings, cfg))[1].column("utterance_id").to_pylist())
     assert len(fitted_ids) == SAMPLE
     emb = pq.read_table(run_dir / "embeddings.parquet")
     asg = pq.read_table(run_dir / "assignments.parquet").to_pandas()

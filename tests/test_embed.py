@@ -14,7 +14,7 @@ from pipeline.embed_cache import EmbeddingCache
 from pipeline.errors import InputError
 from pipeline.ingest import segment_corpus
 from pipeline.models import resolve
-from pipeline.settings import EmbedSettings, settings_for
+from pipeline.settings import EmbedSettings, SegmentSettings, settings_for
 
 
 def _layout(encoder) -> str:
@@ -50,7 +50,7 @@ def two_interviews(write, cfg):
 
 def _embed(folder, cfg, encoder, cache_dir):
     cfg["embed"]["cache_dir"] = str(cache_dir)
-    utt = segment_corpus(folder, cfg).utterances
+    utt = segment_corpus(folder, settings_for(SegmentSettings, cfg)).utterances
     return embed_utterances(utt, encoder, settings_for(EmbedSettings, cfg))
 
 

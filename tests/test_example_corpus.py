@@ -13,8 +13,9 @@ from pipeline.ingest import segment_corpus
 @pytest.fixture(scope="module")
 def corpus():
     from pipeline.config import load_config
+    from pipeline.settings import SegmentSettings, settings_for
 
-    return segment_corpus(EXAMPLE, load_config())
+    return segment_corpus(EXAMPLE, settings_for(SegmentSettings, load_config()))
 
 
 def _csv(name):

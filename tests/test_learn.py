@@ -16,6 +16,7 @@ from pipeline.agreement import MISSING
 from pipeline.config import load_config
 from pipeline.errors import InputError
 from pipeline.learn import pool_turns, training_rows
+from pipeline.settings import LearnSettings, settings_for
 
 from conftest import ANSWER_KEY, EXAMPLE
 
@@ -308,7 +309,7 @@ def test_suggest_lists_uncertain_diverse_uncoded_utterances(learned, tmp_path):
     # the project opens as human codes, and the markers are nobody's coding
     back = read_human_codes(tmp_path / "next.qdpx")
     assert len(back.frame) == 20 and set(back.frame["coder"]) == {cfg["learn"]["suggest_user"]}
-    assert drop_suggestion_markers(back, cfg).frame.empty
+    assert drop_suggestion_markers(back, settings_for(LearnSettings, cfg).suggest_user).frame.empty
 
     plain = load_config(None, {"learn": {"suggest_diversity": 0.0}})
     run_suggest(run_dir, plain, 10, "utterance", tmp_path / "u.csv")
@@ -351,7 +352,7 @@ def test_qa_block_is_the_preceding_question_times_the_answer(example_run, encode
     from pipeline.learn_features import QA_SCALE, build_blocks, weak_blocks
 
     utterances, embeddings = read_table(example_run, "utterances"), read_table(example_run, "embeddings")
-    blocks = build_blocks(utterances, embeddings, encoder, load_config())
+    blocks = build_blocks(utterances, embeddings, encoder, settings_for(LearnSettings, load_config()))
     u = utterances.to_pandas()
     row = blocks.utterance_ids.index(u[~u["is_interviewer"]].iloc[5]["utterance_id"])
     unit = u.set_index("utterance_id").loc[blocks.utterance_ids[row]]

@@ -115,8 +115,9 @@ def test_codes_built_from_the_answer_keys_concepts_map_to_those_concepts(example
 
     from pipeline.embed import vectors
     from pipeline.map import code_probabilities, decide_codes, make_mapper
+    from pipeline.settings import MapSettings, settings_for
 
-    cfg = load_config()
+    m = settings_for(MapSettings, load_config())
     utt, emb = pq.read_table(example_run / "utterances.parquet"), pq.read_table(example_run / "embeddings.parquet")
     concept_of = gold_labels(utt, "concept")
     ids = emb.column("utterance_id").to_pylist()
@@ -132,9 +133,9 @@ def test_codes_built_from_the_answer_keys_concepts_map_to_those_concepts(example
                      "exemplar_ids": [ids[idx[i]] for i in order[:10]], "centroid": centroid.tolist(),
                      "fingerprint": f"gold-{g}"})
     codes = pa.Table.from_pylist(rows, schema=schema.codes_schema(384))
-    mapper = make_mapper(cfg).fit(fv)
-    probs = code_probabilities(codes, {u: i for i, u in enumerate(ids)}, x, mapper, cfg)
-    decided = decide_codes(probs, codes.column("fingerprint").to_pylist(), {}, mapper.source, cfg)
+    mapper = make_mapper(m).fit(fv)
+    probs = code_probabilities(codes, {u: i for i, u in enumerate(ids)}, x, mapper, m)
+    decided = decide_codes(probs, codes.column("fingerprint").to_pylist(), {}, mapper.source, m)
     assert [groups[j] if j >= 0 else "unmapped" for j in decided.assigned[:7]] == groups[:7]
     assert decided.assigned[7] == -1
 

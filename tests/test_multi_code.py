@@ -50,10 +50,12 @@ def _human_sets(run_dir) -> dict[str, set[str]]:
     from pipeline.framework import load_framework
     from pipeline.io.human_codes import read_human_codes
     from pipeline.io.rundir import read_table
+    from pipeline.settings import CompareSettings, settings_for
 
     framework = load_framework(FRAMEWORK)
     result = compare(read_table(run_dir, "utterances"), read_table(run_dir, "sources"), read_human_codes(HUMAN),
-                     framework, None, read_table(run_dir, "utterance_dimensions_framework"), None, _cfg())
+                     framework, None, read_table(run_dir, "utterance_dimensions_framework"), None,
+                     settings_for(CompareSettings, _cfg()))
     aligned = result.human_codes.to_pandas()
     return aligned.groupby("utterance_id")["second_order"].agg(set).to_dict(), result
 
@@ -174,6 +176,7 @@ def test_a_qdpx_with_several_codes_on_one_passage_reads_as_the_same_sets(games_l
     from pipeline.io.human_codes import read_human_codes
     from pipeline.io.qdpx import ExportCode, ExportSource, write_qdpx
     from pipeline.io.rundir import read_table
+    from pipeline.settings import CompareSettings, settings_for
 
     run_dir, _ = games_learned
     sources = read_table(run_dir, "sources")
@@ -191,7 +194,7 @@ def test_a_qdpx_with_several_codes_on_one_passage_reads_as_the_same_sets(games_l
     assert set(qdpx.frame["coder"]) == {"authors"} and len(qdpx.frame) == len(rows)
     framework = load_framework(FRAMEWORK)
     got = compare(read_table(run_dir, "utterances"), sources, qdpx, framework, None,
-                  read_table(run_dir, "utterance_dimensions_framework"), None, _cfg())
+                  read_table(run_dir, "utterance_dimensions_framework"), None, settings_for(CompareSettings, _cfg()))
     from_qdpx = got.human_codes.to_pandas().groupby("utterance_id")["second_order"].agg(set).to_dict()
     from_csv, _ = _human_sets(run_dir)
     assert from_qdpx == from_csv

@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.ingest import segment_corpus
+from pipeline.settings import SegmentSettings, settings_for
 
 words = st.text(alphabet=st.characters(codec="utf-8", categories=("L", "N"), include_characters="'-&<>\u00e9\u2019"),
                 min_size=1, max_size=9)
@@ -45,7 +46,7 @@ def test_offsets_slice_back_to_text(tmp_path_factory, cfg, fmt, unit, items):
     folder = tmp_path_factory.mktemp("c")
     (folder / f"t.{fmt}").write_text(_render(fmt, items), encoding="utf-8")
     cfg["segment"]["unit"] = unit
-    corpus = segment_corpus(folder, cfg)
+    corpus = segment_corpus(folder, settings_for(SegmentSettings, cfg))
     source = corpus.sources.column("source_text")[0].as_py()
     rows = corpus.utterances.to_pylist()
     assert rows, "every generated transcript has speech"

@@ -18,6 +18,7 @@ from pipeline.framework import load_framework
 from pipeline.io.qdpx import ExportCode, ExportSource, machine_project, project_xml, read_qdpx, write_qdpx
 from pipeline.io.rundir import read_table, write_table
 from pipeline.schema import ASSIGNMENTS, UTTERANCE_DIMENSIONS, codes_schema
+from pipeline.settings import CompareSettings, settings_for
 
 XSD = Path("/work/shared/refi-qda/Project-mrt2019.xsd")
 if not XSD.is_file():
@@ -103,7 +104,7 @@ def test_compare_against_own_export_agrees_perfectly(machine_run, tmp_path):
     write_qdpx(path, "concepts", "themeshift", book, sources)
     result = compare(read_table(machine_run, "utterances"), read_table(machine_run, "sources"),
                      read_human_codes(path), fw, None, read_table(machine_run, "utterance_dimensions"),
-                     read_table(machine_run, "assignments"), load_config())
+                     read_table(machine_run, "assignments"), settings_for(CompareSettings, load_config()))
     a = result.agreement.to_pandas()
     kappas = a[a["metric"] == "cohen_kappa"]
     assert len(kappas) == 2 and list(kappas["value"]) == pytest.approx([1.0, 1.0]) and (kappas["n"] == 3378).all()

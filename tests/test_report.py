@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from pipeline.cli import app
 from pipeline.config import load_config
 from pipeline.report import SECTIONS, _reading, build_report, load_tables, project_2d
+from pipeline.settings import ReportSettings, settings_for
 
 REPO = Path(__file__).resolve().parent.parent
 HUMAN = REPO / "examples" / "answer_key" / "human_codes.csv"
@@ -28,6 +29,12 @@ def _cfg():
     # PCA and fewer resamples keep the test fast; UMAP is checked on its own below
     return load_config(overrides={"report": {"projection": "pca"}, "shift": {"bootstrap": 200, "permutations": 200},
                                   "compare": {"bootstrap": 100}})
+
+
+def _report(tables, manifest, *args):
+    """build_report with the settings of _cfg()."""
+    cfg = _cfg()
+    return build_report(tables, manifest, settings_for(ReportSettings, cfg), *args)
 
 
 @pytest.fixture(scope="module")
@@ -119,13 +126,12 @@ def test_conventional_readings():
 def test_quotes_from_the_corpus_and_hostile_text_are_escaped(full_run):
     run_dir, _ = full_run
     tables, manifest = load_tables(run_dir)
-    cfg = _cfg()
     # the corpus itself has "<10%", "A&E" and quotes; put a hostile line into a code's top exemplar too
     hostile = '</q><script>alert("x")</script> A&E said "<5%" & it\'s <b>fine</b>'
     first = tables["codes"].sort_values("code_id")["exemplar_ids"].iloc[0][0]
     u = tables["utterances"]
     tables["utterances"] = u.assign(text=u["text"].where(u["utterance_id"] != first, hostile))
-    html = build_report(tables, manifest, cfg).html
+    html = _report(tables, manifest).html
     assert hostile not in html and "&lt;/q&gt;&lt;script&gt;alert(&quot;x&quot;)" in html
     doc = lxml.html.fromstring(html)
     assert len(doc.xpath("//script")) == 1 and "alert" not in doc.xpath("//script")[0].text
@@ -146,8 +152,8 @@ def test_report_is_reproducible_and_map_layout_is_seeded(full_run):
     emb = pq.read_table(run_dir / "embeddings.parquet")
     ids = emb.column("utterance_id").to_pylist()
     vec = vectors(emb)
-    one = build_report(tables, manifest, _cfg(), project_2d(vec, "pca", 42, 15), ids).html
-    two = build_report(tables, manifest, _cfg(), project_2d(vec, "pca", 42, 15), ids).html
+    one = _report(tables, manifest, project_2d(vec, "pca", 42, 15), ids).html
+    two = _report(tables, manifest, project_2d(vec, "pca", 42, 15), ids).html
     assert one == two
     sample = vec[:300]
     a, b = project_2d(sample, "umap", 7, 15), project_2d(sample, "umap", 7, 15)
@@ -308,7 +314,7 @@ def test_learned_coder_section_with_a_single_coder():
                      "coder_a": "machine", "coder_b": "expert", "dimension": None, "value": value,
                      "ci_low": None, "ci_high": None, "n": 100})
     rows.append({**rows[0], "evaluation": "cross-validation", "train_interviews": None, "value": 0.6})
-    ctx = _Ctx({"learn_eval": pd.DataFrame(rows)}, {"stages": {"learn": {"level": "second_order"}}}, {}, [], {}, {},
-               [])
+    ctx = _Ctx({"learn_eval": pd.DataFrame(rows)}, {"stages": {"learn": {"level": "second_order"}}},
+               settings_for(ReportSettings, load_config()), [], {}, {}, [])
     html = _learned_coder(ctx)
     assert "Learning curve" in html and "0.410" in html and "0.520" in html

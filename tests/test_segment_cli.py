@@ -199,6 +199,7 @@ def test_a_bare_label_in_two_party_transcripts_takes_the_manifests_speaker(tmp_p
     other label is the participant the manifest names; a bare label across sessions of different
     people without that rule is one speaker, with a warning."""
     from pipeline.ingest import segment_corpus
+    from pipeline.settings import SegmentSettings, settings_for
 
     corpus = tmp_path / "corpus"
     corpus.mkdir()
@@ -209,12 +210,13 @@ def test_a_bare_label_in_two_party_transcripts_takes_the_manifests_speaker(tmp_p
         rows.append(f"s{i}.txt,s{i},1,C{i}")
     (corpus / "manifest.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     cfg = load_config(overrides={"speakers": {"interviewer_labels": ["Counsellor"]}})
-    corpus_tables = segment_corpus(corpus, cfg)
+    corpus_tables = segment_corpus(corpus, settings_for(SegmentSettings, cfg))
     spk = corpus_tables.utterances.to_pandas()
     assert sorted(spk.loc[~spk["is_interviewer"], "speaker_id"].unique()) == ["C0", "C1", "C2"]
     assert not [w for w in corpus_tables.warnings if "one speaker across" in w]
 
-    both = segment_corpus(corpus, load_config())  # Counsellor unknown too: two bare labels per session
+    # Counsellor unknown too: two bare labels per session
+    both = segment_corpus(corpus, settings_for(SegmentSettings, load_config()))
     assert set(both.utterances.to_pandas()["speaker_id"]) == {"Counsellor", "Client"}
     warned = [w for w in both.warnings if "one speaker across 3 interviews" in w]
     assert len(warned) == 2 and any("'Client'" in w for w in warned)

@@ -23,6 +23,7 @@ from pipeline.cli import app
 from pipeline.config import load_config
 from pipeline.embed import vectors
 from pipeline.errors import InputError
+from pipeline.settings import ShiftSettings, settings_for
 from pipeline.shift import compute_shifts
 from pipeline.shift_stats import js_distance
 
@@ -70,13 +71,13 @@ def study(tmp_path_factory, encoder):
             "dims": answer_key_dimensions(utt), "assignments": answer_key_assignments(utt)}
 
 
-def _cfg(**shift):
-    return load_config(overrides={"shift": shift} if shift else None)
+def _settings(**shift):
+    return settings_for(ShiftSettings, load_config(overrides={"shift": shift} if shift else None))
 
 
 @pytest.fixture(scope="module")
 def example_result(study):
-    return compute_shifts(study["utterances"], study["dims"], _cfg(bootstrap=500, speaker_test="permutation"),
+    return compute_shifts(study["utterances"], study["dims"], _settings(bootstrap=500, speaker_test="permutation"),
                           study["embeddings"],
                           study["assignments"])
 
@@ -170,9 +171,9 @@ def test_group_tables_give_role_trajectories(example_result):
 
 
 def test_same_inputs_and_seed_give_identical_tables(study):
-    cfg = _cfg(bootstrap=100, permutations=100)
-    a = compute_shifts(study["utterances"], study["dims"], cfg, study["embeddings"], study["assignments"])
-    b = compute_shifts(study["utterances"], study["dims"], cfg, study["embeddings"], study["assignments"])
+    s = _settings(bootstrap=100, permutations=100)
+    a = compute_shifts(study["utterances"], study["dims"], s, study["embeddings"], study["assignments"])
+    b = compute_shifts(study["utterances"], study["dims"], s, study["embeddings"], study["assignments"])
     for name in ("speaker_waves", "speaker_codes", "shifts", "shift_dimensions", "group_shifts", "group_trajectory"):
         assert getattr(a, name).equals(getattr(b, name)), name
 
@@ -238,7 +239,7 @@ def test_planted_shifts_are_detected_and_controls_hold_the_nominal_rate(study):
     """The controls' answers are split between waves at random, so answers are exchangeable here and
     shuffling single answers is valid (the clustered default is tested in test_shift_inference)."""
     utterances, dims, embeddings, plan = _synthetic(study)
-    result = compute_shifts(utterances, dims, _cfg(bootstrap=200, permutations=1000, resample_unit="turn"), embeddings)
+    result = compute_shifts(utterances, dims, _settings(bootstrap=200, permutations=1000, resample_unit="turn"), embeddings)
     s = result.shifts.to_pandas().set_index("speaker_id")
     assert (s["status"] == "ok").all() and s["n_from"].min() >= 20
     planted = s[s.speaker_role == "PLANTED"]
@@ -283,7 +284,7 @@ def test_wave_gaps_are_compared_as_observed(study):
     utt = _edit(study["utterances"], wave=lambda d: np.where(
         d.interview_id == "C01-W2", 3,
         np.where((d.interview_id == "C02-W2") & (d.turn_index >= 20), 3, d.wave)).astype("int32"))
-    s = compute_shifts(utt, study["dims"], _cfg(bootstrap=100, permutations=100)).shifts.to_pandas()
+    s = compute_shifts(utt, study["dims"], _settings(bootstrap=100, permutations=100)).shifts.to_pandas()
     c01 = s[s.speaker_id == "C01"]
     assert c01[["wave_from", "wave_to", "wave_gap", "is_consecutive", "is_first_last"]].values.tolist() == [
         [1, 3, 2, True, True]]
@@ -295,7 +296,7 @@ def test_wave_gaps_are_compared_as_observed(study):
 
 def test_speaker_id_written_two_ways_is_one_speaker_with_a_warning(study):
     utt = _edit(study["utterances"], speaker_id=lambda d: np.where(d.interview_id == "P05-W2", "p-05", d.speaker_id))
-    result = compute_shifts(utt, study["dims"], _cfg(bootstrap=100, permutations=100))
+    result = compute_shifts(utt, study["dims"], _settings(bootstrap=100, permutations=100))
     s = result.shifts.to_pandas()
     assert "p-05" not in set(s.speaker_id) and (s.speaker_id == "P05").sum() == 1
     assert s.loc[s.speaker_id == "P05", "status"].iloc[0] == "ok"
@@ -320,7 +321,7 @@ def test_segment_and_shift_agree_on_aliases(tmp_path, write):
     ids = coded["utterance_id"].to_pylist()
     dims = pa.table({"utterance_id": np.repeat(ids, 3), "dimension": DIMS * len(ids),
                      "probability": [0.7, 0.2, 0.1] * len(ids)})
-    result = compute_shifts(utt, dims, _cfg(min_utterances_per_wave=1, bootstrap=100, permutations=100))
+    result = compute_shifts(utt, dims, _settings(min_utterances_per_wave=1, bootstrap=100, permutations=100))
     s = result.shifts.to_pandas()
     assert s["speaker_id"].tolist() == ["PL-03"] and s["wave_to"].tolist() == [2]
     assert s["n_from"].tolist() == [3] and s["n_to"].tolist() == [3]
@@ -333,7 +334,7 @@ def test_wave_without_coded_utterances_single_wave_and_unknown_wave_are_listed(s
     df = utt.to_pandas()
     df["wave"] = df["wave"].astype("Int32").mask(df.speaker_id == "C04")
     utt = pa.Table.from_pandas(df, schema=study["utterances"].schema, preserve_index=False)
-    result = compute_shifts(utt, study["dims"], _cfg(bootstrap=100, permutations=100))
+    result = compute_shifts(utt, study["dims"], _settings(bootstrap=100, permutations=100))
     s = result.shifts.to_pandas().set_index("speaker_id")
     assert s.loc["C02", "status"] == "too_few_utterances" and s.loc["C02", "n_to"] == 0
     assert s.loc["C02", "reason"] == "wave 2 has 0 coded utterances (minimum 20)"
@@ -351,7 +352,7 @@ def test_wave_without_coded_utterances_single_wave_and_unknown_wave_are_listed(s
 
 def test_too_few_utterances_are_flagged_not_hidden(study):
     s = compute_shifts(study["utterances"], study["dims"],
-                       _cfg(min_utterances_per_wave=120, bootstrap=100, permutations=100)).shifts.to_pandas()
+                       _settings(min_utterances_per_wave=120, bootstrap=100, permutations=100)).shifts.to_pandas()
     short = s[s.status == "too_few_utterances"]
     # 120+ coded utterances in both waves: C03, P01, P04, P06, P08, P09 (see speaker_waves)
     assert len(s) == 14 and sorted(set(s.speaker_id) - set(short.speaker_id)) == ["C03", "P01", "P04", "P06", "P08", "P09"]
@@ -363,10 +364,10 @@ def test_bad_dimension_tables_name_the_file(study):
     df = study["dims"].to_pandas()
     df.loc[0, "probability"] += 0.2
     with pytest.raises(InputError, match="utterance_dimensions.parquet.*sum to 1.2"):
-        compute_shifts(study["utterances"], pa.Table.from_pandas(df), _cfg())
+        compute_shifts(study["utterances"], pa.Table.from_pandas(df), _settings())
     other = df.assign(utterance_id=df.utterance_id + "x")
     with pytest.raises(InputError, match="not in utterances.parquet"):
-        compute_shifts(study["utterances"], pa.Table.from_pandas(other), _cfg())
+        compute_shifts(study["utterances"], pa.Table.from_pandas(other), _settings())
 
 
 def test_cli_writes_the_tables_and_reports_a_missing_input_in_one_line(study, tmp_path):

@@ -13,6 +13,7 @@ import pytest
 
 from pipeline.config import load_config
 from pipeline.errors import ConfigError
+from pipeline.settings import ShiftSettings, settings_for
 from pipeline.shift import compute_shifts
 from pipeline.shift_inference import contrast, fit_prior, moderate, pair_moments, random_effects
 
@@ -91,31 +92,31 @@ def _interview_speakers(n: int, per_wave: int, shift: float, seed: int):
     return _tables(pd.DataFrame(rows, columns=["speaker_id", "wave", "interview_id", "turn"]), np.asarray(probs))
 
 
-def _cfg(**shift):
-    return load_config(overrides={"shift": {"bootstrap": 0, "permutations": 200, **shift}})
+def _settings(**shift):
+    return settings_for(ShiftSettings, load_config(overrides={"shift": {"bootstrap": 0, "permutations": 200, **shift}}))
 
 
 def test_two_interviews_a_wave_get_a_calibrated_continuous_p_value():
     """2 + 2 interviews allow 6 labellings (p >= 1/6): the permutation can never flag anyone. The
     moderated t flags about alpha of unchanged speakers and most speakers with a planted change."""
-    null = compute_shifts(*_interview_speakers(150, 2, 0.0, seed=5), _cfg()).shifts.to_pandas()
+    null = compute_shifts(*_interview_speakers(150, 2, 0.0, seed=5), _settings()).shifts.to_pandas()
     assert (null["p_method"] == "moderated_t").all() and (null["resample_unit"] == "interview").all()
     assert np.allclose(null["p_min"], 1 / 6)
     fpr = (null["p_value"] < 0.05).mean()
     assert 0.005 <= fpr <= 0.08, fpr
     assert len(np.unique(null.loc[null["p_value"] < 1, "p_value"].round(6))) > 50  # continuous, no floor
-    planted = compute_shifts(*_interview_speakers(40, 2, 0.3, seed=6), _cfg()).shifts.to_pandas()
+    planted = compute_shifts(*_interview_speakers(40, 2, 0.3, seed=6), _settings()).shifts.to_pandas()
     assert (planted["p_value"] < 0.05).mean() >= 0.7
-    perm = compute_shifts(*_interview_speakers(40, 2, 0.3, seed=6), _cfg(speaker_test="permutation")).shifts
+    perm = compute_shifts(*_interview_speakers(40, 2, 0.3, seed=6), _settings(speaker_test="permutation")).shifts
     assert set(perm.column("status").to_pylist()) == {"too_few_units"}
 
 
 def test_group_test_is_calibrated_and_finds_a_planted_mean_change():
-    rng_null = [compute_shifts(*_interview_speakers(8, 1, 0.0, seed=s), _cfg()).group_changes.to_pandas()
+    rng_null = [compute_shifts(*_interview_speakers(8, 1, 0.0, seed=s), _settings()).group_changes.to_pandas()
                 for s in range(40)]
     p = np.array([g[(g["level"] == "dimension") & (g["theme"] == "exchange")]["p_value"].iloc[0] for g in rng_null])
     assert (p < 0.05).mean() <= 0.1
-    g = compute_shifts(*_interview_speakers(8, 1, 0.2, seed=99), _cfg()).group_changes.to_pandas()
+    g = compute_shifts(*_interview_speakers(8, 1, 0.2, seed=99), _settings()).group_changes.to_pandas()
     row = g[(g["group"] == "all") & (g["level"] == "dimension") & (g["theme"] == "exchange")].iloc[0]
     assert row["n_speakers"] == 8 and row["is_first_last"] and row["ci_low"] > 0 and row["p_value"] < 0.05
     assert row["change"] == pytest.approx(0.2 * (1 - row["share_from"]), abs=0.05)
@@ -142,7 +143,8 @@ def test_example_study_groups_contrast_core_and_project(example_shift):
 
 @pytest.fixture(scope="module")
 def example_shift(study):
-    return compute_shifts(study["utterances"], study["dims"], load_config(), study["embeddings"], study["assignments"])
+    return compute_shifts(study["utterances"], study["dims"], settings_for(ShiftSettings, load_config()),
+                          study["embeddings"], study["assignments"])
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +162,7 @@ def test_group_by_names_a_manifest_column_or_fails_naming_the_key(example_segmen
     utt = pq.read_table(example_segmented / "utterances.parquet")
     interviews = pq.read_table(example_segmented / "interviews.parquet")
     dims = answer_key_dimensions(utt)
-    r = compute_shifts(utt, dims, _cfg(group_by="profession"), interviews=interviews)
+    r = compute_shifts(utt, dims, _settings(group_by="profession"), interviews=interviews)
     groups = set(r.group_changes.column("group").to_pylist())
     assert "all" in groups and "statistician" in groups
     professions = pd.read_csv(EXAMPLE / "manifest.csv").groupby("profession")["speaker_id"].nunique()
@@ -171,7 +173,7 @@ def test_group_by_names_a_manifest_column_or_fails_naming_the_key(example_segmen
         row = r.group_changes.to_pandas().query("group == @name and level == 'dimension'").iloc[0]
         assert row["n_speakers"] == 1 and pd.isna(row["p_value"]) and pd.isna(row["ci_low"])
     with pytest.raises(ConfigError, match="shift.group_by: no column 'site'"):
-        compute_shifts(utt, dims, _cfg(group_by="site"), interviews=interviews)
+        compute_shifts(utt, dims, _settings(group_by="site"), interviews=interviews)
 
 
 def test_group_by_names_a_speakers_csv_column_and_names_stay_out_of_the_tables(tmp_path):
@@ -196,7 +198,7 @@ def test_group_by_names_a_speakers_csv_column_and_names_stay_out_of_the_tables(t
     assert speakers.column_names == ["speaker_id", "speaker_role", "is_interviewer", "site"]
     assert speakers.num_rows == len(rows) - 1
     utt = pq.read_table(run / "utterances.parquet")
-    r = compute_shifts(utt, answer_key_dimensions(utt), _cfg(group_by="site"), speakers=speakers)
+    r = compute_shifts(utt, answer_key_dimensions(utt), _settings(group_by="site"), speakers=speakers)
     groups = set(r.group_changes.column("group").to_pylist())
     assert groups == {"all", "North", "South"}
     contrast = r.group_contrasts.to_pandas()

@@ -18,6 +18,7 @@ from pipeline import schema
 from pipeline.config import load_config
 from pipeline.errors import ConfigError
 from pipeline.map import TEMPERATURE_GRID, mapping_warnings
+from pipeline.settings import ShiftSettings, settings_for
 from pipeline.shift import compute_shifts
 from pipeline.shift_stats import all_label_masks, benjamini_hochberg, exact_p
 
@@ -58,14 +59,14 @@ def _topic_drift_speakers(n_speakers: int, seed: int = 3, shift: float = 0.0):
     return _tables(frame, np.asarray(probs))
 
 
-def _cfg(**shift):
-    return load_config(overrides={"shift": {"bootstrap": 0, **shift}})
+def _settings(**shift):
+    return settings_for(ShiftSettings, load_config(overrides={"shift": {"bootstrap": 0, **shift}}))
 
 
 def test_topic_drift_within_interviews_is_not_a_shift_under_blocks_but_is_under_turns():
     utterances, dims = _topic_drift_speakers(150)
-    blocks = compute_shifts(utterances, dims, _cfg(speaker_test="permutation")).shifts.to_pandas()
-    turns = compute_shifts(utterances, dims, _cfg(resample_unit="turn")).shifts.to_pandas()
+    blocks = compute_shifts(utterances, dims, _settings(speaker_test="permutation")).shifts.to_pandas()
+    turns = compute_shifts(utterances, dims, _settings(resample_unit="turn")).shifts.to_pandas()
     assert (blocks["resample_unit"] == "block").all()
     assert (blocks["n_units_from"] == 4).all() and (blocks["n_units_to"] == 4).all()
     assert np.allclose(blocks["p_min"], 1 / comb(8, 4))  # 70 labellings <= 1000: all enumerated
@@ -76,7 +77,7 @@ def test_topic_drift_within_interviews_is_not_a_shift_under_blocks_but_is_under_
 
 def test_a_real_shift_is_still_found_under_blocks():
     utterances, dims = _topic_drift_speakers(60, seed=5, shift=0.8)
-    s = compute_shifts(utterances, dims, _cfg()).shifts.to_pandas()
+    s = compute_shifts(utterances, dims, _settings()).shifts.to_pandas()
     assert (s["p_value"] < 0.05).mean() >= 0.8
     assert (s["to_dimension"] == "exchange").mean() >= 0.95
 
@@ -88,7 +89,7 @@ def test_blocks_are_runs_of_whole_answers_of_about_equal_size():
     frame = pd.DataFrame({"speaker_id": "A", "wave": 1, "interview_id": "A-1", "turn": turn})
     frame = pd.concat([frame, frame.assign(wave=2, interview_id="A-2")], ignore_index=True)
     utterances, dims = _tables(frame, np.tile([0.6, 0.2, 0.2], (len(frame), 1)))
-    s = compute_shifts(utterances, dims, _cfg(blocks_per_interview=4, min_utterances_per_wave=1)).shifts.to_pandas()
+    s = compute_shifts(utterances, dims, _settings(blocks_per_interview=4, min_utterances_per_wave=1)).shifts.to_pandas()
     # an answer joins the block where it starts: starts 0,3,12,13,25,29,37 -> blocks 0,0,1,1,2,2,3
     # (start * 4 // 43), so 4 units of 12, 13, 12 and 6 units
     assert s.loc[0, "n_units_from"] == 4 and s.loc[0, "n_units_to"] == 4
@@ -101,7 +102,7 @@ def test_whole_interviews_are_the_unit_when_a_wave_has_several():
     rows = [("A", w, f"A-{w}-{i}", t) for w, n_int in ((1, 3), (2, 2)) for i in range(n_int) for t in range(30)]
     frame = pd.DataFrame(rows, columns=["speaker_id", "wave", "interview_id", "turn"])
     utterances, dims = _tables(frame, rng.dirichlet([1, 1, 1], len(frame)))
-    s = compute_shifts(utterances, dims, _cfg(permutations=1000, speaker_test="permutation")).shifts.to_pandas().iloc[0]
+    s = compute_shifts(utterances, dims, _settings(permutations=1000, speaker_test="permutation")).shifts.to_pandas().iloc[0]
     assert s["resample_unit"] == "interview" and (s["n_units_from"], s["n_units_to"]) == (3, 2)
     assert s["p_min"] == pytest.approx(1 / comb(5, 3))  # 10 labellings, all enumerated
     assert s["status"] == "too_few_units" and "p cannot fall below 0.100" in s["reason"]
@@ -131,7 +132,7 @@ def test_q_values_match_a_hand_computation_and_scipy():
 
 def test_shifts_carry_q_values_over_the_scored_pairs():
     utterances, dims = _topic_drift_speakers(40, seed=11, shift=0.3)
-    s = compute_shifts(utterances, dims, _cfg()).shifts.to_pandas()
+    s = compute_shifts(utterances, dims, _settings()).shifts.to_pandas()
     ok = s["status"] == "ok"
     assert ok.all()
     assert s["q_value"].to_numpy() == pytest.approx(benjamini_hochberg(s["p_value"].to_numpy()))
@@ -148,7 +149,7 @@ def test_no_verdict_when_most_units_are_unmapped_or_profiles_near_uniform():
     _, dims = _tables(pd.DataFrame({"interview_id": utterances["interview_id"].to_pylist(),
                                     "turn": utterances["turn_index"].to_pylist(), "speaker_id": speaker,
                                     "wave": utterances["wave"].to_pylist()}), P, mapped)
-    s = compute_shifts(utterances, dims, _cfg()).shifts.to_pandas().set_index("speaker_id")
+    s = compute_shifts(utterances, dims, _settings()).shifts.to_pandas().set_index("speaker_id")
     assert s.loc["S000", "status"] == "no_evidence" and "100% of the units are unmapped" in s.loc["S000", "reason"]
     assert s.loc["S001", "status"] == "no_evidence" and "near uniform" in s.loc["S001", "reason"]
     for sid in ("S000", "S001"):
@@ -182,7 +183,7 @@ def test_question_matched_shift_keeps_answers_to_questions_asked_in_both_waves()
                           "question_turn": pa.array([r[2] for r in q_rows], pa.int32()),
                           "vector": pa.FixedSizeListArray.from_arrays(pa.array(Q.ravel(), pa.float32()), Q.shape[1])})
     # six blocks per interview: enough labellings for p to fall well below 0.05 on this one speaker
-    s = compute_shifts(utterances, dims, _cfg(blocks_per_interview=6), questions=questions).shifts.to_pandas().iloc[0]
+    s = compute_shifts(utterances, dims, _settings(blocks_per_interview=6), questions=questions).shifts.to_pandas().iloc[0]
     assert (s["n_matched_from"], s["n_matched_to"]) == (120, 120)  # 3 shared questions x 4 answers x 10 units
     assert s["jsd"] > 0.3 and s["p_value"] < 0.05
     assert s["jsd_matched"] < 0.1 and s["p_matched"] > 0.05
@@ -195,7 +196,7 @@ def test_shift_config_values_are_checked():
                          ({"blocks_per_interview": 1}, "shift.blocks_per_interview must be from 2 to 50"),
                          ({"max_unmapped_share": 1.5}, "shift.max_unmapped_share must be from 0 to 1")):
         with pytest.raises(ConfigError, match=message):
-            compute_shifts(utterances, dims, _cfg(**bad))
+            compute_shifts(utterances, dims, _settings(**bad))
 
 
 def test_map_warns_on_mostly_unmapped_talk_and_a_temperature_at_the_grid_edge():

@@ -15,6 +15,7 @@ from pipeline.framework import load_framework
 from pipeline.io.rundir import read_rows
 from pipeline.io.vectors import StoredEmbeddings
 from pipeline.map import map_stage, turn_cuts
+from pipeline.settings import MapSettings, ShiftSettings, settings_for
 from pipeline.shift import compute_shifts
 
 
@@ -27,7 +28,7 @@ def _tables(run_dir):
 def whole(example_run, encoder):
     t = _tables(example_run)
     result = map_stage(t["utterances"], t["embeddings"], t["codes"], t["assignments"], load_framework(), encoder,
-                       load_config())
+                       settings_for(MapSettings, load_config()))
     return t, result
 
 
@@ -44,7 +45,7 @@ def test_map_in_chunks_gives_the_whole_table_result(whole, example_run, encoder,
     monkeypatch.setattr(map_module, "CHUNK_ROWS", 500)  # 3,378 utterances in 7 chunks
     monkeypatch.setattr(vectors_module, "BATCH_ROWS", 333)  # batches that cut across chunks and turns
     streamed = map_stage(t["utterances"], StoredEmbeddings(example_run), t["codes"], t["assignments"],
-                         load_framework(), encoder, load_config())
+                         load_framework(), encoder, settings_for(MapSettings, load_config()))
     for name in ("code_dimensions", "data_structure"):
         assert getattr(streamed, name).equals(getattr(expected, name)), name
     got, want = streamed.utterance_dimensions, expected.utterance_dimensions
@@ -57,11 +58,11 @@ def test_map_in_chunks_gives_the_whole_table_result(whole, example_run, encoder,
 
 def test_shift_gathers_only_the_rows_it_analyses_even_from_a_spilled_file(whole, example_run, monkeypatch):
     t, mapped = whole
-    cfg = load_config(overrides={"shift": {"bootstrap": 100, "permutations": 200}})
-    expected = compute_shifts(t["utterances"], mapped.utterance_dimensions, cfg, t["embeddings"], t["assignments"])
+    s = settings_for(ShiftSettings, load_config(overrides={"shift": {"bootstrap": 100, "permutations": 200}}))
+    expected = compute_shifts(t["utterances"], mapped.utterance_dimensions, s, t["embeddings"], t["assignments"])
     monkeypatch.setattr(vectors_module, "BATCH_ROWS", 333)
     monkeypatch.setattr(vectors_module, "SPILL_BYTES", 0)  # the memory-mapped path
-    streamed = compute_shifts(t["utterances"], mapped.utterance_dimensions, cfg, StoredEmbeddings(example_run),
+    streamed = compute_shifts(t["utterances"], mapped.utterance_dimensions, s, StoredEmbeddings(example_run),
                               t["assignments"])
     assert expected.shifts.column("semantic_drift").null_count < expected.shifts.num_rows
     for name in ("shifts", "shift_dimensions", "speaker_waves", "speaker_codes"):
