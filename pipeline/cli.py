@@ -50,8 +50,9 @@ from pipeline.runner import (
     run_suggest,
     run_transform,
 )
-from pipeline.settings import ScaleSettings, settings_for
+from pipeline.settings import InputSettings, ScaleSettings, SpeakersSettings, settings_for
 from pipeline.stages import STAGES, describe, graph, stage
+from pipeline.study_init import draft_study, refuse_overwrite, summary, write_draft
 
 app = typer.Typer(
     help=(
@@ -860,6 +861,48 @@ def _engine_session(scale: ScaleSettings):
 
     with configured_session(scale):
         yield
+
+
+@_command("init")
+def init(
+    input_dir: Annotated[Path, typer.Argument(help="The folder of transcripts to describe.")],
+    waves: Annotated[
+        Optional[str],
+        typer.Option(
+            "--waves",
+            help="File-name pattern that holds the wave, e.g. '{speaker}_time{wave}' "
+            "({speaker}, {wave}, {interview_id}, {any}); without it, wave folders (wave1/, T2/), "
+            "wave words in names (C01_wave2, sarah_time1) and dates in names are tried.",
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite an existing manifest.csv and speakers.csv.")
+    ] = False,
+    config: ConfigOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Draft manifest.csv and speakers.csv for a folder of transcripts: which interview is which wave and
+    who is speaking, inferred from folder and file names and the speaker labels inside.
+
+    It prints what it inferred and what you must check; open both files, correct them, then run
+    themeshift run DIR --out RUN. Existing files are kept unless --force.
+
+    Example: themeshift init interviews/ --waves '{speaker}_time{wave}'
+    """
+    with _reporting(quiet):
+        cfg = _config(config)
+        inp, spk = settings_for(InputSettings, cfg), settings_for(SpeakersSettings, cfg)
+        refuse_overwrite([input_dir / inp.manifest_file, input_dir / inp.speakers_file], force)
+        draft = draft_study(input_dir, inp, spk, waves)
+        written = write_draft(draft, inp.manifest_file, inp.speakers_file, force)
+        _log("init", files=len(draft.files), checks=draft.checks, written=[str(p) for p in written])
+        if not quiet:
+            for line in summary(draft):
+                err.print(line, markup=False, highlight=False)
+            for line in draft.checks:
+                err.print(f"check: {line}", markup=False, highlight=False)
+            err.print(f"wrote {', '.join(str(p) for p in written)}", markup=False, highlight=False)
+            err.print(f"next: open both, correct them, then themeshift run {input_dir} --out RUN", markup=False)
 
 
 @_command()
