@@ -44,6 +44,7 @@ so a model is never scored on its own training data.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -138,7 +139,7 @@ def human_targets(
 
     if level not in LEVELS:
         raise ConfigError(f"learn.level must be dimension, second_order or code, got {level!r}")
-    human = drop_suggestion_markers(human, compare.suggest_user)
+    human = drop_suggestion_markers(human, (compare.suggest_user, compare.qdpx_user))  # themeshift's own
     resolved, warnings = resolve_codes(human, framework, mapping, compare.unknown_codes)
     aligned = align(human, resolved, utterances, sources, compare.min_overlap).to_pandas()
     if aligned.empty:
@@ -197,12 +198,22 @@ def multi_code_share(t: Targets) -> float:
     return multi / labelled if labelled else 0.0
 
 
-def drop_suggestion_markers(human, suggest_user: str):
-    """Codings by the suggest command's own user (learn.suggest_user) are markers, not anybody's coding."""
+def drop_suggestion_markers(human, users: str | Iterable[str]):
+    """Codings by themeshift's own users are nobody's coding: the suggest command's markers
+    (learn.suggest_user) and, in a project `themeshift export qdpx` wrote, the machine's codings and
+    low-confidence markers (compare.qdpx_user). A file holding nothing else is refused."""
+    users = {users} if isinstance(users, str) else set(users)
     frame = human.frame
-    keep = frame["coder"] != suggest_user
+    keep = ~frame["coder"].isin(users)
     if keep.all():
         return human
+    if not keep.any():
+        raise InputError(
+            f"the file holds only codings by themeshift's own users ({', '.join(sorted(set(frame['coder'])))}): "
+            "the machine's coding and suggest's markers, no human coding; code it in a QDA tool under your "
+            "own user name",
+            human.path,
+        )
     from dataclasses import replace
 
     return replace(human, frame=frame[keep].reset_index(drop=True))

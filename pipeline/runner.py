@@ -40,7 +40,7 @@ from pipeline.framework import load_framework
 from pipeline.ingest import discover, segment_corpus
 from pipeline.io.formats import EXTENSIONS
 from pipeline.io.human_codes import read_human_codes, read_mapping
-from pipeline.io.qdpx import machine_project, speaker_cases, write_qdpx
+from pipeline.io.qdpx import add_human_codings, machine_project, source_variables, speaker_cases, write_qdpx
 from pipeline.io.rundir import (
     atomic_write,
     input_digests,
@@ -586,7 +586,7 @@ def _compare(
     disagreements and the aligned human_codes tables."""
     run_dir, c = ctx.run_dir, ctx.settings
     human = read_human_codes(human_path, c.qdpx_max_members, c.qdpx_max_bytes)  # bad input fails first
-    human = drop_suggestion_markers(human, c.suggest_user)  # `themeshift suggest` markers are nobody's coding
+    human = drop_suggestion_markers(human, (c.suggest_user, c.qdpx_user))  # suggest's markers, an export's machine
     framework = framework_for(run_dir, c.framework, framework_path)
     mapping = read_mapping(mapping_path, framework) if mapping_path else None
     learn_rec = current_learn_record(run_dir)
@@ -630,7 +630,13 @@ def _export(ctx: Context, out_path: Path, framework_path: Path | str | None = No
         framework,
         *(ctx.optional(n) for n in ("utterance_dimensions", "codes", "assignments", "code_dimensions")),
     )
-    cases = speaker_cases(utterances, ctx.optional("shifts"))
+    interviews = ctx.optional("interviews")
+    if interviews is not None:  # the manifest's columns as the sources' variables
+        source_variables(sources, interviews)
+    human = ctx.optional("human_codes")  # after compare: each coder as their own user
+    if human is not None:
+        counts.update(add_human_codings(book, sources, human, utterances, framework, ctx.settings.qdpx_user))
+    cases = speaker_cases(utterances, ctx.optional("shifts"), ctx.optional("speakers"), interviews)
     counts["cases"] = len(cases)
     write_qdpx(out_path, f"themeshift: {ctx.run_dir.name}", ctx.settings.qdpx_user, book, sources, cases)
     return Output({"path": str(Path(out_path).resolve()), "framework": framework.name, "counts": counts})

@@ -306,10 +306,11 @@ def test_suggest_lists_uncertain_diverse_uncoded_utterances(learned, tmp_path):
     coded = set(pd.read_csv(HUMAN)["interview_id"])
     assert not set(df["interview_id"]) & coded and set(rec["excluded_hand_coded_interviews"]) == coded
     assert df["uncertainty"].between(0, 1).all() and list(df["rank"]) == list(range(1, 21))
-    # the project opens as human codes, and the markers are nobody's coding
+    # the project opens as human codes, and the markers are nobody's coding: markers alone are refused
     back = read_human_codes(tmp_path / "next.qdpx")
     assert len(back.frame) == 20 and set(back.frame["coder"]) == {cfg["learn"]["suggest_user"]}
-    assert drop_suggestion_markers(back, settings_for(LearnSettings, cfg).suggest_user).frame.empty
+    with pytest.raises(InputError, match="only codings by themeshift's own users"):
+        drop_suggestion_markers(back, settings_for(LearnSettings, cfg).suggest_user)
 
     plain = load_config(None, {"learn": {"suggest_diversity": 0.0}})
     run_suggest(run_dir, plain, 10, "utterance", tmp_path / "u.csv")

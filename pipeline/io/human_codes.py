@@ -33,11 +33,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.errors import InputError
-from pipeline.io.qdpx import UNMAPPED_GROUP, read_qdpx
+from pipeline.io.qdpx import HUMAN_GROUP, LOW_CONFIDENCE_CODE, UNMAPPED_GROUP, read_qdpx
 from pipeline.schema import HUMAN_CODES
 
 SPAN_COLUMNS = ("start_char", "end_char", "code", "coder")
 UTTERANCE_COLUMNS = ("utterance_id", "code", "coder")
+OUTSIDE_NAMES = (UNMAPPED_GROUP, HUMAN_GROUP, LOW_CONFIDENCE_CODE)  # code names outside the framework
 PATH_SEP = "\x1f"  # joins a code's enclosing code names in one hashable string
 
 
@@ -234,8 +235,10 @@ def read_mapping(path: str | Path, framework) -> dict[str, CodeTarget]:
 
 def _direct(name: str, framework) -> CodeTarget | None:
 
-    if name.strip().lower() in ("none", "unmapped", UNMAPPED_GROUP.lower()):
-        return CodeTarget(None, None, "name")  # explicitly outside the framework
+    # explicitly outside the framework; the exported project's "Human codes" holds the coders' codes outside it
+    # directly (those inside sit in groups named after their concept), its low-confidence marker is no code
+    if name.strip().lower() in ("none", "unmapped", *(n.lower() for n in OUTSIDE_NAMES)):
+        return CodeTarget(None, None, "name")
     concept = framework.concept(name)
     if concept is not None:
         return CodeTarget(concept.id, concept.dimension, "name")

@@ -9,28 +9,49 @@ selection must lie inside its source's text.
 
 Positions are REFI-QDA character positions: Unicode code points into the plain text,
 end exclusive, which is what Python string indices are.
+
+The export (`themeshift export qdpx`) carries the run for a QDA tool and back: the machine's coding
+by compare.qdpx_user (each selection's description gives its probabilities; utterances the map left
+unmapped carry the marker code "Low confidence (machine)"), one colour per aggregate dimension, the
+coders' codings (after compare) by their own users, the manifest's columns as the sources' variables
+and the participants as cases with theirs. Reading such a project back as human codes leaves the
+machine's user out (pipeline.learn.drop_suggestion_markers), so `compare --human export.qdpx`
+reproduces the agreement the coders' own file gave.
 """
 
 from __future__ import annotations
 
+import datetime
+import math
 import re
 import uuid
 import zipfile
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
+import numpy as np
+
 from pipeline.errors import InputError
 from pipeline.io.rundir import atomic_write
 from pipeline.io.safezip import SafeZip
 from pipeline.io.spreadsheet import safe_cell
+from pipeline.schema import INTERVIEWS
 
 NS = "urn:QDA-XML:project:1.0"
 _Q = "{" + NS + "}"
 _GUID_NAMESPACE = uuid.UUID("5f0c7a3e-2d1b-4c62-9a8e-3b1f6d0e9c41")
 UNMAPPED_GROUP = "Unmapped first-order codes"  # exported parent of codes the framework does not fit
+HUMAN_GROUP = "Human codes"  # exported parent of the coders' codes; directly under it: outside the framework
+LOW_CONFIDENCE_CODE = "Low confidence (machine)"  # marks the utterances the map left unmapped
+# One colour per aggregate dimension: the Okabe-Ito palette (distinguishable with any colour-vision deficiency),
+# black left out; a framework with more dimensions cycles through it. Groups outside the framework are grey.
+PALETTE = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7")
+GREY = "#999999"
+MARKER_COLOUR = "#000000"
 _XML_BAD_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 
@@ -159,6 +180,7 @@ class ExportCode:
     codable: bool = True
     children: list["ExportCode"] = field(default_factory=list)
     key: tuple = ()  # unique key the GUID is derived from
+    color: str | None = None  # "#RRGGBB"
 
     @property
     def guid(self) -> str:
@@ -166,11 +188,24 @@ class ExportCode:
 
 
 @dataclass
+class ExportSelection:
+    """A coded span: its codes, who coded it (None: the project's own user, the machine) and a note."""
+
+    start: int
+    end: int
+    codes: list[ExportCode]
+    user: str | None = None
+    description: str = ""
+
+
+@dataclass
 class ExportSource:
     name: str
     description: str
     text: str
-    selections: list[tuple[int, int, list[ExportCode]]]  # (start, end, codes applied)
+    # (start, end, codes applied) by the project's user, or an ExportSelection
+    selections: Sequence[tuple[int, int, list[ExportCode]] | ExportSelection]
+    values: dict[str, object] = field(default_factory=dict)  # variable name -> value (see ExportCase)
 
 
 @dataclass
@@ -179,33 +214,70 @@ class ExportCase:
 
     name: str
     source_names: list[str]
-    values: dict[str, object]  # variable name -> str, bool, int or float (None: no value)
+    values: dict[str, object]  # variable name -> str, bool, int, float or datetime.date (None: no value)
 
 
 _VARIABLE_TYPES = {
     bool: ("Boolean", "BooleanValue"),
     int: ("Integer", "IntegerValue"),
     float: ("Float", "FloatValue"),
+    datetime.date: ("Date", "DateValue"),
     str: ("Text", "TextValue"),
 }
 
 
-def _variable_types(cases: Sequence[ExportCase]) -> dict[str, tuple[str, str]]:
-    """Variable name -> (typeOfVariable, value element), from the values' Python types, in first-seen order."""
-    out: dict[str, tuple[str, str]] = {}
-    for case in cases:
-        for name, value in case.values.items():
-            if value is not None and name not in out:
-                out[name] = _VARIABLE_TYPES[type(value)]
+def _selection(sel: tuple[int, int, list[ExportCode]] | ExportSelection) -> ExportSelection:
+    return sel if isinstance(sel, ExportSelection) else ExportSelection(*sel)
+
+
+def _plain(value: object) -> object:
+    """A numpy scalar as its Python value; NaN and infinities as no value."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, datetime.datetime):
+        return value.date()
+    return value
+
+
+def _variable_types(holders: Sequence[ExportCase | ExportSource]) -> dict[str, tuple[str, str]]:
+    """Variable name -> (typeOfVariable, value element), in first-seen order. One type per name, from its
+    values' Python types: integers and floats together are Float, any other mix is Text."""
+    kinds: dict[str, set[type]] = {}
+    for holder in holders:
+        for name, value in holder.values.items():
+            value = _plain(value)
+            kinds.setdefault(name, set())
+            if value is not None:
+                kinds[name].add(type(value))
+    out = {}
+    for name, seen in kinds.items():
+        if not seen:
+            continue  # no value anywhere: not declared
+        if seen == {int, float}:
+            seen = {float}
+        only = next(iter(seen))
+        out[name] = _VARIABLE_TYPES[only] if len(seen) == 1 and only in _VARIABLE_TYPES else _VARIABLE_TYPES[str]
     return out
 
 
-def _value(value: object) -> str:
+def _decimal(value: float) -> str:
+    """xsd:decimal (never an exponent), to 6 places."""
+    text = f"{value:.6f}".rstrip("0")
+    return text + "0" if text.endswith(".") else text
+
+
+def _value(value: object, kind: str) -> str:
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, float):
-        return repr(round(value, 6))
-    return _text(safe_cell(str(value)), "a case variable")  # metadata, not transcript text
+        return _decimal(value)
+    if isinstance(value, datetime.date):
+        return value.isoformat()
+    if kind != "Text":
+        return str(value)
+    return _text(safe_cell(str(value)), "a variable value")  # metadata, not transcript text
 
 
 def _text(value: str, what: str) -> str:
@@ -221,21 +293,37 @@ def _attr(value: str) -> str:
     return quoteattr(value)
 
 
+def _variable_values(values: dict[str, object], variables: dict[str, tuple[str, str]]) -> list[str]:
+    out = []
+    for var, value in values.items():
+        value = _plain(value)
+        if value is not None:
+            kind, element = variables[var]
+            out.append(
+                f'<VariableValue><VariableRef targetGUID="{guid("variable", var)}"/>'
+                f"<{element}>{_value(value, kind)}</{element}></VariableValue>"
+            )
+    return out
+
+
 def project_xml(
     name: str, user: str, codes: list[ExportCode], sources: list[ExportSource], cases: Sequence[ExportCase] = ()
 ) -> bytes:
-    """QDA-XML for the codebook, one user, the cases with their variables and the text sources
-    with their codings (in the order the schema requires)."""
+    """QDA-XML for the codebook, the users (the project's own, then every other selection's creator),
+    the cases and sources with their variables, and the sources' codings (in the order the schema requires)."""
     user_guid = guid("user", user)
+    others = sorted({s.user for src in sources for s in map(_selection, src.selections) if s.user} - {user})
+    users = "".join(f'<User guid="{guid("user", u)}" name={_attr(u)}/>' for u in [user, *others])
     out = [
         '<?xml version="1.0" encoding="utf-8"?>',
         f'<Project xmlns="{NS}" name={_attr(name)} origin="themeshift" creatingUserGUID="{user_guid}">',
-        f'<Users><User guid="{user_guid}" name={_attr(user)}/></Users>',
+        f"<Users>{users}</Users>",
     ]
 
     def code_xml(code: ExportCode, depth: int) -> None:
         pad = "  " * depth
-        head = f'{pad}<Code guid="{code.guid}" name={_attr(code.name)} isCodable="{str(code.codable).lower()}"'
+        color = f' color="{code.color}"' if code.color else ""
+        head = f'{pad}<Code guid="{code.guid}" name={_attr(code.name)} isCodable="{str(code.codable).lower()}"{color}'
         if not code.description and not code.children:
             out.append(head + "/>")
             return
@@ -251,7 +339,7 @@ def project_xml(
         for code in codes:
             code_xml(code, 1)
         out.append("</Codes></CodeBook>")
-    variables = _variable_types(cases)
+    variables = _variable_types([*cases, *sources])
     if variables:
         out.append("<Variables>")
         for var, (kind, _) in variables.items():
@@ -261,12 +349,7 @@ def project_xml(
         out.append("<Cases>")
     for case in cases:
         out.append(f'<Case guid="{guid("case", case.name)}" name={_attr(case.name)}>')
-        for var, value in case.values.items():
-            if value is not None:
-                out.append(
-                    f'<VariableValue><VariableRef targetGUID="{guid("variable", var)}"/>'
-                    f"<{variables[var][1]}>{_value(value)}</{variables[var][1]}></VariableValue>"
-                )
+        out += _variable_values(case.values, variables)
         for source_name in case.source_names:
             out.append(f'<SourceRef targetGUID="{guid("source", source_name)}"/>')
         out.append("</Case>")
@@ -282,18 +365,24 @@ def project_xml(
         )
         out.append(f"<Description>{_text(src.description, f'source {src.name}')}</Description>")
         out.append(f"<PlainTextContent>{_text(src.text, f'source {src.name}')}</PlainTextContent>")
-        for start, end, applied in src.selections:
-            sel_guid = guid("selection", src.name, start, end)
+        for sel in map(_selection, src.selections):
+            by = guid("user", sel.user or user)
+            # the machine's selections keep their GUIDs; another user's may share its span, so name the user
+            key = ("selection", src.name, sel.start, sel.end) + ((sel.user,) if sel.user not in (None, user) else ())
+            sel_guid = guid(*key)
             out.append(
-                f'<PlainTextSelection guid="{sel_guid}" startPosition="{start}" endPosition="{end}" '
-                f'creatingUser="{user_guid}">'
+                f'<PlainTextSelection guid="{sel_guid}" startPosition="{sel.start}" endPosition="{sel.end}" '
+                f'creatingUser="{by}">'
             )
-            for code in applied:
+            if sel.description:
+                out.append(f"<Description>{_text(sel.description, f'a selection in {src.name}')}</Description>")
+            for code in sel.codes:
                 out.append(
-                    f'<Coding guid="{guid("coding", sel_guid, code.guid)}" creatingUser="{user_guid}">'
+                    f'<Coding guid="{guid("coding", sel_guid, code.guid)}" creatingUser="{by}">'
                     f'<CodeRef targetGUID="{code.guid}"/></Coding>'
                 )
             out.append("</PlainTextSelection>")
+        out += _variable_values(src.values, variables)
         out.append("</TextSource>")
     if sources:
         out.append("</Sources>")
@@ -327,6 +416,10 @@ def write_qdpx(
 # ---------------------------------------------------------------- the machine's coding as a project
 
 
+def _p(value) -> str:
+    return f"p = {float(value):.2f}"
+
+
 def machine_project(
     sources, utterances, framework, utterance_dimensions=None, codes=None, assignments=None, code_dimensions=None
 ) -> tuple[list[ExportCode], list[ExportSource], dict]:
@@ -337,32 +430,77 @@ def machine_project(
     dimension when the concept is unknown); an utterance in a first-order code (cluster) is
     also coded with that code. A first-order code sits under the concept the map stage
     assigned it (without code_dimensions: the concept most of its mapped utterances take); codes
-    without one sit under "Unmapped first-order codes"."""
+    without one sit under "Unmapped first-order codes".
+
+    Each selection's description gives the machine's probabilities: the dimension's probability for
+    the concept coding, the membership strength for the first-order code. An utterance the map left
+    unmapped (its best dimension below the map's utterance_threshold or margin: the `mapped` flag, so
+    the run's own map settings decide) is coded with the marker code "Low confidence (machine)", its
+    best guess in the description. Each dimension has its own colour, shared by its concepts and their
+    first-order codes; the unmapped group is grey."""
     import pandas as pd
 
     if utterance_dimensions is None and assignments is None:
         raise InputError("the run has no machine codes yet; run `themeshift codes` and `themeshift map` first")
-    dim_codes = {d.id: ExportCode(d.name, d.description, True, [], ("dimension", d.id)) for d in framework.dimensions}
+    dim_codes = {
+        d.id: ExportCode(d.name, d.description, True, [], ("dimension", d.id), PALETTE[i % len(PALETTE)])
+        for i, d in enumerate(framework.dimensions)
+    }
     concept_codes = {}
     for c in framework.concepts:
-        concept_codes[c.id] = ExportCode(c.name, " ".join(c.descriptions), True, [], ("concept", c.id))
+        color = dim_codes[c.dimension].color
+        concept_codes[c.id] = ExportCode(c.name, " ".join(c.descriptions), True, [], ("concept", c.id), color)
         dim_codes[c.dimension].children.append(concept_codes[c.id])
-    unmapped = ExportCode(UNMAPPED_GROUP, "first-order codes the framework does not fit", False, [], ("unmapped",))
+    unmapped = ExportCode(
+        UNMAPPED_GROUP, "first-order codes the framework does not fit", False, [], ("unmapped",), GREY
+    )
+    marker = ExportCode(
+        LOW_CONFIDENCE_CODE,
+        "utterances the map left unmapped: their best dimension's probability is below the map's threshold or "
+        "too close to the runner-up (the selection's description gives the best guess); un-code once reviewed",
+        True,
+        [],
+        ("low-confidence",),
+        MARKER_COLOUR,
+    )
     applied: dict[str, list[ExportCode]] = {}
-    counts = {"concept_codings": 0, "first_order_codings": 0, "first_order_codes": 0}
+    notes: dict[str, list[str]] = {}
+    counts = {"concept_codings": 0, "first_order_codings": 0, "first_order_codes": 0, "low_confidence_codings": 0}
 
     if utterance_dimensions is not None:
         ud = utterance_dimensions.to_pandas()
-        top = ud[ud["is_argmax"] & ud["mapped"]].drop_duplicates("utterance_id")
-        if "source" in top:  # after learn, human-coded utterances keep the coders' labels: not the machine's
-            counts["human_codings_left_out"] = int((top["source"] == "human").sum())
-            top = top[top["source"] != "human"]
-        for uid, dim, concept_name in zip(top["utterance_id"], top["dimension"], top["second_order"]):
+        best = ud[ud["is_argmax"]].drop_duplicates("utterance_id")
+        if "source" in best:  # after learn, human-coded utterances keep the coders' labels: not the machine's
+            human = best["source"] == "human"
+            counts["human_codings_left_out"] = int((human & best["mapped"]).sum())
+            best = best[~human]
+        top = best[best["mapped"]]
+        for uid, dim, concept_name, p in zip(
+            top["utterance_id"], top["dimension"], top["second_order"], top["probability"]
+        ):
             concept = framework.concept(concept_name) if isinstance(concept_name, str) else None
             target = concept_codes[concept.id] if concept else dim_codes.get(dim)
             if target is not None:
                 applied.setdefault(uid, []).append(target)
                 counts["concept_codings"] += 1
+                dim_name = dim_codes[dim].name if dim in dim_codes else dim
+                what = (
+                    f"concept {target.name} (dimension {dim_name}, {_p(p)})"
+                    if concept
+                    else (f"dimension {target.name}, {_p(p)}")
+                )
+                notes.setdefault(uid, []).append(f"machine: {what}")
+        low = best[~best["mapped"]]
+        for uid, dim, concept_name, p in zip(
+            low["utterance_id"], low["dimension"], low["second_order"], low["probability"]
+        ):
+            applied.setdefault(uid, []).append(marker)
+            counts["low_confidence_codings"] += 1
+            dim_name = dim_codes[dim].name if dim in dim_codes else dim
+            guess = f"concept {concept_name}, " if isinstance(concept_name, str) else ""
+            notes.setdefault(uid, []).append(
+                f"machine: not mapped (low confidence; best guess {guess}dimension {dim_name}, {_p(p)})"
+            )
 
     if codes is not None and assignments is not None:
         parent_of = {}
@@ -376,22 +514,26 @@ def machine_project(
             votes = a.merge(top[["utterance_id", "second_order"]], on="utterance_id").dropna(subset=["second_order"])
             for cid, g in votes[votes["code_id"] >= 0].groupby("code_id"):
                 counts_ = g["second_order"].value_counts()
-                best = sorted(counts_.items(), key=lambda kv: (-kv[1], kv[0]))[0][0]
-                concept = framework.concept(best)
-                if concept is not None and counts_[best] * 2 > len(g):
+                best_name = sorted(counts_.items(), key=lambda kv: (-kv[1], kv[0]))[0][0]
+                concept = framework.concept(best_name)
+                if concept is not None and counts_[best_name] * 2 > len(g):
                     parent_of[int(cid)] = concept_codes[concept.id]
         first_order = {}
         for row in codes.select(["code_id", "label", "keywords"]).to_pylist():
             cid = int(row["code_id"])
-            code = ExportCode(f"{cid}: {row['label']}", ", ".join(row["keywords"] or []), True, [], ("code", cid))
-            (parent_of.get(cid) or unmapped).children.append(code)
+            parent = parent_of.get(cid) or unmapped
+            code = ExportCode(
+                f"{cid}: {row['label']}", ", ".join(row["keywords"] or []), True, [], ("code", cid), parent.color
+            )
+            parent.children.append(code)
             first_order[cid] = code
         counts["first_order_codes"] = len(first_order)
         a = assignments.to_pandas()
-        for uid, cid in zip(a["utterance_id"], a["code_id"]):
+        for uid, cid, p in zip(a["utterance_id"], a["code_id"], a["probability"]):
             if int(cid) in first_order:
                 applied.setdefault(uid, []).append(first_order[int(cid)])
                 counts["first_order_codings"] += 1
+                notes.setdefault(uid, []).append(f"first-order code {int(cid)}, {_p(p)}")
 
     utt = utterances.select(["utterance_id", "interview_id", "start_char", "end_char"]).to_pandas()
     utt = utt[utt["utterance_id"].isin(applied)]
@@ -406,33 +548,217 @@ def machine_project(
         *(sources.column(c).to_pylist() for c in ("interview_id", "source_file", "source_text")), types
     ):
         g = by_interview.get(iid, pd.DataFrame(columns=utt.columns))
-        selections = [
-            (int(s), int(e), applied[u]) for u, s, e in zip(g["utterance_id"], g["start_char"], g["end_char"])
+        selections: list[tuple[int, int, list[ExportCode]] | ExportSelection] = [
+            ExportSelection(int(s), int(e), applied[u], None, "; ".join(notes.get(u, [])))
+            for u, s, e in zip(g["utterance_id"], g["start_char"], g["end_char"])
         ]
         # field notes and documents travel as text sources (a PDF as its text layer). XML cannot carry the
         # form feeds that mark its pages: each becomes a newline, one character for one, so offsets hold
         description = rel if stype == "interview" else f"{rel} ({stype})"
         out_sources.append(ExportSource(iid, description, text.replace("\f", "\n"), selections))
     book = list(dim_codes.values()) + ([unmapped] if unmapped.children else [])
+    book += [marker] if counts["low_confidence_codings"] else []
     counts["selections"] = sum(len(s.selections) for s in out_sources)
     counts["sources"] = len(out_sources)
     return book, out_sources, counts
 
 
-def speaker_cases(utterances, shifts=None) -> list[ExportCase]:
-    """One case per participant (interviewers are not cases): role and the interviews they speak
-    in, plus, when the shift stage has run, their first-to-last-wave shift (JSD, p-value,
-    whether it is significant, from and to dimension) so a QDA tool can filter shifters."""
-    u = utterances.select(["speaker_id", "speaker_role", "interview_id", "is_interviewer"]).to_pandas()
+# ---------------------------------------------------------------- the coders' codings
+
+
+def _walk(codes: list[ExportCode]):
+    stack = list(codes)
+    while stack:
+        code = stack.pop()
+        yield code
+        stack.extend(code.children)
+
+
+def human_span(start: int, end: int, overlap: float) -> tuple[int, int]:
+    """The span a coder's coding of one utterance is exported at: the whole utterance when the coder's
+    spans covered all of it, else a span in its middle covering the same number of characters, so that
+    importing it gives the utterance the same covered share (compare's primary label and overlap rule)."""
+    length = max(end - start, 1)
+    k = min(max(round(overlap * length), 1), length)
+    if k >= end - start:
+        return start, end
+    a = start + (length - k) // 2
+    return a, a + k
+
+
+def add_human_codings(
+    book: list[ExportCode], sources: list[ExportSource], human_codes, utterances, framework, machine_user: str
+) -> dict:
+    """The coders' codings (human_codes, as compare aligned them to utterances) as selections by each
+    coder's own user, beside the machine's.
+
+    A code named exactly as a framework concept or dimension it maps to is coded with that framework code,
+    so the codebook is shared. Any other code sits under "Human codes": inside a group named after the
+    concept or dimension it maps to (by its name, the mapping file or its parent codes), directly under
+    "Human codes" when it is outside the framework; importing the project again resolves every code to
+    the same concept without the mapping file. Each coding goes at the utterance it was aligned to
+    (human_span: human_codes keeps utterances, not the coders' own spans). Returns counts."""
+    h = human_codes.to_pandas()
+    if h.empty:
+        return {}
+    if machine_user in set(h["coder"]):
+        raise InputError(
+            f"a human coder is called {machine_user!r}, the exported project's own user (the machine); "
+            "rename the coder or set compare.qdpx_user"
+        )
+    index = {code.key: code for code in _walk(book)}
+    dims = {d.id: d for d in framework.dimensions}
+    concepts = {c.id: c for c in framework.concepts}
+    group = ExportCode(
+        HUMAN_GROUP,
+        "the coders' own codes: under the name of the concept or dimension each maps to, directly here when "
+        "outside the framework",
+        False,
+        [],
+        ("human",),
+        GREY,
+    )
+    made: dict[tuple, ExportCode] = {}
+
+    def code_for(name: str, concept_id, dim_id) -> ExportCode:
+        concept_id = concept_id if isinstance(concept_id, str) else None
+        dim_id = dim_id if isinstance(dim_id, str) else None
+        own = index.get(("concept", concept_id)) if concept_id else index.get(("dimension", dim_id))
+        if own is not None and own.name == name:
+            return own  # the framework's code itself
+        key = ("human-code", name, concept_id or "", dim_id or "")
+        if key in made:
+            return made[key]
+        parent = group
+        if own is not None:
+            target = concepts[concept_id].name if concept_id else dims[dim_id].name
+            gkey = ("human-group", concept_id or "", dim_id or "")
+            if gkey not in made:
+                made[gkey] = ExportCode(target, f"coders' codes that map to {target}", False, [], gkey, own.color)
+                group.children.append(made[gkey])
+            parent = made[gkey]
+        made[key] = ExportCode(name, "", True, [], key, parent.color)
+        parent.children.append(made[key])
+        return made[key]
+
+    utt = utterances.select(["utterance_id", "start_char", "end_char"]).to_pandas().set_index("utterance_id")
+    h = h.join(utt, on="utterance_id")
+    spans: dict[tuple[str, str, int, int], list[ExportCode]] = {}
+    for r in h.sort_values(["interview_id", "start_char", "coder", "code"]).itertuples():
+        a, b = human_span(int(r.start_char), int(r.end_char), float(r.overlap))
+        codes_here = spans.setdefault((r.interview_id, r.coder, a, b), [])
+        code = code_for(r.code, r.second_order, r.dimension)
+        if all(c is not code for c in codes_here):
+            codes_here.append(code)
+    by_source: dict[str, list[ExportSelection]] = {}
+    for (iid, coder, a, b), codes_here in spans.items():
+        by_source.setdefault(iid, []).append(ExportSelection(a, b, codes_here, coder))
+    for src in sources:
+        if src.name in by_source:
+            both: list[ExportSelection] = [*map(_selection, src.selections), *by_source[src.name]]
+            both.sort(key=lambda s: (s.start, s.end, s.user is not None, s.user or ""))
+            src.selections = both
+    # the groups named after framework codes first, in the framework's order; then codes outside it, by name
+    rank = {("", d.id): (i, -1) for i, d in enumerate(framework.dimensions)}
+    order = framework.dimension_ids
+    rank.update({(c.id, c.dimension): (order.index(c.dimension), j) for j, c in enumerate(framework.concepts)})
+    group.children.sort(key=lambda c: (rank.get(c.key[1:], (len(order), 0)), c.name))
+    if group.children:
+        book.append(group)
+    return {
+        "human_coders": sorted(set(h["coder"])),
+        "human_codings": len(h),
+        "human_selections": len(spans),
+    }
+
+
+# ---------------------------------------------------------------- variables
+
+_INT = re.compile(r"-?[1-9][0-9]*|0")
+_FLOAT = re.compile(r"-?[0-9]+\.[0-9]+")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+COUNT_COLUMNS = ("n_turns", "n_utterances", "n_skipped_lines")  # interviews' processing counts: not attributes
+
+
+def typed_column(values: list) -> list:
+    """A column's values in the type all of them fit: integers, decimals, ISO dates (YYYY-MM-DD) or
+    true/false, else the text as given; empty strings and NaN are no value."""
+    values = [None if v is None or (isinstance(v, str) and not v.strip()) else _plain(v) for v in values]
+    present = [v for v in values if v is not None]
+    if not present or not all(isinstance(v, str) for v in present):
+        return values
+    text = [v.strip() for v in present]
+
+    def convert(fn):
+        return [None if v is None else fn(v.strip()) for v in values]
+
+    if all(_INT.fullmatch(v) for v in text):
+        return convert(int)
+    if all(_INT.fullmatch(v) or _FLOAT.fullmatch(v) for v in text):
+        return convert(float)
+    if all(_DATE.fullmatch(v) for v in text):
+        try:
+            return convert(datetime.date.fromisoformat)
+        except ValueError:  # 2019-02-30
+            return values
+    if all(v.lower() in ("true", "false") for v in text):
+        return convert(lambda v: v.lower() == "true")
+    return values
+
+
+def source_variables(sources: list[ExportSource], interviews) -> None:
+    """Each source's manifest attributes as its variables: interview_id, source_file, wave, date,
+    participant_id, source_type and every extra manifest column (not the processing counts); a column
+    empty everywhere is left out."""
+    columns = [c for c in interviews.column_names if c not in COUNT_COLUMNS]
+    ids = interviews.column("interview_id").to_pylist()
+    typed = {c: typed_column(interviews.column(c).to_pylist()) for c in columns}
+    rows = {iid: {c: typed[c][i] for c in columns if any(v is not None for v in typed[c])} for i, iid in enumerate(ids)}
+    for src in sources:
+        src.values.update(rows.get(src.name, {}))
+
+
+def speaker_cases(utterances, shifts=None, speakers=None, interviews=None) -> list[ExportCase]:
+    """One case per participant (interviewers are not cases): role, the number of waves they speak in,
+    every column of speakers.csv, every extra manifest column (site, profession, ...: their most frequent
+    value over their interviews, as [shift] group_by takes it) and the interviews they speak in, plus,
+    when the shift stage has run,
+    their first-to-last-wave shift (JSD, p-value, whether it is significant, from and to dimension) so
+    a QDA tool can filter shifters."""
+    columns = ["speaker_id", "speaker_role", "interview_id", "is_interviewer"]
+    u = utterances.select(columns + (["wave"] if "wave" in utterances.column_names else [])).to_pandas()
     u = u[~u["is_interviewer"]]
     shift_of = {}
     if shifts is not None:
         sh = shifts.to_pandas()
         sh = sh[sh["is_first_last"] & (sh["status"] == "ok")].astype(object)
         shift_of = {r.speaker_id: r for r in sh.where(sh.notna(), None).itertuples()}  # missing -> no value
+    extra: dict[str, dict[str, object]] = {}
+    role_of: dict[str, object] = {}
+    if speakers is not None:
+        own = [c for c in speakers.column_names if c not in ("speaker_id", "speaker_role", "is_interviewer")]
+        ids = speakers.column("speaker_id").to_pylist()
+        role_of = dict(zip(ids, speakers.column("speaker_role").to_pylist()))
+        typed = {c: typed_column(speakers.column(c).to_pylist()) for c in own}
+        extra = {sid: {c: typed[c][i] for c in own} for i, sid in enumerate(ids)}
+    manifest: dict[str, dict[str, object]] = {}  # interview -> extra manifest column -> value
+    if interviews is not None:
+        own = [c for c in interviews.column_names if c not in INTERVIEWS.names]
+        typed = {c: typed_column(interviews.column(c).to_pylist()) for c in own}
+        manifest = {
+            iid: {c: typed[c][i] for c in own} for i, iid in enumerate(interviews.column("interview_id").to_pylist())
+        }
     cases = []
     for speaker, g in u.groupby("speaker_id", sort=True):
-        values: dict[str, object] = {"role": next((r for r in g["speaker_role"] if isinstance(r, str) and r), None)}
+        role = next((r for r in g["speaker_role"] if isinstance(r, str) and r), None) or role_of.get(speaker)
+        values: dict[str, object] = {"role": role}
+        if "wave" in g:
+            values["n_waves"] = int(g["wave"].dropna().nunique())
+        rows = [manifest[i] for i in sorted(g["interview_id"].unique()) if i in manifest]
+        for column in rows[0] if rows else ():
+            seen = Counter(r[column] for r in rows if r[column] is not None)
+            values[column] = min(seen, key=lambda v: (-seen[v], str(v))) if seen else None
+        values.update(extra.get(speaker, {}))  # speakers.csv's own column wins over the manifest's
         r = shift_of.get(speaker)
         if r is not None:
             values.update(
