@@ -9,25 +9,48 @@ the human coders when there were any, and every caveat a stage recorded.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import pandas as pd
 
 from pipeline.io.rundir import read_run_manifest, read_table, table_path
 from pipeline.stages import STAGES
 
-
-def _table(run_dir: Path, name: str, columns: list[str] | None = None) -> pd.DataFrame | None:
-    """A table's columns as pandas (only those asked for: utterances can be millions of rows); None if absent."""
-    if not table_path(run_dir, name).exists():
-        return None
-    return read_table(run_dir, name, check=False, columns=columns).to_pandas()
+# The tables the findings use, and their columns (utterances can be millions of rows: never read whole).
+COLUMNS: dict[str, list[str]] = {
+    "code_dimensions": ["code_id", "label", "size", "rank", "status", "dimension"],
+    "data_structure": ["code_id", "dimension_name", "second_order", "size"],
+    "utterance_dimensions": ["utterance_id", "dimension", "is_argmax", "mapped"],
+    "utterances": ["utterance_id", "speaker_role", "wave"],
+    "shift_dimensions": [
+        "speaker_id",
+        "speaker_role",
+        "wave_from",
+        "wave_to",
+        "dimension",
+        "change",
+        "change_ci_low",
+        "change_ci_high",
+        "q_value",
+    ],
+    "agreement": ["metric", "coder_a", "coder_b", "level", "value", "ci_low", "ci_high", "n"],
+}
 
 
 def run_findings(run_dir: Path, top: int = 5) -> dict[str, Any]:
     """The findings of a run directory as plain data (lists of dicts and strings)."""
     run_dir = Path(run_dir)
-    manifest = read_run_manifest(run_dir)
+    tables = {
+        name: read_table(run_dir, name, check=False, columns=columns).to_pandas()
+        for name, columns in COLUMNS.items()
+        if table_path(run_dir, name).exists()
+    }
+    return findings_from(tables, read_run_manifest(run_dir), top)
+
+
+def findings_from(t: Mapping[str, pd.DataFrame], manifest: dict, top: int = 5) -> dict[str, Any]:
+    """The findings from a run's tables (those in COLUMNS, where present) and its manifest: what `run`
+    prints at its end and what the report's Findings section says."""
     stages = manifest.get("stages", {})
     out: dict[str, Any] = {
         "codes": [],
@@ -38,14 +61,14 @@ def run_findings(run_dir: Path, top: int = 5) -> dict[str, Any]:
         "agreement": [],
         "caveats": [],
     }
-    codes = _table(run_dir, "code_dimensions")
+    codes = t.get("code_dimensions")
     if codes is not None and len(codes):
         best = codes[codes["rank"] == 1].sort_values(["size", "code_id"], ascending=[False, True]).head(top)
         out["codes"] = [
             {"label": r.label, "size": int(r.size), "dimension": r.dimension if r.status == "mapped" else "unmapped"}
             for r in best.itertuples()
         ]
-    structure = _table(run_dir, "data_structure")
+    structure = t.get("data_structure")
     if structure is not None and len(structure):
         coded = structure[structure["code_id"].notna()]
         for name, rows in coded.groupby("dimension_name", sort=False):
@@ -57,18 +80,20 @@ def run_findings(run_dir: Path, top: int = 5) -> dict[str, Any]:
                     "utterances": int(rows["size"].sum()),
                 }
             )
-    dims = _table(run_dir, "utterance_dimensions", ["utterance_id", "dimension", "is_argmax", "mapped"])
-    utterances = _table(run_dir, "utterances", ["utterance_id", "speaker_role", "wave"])
+    dims, utterances = t.get("utterance_dimensions"), t.get("utterances")
     if dims is not None and utterances is not None and len(dims):
-        chosen = dims[dims["is_argmax"] & dims["mapped"]].merge(utterances, on="utterance_id")
+        chosen = dims[dims["is_argmax"] & dims["mapped"]][["utterance_id", "dimension"]].merge(
+            utterances[["utterance_id", "speaker_role", "wave"]], on="utterance_id"
+        )
         chosen["speaker_role"] = chosen["speaker_role"].fillna("(no role)")
+        chosen = chosen.dropna(subset=["wave"])
         counts = chosen.groupby(["speaker_role", "wave", "dimension"]).size()
         shares = counts / counts.groupby(level=[0, 1]).transform("sum")
         out["shares"] = [
             {"group": g, "wave": int(w), "dimension": d, "share": round(float(s), 4)} for (g, w, d), s in shares.items()
         ]
     out["groups"] = list(stages.get("shift", {}).get("findings", []))
-    changes = _table(run_dir, "shift_dimensions")
+    changes = t.get("shift_dimensions")
     if changes is not None and len(changes):
         biggest = changes.dropna(subset=["change"]).assign(size=lambda t: t["change"].abs())
         biggest = biggest.sort_values(["size", "speaker_id"], ascending=[False, True]).head(3)
@@ -86,7 +111,7 @@ def run_findings(run_dir: Path, top: int = 5) -> dict[str, Any]:
             }
             for r in biggest.itertuples()
         ]
-    agreement = _table(run_dir, "agreement")
+    agreement = t.get("agreement")
     if agreement is not None and len(agreement):
         machine = manifest.get("config", {}).get("compare", {}).get("machine_name", "machine")
         rows = agreement[

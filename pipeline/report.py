@@ -22,6 +22,7 @@ import pandas as pd
 
 from pipeline import report_figures as rf
 from pipeline.errors import InputError
+from pipeline.findings import findings_from
 from pipeline.io.rundir import (
     atomic_write,
     read_run_manifest,
@@ -41,6 +42,7 @@ from pipeline.stages import remake_command, stage
 REPORTED = stage("report").optional  # its own utterance_map is never an input
 
 SECTIONS = [
+    ("findings", "Findings"),
     ("overview", "Corpus overview"),
     ("data-structure", "Data structure"),
     ("dimension-shares", "Dimension shares by wave and role"),
@@ -196,6 +198,18 @@ def _quote(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rsplit(" ", 1)[0] + "…"
 
 
+def _verdict(p, q, alpha: float) -> str | None:
+    """One wording of significance for every speaker row: a change is called significant only when its
+    q-value (corrected for testing many speakers) is below alpha; a p-value alone below it says so."""
+    if _missing(p):
+        return None
+    if not _missing(q) and q < alpha:
+        return f"significant (q < {alpha:g})"
+    if p < alpha:
+        return f"p < {alpha:g} only; not after correction" if not _missing(q) else f"p < {alpha:g}"
+    return "not significant"
+
+
 def _missing_note(names: list[str], what: str) -> str:
     items = "".join(f"<li><code>{_e(n)}.parquet</code>: run <code>{_e(remake_command(n))}</code></li>" for n in names)
     return f'<div class="missing"><p>{_e(what)} Missing:</p><ul>{items}</ul></div>'
@@ -242,6 +256,67 @@ def _dimension_order(t: dict[str, pd.DataFrame], manifest: dict) -> tuple[list[s
 
 
 # ---------------------------------------------------------------- sections
+
+
+def _findings(c: _Ctx) -> str:
+    """What the run found, in plain sentences with their numbers, each linking to its evidence below:
+    the same findings `themeshift run` prints at its end (pipeline.findings)."""
+    f = findings_from(c.t, c.manifest)
+    names = c.dimension_names
+
+    def evidence(anchor: str, text: str) -> str:
+        return f' <a class="evidence" href="#{anchor}">{_e(text)}</a>'
+
+    items = []
+    if f["codes"]:
+        codes = "; ".join(
+            f"“{_e(x['label'])}” ({x['size']:,} utterances, {_e(names.get(x['dimension'], x['dimension']))})"
+            for x in f["codes"]
+        )
+        items.append(f"The largest first-order codes: {codes}." + evidence("data-structure", "Data structure"))
+    if f["data_structure"]:
+        parts = "; ".join(
+            f"{_e(d['dimension'])}: {d['concepts']} concepts from {d['codes']} codes ({d['utterances']:,} utterances)"
+            for d in f["data_structure"]
+        )
+        items.append(f"Mapped onto the framework: {parts}." + evidence("data-structure", "Data structure"))
+    if f["shares"]:
+        shares = pd.DataFrame(f["shares"])
+        for group, rows in shares.groupby("group", sort=True):
+            waves = "; ".join(
+                f"wave {w}: "
+                + ", ".join(f"{_e(names.get(r.dimension, r.dimension))} {100 * r.share:.0f}%" for r in g.itertuples())
+                for w, g in rows.groupby("wave", sort=True)
+            )
+            items.append(
+                f"{_e(group)}, share of mapped talk by dimension: {waves}." + evidence("dimension-shares", "Shares")
+            )
+    for line in f["groups"]:
+        items.append(_e(line) + evidence("groups", "How groups shifted"))
+    for x in f["largest_changes"]:
+        q = "" if x["q_value"] is None else f", q = {x['q_value']:.3f}"
+        items.append(
+            f"Among the largest individual changes: {_e(x['speaker_id'])} ({_e(x['group'])}), wave {x['wave_from']} "
+            f"→ {x['wave_to']}, {_e(names.get(x['dimension'], x['dimension']))} {100 * x['change']:+.1f} points "
+            f"({c.s.shift.ci_level:.0%} interval {100 * x['ci_low']:+.1f} to {100 * x['ci_high']:+.1f}{q})."
+            + evidence("shifts", "Per-speaker shifts")
+        )
+    for a in f["agreement"]:
+        items.append(
+            f"Agreement with the coders' consensus ({_e(a['level'])}): Cohen's κ {a['kappa']:.2f} "
+            f"({a['ci_low']:.2f} to {a['ci_high']:.2f}, n = {a['n']:,})." + evidence("agreement", "Agreement")
+        )
+    if not items:
+        c.empty.add("findings")
+        return "<p>No findings yet: the run holds no mapped codes, shifts or agreement.</p>"
+    out = '<ul class="findings">' + "".join(f"<li>{x}</li>" for x in items) + "</ul>"
+    if f["caveats"]:
+        out += (
+            '<h3>Caveats</h3><p>What limits these conclusions, as the stages recorded it:</p><ul class="caveats">'
+            + "".join(f"<li>{_e(x)}</li>" for x in f["caveats"])
+            + "</ul>"
+        )
+    return out
 
 
 def _overview(c: _Ctx) -> str:
@@ -992,7 +1067,7 @@ def _shifts(c: _Ctx) -> str:
                 r.jsd_noise,
                 _p_cell(r.p_value, getattr(r, "p_method", None)),
                 getattr(r, "q_value", None),
-                r.significant if not _missing(r.significant) else None,
+                _verdict(r.p_value, getattr(r, "q_value", None), c.s.shift.alpha),
                 None if _missing(r.direction) else r.direction.replace("->", "→"),
                 r.max_change,
                 getattr(r, "jsd_matched", None),
@@ -1021,7 +1096,7 @@ def _shifts(c: _Ctx) -> str:
                 "noise",
                 "p-value",
                 "q-value",
-                "significant",
+                f"at α = {c.s.shift.alpha:g}",
                 "direction",
                 "largest rise",
                 "JSD, matched questions",
@@ -1538,6 +1613,7 @@ def build_report(
     dims, names = _dimension_order(tables, manifest)
     c = _Ctx(tables, manifest, s, dims, names, {}, [])
     builders = {
+        "findings": _findings,
         "overview": _overview,
         "data-structure": _data_structure,
         "dimension-shares": _dimension_shares,

@@ -817,8 +817,8 @@ def missing_shift_reason(statuses: Iterable[str]) -> str | None:
     if set(counts) <= {"no_wave"}:
         return (
             "no interview has a wave, so nobody's talk can be compared across waves: give each interview its wave "
-            "in manifest.csv (a wave column) or through input.filename_template (for files named like "
-            "sarah_time1.txt: '{speaker}_time{wave}')"
+            "in manifest.csv (`themeshift init TRANSCRIPTS` drafts one from folder and file names, e.g. "
+            "--waves '{speaker}_time{wave}' for sarah_time1.txt) or through input.filename_template"
         )
     found = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     return (

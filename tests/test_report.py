@@ -82,7 +82,21 @@ def test_full_run_has_every_section_and_the_tables_numbers(full_run):
         method = {"permutation": "perm.", "moderated_t": "mod. t"}[s.p_method]
         assert cells[6] == f"{s.jsd:.3f}" and cells[9] == f"{s.p_value:.3f} ({method})"
         assert cells[10] == f"{s.q_value:.3f}"
-        assert cells[11] == ("yes" if s.significant else "no")
+        # one wording: significant only when q < alpha; a p-value alone below alpha says so
+        expected = ("significant (q < 0.05)" if s.q_value < 0.05 else
+                    "p < 0.05 only; not after correction" if s.p_value < 0.05 else "not significant")
+        assert cells[11] == expected
+
+    # Findings open the report: the same findings `run` prints, each linking to its evidence
+    from pipeline.findings import run_findings
+
+    found = run_findings(run_dir)
+    items = doc.get_element_by_id("findings").xpath(".//ul[contains(@class, 'findings')]/li")
+    texts = [li.text_content() for li in items]
+    assert found["codes"] and f"“{found['codes'][0]['label']}” ({found['codes'][0]['size']:,} utterances" in texts[0]
+    assert all(li.xpath("a[@class='evidence']/@href")[0].lstrip("#") in SECTION_IDS for li in items)
+    assert sum(t in texts for t in (x + " How groups shifted" for x in found["groups"])) == len(found["groups"]) > 0
+    assert any(t.startswith("Agreement with the coders' consensus") for t in texts)
 
     # groups first: the findings list is headline() of group_changes, estimates with intervals and p
     from pipeline.shift_groups import headline
