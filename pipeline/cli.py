@@ -23,6 +23,9 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
+from rich.text import Text
+from typer import rich_utils
+from typer.core import TyperOption
 
 from pipeline.config import load_config, load_config_with_origins, settings_text
 from pipeline.embed import load_encoder
@@ -65,6 +68,31 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 err = Console(stderr=True, soft_wrap=True)
+
+
+def _readable_help() -> None:
+    """Two fixes to typer's help: version 0.29 labels every boolean flag `<bool>`, as if it took a value
+    (and `--learn true` then fails), so a flag shows no type; and a word longer than its column (a
+    path) is folded onto the next line, never cut off with an ellipsis."""
+    shown = TyperOption.display_type_rich
+
+    def display_type_rich(self, ctx):
+        return None if self.is_flag else shown(self, ctx)
+
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+    make = getattr(rich_utils, "_make_rich_text", None)
+    if make is not None:
+
+        def folded(*args, **kwargs):
+            text = make(*args, **kwargs)
+            if isinstance(text, Text):
+                text.overflow = "fold"
+            return text
+
+        rich_utils._make_rich_text = folded
+
+
+_readable_help()
 _LOG_JSON: dict = {"on": False, "command": None}
 
 
@@ -130,7 +158,12 @@ def _log(event: str, **fields) -> None:
         sys.stderr.flush()
 
 
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML file overriding configs/default.toml.")]
+ConfigOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--config", "-c", help="TOML file overriding any default setting (see them with themeshift config show)."
+    ),
+]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summaries.")]
 SkipBadOpt = Annotated[bool, typer.Option("--skip-bad", help="Skip unreadable files; list them in rejected.parquet.")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Run directory for the output tables.")]
@@ -244,7 +277,9 @@ def _progress(quiet: bool):
 ModelOpt = Annotated[
     Optional[str],
     typer.Option(
-        "--model", "-m", help="Embedding model: minilm (default), fast, or a local sentence-transformers folder."
+        "--model",
+        "-m",
+        help="Embedding model: minilm (default), fast, or the folder of a local sentence-transformers model.",
     ),
 ]
 RunArg = Annotated[Path, typer.Argument(help="Run directory made by `themeshift run` or `themeshift segment`.")]
@@ -326,7 +361,7 @@ EngineOpt = Annotated[
         "--engine",
         help="local (default) or ray: segment and embed as Ray jobs, utterances/ and embeddings/ "
         "as folders of part files, and codes fitted on more than codes.fit_sample utterances "
-        "assigned to the rest in parallel (needs pip install 'themeshift\\[scale]').",
+        "assigned to the rest in parallel (needs the scale extra: pip install themeshift\\[scale]).",
     ),
 ]
 AddressOpt = Annotated[
@@ -425,7 +460,7 @@ def codes(
 
 FrameworkOpt = Annotated[
     Optional[Path],
-    typer.Option("--framework", "-f", help="Framework YAML (default: configs/frameworks/kt_push_pull_exchange.yaml)."),
+    typer.Option("--framework", "-f", help="Framework YAML (default: knowledge-translation push, pull and exchange)."),
 ]
 OverridesOpt = Annotated[
     Optional[Path],
@@ -773,7 +808,7 @@ KeyOpt = Annotated[
     typer.Option(
         "--key",
         help="The study's pseudonym key (JSON; made when missing, extended when given). Default: beside the "
-        "output folder, OUT.pseudonym-key.json. Keep it apart from the data; it holds the real names.",
+        "output folder, named after it with .pseudonym-key.json. Keep it apart from the data; it holds the real names.",
     ),
 ]
 NamesOpt = Annotated[
@@ -785,7 +820,7 @@ NamesOpt = Annotated[
 ReviewOpt = Annotated[
     bool,
     typer.Option(
-        "--review", help="Also write every replacement with its context (OUT.pseudonym-review.csv, beside the key)."
+        "--review", help="Also write every replacement with its context (a .pseudonym-review.csv beside the key)."
     ),
 ]
 DecisionsOpt = Annotated[
@@ -919,7 +954,8 @@ def run(
     learn: Annotated[
         bool,
         typer.Option(
-            "--learn", help="With --human: learn from the human codes and code the rest before shift and compare."
+            "--learn/--no-learn",
+            help="With --human: learn from the human codes and code the rest before shift and compare.",
         ),
     ] = False,
     until: Annotated[
@@ -933,8 +969,8 @@ def run(
     anonymise: Annotated[
         bool,
         typer.Option(
-            "--anonymise",
-            help="Pseudonymise the input first (into OUT/pseudonymised_input); every table, the "
+            "--anonymise/--no-anonymise",
+            help="Pseudonymise the input first (into the pseudonymised_input folder of the run); every table, the "
             "report and the export then hold pseudonyms only.",
         ),
     ] = False,

@@ -162,7 +162,27 @@ def test_help_teaches_with_examples():
     res = runner.invoke(app, ["segment", "--help"])
     assert "--skip-bad" in res.output and "Example" in res.output
     res = runner.invoke(app, ["codes", "--help"])
-    assert "'themeshift[scale]'" in res.output  # printed as typed, not taken for markup
+    assert "themeshift[scale]" in res.output  # printed as typed, not taken for markup
+
+
+COMMANDS = [[c] for c in ("init", "run", "anonymise", "segment", "embed", "codes", "map", "learn", "shift", "compare",
+                          "report", "suggest", "transform", "stages")] + [["export", "qdpx"], ["config", "show"]]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_help_fits_80_columns_and_flags_take_no_value(command):
+    """At 80 columns no help word is cut off with an ellipsis, and a flag shows no `<bool>` value."""
+    res = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "80"}, terminal_width=80)
+    assert res.exit_code == 0
+    assert "…" not in res.output and "<bool>" not in res.output
+
+
+def test_run_flags_have_no_forms(tmp_path):
+    from conftest import EXAMPLE
+
+    res = runner.invoke(app, ["run", str(EXAMPLE), "--out", str(tmp_path / "r"), "--until", "segment", "--no-learn",
+                              "--no-anonymise", "--quiet"])
+    assert res.exit_code == 0, res.output
 
 
 def test_run_until_segment_stops_there(tmp_path):
