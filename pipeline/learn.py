@@ -46,21 +46,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from pipeline.agreement import MISSING, Bootstrap, Ratings, compare_ratings
 from pipeline.compare import human_ratings, machine_labels, machine_ratings
 from pipeline.embed import embed_utterances, vectors
 from pipeline.errors import ConfigError, InputError
 from pipeline.io.human_codes import align, resolve_codes
-from pipeline.io.rundir import stage_record, table_sha256
 from pipeline.learn_features import (
     FEATURE_SETS,
     FeatureBlocks,
@@ -1421,23 +1418,13 @@ def _replace_rows(table: pa.Table, rows: pa.Table) -> pa.Table:
 # ---------------------------------------------------------------- compare after learn
 
 
-def current_learn_record(run_dir) -> dict | None:
-    """The manifest's learn record while the run's utterance_dimensions is still the table learn wrote
-    (None when learn never ran, or map ran again since)."""
-    table = Path(run_dir) / "utterance_dimensions.parquet"
-    rec = stage_record(run_dir, "learn")
-    if not rec or not table.is_file() or rec.get("utterance_dimensions_sha256") != table_sha256(table):
+def learned_sets(learned_codes: pa.Table | None, rec: dict | None) -> dict[str, pd.Series] | None:
+    """After a multi-code learn (rec: the current learn record, runner.current_learn_record): per compare
+    level, utterance_id -> the concepts (or dimensions) of the codes in its learned set (out-of-fold for
+    hand-coded utterances)."""
+    if rec is None or not rec.get("counts", {}).get("multi_code") or learned_codes is None:
         return None
-    return rec
-
-
-def learned_sets(run_dir, rec: dict | None) -> dict[str, pd.Series] | None:
-    """After a multi-code learn (rec: current_learn_record): per compare level, utterance_id -> the
-    concepts (or dimensions) of the codes in its learned set (out-of-fold for hand-coded utterances)."""
-    path = Path(run_dir) / "learned_codes.parquet"
-    if rec is None or not rec.get("counts", {}).get("multi_code") or not path.is_file():
-        return None
-    lc = pq.read_table(path, columns=["utterance_id", "second_order", "dimension", "assigned"]).to_pandas()
+    lc = learned_codes.select(["utterance_id", "second_order", "dimension", "assigned"]).to_pandas()
     lc = lc[lc["assigned"]]
     return {
         "second-order": lc.dropna(subset=["second_order"]).groupby("utterance_id")["second_order"].agg(frozenset),
@@ -1445,15 +1432,13 @@ def learned_sets(run_dir, rec: dict | None) -> dict[str, pd.Series] | None:
     }
 
 
-def dimensions_for_compare(run_dir, dims: pa.Table, rec: dict | None) -> tuple[pa.Table, dict | None]:
-    """When the run's utterance_dimensions is learn's output (rec: current_learn_record), the human-coded
-    utterances take their cross-validated predictions, so compare never scores the model on its own
-    training data (or the coders against their own codes). Returns (table, note for the manifest; None
-    when not applied)."""
-    cv_path = Path(run_dir) / "utterance_dimensions_cv.parquet"
-    if rec is None or not cv_path.is_file():
+def dimensions_for_compare(dims: pa.Table, cv: pa.Table | None, rec: dict | None) -> tuple[pa.Table, dict | None]:
+    """When the run's utterance_dimensions is learn's output (rec: the current learn record), the
+    human-coded utterances take their cross-validated predictions (cv: utterance_dimensions_cv), so
+    compare never scores the model on its own training data (or the coders against their own codes).
+    Returns (table, note for the manifest; None when not applied)."""
+    if rec is None or cv is None:
         return dims, None  # no learn, or map ran again since: the table is not learn's
-    cv = pq.read_table(cv_path)
     note = {
         "cross_validated_utterances": len(set(cv.column("utterance_id").to_pylist())),
         "note": "machine labels of the human-coded (training) utterances are cross-validated predictions "

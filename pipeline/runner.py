@@ -60,7 +60,6 @@ from pipeline.io.rundir import (
 from pipeline.io.vectors import StoredEmbeddings
 from pipeline.learn import (
     apply_model,
-    current_learn_record,
     dimensions_for_compare,
     drop_suggestion_markers,
     embed_table,
@@ -556,6 +555,16 @@ def shift_sources(utterances: pa.Table, dims: pa.Table, source_types: tuple[str,
     return utterances, dims, left_out
 
 
+def current_learn_record(run_dir: Path) -> dict | None:
+    """The manifest's learn record while the run's utterance_dimensions is still the table learn wrote
+    (None when learn never ran, or map ran again since)."""
+    table = table_path(run_dir, "utterance_dimensions")
+    rec = stage_record(run_dir, "learn")
+    if not rec or not table.is_file() or rec.get("utterance_dimensions_sha256") != table_sha256(table):
+        return None
+    return rec
+
+
 def framework_for(run_dir: Path, framework: str, framework_path: Path | str | None):
     """The framework given (framework_path), else the configured one ([map] framework), else the one
     the run was mapped with (manifest), else the default."""
@@ -591,7 +600,8 @@ def _compare(
     mapping = read_mapping(mapping_path, framework) if mapping_path else None
     learn_rec = current_learn_record(run_dir)
     # after learn: out-of-interview predictions for the utterances it was trained on
-    dims, learned = dimensions_for_compare(run_dir, ctx.table("utterance_dimensions"), learn_rec)
+    cv = ctx.optional("utterance_dimensions_cv") if learn_rec else None
+    dims, learned = dimensions_for_compare(ctx.table("utterance_dimensions"), cv, learn_rec)
     result = compare_codes(
         ctx.table("utterances"),
         ctx.table("sources"),
@@ -601,7 +611,7 @@ def _compare(
         dims,
         ctx.optional("assignments"),
         c,
-        learned_sets(run_dir, learn_rec),
+        learned_sets(ctx.optional("learned_codes") if learn_rec else None, learn_rec),
     )
     if learned:
         result.warnings.append(
