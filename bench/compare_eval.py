@@ -31,7 +31,7 @@ def main(run_dir: Path) -> dict:
     human = read_human_codes(REPO / "examples" / "answer_key" / "human_codes.csv")
     framework = framework_for(run_dir, s.framework, None)
     result = compare(read_table(run_dir, "utterances"), read_table(run_dir, "sources"), human, framework, None,
-                     read_table(run_dir, "utterance_dimensions", "themeshift map"),
+                     read_table(run_dir, "utterance_dimensions"),
                      read_table(run_dir, "assignments") if (run_dir / "assignments.parquet").is_file() else None, s)
     a = result.agreement.to_pandas()
     manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))

@@ -139,6 +139,15 @@ def build_topic_model(
 
     seed = s.seed
     size, samples = cluster_sizes(n, s) if not population else sample_cluster_sizes(n, population, s)
+    # the same HDBSCAN on the GPU (cuML) and the CPU (hdbscan)
+    hdbscan_args = dict(
+        min_cluster_size=size,
+        min_samples=samples,
+        metric="euclidean",
+        cluster_selection_method="eom",
+        max_cluster_size=max_cluster_size(n, size, s),
+        prediction_data=True,
+    )
     if n < s.min_utterances_umap:
         reducer = BaseDimensionalityReduction()
         clusterer = AgglomerativeClustering(
@@ -157,27 +166,13 @@ def build_topic_model(
             init="random" if s.umap_init == "random" else "spectral",
             random_state=seed,
         )
-        clusterer = HDBSCAN(
-            min_cluster_size=size,
-            min_samples=samples,
-            metric="euclidean",
-            cluster_selection_method="eom",
-            max_cluster_size=max_cluster_size(n, size, s),
-            prediction_data=True,
-        )
+        clusterer = HDBSCAN(**hdbscan_args)
         method = "umap+hdbscan (cuML, GPU)"
     else:
         from hdbscan import HDBSCAN
 
         reducer = make_umap(X, s.umap_components, s.umap_neighbors, 0.0, s.umap_init, seed)
-        clusterer = HDBSCAN(
-            min_cluster_size=size,
-            min_samples=samples,
-            metric="euclidean",
-            cluster_selection_method="eom",
-            max_cluster_size=max_cluster_size(n, size, s),
-            prediction_data=True,
-        )
+        clusterer = HDBSCAN(**hdbscan_args)
         method = "umap+hdbscan"
     # c-TF-IDF counts a word's documents per code: with the handful of codes a small corpus gives, any
     # min_df above 1 can leave no word at all

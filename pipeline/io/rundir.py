@@ -192,15 +192,13 @@ def record_lineage(run_dir: Path, written: list[str], made_from: dict[str, str])
     write_json(Path(run_dir) / LINEAGE, lineage)
 
 
-def read_table(
-    run_dir: Path, name: str, command: str | None = None, check: bool = True, columns: list[str] | None = None
-) -> pa.Table:
+def read_table(run_dir: Path, name: str, check: bool = True, columns: list[str] | None = None) -> pa.Table:
     """A run table, file or folder; refused when it is stale (see the module docstring). check=False:
-    read without the check (the report lists stale tables instead of using them)."""
+    read without the check (the report lists stale tables instead of using them). A missing table names
+    the command that makes it, as the runner's input check does."""
     path = table_path(run_dir, name)
     if not path.exists():
-        hint = f"; run `{command}` first" if command else ""
-        raise InputError(f"missing {name}.parquet{hint}", run_dir)
+        raise InputError(f"missing {name}.parquet; run `{remake_command(name)}` first", run_dir)
     if check and (why := stale_reason(run_dir, name)):
         raise InputError(f"stale table: {why}; re-run `{remake_command(name)}`", path)
     try:
