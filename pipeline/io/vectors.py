@@ -31,9 +31,7 @@ class StoredEmbeddings:
         if table is None:  # the checked read: stale embeddings are refused, and the read is recorded
             if self.run_dir is None:  # neither given: read_table's Path(None) raised a TypeError too
                 raise TypeError("StoredEmbeddings needs a run directory or a table")
-            self.ids = read_table(self.run_dir, "embeddings", "themeshift embed", columns=["utterance_id"]).column(
-                "utterance_id"
-            )
+            self.ids = read_table(self.run_dir, "embeddings", columns=["utterance_id"]).column("utterance_id")
             self.dim = self._schema().field("vector").type.list_size
         else:
             self.ids = table.column("utterance_id")
