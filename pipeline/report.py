@@ -13,6 +13,7 @@ import csv
 import io
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
@@ -51,6 +52,7 @@ SECTIONS = [
     ("shifts", "Per-speaker shifts"),
     ("utterance-map", "Map of utterances"),
     ("agreement", "Agreement with human coders"),
+    ("methods", "Methods"),
     ("reproducibility", "Reproducibility"),
 ]
 
@@ -146,8 +148,111 @@ def _fmt(v, digits: int = 3) -> tuple[str, str | None]:
     return _e(v), None
 
 
-def html_table(columns: list[str], rows: list[list], sortable: bool = True, cls: str = "") -> str:
-    head = "".join(f'<th scope="col">{_e(c)}</th>' for c in columns)
+# A table column: a Parquet column name (shown by its LABELS label, the name on hover), or
+# (label, source): the label shown and what it comes from (Parquet column names, comma-separated).
+Col = str | tuple[str, str]
+
+# readable labels of the Parquet columns the report shows under their own name
+LABELS = {
+    "speaker_id": "speaker",
+    "speaker_role": "role",
+    "interview_id": "interview",
+    "utterance_id": "utterance",
+    "code_id": "code",
+    "wave_from": "from wave",
+    "wave_to": "to wave",
+    "is_first_last": "first → last wave",
+    "n_speakers": "speakers",
+    "n_utterances": "utterances",
+    "share_from": "share, earlier wave",
+    "share_to": "share, later wave",
+    "change": "change",
+    "change_ci_low": "change, interval low",
+    "change_ci_high": "change, interval high",
+    "change_shrunk": "change, shrunk to group",
+    "ci_low": "interval low",
+    "ci_high": "interval high",
+    "p_value": "p-value",
+    "q_value": "q-value",
+    "jsd": "magnitude (JSD)",
+    "jsd_ci_low": "JSD, interval low",
+    "jsd_ci_high": "JSD, interval high",
+    "jsd_noise": "noise",
+    "significant": "p < α (uncorrected)",
+    "mean_share": "mean share",
+    "pooled_share": "pooled share",
+    "coder_a": "rater a",
+    "coder_b": "rater b",
+    "ari": "ARI",
+    "nmi": "NMI",
+    "matched_kappa": "matched κ",
+    "cohen_kappa": "Cohen's κ",
+    "krippendorff_alpha": "Krippendorff's α",
+    "x": "x",
+    "y": "y",
+}
+
+# readable names of values that are column-like identifiers (metrics, measures, methods)
+VALUE_LABELS = {
+    **{k: LABELS[k] for k in ("ari", "nmi", "matched_kappa", "cohen_kappa", "krippendorff_alpha")},
+    "jsd": "magnitude (JSD)",
+    "jsd_codes": "magnitude over codes (JSD)",
+    "semantic_drift": "semantic drift",
+    "semantic_ratio": "semantic ratio",
+    "change": "change in share",
+    "random_effects_hksj": "random effects (HKSJ)",
+    "random_effects_welch": "random effects (Welch)",
+    "random_effects_bonferroni": "random effects, Bonferroni over dimensions",
+    "permutation": "permutation",
+    "moderated_t": "moderated t",
+    "second_order": "second-order",
+}
+
+
+def _col(c: Col) -> tuple[str, str]:
+    """(label, title) of a column."""
+    if isinstance(c, tuple):
+        return c
+    return LABELS.get(c, c.replace("_", " ")), c
+
+
+def _value(v) -> Raw | None:
+    """An identifier-like value (a metric, a measure, a method) by its readable name, the raw one on hover."""
+    if _missing(v):
+        return None
+    name = VALUE_LABELS.get(str(v), str(v).replace("_", " "))
+    return Raw(_e(name) if name == v else f'<span title="{_e(v)}">{_e(name)}</span>')
+
+
+def _is_empty(v) -> bool:
+    if isinstance(v, Raw):
+        return v.html.strip() in ("", "–")
+    return _missing(v) or (isinstance(v, str) and v.strip() in ("", "–"))
+
+
+def html_table(
+    columns: Sequence[Col],
+    rows: list[list],
+    sortable: bool = True,
+    cls: str = "",
+    why_empty: dict[str, str] | None = None,
+) -> str:
+    """A table; a column empty in every row is left out and named, with why_empty's reason for it
+    (keyed by its label or source) or a general one."""
+    cols = [_col(c) for c in columns]
+    notes = []
+    if rows:
+        empty = [i for i in range(len(cols)) if all(_is_empty(r[i]) for r in rows)]
+        reasons: dict[str, list[str]] = {}  # one reason, the columns it empties
+        for i in empty:
+            label, title = cols[i]
+            why = (why_empty or {}).get(title) or (why_empty or {}).get(label) or "no row has a value in this run"
+            reasons.setdefault(why, []).append(f"<em>{_e(label)}</em> (<code>{_e(title)}</code>)")
+        notes = [f"{_and(names)}: {_e(why)}" for why, names in reasons.items()]
+        keep = [i for i in range(len(cols)) if i not in empty]
+        cols = [cols[i] for i in keep]
+        rows = [[r[i] for i in keep] for r in rows]
+    head = "".join(f'<th scope="col" title="{_e(title)}">{_e(label)}</th>' for label, title in cols)
     body = []
     for r in rows:
         cells = []
@@ -158,8 +263,13 @@ def html_table(columns: list[str], rows: list[list], sortable: bool = True, cls:
             cells.append(f"<td{attr}>{text}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     classes = " ".join(c for c in ("sortable" if sortable else "", cls) if c)
+    note = (
+        '<p class="note empty-columns">Columns left out, empty in every row: ' + "; ".join(notes) + ".</p>"
+        if notes
+        else ""
+    )
     return (
-        f'<div class="table-wrap"><table class="{classes}"><thead><tr>{head}</tr></thead>'
+        f'{note}<div class="table-wrap"><table class="{classes}"><thead><tr>{head}</tr></thead>'
         f"<tbody>{''.join(body)}</tbody></table></div>"
     )
 
@@ -357,7 +467,17 @@ def _overview(c: _Ctx) -> str:
     ]
     out.append(
         "<h3>Speakers and utterances by role and wave</h3>"
-        + html_table(["role", "wave", "speakers", "interviews", "units", "coded units"], rows)
+        + html_table(
+            [
+                "speaker_role",
+                "wave",
+                ("speakers", "speaker_id (distinct)"),
+                ("interviews", "interview_id (distinct)"),
+                ("units", "utterance_id (count)"),
+                ("coded units", "coded (count)"),
+            ],
+            rows,
+        )
     )
 
     # every unit that is not coded, or drops out later, and why
@@ -385,13 +505,23 @@ def _overview(c: _Ctx) -> str:
                 + ("its probabilities still count in shares" if kept else "left out of shares and shifts"),
             ]
         )
-    out.append("<h3>What was excluded and why</h3>" + html_table(["units", "count", "why"], ex_rows, sortable=False))
+    out.append(
+        "<h3>What was excluded and why</h3>"
+        + html_table(
+            [("units", "exclusion_reason, reason"), ("count", "utterance_id (count)"), ("why", "explanation")],
+            ex_rows,
+            sortable=False,
+        )
+    )
 
     rej = c.t.get("rejected")
     if rej is not None and len(rej):
         out.append(
             f"<h3>Files rejected ({len(rej)})</h3>"
-            + html_table(["file", "line", "reason"], [[r.source_file, r.line, r.reason] for r in rej.itertuples()])
+            + html_table(
+                [("file", "source_file"), "line", "reason"],
+                [[r.source_file, r.line, r.reason] for r in rej.itertuples()],
+            )
         )
     else:
         out.append("<p>No transcript file was rejected.</p>")
@@ -405,25 +535,62 @@ def _overview(c: _Ctx) -> str:
         sp_rows.append([sid, role_of.get(sid)] + [int(s.get(w, 0)) for w in wave_list] + [int(s.sum())])
     out.append(
         f"<details><summary>Coded utterances per interviewee ({len(sp_rows)})</summary>"
-        + html_table(["speaker", "role"] + [f"wave {w}" for w in wave_list] + ["total"], sp_rows)
+        + html_table(
+            ["speaker_id", "speaker_role"]
+            + [(f"wave {w}", f"coded (count, wave {w})") for w in wave_list]
+            + [("total", "coded (count)")],
+            sp_rows,
+        )
         + "</details>"
     )
     return "".join(out)
 
 
+QUOTE_MIN_WORDS = 6  # an exemplar quote says something when it has this many words
+
+
+def _words(text) -> int:
+    return len(str(text).split())
+
+
+def _informative_first(texts: list[str]) -> list[str]:
+    """The same texts, those of QUOTE_MIN_WORDS words or more first (each part in its given order)."""
+    return sorted(texts, key=lambda t: _words(t) < QUOTE_MIN_WORDS)
+
+
 def _code_quotes(c: _Ctx, limit: int) -> dict[int, list[str]]:
+    """Per code, its c.s.quotes most typical utterances that say something: the exemplars (most
+    representative first) of QUOTE_MIN_WORDS words or more, then the code's other utterances of that
+    length by how firmly they belong to it, and only when the code has too few such utterances its
+    shorter exemplars. A code of 150 one-word answers and 40 sentences shows sentences."""
     if not c.has("codes", "utterances"):
         return {}
-    texts = dict(zip(c.t["utterances"]["utterance_id"], c.t["utterances"]["text"]))
+    u = c.t["utterances"]
+    texts = dict(zip(u["utterance_id"], u["text"]))
     n = c.s.quotes
-    return {
-        int(cid): [_quote(texts[u], limit) for u in list(ids)[:n] if u in texts]
-        for cid, ids in zip(c.t["codes"]["code_id"], c.t["codes"]["exemplar_ids"])
-    }
+    others: dict[int, list[str]] = {}
+    if "assignments" in c.t:
+        a = c.t["assignments"]
+        a = a[(a["code_id"] >= 0) & a["utterance_id"].isin(texts.keys())]
+        a = a[[_words(texts[x]) >= QUOTE_MIN_WORDS for x in a["utterance_id"]]]
+        prob = a["probability"] if "probability" in a else pd.Series(0.0, index=a.index)
+        a = a.assign(p=prob.fillna(0.0)).sort_values(["code_id", "p", "utterance_id"], ascending=[True, False, True])
+        k = n + max([len(x) for x in c.t["codes"]["exemplar_ids"]] + [0])  # enough beside the exemplars
+        for cid, ids in a.groupby("code_id", sort=False)["utterance_id"]:
+            others[int(cid)] = ids.head(k).tolist()
+    out = {}
+    for cid, ex in zip(c.t["codes"]["code_id"], c.t["codes"]["exemplar_ids"]):
+        ex = [x for x in list(ex) if x in texts]
+        long = [x for x in ex if _words(texts[x]) >= QUOTE_MIN_WORDS]
+        more = [x for x in others.get(int(cid), []) if x not in long]
+        short = [x for x in ex if x not in long]
+        out[int(cid)] = [_quote(texts[x], limit) for x in (long + more + short)[:n]]
+    return out
 
 
-def _quotes_html(quotes: list[str]) -> str:
-    return "".join(f'<q class="quote">{_e(q)}</q>' for q in quotes)
+def _quotes_html(quotes: list[str], code=None) -> str:
+    data = "" if _missing(code) else f' data-code="{int(code)}"'
+    return f'<div class="quotes"{data}>' + "".join(f'<q class="quote">{_e(q)}</q>' for q in quotes) + "</div>"
 
 
 def _data_structure(c: _Ctx) -> str:
@@ -436,11 +603,12 @@ def _data_structure(c: _Ctx) -> str:
             return _missing_note(gone + c.need("codes"), "No codes and no data structure.")
         codes = c.t["codes"].sort_values(["size", "code_id"], ascending=[False, True])
         rows = [
-            [int(r.code_id), r.label, int(r.size), Raw(_quotes_html(quotes.get(int(r.code_id), [])))]
+            [int(r.code_id), r.label, int(r.size), Raw(_quotes_html(quotes.get(int(r.code_id), []), r.code_id))]
             for r in codes.itertuples()
         ]
         return _missing_note(gone, "Codes are not yet mapped onto the framework; first-order codes only.") + html_table(
-            ["code", "first-order code", "utterances", "exemplar quotes"], rows
+            ["code_id", ("first-order code", "label"), ("utterances", "size"), ("exemplar quotes", "exemplar_ids")],
+            rows,
         )
     ds = c.t["data_structure"]
 
@@ -449,11 +617,11 @@ def _data_structure(c: _Ctx) -> str:
             return '<td class="empty">(no code mapped)</td>'
         qs = quotes.get(int(r.code_id)) if not _missing(r.code_id) else None
         if qs is None:
-            qs = [_quote(q, limit) for q in list(r.quotes)[: c.s.quotes]]
+            qs = [_quote(q, limit) for q in _informative_first(list(r.quotes))[: c.s.quotes]]
         who = ' <span class="tag">researcher</span>' if r.source == "human" else ""
         return (
             f'<td><span class="code">{_e(r.first_order)}</span> <span class="n">n={int(r.size)}, '
-            f"p={r.probability:.2f}</span>{who}{_quotes_html(qs)}</td>"
+            f"p={r.probability:.2f}</span>{who}{_quotes_html(qs, r.code_id)}</td>"
         )
 
     mapped = ds[ds["status"] != "unmapped"]
@@ -469,8 +637,9 @@ def _data_structure(c: _Ctx) -> str:
         last_c, last_d = r.concept_id, r.dimension
         body.append(f"<tr>{cells}</tr>")
     out = [
-        '<div class="table-wrap"><table class="gioia"><thead><tr><th scope="col">First-order codes '
-        '(exemplar quotes)</th><th scope="col">Second-order concepts</th><th scope="col">Aggregate dimensions'
+        '<div class="table-wrap"><table class="gioia"><thead><tr><th scope="col" title="first_order, quotes">'
+        'First-order codes (exemplar quotes)</th><th scope="col" title="second_order">Second-order concepts</th>'
+        '<th scope="col" title="dimension_name">Aggregate dimensions'
         f"</th></tr></thead><tbody>{''.join(body)}</tbody></table></div>"
     ]
     un = ds[ds["status"] == "unmapped"]
@@ -482,7 +651,12 @@ def _data_structure(c: _Ctx) -> str:
                 int(r.size),
                 r.probability,
                 r.fingerprint,
-                Raw(_quotes_html(quotes.get(int(r.code_id), [_quote(q, limit) for q in list(r.quotes)]))),
+                Raw(
+                    _quotes_html(
+                        quotes.get(int(r.code_id), [_quote(q, limit) for q in _informative_first(list(r.quotes))]),
+                        r.code_id,
+                    )
+                ),
             ]
             for r in un.itertuples()
         ]
@@ -490,7 +664,17 @@ def _data_structure(c: _Ctx) -> str:
             f"<h3>Unmapped candidate codes ({len(un)})</h3><p>These fit no concept clearly enough. "
             "To map one by hand, add its fingerprint and a concept to <code>overrides.csv</code> in the run "
             "directory and re-run <code>themeshift map RUN</code>.</p>"
-            + html_table(["code", "first-order code", "utterances", "best p", "fingerprint", "exemplar quotes"], rows)
+            + html_table(
+                [
+                    "code_id",
+                    ("first-order code", "first_order"),
+                    ("utterances", "size"),
+                    ("best p", "probability"),
+                    "fingerprint",
+                    ("exemplar quotes", "quotes"),
+                ],
+                rows,
+            )
         )
     return "".join(out)
 
@@ -589,7 +773,10 @@ def _source_themes(c: _Ctx) -> str:
             + [cell.get((th, s), (0.0, 0))[1] for s in types]
             for th in themes
         ]
-        out.append(html_table(columns, rows) + _csv_link(f"source_themes_{level}", columns, rows))
+        shown: list[Col] = [(name, "theme")]
+        shown += [(f"{s} share", f"share (source_type {s})") for s in types]
+        shown += [(f"{s} sources", f"n_sources (source_type {s})") for s in types]
+        out.append(html_table(shown, rows) + _csv_link(f"source_themes_{level}", columns, rows))
     return "".join(out)
 
 
@@ -599,6 +786,25 @@ def _pts(x, signed: bool = True) -> str:
 
 def _pair_label(r) -> str:
     return "first → last" if _missing(r.wave_from) else f"{int(r.wave_from)} → {int(r.wave_to)}"
+
+
+def _group_method(c: _Ctx) -> str:
+    """How group changes are estimated and tested, with how the test did on data without change."""
+    return (
+        "<p>A group's change is the mean of its speakers' changes in a dimension's share, in points (a share of "
+        "0.30 is 30 points), each speaker weighted by how precisely their own change is known (a random-effects "
+        "model: Hartung-Knapp-Sidik-Jonkman interval, t with speakers - 1 degrees of freedom). Speakers, not "
+        "sentences, are the units of this test, so it holds however much sentences of one interview hang "
+        "together. <em>tau²</em> and <em>I²</em> say how much the speakers differ beyond sampling. Two groups' "
+        "changes are compared by their difference, with a Welch interval. q-values correct the p-values for "
+        f"testing many themes (Benjamini-Hochberg false discovery rate); a change is called significant when "
+        f"q &lt; {c.s.shift.alpha:g}. Calibration: on synthetic studies made of real lessons and meetings with no "
+        "change, this test flagged about 5% of groups or fewer (<code>bench/shift_group.py</code>).</p>"
+    )
+
+
+def _interval_cell(lo, hi) -> Raw:
+    return Raw("–", "") if _missing(lo) else Raw(f"{_pts(lo)} to {_pts(hi)}", float(lo))
 
 
 def _groups(c: _Ctx) -> str:
@@ -615,13 +821,10 @@ def _groups(c: _Ctx) -> str:
         "<p><strong>Findings</strong> (estimates first; p-values beside them, with the method):</p><ul>"
         + "".join(f"<li>{_e(line)}</li>" for line in headline(g, dims, alpha))
         + "</ul>",
-        "<p>A group's change is the mean of its speakers' changes in a dimension's share, in points (a share of "
-        "0.30 is 30 points), each speaker weighted by how precisely their own change is known (a random-effects "
-        "model: Hartung-Knapp-Sidik-Jonkman interval, t with speakers - 1 degrees of freedom). Speakers, not "
-        "sentences, are the units of this test, so it holds however much sentences of one interview hang "
-        "together. <em>tau²</em> and <em>I²</em> say how much the speakers differ beyond sampling. On synthetic "
-        "studies made of real lessons and meetings with no change it flagged about 5% of groups or fewer "
-        "(bench/shift_group.py).</p>",
+        "<p>A group's change: the precision-weighted mean of its speakers' changes in a dimension's share, in "
+        f"points, with its {c.s.shift.ci_level:.0%} interval, p-value and q-value (corrected for testing many "
+        f"themes); <em>at α = {alpha:g}</em> calls a change significant only when its q-value is below "
+        'α. How it is tested: <a href="#methods">Methods</a>.</p>',
     ]
     d = g[g["level"].isin(["dimension", "profile"])]
     rows = [
@@ -630,16 +833,22 @@ def _groups(c: _Ctx) -> str:
             _pair_label(r),
             "whole profile" if r.level == "profile" else r.theme,
             int(r.n_speakers),
-            _pts(r.share_from, False),
-            _pts(r.share_to, False),
-            _pts(r.change, r.level != "profile"),
-            "–" if _missing(r.ci_low) else f"{_pts(r.ci_low)} to {_pts(r.ci_high)}",
+            Raw("–", "")
+            if _missing(r.share_from)
+            else Raw(f"{_pts(r.share_from, False)} → {_pts(r.share_to, False)}", r.share_from),
+            Raw(_pts(r.change, r.level != "profile"), "" if _missing(r.change) else r.change),
+            _interval_cell(r.ci_low, r.ci_high),
             r.p_value,
             r.q_value,
-            None if _missing(r.tau2) else round(float(r.tau2) * 1e4, 1),
-            r.i2,
+            _verdict(r.p_value, r.q_value, alpha),
+            _value(r.method),
+            Raw(
+                "–"
+                if _missing(r.tau2)
+                else f"τ² {float(r.tau2) * 1e4:.1f}" + ("" if _missing(r.i2) else f", I² {float(r.i2):.0%}"),
+                "" if _missing(r.tau2) else r.tau2,
+            ),
             "–" if _missing(r.n_rising) else f"{int(r.n_rising)} up, {int(r.n_falling)} down",
-            r.method,
         ]
         for r in d.itertuples()
     ]
@@ -647,21 +856,21 @@ def _groups(c: _Ctx) -> str:
         html_table(
             [
                 "group",
-                "waves",
-                "dimension",
-                "speakers",
-                "share from",
-                "share to",
-                "change (points)",
-                "interval",
-                "p-value",
-                "q-value",
-                "tau² (points²)",
-                "I²",
-                "speakers",
+                ("waves", "wave_from, wave_to"),
+                ("dimension", "theme"),
+                "n_speakers",
+                ("share (points)", "share_from, share_to"),
+                ("change (points)", "change"),
+                ("interval", "ci_low, ci_high"),
+                "p_value",
+                "q_value",
+                (f"at α = {alpha:g}", "p_value, q_value"),
                 "method",
+                ("spread (points²)", "tau2, i2"),
+                ("speakers up / down", "n_rising, n_falling"),
             ],
             rows,
+            cls="group-table",
         )
     )
     arrows = d[(d["level"] == "dimension") & d["ci_low"].notna()]
@@ -705,15 +914,15 @@ def _groups(c: _Ctx) -> str:
             [
                 f"{r.group_a} vs {r.group_b}",
                 _pair_label(r),
-                r.level,
-                r.theme,
+                Raw(f"{_e(r.theme)} <small>({_e(VALUE_LABELS.get(r.level, r.level))})</small>"),
                 f"{int(r.n_a)} + {int(r.n_b)}",
-                _pts(r.change_a),
-                _pts(r.change_b),
-                _pts(r.difference),
-                "–" if _missing(r.ci_low) else f"{_pts(r.ci_low)} to {_pts(r.ci_high)}",
+                Raw(f"{_pts(r.change_a)}; {_pts(r.change_b)}"),
+                Raw(_pts(r.difference), "" if _missing(r.difference) else r.difference),
+                _interval_cell(r.ci_low, r.ci_high),
                 r.p_value,
                 r.q_value,
+                _verdict(r.p_value, r.q_value, alpha),
+                _value(r.method),
             ]
             for r in ct.itertuples()
         ]
@@ -722,19 +931,20 @@ def _groups(c: _Ctx) -> str:
             "with a Welch interval.</p>"
             + html_table(
                 [
-                    "groups",
-                    "waves",
-                    "level",
-                    "theme",
-                    "speakers",
-                    "change a",
-                    "change b",
-                    "difference (points)",
-                    "interval",
-                    "p-value",
-                    "q-value",
+                    ("groups", "group_a, group_b"),
+                    ("waves", "wave_from, wave_to"),
+                    ("theme (level)", "theme, level"),
+                    ("speakers", "n_a, n_b"),
+                    ("changes a; b (points)", "change_a, change_b"),
+                    ("difference (points)", "difference"),
+                    ("interval", "ci_low, ci_high"),
+                    "p_value",
+                    "q_value",
+                    (f"at α = {alpha:g}", "p_value, q_value"),
+                    "method",
                 ],
                 rows,
+                cls="contrast-table",
             )
         )
     out.append(_movers(c, g))
@@ -758,11 +968,14 @@ def _movers(c: _Ctx, g: pd.DataFrame, top: int = 3) -> str:
                     grp,
                     _pair_label(x),
                     x.theme,
-                    _pts(x.share_from, False),
-                    _pts(x.share_to, False),
-                    _pts(x.change),
-                    "–" if _missing(x.ci_low) else f"{_pts(x.ci_low)} to {_pts(x.ci_high)}",
+                    Raw("–", "")
+                    if _missing(x.share_from)
+                    else Raw(f"{_pts(x.share_from, False)} → {_pts(x.share_to, False)}", x.share_from),
+                    Raw(_pts(x.change), x.change),
+                    _interval_cell(x.ci_low, x.ci_high),
                     x.p_value,
+                    x.q_value,
+                    _verdict(x.p_value, x.q_value, c.s.shift.alpha),
                     Raw(_e(_quote(q_from, 160)) if q_from else "–"),
                     Raw(_e(_quote(q_to, 160)) if q_to else "–"),
                 ]
@@ -777,17 +990,19 @@ def _movers(c: _Ctx, g: pd.DataFrame, top: int = 3) -> str:
         + html_table(
             [
                 "group",
-                "waves",
-                "concept",
-                "share from",
-                "share to",
-                "change (points)",
-                "interval",
-                "p-value",
-                "quote, earlier wave",
-                "quote, later wave",
+                ("waves", "wave_from, wave_to"),
+                ("concept", "theme"),
+                ("share (points)", "share_from, share_to"),
+                ("change (points)", "change"),
+                ("interval", "ci_low, ci_high"),
+                "p_value",
+                "q_value",
+                (f"at α = {c.s.shift.alpha:g}", "p_value, q_value"),
+                ("quote, earlier wave", "text (utterances)"),
+                ("quote, later wave", "text (utterances)"),
             ],
             rows,
+            cls="movers-table",
         )
     )
 
@@ -941,7 +1156,16 @@ def _shifts(c: _Ctx) -> str:
         return _missing_note(gone, "No shift scores yet.")
     s = c.t["shifts"]
     scored = s[s["jsd"].notna()].sort_values(["jsd", "speaker_id"], ascending=[False, True])
-    out = [_shift_method(c), _shift_evidence_note(s), _question_note(s)]
+    alpha = c.s.shift.alpha
+    out = [
+        "<p>Magnitude: the Jensen-Shannon distance between a speaker's dimension profiles in two waves (0 = the "
+        "same mix of dimensions, 1 = no overlap), with its interval and the distance that shuffling alone gives "
+        "(noise). Direction: the dimension whose share fell most → the one that rose most. A change is called "
+        f"significant when its q-value (the p-value corrected for testing many speakers) is below {alpha:g}. "
+        'How it is tested: <a href="#methods">Methods</a>.</p>',
+        _shift_evidence_note(s),
+        _question_note(s),
+    ]
     if len(scored):
         dumbbell = [
             {
@@ -951,7 +1175,7 @@ def _shifts(c: _Ctx) -> str:
                 "hi": r.jsd_ci_high,
                 "noise": r.jsd_noise,
                 "p": r.p_value,
-                "significant": r.significant is True,
+                "significant": _significant(r.p_value, getattr(r, "q_value", None), alpha),
                 "direction": (r.direction or "").replace("->", "→"),
             }
             for r in scored.itertuples()
@@ -973,12 +1197,14 @@ def _shifts(c: _Ctx) -> str:
             "shift_magnitude",
             "Shift magnitude per speaker",
             rf.shift_dumbbell_chart(
-                dumbbell, "Per-speaker shift: Jensen-Shannon distance with interval and noise level"
+                dumbbell,
+                "Per-speaker shift: Jensen-Shannon distance with interval and noise level",
+                f"significant (q < {alpha:g})",
             ),
             cols,
             [[getattr(r, k) for k in cols] for r in scored.itertuples()],
             f"Filled dot: distance, bar: {c.s.shift.ci_level:.0%} bootstrap interval, open dot: noise level; "
-            f"dark = p < {c.s.shift.alpha}.",
+            f"dark = significant after correction for testing many speakers (q < {alpha:g}).",
         )
         c.figures.append(fig)
         out.append(_figure_html(fig))
@@ -1043,7 +1269,51 @@ def _shifts(c: _Ctx) -> str:
         out.append(_figure_html(fig))
     elif "shift_dimensions" not in c.t:
         out.append(_missing_note(c.need("shift_dimensions"), "No per-dimension changes."))
-    rows = []
+    out.append(_speaker_tables(c, s))
+    if "group_shifts" in c.t:
+        out.append(_group_shifts(c))
+    return "".join(out)
+
+
+def _significant(p, q, alpha: float) -> bool:
+    """Significant in _verdict's one wording: q below alpha (p where no q-value was computed)."""
+    if _missing(p):
+        return False
+    return bool(q < alpha) if not _missing(q) else bool(p < alpha)
+
+
+def _empty_reasons(c: _Ctx, s: pd.DataFrame) -> dict[str, str]:
+    """Why a per-speaker column can be empty for every speaker pair."""
+    sc = c.s.shift
+    why = {}
+    if "n_matched_from" in s and s["n_matched_from"].notna().any():
+        most = int(np.nanmax(np.minimum(s["n_matched_from"].to_numpy(float), s["n_matched_to"].to_numpy(float))))
+        why["jsd_matched"] = why["p_matched"] = (
+            f"no speaker has {sc.min_utterances_per_wave} or more answers in each wave to questions asked in both "
+            f"waves (at most {most}; questions match at cosine similarity {sc.question_match_similarity:g} or "
+            "more), so no question-matched shift is computed"
+        )
+    else:
+        why["jsd_matched"] = why["p_matched"] = (
+            "no interviewer questions were embedded, so answers could not be matched to questions asked in both waves"
+        )
+    units = set(s["resample_unit"].dropna()) if "resample_unit" in s else set()
+    why["p_semantic"] = why["q_semantic"] = (
+        "semantic drift gets a p-value only from whole interviews, and every pair here was resampled in blocks "
+        "of one interview per wave"
+        if units == {"block"}
+        else "no pair had units to shuffle"
+    )
+    why["max_change"] = "no pair has dimension shares"
+    why["jsd_codes"] = why["p_codes"] = why["q_codes"] = "the run has no first-order codes (assignments)"
+    return why
+
+
+def _speaker_tables(c: _Ctx, s: pd.DataFrame) -> str:
+    """All speaker pairs: the test of each change in one table that fits the page, further measures in a
+    second one below it."""
+    alpha = c.s.shift.alpha
+    main, more = [], []
     for r in s.sort_values(["speaker_id", "wave_from", "wave_to"], na_position="last").itertuples():
         ci = "–" if _missing(r.jsd_ci_low) else f"{r.jsd_ci_low:.3f}–{r.jsd_ci_high:.3f}"
         flag = r.status if r.status == "ok" else f"{r.status}: {r.reason}"
@@ -1054,84 +1324,148 @@ def _shifts(c: _Ctx) -> str:
         )
         unit = getattr(r, "resample_unit", None)
         units = None if _missing(unit) else f"{int(r.n_units_from)} + {int(r.n_units_to)} {unit}s"
-        rows.append(
+        n = None if _missing(r.n_from) else Raw(f"{int(r.n_from):,} + {int(r.n_to):,}", int(r.n_from) + int(r.n_to))
+        main.append(
             [
                 r.speaker_id,
                 r.speaker_role,
                 waves,
-                r.n_from,
-                r.n_to,
+                n,
                 units,
                 r.jsd,
                 Raw(_e(ci), "" if _missing(r.jsd_ci_low) else r.jsd_ci_low),
                 r.jsd_noise,
                 _p_cell(r.p_value, getattr(r, "p_method", None)),
                 getattr(r, "q_value", None),
-                _verdict(r.p_value, getattr(r, "q_value", None), c.s.shift.alpha),
+                _verdict(r.p_value, getattr(r, "q_value", None), alpha),
                 None if _missing(r.direction) else r.direction.replace("->", "→"),
-                r.max_change,
-                getattr(r, "jsd_matched", None),
-                r.semantic_ratio,
-                r.p_semantic,
                 flag,
             ]
         )
-    out.append(
-        "<h3>All speakers</h3><p>Click a column heading to sort. <em>units</em>: what was resampled and "
-        "shuffled as a whole in each wave. <em>q-value</em>: the p-value corrected for testing many speakers "
-        "(Benjamini-Hochberg false discovery rate). <em>JSD, matched questions</em>: the magnitude over "
-        "answers to questions asked in both waves. <em>semantic ratio</em>: how far the speaker's mean "
-        "sentence embedding moved between waves, over how far it moves when the same units are shuffled "
-        "between the waves (about 1 = no change); its p-value comes from the same shuffling.</p>"
+        more.append(
+            [r.speaker_id, waves, r.max_change]
+            + [getattr(r, k, None) for k in ("unmapped_share", "evidence", "jsd_codes", "q_codes")]
+            + [getattr(r, k, None) for k in ("jsd_matched", "p_matched", "semantic_ratio", "p_semantic")]
+        )
+    why = _empty_reasons(c, s)
+    return (
+        "<h3>All speakers</h3><p>Click a column heading to sort. <em>utterances</em>: coded units in the "
+        "earlier + the later wave. <em>units</em>: what was resampled and shuffled as a whole in each wave. "
+        "<em>q-value</em>: the p-value corrected for testing many speakers (Benjamini-Hochberg false discovery "
+        f"rate). <em>at α = {alpha:g}</em>: significant only when the q-value is below α.</p>"
         + html_table(
             [
-                "speaker",
-                "role",
-                "waves",
-                "n from",
-                "n to",
-                "units",
-                "magnitude (JSD)",
-                "interval",
-                "noise",
-                "p-value",
-                "q-value",
-                f"at α = {c.s.shift.alpha:g}",
+                "speaker_id",
+                "speaker_role",
+                ("waves", "wave_from, wave_to"),
+                ("utterances", "n_from, n_to"),
+                ("units", "n_units_from, n_units_to, resample_unit"),
+                "jsd",
+                ("interval", "jsd_ci_low, jsd_ci_high"),
+                "jsd_noise",
+                ("p-value", "p_value, p_method"),
+                "q_value",
+                (f"at α = {alpha:g}", "p_value, q_value"),
                 "direction",
-                "largest rise",
-                "JSD, matched questions",
-                "semantic ratio",
-                "p (semantic)",
-                "status / flags",
+                ("status", "status, reason"),
+            ],
+            main,
+            cls="shift-table",
+            why_empty=why,
+        )
+        + "<details><summary>Further measures per speaker</summary><p><em>largest rise</em>: the largest "
+        "rise of one dimension's share. <em>unmapped share</em> and <em>evidence</em>: how much of the talk "
+        "the map could place (evidence 0 = every unit uniform, 1 = every unit certain). <em>JSD over codes</em>: "
+        "the magnitude over first-order codes instead of dimensions. <em>JSD, matched questions</em>: the "
+        "magnitude over answers to questions asked in both waves. <em>semantic ratio</em>: how far the "
+        "speaker's mean sentence embedding moved between waves, over how far it moves when the same units are "
+        "shuffled between the waves (about 1 = no change); its p-value comes from the same shuffling.</p>"
+        + html_table(
+            [
+                "speaker_id",
+                ("waves", "wave_from, wave_to"),
+                ("largest rise", "max_change"),
+                ("unmapped share", "unmapped_share"),
+                "evidence",
+                ("JSD over codes", "jsd_codes"),
+                ("q (codes)", "q_codes"),
+                ("JSD, matched questions", "jsd_matched"),
+                ("p (matched)", "p_matched"),
+                "semantic_ratio",
+                ("p (semantic)", "p_semantic"),
+            ],
+            more,
+            cls="shift-more",
+            why_empty=why,
+        )
+        + "</details>"
+    )
+
+
+def _group_shifts(c: _Ctx) -> str:
+    """Each group's mean magnitude, semantic ratio and dimension changes, and how many of its speakers
+    changed significantly, in _verdict's wording."""
+    alpha = c.s.shift.alpha
+    g = c.t["group_shifts"]
+    g = g[g["measure"].isin(["jsd", "semantic_ratio", "change"])]
+    s = c.t["shifts"]
+    ok = s[s["status"] == "ok"] if "status" in s else s
+    q_of = {"jsd": "q_value", "jsd_codes": "q_codes", "semantic_drift": "q_semantic"}
+
+    def flagged(r) -> str | None:
+        if _missing(r.n_significant):
+            return None
+        text = f"{int(r.n_significant)} with p < {alpha:g}"
+        q = q_of.get(r.measure)
+        if q in ok:
+            who = ok if r.group == "all" else ok[ok["speaker_role"] == r.group]
+            who = who[(who["wave_from"] == r.wave_from) & (who["wave_to"] == r.wave_to)]
+            text += f"; {int((who[q] < alpha).sum())} significant (q < {alpha:g})"
+        return text
+
+    rows = [
+        [
+            r.group,
+            f"{int(r.wave_from)} → {int(r.wave_to)}",
+            _value(r.measure),
+            r.dimension,
+            int(r.n_speakers),
+            r.mean,
+            Raw(f"{r.ci_low:.3f} to {r.ci_high:.3f}", r.ci_low) if not _missing(r.ci_low) else None,
+            flagged(r),
+        ]
+        for r in g.itertuples()
+    ]
+    return (
+        "<h3>By group</h3><p>Each group's mean over its speakers, with a bootstrap interval over speakers, and "
+        "how many of its speakers changed: with a p-value below α, and significant after the correction for "
+        "testing many speakers.</p>"
+        + html_table(
+            [
+                "group",
+                ("waves", "wave_from, wave_to"),
+                "measure",
+                "dimension",
+                "n_speakers",
+                "mean",
+                ("interval", "ci_low, ci_high"),
+                ("speakers changed", "n_significant, q_value (shifts)"),
             ],
             rows,
-            cls="shift-table",
+            cls="group-shifts",
         )
     )
-    if "group_shifts" in c.t:
-        g = c.t["group_shifts"]
-        g = g[g["measure"].isin(["jsd", "semantic_ratio", "change"])]
-        rows = [
-            [
-                r.group,
-                f"{int(r.wave_from)} → {int(r.wave_to)}",
-                r.measure,
-                r.dimension,
-                int(r.n_speakers),
-                r.mean,
-                r.ci_low,
-                r.ci_high,
-                None if _missing(r.n_significant) else int(r.n_significant),
-            ]
-            for r in g.itertuples()
-        ]
-        out.append(
-            "<h3>By group</h3>"
-            + html_table(
-                ["group", "waves", "measure", "dimension", "speakers", "mean", "ci_low", "ci_high", "significant"], rows
-            )
-        )
-    return "".join(out)
+
+
+def _map_legend(labels: list[str], colours: list[str], grey: str | None) -> str:
+    items = [(lab, colours[k % len(colours)]) for k, lab in enumerate(labels)] + (
+        [(grey, rf.NONE_COLOUR)] if grey else []
+    )
+    return (
+        '<ul class="legend">'
+        + "".join(f'<li><span class="swatch" style="background:{col}"></span>{_e(lab)}</li>' for lab, col in items)
+        + "</ul>"
+    )
 
 
 def _utterance_map(c: _Ctx, xy: np.ndarray | None, ids: list[str] | None) -> str:
@@ -1159,32 +1493,20 @@ def _utterance_map(c: _Ctx, xy: np.ndarray | None, ids: list[str] | None) -> str
         dims = np.array([di.get(best.get(u), -1) for u in ids])
     x, y = xy[:, 0], xy[:, 1]
     how = "UMAP (cosine, seeded, PCA initialisation)" if method == "umap" else "PCA"
-    views = []
+    dim_labels = [c.dimension_names[d] for d in c.dimensions]
+    # (key, button label, colours, legend labels, colour index per point, grey's legend label)
+    views: list[tuple[str, str, list[str], list[str], np.ndarray, str | None]] = []
     if code_labels:
-        views.append(
-            (
-                "code",
-                "first-order code",
-                rf.scatter_chart(x, y, codes, rf.CODE_COLOURS, code_labels, "Utterances coloured by first-order code"),
-            )
-        )
+        views.append(("code", "first-order code", rf.CODE_COLOURS, code_labels, codes, "no code"))
     if len(c.dimensions) and (dims >= 0).any():
-        views.append(
-            (
-                "dimension",
-                "aggregate dimension",
-                rf.scatter_chart(
-                    x,
-                    y,
-                    dims,
-                    rf.DIMENSION_COLOURS,
-                    [c.dimension_names[d] for d in c.dimensions],
-                    "Utterances coloured by aggregate dimension",
-                ),
-            )
-        )
+        views.append(("dimension", "aggregate dimension", rf.DIMENSION_COLOURS, dim_labels, dims, "no clear dimension"))
+    files = {
+        f"utterance_map_by_{k}": rf.scatter_chart(x, y, idx, cols, labs, f"Utterances coloured by {label}")
+        for k, label, cols, labs, idx, _ in views
+    }
     if not views:
-        views.append(("plain", "no colouring", rf.scatter_chart(x, y, dims, rf.DIMENSION_COLOURS, [], "Utterances")))
+        views.append(("plain", "no colouring", [], [], dims, None))
+        files = {"utterance_map_by_plain": rf.scatter_chart(x, y, dims, rf.DIMENSION_COLOURS, [], "Utterances")}
     columns = ["utterance_id", "x", "y", "code_id", "dimension"]
     code_ids = c.t["codes"].sort_values("code_id")["code_id"].tolist() if code_labels else []
     rows = [
@@ -1200,12 +1522,12 @@ def _utterance_map(c: _Ctx, xy: np.ndarray | None, ids: list[str] | None) -> str
     fig = rf.Figure(
         "utterance_map",
         "Map of utterances",
-        views[0][2],
+        next(iter(files.values())),
         columns,
         rows,
         f"Each dot is a coded utterance; nearby dots say similar things ({how} of the sentence "
         "embeddings). Grey: no code / no clear dimension.",
-        {f"utterance_map_by_{k}": svg for k, _, svg in views},
+        files,
     )
     c.figures.append(fig)
     notes = [
@@ -1214,14 +1536,36 @@ def _utterance_map(c: _Ctx, xy: np.ndarray | None, ids: list[str] | None) -> str
         if "utterance_dimensions" not in c.t
         else "",
     ]
+    # each point once, with its text; the colourings are CSS classes (c<code index>, d<dimension index>)
+    u = c.t["utterances"].set_index("utterance_id") if "utterances" in c.t else pd.DataFrame()
+    limit = min(c.s.quote_chars, 200)
+
+    def point_text(uid: str) -> str:
+        if uid not in u.index:
+            return uid
+        r = u.loc[uid]
+        return f"{r['speaker_id']}, {_wave(r['wave'])}: {_quote(r['text'], limit)}"
+
+    classes = [" ".join(([f"c{k}"] if k >= 0 else []) + ([f"d{d}"] if d >= 0 else [])) for k, d in zip(codes, dims)]
+    order = np.lexsort((x, (codes >= 0).astype(int) + (dims >= 0).astype(int)))  # grey underneath
+    svg = rf.map_points_svg(
+        x[order],
+        y[order],
+        [classes[i] for i in order],
+        [point_text(ids[i]) for i in order],
+        {k: [cols[i % len(cols)] for i in range(len(labs))] for k, _, cols, labs, _, _ in views if k != "plain"},
+        "Map of utterances; each point's text on hover or focus",
+    )
     buttons = "".join(
         f'<button type="button" data-view="{k}" aria-pressed="{"true" if i == 0 else "false"}">'
         f"Colour by {_e(label)}</button>"
-        for i, (k, label, _) in enumerate(views)
+        for i, (k, label, *_rest) in enumerate(views)
     )
-    panes = "".join(
-        f'<div class="map-view" data-view="{k}"{"" if i == 0 else " hidden"}>{svg}</div>'
-        for i, (k, _, svg) in enumerate(views)
+    legends = "".join(
+        f'<div class="map-view" data-view="{k}"{"" if i == 0 else " hidden"}>'
+        + (_map_legend(labs, cols, grey if (idx < 0).any() else None) if labs else "")
+        + "</div>"
+        for i, (k, _, cols, labs, idx, grey) in enumerate(views)
     )
     total = len(c.t["embeddings"]) if "embeddings" in c.t else n
     shown = f"{n:,} utterances" if n == total else f"a seeded random sample of {n:,} of {total:,} utterances"
@@ -1229,8 +1573,11 @@ def _utterance_map(c: _Ctx, xy: np.ndarray | None, ids: list[str] | None) -> str
     payload = payload.replace("</", "<\\/")  # nothing in the data can close the script element
     return (
         "".join(notes) + f'<figure id="fig-utterance_map"><div class="toggle" role="group" '
-        f'aria-label="Colour the map by">{buttons}</div>{panes}<figcaption><strong>{_e(fig.title)}.</strong> '
-        f"{_e(fig.caption)} {shown}.</figcaption>"
+        f'aria-label="Colour the map by">{buttons}</div><div class="map-body"><div class="map-plot">{svg}</div>'
+        f"{legends}</div>"
+        '<p class="map-point" id="map-point" aria-live="polite">Point at a dot, or press Tab to reach the map and '
+        "the arrow keys to move between dots, to read its utterance here.</p>"
+        f"<figcaption><strong>{_e(fig.title)}.</strong> {_e(fig.caption)} {shown}.</figcaption>"
         f'<button type="button" class="download" id="map-download">Download the coordinates (CSV)</button>'
         f'<script type="application/json" id="map-data">{payload}</script></figure>'
     )
@@ -1302,7 +1649,17 @@ def _learned_coder(c: _Ctx) -> str:
         f"{by_source.get('human', 0):,} utterances keep their human codes, {by_source.get('learned', 0):,} were "
         "coded by the model. Cross-validated by interview, so the model is scored only on interviews it never saw; "
         "the coders' agreement with each other is the ceiling to read it against.</p>",
-        html_table(["level", "machine", "raters", "Cohen's κ", "interval", "n"], rows),
+        html_table(
+            [
+                "level",
+                ("machine", "evaluation"),
+                ("raters", "coder_a, coder_b"),
+                ("Cohen's κ", "value (metric cohen_kappa)"),
+                ("interval", "ci_low, ci_high"),
+                "n",
+            ],
+            rows,
+        ),
     ]
     counts = rec.get("counts", {})
     if counts.get("encoder_reason"):
@@ -1329,7 +1686,17 @@ def _learned_coder(c: _Ctx) -> str:
         out.append(
             "<p>The coders put several codes on one passage, so the model gives each unit a set of codes "
             "(one model per code, each with its own threshold); how those sets agree with the coders':</p>"
-            + html_table(["level", "measure", "raters", "value", "interval", "n"], rows)
+            + html_table(
+                [
+                    "level",
+                    ("measure", "metric"),
+                    ("raters", "coder_a, coder_b"),
+                    "value",
+                    ("interval", "ci_low, ci_high"),
+                    "n",
+                ],
+                rows,
+            )
         )
     curve = e[(e["evaluation"] == "learning-curve") & (e["level"] == "dimension") & (e["coder_b"] != "consensus")]
     if len(curve):
@@ -1341,7 +1708,14 @@ def _learned_coder(c: _Ctx) -> str:
         out.append(
             "<p>Learning curve: mean machine-coder κ (dimension level) on the interviews left out, by how "
             "many hand-coded interviews the model learned from; how many more interviews are worth coding.</p>"
-            + html_table(["hand-coded interviews", "machine-coder κ", "coders' κ (same utterances)"], rows)
+            + html_table(
+                [
+                    ("hand-coded interviews", "train_interviews"),
+                    ("machine-coder κ", "value (mean, machine rows)"),
+                    ("coders' κ (same utterances)", "value (mean, coder rows)"),
+                ],
+                rows,
+            )
         )
     return "".join(out)
 
@@ -1394,10 +1768,23 @@ def _agreement(c: _Ctx) -> str:
         c.figures.append(fig)
         out.append(_figure_html(fig, table=False))
     rows = [
-        [r.level, r.metric, _raters(r), r.value, _interval(r), r.n, _reading(r.metric, r.value)]
+        [r.level, _value(r.metric), _raters(r), r.value, _interval(r), r.n, _reading(r.metric, r.value)]
         for r in main.itertuples()
     ]
-    out.append(html_table(["level", "metric", "raters", "value", "interval", "n", "reading"], rows))
+    out.append(
+        html_table(
+            [
+                "level",
+                "metric",
+                ("raters", "coder_a, coder_b"),
+                "value",
+                ("interval", "ci_low, ci_high"),
+                "n",
+                ("reading", "value (conventional reading)"),
+            ],
+            rows,
+        )
+    )
     prf = ag[ag["metric"].isin(["precision", "recall", "f1"]) & (ag["level"] == "dimension")]
     if len(prf):
         piv = prf.pivot_table(index=["coder_b", "dimension"], columns="metric", values="value", sort=False)
@@ -1413,7 +1800,16 @@ def _agreement(c: _Ctx) -> str:
         ]
         out.append(
             "<h3>Per dimension: the machine against each coder</h3>"
-            + html_table(["reference", "dimension", "precision", "recall", "F1"], rows)
+            + html_table(
+                [
+                    ("reference", "coder_b"),
+                    "dimension",
+                    ("precision", "value (metric precision)"),
+                    ("recall", "value (metric recall)"),
+                    ("F1", "value (metric f1)"),
+                ],
+                rows,
+            )
         )
     cl = ag[ag["level"] == "code"]
     if len(cl):
@@ -1422,7 +1818,10 @@ def _agreement(c: _Ctx) -> str:
         out.append(
             "<h3>Candidate codes against human codes</h3><p>How well the machine's first-order clusters line up "
             "with the human codes (ARI and NMI: 0 = chance, 1 = identical partitions).</p>"
-            + html_table(["reference"] + ms, [[who] + [piv.loc[who, m] for m in ms] for who in piv.index])
+            + html_table(
+                [("reference", "coder_b")] + [(VALUE_LABELS.get(m, m), f"value (metric {m})") for m in ms],
+                [[who] + [piv.loc[who, m] for m in ms] for who in piv.index],
+            )
         )
     if "confusion" in c.t:
         cf = c.t["confusion"]
@@ -1439,9 +1838,9 @@ def _agreement(c: _Ctx) -> str:
             m = sel.pivot_table(index="label_a", columns="label_b", values="n", aggfunc="sum", fill_value=0)
             m = m.reindex(index=labels, columns=labels, fill_value=0)
             peak = max(1, int(m.values.max()))
-            head = "".join(f'<th scope="col">{_e(b)}</th>' for b in labels)
+            head = "".join(f'<th scope="col" title="label_b">{_e(b)}</th>' for b in labels)
             body = "".join(
-                f'<tr><th scope="row">{_e(a)}</th>'
+                f'<tr><th scope="row" title="label_a">{_e(a)}</th>'
                 + "".join(
                     f'<td class="num" style="background:rgba(0,114,178,{0.08 + 0.6 * int(m.loc[a, b]) / peak:.2f})">'
                     f"{int(m.loc[a, b]):,}</td>"
@@ -1452,7 +1851,8 @@ def _agreement(c: _Ctx) -> str:
             )
             out.append(
                 f"<h3>Confusion: {_e(machine)} (rows) vs {_e(ref)} (columns), dimension level</h3>"
-                f'<div class="table-wrap"><table class="confusion"><thead><tr><th></th>{head}</tr></thead>'
+                '<div class="table-wrap"><table class="confusion"><thead><tr>'
+                f'<th title="label_a (rows), label_b (columns)"></th>{head}</tr></thead>'
                 f"<tbody>{body}</tbody></table></div>"
             )
     if "disagreements" in c.t:
@@ -1477,7 +1877,17 @@ def _agreement(c: _Ctx) -> str:
                 f"<h3>Where the machine and the human coders differ</h3><p>The {len(d)} utterances where the "
                 "human coders agree with each other and the machine was most confident in another dimension "
                 "(all in <code>disagreements.parquet</code>).</p>"
-                + html_table(["utterance", "speaker", "text", "machine", "machine p", "humans"], rows)
+                + html_table(
+                    [
+                        "utterance_id",
+                        "speaker_id",
+                        "text",
+                        ("machine", "machine_label"),
+                        ("machine p", "machine_probability"),
+                        ("humans", "human_label"),
+                    ],
+                    rows,
+                )
             )
     out.append(learned)
     return "".join(out)
@@ -1512,27 +1922,261 @@ def _reproducibility(c: _Ctx) -> str:
     out = ['<dl class="facts">' + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in facts if v) + "</dl>"]
     order = ["segment", "embed", "codes", "map", "shift", "compare"]
     stages = [
-        [name, st[name].get("seconds"), json.dumps(st[name].get("counts", {}), sort_keys=True)]
+        [name, st[name].get("seconds"), Raw(_counts_html(st[name].get("counts", {})))]
         for name in order + sorted(set(st) - set(order) - {"report"})
         if name in st
     ]
-    out.append(html_table(["stage", "seconds", "counts"], stages))
+    out.append(html_table([("stage", "stages"), ("seconds", "seconds"), ("counts", "counts")], stages))
     inputs = seg.get("inputs", [])
     if inputs:
         out.append(
             f"<details><summary>Input files and their SHA-256 hashes ({len(inputs)})</summary>"
             + html_table(
-                ["file", "bytes", "sha256"],
+                [("file", "path"), "bytes", ("SHA-256", "sha256")],
                 [[i.get("path"), i.get("bytes"), Raw(f"<code>{_e(i.get('sha256'))}</code>")] for i in inputs],
             )
             + "</details>"
         )
     out.append(
-        "<details><summary>Configuration of the run</summary><pre>"
-        + _e(json.dumps(m.get("config", {}), indent=2, sort_keys=True))
+        "<details><summary>Configuration of the run (as a themeshift configuration file)</summary><pre>"
+        + _e(_config_text(m.get("config", {})))
         + "</pre></details>"
     )
     return "".join(out)
+
+
+def _count(v) -> str:
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, float):
+        return f"{v:,.4g}"
+    if isinstance(v, dict):
+        return ", ".join(f"{_e(str(k).replace('_', ' '))} {_count(x)}" for k, x in sorted(v.items())) or "none"
+    if isinstance(v, list):
+        return ", ".join(_count(x) for x in v) or "none"
+    return _e(v)
+
+
+def _counts_html(counts: dict) -> str:
+    """A stage's counts as a readable list: 'assigned 2,821', 'excluded: backchannel 79, interviewer 770'."""
+    items = [
+        f"{_e(str(k).replace('_', ' '))}{':' if isinstance(v, (dict, list)) else ''} {_count(v)}"
+        for k, v in sorted(counts.items())
+    ]
+    return '<ul class="counts">' + "".join(f"<li>{x}</li>" for x in items) + "</ul>" if items else "–"
+
+
+def _config_text(config: dict, prefix: str = "") -> str:
+    """The configuration in the TOML of a configuration file: the run can be repeated with it."""
+    plain = {k: v for k, v in sorted(config.items()) if not isinstance(v, dict)}
+    lines = [f"[{prefix}]"] if prefix and plain else []
+    lines += [f"{k} = {json.dumps(v, ensure_ascii=False)}" for k, v in plain.items() if v is not None]
+    for k, v in sorted(config.items()):
+        if isinstance(v, dict):
+            lines += ["", _config_text(v, f"{prefix}.{k}" if prefix else k)]
+    return "\n".join(lines).strip("\n")
+
+
+# ---------------------------------------------------------------- methods
+
+
+def _int(v) -> str:
+    return f"{int(v):,}" if isinstance(v, (int, float, np.integer)) and not _missing(v) else "?"
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1] if items else ""
+
+
+_KEYWORDS = {"keybert": "KeyBERT-inspired", "mmr": "maximal-marginal-relevance", "ctfidf": "c-TF-IDF"}
+_UNITS = {"interview": "whole interviews", "turn": "speaker turns", "utterance": "single units"}
+
+
+def _speaker_test_words(c: _Ctx, p: dict) -> str:
+    """The test each speaker pair got, as the shifts table records it (shift.speaker_test may be auto)."""
+    words = {
+        "permutation": "a permutation test",
+        "moderated_t": "a moderated t-test (each speaker's between-unit variance shrunk towards all speakers', "
+        "Bonferroni-corrected over the dimensions)",
+    }
+    has = "shifts" in c.t and "p_method" in c.t["shifts"]
+    used = c.t["shifts"]["p_method"].dropna().value_counts() if has else pd.Series(dtype=int)
+    if len(used) == 1:
+        return words.get(used.index[0], str(used.index[0]))
+    if len(used) > 1:
+        return (
+            f"a permutation test where the units allowed at least {p.get('min_labellings')} distinct labellings, "
+            "otherwise "
+            + words["moderated_t"]
+            + " ("
+            + _and([f"{n} pairs by {str(k).replace('_', ' ')}" for k, n in sorted(used.items())])
+            + ")"
+        )
+    test = p.get("speaker_test", "auto")
+    return words.get(test, f"a permutation test or a moderated t-test (chosen per pair: {test})")
+
+
+def _resample_words(c: _Ctx, p: dict) -> str:
+    has = "shifts" in c.t and "resample_unit" in c.t["shifts"]
+    units = sorted(set(c.t["shifts"]["resample_unit"].dropna())) if has else []
+    if not units:
+        units = [p.get("resample_unit", "auto")]
+    k = p.get("blocks_per_interview")
+    words = {**_UNITS, "block": f"blocks of whole answers ({k} per interview)"}
+    named = [words.get(u, "whole interviews where a speaker had two or more per wave, else blocks") for u in units]
+    return _and(named)
+
+
+def _methods_paragraph(c: _Ctx) -> str:
+    """Plain prose for a paper's methods section, from the run's manifest (and, for what each pair
+    got, its tables): models and their ids, units, clustering, framework and mapping, tests, versions, seed."""
+    m = c.manifest
+    st, cfg = m.get("stages", {}), m.get("config", {})
+    out = []
+    if "segment" in st:
+        sc, counts = cfg.get("segment", {}), st["segment"].get("counts", {})
+        unit = sc.get("unit", "sentence")
+        units = {"turn": "speaker turns", "window": f"windows of {sc.get('window_size')} sentences"}.get(
+            unit, "sentences"
+        )
+        split = (
+            ""
+            if unit == "turn"
+            else " (rule-based sentence splitting)"
+            if sc.get("sentence_splitter", "rules") == "rules"
+            else f" (sentences split by the spaCy pipeline {sc.get('sentence_splitter')})"
+        )
+        n_int = f" of {len(c.t['interviews']):,} interviews" if "interviews" in c.t else ""
+        excluded = counts.get("excluded", {})
+        if "utterances" in c.t:
+            u = c.t["utterances"]
+            who = f"{u.loc[~u['is_interviewer'], 'speaker_id'].nunique():,} interviewees"
+        else:
+            who = f"{_int(counts.get('speakers'))} speakers"
+        what = {"interviewer": "interviewer units", "backchannel": "back-channels", "annotation": "transcriber notes"}
+        left = _and([f"{_int(n)} {what.get(k, str(k).replace('_', ' '))}" for k, n in sorted(excluded.items())])
+        out.append(
+            f"The transcripts{n_int} ({who}) were segmented into {units}{split}; "
+            f"{_int(counts.get('coded'))} of {_int(counts.get('utterances'))} units were coded"
+            + (f", leaving out {left}" if left else "")
+            + "."
+        )
+    if "embed" in st:
+        e = st["embed"]
+        out.append(
+            f"Each coded unit was embedded with the sentence-embedding model {e.get('model')} (model id "
+            f"{e.get('model_id')}, {e.get('dim')} dimensions)."
+        )
+    if "codes" in st:
+        k, cc = st["codes"], cfg.get("codes", {})
+        method = str(k.get("method", ""))
+        if method.startswith("umap+hdbscan"):
+            how = (
+                f"UMAP ({cc.get('umap_components')} components, {cc.get('umap_neighbors')} neighbours) and HDBSCAN "
+                f"(minimum cluster size {k.get('min_cluster_size')})" + (" on a GPU (cuML)" if "GPU" in method else "")
+            )
+        elif method == "agglomerative":
+            cut = cc.get("agglomerative_distance")
+            how = f"agglomerative clustering (average linkage, cosine distance threshold {cut})"
+        else:
+            how = method or "clustering"
+        sample = f", fitted on a stratified sample of {_int(k.get('fitted_on'))} units" if k.get("sampled") else ""
+        kc = k.get("counts", {})
+        out.append(
+            f"First-order codes were found by clustering the embeddings with {how} in BERTopic{sample}, each code "
+            f"described by {_KEYWORDS.get(cc.get('representation'), 'its')} keywords; this gave "
+            f"{_int(kc.get('codes'))} codes, with {_int(kc.get('unassigned'))} units left without a code."
+        )
+    if "map" in st:
+        mp, mc = st["map"], cfg.get("map", {})
+        fw, counts = mp.get("framework", {}), mp.get("counts", {})
+        dims, concepts = fw.get("dimensions", []), fw.get("concepts", [])
+        if mp.get("method") == "classifier":
+            how = f"a logistic-regression classifier trained on the framework's texts (C = {mc.get('classifier_c')})"
+        else:
+            t = mp.get("temperature")
+            how = (
+                f"their embedding similarity to the framework's texts (the mean of the {mc.get('similarity_top_k')} "
+                "most similar texts per concept, a softmax"
+                + (f" with temperature {t:.3g} fitted leave-one-out" if isinstance(t, float) else "")
+                + ")"
+            )
+        out.append(
+            f"Codes and units were mapped onto the framework “{fw.get('name')}” ({len(dims)} aggregate dimensions: "
+            f"{_and([str(d) for d in dims])}; {len(concepts)} second-order concepts) by {how}; a unit was assigned a "
+            f"dimension when its probability reached {mc.get('utterance_threshold')} and exceeded the next by "
+            f"{mc.get('utterance_margin')}. {_int(counts.get('codes_mapped'))} of {_int(counts.get('codes'))} codes "
+            f"and {_int(counts.get('utterances_mapped'))} of {_int(counts.get('utterances'))} units were mapped."
+        )
+    if "learn" in st:
+        lr = st["learn"]
+        out.append(
+            f"A classifier trained on the human-coded units ({str(lr.get('level', '')).replace('_', '-')} codes, "
+            f"feature set {lr.get('feature_set')}) coded the remaining units."
+        )
+    if "shift" in st:
+        p = st["shift"].get("parameters") or cfg.get("shift", {})
+        ci = p.get("ci_level", c.s.shift.ci_level)
+        out.append(
+            "Each speaker's change between waves was measured as the Jensen-Shannon distance between the "
+            f"speaker's dimension profiles in the two waves, with {ci:.0%} bootstrap intervals "
+            f"({_int(p.get('bootstrap'))} resamples) and p-values from {_speaker_test_words(c, p)}; resampling and "
+            f"permutation ({_int(p.get('permutations'))} permutations) treated {_resample_words(c, p)} as "
+            "exchangeable units. p-values were corrected for testing many speakers with the Benjamini-Hochberg "
+            f"false discovery rate, and a change was called significant at q < {p.get('alpha', c.s.shift.alpha)}. "
+            f"Group changes (groups by {str(p.get('group_by', 'speaker_role')).replace('_', ' ')}, and all speakers) "
+            "were estimated as random-effects means of the speakers' changes with Hartung-Knapp-Sidik-Jonkman "
+            "intervals, speakers being the unit of analysis, and compared between groups with Welch intervals."
+        )
+    if "compare" in st:
+        cp = st["compare"]
+        pc, counts = cp.get("parameters") or cfg.get("compare", {}), cp.get("counts", {})
+        coders = counts.get("coders", [])
+        out.append(
+            f"Agreement with {len(coders)} human coder{'s' if len(coders) != 1 else ''} was measured on "
+            f"{_int(counts.get('units'))} units with Krippendorff's α and Cohen's κ, with "
+            f"{pc.get('ci_level', 0.95):.0%} bootstrap intervals ({_int(pc.get('bootstrap'))} resamples of "
+            f"{pc.get('bootstrap_unit', 'interview')}s)."
+        )
+    v = m.get("versions", {})
+    if v or "seed" in m:
+        libs = [
+            f"{k} {v[k]}"
+            for k in ("sentence-transformers", "bertopic", "umap-learn", "hdbscan", "scikit-learn", "numpy")
+            if k in v
+        ]
+        out.append(
+            f"The analysis was run with themeshift {v.get('themeshift', '?')} (Python {v.get('python', '?')}"
+            + (f"; {', '.join(libs)}" if libs else "")
+            + f") with random seed {m.get('seed', c.s.seed)}."
+        )
+    return " ".join(out)
+
+
+def _methods(c: _Ctx) -> str:
+    """Method details, out of the way of the findings: a paragraph to cite, and how each test works."""
+    paragraph = _methods_paragraph(c) if c.manifest else ""
+    parts = []
+    if "shifts" in c.t:
+        parts.append("<h3>Per-speaker shifts</h3>" + _shift_method(c))
+    if "group_changes" in c.t:
+        parts.append("<h3>Group estimates</h3>" + _group_method(c))
+    if not paragraph and not parts:
+        c.empty.add("methods")
+        return "<p>No manifest.json in the run directory: nothing to describe.</p>"
+    cite = (
+        "<h3>For a methods section</h3><p>Written from this run's <code>manifest.json</code>; check it "
+        "against your study design before you use it.</p>"
+        f'<blockquote class="citable"><p id="methods-paragraph">{_e(paragraph)}</p></blockquote>'
+        if paragraph
+        else ""
+    )
+    return (
+        '<details id="methods-details" class="methods"><summary>How the numbers were made, and a paragraph '
+        f"for a paper's methods section</summary>{cite}{''.join(parts)}</details>"
+    )
 
 
 # ---------------------------------------------------------------- page
@@ -1549,8 +2193,8 @@ nav a{color:var(--accent)}section{background:#fff;border:1px solid var(--line);b
 padding:14px 20px 18px;margin:18px 0}
 .facts{display:grid;grid-template-columns:max-content 1fr;gap:4px 16px}.facts dt{font-weight:600}.facts dd{margin:0}
 .table-wrap{overflow-x:auto;margin:8px 0}table{border-collapse:collapse;font-size:13px;width:100%}
-th,td{border-bottom:1px solid var(--line);padding:4px 8px;text-align:left;vertical-align:top}
-thead th{background:#f2f2f2;position:sticky;top:0}
+th,td{border-bottom:1px solid var(--line);padding:4px 6px;text-align:left;vertical-align:top}
+thead th{background:#f2f2f2;position:sticky;top:0;vertical-align:bottom;font-weight:600}td code{overflow-wrap:anywhere}
 td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 table.sortable th{cursor:pointer;user-select:none}table.sortable th:after{content:" ↕";color:#aaa}
 table.sortable th[aria-sort=ascending]:after{content:" ▲";color:var(--ink)}
@@ -1560,7 +2204,14 @@ table.gioia td.dimension{font-weight:700;width:16%;background:#f7f7f7}td.empty{c
 .code{font-weight:600}.n{color:var(--muted);font-size:12px}.tag{background:#fde8c8;border-radius:3px;padding:0 4px;
 font-size:11px}q.quote{display:block;color:#333;margin:3px 0 3px 10px;padding-left:8px;border-left:3px solid #ddd;
 font-style:italic}table.confusion{width:auto}table.confusion th[scope=row]{background:#f2f2f2}
-figure{margin:12px 0 20px}figure .svg,.map-view{overflow-x:auto}
+figure{margin:12px 0 20px}figure .svg{overflow-x:auto}.note{color:var(--muted);font-size:13px}
+ul.counts{list-style:none;margin:0;padding:0;display:flex;flex-wrap:wrap;gap:0 14px}
+.map-body{display:flex;flex-wrap:wrap;gap:12px 24px;align-items:flex-start}.map-plot{flex:0 1 560px;min-width:0}
+.map-view{flex:1 1 280px;min-width:0}ul.legend{list-style:none;margin:0;padding:0;font-size:13px;line-height:1.35}
+ul.legend li{padding-left:18px;text-indent:-18px;margin:2px 0}.swatch{display:inline-block;width:11px;height:11px;
+border-radius:50%;margin-right:7px;vertical-align:-1px}
+.map-point{min-height:3.2em;margin:8px 0;padding:6px 10px;background:#f6f6f6;border-left:3px solid var(--accent)}
+blockquote.citable{margin:8px 0;padding:6px 14px;background:#f6f9fc;border-left:3px solid var(--accent)}
 figcaption{color:var(--muted);font-size:13px;margin:6px 0}
 details{margin:6px 0}summary{cursor:pointer;color:var(--accent)}pre{font-size:12px;background:#f6f6f6;padding:10px;
 overflow-x:auto}.download{display:inline-block;font-size:13px;color:var(--accent);background:none;border:0;
@@ -1569,7 +2220,12 @@ padding:0;cursor:pointer;text-decoration:underline}
 padding:3px 10px;cursor:pointer}.toggle button[aria-pressed=true]{background:var(--accent);color:#fff}
 .missing{background:#fff6e5;border-left:4px solid #E69F00;padding:6px 12px;margin:8px 0}.missing p{margin:0}
 .missing ul{margin:4px 0}footer{font-size:13px;padding-bottom:30px}footer>p{color:var(--muted)}
-@media print{nav,.toggle,.download{display:none}section{border:0;break-inside:avoid-page}}
+@page{size:A4;margin:12mm}
+@media print{nav,.toggle,.download,.map-point{display:none}body{background:#fff;font-size:11px}
+header,main,footer{max-width:none;padding:0}section{border:0;padding:0;margin:10px 0}
+table{font-size:8.5px}th,td{padding:2px 3px}thead th{position:static}table.sortable th:after{content:none}
+.table-wrap,figure .svg,pre{overflow:visible}pre{white-space:pre-wrap;overflow-wrap:anywhere}
+tr,figure,blockquote{break-inside:avoid}svg{max-width:100%;height:auto}}
 """
 
 _JS = """
@@ -1589,7 +2245,18 @@ g.querySelectorAll('button').forEach(function(btn){btn.addEventListener('click',
 g.querySelectorAll('button').forEach(function(b){b.setAttribute('aria-pressed',b===btn?'true':'false');});
 fig.querySelectorAll('.map-view').forEach(function(v){
 v.hidden=v.getAttribute('data-view')!==btn.getAttribute('data-view');});
+var svg=fig.querySelector('#map-svg');if(svg)svg.setAttribute('data-colour',btn.getAttribute('data-view'));
 });});});
+var map=document.getElementById('map-svg'),said=document.getElementById('map-point');
+if(map&&said){function show(e){var t=e.target.tagName==='circle'&&e.target.querySelector('title');
+if(t)said.textContent=t.textContent;}
+map.addEventListener('mouseover',show);map.addEventListener('focusin',show);
+map.addEventListener('keydown',function(e){var c=e.target,p=c.parentNode,k=e.key,n=null;if(c.tagName!=='circle')return;
+if(k==='ArrowRight'||k==='ArrowDown')n=c.nextElementSibling;else if(k==='ArrowLeft'||k==='ArrowUp')
+n=c.previousElementSibling;else if(k==='Home')n=p.firstElementChild;else if(k==='End')n=p.lastElementChild;
+if(!n)return;e.preventDefault();c.setAttribute('tabindex','-1');n.setAttribute('tabindex','0');n.focus();});}
+window.addEventListener('beforeprint',function(){var m=document.getElementById('methods-details');
+if(m)m.open=true;});
 var dl=document.getElementById('map-download');if(dl){dl.addEventListener('click',function(){
 var d=JSON.parse(document.getElementById('map-data').textContent);
 function q(v){v=v===null?'':String(v);if(/^[=+\\-@\\t\\r]/.test(v)&&isNaN(Number(v)))v="'"+v;
@@ -1622,6 +2289,7 @@ def build_report(
         "shifts": _shifts,
         "utterance-map": lambda ctx: _utterance_map(ctx, xy, map_ids),
         "agreement": _agreement,
+        "methods": _methods,
         "reproducibility": _reproducibility,
     }
     bodies = {sid: builders[sid](c) for sid, _ in SECTIONS}

@@ -80,6 +80,12 @@ def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     return [lo + i * step for i in range(n + 1)]
 
 
+def _width(s: str, size: float = 12) -> float:
+    """A generous estimate of a label's width in px (system sans-serif, no measuring without a browser)."""
+    wide = sum(1 for ch in s if ch.isupper() or ch in "mwMW@%")
+    return size * (0.56 * len(s) + 0.2 * wide)
+
+
 def _text(x: float, y: float, s: str, anchor: str = "start", extra: str = "") -> str:
     return f'<text x="{_n(x)}" y="{_n(y)}" text-anchor="{anchor}"{extra}>{_e(s)}</text>'
 
@@ -182,10 +188,10 @@ def trajectory_chart(
     return svg_document(width, int(top + panel_h + 42 + lh), "".join(out) + leg, title)
 
 
-def shift_dumbbell_chart(rows: list[dict], title: str) -> str:
+def shift_dumbbell_chart(rows: list[dict], title: str, dark_label: str = "significant shift") -> str:
     """One row per speaker and wave pair: the Jensen-Shannon distance between the waves'
     dimension profiles (filled dot, bootstrap interval as a bar), joined to the distance
-    sampling noise alone gives (open dot); significant shifts dark."""
+    sampling noise alone gives (open dot); significant shifts (rows' "significant") dark."""
     label_w, right, row_h, top = 150, 190, 20, 28
     plot_w = 420
     width = label_w + plot_w + right
@@ -225,11 +231,11 @@ def shift_dumbbell_chart(rows: list[dict], title: str) -> str:
     leg_y = y_axis + 48
     out.append(
         f'<circle cx="{x0 + 5}" cy="{leg_y - 4}" r="5" fill="#111"/>'
-        + _text(x0 + 14, leg_y, "significant shift")
-        + f'<circle cx="{x0 + 135}" cy="{leg_y - 4}" r="5" fill="#8a8a8a"/>'
-        + _text(x0 + 144, leg_y, "not significant")
-        + f'<circle cx="{x0 + 255}" cy="{leg_y - 4}" r="4" fill="#fff" stroke="#777"/>'
-        + _text(x0 + 264, leg_y, "noise level; bar = interval")
+        + _text(x0 + 14, leg_y, dark_label)
+        + f'<circle cx="{x0 + 30 + _width(dark_label)}" cy="{leg_y - 4}" r="5" fill="#8a8a8a"/>'
+        + _text(x0 + 39 + _width(dark_label), leg_y, "not significant")
+        + f'<circle cx="{x0 + 150 + _width(dark_label)}" cy="{leg_y - 4}" r="4" fill="#fff" stroke="#777"/>'
+        + _text(x0 + 159 + _width(dark_label), leg_y, "noise level; bar = interval")
     )
     return svg_document(width, int(height), "".join(out), title)
 
@@ -295,6 +301,14 @@ def change_arrow_chart(
     return svg_document(int(width), int(y_axis + 40), "".join(out), title)
 
 
+def _unit_square(x: np.ndarray, y: np.ndarray, size: int, pad: int) -> tuple[np.ndarray, np.ndarray]:
+    def scale(v: np.ndarray) -> np.ndarray:
+        lo, hi = float(v.min()), float(v.max())
+        return (v - lo) / (hi - lo if hi > lo else 1.0)
+
+    return pad + scale(x) * (size - 2 * pad), size - pad - scale(y) * (size - 2 * pad)
+
+
 def scatter_chart(
     x: np.ndarray,
     y: np.ndarray,
@@ -305,16 +319,10 @@ def scatter_chart(
     size: int = 560,
 ) -> str:
     """Utterances in 2-D; colour_index -1 = grey (unassigned / unmapped), drawn first so the
-    coloured points sit on top. One <path> per colour keeps the file small."""
-    pad, legend_w = 12, 300
-    width, height = size + legend_w, size
-
-    def scale(v: np.ndarray) -> np.ndarray:
-        lo, hi = float(v.min()), float(v.max())
-        return (v - lo) / (hi - lo if hi > lo else 1.0)
-
-    xs = pad + scale(x) * (size - 2 * pad)
-    ys = size - pad - scale(y) * (size - 2 * pad)
+    coloured points sit on top. One <path> per colour keeps the file small. The legend beside the
+    plot is as wide as its longest label and takes more columns when the labels outnumber the rows."""
+    pad = 12
+    xs, ys = _unit_square(x, y, size, pad)
     out = [f'<rect x="0.5" y="0.5" width="{size - 1}" height="{size - 1}" fill="none" stroke="#ddd"/>']
     for k in [-1] + list(range(len(labels))):
         m = colour_index == k
@@ -324,15 +332,54 @@ def scatter_chart(
         # a zero-length round-capped segment per point draws a dot
         d = "".join(f"M{_n(a)} {_n(b)}h0" for a, b in zip(xs[m], ys[m]))
         out.append(f'<path d="{d}" stroke="{c}" stroke-width="5" stroke-linecap="round" stroke-opacity="0.8"/>')
-    items = [(lab, colours[k % len(colours)]) for k, lab in enumerate(labels)]
+    items = [(lab if len(lab) <= 60 else lab[:59] + "…", colours[k % len(colours)]) for k, lab in enumerate(labels)]
     if (colour_index < 0).any():
         items.append(("none", NONE_COLOUR))
-    ly = 16
-    for lab, c in items:
-        short = lab if len(lab) <= 40 else lab[:39] + "…"
-        out.append(f'<circle cx="{size + 16}" cy="{ly - 4}" r="5" fill="{c}"/>' + _text(size + 26, ly, short))
-        ly += 16
-    return svg_document(width, max(height, ly), "".join(out), title)
+    per_col = max(1, (size - 8) // 16)
+    col_w = 30 + max([_width(lab) for lab, _ in items] + [0])
+    for i, (lab, c) in enumerate(items):
+        lx, ly = size + 16 + (i // per_col) * col_w, 16 + (i % per_col) * 16
+        out.append(f'<circle cx="{_n(lx)}" cy="{ly - 4}" r="5" fill="{c}"/>' + _text(lx + 10, ly, lab))
+    width = size + 16 + math.ceil(len(items) / per_col) * col_w if items else size
+    return svg_document(int(math.ceil(width)), size, "".join(out), title)
+
+
+def map_points_svg(
+    x: np.ndarray,
+    y: np.ndarray,
+    classes: list[str],
+    texts: list[str],
+    colourings: dict[str, list[str]],
+    title: str,
+    size: int = 560,
+) -> str:
+    """Utterances in 2-D for the report page: each point a <circle> with its text as <title> (shown on
+    hover), coloured by its CSS classes, so the page switches between colourings (colourings: the
+    svg's data-colour value -> one colour per class index, classes named by its first letter) with one
+    copy of the points. Points without a class of the current colouring stay grey. The first point is
+    in the tab order; the page's script moves the focus between points with the arrow keys."""
+    xs, ys = _unit_square(x, y, size, 12)
+    rules = [
+        "#map-svg circle{r:3px;fill:" + NONE_COLOUR + ";fill-opacity:.8}",
+        "#map-svg circle:hover,#map-svg circle:focus{stroke:#000;stroke-width:2;fill-opacity:1;outline:none}",
+    ]
+    for name, colours in colourings.items():
+        rules += [f"#map-svg[data-colour={name}] .{name[0]}{k}{{fill:{c}}}" for k, c in enumerate(colours)]
+    pts = "".join(
+        f'<circle cx="{_n(a)}" cy="{_n(b)}"'
+        + (f' class="{cl}"' if cl else "")
+        + (' tabindex="0"' if i == 0 else "")
+        + f"><title>{escape(t, quote=False)}</title></circle>"
+        for i, (a, b, cl, t) in enumerate(zip(xs, ys, classes, texts))
+    )
+    first = next(iter(colourings), "")
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" id="map-svg" data-colour="{first}" viewBox="0 0 {size} {size}" '
+        f'width="{size}" height="{size}" role="group" aria-label="{_e(title)}" '
+        f'style="{FONT};font-size:12px;max-width:100%;height:auto"><style>{"".join(rules)}</style>'
+        f'<rect x="0.5" y="0.5" width="{size - 1}" height="{size - 1}" fill="#fff" stroke="#ddd"/>'
+        f'<g class="pts">{pts}</g></svg>'
+    )
 
 
 def agreement_chart(rows: list[dict], title: str) -> str:
