@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import inspect
 import json
 import os
@@ -29,7 +30,7 @@ from typer.core import TyperOption
 
 from pipeline.config import load_config, load_config_with_origins, settings_text
 from pipeline.embed import load_encoder
-from pipeline.errors import EnvironmentFault, InputError, environment_fault, printable
+from pipeline.errors import ConfigError, EnvironmentFault, InputError, environment_fault, printable
 from pipeline.findings import findings_lines, run_findings
 from pipeline.framework import load_framework
 from pipeline.io.human_codes import read_human_codes, read_mapping
@@ -302,6 +303,28 @@ def _check_inputs(
         read_human_codes(human, cfg["compare"]["qdpx_max_members"], cfg["compare"]["qdpx_max_bytes"])
     if mapping is not None:
         read_mapping(mapping, fw)
+    if input_dir is not None and Path(input_dir).is_dir():
+        _check_group_by(cfg["shift"]["group_by"], Path(input_dir), cfg["input"])
+
+
+def _check_group_by(group_by: str, input_dir: Path, inp: dict) -> None:
+    """shift.group_by names speaker_role or a column of speakers.csv or manifest.csv: a typo is one line
+    before segment, not an error after an hour of embedding."""
+    if group_by == "speaker_role":
+        return
+    columns = {"wave", "date", "participant_id", "source_type"}
+    for name in (inp["speakers_file"], inp["manifest_file"]):
+        path = input_dir / name
+        if path.is_file():
+            with open(path, encoding="utf-8-sig", errors="replace", newline="") as fh:
+                columns |= {c.strip() for c in next(csv.reader(fh), [])}
+    columns.discard("role")  # speakers.csv's role is speaker_role in the tables
+    if group_by not in columns:
+        known = sorted(columns - {"file", "speaker_id", "interview_id", "is_interviewer", "aliases", "name"})
+        raise ConfigError(
+            f"shift.group_by: no column {group_by!r} in speakers.csv or manifest.csv (known: "
+            f"speaker_role, {', '.join(known)})"
+        )
 
 
 def _check_files(

@@ -27,6 +27,7 @@ from pipeline.io.metadata import (
     template_regex,
 )
 from pipeline.io.readers import label_key, read_document
+from pipeline.io.turns import NO_LABELS
 from pipeline.segment import (
     SpeakerResolver,
     columns_to_table,
@@ -148,6 +149,7 @@ class FileResult:
     input: dict | None = None
     warnings: list[str] = field(default_factory=list)
     label_only: dict = field(default_factory=dict)  # the resolver's bare labels this file used
+    skipped: bool = False  # not a transcript (a paper among the interviews): left out with a note, not an error
 
 
 def read_extensions(inp: InputSettings) -> tuple[str, ...]:
@@ -237,7 +239,15 @@ def segment_file(study: Study, rel: str, nlp, s: SegmentSettings) -> FileResult:
         source_type = source_type_of(rel, meta, inp)
         fallbacks = list(inp.fallback_encodings)
         if source_type == "interview":
-            doc = read_document(folder / rel, rel, resolver.known_label_keys(), fallbacks)
+            try:
+                doc = read_document(folder / rel, rel, resolver.known_label_keys(), fallbacks)
+            except InputError as exc:
+                # without a manifest, a PDF with no speaker labels among the transcripts is a paper or a
+                # report, not a broken interview: named once and left out (a documents/ folder reads it)
+                if study.manifest is None and rel.lower().endswith(".pdf") and NO_LABELS in exc.message:
+                    out.skipped = True
+                    return out
+                raise
             cols = segment_document(doc, meta, rel, resolver, nlp, s)
         else:
             doc = read_unlabelled(folder / rel, rel, source_type, fallbacks)
@@ -296,7 +306,16 @@ def assemble(study: Study, results: list[FileResult], skip_bad: bool) -> Corpus:
     inputs, warn = list(study.inputs), list(study.warnings)
     parts, sources, interviews, rejected = [], [], [], []
     ids_seen: dict[str, str] = {}
+    skipped = [r.rel for r in results if r.skipped]
+    skip_note = (
+        f"{len(skipped)} PDF file(s) without speaker labels, not read as transcripts (put papers and reports "
+        f"in a documents/ folder to read them as documents): {_listing(skipped)}"
+    )
+    if skipped:
+        warn.append(skip_note)
     for r in results:
+        if r.skipped:
+            continue
         exc = r.error
         if r.meta is not None and r.meta.interview_id in ids_seen:
             exc = InputError(
@@ -322,7 +341,8 @@ def assemble(study: Study, results: list[FileResult], skip_bad: bool) -> Corpus:
         sources.append(r.source)
         interviews.append(r.interview)
     if not parts:
-        raise InputError("no transcript could be read (see rejected files)", study.folder)
+        why = skip_note if skipped and not rejected else "see rejected files"
+        raise InputError(f"no transcript could be read ({why})", study.folder)
     warn.extend(one_label_many_people(study.resolver))
     extra_cols = sorted({k for row in interviews for k in row} - set(schema.INTERVIEWS.names))
     interviews_schema = schema.INTERVIEWS

@@ -275,3 +275,12 @@ def test_without_a_manifest_files_of_other_formats_are_named_once_and_left_alone
     assert res.exit_code == 0, res.stderr
     assert "2 file(s) not of a format themeshift reads" in res.stderr and "analysis/build.py, codes.xlsx" in res.stderr
     assert set(pq.read_table(tmp_path / "run" / "utterances.parquet").column("source_file").to_pylist()) == {"P1.txt"}
+
+
+def test_a_group_by_column_that_does_not_exist_stops_run_before_segment(tmp_path):
+    from conftest import EXAMPLE
+
+    (tmp_path / "c.toml").write_text('[shift]\ngroup_by = "profesion"\n', encoding="utf-8")
+    res = runner.invoke(app, ["run", str(EXAMPLE), "--out", str(tmp_path / "r"), "-c", str(tmp_path / "c.toml")])
+    assert res.exit_code == 2 and "shift.group_by: no column 'profesion'" in res.output and "profession" in res.output
+    assert not (tmp_path / "r").exists()

@@ -209,3 +209,26 @@ def test_a_pdf_past_the_readers_safety_limits_is_named_as_such(tmp_path, monkeyp
     monkeypatch.setattr(pypdf, "PdfReader", refuse)
     with pytest.raises(InputError, match=r"big.pdf.*PDF refused by the reader's safety limits \(Maximum /ToUnicode"):
         pdf_text(path, "big.pdf")
+
+
+def test_without_a_manifest_a_pdf_paper_among_the_transcripts_is_named_and_left_out(tmp_path):
+    """A strategy paper dropped beside the interviews (no speaker labels, no documents/ folder) is not a
+    broken transcript: one warning names it and the interviews are segmented."""
+    folder = tmp_path / "study"
+    folder.mkdir()
+    for rel in ("core/C01_wave1.docx", "core/C01_wave2.txt"):
+        shutil.copy(EXAMPLE / rel, folder / Path(rel).name)
+    _strategy_pdf(folder / "strategy.pdf")
+    res = runner.invoke(app, ["segment", str(folder), "--out", str(tmp_path / "run")])
+    assert res.exit_code == 0, res.output
+    assert "1 PDF file(s) without speaker labels, not read as transcripts" in res.output
+    assert "strategy.pdf" in res.output
+    sources = pq.read_table(tmp_path / "run" / "sources.parquet").column("source_file").to_pylist()
+    assert sources == ["C01_wave1.docx", "C01_wave2.txt"]
+    # in a documents/ folder the same file is read, as a document
+    (folder / "documents").mkdir()
+    (folder / "strategy.pdf").rename(folder / "documents" / "strategy.pdf")
+    res = runner.invoke(app, ["segment", str(folder), "--out", str(tmp_path / "run2"), "--quiet"])
+    assert res.exit_code == 0, res.output
+    types = pq.read_table(tmp_path / "run2" / "sources.parquet", columns=["source_file", "source_type"]).to_pylist()
+    assert {"source_file": "documents/strategy.pdf", "source_type": "document"} in types

@@ -55,6 +55,9 @@ class Document:
     page_starts: list[int] | None = None  # offset where each page begins (PDFs and paged text); None: no pages
 
 
+NO_LABELS = "no speaker labels found"  # ingest tells a paper among the transcripts by it
+
+
 def label_key(label: str) -> str:
     """Normalised speaker label: case, spaces and punctuation ignored ("PL-03" == "pl03")."""
     return re.sub(r"[\W_]+", "", label.casefold())
@@ -151,7 +154,7 @@ def parse_labelled_text(text: str, path: str, known: set[str], fmt: str, encodin
             skipped += 1
     if not turns:
         raise InputError(
-            "no speaker labels found (expected lines such as 'Interviewer: ...'; a field note or "
+            f"{NO_LABELS} (expected lines such as 'Interviewer: ...'; a field note or "
             "document needs source_type in the manifest or a fieldnotes/ or documents/ folder)",
             path,
             1,
