@@ -173,6 +173,8 @@ def findings_lines(f: dict[str, Any]) -> list[str]:
             f"{c['wave_to']}: {c['dimension']} {_points(c['change'])} points "
             f"[{_points(c['ci_low'])}, {_points(c['ci_high'])}]{q}"
         )
+    if not f["agreement"]:  # never a silent absence
+        lines.append("  agreement with human coders: not measured (no human codes: run with --human CODES)")
     for a in f["agreement"]:
         lines.append(
             f"  agreement with the coders' consensus ({a['level']}): kappa {a['kappa']:.2f} "

@@ -812,8 +812,15 @@ COMPARED = ("ok", "no_evidence", "too_few_units")  # statuses of wave pairs that
 def missing_shift_reason(statuses: Iterable[str]) -> str | None:
     """Why a run has no shift to report, and how to give it one; None when some speaker's waves were compared."""
     counts = Counter(statuses)
-    if any(counts.get(s) for s in COMPARED):
+    if any(counts.get(s) for s in COMPARED if s != "no_evidence"):
         return None
+    if counts.get("no_evidence"):  # compared, but the coding says nothing about anyone's talk
+        return (
+            f"every speaker's waves were compared, but the coding gives no evidence for any of them "
+            f"({counts['no_evidence']} wave pair(s) no_evidence: too much talk the map left unmapped, or "
+            "probabilities near uniform): code a few interviews by hand and run `themeshift learn RUN --human "
+            "CODES`, or use a framework closer to what people talk about; shifts.parquet's reason column says more"
+        )
     if set(counts) <= {"no_wave"}:
         return (
             "no interview has a wave, so nobody's talk can be compared across waves: give each interview its wave "

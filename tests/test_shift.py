@@ -412,3 +412,15 @@ def test_missing_roles_become_nulls_not_nan():
                    pa.schema([("speaker_role", pa.string()), ("share", pa.float64())]))
     assert table.column("speaker_role").to_pylist() == [None, "CORE"]
     assert table.column("share").to_pylist() == [None, 0.5]
+
+
+def test_a_run_without_a_comparable_shift_says_why_and_how_to_get_one():
+    from pipeline.shift import missing_shift_reason
+
+    assert missing_shift_reason(["ok", "no_evidence", "too_few_utterances"]) is None
+    assert missing_shift_reason(["too_few_units"]) is None  # compared: a magnitude with its interval
+    assert "no interview has a wave" in missing_shift_reason(["no_wave", "no_wave"])
+    assert "themeshift init" in missing_shift_reason(["no_wave"])
+    reason = missing_shift_reason(["no_evidence"] * 3)
+    assert "3 wave pair(s) no_evidence" in reason and "themeshift learn" in reason
+    assert "no speaker has two waves" in missing_shift_reason(["single_wave", "too_few_utterances"])

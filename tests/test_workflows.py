@@ -65,7 +65,8 @@ def test_the_documented_order_and_the_wrong_ones_all_end_in_a_current_report(tmp
     assert len(changes) == 3 and changes == sorted(changes, reverse=True)
     assert all(c["ci_low"] <= c["change"] <= c["ci_high"] for c in found["largest_changes"])
     assert found["agreement"] == []  # no --human: no agreement figures, and none invented
-    assert findings_lines(found)[0] == "Findings"
+    lines = findings_lines(found)
+    assert lines[0] == "Findings" and "agreement with human coders: not measured" in lines[-1 - len(found["caveats"])]
     # the README's learning workflow: compare, learn, shift, compare, report
     for step in (["compare", "--human", HUMAN], ["learn", "--human", HUMAN], ["shift"], ["compare", "--human", HUMAN]):
         code, out = _cli(run, *step)
