@@ -280,7 +280,7 @@ ModelOpt = Annotated[
     typer.Option(
         "--model",
         "-m",
-        help="Embedding model: minilm (default), fast, or the folder of a local sentence-transformers model.",
+        help="Embedding model: minilm (default), fast, or the folder of a local model (sentence transformers).",
     ),
 ]
 RunArg = Annotated[Path, typer.Argument(help="Run directory made by `themeshift run` or `themeshift segment`.")]
@@ -384,7 +384,7 @@ EngineOpt = Annotated[
         "--engine",
         help="local (default) or ray: segment and embed as Ray jobs, utterances/ and embeddings/ "
         "as folders of part files, and codes fitted on more than codes.fit_sample utterances "
-        "assigned to the rest in parallel (needs the scale extra: pip install themeshift\\[scale]).",
+        "assigned to the rest in parallel (needs Ray: install themeshift with its scale extra).",
     ),
 ]
 AddressOpt = Annotated[
@@ -483,7 +483,7 @@ def codes(
 
 FrameworkOpt = Annotated[
     Optional[Path],
-    typer.Option("--framework", "-f", help="Framework YAML (default: knowledge-translation push, pull and exchange)."),
+    typer.Option("--framework", "-f", help="Framework YAML (default: knowledge translation push, pull and exchange)."),
 ]
 OverridesOpt = Annotated[
     Optional[Path],
@@ -831,7 +831,7 @@ KeyOpt = Annotated[
     typer.Option(
         "--key",
         help="The study's pseudonym key (JSON; made when missing, extended when given). Default: beside the "
-        "output folder, named after it with .pseudonym-key.json. Keep it apart from the data; it holds the real names.",
+        "output folder, named after it. Keep it apart from the data; it holds the real names.",
     ),
 ]
 NamesOpt = Annotated[
@@ -842,9 +842,7 @@ NamesOpt = Annotated[
 ]
 ReviewOpt = Annotated[
     bool,
-    typer.Option(
-        "--review", help="Also write every replacement with its context (a .pseudonym-review.csv beside the key)."
-    ),
+    typer.Option("--review", help="Also write every replacement with its context (a CSV beside the key)."),
 ]
 DecisionsOpt = Annotated[
     Optional[Path],
@@ -993,7 +991,7 @@ def run(
         bool,
         typer.Option(
             "--anonymise/--no-anonymise",
-            help="Pseudonymise the input first (into the pseudonymised_input folder of the run); every table, the "
+            help="Pseudonymise the input first (into a pseudonymised copy in the run folder); every table, the "
             "report and the export then hold pseudonyms only.",
         ),
     ] = False,
