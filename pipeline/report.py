@@ -8,14 +8,8 @@ directory gives the same bytes.
 
 from __future__ import annotations
 
-import base64
-import csv
-import io
 import json
-import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from html import escape
 from pathlib import Path
 
 import numpy as np
@@ -31,9 +25,27 @@ from pipeline.io.rundir import (
     stale_reason,
     table_path,
 )
-from pipeline.io.spreadsheet import safe_cell
 from pipeline.learn import MACHINE
 from pipeline.reduce import fit_umap
+from pipeline.report_context import ReportContext, dimension_order
+from pipeline.report_html import (
+    VALUE_LABELS,
+    Col,
+    Raw,
+    csv_link,
+    csv_text,
+    esc,
+    figure_html,
+    html_table,
+    is_missing,
+    missing_note,
+    shorten_quote,
+    value_label,
+    verdict,
+    wave_label,
+)
+from pipeline.report_methods import methods_section
+from pipeline.report_page import PAGE_CSS, PAGE_JS
 from pipeline.settings import ReportSettings
 from pipeline.shift import missing_shift_reason
 from pipeline.shift_groups import headline
@@ -115,278 +127,28 @@ def project_2d(vectors: np.ndarray, method: str, seed: int, neighbors: int) -> n
     return np.asarray(out, dtype=np.float64)
 
 
-# ---------------------------------------------------------------- HTML helpers
-
-
-def _e(text) -> str:
-    return escape("" if text is None else str(text), quote=True)
-
-
-def _missing(x) -> bool:
-    return x is None or (isinstance(x, float) and math.isnan(x)) or x is pd.NA or x is pd.NaT
-
-
-class Raw:
-    """A table cell that is already HTML, with an optional sort key."""
-
-    def __init__(self, html: str, sort=None):
-        self.html, self.sort = html, sort
-
-
-def _fmt(v, digits: int = 3) -> tuple[str, str | None]:
-    """(cell text, numeric sort key)"""
-    if isinstance(v, Raw):
-        return v.html, None if v.sort is None else str(v.sort)
-    if _missing(v):
-        return "–", ""
-    if isinstance(v, (bool, np.bool_)):
-        return ("yes" if v else "no"), None
-    if isinstance(v, (int, np.integer)):
-        return f"{int(v):,}", str(int(v))
-    if isinstance(v, (float, np.floating)):
-        return f"{float(v):.{digits}f}", repr(float(v))
-    return _e(v), None
-
-
-# A table column: a Parquet column name (shown by its LABELS label, the name on hover), or
-# (label, source): the label shown and what it comes from (Parquet column names, comma-separated).
-Col = str | tuple[str, str]
-
-# readable labels of the Parquet columns the report shows under their own name
-LABELS = {
-    "speaker_id": "speaker",
-    "speaker_role": "role",
-    "interview_id": "interview",
-    "utterance_id": "utterance",
-    "code_id": "code",
-    "wave_from": "from wave",
-    "wave_to": "to wave",
-    "is_first_last": "first → last wave",
-    "n_speakers": "speakers",
-    "n_utterances": "utterances",
-    "share_from": "share, earlier wave",
-    "share_to": "share, later wave",
-    "change": "change",
-    "change_ci_low": "change, interval low",
-    "change_ci_high": "change, interval high",
-    "change_shrunk": "change, shrunk to group",
-    "ci_low": "interval low",
-    "ci_high": "interval high",
-    "p_value": "p-value",
-    "q_value": "q-value",
-    "jsd": "magnitude (JSD)",
-    "jsd_ci_low": "JSD, interval low",
-    "jsd_ci_high": "JSD, interval high",
-    "jsd_noise": "noise",
-    "significant": "p < α (uncorrected)",
-    "mean_share": "mean share",
-    "pooled_share": "pooled share",
-    "coder_a": "rater a",
-    "coder_b": "rater b",
-    "ari": "ARI",
-    "nmi": "NMI",
-    "matched_kappa": "matched κ",
-    "cohen_kappa": "Cohen's κ",
-    "krippendorff_alpha": "Krippendorff's α",
-    "x": "x",
-    "y": "y",
-}
-
-# readable names of values that are column-like identifiers (metrics, measures, methods)
-VALUE_LABELS = {
-    **{k: LABELS[k] for k in ("ari", "nmi", "matched_kappa", "cohen_kappa", "krippendorff_alpha")},
-    "jsd": "magnitude (JSD)",
-    "jsd_codes": "magnitude over codes (JSD)",
-    "semantic_drift": "semantic drift",
-    "semantic_ratio": "semantic ratio",
-    "change": "change in share",
-    "random_effects_hksj": "random effects (HKSJ)",
-    "random_effects_welch": "random effects (Welch)",
-    "random_effects_bonferroni": "random effects, Bonferroni over dimensions",
-    "permutation": "permutation",
-    "moderated_t": "moderated t",
-    "second_order": "second-order",
-}
-
-
-def _col(c: Col) -> tuple[str, str]:
-    """(label, title) of a column."""
-    if isinstance(c, tuple):
-        return c
-    return LABELS.get(c, c.replace("_", " ")), c
-
-
-def _value(v) -> Raw | None:
-    """An identifier-like value (a metric, a measure, a method) by its readable name, the raw one on hover."""
-    if _missing(v):
-        return None
-    name = VALUE_LABELS.get(str(v), str(v).replace("_", " "))
-    return Raw(_e(name) if name == v else f'<span title="{_e(v)}">{_e(name)}</span>')
-
-
-def _is_empty(v) -> bool:
-    if isinstance(v, Raw):
-        return v.html.strip() in ("", "–")
-    return _missing(v) or (isinstance(v, str) and v.strip() in ("", "–"))
-
-
-def html_table(
-    columns: Sequence[Col],
-    rows: list[list],
-    sortable: bool = True,
-    cls: str = "",
-    why_empty: dict[str, str] | None = None,
-) -> str:
-    """A table; a column empty in every row is left out and named, with why_empty's reason for it
-    (keyed by its label or source) or a general one."""
-    cols = [_col(c) for c in columns]
-    notes = []
-    if rows:
-        empty = [i for i in range(len(cols)) if all(_is_empty(r[i]) for r in rows)]
-        reasons: dict[str, list[str]] = {}  # one reason, the columns it empties
-        for i in empty:
-            label, title = cols[i]
-            why = (why_empty or {}).get(title) or (why_empty or {}).get(label) or "no row has a value in this run"
-            reasons.setdefault(why, []).append(f"<em>{_e(label)}</em> (<code>{_e(title)}</code>)")
-        notes = [f"{_and(names)}: {_e(why)}" for why, names in reasons.items()]
-        keep = [i for i in range(len(cols)) if i not in empty]
-        cols = [cols[i] for i in keep]
-        rows = [[r[i] for i in keep] for r in rows]
-    head = "".join(f'<th scope="col" title="{_e(title)}">{_e(label)}</th>' for label, title in cols)
-    body = []
-    for r in rows:
-        cells = []
-        for v in r:
-            text, key = _fmt(v)
-            num = key is not None
-            attr = (f' data-v="{_e(key)}"' if num else "") + (' class="num"' if num and key != "" else "")
-            cells.append(f"<td{attr}>{text}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    classes = " ".join(c for c in ("sortable" if sortable else "", cls) if c)
-    note = (
-        '<p class="note empty-columns">Columns left out, empty in every row: ' + "; ".join(notes) + ".</p>"
-        if notes
-        else ""
-    )
-    return (
-        f'{note}<div class="table-wrap"><table class="{classes}"><thead><tr>{head}</tr></thead>'
-        f"<tbody>{''.join(body)}</tbody></table></div>"
-    )
-
-
-def _csv(columns: list[str], rows: list[list]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(columns)
-    for r in rows:
-        w.writerow(
-            ["" if _missing(v) else (f"{v:.6g}" if isinstance(v, (float, np.floating)) else safe_cell(v)) for v in r]
-        )
-    return buf.getvalue()
-
-
-def _csv_link(name: str, columns: list[str], rows: list[list], text: str = "Download the numbers (CSV)") -> str:
-    data = base64.b64encode(_csv(columns, rows).encode("utf-8")).decode("ascii")
-    return f'<a class="download" download="{_e(name)}.csv" href="data:text/csv;base64,{data}">{_e(text)}</a>'
-
-
-def _figure_html(fig: rf.Figure, table: bool = True) -> str:
-    numbers = (
-        f"<details><summary>Numbers behind this figure</summary>{html_table(fig.columns, fig.rows)}</details>"
-        if table
-        else ""
-    )
-    return (
-        f'<figure id="fig-{_e(fig.slug)}"><div class="svg">{fig.svg}</div>'
-        f"<figcaption><strong>{_e(fig.title)}.</strong> {_e(fig.caption)}</figcaption>"
-        f"{numbers}{_csv_link(fig.slug, fig.columns, fig.rows)}</figure>"
-    )
-
-
-def _quote(text: str, limit: int) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 1].rsplit(" ", 1)[0] + "…"
-
-
-def _verdict(p, q, alpha: float) -> str | None:
-    """One wording of significance for every speaker row: a change is called significant only when its
-    q-value (corrected for testing many speakers) is below alpha; a p-value alone below it says so."""
-    if _missing(p):
-        return None
-    if not _missing(q) and q < alpha:
-        return f"significant (q < {alpha:g})"
-    if p < alpha:
-        return f"p < {alpha:g} only; not after correction" if not _missing(q) else f"p < {alpha:g}"
-    return "not significant"
-
-
-def _missing_note(names: list[str], what: str) -> str:
-    items = "".join(f"<li><code>{_e(n)}.parquet</code>: run <code>{_e(remake_command(n))}</code></li>" for n in names)
-    return f'<div class="missing"><p>{_e(what)} Missing:</p><ul>{items}</ul></div>'
-
-
-def _wave(w) -> str:
-    return "no wave" if _missing(w) else f"wave {int(w)}"
-
-
-# ---------------------------------------------------------------- context shared by sections
-
-
-@dataclass
-class _Ctx:
-    t: dict[str, pd.DataFrame]
-    manifest: dict
-    s: ReportSettings
-    dimensions: list[str]
-    dimension_names: dict[str, str]
-    missing: dict[str, str]
-    figures: list[rf.Figure]
-    empty: set[str] = field(default_factory=set)  # sections with nothing but a missing-table note
-
-    def has(self, *names: str) -> bool:
-        return all(n in self.t for n in names)
-
-    def need(self, *names: str) -> list[str]:
-        gone = [n for n in names if n not in self.t]
-        for n in gone:
-            self.missing[n] = remake_command(n)
-        return gone
-
-
-def _dimension_order(t: dict[str, pd.DataFrame], manifest: dict) -> tuple[list[str], dict[str, str]]:
-    order = list(manifest.get("stages", {}).get("map", {}).get("framework", {}).get("dimensions", []))
-    for name in ("data_structure", "utterance_dimensions", "group_trajectory"):
-        if name in t and "dimension" in t[name]:
-            order += [d for d in t[name]["dimension"].dropna().unique().tolist() if d not in order]
-    names = {d: d for d in order}
-    if "data_structure" in t:
-        ds = t["data_structure"].dropna(subset=["dimension"])
-        names.update({d: f"{n} ({d})" for d, n in zip(ds["dimension"], ds["dimension_name"]) if n and n != d})
-    return order, names
-
-
 # ---------------------------------------------------------------- sections
 
 
-def _findings(c: _Ctx) -> str:
+def _findings(c: ReportContext) -> str:
     """What the run found, in plain sentences with their numbers, each linking to its evidence below:
     the same findings `themeshift run` prints at its end (pipeline.findings)."""
     f = findings_from(c.t, c.manifest)
     names = c.dimension_names
 
     def evidence(anchor: str, text: str) -> str:
-        return f' <a class="evidence" href="#{anchor}">{_e(text)}</a>'
+        return f' <a class="evidence" href="#{anchor}">{esc(text)}</a>'
 
     items = []
     if f["codes"]:
         codes = "; ".join(
-            f"“{_e(x['label'])}” ({x['size']:,} utterances, {_e(names.get(x['dimension'], x['dimension']))})"
+            f"“{esc(x['label'])}” ({x['size']:,} utterances, {esc(names.get(x['dimension'], x['dimension']))})"
             for x in f["codes"]
         )
         items.append(f"The largest first-order codes: {codes}." + evidence("data-structure", "Data structure"))
     if f["data_structure"]:
         parts = "; ".join(
-            f"{_e(d['dimension'])}: {d['concepts']} concepts from {d['codes']} codes ({d['utterances']:,} utterances)"
+            f"{esc(d['dimension'])}: {d['concepts']} concepts from {d['codes']} codes ({d['utterances']:,} utterances)"
             for d in f["data_structure"]
         )
         items.append(f"Mapped onto the framework: {parts}." + evidence("data-structure", "Data structure"))
@@ -395,25 +157,25 @@ def _findings(c: _Ctx) -> str:
         for group, rows in shares.groupby("group", sort=True):
             waves = "; ".join(
                 f"wave {w}: "
-                + ", ".join(f"{_e(names.get(r.dimension, r.dimension))} {100 * r.share:.0f}%" for r in g.itertuples())
+                + ", ".join(f"{esc(names.get(r.dimension, r.dimension))} {100 * r.share:.0f}%" for r in g.itertuples())
                 for w, g in rows.groupby("wave", sort=True)
             )
             items.append(
-                f"{_e(group)}, share of mapped talk by dimension: {waves}." + evidence("dimension-shares", "Shares")
+                f"{esc(group)}, share of mapped talk by dimension: {waves}." + evidence("dimension-shares", "Shares")
             )
     for line in f["groups"]:
-        items.append(_e(line) + evidence("groups", "How groups shifted"))
+        items.append(esc(line) + evidence("groups", "How groups shifted"))
     for x in f["largest_changes"]:
         q = "" if x["q_value"] is None else f", q = {x['q_value']:.3f}"
         items.append(
-            f"Among the largest individual changes: {_e(x['speaker_id'])} ({_e(x['group'])}), wave {x['wave_from']} "
-            f"→ {x['wave_to']}, {_e(names.get(x['dimension'], x['dimension']))} {100 * x['change']:+.1f} points "
+            f"Among the largest individual changes: {esc(x['speaker_id'])} ({esc(x['group'])}), wave {x['wave_from']} "
+            f"→ {x['wave_to']}, {esc(names.get(x['dimension'], x['dimension']))} {100 * x['change']:+.1f} points "
             f"({c.s.shift.ci_level:.0%} interval {100 * x['ci_low']:+.1f} to {100 * x['ci_high']:+.1f}{q})."
             + evidence("shifts", "Per-speaker shifts")
         )
     for a in f["agreement"]:
         items.append(
-            f"Agreement with the coders' consensus ({_e(a['level'])}): Cohen's κ {a['kappa']:.2f} "
+            f"Agreement with the coders' consensus ({esc(a['level'])}): Cohen's κ {a['kappa']:.2f} "
             f"({a['ci_low']:.2f} to {a['ci_high']:.2f}, n = {a['n']:,})." + evidence("agreement", "Agreement")
         )
     if not items:
@@ -423,16 +185,16 @@ def _findings(c: _Ctx) -> str:
     if f["caveats"]:
         out += (
             '<h3>Caveats</h3><p>What limits these conclusions, as the stages recorded it:</p><ul class="caveats">'
-            + "".join(f"<li>{_e(x)}</li>" for x in f["caveats"])
+            + "".join(f"<li>{esc(x)}</li>" for x in f["caveats"])
             + "</ul>"
         )
     return out
 
 
-def _overview(c: _Ctx) -> str:
+def _overview(c: ReportContext) -> str:
     if c.need("utterances"):
         c.empty.add("overview")
-        return _missing_note(["utterances"], "No utterances: nothing to report.")
+        return missing_note(["utterances"], "No utterances: nothing to report.")
     u = c.t["utterances"]
     interviews = c.t.get("interviews")
     n_interviews = len(interviews) if interviews is not None else u["interview_id"].nunique()
@@ -452,7 +214,7 @@ def _overview(c: _Ctx) -> str:
         ),
         ("Utterances", f"{len(u):,} units, {coded:,} coded"),
     ]
-    out = ['<dl class="facts">' + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in facts) + "</dl>"]
+    out = ['<dl class="facts">' + "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in facts) + "</dl>"]
 
     grp = u.assign(role=u["speaker_role"].fillna("(no role)"), w=u["wave"].astype("Int64"))
     by = grp.groupby(["role", "w"], dropna=False).agg(
@@ -462,7 +224,7 @@ def _overview(c: _Ctx) -> str:
         coded=("coded", "sum"),
     )
     rows = [
-        [role, _wave(w), int(r.speakers), int(r.interviews), int(r.units), int(r.coded)]
+        [role, wave_label(w), int(r.speakers), int(r.interviews), int(r.units), int(r.coded)]
         for (role, w), r in by.iterrows()
     ]
     out.append(
@@ -558,7 +320,7 @@ def _informative_first(texts: list[str]) -> list[str]:
     return sorted(texts, key=lambda t: _words(t) < QUOTE_MIN_WORDS)
 
 
-def _code_quotes(c: _Ctx, limit: int) -> dict[int, list[str]]:
+def _code_quotes(c: ReportContext, limit: int) -> dict[int, list[str]]:
     """Per code, its c.s.quotes most typical utterances that say something: the exemplars (most
     representative first) of QUOTE_MIN_WORDS words or more, then the code's other utterances of that
     length by how firmly they belong to it, and only when the code has too few such utterances its
@@ -584,29 +346,29 @@ def _code_quotes(c: _Ctx, limit: int) -> dict[int, list[str]]:
         long = [x for x in ex if _words(texts[x]) >= QUOTE_MIN_WORDS]
         more = [x for x in others.get(int(cid), []) if x not in long]
         short = [x for x in ex if x not in long]
-        out[int(cid)] = [_quote(texts[x], limit) for x in (long + more + short)[:n]]
+        out[int(cid)] = [shorten_quote(texts[x], limit) for x in (long + more + short)[:n]]
     return out
 
 
 def _quotes_html(quotes: list[str], code=None) -> str:
-    data = "" if _missing(code) else f' data-code="{int(code)}"'
-    return f'<div class="quotes"{data}>' + "".join(f'<q class="quote">{_e(q)}</q>' for q in quotes) + "</div>"
+    data = "" if is_missing(code) else f' data-code="{int(code)}"'
+    return f'<div class="quotes"{data}>' + "".join(f'<q class="quote">{esc(q)}</q>' for q in quotes) + "</div>"
 
 
-def _data_structure(c: _Ctx) -> str:
+def _data_structure(c: ReportContext) -> str:
     limit = c.s.quote_chars
     quotes = _code_quotes(c, limit)
     if "data_structure" not in c.t:
         gone = c.need("data_structure")
         if "codes" not in c.t:
             c.empty.add("data-structure")
-            return _missing_note(gone + c.need("codes"), "No codes and no data structure.")
+            return missing_note(gone + c.need("codes"), "No codes and no data structure.")
         codes = c.t["codes"].sort_values(["size", "code_id"], ascending=[False, True])
         rows = [
             [int(r.code_id), r.label, int(r.size), Raw(_quotes_html(quotes.get(int(r.code_id), []), r.code_id))]
             for r in codes.itertuples()
         ]
-        return _missing_note(gone, "Codes are not yet mapped onto the framework; first-order codes only.") + html_table(
+        return missing_note(gone, "Codes are not yet mapped onto the framework; first-order codes only.") + html_table(
             ["code_id", ("first-order code", "label"), ("utterances", "size"), ("exemplar quotes", "exemplar_ids")],
             rows,
         )
@@ -615,12 +377,12 @@ def _data_structure(c: _Ctx) -> str:
     def first_order(r) -> str:
         if r.status == "empty":
             return '<td class="empty">(no code mapped)</td>'
-        qs = quotes.get(int(r.code_id)) if not _missing(r.code_id) else None
+        qs = quotes.get(int(r.code_id)) if not is_missing(r.code_id) else None
         if qs is None:
-            qs = [_quote(q, limit) for q in _informative_first(list(r.quotes))[: c.s.quotes]]
+            qs = [shorten_quote(q, limit) for q in _informative_first(list(r.quotes))[: c.s.quotes]]
         who = ' <span class="tag">researcher</span>' if r.source == "human" else ""
         return (
-            f'<td><span class="code">{_e(r.first_order)}</span> <span class="n">n={int(r.size)}, '
+            f'<td><span class="code">{esc(r.first_order)}</span> <span class="n">n={int(r.size)}, '
             f"p={r.probability:.2f}</span>{who}{_quotes_html(qs, r.code_id)}</td>"
         )
 
@@ -631,9 +393,9 @@ def _data_structure(c: _Ctx) -> str:
     for r in mapped.itertuples():
         cells = first_order(r)
         if r.concept_id != last_c:
-            cells += f'<td rowspan="{con_span[r.concept_id]}" class="concept">{_e(r.second_order)}</td>'
+            cells += f'<td rowspan="{con_span[r.concept_id]}" class="concept">{esc(r.second_order)}</td>'
         if r.dimension != last_d:
-            cells += f'<td rowspan="{dim_span[r.dimension]}" class="dimension">{_e(r.dimension_name)}</td>'
+            cells += f'<td rowspan="{dim_span[r.dimension]}" class="dimension">{esc(r.dimension_name)}</td>'
         last_c, last_d = r.concept_id, r.dimension
         body.append(f"<tr>{cells}</tr>")
     out = [
@@ -653,7 +415,9 @@ def _data_structure(c: _Ctx) -> str:
                 r.fingerprint,
                 Raw(
                     _quotes_html(
-                        quotes.get(int(r.code_id), [_quote(q, limit) for q in _informative_first(list(r.quotes))]),
+                        quotes.get(
+                            int(r.code_id), [shorten_quote(q, limit) for q in _informative_first(list(r.quotes))]
+                        ),
                         r.code_id,
                     )
                 ),
@@ -679,7 +443,7 @@ def _data_structure(c: _Ctx) -> str:
     return "".join(out)
 
 
-def _dimension_shares(c: _Ctx) -> str:
+def _dimension_shares(c: ReportContext) -> str:
     caption = (
         "Mean share of each aggregate dimension in a speaker's talk (each speaker counts once), "
         "with the bootstrap interval over speakers."
@@ -718,8 +482,8 @@ def _dimension_shares(c: _Ctx) -> str:
         gone = c.need("group_trajectory")
         if not c.has("utterance_dimensions", "utterances"):
             c.empty.add("dimension-shares")
-            return _missing_note(gone + c.need("utterance_dimensions"), "No dimension probabilities yet.")
-        note = _missing_note(gone, "Shares below are pooled over utterances, without intervals.")
+            return missing_note(gone + c.need("utterance_dimensions"), "No dimension probabilities yet.")
+        note = missing_note(gone, "Shares below are pooled over utterances, without intervals.")
         caption = "Share of each aggregate dimension, pooled over the group's utterances (no intervals)."
         u = c.t["utterances"][["utterance_id", "speaker_role", "wave"]]
         d = c.t["utterance_dimensions"].merge(u, on="utterance_id").dropna(subset=["wave"])
@@ -735,17 +499,17 @@ def _dimension_shares(c: _Ctx) -> str:
     )
     fig = rf.Figure("dimension_shares", "Dimension shares per wave and role", svg, columns, rows, caption)
     c.figures.append(fig)
-    return note + _figure_html(fig)
+    return note + figure_html(fig)
 
 
 _SOURCE_ORDER = {"interview": 0, "fieldnote": 1, "document": 2}
 
 
-def _source_themes(c: _Ctx) -> str:
+def _source_themes(c: ReportContext) -> str:
     """Triangulation: each dimension and concept next to the source types it appears in."""
     if c.need("source_themes"):
         c.empty.add("sources")
-        return _missing_note(["source_themes"], "No themes by source type yet.")
+        return missing_note(["source_themes"], "No themes by source type yet.")
     t = c.t["source_themes"]
     types = sorted(t["source_type"].unique(), key=lambda s: (_SOURCE_ORDER.get(s, 9), s))
     sources = t.drop_duplicates("source_type").set_index("source_type")["n_type_sources"].to_dict()
@@ -776,50 +540,35 @@ def _source_themes(c: _Ctx) -> str:
         shown: list[Col] = [(name, "theme")]
         shown += [(f"{s} share", f"share (source_type {s})") for s in types]
         shown += [(f"{s} sources", f"n_sources (source_type {s})") for s in types]
-        out.append(html_table(shown, rows) + _csv_link(f"source_themes_{level}", columns, rows))
+        out.append(html_table(shown, rows) + csv_link(f"source_themes_{level}", columns, rows))
     return "".join(out)
 
 
 def _pts(x, signed: bool = True) -> str:
-    return "–" if _missing(x) else (f"{100 * x:+.1f}" if signed else f"{100 * x:.1f}")
+    return "–" if is_missing(x) else (f"{100 * x:+.1f}" if signed else f"{100 * x:.1f}")
 
 
 def _pair_label(r) -> str:
-    return "first → last" if _missing(r.wave_from) else f"{int(r.wave_from)} → {int(r.wave_to)}"
-
-
-def _group_method(c: _Ctx) -> str:
-    """How group changes are estimated and tested, with how the test did on data without change."""
-    return (
-        "<p>A group's change is the mean of its speakers' changes in a dimension's share, in points (a share of "
-        "0.30 is 30 points), each speaker weighted by how precisely their own change is known (a random-effects "
-        "model: Hartung-Knapp-Sidik-Jonkman interval, t with speakers - 1 degrees of freedom). Speakers, not "
-        "sentences, are the units of this test, so it holds however much sentences of one interview hang "
-        "together. <em>tau²</em> and <em>I²</em> say how much the speakers differ beyond sampling. Two groups' "
-        "changes are compared by their difference, with a Welch interval. q-values correct the p-values for "
-        f"testing many themes (Benjamini-Hochberg false discovery rate); a change is called significant when "
-        f"q &lt; {c.s.shift.alpha:g}. Calibration: on synthetic studies made of real lessons and meetings with no "
-        "change, this test flagged about 5% of groups or fewer (<code>bench/shift_group.py</code>).</p>"
-    )
+    return "first → last" if is_missing(r.wave_from) else f"{int(r.wave_from)} → {int(r.wave_to)}"
 
 
 def _interval_cell(lo, hi) -> Raw:
-    return Raw("–", "") if _missing(lo) else Raw(f"{_pts(lo)} to {_pts(hi)}", float(lo))
+    return Raw("–", "") if is_missing(lo) else Raw(f"{_pts(lo)} to {_pts(hi)}", float(lo))
 
 
-def _groups(c: _Ctx) -> str:
+def _groups(c: ReportContext) -> str:
     """Group findings first: each group's mean change per dimension with its interval, the
     contrasts between groups, and where the talk moved (concepts and codes) with quotes."""
 
     gone = c.need("group_changes")
     if gone:
         c.empty.add("groups")
-        return _missing_note(gone, "No group estimates yet.")
+        return missing_note(gone, "No group estimates yet.")
     g, alpha = c.t["group_changes"], c.s.shift.alpha
     dims = c.t.get("shift_dimensions", pd.DataFrame())
     out = [
         "<p><strong>Findings</strong> (estimates first; p-values beside them, with the method):</p><ul>"
-        + "".join(f"<li>{_e(line)}</li>" for line in headline(g, dims, alpha))
+        + "".join(f"<li>{esc(line)}</li>" for line in headline(g, dims, alpha))
         + "</ul>",
         "<p>A group's change: the precision-weighted mean of its speakers' changes in a dimension's share, in "
         f"points, with its {c.s.shift.ci_level:.0%} interval, p-value and q-value (corrected for testing many "
@@ -834,21 +583,21 @@ def _groups(c: _Ctx) -> str:
             "whole profile" if r.level == "profile" else r.theme,
             int(r.n_speakers),
             Raw("–", "")
-            if _missing(r.share_from)
+            if is_missing(r.share_from)
             else Raw(f"{_pts(r.share_from, False)} → {_pts(r.share_to, False)}", r.share_from),
-            Raw(_pts(r.change, r.level != "profile"), "" if _missing(r.change) else r.change),
+            Raw(_pts(r.change, r.level != "profile"), "" if is_missing(r.change) else r.change),
             _interval_cell(r.ci_low, r.ci_high),
             r.p_value,
             r.q_value,
-            _verdict(r.p_value, r.q_value, alpha),
-            _value(r.method),
+            verdict(r.p_value, r.q_value, alpha),
+            value_label(r.method),
             Raw(
                 "–"
-                if _missing(r.tau2)
-                else f"τ² {float(r.tau2) * 1e4:.1f}" + ("" if _missing(r.i2) else f", I² {float(r.i2):.0%}"),
-                "" if _missing(r.tau2) else r.tau2,
+                if is_missing(r.tau2)
+                else f"τ² {float(r.tau2) * 1e4:.1f}" + ("" if is_missing(r.i2) else f", I² {float(r.i2):.0%}"),
+                "" if is_missing(r.tau2) else r.tau2,
             ),
-            "–" if _missing(r.n_rising) else f"{int(r.n_rising)} up, {int(r.n_falling)} down",
+            "–" if is_missing(r.n_rising) else f"{int(r.n_rising)} up, {int(r.n_falling)} down",
         ]
         for r in d.itertuples()
     ]
@@ -907,22 +656,22 @@ def _groups(c: _Ctx) -> str:
             f"{c.s.shift.ci_level:.0%} interval of the mean change.",
         )
         c.figures.append(fig)
-        out.append(_figure_html(fig))
+        out.append(figure_html(fig))
     if "group_contrasts" in c.t and len(c.t["group_contrasts"]):
         ct = c.t["group_contrasts"]
         rows = [
             [
                 f"{r.group_a} vs {r.group_b}",
                 _pair_label(r),
-                Raw(f"{_e(r.theme)} <small>({_e(VALUE_LABELS.get(r.level, r.level))})</small>"),
+                Raw(f"{esc(r.theme)} <small>({esc(VALUE_LABELS.get(r.level, r.level))})</small>"),
                 f"{int(r.n_a)} + {int(r.n_b)}",
                 Raw(f"{_pts(r.change_a)}; {_pts(r.change_b)}"),
-                Raw(_pts(r.difference), "" if _missing(r.difference) else r.difference),
+                Raw(_pts(r.difference), "" if is_missing(r.difference) else r.difference),
                 _interval_cell(r.ci_low, r.ci_high),
                 r.p_value,
                 r.q_value,
-                _verdict(r.p_value, r.q_value, alpha),
-                _value(r.method),
+                verdict(r.p_value, r.q_value, alpha),
+                value_label(r.method),
             ]
             for r in ct.itertuples()
         ]
@@ -951,7 +700,7 @@ def _groups(c: _Ctx) -> str:
     return "".join(out)
 
 
-def _movers(c: _Ctx, g: pd.DataFrame, top: int = 3) -> str:
+def _movers(c: ReportContext, g: pd.DataFrame, top: int = 3) -> str:
     """The concepts that grew and shrank most per group and wave pair, with a quote from each wave."""
     m = g[(g["level"] == "concept") & g["change"].notna()]
     if m.empty:
@@ -969,15 +718,15 @@ def _movers(c: _Ctx, g: pd.DataFrame, top: int = 3) -> str:
                     _pair_label(x),
                     x.theme,
                     Raw("–", "")
-                    if _missing(x.share_from)
+                    if is_missing(x.share_from)
                     else Raw(f"{_pts(x.share_from, False)} → {_pts(x.share_to, False)}", x.share_from),
                     Raw(_pts(x.change), x.change),
                     _interval_cell(x.ci_low, x.ci_high),
                     x.p_value,
                     x.q_value,
-                    _verdict(x.p_value, x.q_value, c.s.shift.alpha),
-                    Raw(_e(_quote(q_from, 160)) if q_from else "–"),
-                    Raw(_e(_quote(q_to, 160)) if q_to else "–"),
+                    verdict(x.p_value, x.q_value, c.s.shift.alpha),
+                    Raw(esc(shorten_quote(q_from, 160)) if q_from else "–"),
+                    Raw(esc(shorten_quote(q_to, 160)) if q_to else "–"),
                 ]
             )
     figure = _movers_figure(c, m)
@@ -1007,7 +756,7 @@ def _movers(c: _Ctx, g: pd.DataFrame, top: int = 3) -> str:
     )
 
 
-def _movers_figure(c: _Ctx, m: pd.DataFrame, most: int = 8) -> str:
+def _movers_figure(c: ReportContext, m: pd.DataFrame, most: int = 8) -> str:
     """A slope panel per group and wave pair: each concept's share in the earlier and the later wave."""
     m = m[m["ci_low"].notna()]
     if m.empty:
@@ -1050,10 +799,10 @@ def _movers_figure(c: _Ctx, m: pd.DataFrame, most: int = 8) -> str:
         "the interval of the group's mean change.",
     )
     c.figures.append(fig)
-    return _figure_html(fig)
+    return figure_html(fig)
 
 
-def _concept_quotes(c: _Ctx) -> dict:
+def _concept_quotes(c: ReportContext) -> dict:
     """(group, concept, wave) -> the most confidently labelled utterance of the group's speakers."""
     if not c.has("utterances", "utterance_dimensions", "shift_codes_change"):
         return {}
@@ -1064,7 +813,7 @@ def _concept_quotes(c: _Ctx) -> dict:
     d = d[d["text"].str.split().str.len() >= 6].sort_values(["probability", "utterance_id"], ascending=[False, True])
     out: dict[tuple, str] = {}
     for r in d.itertuples():
-        if _missing(r.wave):
+        if is_missing(r.wave):
             continue
         for grp in ("all", group.get(r.speaker_id)):
             out.setdefault((grp, r.second_order, int(r.wave)), r.text)
@@ -1072,43 +821,12 @@ def _concept_quotes(c: _Ctx) -> dict:
 
 
 def _shift_label(r) -> str:
-    role = f" ({r.speaker_role})" if not _missing(r.speaker_role) else ""
+    role = f" ({r.speaker_role})" if not is_missing(r.speaker_role) else ""
     return f"{r.speaker_id}{role} w{int(r.wave_from)}→{int(r.wave_to)}"
 
 
-def _shift_method(c: _Ctx) -> str:
-    sc = c.s.shift
-    k = sc.blocks_per_interview
-    s = c.t["shifts"]
-    methods = s["p_method"].value_counts().to_dict() if "p_method" in s else {}
-    used = ", ".join(f"{n} by {m.replace('_', ' ')}" for m, n in sorted(methods.items())) or "none"
-    return (
-        "<p>Magnitude: Jensen-Shannon distance between a speaker's dimension profiles in two waves "
-        "(0 = the same mix of dimensions, 1 = no overlap). Direction: the dimension whose share fell most → the "
-        "one that rose most. Sentences of one answer, and answers close together in one interview, share a "
-        "question and a topic, so they are not independent evidence: intervals and tests work on whole units, "
-        "whole interviews where a speaker has two or more in a wave, otherwise the interview cut into "
-        f"{k} runs of whole answers (<code>shift.resample_unit = {_e(sc.resample_unit)}</code>). "
-        "A speaker's p-value comes from a permutation of those units where they allow at least "
-        f"{sc.min_labellings} labellings, otherwise from a moderated t per dimension (Bonferroni over the "
-        "dimensions): each speaker's between-unit variance is pulled towards the variance all speakers show, so "
-        "two or three interviews per wave, or one, still give a continuous p-value"
-        + (
-            ", and with one interview per wave the variance between two interviews of a person, which blocks of "
-            "one interview cannot show, is borrowed from the other speakers"
-            if sc.interview_variance == "borrow"
-            else ""
-        )
-        + f". Pairs tested here: {used}. With many speakers read the q-value: among speakers with "
-        f"q &lt; {sc.alpha}, about {sc.alpha:.0%} are expected to be false discoveries. Semantic drift gets "
-        "a p-value only from whole interviews. A speaker's p-value speaks of this speaker's talk in these "
-        "interviews; with one interview per wave it cannot fully separate a change of mind from a different "
-        "conversation: the group estimates above are the firmer finding.</p>"
-    )
-
-
 def _p_cell(p, method) -> Raw | None:
-    if _missing(p):
+    if is_missing(p):
         return None
     short = {"permutation": "perm.", "moderated_t": "mod. t"}.get(method, "")
     return Raw(f"{p:.3f}" + (f" <small>({short})</small>" if short else ""), p)
@@ -1149,11 +867,11 @@ def _question_note(s: pd.DataFrame) -> str:
     )
 
 
-def _shifts(c: _Ctx) -> str:
+def _shifts(c: ReportContext) -> str:
     gone = c.need("shifts")
     if gone:
         c.empty.add("shifts")
-        return _missing_note(gone, "No shift scores yet.")
+        return missing_note(gone, "No shift scores yet.")
     s = c.t["shifts"]
     scored = s[s["jsd"].notna()].sort_values(["jsd", "speaker_id"], ascending=[False, True])
     alpha = c.s.shift.alpha
@@ -1207,7 +925,7 @@ def _shifts(c: _Ctx) -> str:
             f"dark = significant after correction for testing many speakers (q < {alpha:g}).",
         )
         c.figures.append(fig)
-        out.append(_figure_html(fig))
+        out.append(figure_html(fig))
     if "shift_dimensions" in c.t and len(scored):
         sd = c.t["shift_dimensions"]
         order = {(r.speaker_id, int(r.wave_from), int(r.wave_to)): _shift_label(r) for r in scored.itertuples()}
@@ -1225,7 +943,7 @@ def _shifts(c: _Ctx) -> str:
             {
                 (order[(r.speaker_id, int(r.wave_from), int(r.wave_to))], r.dimension): r.share_from + r.change_shrunk
                 for r in sd.itertuples()
-                if not _missing(r.change_shrunk)
+                if not is_missing(r.change_shrunk)
             }
             if "change_shrunk" in sd
             else {}
@@ -1266,9 +984,9 @@ def _shifts(c: _Ctx) -> str:
             "group (empirical Bayes: noisy speakers move further). Rows in the order of the chart above.",
         )
         c.figures.append(fig)
-        out.append(_figure_html(fig))
+        out.append(figure_html(fig))
     elif "shift_dimensions" not in c.t:
-        out.append(_missing_note(c.need("shift_dimensions"), "No per-dimension changes."))
+        out.append(missing_note(c.need("shift_dimensions"), "No per-dimension changes."))
     out.append(_speaker_tables(c, s))
     if "group_shifts" in c.t:
         out.append(_group_shifts(c))
@@ -1276,13 +994,13 @@ def _shifts(c: _Ctx) -> str:
 
 
 def _significant(p, q, alpha: float) -> bool:
-    """Significant in _verdict's one wording: q below alpha (p where no q-value was computed)."""
-    if _missing(p):
+    """Significant in verdict's one wording: q below alpha (p where no q-value was computed)."""
+    if is_missing(p):
         return False
-    return bool(q < alpha) if not _missing(q) else bool(p < alpha)
+    return bool(q < alpha) if not is_missing(q) else bool(p < alpha)
 
 
-def _empty_reasons(c: _Ctx, s: pd.DataFrame) -> dict[str, str]:
+def _empty_reasons(c: ReportContext, s: pd.DataFrame) -> dict[str, str]:
     """Why a per-speaker column can be empty for every speaker pair."""
     sc = c.s.shift
     why = {}
@@ -1309,22 +1027,22 @@ def _empty_reasons(c: _Ctx, s: pd.DataFrame) -> dict[str, str]:
     return why
 
 
-def _speaker_tables(c: _Ctx, s: pd.DataFrame) -> str:
+def _speaker_tables(c: ReportContext, s: pd.DataFrame) -> str:
     """All speaker pairs: the test of each change in one table that fits the page, further measures in a
     second one below it."""
     alpha = c.s.shift.alpha
     main, more = [], []
     for r in s.sort_values(["speaker_id", "wave_from", "wave_to"], na_position="last").itertuples():
-        ci = "–" if _missing(r.jsd_ci_low) else f"{r.jsd_ci_low:.3f}–{r.jsd_ci_high:.3f}"
+        ci = "–" if is_missing(r.jsd_ci_low) else f"{r.jsd_ci_low:.3f}–{r.jsd_ci_high:.3f}"
         flag = r.status if r.status == "ok" else f"{r.status}: {r.reason}"
         waves = (
             "–"
-            if _missing(r.wave_from)
-            else f"{int(r.wave_from)}" + ("" if _missing(r.wave_to) else f" → {int(r.wave_to)}")
+            if is_missing(r.wave_from)
+            else f"{int(r.wave_from)}" + ("" if is_missing(r.wave_to) else f" → {int(r.wave_to)}")
         )
         unit = getattr(r, "resample_unit", None)
-        units = None if _missing(unit) else f"{int(r.n_units_from)} + {int(r.n_units_to)} {unit}s"
-        n = None if _missing(r.n_from) else Raw(f"{int(r.n_from):,} + {int(r.n_to):,}", int(r.n_from) + int(r.n_to))
+        units = None if is_missing(unit) else f"{int(r.n_units_from)} + {int(r.n_units_to)} {unit}s"
+        n = None if is_missing(r.n_from) else Raw(f"{int(r.n_from):,} + {int(r.n_to):,}", int(r.n_from) + int(r.n_to))
         main.append(
             [
                 r.speaker_id,
@@ -1333,12 +1051,12 @@ def _speaker_tables(c: _Ctx, s: pd.DataFrame) -> str:
                 n,
                 units,
                 r.jsd,
-                Raw(_e(ci), "" if _missing(r.jsd_ci_low) else r.jsd_ci_low),
+                Raw(esc(ci), "" if is_missing(r.jsd_ci_low) else r.jsd_ci_low),
                 r.jsd_noise,
                 _p_cell(r.p_value, getattr(r, "p_method", None)),
                 getattr(r, "q_value", None),
-                _verdict(r.p_value, getattr(r, "q_value", None), alpha),
-                None if _missing(r.direction) else r.direction.replace("->", "→"),
+                verdict(r.p_value, getattr(r, "q_value", None), alpha),
+                None if is_missing(r.direction) else r.direction.replace("->", "→"),
                 flag,
             ]
         )
@@ -1402,9 +1120,9 @@ def _speaker_tables(c: _Ctx, s: pd.DataFrame) -> str:
     )
 
 
-def _group_shifts(c: _Ctx) -> str:
+def _group_shifts(c: ReportContext) -> str:
     """Each group's mean magnitude, semantic ratio and dimension changes, and how many of its speakers
-    changed significantly, in _verdict's wording."""
+    changed significantly, in verdict's wording."""
     alpha = c.s.shift.alpha
     g = c.t["group_shifts"]
     g = g[g["measure"].isin(["jsd", "semantic_ratio", "change"])]
@@ -1413,7 +1131,7 @@ def _group_shifts(c: _Ctx) -> str:
     q_of = {"jsd": "q_value", "jsd_codes": "q_codes", "semantic_drift": "q_semantic"}
 
     def flagged(r) -> str | None:
-        if _missing(r.n_significant):
+        if is_missing(r.n_significant):
             return None
         text = f"{int(r.n_significant)} with p < {alpha:g}"
         q = q_of.get(r.measure)
@@ -1427,11 +1145,11 @@ def _group_shifts(c: _Ctx) -> str:
         [
             r.group,
             f"{int(r.wave_from)} → {int(r.wave_to)}",
-            _value(r.measure),
+            value_label(r.measure),
             r.dimension,
             int(r.n_speakers),
             r.mean,
-            Raw(f"{r.ci_low:.3f} to {r.ci_high:.3f}", r.ci_low) if not _missing(r.ci_low) else None,
+            Raw(f"{r.ci_low:.3f} to {r.ci_high:.3f}", r.ci_low) if not is_missing(r.ci_low) else None,
             flagged(r),
         ]
         for r in g.itertuples()
@@ -1463,16 +1181,16 @@ def _map_legend(labels: list[str], colours: list[str], grey: str | None) -> str:
     )
     return (
         '<ul class="legend">'
-        + "".join(f'<li><span class="swatch" style="background:{col}"></span>{_e(lab)}</li>' for lab, col in items)
+        + "".join(f'<li><span class="swatch" style="background:{col}"></span>{esc(lab)}</li>' for lab, col in items)
         + "</ul>"
     )
 
 
-def _utterance_map(c: _Ctx, xy: np.ndarray | None, ids: list[str] | None) -> str:
+def _utterance_map(c: ReportContext, xy: np.ndarray | None, ids: list[str] | None) -> str:
     gone = c.need("embeddings")
     if gone or xy is None:
         c.empty.add("utterance-map")
-        return _missing_note(gone, "No embeddings to lay out.")
+        return missing_note(gone, "No embeddings to lay out.")
     assert ids is not None  # build_report's callers give map_ids with xy
     method = c.s.projection
     n = len(ids)
@@ -1531,8 +1249,8 @@ def _utterance_map(c: _Ctx, xy: np.ndarray | None, ids: list[str] | None) -> str
     )
     c.figures.append(fig)
     notes = [
-        _missing_note(c.need("codes", "assignments"), "Colouring by code unavailable.") if not code_labels else "",
-        _missing_note(c.need("utterance_dimensions"), "Colouring by dimension unavailable.")
+        missing_note(c.need("codes", "assignments"), "Colouring by code unavailable.") if not code_labels else "",
+        missing_note(c.need("utterance_dimensions"), "Colouring by dimension unavailable.")
         if "utterance_dimensions" not in c.t
         else "",
     ]
@@ -1544,7 +1262,7 @@ def _utterance_map(c: _Ctx, xy: np.ndarray | None, ids: list[str] | None) -> str
         if uid not in u.index:
             return uid
         r = u.loc[uid]
-        return f"{r['speaker_id']}, {_wave(r['wave'])}: {_quote(r['text'], limit)}"
+        return f"{r['speaker_id']}, {wave_label(r['wave'])}: {shorten_quote(r['text'], limit)}"
 
     classes = [" ".join(([f"c{k}"] if k >= 0 else []) + ([f"d{d}"] if d >= 0 else [])) for k, d in zip(codes, dims)]
     order = np.lexsort((x, (codes >= 0).astype(int) + (dims >= 0).astype(int)))  # grey underneath
@@ -1558,7 +1276,7 @@ def _utterance_map(c: _Ctx, xy: np.ndarray | None, ids: list[str] | None) -> str
     )
     buttons = "".join(
         f'<button type="button" data-view="{k}" aria-pressed="{"true" if i == 0 else "false"}">'
-        f"Colour by {_e(label)}</button>"
+        f"Colour by {esc(label)}</button>"
         for i, (k, label, *_rest) in enumerate(views)
     )
     legends = "".join(
@@ -1577,14 +1295,14 @@ def _utterance_map(c: _Ctx, xy: np.ndarray | None, ids: list[str] | None) -> str
         f"{legends}</div>"
         '<p class="map-point" id="map-point" aria-live="polite">Point at a dot, or press Tab to reach the map and '
         "the arrow keys to move between dots, to read its utterance here.</p>"
-        f"<figcaption><strong>{_e(fig.title)}.</strong> {_e(fig.caption)} {shown}.</figcaption>"
+        f"<figcaption><strong>{esc(fig.title)}.</strong> {esc(fig.caption)} {shown}.</figcaption>"
         f'<button type="button" class="download" id="map-download">Download the coordinates (CSV)</button>'
         f'<script type="application/json" id="map-data">{payload}</script></figure>'
     )
 
 
 def _reading(metric: str, v) -> str:
-    if _missing(v):
+    if is_missing(v):
         return "undefined"
     if metric == "krippendorff_alpha":
         return "reliable (≥ 0.8)" if v >= 0.8 else "tentative (≥ 0.667)" if v >= 0.667 else "unreliable (< 0.667)"
@@ -1603,17 +1321,17 @@ def _reading(metric: str, v) -> str:
 
 
 def _raters(r) -> str:
-    return r.coder_a.replace("+", " + ") if _missing(r.coder_b) else f"{r.coder_a} vs {r.coder_b}"
+    return r.coder_a.replace("+", " + ") if is_missing(r.coder_b) else f"{r.coder_a} vs {r.coder_b}"
 
 
 def _interval(r) -> Raw:
     """An agreement row's interval cell, sorting by its lower end."""
-    if _missing(r.ci_low):
-        return Raw(_e("–"), "")
-    return Raw(_e(f"{r.ci_low:.3f} to {r.ci_high:.3f}"), r.ci_low)
+    if is_missing(r.ci_low):
+        return Raw(esc("–"), "")
+    return Raw(esc(f"{r.ci_low:.3f} to {r.ci_high:.3f}"), r.ci_low)
 
 
-def _learned_coder(c: _Ctx) -> str:
+def _learned_coder(c: ReportContext) -> str:
     """How well the model learned from the coders' own coding agrees with them (learn_eval), if learn ran."""
     if "learn_eval" not in c.t:
         return ""
@@ -1644,8 +1362,8 @@ def _learned_coder(c: _Ctx) -> str:
     ]
     out = [
         f"<h3>The learned coder</h3><p>A model trained on the hand-coded utterances (it learns "
-        f"{_e(str(rec.get('level', '?')).replace('_', '-'))} codes from feature set "
-        f"<code>{_e(rec.get('feature_set', '?'))}</code>) coded the rest: "
+        f"{esc(str(rec.get('level', '?')).replace('_', '-'))} codes from feature set "
+        f"<code>{esc(rec.get('feature_set', '?'))}</code>) coded the rest: "
         f"{by_source.get('human', 0):,} utterances keep their human codes, {by_source.get('learned', 0):,} were "
         "coded by the model. Cross-validated by interview, so the model is scored only on interviews it never saw; "
         "the coders' agreement with each other is the ceiling to read it against.</p>",
@@ -1668,7 +1386,7 @@ def _learned_coder(c: _Ctx) -> str:
             if counts.get("encoder") == "finetune"
             else "the sentence model as shipped (frozen)"
         )
-        out.append(f"<p>The model reads {kept}: {_e(counts['encoder_reason'])}.</p>")
+        out.append(f"<p>The model reads {kept}: {esc(counts['encoder_reason'])}.</p>")
     if counts.get("multi_code"):
         sets = c.t["learn_eval"]
         sets = sets[
@@ -1720,7 +1438,7 @@ def _learned_coder(c: _Ctx) -> str:
     return "".join(out)
 
 
-def _agreement(c: _Ctx) -> str:
+def _agreement(c: ReportContext) -> str:
     learned = _learned_coder(c)
     if "agreement" not in c.t:
         c.need("agreement")
@@ -1745,7 +1463,7 @@ def _agreement(c: _Ctx) -> str:
             and machine not in (r.coder_a, r.coder_b),
         }
         for r in main.itertuples()
-        if not _missing(r.value)
+        if not is_missing(r.value)
     ]
     cols = ["level", "metric", "coder_a", "coder_b", "value", "ci_low", "ci_high", "n"]
     out = [
@@ -1766,9 +1484,9 @@ def _agreement(c: _Ctx) -> str:
             "intervals over interviews; dashed lines: the conventional α thresholds.",
         )
         c.figures.append(fig)
-        out.append(_figure_html(fig, table=False))
+        out.append(figure_html(fig, table=False))
     rows = [
-        [r.level, _value(r.metric), _raters(r), r.value, _interval(r), r.n, _reading(r.metric, r.value)]
+        [r.level, value_label(r.metric), _raters(r), r.value, _interval(r), r.n, _reading(r.metric, r.value)]
         for r in main.itertuples()
     ]
     out.append(
@@ -1838,9 +1556,9 @@ def _agreement(c: _Ctx) -> str:
             m = sel.pivot_table(index="label_a", columns="label_b", values="n", aggfunc="sum", fill_value=0)
             m = m.reindex(index=labels, columns=labels, fill_value=0)
             peak = max(1, int(m.values.max()))
-            head = "".join(f'<th scope="col" title="label_b">{_e(b)}</th>' for b in labels)
+            head = "".join(f'<th scope="col" title="label_b">{esc(b)}</th>' for b in labels)
             body = "".join(
-                f'<tr><th scope="row" title="label_a">{_e(a)}</th>'
+                f'<tr><th scope="row" title="label_a">{esc(a)}</th>'
                 + "".join(
                     f'<td class="num" style="background:rgba(0,114,178,{0.08 + 0.6 * int(m.loc[a, b]) / peak:.2f})">'
                     f"{int(m.loc[a, b]):,}</td>"
@@ -1850,7 +1568,7 @@ def _agreement(c: _Ctx) -> str:
                 for a in labels
             )
             out.append(
-                f"<h3>Confusion: {_e(machine)} (rows) vs {_e(ref)} (columns), dimension level</h3>"
+                f"<h3>Confusion: {esc(machine)} (rows) vs {esc(ref)} (columns), dimension level</h3>"
                 '<div class="table-wrap"><table class="confusion"><thead><tr>'
                 f'<th title="label_a (rows), label_b (columns)"></th>{head}</tr></thead>'
                 f"<tbody>{body}</tbody></table></div>"
@@ -1866,7 +1584,7 @@ def _agreement(c: _Ctx) -> str:
                 [
                     r.utterance_id,
                     r.speaker_id,
-                    Raw(f'<q class="quote">{_e(_quote(r.text, limit))}</q>'),
+                    Raw(f'<q class="quote">{esc(shorten_quote(r.text, limit))}</q>'),
                     r.machine_label,
                     r.machine_probability,
                     r.human_label,
@@ -1893,7 +1611,7 @@ def _agreement(c: _Ctx) -> str:
     return "".join(out)
 
 
-def _reproducibility(c: _Ctx) -> str:
+def _reproducibility(c: ReportContext) -> str:
     m = c.manifest
     if not m:
         c.empty.add("reproducibility")
@@ -1919,7 +1637,7 @@ def _reproducibility(c: _Ctx) -> str:
         ("Human codes", f"{human.get('path')} (sha256 {human.get('sha256')})" if human else None),
         ("Versions", ", ".join(f"{k} {v}" for k, v in sorted(m.get("versions", {}).items()))),
     ]
-    out = ['<dl class="facts">' + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in facts if v) + "</dl>"]
+    out = ['<dl class="facts">' + "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in facts if v) + "</dl>"]
     order = ["segment", "embed", "codes", "map", "shift", "compare"]
     stages = [
         [name, st[name].get("seconds"), Raw(_counts_html(st[name].get("counts", {})))]
@@ -1933,13 +1651,13 @@ def _reproducibility(c: _Ctx) -> str:
             f"<details><summary>Input files and their SHA-256 hashes ({len(inputs)})</summary>"
             + html_table(
                 [("file", "path"), "bytes", ("SHA-256", "sha256")],
-                [[i.get("path"), i.get("bytes"), Raw(f"<code>{_e(i.get('sha256'))}</code>")] for i in inputs],
+                [[i.get("path"), i.get("bytes"), Raw(f"<code>{esc(i.get('sha256'))}</code>")] for i in inputs],
             )
             + "</details>"
         )
     out.append(
         "<details><summary>Configuration of the run (as a themeshift configuration file)</summary><pre>"
-        + _e(_config_text(m.get("config", {})))
+        + esc(_config_text(m.get("config", {})))
         + "</pre></details>"
     )
     return "".join(out)
@@ -1953,16 +1671,16 @@ def _count(v) -> str:
     if isinstance(v, float):
         return f"{v:,.4g}"
     if isinstance(v, dict):
-        return ", ".join(f"{_e(str(k).replace('_', ' '))} {_count(x)}" for k, x in sorted(v.items())) or "none"
+        return ", ".join(f"{esc(str(k).replace('_', ' '))} {_count(x)}" for k, x in sorted(v.items())) or "none"
     if isinstance(v, list):
         return ", ".join(_count(x) for x in v) or "none"
-    return _e(v)
+    return esc(v)
 
 
 def _counts_html(counts: dict) -> str:
     """A stage's counts as a readable list: 'assigned 2,821', 'excluded: backchannel 79, interviewer 770'."""
     items = [
-        f"{_e(str(k).replace('_', ' '))}{':' if isinstance(v, (dict, list)) else ''} {_count(v)}"
+        f"{esc(str(k).replace('_', ' '))}{':' if isinstance(v, (dict, list)) else ''} {_count(v)}"
         for k, v in sorted(counts.items())
     ]
     return '<ul class="counts">' + "".join(f"<li>{x}</li>" for x in items) + "</ul>" if items else "–"
@@ -1979,295 +1697,6 @@ def _config_text(config: dict, prefix: str = "") -> str:
     return "\n".join(lines).strip("\n")
 
 
-# ---------------------------------------------------------------- methods
-
-
-def _int(v) -> str:
-    return f"{int(v):,}" if isinstance(v, (int, float, np.integer)) and not _missing(v) else "?"
-
-
-def _and(items: list[str]) -> str:
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1] if items else ""
-
-
-_KEYWORDS = {"keybert": "KeyBERT-inspired", "mmr": "maximal-marginal-relevance", "ctfidf": "c-TF-IDF"}
-_UNITS = {"interview": "whole interviews", "turn": "speaker turns", "utterance": "single units"}
-
-
-def _speaker_test_words(c: _Ctx, p: dict) -> str:
-    """The test each speaker pair got, as the shifts table records it (shift.speaker_test may be auto)."""
-    words = {
-        "permutation": "a permutation test",
-        "moderated_t": "a moderated t-test (each speaker's between-unit variance shrunk towards all speakers', "
-        "Bonferroni-corrected over the dimensions)",
-    }
-    has = "shifts" in c.t and "p_method" in c.t["shifts"]
-    used = c.t["shifts"]["p_method"].dropna().value_counts() if has else pd.Series(dtype=int)
-    if len(used) == 1:
-        return words.get(used.index[0], str(used.index[0]))
-    if len(used) > 1:
-        return (
-            f"a permutation test where the units allowed at least {p.get('min_labellings')} distinct labellings, "
-            "otherwise "
-            + words["moderated_t"]
-            + " ("
-            + _and([f"{n} pairs by {str(k).replace('_', ' ')}" for k, n in sorted(used.items())])
-            + ")"
-        )
-    test = p.get("speaker_test", "auto")
-    return words.get(test, f"a permutation test or a moderated t-test (chosen per pair: {test})")
-
-
-def _resample_words(c: _Ctx, p: dict) -> str:
-    has = "shifts" in c.t and "resample_unit" in c.t["shifts"]
-    units = sorted(set(c.t["shifts"]["resample_unit"].dropna())) if has else []
-    if not units:
-        units = [p.get("resample_unit", "auto")]
-    k = p.get("blocks_per_interview")
-    words = {**_UNITS, "block": f"blocks of whole answers ({k} per interview)"}
-    named = [words.get(u, "whole interviews where a speaker had two or more per wave, else blocks") for u in units]
-    return _and(named)
-
-
-def _methods_paragraph(c: _Ctx) -> str:
-    """Plain prose for a paper's methods section, from the run's manifest (and, for what each pair
-    got, its tables): models and their ids, units, clustering, framework and mapping, tests, versions, seed."""
-    m = c.manifest
-    st, cfg = m.get("stages", {}), m.get("config", {})
-    out = []
-    if "segment" in st:
-        sc, counts = cfg.get("segment", {}), st["segment"].get("counts", {})
-        unit = sc.get("unit", "sentence")
-        units = {"turn": "speaker turns", "window": f"windows of {sc.get('window_size')} sentences"}.get(
-            unit, "sentences"
-        )
-        split = (
-            ""
-            if unit == "turn"
-            else " (rule-based sentence splitting)"
-            if sc.get("sentence_splitter", "rules") == "rules"
-            else f" (sentences split by the spaCy pipeline {sc.get('sentence_splitter')})"
-        )
-        n_int = f" of {len(c.t['interviews']):,} interviews" if "interviews" in c.t else ""
-        excluded = counts.get("excluded", {})
-        if "utterances" in c.t:
-            u = c.t["utterances"]
-            who = f"{u.loc[~u['is_interviewer'], 'speaker_id'].nunique():,} interviewees"
-        else:
-            who = f"{_int(counts.get('speakers'))} speakers"
-        what = {"interviewer": "interviewer units", "backchannel": "back-channels", "annotation": "transcriber notes"}
-        left = _and([f"{_int(n)} {what.get(k, str(k).replace('_', ' '))}" for k, n in sorted(excluded.items())])
-        out.append(
-            f"The transcripts{n_int} ({who}) were segmented into {units}{split}; "
-            f"{_int(counts.get('coded'))} of {_int(counts.get('utterances'))} units were coded"
-            + (f", leaving out {left}" if left else "")
-            + "."
-        )
-    if "embed" in st:
-        e = st["embed"]
-        out.append(
-            f"Each coded unit was embedded with the sentence-embedding model {e.get('model')} (model id "
-            f"{e.get('model_id')}, {e.get('dim')} dimensions)."
-        )
-    if "codes" in st:
-        k, cc = st["codes"], cfg.get("codes", {})
-        method = str(k.get("method", ""))
-        if method.startswith("umap+hdbscan"):
-            how = (
-                f"UMAP ({cc.get('umap_components')} components, {cc.get('umap_neighbors')} neighbours) and HDBSCAN "
-                f"(minimum cluster size {k.get('min_cluster_size')})" + (" on a GPU (cuML)" if "GPU" in method else "")
-            )
-        elif method == "agglomerative":
-            cut = cc.get("agglomerative_distance")
-            how = f"agglomerative clustering (average linkage, cosine distance threshold {cut})"
-        else:
-            how = method or "clustering"
-        sample = f", fitted on a stratified sample of {_int(k.get('fitted_on'))} units" if k.get("sampled") else ""
-        kc = k.get("counts", {})
-        out.append(
-            f"First-order codes were found by clustering the embeddings with {how} in BERTopic{sample}, each code "
-            f"described by {_KEYWORDS.get(cc.get('representation'), 'its')} keywords; this gave "
-            f"{_int(kc.get('codes'))} codes, with {_int(kc.get('unassigned'))} units left without a code."
-        )
-    if "map" in st:
-        mp, mc = st["map"], cfg.get("map", {})
-        fw, counts = mp.get("framework", {}), mp.get("counts", {})
-        dims, concepts = fw.get("dimensions", []), fw.get("concepts", [])
-        if mp.get("method") == "classifier":
-            how = f"a logistic-regression classifier trained on the framework's texts (C = {mc.get('classifier_c')})"
-        else:
-            t = mp.get("temperature")
-            how = (
-                f"their embedding similarity to the framework's texts (the mean of the {mc.get('similarity_top_k')} "
-                "most similar texts per concept, a softmax"
-                + (f" with temperature {t:.3g} fitted leave-one-out" if isinstance(t, float) else "")
-                + ")"
-            )
-        out.append(
-            f"Codes and units were mapped onto the framework “{fw.get('name')}” ({len(dims)} aggregate dimensions: "
-            f"{_and([str(d) for d in dims])}; {len(concepts)} second-order concepts) by {how}; a unit was assigned a "
-            f"dimension when its probability reached {mc.get('utterance_threshold')} and exceeded the next by "
-            f"{mc.get('utterance_margin')}. {_int(counts.get('codes_mapped'))} of {_int(counts.get('codes'))} codes "
-            f"and {_int(counts.get('utterances_mapped'))} of {_int(counts.get('utterances'))} units were mapped."
-        )
-    if "learn" in st:
-        lr = st["learn"]
-        out.append(
-            f"A classifier trained on the human-coded units ({str(lr.get('level', '')).replace('_', '-')} codes, "
-            f"feature set {lr.get('feature_set')}) coded the remaining units."
-        )
-    if "shift" in st:
-        p = st["shift"].get("parameters") or cfg.get("shift", {})
-        ci = p.get("ci_level", c.s.shift.ci_level)
-        out.append(
-            "Each speaker's change between waves was measured as the Jensen-Shannon distance between the "
-            f"speaker's dimension profiles in the two waves, with {ci:.0%} bootstrap intervals "
-            f"({_int(p.get('bootstrap'))} resamples) and p-values from {_speaker_test_words(c, p)}; resampling and "
-            f"permutation ({_int(p.get('permutations'))} permutations) treated {_resample_words(c, p)} as "
-            "exchangeable units. p-values were corrected for testing many speakers with the Benjamini-Hochberg "
-            f"false discovery rate, and a change was called significant at q < {p.get('alpha', c.s.shift.alpha)}. "
-            f"Group changes (groups by {str(p.get('group_by', 'speaker_role')).replace('_', ' ')}, and all speakers) "
-            "were estimated as random-effects means of the speakers' changes with Hartung-Knapp-Sidik-Jonkman "
-            "intervals, speakers being the unit of analysis, and compared between groups with Welch intervals."
-        )
-    if "compare" in st:
-        cp = st["compare"]
-        pc, counts = cp.get("parameters") or cfg.get("compare", {}), cp.get("counts", {})
-        coders = counts.get("coders", [])
-        out.append(
-            f"Agreement with {len(coders)} human coder{'s' if len(coders) != 1 else ''} was measured on "
-            f"{_int(counts.get('units'))} units with Krippendorff's α and Cohen's κ, with "
-            f"{pc.get('ci_level', 0.95):.0%} bootstrap intervals ({_int(pc.get('bootstrap'))} resamples of "
-            f"{pc.get('bootstrap_unit', 'interview')}s)."
-        )
-    v = m.get("versions", {})
-    if v or "seed" in m:
-        libs = [
-            f"{k} {v[k]}"
-            for k in ("sentence-transformers", "bertopic", "umap-learn", "hdbscan", "scikit-learn", "numpy")
-            if k in v
-        ]
-        out.append(
-            f"The analysis was run with themeshift {v.get('themeshift', '?')} (Python {v.get('python', '?')}"
-            + (f"; {', '.join(libs)}" if libs else "")
-            + f") with random seed {m.get('seed', c.s.seed)}."
-        )
-    return " ".join(out)
-
-
-def _methods(c: _Ctx) -> str:
-    """Method details, out of the way of the findings: a paragraph to cite, and how each test works."""
-    paragraph = _methods_paragraph(c) if c.manifest else ""
-    parts = []
-    if "shifts" in c.t:
-        parts.append("<h3>Per-speaker shifts</h3>" + _shift_method(c))
-    if "group_changes" in c.t:
-        parts.append("<h3>Group estimates</h3>" + _group_method(c))
-    if not paragraph and not parts:
-        c.empty.add("methods")
-        return "<p>No manifest.json in the run directory: nothing to describe.</p>"
-    cite = (
-        "<h3>For a methods section</h3><p>Written from this run's <code>manifest.json</code>; check it "
-        "against your study design before you use it.</p>"
-        f'<blockquote class="citable"><p id="methods-paragraph">{_e(paragraph)}</p></blockquote>'
-        if paragraph
-        else ""
-    )
-    return (
-        '<details id="methods-details" class="methods"><summary>How the numbers were made, and a paragraph '
-        f"for a paper's methods section</summary>{cite}{''.join(parts)}</details>"
-    )
-
-
-# ---------------------------------------------------------------- page
-
-_CSS = """
-:root{--ink:#1d1d1f;--muted:#5f6368;--line:#e3e3e3;--accent:#0072B2}
-*{box-sizing:border-box}body{margin:0;color:var(--ink);background:#fafafa;
-font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif}
-header,main,footer{max-width:1180px;margin:0 auto;padding:0 24px}
-header{padding-top:28px}h1{font-size:1.7rem;margin:0 0 4px}h2{font-size:1.3rem;margin:0 0 12px;
-padding-top:8px;border-bottom:2px solid var(--ink)}h3{font-size:1.05rem;margin:22px 0 8px}
-.sub{color:var(--muted);margin:0 0 12px}nav ul{display:flex;flex-wrap:wrap;gap:6px 16px;padding:0;list-style:none}
-nav a{color:var(--accent)}section{background:#fff;border:1px solid var(--line);border-radius:6px;
-padding:14px 20px 18px;margin:18px 0}
-.facts{display:grid;grid-template-columns:max-content 1fr;gap:4px 16px}.facts dt{font-weight:600}.facts dd{margin:0}
-.table-wrap{overflow-x:auto;margin:8px 0}table{border-collapse:collapse;font-size:13px;width:100%}
-th,td{border-bottom:1px solid var(--line);padding:4px 6px;text-align:left;vertical-align:top}
-thead th{background:#f2f2f2;position:sticky;top:0;vertical-align:bottom;font-weight:600}td code{overflow-wrap:anywhere}
-td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-table.sortable th{cursor:pointer;user-select:none}table.sortable th:after{content:" ↕";color:#aaa}
-table.sortable th[aria-sort=ascending]:after{content:" ▲";color:var(--ink)}
-table.sortable th[aria-sort=descending]:after{content:" ▼";color:var(--ink)}
-table.gioia td{border:1px solid var(--line)}table.gioia td.concept{font-weight:600;width:22%}
-table.gioia td.dimension{font-weight:700;width:16%;background:#f7f7f7}td.empty{color:var(--muted);font-style:italic}
-.code{font-weight:600}.n{color:var(--muted);font-size:12px}.tag{background:#fde8c8;border-radius:3px;padding:0 4px;
-font-size:11px}q.quote{display:block;color:#333;margin:3px 0 3px 10px;padding-left:8px;border-left:3px solid #ddd;
-font-style:italic}table.confusion{width:auto}table.confusion th[scope=row]{background:#f2f2f2}
-figure{margin:12px 0 20px}figure .svg{overflow-x:auto}.note{color:var(--muted);font-size:13px}
-ul.counts{list-style:none;margin:0;padding:0;display:flex;flex-wrap:wrap;gap:0 14px}
-.map-body{display:flex;flex-wrap:wrap;gap:12px 24px;align-items:flex-start}.map-plot{flex:0 1 560px;min-width:0}
-.map-view{flex:1 1 280px;min-width:0}ul.legend{list-style:none;margin:0;padding:0;font-size:13px;line-height:1.35}
-ul.legend li{padding-left:18px;text-indent:-18px;margin:2px 0}.swatch{display:inline-block;width:11px;height:11px;
-border-radius:50%;margin-right:7px;vertical-align:-1px}
-.map-point{min-height:3.2em;margin:8px 0;padding:6px 10px;background:#f6f6f6;border-left:3px solid var(--accent)}
-blockquote.citable{margin:8px 0;padding:6px 14px;background:#f6f9fc;border-left:3px solid var(--accent)}
-figcaption{color:var(--muted);font-size:13px;margin:6px 0}
-details{margin:6px 0}summary{cursor:pointer;color:var(--accent)}pre{font-size:12px;background:#f6f6f6;padding:10px;
-overflow-x:auto}.download{display:inline-block;font-size:13px;color:var(--accent);background:none;border:0;
-padding:0;cursor:pointer;text-decoration:underline}
-.toggle button{font:inherit;font-size:13px;border:1px solid var(--accent);background:#fff;color:var(--accent);
-padding:3px 10px;cursor:pointer}.toggle button[aria-pressed=true]{background:var(--accent);color:#fff}
-.missing{background:#fff6e5;border-left:4px solid #E69F00;padding:6px 12px;margin:8px 0}.missing p{margin:0}
-.missing ul{margin:4px 0}footer{font-size:13px;padding-bottom:30px}footer>p{color:var(--muted)}
-@page{size:A4;margin:12mm}
-@media print{nav,.toggle,.download,.map-point{display:none}body{background:#fff;font-size:11px}
-header,main,footer{max-width:none;padding:0}section{border:0;padding:0;margin:10px 0}
-table{font-size:8.5px}th,td{padding:2px 3px}thead th{position:static}table.sortable th:after{content:none}
-.table-wrap,figure .svg,pre{overflow:visible}pre{white-space:pre-wrap;overflow-wrap:anywhere}
-tr,figure,blockquote{break-inside:avoid}svg{max-width:100%;height:auto}}
-"""
-
-_JS = """
-(function(){
-function key(td){var v=td.hasAttribute('data-v')?td.getAttribute('data-v'):td.textContent.trim();
-var n=parseFloat(v);return (v===''||isNaN(n))?[1,v.toLowerCase()]:[0,n];}
-document.querySelectorAll('table.sortable').forEach(function(t){
-t.querySelectorAll('thead th').forEach(function(th,i){th.tabIndex=0;
-function go(){var asc=th.getAttribute('aria-sort')!=='ascending',b=t.tBodies[0],rows=Array.prototype.slice.call(b.rows);
-t.querySelectorAll('thead th').forEach(function(h){h.removeAttribute('aria-sort');});
-th.setAttribute('aria-sort',asc?'ascending':'descending');
-rows.sort(function(x,y){var a=key(x.cells[i]),c=key(y.cells[i]);if(a[0]!==c[0])return a[0]-c[0];
-var r=a[1]<c[1]?-1:a[1]>c[1]?1:0;return asc?r:-r;});rows.forEach(function(r){b.appendChild(r);});}
-th.addEventListener('click',go);th.addEventListener('keydown',function(e){if(e.key==='Enter')go();});});});
-document.querySelectorAll('.toggle').forEach(function(g){var fig=g.parentNode;
-g.querySelectorAll('button').forEach(function(btn){btn.addEventListener('click',function(){
-g.querySelectorAll('button').forEach(function(b){b.setAttribute('aria-pressed',b===btn?'true':'false');});
-fig.querySelectorAll('.map-view').forEach(function(v){
-v.hidden=v.getAttribute('data-view')!==btn.getAttribute('data-view');});
-var svg=fig.querySelector('#map-svg');if(svg)svg.setAttribute('data-colour',btn.getAttribute('data-view'));
-});});});
-var map=document.getElementById('map-svg'),said=document.getElementById('map-point');
-if(map&&said){function show(e){var t=e.target.tagName==='circle'&&e.target.querySelector('title');
-if(t)said.textContent=t.textContent;}
-map.addEventListener('mouseover',show);map.addEventListener('focusin',show);
-map.addEventListener('keydown',function(e){var c=e.target,p=c.parentNode,k=e.key,n=null;if(c.tagName!=='circle')return;
-if(k==='ArrowRight'||k==='ArrowDown')n=c.nextElementSibling;else if(k==='ArrowLeft'||k==='ArrowUp')
-n=c.previousElementSibling;else if(k==='Home')n=p.firstElementChild;else if(k==='End')n=p.lastElementChild;
-if(!n)return;e.preventDefault();c.setAttribute('tabindex','-1');n.setAttribute('tabindex','0');n.focus();});}
-window.addEventListener('beforeprint',function(){var m=document.getElementById('methods-details');
-if(m)m.open=true;});
-var dl=document.getElementById('map-download');if(dl){dl.addEventListener('click',function(){
-var d=JSON.parse(document.getElementById('map-data').textContent);
-function q(v){v=v===null?'':String(v);if(/^[=+\\-@\\t\\r]/.test(v)&&isNaN(Number(v)))v="'"+v;
-return /[",\\n]/.test(v)?'"'+v.replace(/"/g,'""')+'"':v;}
-var lines=[d.columns.join(',')].concat(d.rows.map(function(r){return r.map(q).join(',');}));
-var a=document.createElement('a');a.href=URL.createObjectURL(new Blob([lines.join('\\n')+'\\n'],{type:'text/csv'}));
-a.download='utterance_map.csv';document.body.appendChild(a);a.click();a.remove();});}
-})();
-"""
-
-
 def build_report(
     tables: dict[str, pd.DataFrame],
     manifest: dict,
@@ -2277,8 +1706,8 @@ def build_report(
     title: str = "",
 ) -> Report:
     """The HTML page and its figures. xy: the 2-D layout of the embedded utterances map_ids."""
-    dims, names = _dimension_order(tables, manifest)
-    c = _Ctx(tables, manifest, s, dims, names, {}, [])
+    dims, names = dimension_order(tables, manifest)
+    c = ReportContext(tables, manifest, s, dims, names, {}, [])
     builders = {
         "findings": _findings,
         "overview": _overview,
@@ -2289,7 +1718,7 @@ def build_report(
         "shifts": _shifts,
         "utterance-map": lambda ctx: _utterance_map(ctx, xy, map_ids),
         "agreement": _agreement,
-        "methods": _methods,
+        "methods": methods_section,
         "reproducibility": _reproducibility,
     }
     bodies = {sid: builders[sid](c) for sid, _ in SECTIONS}
@@ -2306,7 +1735,7 @@ def build_report(
         by_cmd: dict[str, list[str]] = {}
         for t, cmd in c.missing.items():
             by_cmd.setdefault(cmd, []).append(f"{t}.parquet")
-        items = "".join(f"<li><code>{_e(cmd)}</code> makes {_e(', '.join(ts))}</li>" for cmd, ts in by_cmd.items())
+        items = "".join(f"<li><code>{esc(cmd)}</code> makes {esc(', '.join(ts))}</li>" for cmd, ts in by_cmd.items())
         missing = (
             f'<div class="missing" id="missing-tables"><p>This report shows what the run directory holds. '
             f"Not there yet:</p><ul>{items}</ul></div>"
@@ -2314,22 +1743,22 @@ def build_report(
     no_shift = missing_shift_reason(tables["shifts"]["status"]) if "shifts" in tables else None
     if no_shift:  # the headline result is absent: said first, with how to get it
         missing = (
-            f'<div class="missing" id="no-shift"><p><strong>No shift results.</strong> {_e(no_shift)}.</p></div>'
+            f'<div class="missing" id="no-shift"><p><strong>No shift results.</strong> {esc(no_shift)}.</p></div>'
             + missing
         )
     stale = manifest.get("_stale_tables", {})
     if stale:
         items = "".join(
-            f"<li><code>{_e(t)}.parquet</code>: {_e(why)}; re-run <code>{_e(remake_command(t))}</code></li>"
+            f"<li><code>{esc(t)}.parquet</code>: {esc(why)}; re-run <code>{esc(remake_command(t))}</code></li>"
             for t, why in stale.items()
         )
         missing += (
             f'<div class="missing" id="stale-tables"><p>Left out because they no longer match the tables '
             f"they were made from:</p><ul>{items}</ul></div>"
         )
-    nav = "".join(f'<li><a href="#{sid}">{_e(name)}</a></li>' for sid, name in SECTIONS)
+    nav = "".join(f'<li><a href="#{sid}">{esc(name)}</a></li>' for sid, name in SECTIONS)
     sections = "".join(
-        f'<section id="{sid}"><h2>{_e(name)}</h2>{bodies[sid]}</section>'
+        f'<section id="{sid}"><h2>{esc(name)}</h2>{bodies[sid]}</section>'
         for sid, name in SECTIONS
         if sid != "reproducibility"
     )
@@ -2339,13 +1768,13 @@ def build_report(
         # nothing may load from outside this file
         f"<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; "
         f"script-src 'unsafe-inline'; img-src data:\">"
-        f"<title>{_e(heading)}</title><style>{_CSS}</style></head><body>"
-        f'<header><h1>{_e(heading)}</h1><p class="sub">{_e(sub)}</p><nav aria-label="Sections"><ul>{nav}</ul></nav>'
+        f"<title>{esc(heading)}</title><style>{PAGE_CSS}</style></head><body>"
+        f'<header><h1>{esc(heading)}</h1><p class="sub">{esc(sub)}</p><nav aria-label="Sections"><ul>{nav}</ul></nav>'
         f"{missing}</header><main>{sections}</main>"
         f'<footer><section id="reproducibility"><h2>Reproducibility</h2>{bodies["reproducibility"]}</section>'
-        f"<p>Made by themeshift {_e(manifest.get('versions', {}).get('themeshift', ''))}. Every number here "
+        f"<p>Made by themeshift {esc(manifest.get('versions', {}).get('themeshift', ''))}. Every number here "
         f"comes from the Parquet tables in the run directory.</p></footer>"
-        f"<script>{_JS}</script></body></html>"
+        f"<script>{PAGE_JS}</script></body></html>"
     )
     return Report(html, c.figures, present, dict(c.missing))
 
@@ -2374,5 +1803,5 @@ def write_figures(figures: list[rf.Figure], out_dir: Path) -> list[Path]:
             written.append(
                 write_shareable(out_dir / f"{slug}.svg", '<?xml version="1.0" encoding="UTF-8"?>\n' + svg + "\n")
             )
-        written.append(write_shareable(out_dir / f"{fig.slug}.csv", _csv(fig.columns, fig.rows)))
+        written.append(write_shareable(out_dir / f"{fig.slug}.csv", csv_text(fig.columns, fig.rows)))
     return written

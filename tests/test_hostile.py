@@ -265,7 +265,7 @@ def test_spreadsheet_exports_neutralise_formulas():
     import pandas as pd
 
     from pipeline.io.spreadsheet import safe_cell, safe_frame
-    from pipeline.report import _csv
+    from pipeline.report_html import csv_text as _csv
 
     assert safe_cell('=HYPERLINK("http://x","click")') == '\'=HYPERLINK("http://x","click")'
     assert [safe_cell(v) for v in ("@SUM(A1)", "+44 20 7946", "-cmd|' /C calc'!A0", "\tTAB")] == [

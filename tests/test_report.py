@@ -628,7 +628,8 @@ def test_learned_coder_section_with_a_single_coder():
     still render (a KeyError: False before)."""
     import pandas as pd
 
-    from pipeline.report import _Ctx, _learned_coder
+    from pipeline.report import _learned_coder
+    from pipeline.report_context import ReportContext as _Ctx
 
     rows = []
     for n, value in ((1, 0.41), (2, 0.52)):
