@@ -31,7 +31,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 from sklearn.metrics import cohen_kappa_score
 
 from shift_corpora import REPO, SHARED

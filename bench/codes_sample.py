@@ -102,7 +102,7 @@ def main() -> None:
             print(json.dumps({k: v for k, v in row.items() if k != "run_dir"}), flush=True)
     for row in rows:
         row.pop("run_dir")
-    print(f"\n| setting | fitted on | codes | outliers | seconds | peak MiB | ARI vs full (all) | ARI (assigned in both) |")
+    print("\n| setting | fitted on | codes | outliers | seconds | peak MiB | ARI vs full (all) | ARI (assigned in both) |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['setting']} | {r['fitted_on']:,} | {r['codes']} | {r['outlier_share']:.1%} | {r['seconds']} | "

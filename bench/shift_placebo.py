@@ -32,7 +32,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from shift_corpora import GROUPS, REPO, ami_sentences, embedding_table, one_hot, shift_tables, \
+from shift_corpora import GROUPS, ami_sentences, embedding_table, one_hot, shift_tables, \
     talkmoves_teacher_sentences
 
 from _results import save  # noqa: E402

@@ -37,7 +37,7 @@ from pipeline.framework import load_framework
 from pipeline.io.human_codes import read_human_codes
 from pipeline.io.rundir import read_table
 from pipeline.learn import human_targets
-from pipeline.map import best_concept, embed_framework, pooled_similarity, speaker_roles
+from pipeline.map import embed_framework, pooled_similarity, speaker_roles
 from pipeline.settings import CompareSettings, settings_for
 
 CORPORA = {
