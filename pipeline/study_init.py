@@ -27,7 +27,7 @@ from pipeline.errors import InputError
 from pipeline.ingest import discover
 from pipeline.io.formats import FORMATS, format_for
 from pipeline.io.metadata import template_regex
-from pipeline.io.turns import label_key
+from pipeline.io.turns import NO_LABELS, label_key
 from pipeline.settings import InputSettings, SpeakersSettings
 
 # A wave named in a folder or file name: wave1, W2, T3, time_1, round 2, phase-1, visit2, FU1.
@@ -62,11 +62,7 @@ class Draft:
     interviewer_turns: dict[str, int]
     checks: list[str]  # what the researcher must check
     generic_keys: set[str] = field(default_factory=set)  # 'Respondent', 'P': never one person's alias
-    skipped: list[str] = field(default_factory=list)  # files of formats not read (code, spreadsheets)
-
-    @property
-    def readable(self) -> list[DraftFile]:
-        return [f for f in self.files if not f.error]
+    skipped: list[str] = field(default_factory=list)  # not transcripts: code, spreadsheets, a PDF paper
 
 
 def draft_study(folder: Path, inp: InputSettings, speakers: SpeakersSettings, waves: str | None = None) -> Draft:
@@ -99,6 +95,9 @@ def draft_study(folder: Path, inp: InputSettings, speakers: SpeakersSettings, wa
                 text = doc.source_text
                 f.questions = Counter(t.label for t in doc.turns if text[t.start : t.end].rstrip().endswith("?"))
             except InputError as exc:
+                if path.suffix.lower() == ".pdf" and NO_LABELS in exc.message:  # a paper, as segment reads it
+                    skipped.append(rel)
+                    continue
                 f.error = exc.message
         files.append(f)
     if not files:

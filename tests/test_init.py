@@ -15,6 +15,7 @@ from pipeline.settings import InputSettings, SpeakersSettings, settings_for
 from pipeline.study_init import draft_study, manifest_csv, speakers_csv, write_draft
 
 from conftest import EXAMPLE
+from pdf_fixtures import text_pdf
 
 
 def _draft(folder, waves=None):
@@ -76,6 +77,7 @@ def test_waves_from_file_names_dates_and_folders_and_other_files_left_out(tmp_pa
     (folder / "T1" / "anna.txt").write_text(turns.format(who="Respondent"), encoding="utf-8")
     (folder / "T2" / "anna.txt").write_text(turns.format(who="Respondent"), encoding="utf-8")
     (folder / "build.py").write_text("print(1)\n", encoding="utf-8")
+    text_pdf(folder / "paper.pdf", [["Knowledge mobilisation strategy.", "It has no speaker labels at all."]])
     draft = _draft(folder)
     rows = {r["file"]: (r["interview_id"], r["wave"], r["speaker_id"], r["date"]) for r in _rows(manifest_csv(draft))}
     assert rows == {
@@ -86,7 +88,7 @@ def test_waves_from_file_names_dates_and_folders_and_other_files_left_out(tmp_pa
         "tom_2021-03-04.txt": ("tom_2021-03-04", "1", "tom", "2021-03-04"),
         "tom_2022-05-01.txt": ("tom_2022-05-01", "2", "tom", "2022-05-01"),
     }
-    assert draft.skipped == ["build.py"]
+    assert draft.skipped == ["build.py", "paper.pdf"]  # a PDF paper is not a transcript, as segment reads it
     assert any("order of the dates" in c for c in draft.checks)
     assert any("no roles found" in c for c in draft.checks)
     # 'Respondent' and 'R' are generic labels: never recorded as one person's alias
