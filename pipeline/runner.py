@@ -103,8 +103,7 @@ class Context:
 
     stage: Stage
     run_dir: Path
-    cfg: dict
-    settings: Any  # the stage's own settings (Stage.settings), built once from cfg by execute
+    settings: Any  # the stage's own settings (Stage.settings), built once by execute
     progress: Progress | None = None
     encoder: Any = None
 
@@ -169,7 +168,7 @@ def execute(name: str, run_dir: Path, cfg: dict, progress: Progress | None = Non
     started = time.perf_counter()
     made_from = check_inputs(s, run_dir)
     settings = settings_for(s.settings, cfg) if s.settings else None
-    out = BODIES[name](Context(s, run_dir, cfg, settings, progress, encoder), **args)
+    out = BODIES[name](Context(s, run_dir, settings, progress, encoder), **args)
     undeclared = set(out.tables) - set(s.writes)
     if undeclared:
         raise AssertionError(f"stage {name} writes {sorted(undeclared)} without declaring it in pipeline.stages")

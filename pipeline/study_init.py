@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.errors import InputError
-from pipeline.ingest import discover
+from pipeline.ingest import discover, source_type_of
 from pipeline.io.formats import FORMATS, format_for
-from pipeline.io.metadata import template_regex
+from pipeline.io.metadata import FileMeta, template_regex
 from pipeline.io.turns import NO_LABELS, label_key
 from pipeline.settings import InputSettings, SpeakersSettings
 
@@ -71,8 +71,7 @@ def draft_study(folder: Path, inp: InputSettings, speakers: SpeakersSettings, wa
     if not folder.is_dir():
         raise InputError("not a folder of transcripts", folder)
     pattern = template_regex(waves) if waves else None
-    doc_folders = {f.casefold(): "document" for f in inp.document_folders}
-    doc_folders |= {f.casefold(): "fieldnote" for f in inp.fieldnote_folders}
+    source_folders = {f.casefold() for f in (*inp.document_folders, *inp.fieldnote_folders)}
     interviewer_keys = {label_key(x) for x in speakers.interviewer_labels}
     generic_keys = {label_key(x) for x in speakers.participant_labels}
     checks: list[str] = []
@@ -83,10 +82,9 @@ def draft_study(folder: Path, inp: InputSettings, speakers: SpeakersSettings, wa
         if path.suffix.lower() not in FORMATS:
             skipped.append(rel)
             continue
-        parts = Path(rel).parts[:-1]
-        source_type = next((doc_folders[p.casefold()] for p in parts if p.casefold() in doc_folders), "interview")
+        source_type = source_type_of(rel, FileMeta(""), inp)  # the folder convention, as segment reads it
         f = DraftFile(rel, "", None, "", "", "", "", source_type)
-        _infer_names(f, Path(rel), pattern, doc_folders)
+        _infer_names(f, Path(rel), pattern, source_folders)
         if source_type == "interview":
             try:
                 known = interviewer_keys | generic_keys
@@ -128,7 +126,7 @@ def _interviewer_labels(interviews: list[DraftFile], keys: set[str]) -> tuple[di
     return {labels[0]: labels}, {labels[0]: sum(turns.values())}
 
 
-def _infer_names(f: DraftFile, rel: Path, pattern: re.Pattern | None, doc_folders: dict[str, str]) -> None:
+def _infer_names(f: DraftFile, rel: Path, pattern: re.Pattern | None, source_folders: set[str]) -> None:
     stem = rel.stem
     if pattern is not None:
         m = pattern.match(stem)
@@ -147,7 +145,7 @@ def _infer_names(f: DraftFile, rel: Path, pattern: re.Pattern | None, doc_folder
         f.wave, f.wave_from = int(m.group(2)), "file name"
     if d := DATE_TOKEN.search(stem):
         f.date = f"{d.group(1)}-{d.group(2)}-{d.group(3)}"
-    others = [p for p in folders if not WAVE_FOLDER.match(p) and p.casefold() not in doc_folders]
+    others = [p for p in folders if not WAVE_FOLDER.match(p) and p.casefold() not in source_folders]
     f.role = others[0] if others else ""
     f.interview_id = f.interview_id or stem
     f.bare = _bare_stem(stem)
