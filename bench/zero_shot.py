@@ -5,10 +5,13 @@ one per sentence, role-aware), games_as_art (thematic codes, several per passage
 For every coded utterance of the human-coded interviews ("none" where the coders left it uncoded),
 Cohen's kappa of the machine's second-order concept and of its dimension against each coder's label
 (the label covering most of the utterance; mean over coders), for:
-- map (as shipped): the map stage's label, an unmapped utterance counting as "none";
+- map (as shipped): the map stage's label under the current defaults (recomputed from the run's
+  embeddings and codes), an unmapped utterance counting as "none";
 - map (forced): every utterance its most probable concept;
 - nearest description: the concept of the most similar framework text (name, description or
   exemplar), within the speaker's role where the framework has roles.
+And a sweep of the map's two gates on the same units: min_similarity (the closest framework text)
+and utterance_threshold / utterance_margin (the best dimension's probability and lead).
 
 Needs the runs up to map (made when missing; TalkMoves ~15 minutes, embeddings cached afterwards).
 Usage: python bench/zero_shot.py [--corpus talkmoves,games_as_art,example]
@@ -30,15 +33,14 @@ from shift_corpora import REPO, SHARED
 from _results import save  # noqa: E402
 
 from pipeline.agreement import MISSING
-from pipeline.compare import machine_labels
 from pipeline.config import load_config
 from pipeline.embed import load_encoder, vectors
 from pipeline.framework import load_framework
 from pipeline.io.human_codes import read_human_codes
 from pipeline.io.rundir import read_table
 from pipeline.learn import human_targets
-from pipeline.map import embed_framework, pooled_similarity, speaker_roles
-from pipeline.settings import CompareSettings, settings_for
+from pipeline.map import best_concept, dimension_lead, embed_framework, map_stage, pooled_similarity, speaker_roles
+from pipeline.settings import CompareSettings, MapSettings, settings_for
 
 CORPORA = {
     "talkmoves": {"dir": SHARED / "corpora" / "talkmoves", "run": REPO / "runs" / "talkmoves",
@@ -64,10 +66,14 @@ def ensure_run(spec: dict) -> None:
     subprocess.run(cmd, check=True)
 
 
-def map_table(run: Path):
-    """The map stage's own table (learn keeps it as utterance_dimensions_framework)."""
-    kept = run / "utterance_dimensions_framework.parquet"
-    return pq.read_table(kept if kept.is_file() else run / "utterance_dimensions.parquet")
+def current_map(run: Path, framework, encoder, cfg):
+    """The map stage under the current configuration (defaults unless the corpus's file sets them),
+    recomputed from the run's embeddings and codes, so a changed default is measured without a new run."""
+    m = settings_for(MapSettings, cfg)
+    utterances = read_table(run, "utterances")
+    result = map_stage(utterances, read_table(run, "embeddings"), read_table(run, "codes"),
+                       read_table(run, "assignments"), framework, encoder, m)
+    return m, result
 
 
 def kappas(t, level: str, labels: np.ndarray) -> float:
@@ -90,11 +96,16 @@ def evaluate(name: str, spec: dict, encoder) -> dict:
     t = human_targets(utterances, sources, read_human_codes(spec["human"]), framework, None, "second_order",
                       settings_for(CompareSettings, cfg))
     ids = t.units["utterance_id"].tolist()
-    dims = map_table(run)
-    shipped = machine_labels(dims, framework)
-    top = dims.to_pandas().query("is_argmax").drop_duplicates("utterance_id").set_index("utterance_id")
-    concept_id = {c.name: c.id for c in framework.concepts}
-    forced_concept = top["second_order"].map(lambda n: concept_id.get(n, n))
+    m, result = current_map(run, framework, encoder, cfg)
+    um = result.utterance_mapping
+    at = {u: i for i, u in enumerate(um.utterance_ids)}
+    rows = np.array([at[u] for u in ids])
+    concept, _ = best_concept(um.concepts[rows], framework)
+    forced = np.asarray(framework.concept_ids)[concept]
+    _, dim = best_concept(um.concepts[rows], framework)
+    top, lead = dimension_lead(um.dimensions[rows], dim)
+    closest = um.extra["closest"][rows]
+    gate = ~um.extra["no_concept"][rows]
 
     emb = read_table(run, "embeddings")
     row = {u: i for i, u in enumerate(emb.column("utterance_id").to_pylist())}
@@ -104,27 +115,53 @@ def evaluate(name: str, spec: dict, encoder) -> dict:
     if framework.has_roles:
         near = np.where(framework.allowed_concepts(speaker_roles(utterances, ids)), near, -np.inf)
     nearest = np.asarray(framework.concept_ids)[near.argmax(axis=1)]
+    concept_ids = set(framework.concept_ids)
 
-    out = {"units": len(ids), "coders": t.coders}
-    for level in ("second-order", "dimension"):
+    def score(concepts, mapped, level: str) -> float:
         cats = t.eval_levels[level][0]
         index = {c: i for i, c in enumerate(cats)}
+        if level == "dimension":
+            concepts = [framework.dimension_of(c) if c in concept_ids else c for c in concepts]
+        labels = [c if ok else "none" for c, ok in zip(concepts, mapped)]
+        return kappas(t, level, np.array([index.get(c, MISSING) for c in labels], dtype=np.int64))
 
-        def as_level(concepts) -> np.ndarray:
-            if level == "dimension":
-                concepts = [framework.dimension_of(c) if c in concept_id.values() else c for c in concepts]
-            return np.array([index.get(c, MISSING) for c in concepts], dtype=np.int64)
-
-        ship = [shipped.at[u, "second-order"] if u in shipped.index else "none" for u in ids]
-        forced = [forced_concept.get(u, "none") for u in ids]
-        out[level] = {"map_as_shipped": kappas(t, level, as_level(ship)),
-                      "map_forced": kappas(t, level, as_level(forced)),
-                      "nearest_description": kappas(t, level, as_level(list(nearest)))}
-        out[level]["as_shipped_minus_baseline"] = round(out[level]["map_as_shipped"]
-                                                        - out[level]["nearest_description"], 4)
-        out[level]["forced_minus_baseline"] = round(out[level]["map_forced"] - out[level]["nearest_description"], 4)
-    out["mapped_share"] = round(float(np.mean([s != "none" for s in ship])), 4)
+    everything = np.ones(len(ids), dtype=bool)
+    shipped = um.mapped[rows]
+    out = {"units": len(ids), "coders": t.coders, "human_none_share": human_none_share(t),
+           "settings": {k: getattr(m, k) for k in ("min_similarity", "utterance_threshold", "utterance_margin",
+                                                   "own_weight", "context_weight", "code_weight",
+                                                   "similarity_top_k")}}
+    for level in ("second-order", "dimension"):
+        v = out[level] = {"map_as_shipped": score(forced, shipped, level),
+                          "map_forced": score(forced, everything, level),
+                          "nearest_description": score(nearest, everything, level)}
+        v["as_shipped_minus_baseline"] = round(v["map_as_shipped"] - v["nearest_description"], 4)
+        v["forced_minus_baseline"] = round(v["map_forced"] - v["nearest_description"], 4)
+    out["mapped_share"] = round(float(shipped.mean()), 4)
+    # What each gate alone and together would give: the evidence for the defaults.
+    sweep = []
+    for min_sim in SWEEP_SIMILARITY:
+        for thr, margin in SWEEP_PROBABILITY:
+            mapped = gate & (closest >= min_sim) & (top >= thr) & (lead >= margin)
+            sweep.append({"min_similarity": min_sim, "utterance_threshold": thr, "utterance_margin": margin,
+                          "mapped_share": round(float(mapped.mean()), 4),
+                          "second-order": score(forced, mapped, "second-order"),
+                          "dimension": score(forced, mapped, "dimension")})
+    out["sweep"] = sweep
     return out
+
+
+def human_none_share(t) -> float:
+    """Share of units the (first) coder left uncoded: what an abstaining map can get right."""
+    cats, primary, _ = t.eval_levels["second-order"]
+    p = primary[t.coders[0]]
+    known = p != MISSING
+    return round(float(np.mean([cats[i] == "none" for i in p[known]])), 4)
+
+
+SWEEP_SIMILARITY = (-1.0, 0.2, 0.25, 0.3, 0.35)
+SWEEP_PROBABILITY = ((0.0, -1.0), (0.0, 0.0), (0.5, 0.1))  # (utterance_threshold, utterance_margin): off; the
+# concept's dimension must lead (margin 0); the old default
 
 
 def main() -> None:
@@ -140,6 +177,10 @@ def main() -> None:
             print(f"{name:13s} {level:12s} kappa: map as shipped {v['map_as_shipped']:.3f}, forced {v['map_forced']:.3f}, "
                   f"nearest description {v['nearest_description']:.3f} (mapped share {r['mapped_share']:.2f}, "
                   f"n={r['units']})", flush=True)
+        for w in r["sweep"]:
+            print(f"    min_similarity {w['min_similarity']:+.2f}, threshold/margin {w['utterance_threshold']}/"
+                  f"{w['utterance_margin']}: mapped {w['mapped_share']:.2f}, kappa {w['second-order']:.3f} / "
+                  f"{w['dimension']:.3f}", flush=True)
     save("zero_shot", results)
 
 

@@ -130,12 +130,27 @@ class ClassifierMapper:
         self.n_concepts_ = len(fv.framework.concepts)
         self.model_ = LogisticRegression(C=self.c, max_iter=5000, random_state=self.seed)
         self.model_.fit(fv.vectors.astype(np.float64), fv.labels)
+        self.vectors_ = fv.vectors.astype(np.float64)  # kept for closest_text_similarity
+        self.labels_ = fv.labels
         return self
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         if len(x) == 0:
             return np.zeros((0, self.n_concepts_))
         return self.model_.predict_proba(np.asarray(x, np.float64))
+
+
+def closest_text_similarity(x: np.ndarray, mapper, allowed: np.ndarray | None = None) -> np.ndarray:
+    """(n,): each row's cosine similarity to the framework text closest to it (a concept's name,
+    description or exemplar; only the concepts `allowed` for that row when given). Talk this far
+    from everything in the framework is about something else: on TalkMoves, games_as_art and the
+    example study such units are the ones coders most often left uncoded (bench/zero_shot.py)."""
+    if len(x) == 0:
+        return np.zeros(0)
+    closest = pooled_similarity(np.asarray(x, np.float64) @ mapper.vectors_.T, mapper.labels_, mapper.n_concepts_, 1)
+    if allowed is not None:
+        closest = np.where(allowed, closest, -np.inf)
+    return cast(np.ndarray, closest.max(axis=1))
 
 
 def make_mapper(m: MapSettings, method: str | None = None):
@@ -314,18 +329,21 @@ def map_utterances(
     w_own, w_ctx, w_code = m.own_weight, m.context_weight, m.code_weight
     weight_code = np.where(has_code, w_code, 0.0)[:, None]
     blended = (w_own * own + w_ctx * ctx + weight_code * code_p) / (w_own + w_ctx + weight_code)
-    blended, no_concept = restrict_to_roles(blended, framework, speaker_roles(utterances, ids))
+    roles = speaker_roles(utterances, ids)
+    blended, no_concept = restrict_to_roles(blended, framework, roles)
     dims = blended @ dimension_matrix(framework)
     _, dim = best_concept(blended, framework)
     top, margin = dimension_lead(dims, dim)
-    mapped = (top >= m.utterance_threshold) & (margin >= m.utterance_margin) & ~blocked & ~no_concept
+    closest = closest_text_similarity(emb, mapper, framework.allowed_concepts(roles) if framework.has_roles else None)
+    related = closest >= m.min_similarity
+    mapped = (top >= m.utterance_threshold) & (margin >= m.utterance_margin) & related & ~blocked & ~no_concept
     return UtteranceMapping(
         ids,
         blended,
         dims,
         mapped,
         source.tolist(),
-        {"own": own, "context": ctx, "has_code": has_code, "no_concept": no_concept},
+        {"own": own, "context": ctx, "has_code": has_code, "no_concept": no_concept, "closest": closest},
     )
 
 

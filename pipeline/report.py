@@ -263,7 +263,8 @@ def _overview(c: ReportContext) -> str:
             [
                 "coded, no clear dimension",
                 n_unmapped,
-                "dimension evidence too weak or ambiguous (map.utterance_threshold, utterance_margin); "
+                "no framework text close enough (map.min_similarity), or dimension evidence too weak or "
+                "ambiguous (map.utterance_threshold, utterance_margin); "
                 + ("its probabilities still count in shares" if kept else "left out of shares and shifts"),
             ]
         )

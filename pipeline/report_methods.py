@@ -176,8 +176,8 @@ def _methods_paragraph(c: ReportContext) -> str:
         out.append(
             f"Codes and units were mapped onto the framework “{fw.get('name')}” ({len(dims)} aggregate dimensions: "
             f"{join_and([str(d) for d in dims])}; {len(concepts)} second-order concepts) by {how}; a unit was "
-            f"assigned a dimension when its probability reached {mc.get('utterance_threshold')} and exceeded the next "
-            f"by {mc.get('utterance_margin')}. {_int(counts.get('codes_mapped'))} of {_int(counts.get('codes'))} codes "
+            f"assigned its most probable concept{_map_gates(mc)}. "
+            f"{_int(counts.get('codes_mapped'))} of {_int(counts.get('codes'))} codes "
             f"and {_int(counts.get('utterances_mapped'))} of {_int(counts.get('utterances'))} units were mapped."
         )
     if "learn" in st:
@@ -247,3 +247,20 @@ def methods_section(c: ReportContext) -> str:
         '<details id="methods-details" class="methods"><summary>How the numbers were made, and a paragraph '
         f"for a paper's methods section</summary>{cite}{''.join(parts)}</details>"
     )
+
+
+def _map_gates(mc: dict) -> str:
+    """When the map assigned a unit, in words: the gates the run's [map] settings switched on."""
+    similarity, threshold, margin = (
+        mc.get("min_similarity"),
+        mc.get("utterance_threshold") or 0,
+        mc.get("utterance_margin"),
+    )
+    parts = []
+    if similarity is not None and similarity > -1:
+        parts.append(f"some framework text was at least {similarity} similar to it (cosine)")
+    if threshold > 0:
+        parts.append(f"its dimension's probability reached {threshold}")
+    if margin is not None and margin > -1:
+        parts.append(f"its dimension led the next by {margin}")
+    return " when " + " and ".join(parts) if parts else ""

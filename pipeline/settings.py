@@ -155,6 +155,7 @@ class MapSettings:
     own_weight: float
     context_weight: float
     code_weight: float
+    min_similarity: float
     utterance_threshold: float
     utterance_margin: float
     quotes: int

@@ -434,10 +434,11 @@ def machine_project(
 
     Each selection's description gives the machine's probabilities: the dimension's probability for
     the concept coding, the membership strength for the first-order code. An utterance the map left
-    unmapped (its best dimension below the map's utterance_threshold or margin: the `mapped` flag, so
-    the run's own map settings decide) is coded with the marker code "Low confidence (machine)", its
-    best guess in the description. Each dimension has its own colour, shared by its concepts and their
-    first-order codes; the unmapped group is grey."""
+    unmapped (no framework text within the map's min_similarity, or its best dimension below the
+    map's utterance_threshold or margin: the `mapped` flag, so the run's own map settings decide) is
+    coded with the marker code "Low confidence (machine)", its best guess in the description. Each
+    dimension has its own colour, shared by its concepts and their first-order codes; the unmapped
+    group is grey."""
     import pandas as pd
 
     if utterance_dimensions is None and assignments is None:
