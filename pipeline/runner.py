@@ -68,7 +68,7 @@ from pipeline.learn import (
 )
 from pipeline.learn_finetune import load_tuned_encoder
 from pipeline.learn_model import load_model, save_model
-from pipeline.map import map_stage, mapping_warnings
+from pipeline.map import best_concept, map_stage, mapping_warnings
 from pipeline.overrides import find_overrides, load_overrides, split_obsolete
 from pipeline.questions import question_table
 from pipeline.report import (
@@ -432,8 +432,8 @@ def _map(ctx: Context, framework_path: Path | str | None = None, overrides_path:
 
     cm, um = result.code_mapping, result.utterance_mapping
     n_codes, mapped_codes = len(cm.assigned), int((cm.assigned >= 0).sum())
-    argmax = um.dimensions.argmax(axis=1) if len(um.dimensions) else []
-    shares = Counter(framework.dimension_ids[i] for i, ok in zip(argmax, um.mapped) if ok)
+    _, label_dimension = best_concept(um.concepts, framework)  # the label's dimension, as the tables give it
+    shares = Counter(framework.dimension_ids[i] for i, ok in zip(label_dimension, um.mapped) if ok)
     n_utt = len(um.utterance_ids)
     record = {
         "framework": {
