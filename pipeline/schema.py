@@ -812,7 +812,7 @@ SUGGESTIONS = pa.schema(
         _f(
             "uncertainty",
             pa.float64(),
-            "normalised entropy of the model's label probabilities (0 sure .. 1 no idea); "
+            "1 - the lead of the most probable label over the second (0 sure .. 1 a tie between two); "
             "for interviews the mean over its utterances",
         ),
         _f("novelty", pa.float64(), "1 - cosine similarity to the nearest already-chosen or hand-coded example"),

@@ -1,11 +1,14 @@
 """suggest: which utterances (or whole interviews) to hand-code next (active learning).
 
-Uncertainty sampling with a diversity term. An utterance's uncertainty is the normalised
-entropy of its label probabilities: the learned model's (learned_codes.parquet) after
-`themeshift learn`, else the framework-similarity mapping's dimension probabilities, so
-suggestions also work before anything is coded. Picking only the most uncertain would
-return near-duplicates (the sentences of one puzzling answer), so the choice is greedy:
-each step takes the candidate with the best
+Uncertainty sampling with a diversity term. An utterance's uncertainty is one minus the lead
+of its most probable label over the second (margin sampling): the learned model's
+probabilities (learned_codes.parquet) after `themeshift learn`, else the framework-similarity
+mapping's dimension probabilities, so suggestions also work before anything is coded. The
+margin, not the entropy of all labels: entropy favours units spread thin over many unlikely
+labels, and on TalkMoves choosing by it did worse than choosing at random, where the margin
+does better (bench/active_learning.py). Picking only the most uncertain would return
+near-duplicates (the sentences of one puzzling answer), so the choice is greedy: each step
+takes the candidate with the best
 
     (1 - suggest_diversity) * uncertainty + suggest_diversity * novelty,
 
@@ -43,12 +46,12 @@ def _probabilities(learned_codes: pa.Table | None, dims: pa.Table | None) -> tup
 
 
 def uncertainty(p: np.ndarray) -> np.ndarray:
-    """Normalised entropy per row: 0 = one label certain, 1 = all labels equally likely."""
-    k = p.shape[1]
-    if k < 2:
+    """1 - (most probable - second most probable label's probability) per row: 0 = one label
+    certain, 1 = the two best tied."""
+    if p.shape[1] < 2:
         return np.zeros(len(p))
-    q = np.clip(p, 1e-12, 1.0)
-    return np.clip(-(q * np.log(q)).sum(axis=1) / np.log(k), 0.0, 1.0)
+    two = -np.partition(-p, 1, axis=1)[:, :2]
+    return np.clip(1.0 - (two[:, 0] - two[:, 1]), 0.0, 1.0)
 
 
 def _unit_rows(x: np.ndarray) -> np.ndarray:

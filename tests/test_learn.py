@@ -322,6 +322,16 @@ def test_suggest_lists_uncertain_diverse_uncoded_utterances(learned, tmp_path):
     assert len(i) == 3 and i["interview_id"].is_unique and not set(i["interview_id"]) & coded
 
 
+def test_uncertainty_is_one_minus_the_lead_of_the_best_label():
+    """Margin sampling, by hand: a unit split between two labels outranks one spread thin over many
+    (normalised entropy ranked them the other way round)."""
+    from pipeline.suggest import uncertainty
+
+    p = np.array([[1.0, 0.0, 0.0, 0.0], [0.5, 0.5, 0.0, 0.0], [0.4, 0.2, 0.2, 0.2], [0.1, 0.2, 0.6, 0.1]])
+    np.testing.assert_allclose(uncertainty(p), [0.0, 1.0, 0.8, 0.6])
+    assert uncertainty(np.ones((2, 1))).tolist() == [0.0, 0.0]
+
+
 def test_answer_length_columns():
     from pipeline.learn_features import LENGTH_SCALE, answer_length
 
