@@ -261,7 +261,7 @@ def _overview(c: ReportContext) -> str:
         kept = c.s.shift.include_unmapped
         ex_rows.append(
             [
-                "coded, no clear dimension",
+                "coded, not mapped",
                 n_unmapped,
                 "no framework text close enough (map.min_similarity), or dimension evidence too weak or "
                 "ambiguous (map.utterance_threshold, utterance_margin); "
@@ -1218,7 +1218,7 @@ def _utterance_map(c: ReportContext, xy: np.ndarray | None, ids: list[str] | Non
     if code_labels:
         views.append(("code", "first-order code", rf.CODE_COLOURS, code_labels, codes, "no code"))
     if len(c.dimensions) and (dims >= 0).any():
-        views.append(("dimension", "aggregate dimension", rf.DIMENSION_COLOURS, dim_labels, dims, "no clear dimension"))
+        views.append(("dimension", "aggregate dimension", rf.DIMENSION_COLOURS, dim_labels, dims, "not mapped"))
     files = {
         f"utterance_map_by_{k}": rf.scatter_chart(x, y, idx, cols, labs, f"Utterances coloured by {label}")
         for k, label, cols, labs, idx, _ in views
@@ -1245,7 +1245,7 @@ def _utterance_map(c: ReportContext, xy: np.ndarray | None, ids: list[str] | Non
         columns,
         rows,
         f"Each dot is a coded utterance; nearby dots say similar things ({how} of the sentence "
-        "embeddings). Grey: no code / no clear dimension.",
+        "embeddings). Grey: no code / not mapped.",
         files,
     )
     c.figures.append(fig)
