@@ -995,10 +995,8 @@ def _shifts(c: ReportContext) -> str:
 
 
 def _significant(p, q, alpha: float) -> bool:
-    """Significant in verdict's one wording: q below alpha (p where no q-value was computed)."""
-    if is_missing(p):
-        return False
-    return bool(q < alpha) if not is_missing(q) else bool(p < alpha)
+    """What verdict calls significant (q below alpha), so a dot is dark just where the table says so."""
+    return (verdict(p, q, alpha) or "").startswith("significant")
 
 
 def _empty_reasons(c: ReportContext, s: pd.DataFrame) -> dict[str, str]:
