@@ -12,7 +12,8 @@ probability per second-order concept) scores any embedded text:
 A code's evidence is its centroid plus its exemplar utterances; a code whose best
 concept is weak or ambiguous stays unmapped. An utterance's probabilities blend its
 own evidence, its speaker turn's and its code's (code -1: no code part). Dimension
-probabilities are sums over each dimension's concepts.
+probabilities are sums over each dimension's concepts. An utterance whose closest framework
+text is less similar than min_similarity stays unmapped: it talks about something else.
 """
 
 from __future__ import annotations
