@@ -100,9 +100,8 @@ def evaluate(name: str, spec: dict, encoder) -> dict:
     um = result.utterance_mapping
     at = {u: i for i, u in enumerate(um.utterance_ids)}
     rows = np.array([at[u] for u in ids])
-    concept, _ = best_concept(um.concepts[rows], framework)
+    concept, dim = best_concept(um.concepts[rows], framework)
     forced = np.asarray(framework.concept_ids)[concept]
-    _, dim = best_concept(um.concepts[rows], framework)
     top, lead = dimension_lead(um.dimensions[rows], dim)
     closest = um.extra["closest"][rows]
     gate = ~um.extra["no_concept"][rows]

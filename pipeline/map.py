@@ -175,7 +175,7 @@ def dimension_matrix(framework: Framework) -> np.ndarray:
     return out
 
 
-def _best_two(p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def best_two(p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """argmax, best value and margin over the runner-up, per row."""
     order = np.argsort(-p, axis=1, kind="stable")
     rows = np.arange(len(p))
@@ -225,7 +225,7 @@ def decide_codes(
     n = len(probabilities)
     if n == 0:
         return CodeMapping(probabilities, np.zeros(0, np.int64), np.zeros(0), [], np.zeros(0, bool))
-    best, top, margin = _best_two(probabilities)
+    best, top, margin = best_two(probabilities)
     assigned = np.where((top >= m.code_threshold) & (margin >= m.code_margin), best, -1)
     overridden = np.array([fp in overrides for fp in fingerprints], dtype=bool)
     for i in np.flatnonzero(overridden):

@@ -40,6 +40,7 @@ from pipeline.report_html import (
     is_missing,
     missing_note,
     shorten_quote,
+    significant,
     value_label,
     verdict,
     wave_label,
@@ -894,7 +895,7 @@ def _shifts(c: ReportContext) -> str:
                 "hi": r.jsd_ci_high,
                 "noise": r.jsd_noise,
                 "p": r.p_value,
-                "significant": _significant(r.p_value, getattr(r, "q_value", None), alpha),
+                "significant": significant(r.p_value, getattr(r, "q_value", None), alpha),
                 "direction": (r.direction or "").replace("->", "→"),
             }
             for r in scored.itertuples()
@@ -992,11 +993,6 @@ def _shifts(c: ReportContext) -> str:
     if "group_shifts" in c.t:
         out.append(_group_shifts(c))
     return "".join(out)
-
-
-def _significant(p, q, alpha: float) -> bool:
-    """What verdict calls significant (q below alpha), so a dot is dark just where the table says so."""
-    return (verdict(p, q, alpha) or "").startswith("significant")
 
 
 def _empty_reasons(c: ReportContext, s: pd.DataFrame) -> dict[str, str]:

@@ -208,12 +208,17 @@ def shorten_quote(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rsplit(" ", 1)[0] + "…"
 
 
+def significant(p, q, alpha: float) -> bool:
+    """Called significant: a p-value, and its q-value (corrected for testing many speakers) below alpha."""
+    return not is_missing(p) and not is_missing(q) and bool(q < alpha)
+
+
 def verdict(p, q, alpha: float) -> str | None:
     """One wording of significance for every speaker row: a change is called significant only when its
     q-value (corrected for testing many speakers) is below alpha; a p-value alone below it says so."""
     if is_missing(p):
         return None
-    if not is_missing(q) and q < alpha:
+    if significant(p, q, alpha):
         return f"significant (q < {alpha:g})"
     if p < alpha:
         return f"p < {alpha:g} only; not after correction" if not is_missing(q) else f"p < {alpha:g}"

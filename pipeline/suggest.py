@@ -28,6 +28,7 @@ from pipeline.errors import ConfigError, InputError
 from pipeline.io.qdpx import ExportCode, ExportSource, machine_project, write_qdpx
 from pipeline.io.rundir import atomic_write
 from pipeline.io.spreadsheet import safe_frame
+from pipeline.map import best_two
 from pipeline.schema import SUGGESTIONS, UTTERANCE_DIMENSIONS
 
 MARKER = "Suggested for hand-coding"
@@ -50,8 +51,8 @@ def uncertainty(p: np.ndarray) -> np.ndarray:
     certain, 1 = the two best tied."""
     if p.shape[1] < 2:
         return np.zeros(len(p))
-    two = -np.partition(-p, 1, axis=1)[:, :2]
-    return np.clip(1.0 - (two[:, 0] - two[:, 1]), 0.0, 1.0)
+    _, _, lead = best_two(p)
+    return np.clip(1.0 - lead, 0.0, 1.0)
 
 
 def _unit_rows(x: np.ndarray) -> np.ndarray:
