@@ -187,6 +187,7 @@ _RANGES = {
     "report.disagreements": (0, None),
     "learn.words_min_df": (1, None),
     "learn.words_max_features": (1, None),
+    "learn.char_features": (0, None),
     "learn.c": (1e-12, None),
     "learn.c_multi_code": (1e-12, None),
     "learn.finetune_holdout": (0.01, 0.9),

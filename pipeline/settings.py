@@ -232,6 +232,7 @@ class LearnSettings:
     feature_sets: tuple[str, ...]
     words_min_df: int
     words_max_features: int
+    char_features: int
     c: float
     c_multi_code: float
     components: int

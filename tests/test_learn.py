@@ -340,6 +340,22 @@ def test_answer_length_columns():
     assert got[:, 1].tolist() == [LENGTH_SCALE, LENGTH_SCALE, 0.0, 0.0]  # at most 8 words is a short answer
 
 
+def test_turn_taking_flags_follow_who_spoke_before_and_after():
+    """Two lessons, by hand: teacher, student, student, teacher | student, teacher. A student who
+    follows a student (row 2) and one a student follows (row 1) are flagged; a lesson's first and last
+    turns have no neighbour there; the other lesson's turns never count as neighbours."""
+    from pipeline.learn_features import DIALOGUE_CUE_SCALE, turn_taking
+
+    turns = pd.DataFrame({"interview_id": ["a", "a", "a", "a", "b", "b"],
+                          "side": ["TEACHER", "STUDENT", "STUDENT", "TEACHER", "STUDENT", "TEACHER"]})
+    same_before = np.r_[False, turns["interview_id"].to_numpy()[1:] == turns["interview_id"].to_numpy()[:-1]]
+    got = turn_taking(turns, same_before) / DIALOGUE_CUE_SCALE
+    assert got[:, 0].tolist() == [0, 0, 1, 0, 0, 0]  # the turn before is by the same side
+    assert got[:, 1].tolist() == [1, 0, 0, 0, 1, 0]  # no turn before
+    assert got[:, 2].tolist() == [0, 1, 0, 0, 0, 0]  # the turn after is by the same side
+    assert got[:, 3].tolist() == [0, 0, 0, 1, 0, 1]  # no turn after
+
+
 def test_short_answers_the_coders_left_uncoded_stay_uncoded(learned):
     """'Every time.', 'Exactly that.': held-out predictions leave short answers that both coders left
     uncoded (the answer key's 'none' turns) uncoded."""
