@@ -24,7 +24,8 @@ Blocks (each row aligned with embeddings.parquet):
 - dialogue: the unit's similarity to those turns and to its own turn, whether it opens its turn,
             turn-taking (whether the turns before and after are by a speaker of the same role, or
             the same speaker where roles are not given, and whether there is one: a student who
-            follows a student relates to another's idea; the role itself stays out), and lexical cues: how much of the unit repeats the previous turn word for word, a
+            follows a student relates to another's idea; the role itself stays out), and lexical
+            cues: how much of the unit repeats the previous turn word for word, a
             question mark, an opening question word, reasoning words ("why", "because", "how do
             you know"), its length. Codes given sentence by sentence (talk moves) turn on these
             more than on the topic an embedding carries.
@@ -299,9 +300,8 @@ def _dialogue(
     p, q = prev[row], nxt[row]
     sims = np.column_stack([(own * p).sum(1), (own * q).sum(1), (own * turn).sum(1)]) * DIALOGUE_SIM_SCALE
     first = (meta["sentence_index"].to_numpy() == 0).astype(np.float64)[:, None] * DIALOGUE_CUE_SCALE
-    return np.hstack([p, q]), np.hstack(
-        [sims, first, turn_taking(turns, same_before)[row], lexical_cues(meta["text"].tolist(), prev_text[row].tolist())]
-    )
+    cues = lexical_cues(meta["text"].tolist(), prev_text[row].tolist())
+    return np.hstack([p, q]), np.hstack([sims, first, turn_taking(turns, same_before)[row], cues])
 
 
 def turn_taking(turns: pd.DataFrame, same_before: np.ndarray) -> np.ndarray:
