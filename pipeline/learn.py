@@ -324,7 +324,6 @@ class TurnPooledLogit:
     projection_: Projection | None
     group_patterns_: np.ndarray | None
     thresholds_: np.ndarray
-    companion_: "TurnPooledLogit | None"  # with a fine-tuned encoder: the frozen encoder's model, blended in
 
     def __init__(
         self,
@@ -1017,7 +1016,6 @@ class EncoderChoice:
     report: TuneReport | None = None  # its report
     rows: list[dict] = field(default_factory=list)  # learn_eval rows of the held-out comparison
     embeddings: pa.Table | None = None  # the tuned encoder's vectors of the coded interviews (reused)
-    blend: bool = False  # the tuned encoder's model is blended with the frozen one's (it scored higher so)
 
 
 def choose_encoder(
@@ -1083,22 +1081,15 @@ def choose_encoder(
     scores, rows = {}, []
     fallback = frozen.fallback_all[frozen.ui]
     truth, labelled = t.truth_sets()
-    held_out: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # candidate -> held-out, inner out-of-fold probabilities
-    for name in ("frozen", "finetune", "blend"):
-        if name == "blend":  # no model of its own: the other two's mean
-            p, p_train = (blend(held_out["finetune"][i], held_out["frozen"][i]) for i in (0, 1))
-        else:
-            prep = frozen if name == "frozen" else tuned_prep
-            p = np.zeros((len(t.units), len(t.classes)))
-            p[test] = fit_predict(prep.d, feature_set, train, test, s)
-            p_train = np.zeros_like(p)
-            if t.multi_code:
-                for fold_train, fold_test in _inner_folds(groups, train, s.cv_folds):
-                    p_train[fold_test] = fit_predict(prep.d, feature_set, fold_train, fold_test, s)
-        held_out[name] = (p, p_train)
+    for name, prep in (("frozen", frozen), ("finetune", tuned_prep)):
+        p = np.zeros((len(t.units), len(t.classes)))
+        p[test] = fit_predict(prep.d, feature_set, train, test, s)
         primary = machine_primary(p, t, framework, fallback)
         sets = None
         if t.multi_code:
+            p_train = np.zeros_like(p)
+            for fold_train, fold_test in _inner_folds(groups, train, s.cv_folds):
+                p_train[fold_test] = fit_predict(prep.d, feature_set, fold_train, fold_test, s)
             thresholds = fit_thresholds(p_train, truth, train[labelled[train]])
             sets = machine_sets(label_sets(p, thresholds), t, primary)
         got = agreement_rows(t, primary, boot, boot_groups, test, sets=sets)
@@ -1107,14 +1098,12 @@ def choose_encoder(
     metric = "micro-F1 of code sets" if t.multi_code else "machine-coder kappa"
     verdict = (
         f"on {len(held)} held-out coded interviews, {metric} {scores['finetune']:.3f} with the fine-tuned "
-        f"encoder, {scores['blend']:.3f} with its model and the frozen one's averaged, {scores['frozen']:.3f} "
-        f"frozen (tuned on {report.units} units, {report.draws} draws, {report.seconds:.0f} s on {report.device})"
+        f"encoder against {scores['frozen']:.3f} frozen (tuned on {report.units} units, {report.draws} draws, "
+        f"{report.seconds:.0f} s on {report.device})"
     )
-    tuned_best = "blend" if scores["blend"] > scores["finetune"] else "finetune"
-    kept = "finetune" if mode == "finetune" or scores[tuned_best] > scores["frozen"] else "frozen"
-    pick = tuned_best if kept == "finetune" else "frozen"
+    kept = "finetune" if mode == "finetune" or scores["finetune"] > scores["frozen"] else "frozen"
     for r in rows:
-        r["selected"] = r["evaluation"] == f"held-out-{pick}"
+        r["selected"] = r["evaluation"] == f"held-out-{kept}"
     why = (
         'learn.encoder is "finetune"'
         if mode == "finetune"
@@ -1122,22 +1111,10 @@ def choose_encoder(
         if kept == "finetune"
         else "fine-tuning did not score higher"
     )
-    how = " with the frozen model blended in" if pick == "blend" else ""
-    return EncoderChoice(
-        kept, f"{verdict}; kept {kept}{how}: {why}", tuned, report, rows, sub_embeddings, pick == "blend"
-    )
+    return EncoderChoice(kept, f"{verdict}; kept {kept}: {why}", tuned, report, rows, sub_embeddings)
 
 
 MIN_TUNE_DRAWS = 1000  # a small coded set is drawn more than once: the fresh head needs this many examples
-
-
-def blend(tuned: np.ndarray, frozen: np.ndarray) -> np.ndarray:
-    """The mean of the model on the tuned encoder's features and the model on the frozen ones, kept when
-    it scores higher on the held-out coded interviews than the tuned model alone. The two read a unit
-    differently; on TalkMoves (20% of lessons coded, 40 held-out lessons) the mean agreed with the
-    coders better than either (teacher kappa 0.748 against 0.741 tuned and 0.728 frozen), while with
-    six lessons coded the tuned model alone did better (0.663 against 0.653)."""
-    return (tuned + frozen) / 2
 
 
 def _inner_folds(groups: np.ndarray, train: np.ndarray, cv_folds: int):
@@ -1172,28 +1149,6 @@ def embed_table(
         },
         schema=embeddings_schema(encoder.dim),
     )
-
-
-def final_model(
-    d: Data, blocks, feature_set: str, group_patterns, s: LearnSettings, thresholds_from: np.ndarray, t: Targets
-) -> TurnPooledLogit:
-    """The model on every human-coded unit plus the weak examples, with what it needs to code new
-    transcripts: the vocabularies, principal components, role groups and (several codes per unit)
-    thresholds fitted on every coded unit's out-of-fold probability."""
-    model = fit_model(d, feature_set, np.arange(len(t.units)), s)
-    model.words_ = blocks.words.vectorizer if "words" in FEATURE_SETS[feature_set] else None
-    model.unit_words_ = (
-        blocks.unit_words.vectorizer
-        if blocks.unit_words is not None and "unit_words" in FEATURE_SETS[feature_set]
-        else None
-    )
-    model.projection_ = blocks.projections[feature_set]
-    model.group_patterns_ = group_patterns  # transform maps a new corpus's roles onto these groups
-    model.companion_ = None
-    if t.multi_code:
-        truth, labelled_any = t.truth_sets()
-        model.thresholds_ = fit_thresholds(thresholds_from, truth, np.flatnonzero(labelled_any))
-    return model
 
 
 def learn_stage(
@@ -1289,16 +1244,11 @@ def learn_stage(
     choice = choose_encoder(utterances, t, framework, encoder, s, best, frozen, boot, boot_groups, human.path, progress)
     eval_rows += choice.rows
     final_prep, thresholds_from = frozen, cv_probs
-    companion, companion_probs = None, None
     if choice.kept == "finetune":
-        # the final model reads the tuned encoder's features (blended with the frozen model where that scored
-        # higher); the human-coded utterances keep the frozen model's cross-validated predictions, the only
-        # ones no encoder tuned on their own codes made
-        assert blocks is not None  # prepare() builds them
-        if choice.blend:
-            companion = final_model(d, blocks, best, frozen.group_patterns, s, cv_probs, t)
-            companion_probs = predict_all(companion, blocks, best, groups_all)
+        # the final model reads the tuned encoder's features; the human-coded utterances keep the frozen
+        # model's cross-validated predictions, the only ones no encoder tuned on their own codes made
         tuned_embeddings = embed_table(utterances, choice.tuned, s.embed, choice.embeddings, progress)
+        assert blocks is not None  # prepare() builds them
         ids = blocks.utterance_ids
         blocks = frozen.blocks = None  # the frozen features are done with: never hold both corpora's blocks
         final_prep = prepare(utterances, tuned_embeddings, t, framework, choice.tuned, s, [best], human.path)
@@ -1308,17 +1258,21 @@ def learn_stage(
             raise RuntimeError("tuned embeddings are not in the order of the run's embeddings")
         if t.multi_code:
             thresholds_from = cross_validate(final_prep.d, best, s)[0]
-            if choice.blend:
-                thresholds_from = blend(thresholds_from, cv_probs)
     blocks, groups_all = final_prep.blocks, final_prep.groups_all
     assert blocks is not None  # frozen's untouched, or the tuned encoder's
 
     # The final model: every human-coded unit plus the weak examples; it codes every utterance.
-    model = final_model(final_prep.d, blocks, best, final_prep.group_patterns, s, thresholds_from, t)
-    model.companion_ = companion  # transform blends it in too
+    model = fit_model(final_prep.d, best, np.arange(len(ui)), s)
+    model.words_ = blocks.words.vectorizer if "words" in FEATURE_SETS[best] else None  # saved with the model
+    model.unit_words_ = (
+        blocks.unit_words.vectorizer if blocks.unit_words is not None and "unit_words" in FEATURE_SETS[best] else None
+    )
+    model.projection_ = blocks.projections[best]
+    model.group_patterns_ = final_prep.group_patterns  # transform maps a new corpus's roles onto these groups
+    if t.multi_code:  # thresholds for new utterances: fitted on every coded unit's out-of-fold probability
+        truth, labelled_any = t.truth_sets()
+        model.thresholds_ = fit_thresholds(thresholds_from, truth, np.flatnonzero(labelled_any))
     all_probs = predict_all(model, blocks, best, groups_all)
-    if companion_probs is not None:
-        all_probs = blend(all_probs, companion_probs)
     advance("coded every utterance")
     if allowed_all is not None:
         all_probs = renormalise_within(all_probs, allowed_all)
@@ -1417,39 +1371,17 @@ def apply_model(
     encoder,
     s: LearnSettings,
     path,
-    frozen: tuple[pa.Table, Any] | None = None,
 ) -> tuple[pa.Table, pa.Table]:
     """A saved learned model (learn_model/) codes other transcripts: the same feature set, vocabularies,
-    principal components, role groups and thresholds it was trained with. A model on a fine-tuned encoder
-    is blended with its frozen companion, which reads frozen = (the embed stage's embeddings, its encoder).
-    Returns (utterance_dimensions with source 'learned', learned_codes)."""
+    principal components, role groups and thresholds it was trained with. Returns
+    (utterance_dimensions with source 'learned', learned_codes)."""
 
-    info = Classes(meta["classes"], meta["class_dimension"], meta["class_concept"])
-    ids, p, fallback_all = _saved_model_probs(utterances, embeddings, model, meta, info, framework, encoder, s, path)
-    companion = getattr(model, "companion_", None)
-    if companion is not None:
-        if frozen is None:
-            raise RuntimeError("a blended model needs the frozen encoder's embeddings")
-        _, p_frozen, fallback_all = _saved_model_probs(
-            utterances, frozen[0], companion, meta, info, framework, frozen[1], s, path
-        )
-        p = blend(p, p_frozen)
-    n = len(ids)
-    assigned = label_sets(p, model.thresholds_ if model.multi_code else None)
-    dv = derive(p, info, framework, fallback_all)
-    return (
-        dimensions_table(ids, dv, [SOURCE_LEARNED] * n, framework),
-        learned_codes_table(ids, p, info, np.zeros(n, dtype=bool), assigned),
-    )
-
-
-def _saved_model_probs(utterances, embeddings, model, meta, info, framework, encoder, s, path):
-    """(utterance ids, probabilities within roles, framework fallback) of one saved model."""
     fs = meta["feature_set"]
     blocks, _, roles, fallback_all, _ = feature_blocks(
         utterances, embeddings, framework, encoder, s, model.words_, model.unit_words_
     )
     blocks.projections[fs] = model.projection_
+    info = Classes(meta["classes"], meta["class_dimension"], meta["class_concept"])
     allowed = class_roles_mask(info, framework, roles)
     n = len(blocks.utterance_ids)
     groups = (
@@ -1460,7 +1392,12 @@ def _saved_model_probs(utterances, embeddings, model, meta, info, framework, enc
     p = predict_all(model, blocks, fs, groups)
     if allowed is not None:
         p = renormalise_within(p, allowed)
-    return blocks.utterance_ids, p, fallback_all
+    assigned = label_sets(p, model.thresholds_ if model.multi_code else None)
+    dv = derive(p, info, framework, fallback_all)
+    return (
+        dimensions_table(blocks.utterance_ids, dv, [SOURCE_LEARNED] * n, framework),
+        learned_codes_table(blocks.utterance_ids, p, info, np.zeros(n, dtype=bool), assigned),
+    )
 
 
 def _replace_rows(table: pa.Table, rows: pa.Table) -> pa.Table:

@@ -10,9 +10,8 @@ fits its usual models (context features, role-aware heads) on embeddings from th
 Whether it pays is measured, not assumed: the coded interviews are split once, grouped and seeded
 ([learn] finetune_holdout of them held out); the encoder is tuned on the rest, learn's model is
 fitted on the rest with the tuned and with the frozen features, and both are scored on the
-held-out interviews, and so is their mean (the tuned and the frozen model blended). "auto" keeps the
-tuned encoder only when it, or the blend, scores higher there than the frozen one, and only where it
-fits the time budget (a GPU, or at most [learn] finetune_max_units coded units on CPU).
+held-out interviews. "auto" keeps the tuned encoder only when it scores higher there, and only
+where it fits the time budget (a GPU, or at most [learn] finetune_max_units coded units on CPU).
 
 Reproducible: seeded draws, dropout and head initialisation; on CPU the same thread count gives
 the same weights, so a rerun gives identical tables.

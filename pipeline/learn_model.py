@@ -109,7 +109,6 @@ def _encoder_info(result, encoder) -> dict:
             model_id=choice.tuned.model_id,
             path="encoder",
             finetune={k: getattr(choice.report, k) for k in ("units", "draws", "seconds", "device")},
-            blend=choice.blend,  # true: the mean of this encoder's model and the frozen one's (model.joblib companion_)
         )
     return info
 

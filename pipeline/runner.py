@@ -994,15 +994,12 @@ def apply_learned(fitted_run: Path, run_dir: Path, cfg: dict, encoder, progress:
     framework = framework_for(fitted_run, s.map.framework, None)
     made_from = input_digests(run_dir, ["utterances", "embeddings"])
     utterances, embeddings = read_table(run_dir, "utterances"), read_table(run_dir, "embeddings")
-    frozen = (embeddings, encoder)  # the embed stage's: what a fine-tuned model's frozen companion reads
     if meta["encoder"]["kept"] == "finetune":
         encoder = load_tuned_encoder(
             fitted_run / "learn_model" / meta["encoder"]["path"], encoder, meta["encoder"]["model_id"]
         )
         embeddings = embed_table(utterances, encoder, s.embed, progress=progress)
-    dims, codes = apply_model(
-        utterances, embeddings, model, meta, framework, encoder, s, fitted_run / "learn_model", frozen
-    )
+    dims, codes = apply_model(utterances, embeddings, model, meta, framework, encoder, s, fitted_run / "learn_model")
     write_table(run_dir, "utterance_dimensions", dims)
     write_table(run_dir, "learned_codes", codes)
     record_lineage(run_dir, ["utterance_dimensions", "learned_codes"], made_from)

@@ -760,9 +760,9 @@ LEARN_EVAL = pa.schema(
             pa.string(),
             "cross-validation (the kept model), feature-set (each candidate), framework-similarity "
             "(the map stage on the same utterances), learning-curve, or held-out-frozen / "
-            "held-out-finetune / held-out-blend ([learn] encoder: learn's model with frozen and with "
-            "fine-tuned sentence embeddings, and the two averaged, trained on the same coded interviews "
-            "and scored on the held-out ones; selected marks the one kept)",
+            "held-out-finetune ([learn] encoder: learn's model with frozen and with fine-tuned "
+            "sentence embeddings, trained on the same coded interviews and scored on the "
+            "held-out ones; selected marks the encoder kept)",
         ),
         _f("feature_set", pa.string(), "feature set of the model; null for framework-similarity", True),
         _f("selected", pa.bool_(), "true on rows of the feature set the model keeps"),

@@ -201,33 +201,6 @@ def test_rerun_gives_identical_tables_and_a_loadable_model(learned, encoder):
     assert model.projection_.pca.components_.shape == (128, 3 * 384) and list(model.models_) == [0]
 
 
-def test_a_blended_model_reads_its_companion_from_the_frozen_embeddings(learned, encoder):
-    """apply_model blends a fine-tuned model with its frozen companion: given the saved model as both halves,
-    the blend codes every utterance as the model alone does (the mean of two equal predictions), and without
-    the frozen embeddings it refuses rather than guess."""
-    import copy
-
-    from pipeline.framework import load_framework
-    from pipeline.learn import apply_model
-    from pipeline.learn_model import load_model
-
-    run_dir, _, _ = learned
-    model, meta = load_model(run_dir / "learn_model")
-    s = settings_for(LearnSettings, _cfg())
-    utterances, embeddings = pq.read_table(run_dir / "utterances.parquet"), pq.read_table(run_dir / "embeddings.parquet")
-    framework = load_framework()
-    alone, codes_alone = apply_model(utterances, embeddings, model, meta, framework, encoder, s, run_dir)
-    model.companion_ = copy.deepcopy(model)
-    both, codes_both = apply_model(utterances, embeddings, model, meta, framework, encoder, s, run_dir,
-                                   (embeddings, encoder))
-    assert both.num_rows == alone.num_rows > 0
-    assert both.column("dimension").to_pylist() == alone.column("dimension").to_pylist()
-    np.testing.assert_allclose(both.column("probability").to_numpy(), alone.column("probability").to_numpy(),
-                               atol=1e-9)
-    with pytest.raises(RuntimeError, match="frozen encoder"):
-        apply_model(utterances, embeddings, model, meta, framework, encoder, s, run_dir)
-
-
 def test_code_level_model_with_words_learns_the_coders_own_codes(mapped, encoder, tmp_path):
     import json
 

@@ -249,12 +249,9 @@ def test_finetuned_encoder_beats_the_frozen_one_on_held_out_lessons(finetuned):
     ev = pq.read_table(run / "learn_eval.parquet").to_pandas()
     held = ev[ev["evaluation"].str.startswith("held-out") & (ev["metric"] == "cohen_kappa")
               & (ev["level"] == "second-order")].set_index("evaluation")["value"]
-    # measured: 0.663 against 0.650 (the frozen model's turn-taking and character features narrowed it from 0.03);
-    # the two models averaged scored 0.653, below the tuned one alone: the tuned one is kept unblended
+    # measured: 0.663 against 0.650 (the frozen model's turn-taking and character features narrowed it from 0.03)
     assert held["held-out-finetune"] > held["held-out-frozen"] + 0.005, held
-    assert held["held-out-blend"] < held["held-out-finetune"], held
     assert ev.loc[ev["evaluation"] == "held-out-finetune", "selected"].all()
-    assert not ev.loc[ev["evaluation"].isin(["held-out-frozen", "held-out-blend"]), "selected"].any()
     meta = json.loads((run / "learn_model" / "model.json").read_text())
     assert meta["encoder"]["kept"] == "finetune" and (run / "learn_model" / "encoder").is_dir()
     # the saved encoder is the tuned one: it embeds a sentence differently from the shipped model
