@@ -271,7 +271,7 @@ def build_blocks(
     }
     # the side of each turn: its speaker's role, or the speaker where no role is given
     side = u["speaker_role"].fillna("\0" + u["speaker_id"].astype(str))
-    turns["side"] = side.groupby([u["interview_id"], u["turn_index"]], sort=True).first().to_numpy()
+    turns["side"] = side.groupby([u["interview_id"], u["turn_index"]]).first().reindex(key).to_numpy()
     blocks["neighbours"], blocks["dialogue"] = _dialogue(own, turn, turns, row, own.shape[1], q_turns, q_vec, meta)
     return FeatureBlocks(ids, blocks, row.astype(np.int64), encoder.model_id, words, unit_words)
 
