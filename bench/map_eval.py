@@ -33,7 +33,7 @@ from pipeline.config import load_config  # noqa: E402
 from pipeline.embed import load_encoder, vectors  # noqa: E402
 from pipeline.framework import Framework, load_framework  # noqa: E402
 from pipeline.io.rundir import read_table, write_json  # noqa: E402
-from pipeline.map import (pooled_similarity, best_concept, code_probabilities, decide_codes, embed_framework,  # noqa: E402
+from pipeline.map import (best_concept, description_similarity, code_probabilities, decide_codes, embed_framework,  # noqa: E402
                           make_mapper, map_utterances)
 from pipeline.settings import MapSettings, settings_for  # noqa: E402
 
@@ -185,7 +185,7 @@ def main(run_dir: Path) -> dict:
     kw_turn = np.stack([turn_counts[turn[uid]] for uid in ids])
     results["baselines"]["keyword_turn"] = metrics(g, keyword_predictions(kw_turn, dims)[substantive], dims)
     # The naive similarity baseline of bench/validity.py: the dimension of the most similar framework text.
-    nearest = pooled_similarity(emb.astype(np.float64) @ fv.vectors.T.astype(np.float64), fv.labels, len(framework.concepts), 1)
+    nearest = description_similarity(emb, fv.vectors, fv.labels, len(framework.concepts))
     nearest_dim = np.array(dims, dtype=object)[best_concept(nearest, framework)[1]]
     results["baselines"]["nearest_description"] = metrics(g, nearest_dim[substantive], dims)
     best = max(results["methods"], key=lambda k: results["methods"][k]["forced"]["macro_f1"])

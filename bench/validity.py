@@ -99,12 +99,11 @@ def by_role(units: pd.DataFrame, pred: pd.Series, rows: np.ndarray | None = None
 
 def nearest_description(X: np.ndarray, units: pd.DataFrame, framework) -> pd.Series:
     from pipeline.embed import load_encoder
-    from pipeline.map import pooled_similarity, embed_framework
+    from pipeline.map import description_similarity, embed_framework
 
     fv = embed_framework(framework, load_encoder("minilm"))
-    best = pooled_similarity(X.astype(np.float64) @ fv.vectors.T.astype(np.float64), fv.labels, len(framework.concepts), 1)
     allowed = framework.allowed_concepts(units["speaker_role"].tolist())
-    pick = np.where(allowed, best, -np.inf).argmax(axis=1)
+    pick = description_similarity(X, fv.vectors, fv.labels, len(framework.concepts), allowed).argmax(axis=1)
     return pd.Series(np.asarray(framework.concept_ids)[pick], index=units.index)
 
 

@@ -39,7 +39,7 @@ from pipeline.framework import load_framework
 from pipeline.io.human_codes import read_human_codes
 from pipeline.io.rundir import read_table
 from pipeline.learn import human_targets
-from pipeline.map import best_concept, dimension_lead, embed_framework, map_stage, pooled_similarity, speaker_roles
+from pipeline.map import best_concept, description_similarity, dimension_lead, embed_framework, map_stage, speaker_roles
 from pipeline.settings import CompareSettings, MapSettings, settings_for
 
 CORPORA = {
@@ -110,9 +110,8 @@ def evaluate(name: str, spec: dict, encoder) -> dict:
     row = {u: i for i, u in enumerate(emb.column("utterance_id").to_pylist())}
     x = vectors(emb)[[row[u] for u in ids]].astype(np.float64)
     fv = embed_framework(framework, encoder)
-    near = pooled_similarity(x @ fv.vectors.T.astype(np.float64), fv.labels, len(framework.concepts), 1)
-    if framework.has_roles:
-        near = np.where(framework.allowed_concepts(speaker_roles(utterances, ids)), near, -np.inf)
+    allowed = framework.allowed_concepts(speaker_roles(utterances, ids)) if framework.has_roles else None
+    near = description_similarity(x, fv.vectors, fv.labels, len(framework.concepts), allowed)
     nearest = np.asarray(framework.concept_ids)[near.argmax(axis=1)]
     concept_ids = set(framework.concept_ids)
 

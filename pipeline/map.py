@@ -141,6 +141,16 @@ class ClassifierMapper:
         return self.model_.predict_proba(np.asarray(x, np.float64))
 
 
+def description_similarity(
+    x: np.ndarray, vectors: np.ndarray, labels: np.ndarray, n_concepts: int, allowed: np.ndarray | None = None
+) -> np.ndarray:
+    """(n, concepts): each row's cosine similarity to each concept's closest framework text (its name,
+    description or exemplars: embed_framework's vectors and labels), -inf for concepts outside
+    `allowed`. Its argmax is the naive nearest-description coder the zero-shot benches compare the map with."""
+    near = pooled_similarity(np.asarray(x, np.float64) @ np.asarray(vectors, np.float64).T, labels, n_concepts, 1)
+    return near if allowed is None else np.where(allowed, near, -np.inf)
+
+
 def closest_text_similarity(x: np.ndarray, mapper, allowed: np.ndarray | None = None) -> np.ndarray:
     """(n,): each row's cosine similarity to the framework text closest to it (a concept's name,
     description or exemplar; only the concepts `allowed` for that row when given). Talk this far
@@ -148,10 +158,8 @@ def closest_text_similarity(x: np.ndarray, mapper, allowed: np.ndarray | None = 
     example study such units are the ones coders most often left uncoded (bench/zero_shot.py)."""
     if len(x) == 0:
         return np.zeros(0)
-    closest = pooled_similarity(np.asarray(x, np.float64) @ mapper.vectors_.T, mapper.labels_, mapper.n_concepts_, 1)
-    if allowed is not None:
-        closest = np.where(allowed, closest, -np.inf)
-    return cast(np.ndarray, closest.max(axis=1))
+    near = description_similarity(x, mapper.vectors_, mapper.labels_, mapper.n_concepts_, allowed)
+    return cast(np.ndarray, near.max(axis=1))
 
 
 def make_mapper(m: MapSettings, method: str | None = None):
@@ -331,11 +339,12 @@ def map_utterances(
     weight_code = np.where(has_code, w_code, 0.0)[:, None]
     blended = (w_own * own + w_ctx * ctx + weight_code * code_p) / (w_own + w_ctx + weight_code)
     roles = speaker_roles(utterances, ids)
-    blended, no_concept = restrict_to_roles(blended, framework, roles)
+    allowed = framework.allowed_concepts(roles) if framework.has_roles else None  # built once, used twice
+    blended, no_concept = restrict_to_roles(blended, framework, roles, allowed)
     dims = blended @ dimension_matrix(framework)
     _, dim = best_concept(blended, framework)
     top, margin = dimension_lead(dims, dim)
-    closest = closest_text_similarity(emb, mapper, framework.allowed_concepts(roles) if framework.has_roles else None)
+    closest = closest_text_similarity(emb, mapper, allowed)
     related = closest >= m.min_similarity
     mapped = (top >= m.utterance_threshold) & (margin >= m.utterance_margin) & related & ~blocked & ~no_concept
     return UtteranceMapping(
@@ -377,13 +386,17 @@ def speaker_roles(utterances: pa.Table, ids: list[str]) -> list:
     return [role_of.get(u) for u in ids]
 
 
-def restrict_to_roles(p: np.ndarray, framework: Framework, roles: list) -> tuple[np.ndarray, np.ndarray]:
+def restrict_to_roles(
+    p: np.ndarray, framework: Framework, roles: list, allowed: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Concept probabilities with every concept outside the unit's speaker role set to 0 and the
     rest renormalised. Units whose role has no concept at all get uniform probabilities and are
-    flagged (second return): they stay unmapped. Frameworks without roles pass through."""
+    flagged (second return): they stay unmapped. Frameworks without roles pass through.
+    allowed: framework.allowed_concepts(roles), where the caller has it already."""
     if not framework.has_roles or len(p) == 0:
         return p, np.zeros(len(p), dtype=bool)
-    allowed = framework.allowed_concepts(roles)
+    if allowed is None:
+        allowed = framework.allowed_concepts(roles)
     none = ~allowed.any(axis=1)
     out = renormalise_within(p, allowed)
     out[none] = 1.0 / p.shape[1]
