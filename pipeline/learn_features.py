@@ -304,6 +304,9 @@ def _dialogue(
     return np.hstack([p, q]), np.hstack([sims, first, turn_taking(turns, same_before)[row], cues])
 
 
+TURN_TAKING_FLAGS = 4  # turn_taking's columns
+
+
 def turn_taking(turns: pd.DataFrame, same_before: np.ndarray) -> np.ndarray:
     """Per turn (scaled flags): the turn before is by the same side (turns["side"]: role, or speaker),
     there is none, the turn after is by the same side, there is none. On TalkMoves (20% of lessons
@@ -403,7 +406,9 @@ def weak_blocks(
     texts = list(texts) if texts is not None else [""] * len(v)
     dialogue = np.hstack(
         [
-            np.tile([0.0, 0.0, DIALOGUE_SIM_SCALE, DIALOGUE_CUE_SCALE, 0.0, 0.0, 0.0, 0.0], (len(v), 1)),
+            # _dialogue's columns: similarity to the turns before and after (none) and to its own turn
+            # (itself), opens its turn, then turn_taking's flags (zeros: no conversation)
+            np.tile([0.0, 0.0, DIALOGUE_SIM_SCALE, DIALOGUE_CUE_SCALE, *[0.0] * TURN_TAKING_FLAGS], (len(v), 1)),
             lexical_cues(texts, [""] * len(v)),
         ]
     )
