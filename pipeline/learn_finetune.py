@@ -12,6 +12,9 @@ Whether it pays is measured, not assumed: the coded interviews are split once, g
 fitted on the rest with the tuned and with the frozen features, and both are scored on the
 held-out interviews. "auto" keeps the tuned encoder only when it scores higher there, and only
 where it fits the time budget (a GPU, or at most [learn] finetune_max_units coded units on CPU).
+Kept, the encoder is tuned once more, the same way, on every coded unit (the held-out interviews
+included), and that encoder makes the final features: the comparison chooses the method, the
+final model uses all the codes.
 
 Reproducible: seeded draws, dropout and head initialisation; on CPU the same thread count gives
 the same weights, so a rerun gives identical tables.

@@ -246,6 +246,8 @@ def test_finetuned_encoder_beats_the_frozen_one_on_held_out_lessons(finetuned):
     run, record = finetuned
     counts = record["counts"]
     assert counts["encoder"] == "finetune" and counts["finetune"]["units"] > 800
+    # kept, the encoder is tuned again on every coded unit, the two held-out lessons' too
+    assert counts["finetune_final"]["units"] > counts["finetune"]["units"]
     ev = pq.read_table(run / "learn_eval.parquet").to_pandas()
     held = ev[ev["evaluation"].str.startswith("held-out") & (ev["metric"] == "cohen_kappa")
               & (ev["level"] == "second-order")].set_index("evaluation")["value"]
