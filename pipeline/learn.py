@@ -25,7 +25,8 @@ threshold (best F1 out of fold) plus its most probable class, which stays its la
 
 Encoder. [learn] encoder may fine-tune the sentence model on the coded units
 (pipeline.learn_finetune); choose_encoder measures it against the frozen one on held-out coded
-interviews and keeps the better; the final model then reads the kept encoder's features.
+interviews and keeps the better; kept, the encoder is tuned again on every coded unit (one code
+per unit only) and the final model reads its features.
 
 Evaluation. Grouped cross-validation (no interview in both training and test) gives a
 prediction for every human-coded utterance from a model that never saw its interview;
@@ -1011,7 +1012,7 @@ def tuning_targets(t: Targets) -> np.ndarray:
 class EncoderChoice:
     kept: str  # "frozen" or "finetune"
     reason: str
-    tuned: TunedEncoder | None = None  # the encoder to use: when kept, tuned again on every coded unit
+    tuned: TunedEncoder | None = None  # kept: the encoder the final model reads (see final); else the comparison's
     report: TuneReport | None = None  # the comparison's tuning (on the coded interviews not held out)
     rows: list[dict] = field(default_factory=list)  # learn_eval rows of the held-out comparison
     final: TuneReport | None = None  # the kept encoder's tuning on every coded unit
@@ -1099,11 +1100,14 @@ def choose_encoder(
         if kept == "finetune"
         else "fine-tuning did not score higher"
     )
-    if kept == "frozen":
+    if kept == "frozen" or t.multi_code:
+        # code sets keep the comparison's encoder: their thresholds are fitted on out-of-fold
+        # probabilities, which an encoder tuned on every unit's own codes could not give
         return EncoderChoice(kept, f"{verdict}; kept {kept}: {why}", tuned, report, rows)
-    # Chosen, the encoder is tuned again on every coded unit, held-out ones included (as a model is
-    # refitted on all the data after cross-validation): on TalkMoves with 20% of lessons coded the
-    # quarter held out for the comparison was worth +0.006 teacher kappa on the lessons not coded.
+    # Kept, the encoder is tuned again on every coded unit, held-out ones included (as a model is
+    # refitted on all the data after cross-validation). TalkMoves, 20% of lessons coded, lessons not
+    # coded: +0.006 teacher kappa and +0.002 macro-F1, -0.005 student kappa (bench/validity.py).
+    del tuned, tuned_prep, prep, sub_embeddings  # the comparison's model and features: not held twice
     final_tuned, final = _tune(encoder, t, targets, np.flatnonzero(targets.any(axis=1)), allowed, s, progress)
     again = f"; tuned again on all {final.units} coded units ({final.draws} draws, {final.seconds:.0f} s)"
     return EncoderChoice(kept, f"{verdict}; kept {kept}: {why}{again}", final_tuned, report, rows, final)

@@ -315,7 +315,9 @@ def turn_taking(turns: pd.DataFrame, same_before: np.ndarray) -> np.ndarray:
     same_after = np.r_[same_before[1:], False]
     prev_same = same_before & (np.roll(side, 1) == side)
     next_same = same_after & (np.roll(side, -1) == side)
-    return np.column_stack([prev_same, ~same_before, next_same, ~same_after]).astype(np.float64) * DIALOGUE_CUE_SCALE
+    flags = np.column_stack([prev_same, ~same_before, next_same, ~same_after])
+    assert flags.shape[1] == TURN_TAKING_FLAGS
+    return flags.astype(np.float64) * DIALOGUE_CUE_SCALE
 
 
 def lexical_cues(texts: list[str], previous: list[str]) -> np.ndarray:
@@ -407,7 +409,8 @@ def weak_blocks(
     dialogue = np.hstack(
         [
             # _dialogue's columns: similarity to the turns before and after (none) and to its own turn
-            # (itself), opens its turn, then turn_taking's flags (zeros: no conversation)
+            # (itself), opens its turn, then turn_taking's flags, left at zero: these texts were never
+            # spoken, so neither "same side" nor "no turn before/after" describes them
             np.tile([0.0, 0.0, DIALOGUE_SIM_SCALE, DIALOGUE_CUE_SCALE, *[0.0] * TURN_TAKING_FLAGS], (len(v), 1)),
             lexical_cues(texts, [""] * len(v)),
         ]

@@ -3,7 +3,7 @@
 A direct fine-tune: the sentence model's pooled, normalised embedding feeds a linear head over
 the model's classes (a softmax where coders give one code per unit, independent sigmoids where
 they give sets), and both are trained for one pass over a class-balanced draw of the coded units
-([learn] finetune_samples draws, so the cost does not grow with the coded set). A role-aware
+(at most [learn] finetune_samples draws: past that many coded units the cost stops growing). A role-aware
 framework masks the classes a unit's speaker role cannot get, as learn's own models do. learn then
 fits its usual models (context features, role-aware heads) on embeddings from the tuned encoder.
 

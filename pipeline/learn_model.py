@@ -108,7 +108,8 @@ def _encoder_info(result, encoder) -> dict:
         info.update(
             model_id=choice.tuned.model_id,
             path="encoder",
-            finetune={k: getattr(choice.report, k) for k in ("units", "draws", "seconds", "device")},
+            # the saved encoder's own tuning: on every coded unit where learn tuned again, else the comparison's
+            finetune={k: getattr(choice.final or choice.report, k) for k in ("units", "draws", "seconds", "device")},
         )
     return info
 

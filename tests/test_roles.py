@@ -256,6 +256,7 @@ def test_finetuned_encoder_beats_the_frozen_one_on_held_out_lessons(finetuned):
     assert ev.loc[ev["evaluation"] == "held-out-finetune", "selected"].all()
     meta = json.loads((run / "learn_model" / "model.json").read_text())
     assert meta["encoder"]["kept"] == "finetune" and (run / "learn_model" / "encoder").is_dir()
+    assert meta["encoder"]["finetune"]["units"] == counts["finetune_final"]["units"]  # the saved encoder's tuning
     # the saved encoder is the tuned one: it embeds a sentence differently from the shipped model
     from sentence_transformers import SentenceTransformer
 
