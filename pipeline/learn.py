@@ -83,7 +83,7 @@ from pipeline.schema import (
     LEARNED_CODES,
     UTTERANCE_DIMENSIONS,
 )
-from pipeline.settings import CompareSettings, EmbedSettings, LearnSettings, MapSettings
+from pipeline.settings import CompareSettings, LearnSettings, MapSettings
 
 NONE = "none"
 MACHINE = "machine"
@@ -1064,7 +1064,7 @@ def choose_encoder(
     # learn's model on the coded interviews only, with the tuned encoder's features
     coded_interviews = pa.array(sorted(t.units["interview_id"].unique()), pa.string())
     sub = utterances.filter(pc.is_in(utterances["interview_id"], coded_interviews))
-    sub_embeddings = embed_table(sub, tuned, s.embed)
+    sub_embeddings = embed_utterances(sub, tuned, s.embed)[0]
     tuned_prep = prepare(sub, sub_embeddings, t, framework, tuned, s, [feature_set], path)
     tuned_prep.d.turn_pooling = frozen.d.turn_pooling
     scores, rows = {}, []
@@ -1139,11 +1139,6 @@ def _inner_folds(groups: np.ndarray, train: np.ndarray, cv_folds: int):
     k = min(cv_folds, len(np.unique(groups[train])))
     for a, b in GroupKFold(n_splits=k).split(train, groups=groups[train]):
         yield train[a], train[b]
-
-
-def embed_table(utterances: pa.Table, encoder, embed: EmbedSettings, progress=None) -> pa.Table:
-    """Embeddings of the coded utterances with encoder (schema of the embed stage)."""
-    return embed_utterances(utterances, encoder, embed, progress)[0]
 
 
 def learn_stage(
@@ -1242,7 +1237,8 @@ def learn_stage(
     if choice.kept == "finetune":
         # the final model reads the tuned encoder's features; the human-coded utterances keep the frozen
         # model's cross-validated predictions, the only ones no encoder tuned on their own codes made
-        tuned_embeddings = embed_table(utterances, choice.tuned, s.embed, progress=progress)
+        assert choice.tuned is not None  # choose_encoder keeps "finetune" only with its encoder
+        tuned_embeddings = embed_utterances(utterances, choice.tuned, s.embed, progress)[0]
         assert blocks is not None  # prepare() builds them
         ids = blocks.utterance_ids
         blocks = frozen.blocks = None  # the frozen features are done with: never hold both corpora's blocks

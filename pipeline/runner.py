@@ -62,7 +62,6 @@ from pipeline.learn import (
     apply_model,
     dimensions_for_compare,
     drop_suggestion_markers,
-    embed_table,
     learn_stage,
     learned_sets,
 )
@@ -998,7 +997,7 @@ def apply_learned(fitted_run: Path, run_dir: Path, cfg: dict, encoder, progress:
         encoder = load_tuned_encoder(
             fitted_run / "learn_model" / meta["encoder"]["path"], encoder, meta["encoder"]["model_id"]
         )
-        embeddings = embed_table(utterances, encoder, s.embed, progress=progress)
+        embeddings = embed_utterances(utterances, encoder, s.embed, progress)[0]
     dims, codes = apply_model(utterances, embeddings, model, meta, framework, encoder, s, fitted_run / "learn_model")
     write_table(run_dir, "utterance_dimensions", dims)
     write_table(run_dir, "learned_codes", codes)
