@@ -14,8 +14,9 @@ Corpora (both need a run up to map; the bench makes them when missing):
 
 Strategies, each from the same seed up to 20% of the corpus's units in equal batches (24 by
 default: on TalkMoves about 400 units, a few `suggest` calls' worth at its default of 50):
-- suggest at diversity 0 and 0.5 (the default) (the margin uncertainty of learn's probabilities
-  plus novelty against what is coded: pipeline.suggest.greedy_pick);
+- suggest at diversity 0 (the default) and 0.5 (the margin uncertainty of learn's probabilities
+  plus novelty against what is coded, each batch shared evenly between learn's role models on
+  TalkMoves: pipeline.suggest.stratified_pick; ranked by the model of the last point's coded units);
 - random units (three seeds, averaged);
 - whole interviews, in random order (what a researcher does without suggest).
 The target: suggest reaches random choice's agreement at 20% with at most half the coded units.
@@ -47,7 +48,7 @@ from pipeline.io.rundir import read_table
 from pipeline.learn import (check_enough, fit_model, fit_thresholds, human_targets, interview_codes, label_sets,
                             prepare)
 from pipeline.settings import LearnSettings, settings_for
-from pipeline.suggest import greedy_pick, uncertainty
+from pipeline.suggest import role_strata, stratified_pick, uncertainty
 
 CORPORA = {
     "talkmoves": {"dir": SHARED / "corpora" / "talkmoves", "run": REPO / "runs" / "talkmoves",
@@ -101,6 +102,7 @@ class Simulation:
         self.budget = int(round(0.2 * len(t.units)))
         roles = utterances.select(["utterance_id", "speaker_role"]).to_pandas().set_index("utterance_id")
         self.role = t.units["utterance_id"].map(roles["speaker_role"]).fillna("").to_numpy()
+        self.strata = role_strata(framework, self.role)  # learn's role models, as `suggest` shares them
 
     def seed_units(self, seed: int) -> np.ndarray:
         rng = np.random.default_rng(seed)
@@ -152,10 +154,13 @@ def run_strategy(sim: Simulation, strategy: str, sizes: list[int], seed: int, di
     curve = []
     order = rng.permutation(np.setdiff1d(sim.pool_interviews, np.unique(sim.groups[coded])))
     next_interview = 0
+    model = None  # the model of the last point's coded units: what suggest ranks by
     for size in sizes:
         need = size - len(coded)
         if need > 0:
             free = np.setdiff1d(sim.pool, coded)
+            if strategy == "suggest" and sim.strata is not None:
+                free = free[sim.strata[free] >= 0]  # as `suggest`: units no role model codes are not proposed
             if strategy == "random":
                 coded = np.union1d(coded, rng.choice(free, size=min(need, len(free)), replace=False))
             elif strategy == "interviews":
@@ -163,9 +168,9 @@ def run_strategy(sim: Simulation, strategy: str, sizes: list[int], seed: int, di
                     coded = np.union1d(coded, np.flatnonzero(sim.groups == order[next_interview]))
                     next_interview += 1
             else:
-                model = sim.fit(coded)
                 u = uncertainty(sim.probabilities(model, free))
-                pick, _, _ = greedy_pick(u, sim.vecs[free], sim.vecs[coded], need, diversity)
+                strata = None if sim.strata is None else sim.strata[free]
+                pick, _, _ = stratified_pick(u, sim.vecs[free], sim.vecs[coded], need, diversity, strata)
                 coded = np.union1d(coded, free[pick])
         started = time.perf_counter()
         model = sim.fit(coded)

@@ -810,7 +810,8 @@ def suggest(
     """List the utterances (or interviews) whose hand-coding would help the model most, as CSV and as a
     REFI-QDA project to open in NVivo, ATLAS.ti, MAXQDA or QualCoder.
 
-    Ranks by the learned model's uncertainty (the framework mapping's before `learn`) with a diversity term.
+    Ranks by the learned model's uncertainty (the framework mapping's before `learn`); under a role-aware
+    framework each speaker role's model gets an equal share. [learn] suggest_diversity adds novelty.
 
     Example: themeshift suggest runs/demo --n 50
     """

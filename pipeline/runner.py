@@ -799,6 +799,7 @@ def _suggest(
         n,
         unit,
         s.suggest_diversity,
+        framework,
     )
     out = Path(out) if out else run_dir / f"suggestions_{unit}s.csv"
     paths = write_suggestions(table, out, ctx.table("sources"), utterances, framework, s.suggest_user)

@@ -6,13 +6,16 @@ probabilities (learned_codes.parquet) after `themeshift learn`, else the framewo
 mapping's dimension probabilities, so suggestions also work before anything is coded. The
 margin, not the entropy of all labels: entropy favours units spread thin over many unlikely
 labels, and on TalkMoves choosing by it did worse than choosing at random, where the margin
-does better (bench/active_learning.py). Picking only the most uncertain would return
-near-duplicates (the sentences of one puzzling answer), so the choice is greedy: each step
-takes the candidate with the best
+does better (bench/active_learning.py). The choice is greedy: each step takes the candidate with
+the best
 
     (1 - suggest_diversity) * uncertainty + suggest_diversity * novelty,
 
-novelty = 1 - cosine similarity to the nearest hand-coded or already chosen example. The
+novelty = 1 - cosine similarity to the nearest hand-coded or already chosen example (a guard
+against batches of near-duplicates; off by default, as on TalkMoves and games_as_art the most
+uncertain alone did better). Under a role-aware framework learn fits one model per speaker role,
+and the utterances are shared evenly between those models (the weaker one would otherwise take
+most of every batch). The
 interviews a coder already coded are left out. With unit "interview", interviews are
 scored by their utterances' mean uncertainty and their mean embedding.
 """
@@ -28,7 +31,7 @@ from pipeline.errors import ConfigError, InputError
 from pipeline.io.qdpx import ExportCode, ExportSource, machine_project, write_qdpx
 from pipeline.io.rundir import atomic_write
 from pipeline.io.spreadsheet import safe_frame
-from pipeline.map import best_two
+from pipeline.map import best_two, speaker_roles
 from pipeline.schema import SUGGESTIONS, UTTERANCE_DIMENSIONS
 
 MARKER = "Suggested for hand-coding"
@@ -79,6 +82,56 @@ def greedy_pick(u: np.ndarray, vecs: np.ndarray, known: np.ndarray, n: int, dive
     return np.asarray(picks, dtype=np.int64), np.asarray(nov), np.asarray(score)
 
 
+def split_evenly(n: int, sizes: list[int]) -> list[int]:
+    """n picks shared as evenly as the strata's sizes allow: a small stratum's unused share goes to
+    the others."""
+    take = [0] * len(sizes)
+    left, open_ = n, [i for i, size in enumerate(sizes) if size > 0]
+    while left > 0 and open_:
+        share, extra = divmod(left, len(open_))
+        for rank, i in enumerate(open_):
+            give = min(sizes[i] - take[i], share + (rank < extra))
+            take[i] += give
+            left -= give
+        open_ = [i for i in open_ if take[i] < sizes[i]]
+    return take
+
+
+def stratified_pick(u: np.ndarray, vecs: np.ndarray, known: np.ndarray, n: int, diversity: float, strata=None):
+    """greedy_pick within each stratum, n shared evenly between the strata, merged by score.
+
+    Strata are learn's role models (one per set of codes a speaker role may get): ranked together, the
+    weaker model's role takes most of a batch (TalkMoves, margin only: 68% student sentences) and the
+    other model learns little; an equal share per model reaches random choice's 20%-coded agreement
+    with fewer units (bench/active_learning.py)."""
+    keys: np.ndarray = np.unique(strata) if strata is not None else np.zeros(0)
+    if len(keys) < 2:
+        return greedy_pick(u, vecs, known, n, diversity)
+    members = [np.flatnonzero(strata == k) for k in keys]
+    parts = [
+        (m[p], nov, score)
+        for m, k in zip(members, split_evenly(n, [len(m) for m in members]))
+        if k
+        for p, nov, score in [greedy_pick(u[m], vecs[m], known, k, diversity)]
+    ]
+    picks, nov, score = (np.concatenate(x) for x in zip(*parts))
+    order = np.argsort(-score, kind="stable")
+    return picks[order], nov[order], score[order]
+
+
+def role_strata(framework, roles) -> np.ndarray | None:
+    """(n,) stratum of each utterance for stratified_pick: one per set of concepts its speaker role may
+    get under a role-aware framework, -1 where it may get none (nothing to learn from coding it);
+    None for a framework without roles."""
+    if framework is None or not framework.has_roles:
+        return None
+    allowed = framework.allowed_concepts(roles)
+    patterns, stratum = np.unique(allowed, axis=0, return_inverse=True)
+    stratum = stratum.reshape(-1).astype(np.int64)
+    some = np.asarray(np.asarray(patterns).any(axis=1), dtype=bool)
+    return np.where(some[stratum], stratum, -1)
+
+
 def suggest(
     utterances: pa.Table,
     embeddings: pa.Table,
@@ -87,8 +140,10 @@ def suggest(
     n: int,
     unit: str,
     diversity: float,
+    framework=None,
 ) -> tuple[pa.Table, str, list[str]]:
-    """diversity is learn.suggest_diversity. Hand-coded interviews are the ones `learn` trained on
+    """diversity is learn.suggest_diversity. Under a role-aware framework, utterances are shared
+    evenly between learn's role models (stratified_pick). Hand-coded interviews are the ones `learn` trained on
     (learned_codes.cross_validated); the human_codes table an earlier `compare` left is an evaluation,
     not what the model knows."""
 
@@ -116,11 +171,14 @@ def suggest(
     label = p.columns.to_numpy()[p.to_numpy(float).argmax(axis=1)] if p.shape[1] else np.full(len(ids), None)
     top = p.to_numpy(float).max(axis=1) if p.shape[1] else np.zeros(len(ids))
     hand = meta["interview_id"].isin(coded_interviews).to_numpy()
-    cand = np.flatnonzero(~hand)
+    strata = role_strata(framework, speaker_roles(utterances, ids)) if unit == "utterance" else None
+    cand = np.flatnonzero(~hand & (strata >= 0 if strata is not None else True))
     if not len(cand):
         raise InputError("every interview of the run is hand-coded already; nothing left to suggest")
     if unit == "utterance":
-        pick, nov, score = greedy_pick(u[cand], vecs[cand], vecs[hand], n, diversity)
+        pick, nov, score = stratified_pick(
+            u[cand], vecs[cand], vecs[hand], n, diversity, None if strata is None else strata[cand]
+        )
         rows = cand[pick]
         table = pd.DataFrame(
             {

@@ -312,10 +312,12 @@ def test_suggest_lists_uncertain_diverse_uncoded_utterances(learned, tmp_path):
     with pytest.raises(InputError, match="only codings by themeshift's own users"):
         drop_suggestion_markers(back, settings_for(LearnSettings, cfg).suggest_user)
 
-    plain = load_config(None, {"learn": {"suggest_diversity": 0.0}})
-    run_suggest(run_dir, plain, 10, "utterance", tmp_path / "u.csv")
-    u = pd.read_csv(tmp_path / "u.csv")["uncertainty"].to_numpy()
-    assert (np.diff(u) <= 1e-12).all()  # no diversity term: most uncertain first
+    assert (np.diff(df["uncertainty"].to_numpy()) <= 1e-12).all()  # default, no novelty term: most uncertain first
+    diverse = load_config(None, {"learn": {"suggest_diversity": 0.5}})
+    run_suggest(run_dir, diverse, 10, "utterance", tmp_path / "u.csv")
+    d = pd.read_csv(tmp_path / "u.csv")
+    np.testing.assert_allclose(d["score"], 0.5 * d["uncertainty"] + 0.5 * d["novelty"])
+    assert (np.diff(d["score"].to_numpy()) <= 1e-12).all() and d["novelty"].between(0, 1).all()
 
     run_suggest(run_dir, cfg, 3, "interview", tmp_path / "i.csv")
     i = pd.read_csv(tmp_path / "i.csv")
@@ -330,6 +332,23 @@ def test_uncertainty_is_one_minus_the_lead_of_the_best_label():
     p = np.array([[1.0, 0.0, 0.0, 0.0], [0.5, 0.5, 0.0, 0.0], [0.4, 0.2, 0.2, 0.2], [0.1, 0.2, 0.6, 0.1]])
     np.testing.assert_allclose(uncertainty(p), [0.0, 1.0, 0.8, 0.6])
     assert uncertainty(np.ones((2, 1))).tolist() == [0.0, 0.0]
+
+
+def test_stratified_pick_shares_the_batch_evenly_and_ranks_by_score():
+    """By hand: five units of stratum 0 (uncertainty .9 .8 .7 .6 .5) and two of stratum 1 (.2 .1);
+    five picks are three and two, not the five most uncertain of stratum 0; a stratum with too few
+    units leaves its share to the others; without strata it is greedy_pick."""
+    from pipeline.suggest import greedy_pick, split_evenly, stratified_pick
+
+    assert split_evenly(5, [5, 2]) == [3, 2] and split_evenly(5, [5, 1]) == [4, 1]
+    assert split_evenly(7, [2, 9, 0]) == [2, 5, 0] and split_evenly(3, [1, 1]) == [1, 1]
+    u = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.2, 0.1])
+    vecs = np.eye(7)
+    strata = np.array([0, 0, 0, 0, 0, 1, 1])
+    pick, _, score = stratified_pick(u, vecs, np.zeros((0, 7)), 5, 0.0, strata)
+    assert pick.tolist() == [0, 1, 2, 5, 6] and score.tolist() == [0.9, 0.8, 0.7, 0.2, 0.1]
+    alone, _, _ = greedy_pick(u, vecs, np.zeros((0, 7)), 5, 0.0)
+    assert stratified_pick(u, vecs, np.zeros((0, 7)), 5, 0.0, None)[0].tolist() == alone.tolist() == [0, 1, 2, 3, 4]
 
 
 def test_answer_length_columns():

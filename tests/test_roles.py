@@ -145,7 +145,31 @@ def test_learn_respects_roles_on_real_coded_lessons(talkmoves_run, tmp_path, enc
     assert len(cv) and (cv["value"] > 0.3).all()
 
 
-def test_learn_beats_a_plain_classifier_on_lessons_nobody_coded(talkmoves_run, tmp_path, encoder):
+def _half_coded_cfg():
+    return load_config(TALKMOVES / "themeshift.toml",
+                       overrides={"learn": {"feature_sets": ["dialogue"], "learning_curve_draws": 0,
+                                            "encoder": "frozen"},
+                                  "compare": {"unknown_codes": "ignore"}})
+
+
+@pytest.fixture(scope="module")
+def half_coded(talkmoves_run, tmp_path_factory, encoder):
+    """learn (frozen, dialogue features) on the talk moves of four of the eight lessons."""
+    from pipeline.runner import run_learn
+
+    tmp = tmp_path_factory.mktemp("half_coded")
+    codes = pd.read_csv(TALKMOVES / "human_codes.csv")
+    lessons = sorted(codes["interview_id"].unique())
+    assert len(lessons) == 8
+    coded_lessons = set(lessons[::2])
+    (tmp / "codes.csv").write_text(codes[codes["interview_id"].isin(coded_lessons)].to_csv(index=False))
+    run = tmp / "run"
+    shutil.copytree(talkmoves_run, run)
+    run_learn(run, tmp / "codes.csv", _half_coded_cfg(), framework_path=FRAMEWORK, encoder=encoder)
+    return run, coded_lessons
+
+
+def test_learn_beats_a_plain_classifier_on_lessons_nobody_coded(half_coded):
     """Coded talk moves of four lessons: `learn` codes the other four better than a logistic
     regression per role on the sentence embedding alone (the plain baseline of bench/validity.py),
     both scored against the human codes neither saw."""
@@ -155,20 +179,9 @@ def test_learn_beats_a_plain_classifier_on_lessons_nobody_coded(talkmoves_run, t
     from pipeline.compare import machine_labels
     from pipeline.embed import vectors
     from pipeline.io.human_codes import align, read_human_codes, resolve_codes
-    from pipeline.runner import run_learn
 
     framework = load_framework(FRAMEWORK)
-    cfg = load_config(TALKMOVES / "themeshift.toml",
-                      overrides={"learn": {"feature_sets": ["dialogue"], "learning_curve_draws": 0, "encoder": "frozen"},
-                                 "compare": {"unknown_codes": "ignore"}})
-    codes = pd.read_csv(TALKMOVES / "human_codes.csv")
-    lessons = sorted(codes["interview_id"].unique())
-    assert len(lessons) == 8
-    coded_lessons = set(lessons[::2])
-    (tmp_path / "codes.csv").write_text(codes[codes["interview_id"].isin(coded_lessons)].to_csv(index=False))
-    run = tmp_path / "run"
-    shutil.copytree(talkmoves_run, run)
-    run_learn(run, tmp_path / "codes.csv", cfg, framework_path=FRAMEWORK, encoder=encoder)
+    run, coded_lessons = half_coded
 
     # every coded sentence's human talk move ("none" where it has none)
     human = read_human_codes(TALKMOVES / "human_codes.csv")
@@ -199,6 +212,22 @@ def test_learn_beats_a_plain_classifier_on_lessons_nobody_coded(talkmoves_run, t
     # coded lessons: +0.16 with 38 lessons coded in bench/validity.py)
     assert kappas["TEACHER"][0] > kappas["TEACHER"][1] + 0.1, kappas
     assert kappas["STUDENT"][0] > kappas["STUDENT"][1] - 0.01, kappas
+
+
+def test_suggest_shares_its_picks_evenly_between_the_role_models(half_coded, tmp_path):
+    """Ranked together, the margin would hand most of a batch to the students' weaker model; under a
+    role-aware framework each of learn's role models gets half, from the lessons nobody coded."""
+    from pipeline.runner import run_suggest
+
+    run, coded_lessons = half_coded
+    cfg = _half_coded_cfg()
+    run_suggest(run, cfg, 21, "utterance", tmp_path / "next.csv", FRAMEWORK)
+    got = pd.read_csv(tmp_path / "next.csv")
+    roles = pq.read_table(run / "utterances.parquet").to_pandas().set_index("utterance_id")["speaker_role"]
+    assert len(got) == 21 and got["utterance_id"].is_unique
+    assert sorted(got["utterance_id"].map(roles).value_counts().tolist()) == [10, 11]
+    assert not set(got["interview_id"]) & coded_lessons
+    assert (got["score"].diff().dropna() <= 1e-12).all()  # one ranking, best first, across both roles
 
 
 def test_a_framework_role_no_speaker_has_stops_the_run_before_any_stage(tmp_path):
