@@ -31,6 +31,7 @@ from pipeline.errors import ConfigError, InputError
 from pipeline.io.qdpx import ExportCode, ExportSource, machine_project, write_qdpx
 from pipeline.io.rundir import atomic_write
 from pipeline.io.spreadsheet import safe_frame
+from pipeline.learn import role_groups
 from pipeline.map import best_two, speaker_roles
 from pipeline.schema import SUGGESTIONS, UTTERANCE_DIMENSIONS
 
@@ -125,10 +126,9 @@ def role_strata(framework, roles) -> np.ndarray | None:
     None for a framework without roles."""
     if framework is None or not framework.has_roles:
         return None
-    allowed = framework.allowed_concepts(roles)
-    patterns, stratum = np.unique(allowed, axis=0, return_inverse=True)
-    stratum = stratum.reshape(-1).astype(np.int64)
-    some = np.asarray(np.asarray(patterns).any(axis=1), dtype=bool)
+    stratum, patterns = role_groups(framework.allowed_concepts(roles), len(roles))
+    assert patterns is not None  # a role-aware framework gives every unit a concept mask
+    some = np.asarray(patterns.any(axis=1), dtype=bool)  # the pattern lets its units get some concept
     return np.where(some[stratum], stratum, -1)
 
 
