@@ -48,7 +48,7 @@ from pipeline.io.rundir import read_table
 from pipeline.learn import (check_enough, fit_model, fit_thresholds, human_targets, interview_codes, label_sets,
                             prepare)
 from pipeline.settings import LearnSettings, settings_for
-from pipeline.suggest import role_strata, stratified_pick, uncertainty
+from pipeline.suggest import open_units, role_strata, stratified_pick, uncertainty
 
 CORPORA = {
     "talkmoves": {"dir": SHARED / "corpora" / "talkmoves", "run": REPO / "runs" / "talkmoves",
@@ -158,9 +158,10 @@ def run_strategy(sim: Simulation, strategy: str, sizes: list[int], seed: int, di
     for size in sizes:
         need = size - len(coded)
         if need > 0:
-            free = np.setdiff1d(sim.pool, coded)
-            if strategy == "suggest" and sim.strata is not None:
-                free = free[sim.strata[free] >= 0]  # as `suggest`: units no role model codes are not proposed
+            if strategy == "suggest":  # as `suggest` proposes: units no role model codes are left out
+                free = open_units(~np.isin(np.arange(len(sim.groups)), np.setdiff1d(sim.pool, coded)), sim.strata)
+            else:
+                free = np.setdiff1d(sim.pool, coded)
             if strategy == "random":
                 coded = np.union1d(coded, rng.choice(free, size=min(need, len(free)), replace=False))
             elif strategy == "interviews":

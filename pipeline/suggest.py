@@ -132,6 +132,22 @@ def role_strata(framework, roles) -> np.ndarray | None:
     return np.where(some[stratum], stratum, -1)
 
 
+def open_units(hand: np.ndarray, strata: np.ndarray | None) -> np.ndarray:
+    """Indices of the utterances suggest may propose: not hand-coded and, under a role-aware framework
+    (strata from role_strata), spoken by a role that may get some concept: coding the rest teaches no model."""
+    free = ~np.asarray(hand, dtype=bool)
+    if not free.any():
+        raise InputError("every interview of the run is hand-coded already; nothing left to suggest")
+    if strata is not None:
+        free &= strata >= 0
+        if not free.any():
+            raise InputError(
+                "every utterance not hand-coded is by a speaker role the framework gives no concept; "
+                "nothing left to suggest"
+            )
+    return np.flatnonzero(free)
+
+
 def suggest(
     utterances: pa.Table,
     embeddings: pa.Table,
@@ -172,9 +188,7 @@ def suggest(
     top = p.to_numpy(float).max(axis=1) if p.shape[1] else np.zeros(len(ids))
     hand = meta["interview_id"].isin(coded_interviews).to_numpy()
     strata = role_strata(framework, speaker_roles(utterances, ids)) if unit == "utterance" else None
-    cand = np.flatnonzero(~hand & (strata >= 0 if strata is not None else True))
-    if not len(cand):
-        raise InputError("every interview of the run is hand-coded already; nothing left to suggest")
+    cand = open_units(hand, strata)
     if unit == "utterance":
         pick, nov, score = stratified_pick(
             u[cand], vecs[cand], vecs[hand], n, diversity, None if strata is None else strata[cand]

@@ -351,6 +351,21 @@ def test_stratified_pick_shares_the_batch_evenly_and_ranks_by_score():
     assert stratified_pick(u, vecs, np.zeros((0, 7)), 5, 0.0, None)[0].tolist() == alone.tolist() == [0, 1, 2, 3, 4]
 
 
+def test_open_units_leave_out_coded_units_and_roles_no_model_codes():
+    """Four units: the first hand-coded, the third by a role with no concept (stratum -1). What is left
+    is proposed; when nothing is, the message says which of the two emptied the pool."""
+    from pipeline.errors import InputError
+    from pipeline.suggest import open_units
+
+    hand = np.array([True, False, False, False])
+    assert open_units(hand, np.array([0, 1, -1, 0])).tolist() == [1, 3]
+    assert open_units(hand, None).tolist() == [1, 2, 3]
+    with pytest.raises(InputError, match="every interview of the run is hand-coded"):
+        open_units(np.ones(4, bool), None)
+    with pytest.raises(InputError, match="speaker role the framework gives no concept"):
+        open_units(hand, np.array([0, -1, -1, -1]))
+
+
 def test_answer_length_columns():
     from pipeline.learn_features import LENGTH_SCALE, answer_length
 
