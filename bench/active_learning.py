@@ -158,10 +158,11 @@ def run_strategy(sim: Simulation, strategy: str, sizes: list[int], seed: int, di
     for size in sizes:
         need = size - len(coded)
         if need > 0:
-            if strategy == "suggest":  # as `suggest` proposes: units no role model codes are left out
-                free = open_units(~np.isin(np.arange(len(sim.groups)), np.setdiff1d(sim.pool, coded)), sim.strata)
-            else:
-                free = np.setdiff1d(sim.pool, coded)
+            free = np.setdiff1d(sim.pool, coded)
+            if strategy == "suggest":  # only what `suggest` proposes: units no role model codes are left out
+                taken = np.ones(len(sim.groups), dtype=bool)  # coded, or held out for scoring
+                taken[free] = False
+                free = open_units(taken, sim.strata)
             if strategy == "random":
                 coded = np.union1d(coded, rng.choice(free, size=min(need, len(free)), replace=False))
             elif strategy == "interviews":
